@@ -1,0 +1,1 @@
+"""payments-api: a small example service that Conveyor builds, tests and deploys."""

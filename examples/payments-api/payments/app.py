@@ -1,0 +1,83 @@
+"""The HTTP service: `python -m payments.app --port 8080`.
+
+GET /healthz                      200 {"status": "ok"}
+GET /api/v1/quote?amount=&currency=  200 {"amount", "currency", "fee", "total"} or 400
+PAYMENTS_FAIL_RATE=0.2 makes that share of API responses fail with 500, for deploy tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+from payments.fees import QuoteError, quote
+
+VERSION = os.environ.get("PAYMENTS_VERSION", "dev")
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "payments-api"
+    fail_rate = float(os.environ.get("PAYMENTS_FAIL_RATE", "0") or 0)
+
+    def do_GET(self) -> None:
+        url = urlparse(self.path)
+        if url.path == "/healthz":
+            self._send(200, {"status": "ok", "version": VERSION})
+        elif url.path == "/api/v1/quote":
+            if random.random() < self.fail_rate:
+                self._send(500, {"error": "injected failure"})
+                return
+            params = {k: v[0] for k, v in parse_qs(url.query).items()}
+            try:
+                body = quote(params.get("amount", ""), params.get("currency", "EUR"))
+            except QuoteError as exc:
+                self._send(400, {"error": str(exc)})
+                return
+            self._send(200, body | {"version": VERSION})
+        else:
+            self._send(404, {"error": f"no route {url.path}"})
+
+    def _send(self, status: int, body: dict[str, str]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+def serve(port: int, host: str = "127.0.0.1") -> None:
+    server = ThreadingHTTPServer((host, port), Handler)
+    stop = threading.Event()
+
+    def _shutdown(*_: object) -> None:
+        if not stop.is_set():
+            stop.set()
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _shutdown)
+    signal.signal(signal.SIGINT, _shutdown)
+    print(f"payments-api {VERSION} listening on {host}:{port}", flush=True)
+    server.serve_forever(poll_interval=0.2)
+    server.server_close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args()
+    serve(args.port, args.host)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Settings from the environment (prefix `CONVEYOR_`), overridable by CLI options."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Conveyor's settings. Each field is read from `CONVEYOR_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore")
+
+    data_dir: Path = Path(".conveyor")
+    """Logs, artifacts, caches and (later) the SQLite database."""
+    secrets: str = ""
+    """Names of environment variables whose values are secrets: handed to jobs and masked
+    in every log line. Comma or space separated."""
+
+    def secret_values(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The secrets named in `secrets`, with their values from the environment."""
+        env = os.environ if environ is None else environ
+        names = self.secrets.replace(",", " ").split()
+        return {name: env[name] for name in names if name in env}

@@ -1,0 +1,244 @@
+"""Compile a checked pipeline and an event into a plan: the jobs that will exist in the run,
+with their matrix expanded, their `needs` resolved to a DAG, and the reasons for every job
+that was left out. Runners execute only plans."""
+
+from __future__ import annotations
+
+import graphlib
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from conveyor.pipeline.schema import (
+    DEFAULT_STAGE,
+    DEFAULT_TIMEOUT_S,
+    Artifacts,
+    Cache,
+    Concurrency,
+    Deploy,
+    Gates,
+    Job,
+    PipelineSpec,
+    Reports,
+    Retry,
+    When,
+)
+from conveyor.pipeline.triggers import Decision, Event, job_condition, pipeline_trigger
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """One job of the run, after matrix expansion."""
+
+    name: str
+    base: str
+    stage: str
+    needs: tuple[str, ...]
+    artifacts_from: tuple[str, ...]
+    script: tuple[str, ...]
+    after_script: tuple[str, ...]
+    env: dict[str, str]
+    matrix: dict[str, str]
+    timeout_s: float
+    retry: Retry
+    when: When
+    allow_failure: bool
+    interruptible: bool
+    required_for_merge: bool
+    cache: Cache | None = None
+    artifacts: Artifacts | None = None
+    reports: Reports | None = None
+    gates: Gates | None = None
+    concurrency: Concurrency | None = None
+    deploy: Deploy | None = None
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExcludedJob:
+    name: str
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run will do. `jobs` is in a topological order of `needs`."""
+
+    service: str
+    team: str
+    event: Event
+    trigger: Decision
+    jobs: tuple[PlannedJob, ...] = ()
+    excluded: tuple[ExcludedJob, ...] = ()
+    ancestors: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    @property
+    def triggered(self) -> bool:
+        return self.trigger.included and bool(self.jobs)
+
+    def job(self, name: str) -> PlannedJob:
+        for job in self.jobs:
+            if job.name == name:
+                return job
+        raise KeyError(name)
+
+
+def matrix_combinations(job: Job) -> list[dict[str, str]]:
+    """The matrix cells of a job, in file order; one empty cell when there is no matrix."""
+    if not job.matrix:
+        return [{}]
+    cells: list[dict[str, str]] = []
+    for entry in job.matrix:
+        names = list(entry)
+        for values in itertools.product(*(entry[n] for n in names)):
+            cells.append(dict(zip(names, (str(v) for v in values), strict=True)))
+    return cells
+
+
+def instance_name(base: str, cell: dict[str, str]) -> str:
+    """GitLab's naming of matrix jobs: `test: [3.11, postgres]`."""
+    return f"{base}: [{', '.join(cell.values())}]" if cell else base
+
+
+def compile_plan(spec: PipelineSpec, event: Event) -> Plan:
+    """Decide which jobs run for `event`, and wire them into a DAG."""
+    trigger = pipeline_trigger(spec, event)
+    plan = Plan(service=spec.service, team=spec.team, event=event, trigger=trigger)
+    if not trigger.included:
+        return plan
+    return _Compiler(spec, event, trigger).compile()
+
+
+class _Compiler:
+    def __init__(self, spec: PipelineSpec, event: Event, trigger: Decision) -> None:
+        self.spec = spec
+        self.event = event
+        self.trigger = trigger
+        self.stage_index = {
+            name: spec.stage_names.index(job.stage or DEFAULT_STAGE)
+            for name, job in spec.jobs.items()
+        }
+        self.instances: dict[str, list[str]] = {}
+        self.excluded: dict[str, tuple[str, ...]] = {}
+        self.jobs: dict[str, PlannedJob] = {}
+
+    def compile(self) -> Plan:
+        for base in self._base_order():
+            self._plan_base(base, self.spec.jobs[base])
+        order = list(
+            graphlib.TopologicalSorter({n: j.needs for n, j in self.jobs.items()}).static_order()
+        )
+        ancestors: dict[str, frozenset[str]] = {}
+        for name in order:
+            needs = self.jobs[name].needs
+            ancestors[name] = frozenset(needs).union(*(ancestors[n] for n in needs))
+        return Plan(
+            service=self.spec.service,
+            team=self.spec.team,
+            event=self.event,
+            trigger=self.trigger,
+            jobs=tuple(self.jobs[n] for n in order),
+            excluded=tuple(ExcludedJob(n, r) for n, r in self.excluded.items()),
+            ancestors=ancestors,
+        )
+
+    def _base_order(self) -> list[str]:
+        """Base jobs ordered so that every job comes after what it needs (explicit needs,
+        or every job of an earlier stage)."""
+        graph: dict[str, set[str]] = {}
+        for name, job in self.spec.jobs.items():
+            if job.needs is not None:
+                graph[name] = {n.job for n in job.needs if n.job in self.spec.jobs}
+            else:
+                graph[name] = {other for other in self.spec.jobs if self._earlier(other, name)}
+        return list(graphlib.TopologicalSorter(graph).static_order())
+
+    def _earlier(self, other: str, name: str) -> bool:
+        return self.stage_index[other] < self.stage_index[name]
+
+    def _plan_base(self, base: str, job: Job) -> None:
+        condition = job_condition(job.if_, self.event)
+        if not condition.included:
+            self.excluded[base] = condition.reasons
+            return
+        needs, artifacts_from, reasons = self._resolve_needs(base, job)
+        if needs is None:
+            self.excluded[base] = reasons
+            return
+        for cell in matrix_combinations(job):
+            name = instance_name(base, cell)
+            self.jobs[name] = self._planned(
+                name, base, job, cell, needs, artifacts_from, condition.reasons + reasons
+            )
+        self.instances[base] = [instance_name(base, c) for c in matrix_combinations(job)]
+
+    def _resolve_needs(
+        self, base: str, job: Job
+    ) -> tuple[tuple[str, ...] | None, tuple[str, ...], tuple[str, ...]]:
+        """Expanded needs and the jobs to take artifacts from; None needs = excluded."""
+        if job.needs is None:
+            earlier = [b for b in self.instances if self._earlier(b, base)]
+            names = tuple(self._expand(earlier))
+            return names, names, (f"stage {job.stage or DEFAULT_STAGE!r}",)
+        needs: list[str] = []
+        artifacts_from: list[str] = []
+        reasons: list[str] = []
+        for need in job.needs:
+            if need.job not in self.instances:
+                if need.optional:
+                    reasons.append(f"optional need {need.job!r} is not in this run")
+                    continue
+                return None, (), (f"needs {need.job!r}, which is not in this run",)
+            expanded = self.instances[need.job]
+            needs += expanded
+            if need.artifacts:
+                artifacts_from += expanded
+        return tuple(needs), tuple(artifacts_from), tuple(reasons)
+
+    def _expand(self, bases: Iterable[str]) -> list[str]:
+        return [name for b in bases for name in self.instances[b]]
+
+    def _planned(
+        self,
+        name: str,
+        base: str,
+        job: Job,
+        cell: dict[str, str],
+        needs: tuple[str, ...],
+        artifacts_from: tuple[str, ...],
+        reasons: tuple[str, ...],
+    ) -> PlannedJob:
+        defaults = self.spec.defaults
+        before = job.before_script if job.before_script is not None else defaults.before_script
+        after = job.after_script if job.after_script is not None else defaults.after_script
+        interruptible = (
+            job.interruptible
+            if job.interruptible is not None
+            else (
+                defaults.interruptible if defaults.interruptible is not None else job.deploy is None
+            )
+        )
+        return PlannedJob(
+            name=name,
+            base=base,
+            stage=job.stage or DEFAULT_STAGE,
+            needs=needs,
+            artifacts_from=artifacts_from,
+            script=tuple((before or []) + (job.script or [])),
+            after_script=tuple(after or []),
+            env={**self.spec.env, **defaults.env, **job.env, **cell},
+            matrix=cell,
+            timeout_s=job.timeout or defaults.timeout or DEFAULT_TIMEOUT_S,
+            retry=job.retry or defaults.retry or Retry(),
+            when=job.when,
+            allow_failure=job.allow_failure,
+            interruptible=interruptible,
+            required_for_merge=job.required_for_merge,
+            cache=job.cache,
+            artifacts=job.artifacts,
+            reports=job.reports,
+            gates=job.gates,
+            concurrency=job.concurrency,
+            deploy=job.deploy,
+            reasons=reasons,
+        )

@@ -1,0 +1,75 @@
+"""What to do next with a job, given the statuses of the jobs it depends on.
+
+A pure function, shared by the local runner and the server's scheduler, so that `when`,
+failures upstream and manual jobs mean the same thing everywhere (GitLab's semantics: a
+failed job skips what depends on it, `on_failure` runs only after a failure upstream,
+`always` runs whatever happened)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from conveyor.domain.status import JobStatus
+from conveyor.pipeline.plan import Plan, PlannedJob
+from conveyor.pipeline.schema import When
+
+
+class Action(StrEnum):
+    WAIT = "wait"
+    """A need has not finished."""
+    RUN = "run"
+    SKIP = "skip"
+    MANUAL = "manual"
+    """Park the job until a person starts it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Next:
+    action: Action
+    reason: str = ""
+
+
+_UNFINISHED = frozenset(
+    {JobStatus.CREATED, JobStatus.PENDING, JobStatus.RUNNING, JobStatus.BLOCKED}
+)
+
+
+def next_action(
+    plan: Plan,
+    job: PlannedJob,
+    statuses: Mapping[str, JobStatus],
+    allow_failure: Mapping[str, bool],
+    played: bool = False,
+) -> Next:
+    """Decide for a job still in `created`.
+
+    `statuses` holds every job's current status, `allow_failure` whether a job's failure
+    is tolerated; `played` is true once a person started a manual job.
+    """
+    waiting = [n for n in job.needs if statuses[n] in _UNFINISHED]
+    if waiting:
+        return Next(Action.WAIT, f"waits for {waiting[0]!r}")
+    canceled = [n for n in job.needs if statuses[n] is JobStatus.CANCELED]
+    if canceled:
+        return Next(Action.SKIP, f"{canceled[0]!r} was canceled")
+    failed = sorted(
+        n
+        for n in plan.ancestors.get(job.name, frozenset())
+        if statuses[n] is JobStatus.FAILED and not allow_failure.get(n, False)
+    )
+    if job.when is When.ALWAYS:
+        return Next(Action.RUN, "when: always")
+    if job.when is When.ON_FAILURE:
+        if failed:
+            return Next(Action.RUN, f"when: on_failure, and {failed[0]!r} failed")
+        return Next(Action.SKIP, "when: on_failure, and nothing upstream failed")
+    if failed:
+        return Next(Action.SKIP, f"{failed[0]!r} failed")
+    not_run = [n for n in job.needs if statuses[n] in (JobStatus.SKIPPED, JobStatus.MANUAL)]
+    if not_run:
+        return Next(Action.SKIP, f"needs {not_run[0]!r}, which did not run")
+    if job.when is When.MANUAL and not played:
+        return Next(Action.MANUAL, "when: manual; waits for a person")
+    return Next(Action.RUN, "needs succeeded" if job.needs else "no needs")

@@ -1,0 +1,180 @@
+"""Whether an event starts a pipeline, and whether each job joins the plan: pure
+decisions that carry the rule that decided them, so `conveyor explain` can say why."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from conveyor.pipeline.patterns import first_match, matching_paths
+from conveyor.pipeline.schema import IfCondition, On, PipelineSpec
+
+_SKIP_CI = re.compile(r"\[(?:skip ci|ci skip)\]", re.IGNORECASE)
+
+
+class EventKind(StrEnum):
+    PUSH = "push"
+    PULL_REQUEST = "pull_request"
+    TAG = "tag"
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+
+
+@dataclass(frozen=True)
+class Event:
+    """What happened in the repository.
+
+    `changed` is None when the changed files are unknown (a new branch with no base to
+    compare to): path filters then count every path as changed, and the decision says so.
+    """
+
+    kind: EventKind
+    ref: str
+    sha: str = "0" * 40
+    changed: tuple[str, ...] | None = None
+    message: str = ""
+    target_branch: str | None = None
+
+    @property
+    def branch(self) -> str | None:
+        if self.ref.startswith("refs/heads/"):
+            return self.ref.removeprefix("refs/heads/")
+        if self.ref.startswith("refs/"):
+            return None
+        return self.ref
+
+    @property
+    def tag(self) -> str | None:
+        return self.ref.removeprefix("refs/tags/") if self.ref.startswith("refs/tags/") else None
+
+    @property
+    def effective_kind(self) -> EventKind:
+        """A push of a tag ref is a tag event."""
+        if self.kind is EventKind.PUSH and self.tag is not None:
+            return EventKind.TAG
+        return self.kind
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A yes/no with the reasons, in the order they were checked."""
+
+    included: bool
+    reasons: tuple[str, ...] = field(default_factory=tuple)
+
+
+def skip_ci(message: str) -> bool:
+    """Whether a commit message asks to skip CI (`[skip ci]` or `[ci skip]`)."""
+    return bool(_SKIP_CI.search(message))
+
+
+def _describe(patterns: Sequence[str]) -> str:
+    return "[" + ", ".join(patterns) + "]"
+
+
+def _match_value(label: str, patterns: Sequence[str] | None, value: str | None) -> Decision:
+    if patterns is None:
+        return Decision(True, (f"no {label} filter",))
+    if value is None:
+        return Decision(False, (f"{label} filter {_describe(patterns)}: the event has no {label}",))
+    included, decided_by = first_match(patterns, value)
+    if included:
+        return Decision(True, (f"{label} {value!r} matches {decided_by!r}",))
+    if decided_by is not None:
+        return Decision(False, (f"{label} {value!r} is excluded by {decided_by!r}",))
+    return Decision(False, (f"{label} {value!r} matches none of {_describe(patterns)}",))
+
+
+def match_paths(patterns: Sequence[str] | None, changed: tuple[str, ...] | None) -> Decision:
+    """The path filter: at least one changed file must be included."""
+    if patterns is None:
+        return Decision(True, ("no paths filter",))
+    if changed is None:
+        return Decision(
+            True,
+            (
+                f"paths {_describe(patterns)}: no changed-file list (as for a push that "
+                "creates a branch), so every path counts as changed",
+            ),
+        )
+    hits = matching_paths(patterns, changed)
+    if hits:
+        shown = ", ".join(hits[:3]) + (f" and {len(hits) - 3} more" if len(hits) > 3 else "")
+        return Decision(True, (f"paths {_describe(patterns)} match changed {shown}",))
+    return Decision(
+        False, (f"paths {_describe(patterns)} match none of the {len(changed)} changed files",)
+    )
+
+
+def _all(*decisions: Decision) -> Decision:
+    reasons: list[str] = []
+    for decision in decisions:
+        reasons += decision.reasons
+        if not decision.included:
+            return Decision(False, tuple(reasons))
+    return Decision(True, tuple(reasons))
+
+
+def pipeline_trigger(spec: PipelineSpec, event: Event) -> Decision:
+    """Does this event start the pipeline? Checks `[skip ci]`, then the `on` rule."""
+    if skip_ci(event.message):
+        return Decision(False, ("the commit message contains [skip ci]",))
+    return _on_rule(spec.on, event)
+
+
+def _on_rule(on: On, event: Event) -> Decision:
+    kind = event.effective_kind
+    if kind is EventKind.PUSH:
+        if on.push is None:
+            return Decision(False, ("`on` has no push trigger",))
+        return _all(
+            Decision(True, ("on.push",)),
+            _match_value("branch", on.push.branches, event.branch),
+            match_paths(on.push.paths, event.changed),
+        )
+    if kind is EventKind.PULL_REQUEST:
+        if on.pull_request is None:
+            return Decision(False, ("`on` has no pull_request trigger",))
+        return _all(
+            Decision(True, ("on.pull_request",)),
+            _match_value("target branch", on.pull_request.branches, event.target_branch),
+            match_paths(on.pull_request.paths, event.changed),
+        )
+    if kind is EventKind.TAG:
+        if on.tag is None:
+            return Decision(False, ("`on` has no tag trigger",))
+        return _all(Decision(True, ("on.tag",)), _match_value("tag", on.tag, event.tag))
+    if kind is EventKind.SCHEDULE:
+        if not on.schedule:
+            return Decision(False, ("`on` has no schedule",))
+        return Decision(True, (f"on.schedule ({len(on.schedule)} entries)",))
+    if not on.manual:
+        return Decision(False, ("`on.manual` is false",))
+    return Decision(True, ("on.manual",))
+
+
+def job_condition(condition: IfCondition | None, event: Event) -> Decision:
+    """A job's `if`: every condition given must hold."""
+    if condition is None:
+        return Decision(True, ("no `if`",))
+    parts: list[Decision] = []
+    if condition.event is not None:
+        kind = event.effective_kind.value
+        ok = kind in condition.event
+        verdict = "is" if ok else "is not"
+        parts.append(
+            Decision(ok, (f"if.event: {kind!r} {verdict} in {_describe(condition.event)}",))
+        )
+    if condition.branch is not None:
+        parts.append(_prefixed("if.", _match_value("branch", condition.branch, event.branch)))
+    if condition.tag is not None:
+        parts.append(_prefixed("if.", _match_value("tag", condition.tag, event.tag)))
+    if condition.paths is not None:
+        parts.append(_prefixed("if.", match_paths(condition.paths, event.changed)))
+    return _all(*parts)
+
+
+def _prefixed(prefix: str, decision: Decision) -> Decision:
+    return Decision(decision.included, tuple(prefix + r for r in decision.reasons))
