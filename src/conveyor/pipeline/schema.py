@@ -10,6 +10,7 @@ with a suggestion instead of a silently ignored setting.
 
 from __future__ import annotations
 
+import math
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -47,7 +48,11 @@ class Model(BaseModel):
 
 
 def _as_list(value: Any) -> Any:
-    return [value] if isinstance(value, str) else value
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        raise ValueError(f"expected a string or a list of strings, got {value!r}")
+    return value
 
 
 def _valid_glob(pattern: str) -> str:
@@ -278,12 +283,13 @@ def _matrix_names(entries: list[dict[str, list[MatrixValue]]]) -> list[dict[str,
                 raise ValueError(f"matrix variable {name!r} is not a valid environment name")
             if not values:
                 raise ValueError(f"matrix variable {name!r} has no values")
-        out.append({k: [_scalar_text(v) for v in vs] for k, vs in entry.items()})
+        out.append({k: [str(v) for v in vs] for k, vs in entry.items()})
+    total = sum(math.prod(len(vs) for vs in entry.values()) for entry in out)
+    if total > MAX_MATRIX_COMBINATIONS:
+        raise ValueError(
+            f"the matrix makes {total} jobs; at most {MAX_MATRIX_COMBINATIONS} are allowed"
+        )
     return out
-
-
-def _scalar_text(value: MatrixValue) -> str:
-    return str(value)
 
 
 Matrix = Annotated[
@@ -346,8 +352,6 @@ class Concurrency(Model):
 
 
 # -- deploy -----------------------------------------------------------------------------
-
-Percent = Annotated[int | str, Field(union_mode="left_to_right")]
 
 
 def _valid_amount(value: int | str) -> int | str:
@@ -511,6 +515,12 @@ def _jobs_without_templates(value: Any) -> Any:
     return value
 
 
+def _some_jobs(jobs: dict[str, Job]) -> dict[str, Job]:
+    if not jobs:
+        raise ValueError("a pipeline needs at least one job ('.name' keys are templates)")
+    return jobs
+
+
 JobName = Annotated[str, Field(pattern=JOB_NAME_PATTERN, max_length=100)]
 
 
@@ -529,7 +539,7 @@ class PipelineSpec(Model):
     jobs: Annotated[
         dict[JobName, Job],
         BeforeValidator(_jobs_without_templates, json_schema_input_type=dict[str, Job]),
-        Field(min_length=1),
+        AfterValidator(_some_jobs),
     ]
     runtime: Runtime | None = None
 

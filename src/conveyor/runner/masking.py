@@ -57,14 +57,17 @@ class SecretMasker:
         return self._pattern.sub(MASK, data) if self._pattern is not None else data
 
     def _holdback(self, data: bytes) -> int:
-        """How many trailing bytes could be the start of a secret, or of a match that the
-        regex would otherwise cut short."""
+        """How many trailing bytes to keep: from the earliest place where the rest of the
+        data could still grow into a secret, moved back to the start of any match that
+        the cut would otherwise split."""
         assert self._pattern is not None
-        window = min(len(data), self._longest - 1)
-        # A full match that ends within the last `window` bytes might be the prefix of a
-        # longer secret; hold back from the earliest position any secret could start.
-        for start in range(len(data) - window, len(data)):
+        cut = len(data)
+        for start in range(max(0, len(data) - self._longest + 1), len(data)):
             tail = data[start:]
-            if any(s.startswith(tail) for s in self._secrets):
-                return len(data) - start
-        return 0
+            if any(len(s) > len(tail) and s.startswith(tail) for s in self._secrets):
+                cut = start
+                break
+        for match in self._pattern.finditer(data):
+            if match.start() < cut < match.end():
+                cut = match.start()
+        return len(data) - cut
