@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import graphlib
 import itertools
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from conveyor.pipeline.schema import (
@@ -109,6 +108,10 @@ def compile_plan(spec: PipelineSpec, event: Event) -> Plan:
     return _Compiler(spec, event, trigger).compile()
 
 
+def _stage_node(index: int) -> str:
+    return f"\0stage-{index}"
+
+
 class _Compiler:
     def __init__(self, spec: PipelineSpec, event: Event, trigger: Decision) -> None:
         self.spec = spec
@@ -121,17 +124,21 @@ class _Compiler:
         self.instances: dict[str, list[str]] = {}
         self.excluded: dict[str, tuple[str, ...]] = {}
         self.jobs: dict[str, PlannedJob] = {}
+        self.stage_needs: dict[int, tuple[str, ...]] = {}
 
     def compile(self) -> Plan:
         for base in self._base_order():
             self._plan_base(base, self.spec.jobs[base])
-        order = list(
-            graphlib.TopologicalSorter({n: j.needs for n, j in self.jobs.items()}).static_order()
-        )
+        # Jobs were planned in a topological order of their bases, so `self.jobs` is in
+        # a topological order too. Jobs of one stage share one needs tuple: their
+        # ancestors are computed once.
         ancestors: dict[str, frozenset[str]] = {}
-        for name in order:
-            needs = self.jobs[name].needs
-            ancestors[name] = frozenset(needs).union(*(ancestors[n] for n in needs))
+        shared: dict[tuple[str, ...], frozenset[str]] = {}
+        for name, job in self.jobs.items():
+            if job.needs not in shared:
+                shared[job.needs] = frozenset(job.needs).union(*(ancestors[n] for n in job.needs))
+            ancestors[name] = shared[job.needs]
+        order = list(self.jobs)
         return Plan(
             service=self.spec.service,
             team=self.spec.team,
@@ -143,18 +150,26 @@ class _Compiler:
         )
 
     def _base_order(self) -> list[str]:
-        """Base jobs ordered so that every job comes after what it needs (explicit needs,
-        or every job of an earlier stage)."""
+        """Base jobs ordered so that every job comes after what it needs: its explicit
+        needs, or every job of an earlier stage. A node per stage stands for "all of this
+        stage", which keeps the graph linear in size instead of quadratic."""
         graph: dict[str, set[str]] = {}
         for name, job in self.spec.jobs.items():
+            stage = self.stage_index[name]
+            graph.setdefault(_stage_node(stage), set()).add(name)
             if job.needs is not None:
                 graph[name] = {n.job for n in job.needs if n.job in self.spec.jobs}
             else:
-                graph[name] = {other for other in self.spec.jobs if self._earlier(other, name)}
-        return list(graphlib.TopologicalSorter(graph).static_order())
-
-    def _earlier(self, other: str, name: str) -> bool:
-        return self.stage_index[other] < self.stage_index[name]
+                graph[name] = {_stage_node(i) for i in range(stage)}
+        position = {name: i for i, name in enumerate(self.spec.jobs)}
+        sorter = graphlib.TopologicalSorter(graph)
+        sorter.prepare()
+        order: list[str] = []
+        while sorter.is_active():
+            ready = sorter.get_ready()
+            sorter.done(*ready)
+            order += sorted((n for n in ready if n in position), key=position.__getitem__)
+        return order
 
     def _plan_base(self, base: str, job: Job) -> None:
         condition = job_condition(job.if_, self.event)
@@ -177,8 +192,7 @@ class _Compiler:
     ) -> tuple[tuple[str, ...] | None, tuple[str, ...], tuple[str, ...]]:
         """Expanded needs and the jobs to take artifacts from; None needs = excluded."""
         if job.needs is None:
-            earlier = [b for b in self.instances if self._earlier(b, base)]
-            names = tuple(self._expand(earlier))
+            names = self._stage_needs(self.stage_index[base])
             return names, names, (f"stage {job.stage or DEFAULT_STAGE!r}",)
         needs: list[str] = []
         artifacts_from: list[str] = []
@@ -195,8 +209,15 @@ class _Compiler:
                 artifacts_from += expanded
         return tuple(needs), tuple(artifacts_from), tuple(reasons)
 
-    def _expand(self, bases: Iterable[str]) -> list[str]:
-        return [name for b in bases for name in self.instances[b]]
+    def _stage_needs(self, stage: int) -> tuple[str, ...]:
+        """Every planned job of the stages before `stage`, in file order. The base order
+        plans all of them before any job of `stage`, so the answer is cached."""
+        if stage not in self.stage_needs:
+            earlier = [
+                b for b in self.spec.jobs if b in self.instances and self.stage_index[b] < stage
+            ]
+            self.stage_needs[stage] = tuple(n for b in earlier for n in self.instances[b])
+        return self.stage_needs[stage]
 
     def _planned(
         self,

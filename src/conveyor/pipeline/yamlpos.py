@@ -156,7 +156,7 @@ def load_located(text: str) -> Located:
     Raises YamlSyntaxError when the text is not valid YAML. Problems the data itself has
     (duplicate keys, complex keys) are collected in `problems`, not raised.
     """
-    yaml = YAML(typ="safe", pure=True)
+    yaml = YAML(typ="safe")  # the C parser when ruamel.yaml.clib is installed; same marks
     out = Located(data=None)
     try:
         node = yaml.compose(text)
