@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## demo: run the example service's pipeline locally, with live logs and a summary.
+# The example's jobs use python, pytest and coverage from .venv, as a runner machine
+# would have them installed.
 demo: $(STAMP)
-	$(BIN)/conveyor run examples/payments-api/conveyor.yml --parallel 2 --report .conveyor/demo-report.json
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/conveyor run examples/payments-api/conveyor.yml \
+		--ref refs/heads/main --parallel 2 --report .conveyor/demo-report.json
 
 ## test: ruff, mypy strict, import-linter, then pytest with coverage (fails under 90 %).
 test: lint typecheck unit
@@ -36,6 +39,7 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/compile_pipeline.py
 	$(BIN)/python bench/executor_overhead.py
+	$(BIN)/python bench/junit_parse.py
 
 clean:
 	rm -rf $(VENV) .conveyor .pytest_cache .mypy_cache .ruff_cache .coverage

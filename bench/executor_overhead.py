@@ -3,7 +3,7 @@
 Runs N independent jobs whose script is `true` through Conveyor's local run (workspace
 copy, environment, bash, log capture, masking, status bookkeeping) at --parallel 1 and
 --parallel 4, and compares with a plain shell loop that starts the same `bash -c true`
-N times. Overhead per job = (Conveyor's time − the loop's time) / N. Prints one JSON
+N times. Overhead per job = (Conveyor's time - the loop's time) / N. Prints one JSON
 object; nothing is asserted. Run: `python bench/executor_overhead.py [--jobs 200]`.
 """
 

@@ -193,7 +193,7 @@ class _Compiler:
         """Expanded needs and the jobs to take artifacts from; None needs = excluded."""
         if job.needs is None:
             names = self._stage_needs(self.stage_index[base])
-            return names, names, (f"stage {job.stage or DEFAULT_STAGE!r}",)
+            return names, names, (f"stage {job.stage or DEFAULT_STAGE!r} (after earlier stages)",)
         needs: list[str] = []
         artifacts_from: list[str] = []
         reasons: list[str] = []

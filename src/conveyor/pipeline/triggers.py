@@ -158,7 +158,7 @@ def _on_rule(on: On, event: Event) -> Decision:
 def job_condition(condition: IfCondition | None, event: Event) -> Decision:
     """A job's `if`: every condition given must hold."""
     if condition is None:
-        return Decision(True, ("no `if`",))
+        return Decision(True, ("no `if` rule",))
     parts: list[Decision] = []
     if condition.event is not None:
         kind = event.effective_kind.value

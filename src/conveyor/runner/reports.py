@@ -1,8 +1,8 @@
 """Test and coverage reports: JUnit XML and Cobertura XML, parsed by streaming.
 
-Elements are discarded as soon as they are counted, so memory stays flat however large
-the file (a 100 MB JUnit file needs a few MB, not 1 GB). Parsing uses the standard
-library's expat, which refuses entity-expansion bombs (expat ≥ 2.4).
+JUnit files are read with expat's callbacks, building no tree, so memory stays flat
+however large the file; a Cobertura file is read only up to its root element. Parsing
+uses the standard library's expat, which refuses entity-expansion bombs (expat ≥ 2.4).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from xml.parsers import expat
 
 MAX_FAILED_NAMES = 50
 
@@ -51,39 +52,52 @@ def parse_junit(paths: Iterable[Path]) -> JUnitSummary:
     summary = JUnitSummary()
     for path in paths:
         summary.files += 1
-        _parse_junit_file(path, summary)
+        _JUnitCounter(summary).parse(path)
     return summary
 
 
-def _parse_junit_file(path: Path, summary: JUnitSummary) -> None:
-    stack: list[ET.Element] = []
-    outcome = "passed"
-    try:
-        for event, elem in ET.iterparse(path, events=("start", "end")):
-            tag = _local(elem.tag)
-            if event == "start":
-                if tag == "testcase":
-                    outcome = "passed"
-                elif stack and _local(stack[-1].tag) == "testcase":
-                    if tag in ("failure", "error"):
-                        outcome = "failed"
-                    elif tag == "skipped" and outcome == "passed":
-                        outcome = "skipped"
-                stack.append(elem)
-                continue
-            stack.pop()
-            if tag == "testcase":
-                _count(summary, elem, outcome)
-            if stack and tag in ("testcase", "testsuite"):
-                stack[-1].remove(elem)  # drop what is counted: memory stays flat
-            elem.clear()
-    except ET.ParseError as exc:
-        raise ReportError(f"{path}: not valid JUnit XML: {exc}") from exc
-    except OSError as exc:
-        raise ReportError(f"{path}: cannot read: {exc.strerror}") from exc
+class _JUnitCounter:
+    """Counts test cases from expat's start/end callbacks: no element tree is built, so
+    memory does not grow with the file."""
+
+    def __init__(self, summary: JUnitSummary) -> None:
+        self.summary = summary
+        self.case: dict[str, str] | None = None
+        self.outcome = "passed"
+
+    def parse(self, path: Path) -> None:
+        parser = expat.ParserCreate()
+        parser.buffer_text = True
+        parser.StartElementHandler = self._start
+        parser.EndElementHandler = self._end
+        try:
+            with path.open("rb") as handle:
+                parser.ParseFile(handle)
+        except expat.ExpatError as exc:
+            raise ReportError(f"{path}: not valid JUnit XML: {exc}") from exc
+        except OSError as exc:
+            raise ReportError(f"{path}: cannot read: {exc.strerror}") from exc
+
+    # Tags may carry a namespace prefix (`t:testcase`); expat runs without namespace
+    # processing, so the local name is what follows the last colon.
+    def _start(self, tag: str, attrs: dict[str, str]) -> None:
+        if tag == "testcase" or tag.endswith(":testcase"):
+            self.case = attrs
+            self.outcome = "passed"
+        elif self.case is not None:
+            name = tag.rpartition(":")[2]
+            if name in ("failure", "error"):
+                self.outcome = "failed"
+            elif name == "skipped" and self.outcome == "passed":
+                self.outcome = "skipped"
+
+    def _end(self, tag: str) -> None:
+        if self.case is not None and (tag == "testcase" or tag.endswith(":testcase")):
+            _count(self.summary, self.case, self.outcome)
+            self.case = None
 
 
-def _count(summary: JUnitSummary, case: ET.Element, outcome: str) -> None:
+def _count(summary: JUnitSummary, case: dict[str, str], outcome: str) -> None:
     if outcome == "failed":
         summary.failed += 1
         if len(summary.failed_names) < MAX_FAILED_NAMES:
