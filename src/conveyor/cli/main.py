@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -36,8 +37,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Logs and CI consoles are not terminals; Rich would squeeze tables into 80 columns there.
+_WIDTH = None if os.environ.get("COLUMNS") or os.isatty(1) else 140
+out = Console(highlight=False, width=_WIDTH)
+err = Console(stderr=True, highlight=False, width=_WIDTH)
 
 FileArg = Annotated[Path, typer.Argument(help="The pipeline file.")]
 EventOpt = Annotated[EventKind, typer.Option("--event", help="The event to simulate.")]

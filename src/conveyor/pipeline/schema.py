@@ -118,18 +118,19 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=100)]
 # -- triggers (`on`) --------------------------------------------------------------------
 
 
-class PushTrigger(Model):
-    """`on.push`: branch pushes. Both filters must match when both are given."""
+class BranchTrigger(Model):
+    """A trigger with a branch filter and a path filter; both must match when given."""
 
     branches: Globs | None = None
     paths: Globs | None = None
 
 
-class PullRequestTrigger(Model):
+class PushTrigger(BranchTrigger):
+    """`on.push`: branch pushes; `branches` filters the pushed branch."""
+
+
+class PullRequestTrigger(BranchTrigger):
     """`on.pull_request`: `branches` filters the target branch, `paths` the changed files."""
-
-    branches: Globs | None = None
-    paths: Globs | None = None
 
 
 class ScheduleEntry(Model):

@@ -4,12 +4,12 @@ decisions that carry the rule that decided them, so `conveyor explain` can say w
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from conveyor.pipeline.patterns import first_match, matching_paths
-from conveyor.pipeline.schema import IfCondition, On, PipelineSpec
+from conveyor.pipeline.schema import BranchTrigger, IfCondition, On, PipelineSpec
 
 _SKIP_CI = re.compile(r"\[(?:skip ci|ci skip)\]", re.IGNORECASE)
 
@@ -125,34 +125,57 @@ def pipeline_trigger(spec: PipelineSpec, event: Event) -> Decision:
 
 
 def _on_rule(on: On, event: Event) -> Decision:
-    kind = event.effective_kind
-    if kind is EventKind.PUSH:
-        if on.push is None:
-            return Decision(False, ("`on` has no push trigger",))
-        return _all(
-            Decision(True, ("on.push",)),
-            _match_value("branch", on.push.branches, event.branch),
-            match_paths(on.push.paths, event.changed),
-        )
-    if kind is EventKind.PULL_REQUEST:
-        if on.pull_request is None:
-            return Decision(False, ("`on` has no pull_request trigger",))
-        return _all(
-            Decision(True, ("on.pull_request",)),
-            _match_value("target branch", on.pull_request.branches, event.target_branch),
-            match_paths(on.pull_request.paths, event.changed),
-        )
-    if kind is EventKind.TAG:
-        if on.tag is None:
-            return Decision(False, ("`on` has no tag trigger",))
-        return _all(Decision(True, ("on.tag",)), _match_value("tag", on.tag, event.tag))
-    if kind is EventKind.SCHEDULE:
-        if not on.schedule:
-            return Decision(False, ("`on` has no schedule",))
-        return Decision(True, (f"on.schedule ({len(on.schedule)} entries)",))
+    return _EVENT_RULES[event.effective_kind](on, event)
+
+
+def _branch_rule(
+    name: str, trigger: BranchTrigger | None, label: str, branch: str | None, event: Event
+) -> Decision:
+    """push and pull_request: a branch filter and a path filter."""
+    if trigger is None:
+        return Decision(False, (f"`on` has no {name} trigger",))
+    return _all(
+        Decision(True, (f"on.{name}",)),
+        _match_value(label, trigger.branches, branch),
+        match_paths(trigger.paths, event.changed),
+    )
+
+
+def _push_rule(on: On, event: Event) -> Decision:
+    return _branch_rule("push", on.push, "branch", event.branch, event)
+
+
+def _pull_request_rule(on: On, event: Event) -> Decision:
+    return _branch_rule(
+        "pull_request", on.pull_request, "target branch", event.target_branch, event
+    )
+
+
+def _tag_rule(on: On, event: Event) -> Decision:
+    if on.tag is None:
+        return Decision(False, ("`on` has no tag trigger",))
+    return _all(Decision(True, ("on.tag",)), _match_value("tag", on.tag, event.tag))
+
+
+def _schedule_rule(on: On, event: Event) -> Decision:
+    if not on.schedule:
+        return Decision(False, ("`on` has no schedule",))
+    return Decision(True, (f"on.schedule ({len(on.schedule)} entries)",))
+
+
+def _manual_rule(on: On, event: Event) -> Decision:
     if not on.manual:
         return Decision(False, ("`on.manual` is false",))
     return Decision(True, ("on.manual",))
+
+
+_EVENT_RULES: dict[EventKind, Callable[[On, Event], Decision]] = {
+    EventKind.PUSH: _push_rule,
+    EventKind.PULL_REQUEST: _pull_request_rule,
+    EventKind.TAG: _tag_rule,
+    EventKind.SCHEDULE: _schedule_rule,
+    EventKind.MANUAL: _manual_rule,
+}
 
 
 def job_condition(condition: IfCondition | None, event: Event) -> Decision:
