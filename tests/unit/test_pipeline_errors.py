@@ -56,6 +56,7 @@ def test_every_error_at_once_with_its_place():
         "f.yml:6:24: on.push.branches[1]: unclosed '[' in glob 'release/[abc'",
         "f.yml:7:5: unknown key 'pathz' in on.push (did you mean 'paths'?)",
         "f.yml:9:13: on.schedule[0].cron: invalid cron expression '61 * * * *'",
+        "f.yml:12:3: a job needs a `script` (or a `deploy`)",
         "f.yml:13:12: stage 'biuld' is not in `stages` (build, test) (did you mean 'build'?)",
         "f.yml:14:5: unknown key 'scirpt' in jobs.build (did you mean 'script'?)",
         "f.yml:17:20: job 'test' needs 'lint', which is not a job in this file",
@@ -94,9 +95,10 @@ def test_missing_required_keys():
     ]
 
 
-def test_job_without_script_or_deploy():
-    assert errors_of(pipeline_text("jobs:\n  a: {stage: build}\n")) == [
-        "f.yml:5:6: jobs.a: a job needs a `script` (or a `deploy`)"
+def test_job_without_script_or_deploy_even_with_other_errors():
+    assert errors_of(pipeline_text("jobs:\n  a: {stage: build, scirpt: x}\n")) == [
+        "f.yml:5:3: a job needs a `script` (or a `deploy`)",
+        "f.yml:5:21: unknown key 'scirpt' in jobs.a (did you mean 'script'?)",
     ]
 
 

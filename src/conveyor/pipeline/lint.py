@@ -62,7 +62,8 @@ def _need_path(name: str, index: int | None) -> PathKey:
 def lint(data: Any) -> list[Finding]:
     """Every cross-reference problem in the raw data."""
     jobs = _jobs(data)
-    findings = list(_check_stages(data, jobs))
+    findings = list(_check_work(jobs))
+    findings += _check_stages(data, jobs)
     findings += _check_needs(jobs)
     findings += _check_cycles(jobs)
     return findings
@@ -101,6 +102,12 @@ def _check_stages(data: Any, jobs: dict[str, Any]) -> Iterator[Finding]:
             ("jobs", name, "stage"),
             f"stage {stage!r} is not in `stages` ({', '.join(stages)})" + suggest(stage, stages),
         )
+
+
+def _check_work(jobs: dict[str, Any]) -> Iterator[Finding]:
+    for name, job in jobs.items():
+        if isinstance(job, dict) and not job.get("script") and "deploy" not in job:
+            yield Finding(("jobs", name), "a job needs a `script` (or a `deploy`)", at_key=True)
 
 
 def _check_needs(jobs: dict[str, Any]) -> Iterator[Finding]:
