@@ -15,7 +15,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore")
 
     data_dir: Path = Path(".conveyor")
-    """Logs, artifacts, caches and (later) the SQLite database."""
+    """Logs, artifacts, caches and the SQLite database."""
+    database_url: str | None = None
+    """`postgresql://…` to use PostgreSQL; unset means SQLite in the data directory."""
     secrets: str = ""
     """Names of environment variables whose values are secrets: handed to jobs and masked
     in every log line. Comma or space separated."""

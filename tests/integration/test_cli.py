@@ -289,3 +289,22 @@ def test_example_service_fail_switch():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_db_upgrade_creates_the_sqlite_database(tmp_path):
+    result = runner.invoke(app, ["db", "upgrade", "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 0, result.output
+    assert "is at revision 0001" in result.output
+    assert (tmp_path / "data" / "conveyor.db").is_file()
+    again = runner.invoke(app, ["db", "upgrade", "--data-dir", str(tmp_path / "data")])
+    assert again.exit_code == 0 and "is at revision 0001" in again.output
+
+
+def test_db_upgrade_refuses_an_unknown_database(tmp_path):
+    result = runner.invoke(
+        app,
+        ["db", "upgrade", "--data-dir", str(tmp_path)],
+        env={"CONVEYOR_DATABASE_URL": "mysql://u@h/db"},
+    )
+    assert result.exit_code == 2
+    assert "unsupported database 'mysql'" in result.output

@@ -114,3 +114,41 @@ def test_ancestors_are_transitive():
         "  c: {script: x, needs: [b]}\n"
     )
     assert plan.ancestors["c"] == frozenset({"a", "b"})
+
+
+def test_planned_jobs_round_trip_through_json():
+    from conveyor.pipeline.plan import job_from_json, job_to_json
+
+    plan = plan_for(
+        """\
+        jobs:
+          a:
+            script: x
+            retry: 2
+            matrix: {A: [1, 2]}
+            cache: {key: {files: [lock]}, paths: [vendor]}
+            reports: {junit: "*.xml", coverage: c.xml}
+            gates: {coverage_min: 80}
+          d:
+            deploy:
+              environment: prod
+              strategy:
+                canary:
+                  steps: [{weight: 5}, {pause: 10s}, {pause: {}}, {pause: {duration: 1m}}]
+        """
+    )
+    for job in plan.jobs:
+        assert job_from_json(job_to_json(job)) == job
+    steps = plan.job("d").deploy.strategy.canary.steps
+    assert [s.pause for s in steps] == [None, 10.0, "until-promoted", 60.0]
+
+
+def test_pause_takes_only_duration():
+    import pytest
+
+    from conveyor.pipeline.errors import PipelineInvalid
+
+    with pytest.raises(PipelineInvalid, match="a pause takes only `duration`"):
+        plan_for(
+            "jobs:\n  d: {deploy: {environment: p, strategy: {canary: {steps: [{pause: {for: 1m}}]}}}}\n"
+        )

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from conveyor import __version__
 from conveyor.cli.render import LiveObserver, render_errors, render_plan, render_summary
@@ -23,6 +24,8 @@ from conveyor.pipeline.schema import PipelineSpec
 from conveyor.pipeline.triggers import Event, EventKind
 from conveyor.runner.attempt import RunOptions
 from conveyor.runner.local import LocalRun, RunResult
+from conveyor.storage.database import Database, DatabaseUrlError, database_url
+from conveyor.storage.migrate import current_revision, upgrade
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -195,6 +198,35 @@ def _exit_code(result: RunResult) -> int:
         "skipped": EXIT_SKIPPED,
         "canceled": EXIT_CANCELED,
     }.get(result.status.value, EXIT_FAILED)
+
+
+db_app = typer.Typer(help="The database: migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="[env CONVEYOR_DATA_DIR]")
+    ] = None,
+) -> None:
+    """Apply the database migrations (SQLite in the data dir, or CONVEYOR_DATABASE_URL)."""
+    settings = Settings()
+    try:
+        url = database_url(data_dir or settings.data_dir, settings.database_url)
+    except DatabaseUrlError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(EXIT_INVALID) from exc
+    revision = asyncio.run(_upgrade(Database(url)))
+    out.print(f"database {escape(url.render_as_string())} is at revision {revision}")
+
+
+async def _upgrade(database: Database) -> str | None:
+    try:
+        await upgrade(database)
+        return await current_revision(database)
+    finally:
+        await database.dispose()
 
 
 def _load(file: Path) -> LoadedPipeline:

@@ -7,6 +7,9 @@ from __future__ import annotations
 import graphlib
 import itertools
 from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import TypeAdapter
 
 from conveyor.pipeline.schema import (
     DEFAULT_STAGE,
@@ -263,3 +266,19 @@ class _Compiler:
             deploy=job.deploy,
             reasons=reasons,
         )
+
+
+_PLANNED_JOB = TypeAdapter(PlannedJob)
+
+
+def job_to_json(job: PlannedJob) -> dict[str, Any]:
+    """A planned job as JSON-safe data (stored with the job, sent to runners)."""
+    data: dict[str, Any] = _PLANNED_JOB.dump_python(
+        job, mode="json", by_alias=True, exclude_none=True
+    )
+    return data
+
+
+def job_from_json(data: dict[str, Any]) -> PlannedJob:
+    """The inverse of job_to_json."""
+    return _PLANNED_JOB.validate_python(data)

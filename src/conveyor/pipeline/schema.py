@@ -379,16 +379,29 @@ class BlueGreen(Model):
     preview_port: int | None = Field(None, ge=1, le=65535)
 
 
+UNTIL_PROMOTED = "until-promoted"
+
+
+def _pause(value: Any) -> Any:
+    """`pause: 2m`, `pause: {duration: 2m}`, or `pause: {}` (wait until promoted, as in
+    Argo Rollouts)."""
+    if value is None or value == UNTIL_PROMOTED:
+        return value
+    if isinstance(value, dict):
+        unknown = set(value) - {"duration"}
+        if unknown:
+            raise ValueError(f"a pause takes only `duration`, not {sorted(unknown)}")
+        return parse_duration(value["duration"]) if "duration" in value else UNTIL_PROMOTED
+    return parse_duration(value)
+
+
 class CanaryStep(Model):
     """One canary step: exactly one of `weight`, `pause` or `analysis`."""
 
     weight: float | None = Field(None, ge=0, le=100)
     pause: Annotated[
-        float | None,
-        BeforeValidator(
-            lambda v: None if v is None or v == {} else parse_duration(v),
-            json_schema_input_type=str | float | dict[str, Any],
-        ),
+        float | Literal["until-promoted"] | None,
+        BeforeValidator(_pause, json_schema_input_type=str | float | dict[str, Any]),
     ] = None
     analysis: dict[str, Any] | None = None
 

@@ -1,0 +1,77 @@
+"""Where the database is and how to talk to it.
+
+`CONVEYOR_DATABASE_URL=postgresql://…` selects PostgreSQL (driver psycopg 3); otherwise the
+database is `<data-dir>/conveyor.db`, SQLite in WAL mode, so readers never wait for the
+writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+SQLITE_FILE = "conveyor.db"
+
+
+class DatabaseUrlError(ValueError):
+    """The database URL names a database Conveyor cannot use."""
+
+
+def database_url(data_dir: Path, configured: str | None = None) -> URL:
+    """The async SQLAlchemy URL: the configured one (PostgreSQL or SQLite), else SQLite in
+    the data directory."""
+    if not configured:
+        return make_url(f"sqlite+aiosqlite:///{(data_dir / SQLITE_FILE).resolve()}")
+    url = make_url(configured)
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        return url.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        return url.set(drivername="sqlite+aiosqlite")
+    raise DatabaseUrlError(
+        f"unsupported database {backend!r}: use postgresql://… or sqlite:///path"
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class Database:
+    """An engine and a session factory for one database."""
+
+    def __init__(self, url: URL | str, *, echo: bool = False) -> None:
+        self.url = make_url(url) if isinstance(url, str) else url
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        if self.is_sqlite and self.url.database:
+            Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: AsyncEngine = create_async_engine(self.url, echo=echo, pool_pre_ping=True)
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session in one transaction: committed on success, rolled back on any error,
+        so a failed request leaves nothing half-written."""
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
