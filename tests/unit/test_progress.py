@@ -18,7 +18,8 @@ PLAN = plan_for(
 
 def decide(name, statuses, allow=None, played=False):
     full = {j.name: S.CREATED for j in PLAN.jobs} | statuses
-    return next_action(PLAN, PLAN.job(name), full, allow or {}, played=played)
+    job = PLAN.job(name)
+    return next_action(job, PLAN.ancestors[name], full, allow or {}, played=played)
 
 
 def test_waits_for_unfinished_needs():

@@ -7,12 +7,12 @@ failed job skips what depends on it, `on_failure` runs only after a failure upst
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
 from conveyor.domain.status import JobStatus
-from conveyor.pipeline.plan import Plan, PlannedJob
+from conveyor.pipeline.plan import PlannedJob
 from conveyor.pipeline.schema import When
 
 
@@ -37,16 +37,17 @@ _UNFINISHED = frozenset(
 
 
 def next_action(
-    plan: Plan,
     job: PlannedJob,
+    ancestors: Iterable[str],
     statuses: Mapping[str, JobStatus],
     allow_failure: Mapping[str, bool],
     played: bool = False,
 ) -> Next:
     """Decide for a job still in `created`.
 
-    `statuses` holds every job's current status, `allow_failure` whether a job's failure
-    is tolerated; `played` is true once a person started a manual job.
+    `ancestors` are every job the job reaches through `needs`; `statuses` holds every
+    job's current status, `allow_failure` whether a job's failure is tolerated; `played`
+    is true once a person started a manual job.
     """
     waiting = [n for n in job.needs if statuses[n] in _UNFINISHED]
     if waiting:
@@ -56,7 +57,7 @@ def next_action(
         return Next(Action.SKIP, f"{canceled[0]!r} was canceled")
     failed = sorted(
         n
-        for n in plan.ancestors.get(job.name, frozenset())
+        for n in ancestors
         if statuses[n] is JobStatus.FAILED and not allow_failure.get(n, False)
     )
     if job.when is When.ALWAYS:

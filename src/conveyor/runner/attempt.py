@@ -15,6 +15,7 @@ from conveyor.domain.failure import FailureClass
 from conveyor.domain.status import JobStatus
 from conveyor.ids import new_id
 from conveyor.pipeline.plan import Plan, PlannedJob
+from conveyor.pipeline.triggers import Event
 from conveyor.runner.gates import GateVerdict, judge
 from conveyor.runner.masking import SecretMasker
 from conveyor.runner.reports import JUnitSummary, ReportError, parse_cobertura, parse_junit
@@ -104,11 +105,24 @@ class AttemptResult:
 
 
 @dataclass(frozen=True)
+class RunInfo:
+    """What a job needs to know about its run."""
+
+    run_id: str
+    service: str
+    team: str
+    event: Event
+
+    @classmethod
+    def of_plan(cls, plan: Plan, run_id: str) -> RunInfo:
+        return cls(run_id=run_id, service=plan.service, team=plan.team, event=plan.event)
+
+
+@dataclass(frozen=True)
 class AttemptContext:
     """What every attempt of a run shares."""
 
-    plan: Plan
-    run_id: str
+    run: RunInfo
     run_dir: Path
     source_dir: Path
     files: tuple[str, ...]
@@ -118,18 +132,17 @@ class AttemptContext:
     keep_workspaces: bool
 
     @classmethod
-    def create(cls, plan: Plan, options: RunOptions, run_id: str, run_dir: Path) -> AttemptContext:
+    def create(cls, run: RunInfo, options: RunOptions, run_dir: Path) -> AttemptContext:
         source = options.source_dir.resolve()
         files = source_files(source, exclude=[options.data_dir])
         return cls(
-            plan=plan,
-            run_id=run_id,
+            run=run,
             run_dir=run_dir,
             source_dir=source,
             files=tuple(files),
             base_env=base_environment(options.base_env),
             secrets=dict(options.secrets),
-            cache=LocalCache(options.data_dir / "cache" / plan.team),
+            cache=LocalCache(options.data_dir / "cache" / run.team),
             keep_workspaces=options.keep_workspaces,
         )
 
@@ -140,17 +153,17 @@ class AttemptContext:
         return self.run_dir / "logs" / f"{slug(job_name)}.log"
 
     def environment(self, job: PlannedJob, attempt: int, workspace: Path) -> dict[str, str]:
-        event = self.plan.event
+        event = self.run.event
         conveyor = {
             "CI": "true",
             "CONVEYOR": "true",
-            "CONVEYOR_RUN_ID": self.run_id,
+            "CONVEYOR_RUN_ID": self.run.run_id,
             "CONVEYOR_JOB_ID": str(new_id()),
             "CONVEYOR_JOB_NAME": job.name,
             "CONVEYOR_JOB_STAGE": job.stage,
             "CONVEYOR_ATTEMPT": str(attempt),
-            "CONVEYOR_SERVICE": self.plan.service,
-            "CONVEYOR_TEAM": self.plan.team,
+            "CONVEYOR_SERVICE": self.run.service,
+            "CONVEYOR_TEAM": self.run.team,
             "CONVEYOR_EVENT": event.effective_kind.value,
             "CONVEYOR_REF": event.ref,
             "CONVEYOR_BRANCH": event.branch or "",

@@ -19,6 +19,7 @@ from conveyor.pipeline.progress import Action, next_action
 from conveyor.runner.attempt import (
     AttemptContext,
     AttemptResult,
+    RunInfo,
     RunObserver,
     RunOptions,
     run_attempt,
@@ -143,7 +144,8 @@ class LocalRun:
         started = time.monotonic()
         if self.plan.triggered:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            context = AttemptContext.create(self.plan, self.options, self.run_id, self.run_dir)
+            info = RunInfo.of_plan(self.plan, self.run_id)
+            context = AttemptContext.create(info, self.options, self.run_dir)
             await self._schedule(context)
             if not self.options.keep_workspaces:
                 shutil.rmtree(self.run_dir / "work", ignore_errors=True)
@@ -177,7 +179,11 @@ class LocalRun:
                     changed = True
                     continue
                 decision = next_action(
-                    self.plan, record.job, statuses, allow, played=name in self._played
+                    record.job,
+                    self.plan.ancestors.get(name, frozenset()),
+                    statuses,
+                    allow,
+                    played=name in self._played,
                 )
                 if decision.action is Action.WAIT:
                     continue
