@@ -56,9 +56,7 @@ def next_action(
     if canceled:
         return Next(Action.SKIP, f"{canceled[0]!r} was canceled")
     failed = sorted(
-        n
-        for n in ancestors
-        if statuses[n] is JobStatus.FAILED and not allow_failure.get(n, False)
+        n for n in ancestors if statuses[n] is JobStatus.FAILED and not allow_failure.get(n, False)
     )
     if job.when is When.ALWAYS:
         return Next(Action.RUN, "when: always")

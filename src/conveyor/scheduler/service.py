@@ -1,0 +1,402 @@
+"""The scheduler: moves jobs through their lifecycle in the database, safely from any number
+of coordinator replicas.
+
+Every change is a guarded update (storage.jobs.move_job), so a replica that loses a race
+simply gets TransitionRejected. Results are handled before new work (STYLE.md): `finish`
+and `expire_leases` advance runs at once, so a run's progress never waits for a polling
+interval, and waiting runners are woken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from conveyor.domain.failure import FailureClass
+from conveyor.domain.status import JobStatus
+from conveyor.pipeline.plan import Plan, job_from_json
+from conveyor.pipeline.progress import Action, next_action
+from conveyor.storage.database import Database
+from conveyor.storage.jobs import TransitionRejected, move_job
+from conveyor.storage.logs import append_chunk
+from conveyor.storage.runs import CreatedRun, create_run, release_dedupe_key
+from conveyor.storage.tables import Job, JobAttempt, Project, Run, RunnerRow, Team, utcnow
+
+LEASE_S = 15.0
+DEPLOY_NOT_BUILT = "deploy jobs are executed by the deployment manager (not built yet)"
+
+
+class StaleLease(Exception):
+    """A runner wrote with a fencing token that is no longer the job's: its lease was
+    lost and the job was requeued or finished. Answered with 409."""
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A job leased to a runner: everything it needs to run it."""
+
+    job_id: uuid.UUID
+    fence: int
+    attempt: int
+    run_id: uuid.UUID
+    team: str
+    project: str
+    service: str
+    repo_url: str
+    event: str
+    ref: str
+    sha: str
+    spec: dict[str, Any]
+    lease_s: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a runner reports when an attempt ends."""
+
+    status: JobStatus
+    exit_code: int | None = None
+    failure_class: FailureClass | None = None
+    detail: str = ""
+    reports: dict[str, Any] = field(default_factory=dict)
+
+
+class Wakeup:
+    """Wakes long-polling runners in this process when jobs become pending. Other replicas
+    notice through their own short poll."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            return
+
+
+class Scheduler:
+    """Runs and jobs in the database. Every public method is one or more transactions."""
+
+    def __init__(self, db: Database, *, lease_s: float = LEASE_S) -> None:
+        self.db = db
+        self.lease_s = lease_s
+        self.wakeup = Wakeup()
+
+    # -- runs ------------------------------------------------------------------------
+
+    async def start_run(self, project: Project, plan: Plan, *, pipeline: str) -> CreatedRun:
+        """Store a run from its plan (or find the same commit's run) and make its first
+        jobs pending."""
+        async with self.db.transaction() as session:
+            created = await create_run(session, project, plan, pipeline=pipeline)
+            ready = await self.advance(session, created.run_id) if created.created else 0
+        if ready:
+            self.wakeup.notify()
+        return created
+
+    async def advance(self, session: AsyncSession, run_id: uuid.UUID) -> int:
+        """Move every `created` job of a run that can move; returns how many became
+        pending. Repeats until nothing changes, so skips cascade in one call."""
+        query = select(Job).where(Job.run_id == run_id)
+        rows = (
+            (await session.execute(query.execution_options(populate_existing=True))).scalars().all()
+        )
+        jobs = {row.name: row for row in rows}
+        planned = {name: job_from_json(row.spec) for name, row in jobs.items()}
+        ancestors = _ancestors({n: p.needs for n, p in planned.items()})
+        allow = {n: p.allow_failure for n, p in planned.items()}
+        statuses = {n: JobStatus(row.status) for n, row in jobs.items()}
+        ready = 0
+        changed = True
+        while changed:
+            changed = False
+            for name, row in jobs.items():
+                if statuses[name] is not JobStatus.CREATED:
+                    continue
+                decision = next_action(planned[name], ancestors[name], statuses, allow)
+                if decision.action is Action.WAIT:
+                    continue
+                target, reason = _target(decision.action, decision.reason, planned[name].deploy)
+                values: dict[str, Any] = {"reason": reason}
+                if target is JobStatus.PENDING:
+                    values["queued_at"] = utcnow()
+                    ready += 1
+                else:
+                    values["finished_at"] = utcnow()
+                await move_job(session, row.id, target, **values)
+                statuses[name] = target
+                changed = True
+        return ready
+
+    async def cancel_run(self, run_id: uuid.UUID) -> int:
+        """Cancel every job of the run that has not finished; returns how many."""
+        count = 0
+        async with self.db.transaction() as session:
+            rows = await session.execute(select(Job.id, Job.status).where(Job.run_id == run_id))
+            for job_id, status in rows.all():
+                if JobStatus(status).is_final:
+                    continue
+                await move_job(
+                    session, job_id, JobStatus.CANCELED, reason="canceled", finished_at=utcnow()
+                )
+                count += 1
+            await release_dedupe_key(session, run_id)
+        return count
+
+    # -- the runner protocol -----------------------------------------------------------
+
+    async def claim(self, runner: RunnerRow) -> Assignment | None:
+        """Lease the next job to a runner, or None when nothing is pending for it.
+
+        Fair share: the team with the fewest running jobs goes first (then the oldest
+        queued job), so a team that queues 10,000 jobs cannot starve another team's one.
+        """
+        for _ in range(5):  # another replica may win the same job; try the next one
+            async with self.db.transaction() as session:
+                job = await self._next_pending(session, runner.team_id)
+                if job is None:
+                    return None
+                now = utcnow()
+                try:
+                    await move_job(
+                        session,
+                        job.id,
+                        JobStatus.RUNNING,
+                        expect_fence=job.fence,
+                        fence=job.fence + 1,
+                        attempt=job.attempt + 1,
+                        runner_id=runner.id,
+                        lease_expires_at=now + timedelta(seconds=self.lease_s),
+                        started_at=now,
+                    )
+                except TransitionRejected:
+                    continue
+                return await self._assignment(session, job.id)
+        return None
+
+    async def _next_pending(self, session: AsyncSession, team_id: uuid.UUID | None) -> Job | None:
+        pending = select(Job.team_id, func.min(Job.queued_at).label("oldest")).where(
+            Job.status == JobStatus.PENDING.value
+        )
+        if team_id is not None:
+            pending = pending.where(Job.team_id == team_id)
+        teams = (await session.execute(pending.group_by(Job.team_id))).all()
+        if not teams:
+            return None
+        running = dict(
+            (
+                await session.execute(
+                    select(Job.team_id, func.count())
+                    .where(Job.status == JobStatus.RUNNING.value)
+                    .group_by(Job.team_id)
+                )
+            ).all()
+        )
+        team, _ = min(teams, key=lambda t: (running.get(t[0], 0), t[1]))
+        query = (
+            select(Job)
+            .where(Job.status == JobStatus.PENDING.value, Job.team_id == team)
+            .order_by(Job.queued_at, Job.id)
+            .limit(1)
+        )
+        if not self.db.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        return (await session.execute(query)).scalars().first()
+
+    async def _assignment(self, session: AsyncSession, job_id: uuid.UUID) -> Assignment:
+        row = (
+            await session.execute(
+                select(Job, Run, Project, Team)
+                .join(Run, Run.id == Job.run_id)
+                .join(Project, Project.id == Run.project_id)
+                .join(Team, Team.id == Job.team_id)
+                .where(Job.id == job_id)
+                .execution_options(populate_existing=True)
+            )
+        ).one()
+        job, run, project, team = row
+        return Assignment(
+            job_id=job.id,
+            fence=job.fence,
+            attempt=job.attempt,
+            run_id=run.id,
+            team=team.name,
+            project=project.name,
+            service=project.name,
+            repo_url=project.repo_url,
+            event=run.event,
+            ref=run.ref,
+            sha=run.sha,
+            spec=job.spec,
+            lease_s=self.lease_s,
+        )
+
+    async def heartbeat(self, job_id: uuid.UUID, fence: int) -> bool:
+        """Extend the lease. Returns True when the job was canceled (the runner stops it).
+        Raises StaleLease when the runner no longer holds the job."""
+        async with self.db.transaction() as session:
+            result = await session.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.fence == fence,
+                    Job.status == JobStatus.RUNNING.value,
+                )
+                .values(lease_expires_at=utcnow() + timedelta(seconds=self.lease_s))
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                return False
+            return await self._canceled_or_stale(session, job_id, fence)
+
+    async def _canceled_or_stale(
+        self, session: AsyncSession, job_id: uuid.UUID, fence: int
+    ) -> bool:
+        row = (await session.execute(select(Job.status, Job.fence).where(Job.id == job_id))).first()
+        if row is not None and row.fence == fence and row.status == JobStatus.CANCELED.value:
+            return True
+        raise StaleLease(f"job {job_id}: fencing token {fence} is stale")
+
+    async def append_log(self, job_id: uuid.UUID, fence: int, offset: int, data: bytes) -> None:
+        """Store a log chunk at its byte offset; a re-sent chunk is written once."""
+        async with self.db.transaction() as session:
+            row = (
+                await session.execute(
+                    select(Job.team_id, Job.fence, Job.status).where(Job.id == job_id)
+                )
+            ).first()
+            live = (JobStatus.RUNNING.value, JobStatus.CANCELED.value)
+            if row is None or row.fence != fence or row.status not in live:
+                raise StaleLease(f"job {job_id}: fencing token {fence} is stale")
+            await append_chunk(session, row.team_id, job_id, offset, data)
+
+    async def finish(self, job_id: uuid.UUID, fence: int, outcome: Outcome) -> JobStatus:
+        """Record an attempt's outcome: retry it, or end the job; then advance the run."""
+        async with self.db.transaction() as session:
+            job = await session.get(Job, job_id)
+            if job is None or job.fence != fence:
+                raise StaleLease(f"job {job_id}: fencing token {fence} is stale")
+            if job.status == JobStatus.CANCELED.value:
+                self._record_attempt(session, job, outcome)
+                return JobStatus.CANCELED
+            if job.status != JobStatus.RUNNING.value:
+                raise StaleLease(f"job {job_id} is {job.status}, not running")
+            status = await self._settle(session, job, outcome)
+            ready = await self.advance(session, job.run_id)
+        if ready or status is JobStatus.PENDING:
+            self.wakeup.notify()
+        return status
+
+    async def _settle(self, session: AsyncSession, job: Job, outcome: Outcome) -> JobStatus:
+        self._record_attempt(session, job, outcome)
+        spec = job_from_json(job.spec)
+        cls = outcome.failure_class
+        retry = (
+            outcome.status is JobStatus.FAILED
+            and cls is not None
+            and cls in spec.retry.when
+            and job.attempt <= spec.retry.max
+        )
+        common: dict[str, Any] = {
+            "exit_code": outcome.exit_code,
+            "failure_class": cls.value if cls else None,
+            "lease_expires_at": None,
+        }
+        if retry:
+            await move_job(
+                session,
+                job.id,
+                JobStatus.PENDING,
+                expect_fence=job.fence,
+                queued_at=utcnow(),
+                runner_id=None,
+                reason=f"attempt {job.attempt} failed ({cls}); retrying",
+                **common,
+            )
+            return JobStatus.PENDING
+        await move_job(
+            session,
+            job.id,
+            outcome.status,
+            expect_fence=job.fence,
+            finished_at=utcnow(),
+            reason=outcome.detail,
+            **common,
+        )
+        return outcome.status
+
+    @staticmethod
+    def _record_attempt(session: AsyncSession, job: Job, outcome: Outcome) -> None:
+        session.add(
+            JobAttempt(
+                team_id=job.team_id,
+                job_id=job.id,
+                number=job.attempt,
+                status=outcome.status.value,
+                exit_code=outcome.exit_code,
+                failure_class=outcome.failure_class.value if outcome.failure_class else None,
+                detail=outcome.detail,
+                reports=outcome.reports,
+                runner_id=job.runner_id,
+                started_at=job.started_at,
+            )
+        )
+
+    async def expire_leases(self, now: datetime | None = None) -> int:
+        """Jobs whose runner stopped renewing the lease: a `runner_lost` failure, retried
+        per the job's policy. Returns how many were expired."""
+        moment = now or utcnow()
+        async with self.db.transaction() as session:
+            query = select(Job.id, Job.fence).where(
+                Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < moment
+            )
+            if not self.db.is_sqlite:
+                query = query.with_for_update(skip_locked=True)
+            expired = (await session.execute(query)).all()
+        lost = Outcome(
+            JobStatus.FAILED,
+            failure_class=FailureClass.RUNNER_LOST,
+            detail="the runner stopped renewing its lease",
+        )
+        count = 0
+        for job_id, fence in expired:
+            try:
+                await self.finish(job_id, fence, lost)
+                count += 1
+            except (StaleLease, TransitionRejected):
+                continue  # the runner finished, or another replica got there first
+        return count
+
+
+def _target(action: Action, reason: str, deploy: object | None) -> tuple[JobStatus, str]:
+    if action is Action.RUN and deploy is not None:
+        return JobStatus.SKIPPED, DEPLOY_NOT_BUILT
+    return {
+        Action.RUN: JobStatus.PENDING,
+        Action.SKIP: JobStatus.SKIPPED,
+        Action.MANUAL: JobStatus.MANUAL,
+    }[action], reason
+
+
+def _ancestors(needs: dict[str, Sequence[str]]) -> dict[str, frozenset[str]]:
+    memo: dict[str, frozenset[str]] = {}
+
+    def walk(name: str) -> frozenset[str]:
+        if name not in memo:
+            direct = needs.get(name, ())
+            memo[name] = frozenset(direct).union(*(walk(n) for n in direct))
+        return memo[name]
+
+    return {name: walk(name) for name in needs}

@@ -1,0 +1,263 @@
+"""The scheduler on real SQLite and PostgreSQL: leases, fencing, retries, fair share."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from conveyor.domain.failure import FailureClass
+from conveyor.domain.status import JobStatus, RunStatus
+from conveyor.scheduler.service import Outcome, Scheduler, StaleLease
+from conveyor.storage.database import Database
+from conveyor.storage.logs import read_log
+from conveyor.storage.runs import derived_status
+from conveyor.storage.tables import Job, JobAttempt, Project, RunnerRow, Team, utcnow
+from tests.conftest import event, plan_for
+
+CHAIN = """\
+jobs:
+  build: {script: x, needs: []}
+  test: {script: x, needs: [build], retry: {max: 1, when: [script_failure, runner_lost]}}
+  notify: {script: x, needs: [test], when: on_failure}
+"""
+OK = Outcome(JobStatus.SUCCESS, exit_code=0)
+BOOM = Outcome(JobStatus.FAILED, exit_code=1, failure_class=FailureClass.SCRIPT_FAILURE)
+
+
+async def setup(db: Database, team: str = "payments", runner_team: bool = False):
+    async with db.transaction() as session:
+        team_row = Team(name=team)
+        session.add(team_row)
+        await session.flush()
+        project = Project(team_id=team_row.id, name=f"{team}-api", repo_url="file:///r")
+        runner = RunnerRow(
+            name=f"r-{team}", token_hash=f"h-{team}", team_id=team_row.id if runner_team else None
+        )
+        session.add_all([project, runner])
+    return project, runner
+
+
+async def statuses(db: Database, run_id) -> dict[str, str]:
+    async with db.transaction() as session:
+        rows = await session.execute(select(Job.name, Job.status).where(Job.run_id == run_id))
+        return dict(rows.all())
+
+
+async def start(scheduler: Scheduler, project: Project, body: str = CHAIN, sha: str = "a" * 40):
+    plan = plan_for(body, event())
+    plan = plan.__class__(
+        **{**plan.__dict__, "event": plan.event.__class__(**{**plan.event.__dict__, "sha": sha})}
+    )
+    return (await scheduler.start_run(project, plan, pipeline="conveyor.yml")).run_id
+
+
+async def test_jobs_flow_through_the_chain(database: Database):
+    scheduler = Scheduler(database)
+    project, runner = await setup(database)
+    run_id = await start(scheduler, project)
+    assert await statuses(database, run_id) == {
+        "build": "pending",
+        "test": "created",
+        "notify": "created",
+    }
+    first = await scheduler.claim(runner)
+    assert first is not None and first.spec["name"] == "build"
+    assert (first.fence, first.attempt, first.team, first.sha) == (1, 1, "payments", "a" * 40)
+    assert await scheduler.claim(runner) is None
+    assert await scheduler.finish(first.job_id, first.fence, OK) is JobStatus.SUCCESS
+    second = await scheduler.claim(runner)
+    assert second is not None and second.spec["name"] == "test"
+    await scheduler.finish(second.job_id, second.fence, OK)
+    assert await statuses(database, run_id) == {
+        "build": "success",
+        "test": "success",
+        "notify": "skipped",
+    }
+    async with database.transaction() as session:
+        assert await derived_status(session, run_id) is RunStatus.SUCCESS
+
+
+async def test_script_failure_is_retried_then_fails_and_on_failure_runs(database: Database):
+    scheduler = Scheduler(database)
+    project, runner = await setup(database)
+    await start(scheduler, project)
+    build = await scheduler.claim(runner)
+    await scheduler.finish(build.job_id, build.fence, OK)
+    test1 = await scheduler.claim(runner)
+    assert await scheduler.finish(test1.job_id, test1.fence, BOOM) is JobStatus.PENDING
+    test2 = await scheduler.claim(runner)
+    assert (test2.job_id, test2.attempt, test2.fence) == (test1.job_id, 2, test1.fence + 1)
+    assert await scheduler.finish(test2.job_id, test2.fence, BOOM) is JobStatus.FAILED
+    notify = await scheduler.claim(runner)
+    assert notify.spec["name"] == "notify"
+    async with database.transaction() as session:
+        attempts = (
+            await session.scalars(
+                select(JobAttempt.number).where(JobAttempt.job_id == test1.job_id)
+            )
+        ).all()
+    assert sorted(attempts) == [1, 2]
+
+
+async def test_lost_lease_requeues_and_fences_out_the_old_runner(database: Database):
+    scheduler = Scheduler(database, lease_s=15)
+    project, runner = await setup(database)
+    await start(scheduler, project)
+    build = await scheduler.claim(runner)
+    await scheduler.finish(build.job_id, build.fence, OK)
+    test = await scheduler.claim(runner)
+    assert await scheduler.expire_leases(utcnow()) == 0
+    assert await scheduler.expire_leases(utcnow() + timedelta(seconds=16)) == 1
+    again = await scheduler.claim(runner)
+    assert again.job_id == test.job_id and again.fence == test.fence + 1
+    # The zombie runner of the first lease comes back: every write is refused.
+    with pytest.raises(StaleLease):
+        await scheduler.heartbeat(test.job_id, test.fence)
+    with pytest.raises(StaleLease):
+        await scheduler.append_log(test.job_id, test.fence, 0, b"late")
+    with pytest.raises(StaleLease):
+        await scheduler.finish(test.job_id, test.fence, OK)
+    assert await scheduler.heartbeat(again.job_id, again.fence) is False
+    await scheduler.finish(again.job_id, again.fence, OK)
+    async with database.transaction() as session:
+        lost = await session.scalar(
+            select(JobAttempt.failure_class).where(
+                JobAttempt.job_id == test.job_id, JobAttempt.number == 1
+            )
+        )
+    assert lost == FailureClass.RUNNER_LOST.value
+
+
+async def test_cancel_tells_the_runner_and_keeps_the_attempt(database: Database):
+    scheduler = Scheduler(database)
+    project, runner = await setup(database)
+    run_id = await start(scheduler, project)
+    build = await scheduler.claim(runner)
+    assert await scheduler.cancel_run(run_id) == 3
+    assert await scheduler.heartbeat(build.job_id, build.fence) is True
+    await scheduler.append_log(build.job_id, build.fence, 0, b"stopping\n")
+    assert (
+        await scheduler.finish(build.job_id, build.fence, Outcome(JobStatus.CANCELED))
+        is JobStatus.CANCELED
+    )
+    assert set((await statuses(database, run_id)).values()) == {"canceled"}
+    # A canceled run frees its commit: the same commit may run again.
+    assert await start(scheduler, project) != run_id
+
+
+async def test_logs_are_written_once_per_offset(database: Database):
+    scheduler = Scheduler(database)
+    project, runner = await setup(database)
+    await start(scheduler, project)
+    job = await scheduler.claim(runner)
+    await scheduler.append_log(job.job_id, job.fence, 0, b"hello ")
+    await scheduler.append_log(job.job_id, job.fence, 0, b"hello ")  # re-sent
+    await scheduler.append_log(job.job_id, job.fence, 6, b"world\n")
+    async with database.transaction() as session:
+        assert await read_log(session, job.job_id) == b"hello world\n"
+        assert await read_log(session, job.job_id, 8) == b"rld\n"
+        assert await read_log(session, job.job_id, 12) == b""
+
+
+async def test_a_flooding_team_does_not_delay_another_team(database: Database):
+    scheduler = Scheduler(database)
+    flood, runner = await setup(database, "a")
+    single, _ = await setup(database, "b")
+    many = "jobs:\n" + "".join(f"  j{i}: {{script: x, needs: []}}\n" for i in range(300))
+    await start(scheduler, flood, many)
+    await asyncio.sleep(0.01)
+    await start(scheduler, single, "jobs:\n  only: {script: x}\n")
+    claimed = [await scheduler.claim(runner) for _ in range(2)]
+    assert "b" in {c.team for c in claimed}
+
+
+async def test_team_runner_takes_only_its_team_jobs(database: Database):
+    scheduler = Scheduler(database)
+    other, _ = await setup(database, "other")
+    mine, runner = await setup(database, "mine", runner_team=True)
+    await start(scheduler, other)
+    assert await scheduler.claim(runner) is None
+    await start(scheduler, mine)
+    assert (await scheduler.claim(runner)).team == "mine"
+
+
+async def test_concurrent_claims_never_hand_out_a_job_twice(database: Database):
+    scheduler = Scheduler(database)
+    project, runner = await setup(database)
+    body = "jobs:\n" + "".join(f"  j{i}: {{script: x, needs: []}}\n" for i in range(12))
+    await start(scheduler, project, body)
+    results = await asyncio.gather(*(scheduler.claim(runner) for _ in range(16)))
+    claimed = [r.job_id for r in results if r is not None]
+    assert len(claimed) == len(set(claimed)) == 12
+
+
+async def drain(scheduler: Scheduler, runner: RunnerRow, held: dict) -> None:
+    """Finish everything still held or pending."""
+    for _ in range(100):
+        for job_id, fence in list(held.items()):
+            try:
+                await scheduler.finish(job_id, fence, OK)
+            except StaleLease:
+                pass
+        held.clear()
+        got = await scheduler.claim(runner)
+        if got is None:
+            return
+        held[got.job_id] = got.fence
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_random_interleavings_keep_the_invariants(database: Database, seed: int):
+    """Finish, fail, cancel, lose leases and claim in a random order: no job is ever held
+    by two leases, and every run ends."""
+    rng = random.Random(seed)
+    scheduler = Scheduler(database, lease_s=15)
+    project, runner = await setup(database)
+    body = """\
+jobs:
+  a: {script: x, needs: [], retry: {max: 2, when: [script_failure, runner_lost]}}
+  b: {script: x, needs: [], retry: 1}
+  c: {script: x, needs: [a, b]}
+  d: {script: x, needs: [c], when: always}
+  e: {script: x, needs: [a], when: on_failure}
+"""
+    runs = [await start(scheduler, project, body, sha=f"{i:040d}") for i in range(3)]
+    held: dict = {}
+    clock = utcnow()
+    for _ in range(200):
+        move = rng.choice(["claim", "claim", "finish", "finish", "expire", "cancel"])
+        if move == "claim":
+            got = await scheduler.claim(runner)
+            if got is not None:
+                assert got.job_id not in held, "a job was leased twice at once"
+                held[got.job_id] = got.fence
+        elif move == "finish" and held:
+            job_id = rng.choice(list(held))
+            outcome = rng.choice([OK, OK, BOOM])
+            try:
+                await scheduler.finish(job_id, held.pop(job_id), outcome)
+            except StaleLease:
+                pass
+        elif move == "expire":
+            clock += timedelta(seconds=rng.choice([0, 20]))
+            await scheduler.expire_leases(clock)
+            async with database.transaction() as session:
+                live = dict(
+                    (
+                        await session.execute(
+                            select(Job.id, Job.fence).where(Job.status == "running")
+                        )
+                    ).all()
+                )
+            held = {j: f for j, f in held.items() if live.get(j) == f}
+        elif move == "cancel" and rng.random() < 0.1:
+            await scheduler.cancel_run(rng.choice(runs))
+    await drain(scheduler, runner, held)
+    async with database.transaction() as session:
+        for run_id in runs:
+            status = await derived_status(session, run_id)
+            assert status in (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELED)
