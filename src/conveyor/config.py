@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     """Logs, artifacts, caches and the SQLite database."""
     database_url: str | None = None
     """`postgresql://…` to use PostgreSQL; unset means SQLite in the data directory."""
+    admin_token: str | None = None
+    """The admin token to accept (`CONVEYOR_ADMIN_TOKEN`); unset means one is generated
+    on first start and written to `<data-dir>/admin-token`."""
     secrets: str = ""
     """Names of environment variables whose values are secrets: handed to jobs and masked
     in every log line. Comma or space separated."""

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from conveyor import __version__
+from conveyor.cli import remote
+from conveyor.cli.console import err, out
 from conveyor.cli.render import LiveObserver, render_errors, render_plan, render_summary
 from conveyor.config import Settings
 from conveyor.pipeline.errors import PipelineInvalid
@@ -40,10 +40,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Logs and CI consoles are not terminals; Rich would squeeze tables into 80 columns there.
-_WIDTH = None if os.environ.get("COLUMNS") or os.isatty(1) else 140
-out = Console(highlight=False, width=_WIDTH)
-err = Console(stderr=True, highlight=False, width=_WIDTH)
 
 FileArg = Annotated[Path, typer.Argument(help="The pipeline file.")]
 EventOpt = Annotated[EventKind, typer.Option("--event", help="The event to simulate.")]
@@ -292,6 +288,9 @@ def _plan_dict(plan: Plan) -> dict[str, object]:
         ],
         "excluded": [{"name": j.name, "reasons": list(j.reasons)} for j in plan.excluded],
     }
+
+
+remote.register(app)
 
 
 def main() -> None:

@@ -50,6 +50,7 @@ class Assignment:
     project: str
     service: str
     repo_url: str
+    config_path: str
     event: str
     ref: str
     sha: str
@@ -236,6 +237,7 @@ class Scheduler:
             project=project.name,
             service=project.name,
             repo_url=project.repo_url,
+            config_path=project.config_path,
             event=run.event,
             ref=run.ref,
             sha=run.sha,

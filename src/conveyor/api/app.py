@@ -1,0 +1,118 @@
+"""The coordinator's ASGI app: API, scheduler loops, bootstrap."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from conveyor import __version__
+from conveyor.api import errors
+from conveyor.api.auth import ADMIN_PREFIX, new_token, token_hash
+from conveyor.api.routes import projects, runners, runs, teams
+from conveyor.api.state import Coordinator
+from conveyor.domain.roles import Role
+from conveyor.scheduler.service import LEASE_S, Scheduler
+from conveyor.storage.database import Database, database_url
+from conveyor.storage.migrate import upgrade
+from conveyor.storage.tables import ApiToken
+
+log = logging.getLogger("conveyor.api")
+ADMIN_TOKEN_FILE = "admin-token"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    data_dir: Path
+    database_url: str | None = None
+    admin_token: str | None = None
+    lease_s: float = LEASE_S
+    long_poll_s: float = 30.0
+    sweep_s: float = 1.0
+
+
+async def bootstrap_admin(db: Database, config: ServerConfig) -> str | None:
+    """Make sure an admin token exists. Returns a newly generated token (to print once),
+    or None when CONVEYOR_ADMIN_TOKEN was given or an admin token already existed."""
+    async with db.transaction() as session:
+        if config.admin_token:
+            digest = token_hash(config.admin_token)
+            if await session.scalar(select(ApiToken.id).where(ApiToken.token_hash == digest)):
+                return None
+            session.add(ApiToken(name="admin (env)", role=Role.ADMIN.label, token_hash=digest))
+            return None
+        exists = await session.scalar(
+            select(ApiToken.id).where(ApiToken.role == Role.ADMIN.label).limit(1)
+        )
+        if exists:
+            return None
+        token = new_token(ADMIN_PREFIX)
+        session.add(ApiToken(name="admin", role=Role.ADMIN.label, token_hash=token_hash(token)))
+    path = config.data_dir / ADMIN_TOKEN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token
+
+
+async def _sweep(scheduler: Scheduler, every: float) -> None:
+    """Expire lost leases, on every replica (the guarded updates make that safe)."""
+    while True:
+        try:
+            await scheduler.expire_leases()
+        except Exception:  # pragma: no cover - logged, and the next pass retries
+            log.exception("lease sweep failed")
+        await asyncio.sleep(every)
+
+
+def create_app(config: ServerConfig) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(database_url(config.data_dir, config.database_url))
+        await upgrade(db)
+        generated = await bootstrap_admin(db, config)
+        if generated:
+            print(
+                f"admin token (printed once, also in {config.data_dir / ADMIN_TOKEN_FILE}): "
+                f"{generated}",
+                flush=True,
+            )
+        scheduler = Scheduler(db, lease_s=config.lease_s)
+        app.state.coordinator = Coordinator(
+            db=db, scheduler=scheduler, data_dir=config.data_dir, long_poll_s=config.long_poll_s
+        )
+        sweeper = asyncio.create_task(_sweep(scheduler, config.sweep_s))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await db.dispose()
+
+    app = FastAPI(title="Conveyor", version=__version__, lifespan=lifespan)
+    errors.install(app)
+    for module in (teams, projects, runs, runners):
+        app.include_router(module.router)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> dict[str, str]:
+        state: Coordinator = app.state.coordinator
+        async with state.db.transaction() as session:
+            await session.scalar(select(1))
+        return {"status": "ready"}
+
+    return app

@@ -1,0 +1,79 @@
+"""Bearer tokens: who is calling, and what they may see.
+
+Tokens are random (`secrets.token_urlsafe`) with a prefix that says their kind; only their
+sha256 is stored. A token of another team gets 404 for anything of this team, never 403,
+so that the existence of another team's objects does not leak.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from fastapi import Request
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from conveyor.api.errors import ApiError
+from conveyor.domain.roles import Role
+from conveyor.storage.tables import ApiToken, RunnerRow, utcnow
+
+ADMIN_PREFIX = "cvy_admin_"
+TEAM_PREFIX = "cvy_team_"
+REGISTRATION_PREFIX = "cvy_reg_"
+RUNNER_PREFIX = "cvy_runner_"
+
+
+def new_token(prefix: str) -> str:
+    return prefix + secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller: the admin, a team token with a role, or a runner."""
+
+    role: Role
+    team_id: uuid.UUID | None = None
+    runner: RunnerRow | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+    def can_see(self, team_id: uuid.UUID) -> bool:
+        return self.is_admin or (self.runner is None and self.team_id == team_id)
+
+    def require(self, team_id: uuid.UUID, role: Role, what: str = "resource") -> None:
+        """404 unless the caller belongs to the team; 403 if its role is too low."""
+        if not self.can_see(team_id):
+            raise ApiError(404, "not_found", f"no such {what}")
+        if self.role < role:
+            raise ApiError(403, "forbidden", f"this needs the {role.label} role or higher")
+
+
+def bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthorized", "send `Authorization: Bearer <token>`")
+    return token.strip()
+
+
+async def principal_for(session: AsyncSession, token: str) -> Principal:
+    digest = token_hash(token)
+    if token.startswith(RUNNER_PREFIX):
+        runner = await session.scalar(select(RunnerRow).where(RunnerRow.token_hash == digest))
+        if runner is None:
+            raise ApiError(401, "unauthorized", "unknown runner token")
+        runner.last_seen_at = utcnow()
+        return Principal(role=Role.VIEWER, team_id=runner.team_id, runner=runner)
+    row = await session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
+    if row is None:
+        raise ApiError(401, "unauthorized", "unknown or revoked token")
+    return Principal(role=Role.parse(row.role), team_id=row.team_id)

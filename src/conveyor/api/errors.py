@@ -1,0 +1,53 @@
+"""Every error is JSON `{error, detail}` with the right status; a 500 is a bug."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from conveyor.scheduler.service import StaleLease
+from conveyor.storage.jobs import TransitionRejected
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, detail: Any) -> None:
+        super().__init__(f"{status} {error}: {detail}")
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+
+def _json(status: int, error: str, detail: Any) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return _json(exc.status, exc.error, exc.detail)
+
+
+async def _validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    detail = [{"loc": [str(p) for p in e["loc"]], "message": e["msg"]} for e in exc.errors()]
+    return _json(422, "invalid_request", detail)
+
+
+async def _http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return _json(exc.status_code, "http_error", exc.detail)
+
+
+async def _conflict(_: Request, exc: Exception) -> JSONResponse:
+    return _json(409, "conflict", str(exc))
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(StaleLease, _conflict)
+    app.add_exception_handler(TransitionRejected, _conflict)

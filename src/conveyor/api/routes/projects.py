@@ -1,0 +1,162 @@
+"""Projects, and starting runs of them."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from conveyor.api.auth import Principal
+from conveyor.api.errors import ApiError
+from conveyor.api.routes.runs import load_run, run_page
+from conveyor.api.routes.teams import team_named
+from conveyor.api.schemas import ProjectIn, ProjectOut, RunOut, RunPage, TriggerIn
+from conveyor.api.state import Caller, Coordinator, State
+from conveyor.domain.roles import Role
+from conveyor.pipeline.errors import PipelineInvalid
+from conveyor.pipeline.loader import parse_pipeline
+from conveyor.pipeline.plan import compile_plan
+from conveyor.pipeline.triggers import Event, EventKind
+from conveyor.storage.tables import Project, Team
+from conveyor.vcs import GitError
+
+router = APIRouter(prefix="/api/v1/projects", tags=["projects"])
+
+
+def _out(project: Project, team: Team) -> ProjectOut:
+    return ProjectOut(
+        id=project.id,
+        team=team.name,
+        name=project.name,
+        repo_url=project.repo_url,
+        config_path=project.config_path,
+    )
+
+
+async def project_named(
+    session: AsyncSession, who: Principal, team: str, name: str, role: Role
+) -> tuple[Project, Team]:
+    row = (
+        await session.execute(
+            select(Project, Team)
+            .join(Team, Team.id == Project.team_id)
+            .where(Team.name == team, Project.name == name)
+        )
+    ).first()
+    if row is None or not who.can_see(row[1].id):
+        raise ApiError(404, "not_found", f"no project {team}/{name}")
+    who.require(row[1].id, role, f"project {team}/{name}")
+    return row[0], row[1]
+
+
+@router.post("", status_code=201)
+async def create_project(body: ProjectIn, state: State, who: Caller) -> ProjectOut:
+    try:
+        async with state.db.transaction() as session:
+            team = await team_named(session, who, body.team, Role.MAINTAINER)
+            project = Project(
+                team_id=team.id,
+                name=body.name,
+                repo_url=body.repo_url,
+                config_path=body.config_path,
+            )
+            session.add(project)
+    except IntegrityError as exc:
+        raise ApiError(409, "conflict", f"project {body.team}/{body.name} exists") from exc
+    return _out(project, team)
+
+
+@router.get("")
+async def list_projects(state: State, who: Caller) -> list[ProjectOut]:
+    async with state.db.transaction() as session:
+        query = select(Project, Team).join(Team, Team.id == Project.team_id)
+        if not who.is_admin:
+            query = query.where(Team.id == who.team_id)
+        rows = (await session.execute(query.order_by(Team.name, Project.name))).all()
+    return [_out(p, t) for p, t in rows]
+
+
+@router.get("/{team}/{project}")
+async def get_project(team: str, project: str, state: State, who: Caller) -> ProjectOut:
+    async with state.db.transaction() as session:
+        return _out(*await project_named(session, who, team, project, Role.VIEWER))
+
+
+@router.post("/{team}/{project}/runs", status_code=201)
+async def trigger_run(
+    team: str,
+    project: str,
+    body: TriggerIn,
+    state: State,
+    who: Caller,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> RunOut:
+    """Start a run of `ref` (at `sha` if given). A retried request with the same
+    `Idempotency-Key` returns the same run."""
+    async with state.db.transaction() as session:
+        row, _ = await project_named(session, who, team, project, Role.DEVELOPER)
+    event = await _manual_event(state, row, body)
+    text = await _pipeline_text(state, row, event.sha)
+    try:
+        loaded = parse_pipeline(text, row.config_path)
+    except PipelineInvalid as exc:
+        raise ApiError(422, "invalid_pipeline", [str(e) for e in exc.errors]) from exc
+    plan = compile_plan(loaded.spec, event)
+    if not plan.triggered:
+        raise ApiError(422, "nothing_to_run", list(plan.trigger.reasons) or ["no job matched"])
+    nonce = idempotency_key or str(uuid.uuid4())
+    created = await state.scheduler.start_run(
+        row, plan, pipeline=f"{row.config_path}#manual:{nonce}"
+    )
+    async with state.db.transaction() as session:
+        return await load_run(session, created.run_id)
+
+
+async def _manual_event(state: Coordinator, project: Project, body: TriggerIn) -> Event:
+    ref = body.ref if body.ref.startswith("refs/") else f"refs/heads/{body.ref}"
+    mirror = state.mirror(project.repo_url)
+    try:
+        await mirror.fetch()
+        sha = await mirror.resolve(body.sha or ref)
+    except GitError as exc:
+        raise ApiError(422, "unknown_ref", f"cannot resolve {body.sha or ref}: {exc}") from exc
+    return Event(kind=EventKind.MANUAL, ref=ref, sha=sha)
+
+
+async def _pipeline_text(state: Coordinator, project: Project, sha: str) -> bytes:
+    try:
+        return await state.mirror(project.repo_url).read(sha, project.config_path)
+    except GitError as exc:
+        raise ApiError(
+            422, "no_pipeline", f"{project.config_path} is not in commit {sha[:12]}"
+        ) from exc
+
+
+@router.get("/{team}/{project}/runs")
+async def list_project_runs(
+    team: str,
+    project: str,
+    state: State,
+    who: Caller,
+    status: str | None = None,
+    ref: str | None = None,
+    event: str | None = None,
+    cursor: uuid.UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> RunPage:
+    async with state.db.transaction() as session:
+        row, _ = await project_named(session, who, team, project, Role.VIEWER)
+        return await run_page(
+            session,
+            who,
+            project_id=row.id,
+            status=status,
+            ref=ref,
+            event=event,
+            cursor=cursor,
+            limit=limit,
+        )

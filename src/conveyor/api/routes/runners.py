@@ -1,0 +1,122 @@
+"""The runner protocol: register, request a job (long poll), heartbeat, log, finish.
+
+Runners dial out, so they need no inbound port. Every write carries the fencing token of
+the lease it was given; a write with a stale token gets 409 and changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import select
+
+from conveyor.api.auth import RUNNER_PREFIX, Principal, new_token, token_hash
+from conveyor.api.errors import ApiError
+from conveyor.api.schemas import (
+    AssignmentOut,
+    FinishIn,
+    FinishOut,
+    HeartbeatIn,
+    HeartbeatOut,
+    RegisterIn,
+    RegisterOut,
+)
+from conveyor.api.state import Caller, State
+from conveyor.scheduler.service import Outcome
+from conveyor.storage.tables import Job, RunnerRow, RunnerToken
+
+router = APIRouter(prefix="/api/v1/runners", tags=["runners"])
+POLL_S = 1.0
+"""How often a waiting request looks again, for jobs made ready by another replica."""
+MAX_LOG_CHUNK = 1 << 20
+
+
+def _runner(who: Principal) -> None:
+    if who.runner is None:
+        raise ApiError(403, "forbidden", "this endpoint is for runners")
+
+
+@router.post("/register", status_code=201)
+async def register(body: RegisterIn, state: State) -> RegisterOut:
+    async with state.db.transaction() as session:
+        grant = await session.scalar(
+            select(RunnerToken).where(RunnerToken.token_hash == token_hash(body.token))
+        )
+        if grant is None:
+            raise ApiError(401, "unauthorized", "unknown registration token")
+        token = new_token(RUNNER_PREFIX)
+        runner = RunnerRow(
+            team_id=grant.team_id, name=body.name, labels=body.labels, token_hash=token_hash(token)
+        )
+        session.add(runner)
+    return RegisterOut(id=runner.id, token=token)
+
+
+@router.post("/jobs/request", response_model=None)
+async def request_job(
+    state: State, who: Caller, wait: Annotated[float, Query(ge=0, le=60)] = 30.0
+) -> AssignmentOut | Response:
+    """A job for this runner, answered at once when one is ready, else held up to `wait`
+    seconds (204 when nothing came)."""
+    _runner(who)
+    assert who.runner is not None
+    deadline = time.monotonic() + min(wait, state.long_poll_s)
+    while True:
+        assignment = await state.scheduler.claim(who.runner)
+        if assignment is not None:
+            return AssignmentOut(**asdict(assignment))
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return Response(status_code=204)
+        await state.scheduler.wakeup.wait(min(left, POLL_S))
+
+
+async def _own_job(state: State, who: Principal, job_id: uuid.UUID) -> None:
+    _runner(who)
+    async with state.db.transaction() as session:
+        runner_id = await session.scalar(select(Job.runner_id).where(Job.id == job_id))
+    if who.runner is None or runner_id != who.runner.id:
+        raise ApiError(404, "not_found", "no such job for this runner")
+
+
+@router.post("/jobs/{job_id}/heartbeat")
+async def heartbeat(
+    job_id: uuid.UUID, body: HeartbeatIn, state: State, who: Caller
+) -> HeartbeatOut:
+    await _own_job(state, who, job_id)
+    return HeartbeatOut(canceled=await state.scheduler.heartbeat(job_id, body.fence))
+
+
+@router.put("/jobs/{job_id}/log", status_code=204)
+async def append_log(
+    job_id: uuid.UUID,
+    request: Request,
+    state: State,
+    who: Caller,
+    fence: Annotated[int, Query()],
+    offset: Annotated[int, Query(ge=0)],
+) -> Response:
+    await _own_job(state, who, job_id)
+    data = await request.body()
+    if len(data) > MAX_LOG_CHUNK:
+        raise ApiError(413, "too_large", f"a log chunk is at most {MAX_LOG_CHUNK} bytes")
+    await state.scheduler.append_log(job_id, fence, offset, data)
+    return Response(status_code=204)
+
+
+@router.post("/jobs/{job_id}/finish")
+async def finish(job_id: uuid.UUID, body: FinishIn, state: State, who: Caller) -> FinishOut:
+    await _own_job(state, who, job_id)
+    outcome = Outcome(
+        status=body.status,
+        exit_code=body.exit_code,
+        failure_class=body.failure_class,
+        detail=body.detail,
+        reports=body.reports,
+    )
+    status = await state.scheduler.finish(job_id, body.fence, outcome)
+    return FinishOut(status=status.value)

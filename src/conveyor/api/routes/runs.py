@@ -1,0 +1,192 @@
+"""Runs and job logs."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from conveyor.api.auth import Principal
+from conveyor.api.errors import ApiError
+from conveyor.api.schemas import AttemptOut, JobOut, RunOut, RunPage, RunSummary
+from conveyor.api.state import Caller, State
+from conveyor.domain.roles import Role
+from conveyor.storage.logs import read_log
+from conveyor.storage.runs import derived_status
+from conveyor.storage.tables import Job, JobAttempt, Project, Run, Team
+
+router = APIRouter(prefix="/api/v1", tags=["runs"])
+
+
+async def _summary(session: AsyncSession, run: Run, project: Project, team: Team) -> RunSummary:
+    return RunSummary(
+        id=run.id,
+        team=team.name,
+        project=project.name,
+        status=(await derived_status(session, run.id)).value,
+        event=run.event,
+        ref=run.ref,
+        sha=run.sha,
+        created_at=run.created_at.isoformat(),
+    )
+
+
+async def _run_row(session: AsyncSession, run_id: uuid.UUID) -> tuple[Run, Project, Team]:
+    row = (
+        await session.execute(
+            select(Run, Project, Team)
+            .join(Project, Project.id == Run.project_id)
+            .join(Team, Team.id == Run.team_id)
+            .where(Run.id == run_id)
+        )
+    ).first()
+    if row is None:
+        raise ApiError(404, "not_found", "no such run")
+    return row[0], row[1], row[2]
+
+
+async def load_run(session: AsyncSession, run_id: uuid.UUID) -> RunOut:
+    run, project, team = await _run_row(session, run_id)
+    summary = await _summary(session, run, project, team)
+    jobs = (
+        await session.scalars(
+            select(Job).where(Job.run_id == run_id).order_by(Job.created_at, Job.id)
+        )
+    ).all()
+    attempts = (
+        await session.scalars(
+            select(JobAttempt)
+            .where(JobAttempt.job_id.in_([j.id for j in jobs]))
+            .order_by(JobAttempt.number)
+        )
+    ).all()
+    history: dict[uuid.UUID, list[AttemptOut]] = {}
+    for a in attempts:
+        history.setdefault(a.job_id, []).append(
+            AttemptOut(
+                number=a.number,
+                status=a.status,
+                exit_code=a.exit_code,
+                failure_class=a.failure_class,
+                detail=a.detail,
+                reports=a.reports,
+            )
+        )
+    return RunOut(
+        **summary.model_dump(),
+        jobs=[
+            JobOut(
+                id=j.id,
+                name=j.name,
+                stage=str(j.spec.get("stage", "")),
+                status=j.status,
+                attempts=j.attempt,
+                exit_code=j.exit_code,
+                failure_class=j.failure_class,
+                reason=j.reason,
+                history=history.get(j.id, []),
+            )
+            for j in jobs
+        ],
+    )
+
+
+async def run_page(
+    session: AsyncSession,
+    who: Principal,
+    *,
+    project_id: uuid.UUID | None = None,
+    status: str | None = None,
+    ref: str | None = None,
+    event: str | None = None,
+    cursor: uuid.UUID | None = None,
+    limit: int = 50,
+) -> RunPage:
+    """Runs, newest first (UUIDv7 ids sort by time); `next_cursor` continues the list.
+    The status filter is applied after deriving each run's status."""
+    query = (
+        select(Run, Project, Team)
+        .join(Project, Project.id == Run.project_id)
+        .join(Team, Team.id == Run.team_id)
+        .order_by(Run.id.desc())
+    )
+    if project_id is not None:
+        query = query.where(Run.project_id == project_id)
+    if not who.is_admin:
+        query = query.where(Run.team_id == who.team_id)
+    if ref is not None:
+        query = query.where(Run.ref == (ref if ref.startswith("refs/") else f"refs/heads/{ref}"))
+    if event is not None:
+        query = query.where(Run.event == event)
+    items: list[RunSummary] = []
+    last: uuid.UUID | None = None
+    while len(items) < limit:
+        page = query if cursor is None else query.where(Run.id < cursor)
+        rows = (await session.execute(page.limit(limit))).all()
+        if not rows:
+            return RunPage(items=items, next_cursor=None)
+        for run, project, team in rows:
+            cursor = last = run.id
+            summary = await _summary(session, run, project, team)
+            if status is None or summary.status == status:
+                items.append(summary)
+                if len(items) == limit:
+                    break
+    return RunPage(items=items, next_cursor=str(last) if last else None)
+
+
+@router.get("/runs")
+async def list_runs(
+    state: State,
+    who: Caller,
+    status: str | None = None,
+    ref: str | None = None,
+    event: str | None = None,
+    cursor: uuid.UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> RunPage:
+    async with state.db.transaction() as session:
+        return await run_page(
+            session, who, status=status, ref=ref, event=event, cursor=cursor, limit=limit
+        )
+
+
+@router.get("/runs/{run_id}")
+async def get_run(run_id: uuid.UUID, state: State, who: Caller) -> RunOut:
+    async with state.db.transaction() as session:
+        run, _, _ = await _run_row(session, run_id)
+        who.require(run.team_id, Role.VIEWER, "run")
+        return await load_run(session, run_id)
+
+
+@router.post("/runs/{run_id}/cancel")
+async def cancel_run(run_id: uuid.UUID, state: State, who: Caller) -> RunOut:
+    async with state.db.transaction() as session:
+        run, _, _ = await _run_row(session, run_id)
+        who.require(run.team_id, Role.DEVELOPER, "run")
+    await state.scheduler.cancel_run(run_id)
+    async with state.db.transaction() as session:
+        return await load_run(session, run_id)
+
+
+@router.get("/jobs/{job_id}/log")
+async def job_log(
+    job_id: uuid.UUID, state: State, who: Caller, offset: Annotated[int, Query(ge=0)] = 0
+) -> Response:
+    """The job's log from byte `offset`; `X-Next-Offset` says where to continue, and
+    `X-Job-Status` whether more may come."""
+    async with state.db.transaction() as session:
+        row = (
+            await session.execute(select(Job.team_id, Job.status).where(Job.id == job_id))
+        ).first()
+        if row is None or not who.can_see(row.team_id):
+            raise ApiError(404, "not_found", "no such job")
+        data = await read_log(session, job_id, offset)
+    return Response(
+        content=data,
+        media_type="text/plain; charset=utf-8",
+        headers={"X-Next-Offset": str(offset + len(data)), "X-Job-Status": row.status},
+    )

@@ -1,0 +1,77 @@
+"""Teams, their tokens, and runner registration tokens."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from conveyor.api.auth import REGISTRATION_PREFIX, TEAM_PREFIX, Principal, new_token, token_hash
+from conveyor.api.errors import ApiError
+from conveyor.api.schemas import RunnerTokenIn, TeamIn, TeamOut, TokenIn, TokenOut
+from conveyor.api.state import Caller, State
+from conveyor.domain.roles import Role
+from conveyor.storage.tables import ApiToken, RunnerToken, Team
+
+router = APIRouter(prefix="/api/v1", tags=["teams"])
+
+
+async def team_named(session: AsyncSession, who: Principal, name: str, role: Role) -> Team:
+    """The team called `name`, if the caller may act on it with `role` (else 404/403)."""
+    team = await session.scalar(select(Team).where(Team.name == name))
+    if team is None:
+        raise ApiError(404, "not_found", f"no team {name!r}")
+    who.require(team.id, role, f"team {name!r}")
+    return team
+
+
+@router.post("/teams", status_code=201)
+async def create_team(body: TeamIn, state: State, who: Caller) -> TeamOut:
+    if not who.is_admin:
+        raise ApiError(403, "forbidden", "only the admin creates teams")
+    try:
+        async with state.db.transaction() as session:
+            team = Team(name=body.name)
+            session.add(team)
+    except IntegrityError as exc:
+        raise ApiError(409, "conflict", f"team {body.name!r} exists") from exc
+    return TeamOut(id=team.id, name=team.name)
+
+
+@router.get("/teams")
+async def list_teams(state: State, who: Caller) -> list[TeamOut]:
+    async with state.db.transaction() as session:
+        query = select(Team).order_by(Team.name)
+        if not who.is_admin:
+            query = query.where(Team.id == who.team_id)
+        return [TeamOut(id=t.id, name=t.name) for t in (await session.scalars(query)).all()]
+
+
+@router.post("/teams/{team}/tokens", status_code=201)
+async def create_token(team: str, body: TokenIn, state: State, who: Caller) -> TokenOut:
+    async with state.db.transaction() as session:
+        row = await team_named(session, who, team, Role.OWNER)
+        token = new_token(TEAM_PREFIX)
+        created = ApiToken(
+            team_id=row.id,
+            name=body.name,
+            role=body.parsed_role.label,
+            token_hash=token_hash(token),
+        )
+        session.add(created)
+    return TokenOut(id=created.id, token=token)
+
+
+@router.post("/runner-tokens", status_code=201)
+async def create_runner_token(body: RunnerTokenIn, state: State, who: Caller) -> TokenOut:
+    async with state.db.transaction() as session:
+        team_id = None
+        if body.team is not None:
+            team_id = (await team_named(session, who, body.team, Role.MAINTAINER)).id
+        elif not who.is_admin:
+            raise ApiError(403, "forbidden", "only the admin creates shared runner tokens")
+        token = new_token(REGISTRATION_PREFIX)
+        created = RunnerToken(team_id=team_id, token_hash=token_hash(token))
+        session.add(created)
+    return TokenOut(id=created.id, token=token)

@@ -1,0 +1,163 @@
+"""Request and response bodies."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from conveyor.domain.failure import FailureClass
+from conveyor.domain.roles import Role
+from conveyor.domain.status import JobStatus
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TeamIn(Body):
+    name: str = Field(pattern=NAME, max_length=100)
+
+
+class TeamOut(BaseModel):
+    id: uuid.UUID
+    name: str
+
+
+class TokenIn(Body):
+    name: str = Field(min_length=1, max_length=100)
+    role: str = Field(pattern="^(viewer|developer|maintainer|owner)$")
+
+    @property
+    def parsed_role(self) -> Role:
+        return Role.parse(self.role)
+
+
+class TokenOut(BaseModel):
+    id: uuid.UUID
+    token: str
+
+
+class RunnerTokenIn(Body):
+    team: str | None = None
+
+
+class ProjectIn(Body):
+    team: str
+    name: str = Field(pattern=NAME, max_length=100)
+    repo_url: str = Field(min_length=1, max_length=2000)
+    config_path: str = Field("conveyor.yml", min_length=1, max_length=500)
+
+
+class ProjectOut(BaseModel):
+    id: uuid.UUID
+    team: str
+    name: str
+    repo_url: str
+    config_path: str
+
+
+class TriggerIn(Body):
+    ref: str = Field(min_length=1, max_length=500)
+    sha: str | None = Field(None, pattern="^[0-9a-f]{7,64}$")
+
+
+class AttemptOut(BaseModel):
+    number: int
+    status: str
+    exit_code: int | None
+    failure_class: str | None
+    detail: str
+    reports: dict[str, Any]
+
+
+class JobOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    stage: str
+    status: str
+    attempts: int
+    exit_code: int | None
+    failure_class: str | None
+    reason: str
+    history: list[AttemptOut]
+
+
+class RunOut(BaseModel):
+    id: uuid.UUID
+    team: str
+    project: str
+    status: str
+    event: str
+    ref: str
+    sha: str
+    created_at: str
+    jobs: list[JobOut]
+
+
+class RunSummary(BaseModel):
+    id: uuid.UUID
+    team: str
+    project: str
+    status: str
+    event: str
+    ref: str
+    sha: str
+    created_at: str
+
+
+class RunPage(BaseModel):
+    items: list[RunSummary]
+    next_cursor: str | None
+
+
+class RegisterIn(Body):
+    token: str
+    name: str = Field(min_length=1, max_length=200)
+    labels: list[str] = Field(default_factory=list)
+
+
+class RegisterOut(BaseModel):
+    id: uuid.UUID
+    token: str
+
+
+class AssignmentOut(BaseModel):
+    job_id: uuid.UUID
+    fence: int
+    attempt: int
+    run_id: uuid.UUID
+    team: str
+    project: str
+    service: str
+    repo_url: str
+    config_path: str
+    event: str
+    ref: str
+    sha: str
+    spec: dict[str, Any]
+    lease_s: float
+
+
+class HeartbeatIn(Body):
+    fence: int
+
+
+class HeartbeatOut(BaseModel):
+    canceled: bool
+
+
+class FinishIn(Body):
+    fence: int
+    status: JobStatus
+    exit_code: int | None = None
+    failure_class: FailureClass | None = None
+    detail: str = Field("", max_length=10_000)
+    reports: dict[str, Any] = Field(default_factory=dict)
+
+
+class FinishOut(BaseModel):
+    status: str

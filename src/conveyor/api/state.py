@@ -1,0 +1,46 @@
+"""What every request handler reaches: the database, the scheduler, repositories."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from conveyor.api.auth import Principal, bearer, principal_for
+from conveyor.scheduler.service import Scheduler
+from conveyor.storage.database import Database
+from conveyor.vcs import GitMirror
+
+
+@dataclass
+class Coordinator:
+    db: Database
+    scheduler: Scheduler
+    data_dir: Path
+    long_poll_s: float = 30.0
+    mirrors: dict[str, GitMirror] = field(default_factory=dict)
+
+    def mirror(self, url: str) -> GitMirror:
+        if url not in self.mirrors:
+            self.mirrors[url] = GitMirror(self.data_dir / "repos", url)
+        return self.mirrors[url]
+
+
+def coordinator(request: Request) -> Coordinator:
+    state: Coordinator = request.app.state.coordinator
+    return state
+
+
+async def caller(
+    request: Request, state: Annotated[Coordinator, Depends(coordinator)]
+) -> Principal:
+    """The authenticated caller (401 without a valid token)."""
+    token = bearer(request)
+    async with state.db.transaction() as session:
+        return await principal_for(session, token)
+
+
+State = Annotated[Coordinator, Depends(coordinator)]
+Caller = Annotated[Principal, Depends(caller)]

@@ -1,0 +1,313 @@
+"""The CLI's server commands: `serve`, `runner`, and the client commands that speak HTTP
+to a coordinator (`team`, `token`, `project`, `runner-token`, `trigger`, `runs`, `logs`,
+`cancel`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from conveyor.cli.console import err, out
+from conveyor.config import Settings
+
+ServerOpt = Annotated[
+    str, typer.Option("--server", envvar="CONVEYOR_SERVER", help="Coordinator URL.")
+]
+TokenOpt = Annotated[str, typer.Option("--token", envvar="CONVEYOR_TOKEN", help="API token.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="[env CONVEYOR_DATA_DIR, default ./.conveyor]")
+]
+FINAL = {"success", "failed", "canceled", "skipped"}
+
+
+class Remote:
+    """A small synchronous client; turns HTTP errors into readable CLI errors."""
+
+    def __init__(self, server: str, token: str, console: Console) -> None:
+        self.http = httpx.Client(
+            base_url=server.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30.0,
+        )
+        self.console = console
+
+    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            self.console.print(f"[red]error:[/] cannot reach {self.http.base_url}: {exc}")
+            raise typer.Exit(1) from exc
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                detail = body.get("detail", body)
+            except ValueError:
+                detail = response.text
+            self.console.print(
+                f"[red]error {response.status_code}:[/] {escape(json.dumps(detail))}"
+            )
+            raise typer.Exit(1)
+        return response
+
+
+team = typer.Typer(help="Teams.", no_args_is_help=True)
+token = typer.Typer(help="API tokens.", no_args_is_help=True)
+project = typer.Typer(help="Projects.", no_args_is_help=True)
+runner_token = typer.Typer(help="Runner registration tokens.", no_args_is_help=True)
+
+
+def show(data: Any, as_json: bool, line: str) -> None:
+    out.print_json(json.dumps(data)) if as_json else out.print(line)
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8080,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Start the coordinator: API, scheduler, database migrations."""
+    import uvicorn
+
+    from conveyor.api.app import ServerConfig, create_app
+
+    settings = Settings()
+    config = ServerConfig(
+        data_dir=(data_dir or settings.data_dir).resolve(),
+        database_url=settings.database_url,
+        admin_token=settings.admin_token,
+    )
+    uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
+
+
+def runner_cmd(
+    server: ServerOpt,
+    token: TokenOpt,
+    labels: Annotated[str, typer.Option("--labels", help="Comma-separated labels.")] = "",
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64)] = 1,
+    name: Annotated[str | None, typer.Option("--name")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Run jobs for a coordinator. TOKEN is a registration token (cvy_reg_…) or a runner
+    token (cvy_runner_…)."""
+    from conveyor.runner.agent import Agent, Client, RunnerConfig
+    from conveyor.runner.agent import register as register_runner
+
+    settings = Settings()
+    config = RunnerConfig(
+        server=server,
+        token=token,
+        data_dir=(data_dir or settings.data_dir).resolve() / "runner",
+        labels=tuple(x for x in labels.split(",") if x),
+        concurrency=concurrency,
+        name=name or socket.gethostname(),
+    )
+
+    async def main() -> None:
+        runner_token = token
+        if token.startswith("cvy_reg_"):
+            runner_token = await register_runner(server, token, config.name, config.labels)
+        client = Client(server, runner_token)
+        agent = Agent(config, client)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agent.stop)
+        out.print(f"runner {config.name} taking jobs from {server}")
+        try:
+            await agent.serve()
+        finally:
+            await client.close()
+        out.print(f"runner stopped after {agent.jobs_done} job(s)")
+
+    asyncio.run(main())
+
+
+@team.command("create")
+def team_create(name: str, server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
+    """Create a team (admin)."""
+    data = Remote(server, token, err).call("POST", "/api/v1/teams", json={"name": name}).json()
+    show(data, as_json, f"team {data['name']} created ({data['id']})")
+
+
+@team.command("list")
+def team_list(server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
+    """List the teams this token can see."""
+    data = Remote(server, token, err).call("GET", "/api/v1/teams").json()
+    show(data, as_json, "\n".join(t["name"] for t in data))
+
+
+@token.command("create")
+def token_create(
+    team: Annotated[str, typer.Option("--team")],
+    name: Annotated[str, typer.Option("--name")],
+    role: Annotated[str, typer.Option("--role")],
+    server: ServerOpt,
+    token: TokenOpt,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a team token (shown once)."""
+    body = {"name": name, "role": role}
+    data = Remote(server, token, err).call("POST", f"/api/v1/teams/{team}/tokens", json=body)
+    show(data.json(), as_json, data.json()["token"])
+
+
+@runner_token.command("create")
+def runner_token_create(
+    server: ServerOpt,
+    token: TokenOpt,
+    team: Annotated[str | None, typer.Option("--team")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a registration token for runners (shared, or for one team)."""
+    data = Remote(server, token, err).call("POST", "/api/v1/runner-tokens", json={"team": team})
+    show(data.json(), as_json, data.json()["token"])
+
+
+@project.command("create")
+def project_create(
+    name: Annotated[str, typer.Argument(help="TEAM/PROJECT")],
+    repo: Annotated[str, typer.Option("--repo", help="Git URL of the repository.")],
+    server: ServerOpt,
+    token: TokenOpt,
+    config_path: Annotated[str, typer.Option("--config-path")] = "conveyor.yml",
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a project."""
+    team_name, _, project_name = name.partition("/")
+    body = {
+        "team": team_name,
+        "name": project_name,
+        "repo_url": repo,
+        "config_path": config_path,
+    }
+    data = Remote(server, token, err).call("POST", "/api/v1/projects", json=body).json()
+    show(data, as_json, f"project {data['team']}/{data['name']} created ({data['id']})")
+
+
+@project.command("list")
+def project_list(server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
+    """List projects."""
+    data = Remote(server, token, err).call("GET", "/api/v1/projects").json()
+    show(data, as_json, "\n".join(f"{p['team']}/{p['name']}  {p['repo_url']}" for p in data))
+
+
+def trigger(
+    name: Annotated[str, typer.Argument(help="TEAM/PROJECT")],
+    server: ServerOpt,
+    token: TokenOpt,
+    ref: Annotated[str, typer.Option("--ref")] = "main",
+    sha: Annotated[str | None, typer.Option("--sha")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the run to its end.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a run of a project; with --wait, follow its logs and exit 0 only on success."""
+    remote = Remote(server, token, err)
+    body = {"ref": ref, **({"sha": sha} if sha else {})}
+    run = remote.call("POST", f"/api/v1/projects/{name}/runs", json=body).json()
+    show(run, as_json, f"run {run['id']} {run['status']} ({run['sha'][:12]})")
+    if wait:
+        final = follow_run(remote, run["id"], quiet=as_json)
+        raise typer.Exit(0 if final == "success" else 1)
+
+
+def runs(
+    server: ServerOpt,
+    token: TokenOpt,
+    name: Annotated[str | None, typer.Argument(help="TEAM/PROJECT")] = None,
+    status: Annotated[str | None, typer.Option("--status")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List runs, newest first."""
+    path = f"/api/v1/projects/{name}/runs" if name else "/api/v1/runs"
+    params = {"status": status} if status else {}
+    page = Remote(server, token, err).call("GET", path, params=params).json()
+    if as_json:
+        out.print_json(json.dumps(page))
+        return
+    table = Table("run", "project", "status", "ref", "sha", "created")
+    for r in page["items"]:
+        table.add_row(
+            r["id"],
+            f"{r['team']}/{r['project']}",
+            r["status"],
+            r["ref"],
+            r["sha"][:12],
+            r["created_at"],
+        )
+    out.print(table)
+
+
+def logs(
+    job_id: str,
+    server: ServerOpt,
+    token: TokenOpt,
+    follow: Annotated[bool, typer.Option("-f", "--follow")] = False,
+) -> None:
+    """Print a job's log; -f follows it until the job ends."""
+    remote = Remote(server, token, err)
+    offset = 0
+    while True:
+        response = remote.call("GET", f"/api/v1/jobs/{job_id}/log", params={"offset": offset})
+        sys.stdout.write(response.content.decode(errors="replace"))
+        sys.stdout.flush()
+        offset = int(response.headers["X-Next-Offset"])
+        if not follow or response.headers["X-Job-Status"] in FINAL:
+            if follow and response.content:
+                continue
+            return
+        time.sleep(0.3)
+
+
+def cancel(run_id: str, server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
+    """Cancel a run."""
+    data = Remote(server, token, err).call("POST", f"/api/v1/runs/{run_id}/cancel").json()
+    show(data, as_json, f"run {data['id']} {data['status']}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the server and client commands to the `conveyor` app."""
+    app.add_typer(team, name="team")
+    app.add_typer(token, name="token")
+    app.add_typer(project, name="project")
+    app.add_typer(runner_token, name="runner-token")
+    app.command()(serve)
+    app.command("runner")(runner_cmd)
+    for command in (trigger, runs, logs, cancel):
+        app.command()(command)
+
+
+def follow_run(remote: Remote, run_id: str, quiet: bool = False) -> str:
+    """Print each job's log as it grows, prefixed with the job's name, until the run ends."""
+    offsets: dict[str, int] = {}
+    while True:
+        run = remote.call("GET", f"/api/v1/runs/{run_id}").json()
+        for job in run["jobs"]:
+            offset = offsets.get(job["id"], 0)
+            if job["status"] in ("created", "pending", "manual") and offset == 0:
+                continue
+            response = remote.call(
+                "GET", f"/api/v1/jobs/{job['id']}/log", params={"offset": offset}
+            )
+            offsets[job["id"]] = int(response.headers["X-Next-Offset"])
+            if not quiet:
+                for line in response.content.decode(errors="replace").splitlines():
+                    out.print(f"[cyan]{escape(job['name'][:20]):<20}[/] │ {escape(line)}")
+        if run["status"] in FINAL:
+            if not quiet:
+                for job in run["jobs"]:
+                    out.print(f"{job['name']}: {job['status']} {escape(job['reason'])}")
+                out.print(f"run {run['id']} {run['status']}")
+            return str(run["status"])
+        time.sleep(0.3)

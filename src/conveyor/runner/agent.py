@@ -1,0 +1,288 @@
+"""`conveyor runner`: takes jobs from a coordinator over HTTP and runs them.
+
+The runner dials out (no inbound port), long-polls for a job, checks the commit out from a
+local mirror of the repository, runs the job with the same code `conveyor run` uses,
+streams its log by byte offset, renews its lease, and reports the outcome. On SIGTERM it
+takes no new job and stops once its current jobs are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from conveyor.domain.status import JobStatus
+from conveyor.pipeline.plan import job_from_json
+from conveyor.pipeline.triggers import Event, EventKind
+from conveyor.runner.attempt import (
+    AttemptContext,
+    AttemptResult,
+    RunInfo,
+    base_environment,
+    run_attempt,
+)
+from conveyor.runner.shell import ShellExecutor
+from conveyor.runner.workspace import LocalCache, source_files
+from conveyor.vcs import GitError, GitMirror
+
+log = logging.getLogger("conveyor.runner")
+LOG_FLUSH_S = 0.25
+
+
+class LeaseLost(Exception):
+    """The coordinator refused a write with our fencing token (409)."""
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    server: str
+    token: str
+    data_dir: Path
+    name: str = field(default_factory=socket.gethostname)
+    labels: tuple[str, ...] = ()
+    concurrency: int = 1
+    poll_s: float = 30.0
+    kill_grace_s: float = 5.0
+
+
+class Client:
+    """The runner's side of the protocol (runner token in every request)."""
+
+    def __init__(self, server: str, token: str) -> None:
+        self.http = httpx.AsyncClient(
+            base_url=server.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(15.0, read=75.0),
+        )
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def request(self, wait: float) -> dict[str, Any] | None:
+        response = await self.http.post("/api/v1/runners/jobs/request", params={"wait": wait})
+        if response.status_code == 204:
+            return None
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    async def heartbeat(self, job_id: str, fence: int) -> bool:
+        response = await self.http.post(
+            f"/api/v1/runners/jobs/{job_id}/heartbeat", json={"fence": fence}
+        )
+        self._check(response)
+        return bool(response.json()["canceled"])
+
+    async def log(self, job_id: str, fence: int, offset: int, data: bytes) -> None:
+        response = await self.http.put(
+            f"/api/v1/runners/jobs/{job_id}/log",
+            params={"fence": fence, "offset": offset},
+            content=data,
+        )
+        self._check(response)
+
+    async def finish(self, job_id: str, fence: int, result: AttemptResult) -> None:
+        body = {
+            "fence": fence,
+            "status": result.status.value,
+            "exit_code": result.exit_code,
+            "failure_class": result.failure_class.value if result.failure_class else None,
+            "detail": result.detail[:10_000],
+            "reports": {
+                **result.reports_dict(),
+                "gates": [g.as_dict() for g in result.gates],
+                "artifacts": [a.as_dict() for a in result.artifacts],
+            },
+        }
+        self._check(await self.http.post(f"/api/v1/runners/jobs/{job_id}/finish", json=body))
+
+    @staticmethod
+    def _check(response: httpx.Response) -> None:
+        if response.status_code == 409:
+            raise LeaseLost(response.text)
+        response.raise_for_status()
+
+
+async def register(server: str, token: str, name: str, labels: tuple[str, ...]) -> str:
+    """Exchange a registration token for a runner token."""
+    async with httpx.AsyncClient(base_url=server.rstrip("/"), timeout=15.0) as http:
+        response = await http.post(
+            "/api/v1/runners/register", json={"token": token, "name": name, "labels": labels}
+        )
+        response.raise_for_status()
+        return str(response.json()["token"])
+
+
+class LogShipper:
+    """Collects a job's masked output and sends it in chunks at increasing offsets."""
+
+    def __init__(self, client: Client, job_id: str, fence: int) -> None:
+        self.client = client
+        self.job_id = job_id
+        self.fence = fence
+        self.offset = 0
+        self._buffer = bytearray()
+
+    def job_log(self, job: str, line: str) -> None:
+        self._buffer += (line + "\n").encode()
+
+    def job_status(self, job: str, status: JobStatus, detail: str) -> None:
+        return
+
+    async def flush(self) -> None:
+        if not self._buffer:
+            return
+        data = bytes(self._buffer)
+        await self.client.log(self.job_id, self.fence, self.offset, data)
+        del self._buffer[: len(data)]
+        self.offset += len(data)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), LOG_FLUSH_S)
+            await self.flush()
+
+
+class Agent:
+    """Runs `concurrency` workers, each taking one job at a time."""
+
+    def __init__(self, config: RunnerConfig, client: Client) -> None:
+        self.config = config
+        self.client = client
+        self.executor = ShellExecutor(kill_grace_s=config.kill_grace_s)
+        self.stopping = asyncio.Event()
+        self.mirrors: dict[str, GitMirror] = {}
+        self.jobs_done = 0
+
+    def stop(self) -> None:
+        """Take no new job; the current ones finish."""
+        self.stopping.set()
+
+    async def serve(self) -> None:
+        await asyncio.gather(*(self._worker() for _ in range(max(1, self.config.concurrency))))
+
+    async def _worker(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                assignment = await self._next()
+            except httpx.HTTPError as exc:
+                log.warning("cannot reach the coordinator: %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), 2.0)
+                continue
+            if assignment is not None:
+                await self.execute(assignment)
+                self.jobs_done += 1
+
+    async def _next(self) -> dict[str, Any] | None:
+        request = asyncio.create_task(self.client.request(self.config.poll_s))
+        stopping = asyncio.create_task(self.stopping.wait())
+        done, _ = await asyncio.wait({request, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if request in done:
+            return request.result()
+        request.cancel()
+        with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
+            await request
+        return None
+
+    async def execute(self, assignment: dict[str, Any]) -> None:
+        job_id, fence = str(assignment["job_id"]), int(assignment["fence"])
+        shipper = LogShipper(self.client, job_id, fence)
+        cancel = asyncio.Event()
+        done = asyncio.Event()
+        beats = asyncio.create_task(self._heartbeats(job_id, fence, assignment, cancel, done))
+        shipping = asyncio.create_task(shipper.run(done))
+        root = self.config.data_dir / "jobs" / job_id
+        try:
+            result = await self._attempt(assignment, root, shipper, cancel)
+        finally:
+            done.set()
+            await asyncio.gather(beats, shipping, return_exceptions=True)
+            shutil.rmtree(root, ignore_errors=True)
+        try:
+            await shipper.flush()
+            await self.client.finish(job_id, fence, result)
+        except LeaseLost:
+            log.warning("job %s: lease lost; the coordinator has requeued it", job_id)
+
+    async def _heartbeats(
+        self,
+        job_id: str,
+        fence: int,
+        assignment: dict[str, Any],
+        cancel: asyncio.Event,
+        done: asyncio.Event,
+    ) -> None:
+        every = float(assignment.get("lease_s", 15.0)) / 3
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), every)
+            if done.is_set():
+                return
+            try:
+                if await self.client.heartbeat(job_id, fence):
+                    cancel.set()
+            except LeaseLost:
+                cancel.set()
+                return
+            except httpx.HTTPError as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    async def _attempt(
+        self, assignment: dict[str, Any], root: Path, shipper: LogShipper, cancel: asyncio.Event
+    ) -> AttemptResult:
+        job = job_from_json(assignment["spec"])
+        checkout = root / "checkout"
+        try:
+            await self._checkout(assignment["repo_url"], assignment["sha"], checkout)
+        except (GitError, OSError) as exc:
+            shipper.job_log(job.name, f"[conveyor] checkout failed: {exc}")
+            return _infra_failure(int(assignment["attempt"]), f"checkout failed: {exc}")
+        source = (checkout / assignment["config_path"]).parent
+        run = RunInfo(
+            run_id=str(assignment["run_id"]),
+            service=str(assignment["service"]),
+            team=str(assignment["team"]),
+            event=Event(
+                kind=EventKind(assignment["event"]),
+                ref=str(assignment["ref"]),
+                sha=str(assignment["sha"]),
+            ),
+        )
+        context = AttemptContext(
+            run=run,
+            run_dir=root / "run",
+            source_dir=source,
+            files=tuple(source_files(source)),
+            base_env=base_environment(),
+            secrets={},
+            cache=LocalCache(self.config.data_dir / "cache" / run.team),
+            keep_workspaces=False,
+        )
+        return await run_attempt(
+            context, job, int(assignment["attempt"]), self.executor, cancel, shipper
+        )
+
+    async def _checkout(self, url: str, sha: str, dest: Path) -> None:
+        if url not in self.mirrors:
+            self.mirrors[url] = GitMirror(self.config.data_dir / "mirrors", url)
+        mirror = self.mirrors[url]
+        await mirror.fetch()
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        await mirror.checkout(sha, dest)
+
+
+def _infra_failure(number: int, detail: str) -> AttemptResult:
+    from conveyor.domain.failure import FailureClass
+
+    return AttemptResult(number, JobStatus.FAILED, None, FailureClass.INFRA, 0.0, detail)
