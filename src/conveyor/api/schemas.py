@@ -140,6 +140,7 @@ class AssignmentOut(BaseModel):
     sha: str
     spec: dict[str, Any]
     lease_s: float
+    log_offset: int
 
 
 class HeartbeatIn(Body):

@@ -89,7 +89,13 @@ def serve(
         database_url=settings.database_url,
         admin_token=settings.admin_token,
     )
-    uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+    )
 
 
 def runner_cmd(

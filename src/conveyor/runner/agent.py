@@ -124,11 +124,11 @@ async def register(server: str, token: str, name: str, labels: tuple[str, ...]) 
 class LogShipper:
     """Collects a job's masked output and sends it in chunks at increasing offsets."""
 
-    def __init__(self, client: Client, job_id: str, fence: int) -> None:
+    def __init__(self, client: Client, job_id: str, fence: int, offset: int = 0) -> None:
         self.client = client
         self.job_id = job_id
         self.fence = fence
-        self.offset = 0
+        self.offset = offset
         self._buffer = bytearray()
 
     def job_log(self, job: str, line: str) -> None:
@@ -197,7 +197,7 @@ class Agent:
 
     async def execute(self, assignment: dict[str, Any]) -> None:
         job_id, fence = str(assignment["job_id"]), int(assignment["fence"])
-        shipper = LogShipper(self.client, job_id, fence)
+        shipper = LogShipper(self.client, job_id, fence, int(assignment.get("log_offset", 0)))
         cancel = asyncio.Event()
         done = asyncio.Event()
         beats = asyncio.create_task(self._heartbeats(job_id, fence, assignment, cancel, done))

@@ -25,7 +25,7 @@ from conveyor.pipeline.plan import Plan, job_from_json
 from conveyor.pipeline.progress import Action, next_action
 from conveyor.storage.database import Database
 from conveyor.storage.jobs import TransitionRejected, move_job
-from conveyor.storage.logs import append_chunk
+from conveyor.storage.logs import append_chunk, log_end
 from conveyor.storage.runs import CreatedRun, create_run, release_dedupe_key
 from conveyor.storage.tables import Job, JobAttempt, Project, Run, RunnerRow, Team, utcnow
 
@@ -56,6 +56,8 @@ class Assignment:
     sha: str
     spec: dict[str, Any]
     lease_s: float
+    log_offset: int = 0
+    """Where this attempt's log continues: earlier attempts' output stays in front."""
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,7 @@ class Scheduler:
         ).one()
         job, run, project, team = row
         return Assignment(
+            log_offset=await log_end(session, job.id),
             job_id=job.id,
             fence=job.fence,
             attempt=job.attempt,

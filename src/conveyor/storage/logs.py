@@ -37,3 +37,13 @@ async def read_log(session: AsyncSession, job_id: uuid.UUID, offset: int = 0) ->
         out += data[max(0, end - start) :]
         end = max(end, start + len(data))
     return bytes(out)
+
+
+async def log_end(session: AsyncSession, job_id: uuid.UUID) -> int:
+    """The byte offset just past the job's stored log."""
+    end = await session.scalar(
+        select(func.max(LogChunk.offset + func.length(LogChunk.data))).where(
+            LogChunk.job_id == job_id
+        )
+    )
+    return int(end or 0)

@@ -58,7 +58,10 @@ async def register(body: RegisterIn, state: State) -> RegisterOut:
 
 @router.post("/jobs/request", response_model=None)
 async def request_job(
-    state: State, who: Caller, wait: Annotated[float, Query(ge=0, le=60)] = 30.0
+    request: Request,
+    state: State,
+    who: Caller,
+    wait: Annotated[float, Query(ge=0, le=60)] = 30.0,
 ) -> AssignmentOut | Response:
     """A job for this runner, answered at once when one is ready, else held up to `wait`
     seconds (204 when nothing came)."""
@@ -70,7 +73,7 @@ async def request_job(
         if assignment is not None:
             return AssignmentOut(**asdict(assignment))
         left = deadline - time.monotonic()
-        if left <= 0:
+        if left <= 0 or await request.is_disconnected():
             return Response(status_code=204)
         await state.scheduler.wakeup.wait(min(left, POLL_S))
 

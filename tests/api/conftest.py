@@ -1,0 +1,73 @@
+"""A coordinator app in-process (FastAPI's TestClient runs its lifespan), a real git
+repository to build from, and tokens for two teams."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conveyor.api.app import ServerConfig, create_app
+
+ADMIN = "cvy_admin_test-token"
+PIPELINE = """\
+version: 1
+service: api
+team: {team}
+jobs:
+  build: {{script: "echo building", needs: []}}
+  test: {{script: "echo testing", needs: [build]}}
+"""
+
+
+def git_repo(path: Path, team: str) -> Path:
+    path.mkdir(parents=True)
+    (path / "conveyor.yml").write_text(PIPELINE.format(team=team))
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["add", "-A"],
+        ["-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "init"],
+    ):
+        subprocess.run(["git", *args], cwd=path, check=True)
+    return path
+
+
+@dataclass
+class World:
+    client: TestClient
+    tokens: dict[str, str]
+    """`admin`, and `<team>:<role>` for teams a and b."""
+    repos: dict[str, Path]
+
+    def as_(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+    def call(self, who: str, method: str, path: str, **kwargs):  # type: ignore[no-untyped-def]
+        headers = {**self.as_(who), **kwargs.pop("headers", {})}
+        return self.client.request(method, path, headers=headers, **kwargs)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    app = create_app(ServerConfig(data_dir=tmp_path / "server", admin_token=ADMIN, long_poll_s=0.5))
+    with TestClient(app) as client:
+        tokens = {"admin": ADMIN}
+        repos = {}
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        for team in ("a", "b"):
+            assert (
+                client.post("/api/v1/teams", json={"name": team}, headers=admin).status_code == 201
+            )
+            for role in ("viewer", "developer", "maintainer", "owner"):
+                response = client.post(
+                    f"/api/v1/teams/{team}/tokens", json={"name": role, "role": role}, headers=admin
+                )
+                tokens[f"{team}:{role}"] = response.json()["token"]
+            repos[team] = git_repo(tmp_path / f"repo-{team}", team)
+            body = {"team": team, "name": "api", "repo_url": f"file://{repos[team]}"}
+            assert client.post("/api/v1/projects", json=body, headers=admin).status_code == 201
+        yield World(client, tokens, repos)

@@ -1,0 +1,239 @@
+"""The HTTP API in-process, against real SQLite and real git repositories."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from conveyor.api.app import ADMIN_TOKEN_FILE, ServerConfig, create_app
+from tests.api.conftest import World
+
+
+def trigger(world: World, who: str = "a:developer", team: str = "a", **extra):
+    return world.call(
+        who, "POST", f"/api/v1/projects/{team}/api/runs", json={"ref": "main"}, **extra
+    )
+
+
+def test_health_needs_no_token(world: World):
+    assert world.client.get("/healthz").json() == {"status": "ok"}
+    assert world.client.get("/readyz").json() == {"status": "ready"}
+
+
+def test_a_generated_admin_token_is_written_once_with_mode_600(tmp_path: Path):
+    app = create_app(ServerConfig(data_dir=tmp_path))
+    with TestClient(app) as client:
+        token = (tmp_path / ADMIN_TOKEN_FILE).read_text().strip()
+        assert token.startswith("cvy_admin_")
+        assert stat.S_IMODE(os.stat(tmp_path / ADMIN_TOKEN_FILE).st_mode) == 0o600
+        headers = {"Authorization": f"Bearer {token}"}
+        assert client.get("/api/v1/teams", headers=headers).status_code == 200
+    with TestClient(create_app(ServerConfig(data_dir=tmp_path))):
+        assert (tmp_path / ADMIN_TOKEN_FILE).read_text().strip() == token
+
+
+def test_no_token_is_401_with_a_json_error(world: World):
+    response = world.client.get("/api/v1/teams")
+    assert response.status_code == 401
+    assert response.json() == {
+        "error": "unauthorized",
+        "detail": "send `Authorization: Bearer <token>`",
+    }
+    bad = world.client.get("/api/v1/teams", headers={"Authorization": "Bearer nope"})
+    assert bad.status_code == 401
+
+
+def test_trigger_runs_the_commit_and_returns_the_run(world: World):
+    response = trigger(world)
+    assert response.status_code == 201, response.text
+    run = response.json()
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=world.repos["a"], capture_output=True, text=True
+    ).stdout.strip()
+    assert run["sha"] == head and run["ref"] == "refs/heads/main" and run["event"] == "manual"
+    assert run["status"] == "queued"
+    assert [(j["name"], j["status"]) for j in run["jobs"]] == [
+        ("build", "pending"),
+        ("test", "created"),
+    ]
+    again = world.call("a:viewer", "GET", f"/api/v1/runs/{run['id']}")
+    assert again.status_code == 200 and again.json()["id"] == run["id"]
+
+
+def test_idempotency_key_returns_the_same_run(world: World):
+    key = {"Idempotency-Key": "deploy-42"}
+    first = trigger(world, headers=key)
+    second = trigger(world, headers=key)
+    third = trigger(world)
+    assert first.json()["id"] == second.json()["id"] != third.json()["id"]
+
+
+def test_roles(world: World):
+    assert trigger(world, who="a:viewer").status_code == 403
+    body = {"team": "a", "name": "x", "repo_url": "file:///nowhere"}
+    assert world.call("a:developer", "POST", "/api/v1/projects", json=body).status_code == 403
+    assert world.call("a:maintainer", "POST", "/api/v1/projects", json=body).status_code == 201
+    token = {"name": "t", "role": "viewer"}
+    assert (
+        world.call("a:maintainer", "POST", "/api/v1/teams/a/tokens", json=token).status_code == 403
+    )
+    assert world.call("a:owner", "POST", "/api/v1/teams/a/tokens", json=token).status_code == 201
+    assert world.call("a:owner", "POST", "/api/v1/teams", json={"name": "c"}).status_code == 403
+
+
+def test_listing_is_per_team_and_paged(world: World):
+    ids = [trigger(world).json()["id"] for _ in range(3)]
+    trigger(world, who="b:developer", team="b")
+    page = world.call("a:viewer", "GET", "/api/v1/runs", params={"limit": 2}).json()
+    assert [r["id"] for r in page["items"]] == ids[::-1][:2]
+    rest = world.call(
+        "a:viewer", "GET", "/api/v1/runs", params={"limit": 2, "cursor": page["next_cursor"]}
+    ).json()
+    assert [r["id"] for r in rest["items"]] == [ids[0]]
+    assert len(world.call("admin", "GET", "/api/v1/runs").json()["items"]) == 4
+    queued = world.call(
+        "a:viewer", "GET", "/api/v1/projects/a/api/runs", params={"status": "queued"}
+    )
+    assert len(queued.json()["items"]) == 3
+    assert (
+        world.call("a:viewer", "GET", "/api/v1/runs", params={"status": "success"}).json()["items"]
+        == []
+    )
+    assert [t["name"] for t in world.call("b:viewer", "GET", "/api/v1/teams").json()] == ["b"]
+    assert [p["team"] for p in world.call("b:viewer", "GET", "/api/v1/projects").json()] == ["b"]
+
+
+def test_cancel(world: World):
+    run = trigger(world).json()
+    canceled = world.call("a:developer", "POST", f"/api/v1/runs/{run['id']}/cancel").json()
+    assert canceled["status"] == "canceled"
+    assert {j["status"] for j in canceled["jobs"]} == {"canceled"}
+
+
+def test_bad_pipeline_and_bad_ref_are_422_with_reasons(world: World):
+    repo = world.repos["a"]
+    (repo / "conveyor.yml").write_text(
+        "version: 1\nservice: api\nteam: a\njobs:\n  x: {scirpt: 1}\n"
+    )
+    subprocess.run(
+        ["git", "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qam", "bad"],
+        cwd=repo,
+        check=True,
+    )
+    response = trigger(world)
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_pipeline"
+    assert "conveyor.yml:5:3: a job needs a `script` (or a `deploy`)" in response.json()["detail"]
+    missing = world.call("a:developer", "POST", "/api/v1/projects/a/api/runs", json={"ref": "nope"})
+    assert missing.status_code == 422 and missing.json()["error"] == "unknown_ref"
+    invalid = world.call("a:developer", "POST", "/api/v1/projects/a/api/runs", json={"reff": "x"})
+    assert invalid.status_code == 422 and invalid.json()["error"] == "invalid_request"
+
+
+def test_runner_protocol_with_fencing(world: World):
+    reg = world.call("admin", "POST", "/api/v1/runner-tokens", json={}).json()["token"]
+    runner = world.client.post(
+        "/api/v1/runners/register", json={"token": reg, "name": "r1", "labels": ["linux"]}
+    ).json()["token"]
+    headers = {"Authorization": f"Bearer {runner}"}
+    run = trigger(world).json()
+    job = world.client.post(
+        "/api/v1/runners/jobs/request", params={"wait": 0}, headers=headers
+    ).json()
+    assert job["spec"]["name"] == "build" and job["fence"] == 1 and job["team"] == "a"
+    job_id, fence = job["job_id"], job["fence"]
+    base = f"/api/v1/runners/jobs/{job_id}"
+    assert world.client.post(
+        f"{base}/heartbeat", json={"fence": fence}, headers=headers
+    ).json() == {"canceled": False}
+    assert (
+        world.client.put(
+            f"{base}/log", params={"fence": fence, "offset": 0}, content=b"hi\n", headers=headers
+        ).status_code
+        == 204
+    )
+    stale = world.client.post(
+        f"{base}/finish", json={"fence": 0, "status": "success"}, headers=headers
+    )
+    assert stale.status_code == 409
+    done = world.client.post(
+        f"{base}/finish",
+        json={"fence": fence, "status": "success", "exit_code": 0},
+        headers=headers,
+    )
+    assert done.json() == {"status": "success"}
+    log = world.call("a:viewer", "GET", f"/api/v1/jobs/{job_id}/log")
+    assert log.content == b"hi\n" and log.headers["X-Job-Status"] == "success"
+    assert (
+        world.call("a:viewer", "GET", f"/api/v1/jobs/{job_id}/log", params={"offset": 1}).content
+        == b"i\n"
+    )
+    nothing_else_yet = world.client.post(
+        "/api/v1/runners/jobs/request", params={"wait": 0}, headers=headers
+    )
+    assert nothing_else_yet.status_code == 200  # `test` became pending as soon as build finished
+    assert world.call("a:viewer", "GET", f"/api/v1/runs/{run['id']}").json()["status"] == "running"
+    assert (
+        world.client.post("/api/v1/runners/register", json={"token": "x", "name": "r"}).status_code
+        == 401
+    )
+    # A team token is not a runner; a runner is not a team member.
+    assert (
+        world.call(
+            "a:owner", "POST", "/api/v1/runners/jobs/request", params={"wait": 0}
+        ).status_code
+        == 403
+    )
+    assert world.client.get(f"/api/v1/runs/{run['id']}", headers=headers).status_code == 404
+
+
+def _fill(path: str, ids: dict[str, str]) -> str:
+    for name, value in ids.items():
+        path = path.replace("{" + name + "}", value)
+    return path
+
+
+def test_no_route_leaks_team_a_to_team_b(world: World):
+    """Walk every route of the OpenAPI document with team A's objects, as every role of
+    team B, as a runner and with no token: nothing of A may come back."""
+    run = trigger(world).json()
+    ids = {"team": "a", "project": "api", "run_id": run["id"], "job_id": run["jobs"][0]["id"]}
+    reg = world.call("admin", "POST", "/api/v1/runner-tokens", json={"team": "b"}).json()["token"]
+    runner = world.client.post(
+        "/api/v1/runners/register", json={"token": reg, "name": "rb"}
+    ).json()["token"]
+    world.tokens["b:runner"] = runner
+    open_routes = {"/healthz", "/readyz", "/api/v1/runners/register"}
+    collections = {
+        "/api/v1/teams",
+        "/api/v1/projects",
+        "/api/v1/runs",
+        "/api/v1/runners/jobs/request",
+    }
+    paths = world.client.get("/openapi.json").json()["paths"]
+    checked = 0
+    for path, methods in paths.items():
+        for method in methods:
+            url = _fill(path, ids)
+            for who in ("b:viewer", "b:developer", "b:maintainer", "b:owner", "b:runner"):
+                response = world.call(
+                    who, method.upper(), url, json={}, params={"fence": 1, "offset": 0, "wait": 0}
+                )
+                assert response.status_code < 500, (who, method, url, response.text)
+                assert b'"a"' not in response.content and run["id"].encode() not in response.content
+                if path in open_routes or path in collections:
+                    continue  # not one of team A's objects: may answer, but with B's only
+                assert response.status_code >= 400, (who, method, url, response.text)
+                checked += 1
+            if path not in open_routes:
+                anonymous = world.client.request(method.upper(), url)
+                assert anonymous.status_code == 401, (method, url)
+    assert checked > 40
+    for who in ("b:viewer", "b:owner"):
+        assert all(r["team"] == "b" for r in world.call(who, "GET", "/api/v1/runs").json()["items"])
+        assert all(p["team"] == "b" for p in world.call(who, "GET", "/api/v1/projects").json())
+        assert [t["name"] for t in world.call(who, "GET", "/api/v1/teams").json()] == ["b"]

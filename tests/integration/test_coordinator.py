@@ -1,0 +1,181 @@
+"""Real `conveyor serve` and `conveyor runner` processes talking HTTP over loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.api.conftest import git_repo
+
+ADMIN = "cvy_admin_integration"
+SLOW_PIPELINE = """\
+version: 1
+service: api
+team: a
+jobs:
+  build: {script: "echo build-ok", needs: []}
+  slow: {script: ["echo started", "sleep 6", "echo slow-done"], needs: [build], retry: {max: 1, when: runner_lost}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def conveyor(*args: str) -> list[str]:
+    return [sys.executable, "-m", "conveyor", *args]
+
+
+@contextmanager
+def process(args: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wait_until(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = os.environ | {
+        "CONVEYOR_ADMIN_TOKEN": ADMIN,
+        "CONVEYOR_SERVER": url,
+        "CONVEYOR_TOKEN": ADMIN,
+    }
+    env.pop("CONVEYOR_DATABASE_URL", None)
+    args = conveyor("serve", "--port", str(port), "--data-dir", str(tmp_path / "server"))
+    with process(args, tmp_path / "server.log", env):
+        wait_until(lambda: _healthy(url), 30, "the server")
+        yield url, env
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(conveyor(*args), env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.strip()
+
+
+def test_serve_runner_trigger_and_follow(server, tmp_path: Path):
+    url, env = server
+    repo = git_repo(tmp_path / "repo", "a")
+    cli(env, "team", "create", "a")
+    cli(env, "project", "create", "a/api", "--repo", f"file://{repo}")
+    registration = cli(env, "runner-token", "create", "--team", "a")
+    runner_args = conveyor("runner", "--token", registration, "--data-dir", str(tmp_path / "r1"))
+    with process(runner_args, tmp_path / "runner.log", env) as runner:
+        done = subprocess.run(
+            conveyor("trigger", "a/api", "--ref", "main", "--wait"),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "building" in done.stdout and "testing" in done.stdout
+        assert done.stdout.strip().endswith("success")
+        runs = json.loads(cli(env, "runs", "a/api", "--json"))
+        assert [r["status"] for r in runs["items"]] == ["success"]
+        # Another team's token sees nothing of it.
+        cli(env, "team", "create", "b")
+        other = cli(env, "token", "create", "--team", "b", "--name", "x", "--role", "owner")
+        headers = {"Authorization": f"Bearer {other}"}
+        run_id = runs["items"][0]["id"]
+        assert httpx.get(f"{url}/api/v1/runs/{run_id}", headers=headers).status_code == 404
+        assert httpx.get(f"{url}/api/v1/runs", headers=headers).json()["items"] == []
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(timeout=30) == 0
+    assert "runner stopped after 2 job(s)" in (tmp_path / "runner.log").read_text()
+
+
+@pytest.mark.slow
+def test_a_killed_runner_s_job_is_requeued_and_finished_by_another(server, tmp_path: Path):
+    url, env = server
+    repo = tmp_path / "repo"
+    git_repo(repo, "a")
+    (repo / "conveyor.yml").write_text(SLOW_PIPELINE)
+    subprocess.run(
+        ["git", "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qam", "slow"],
+        cwd=repo,
+        check=True,
+    )
+    cli(env, "team", "create", "a")
+    cli(env, "project", "create", "a/api", "--repo", f"file://{repo}")
+    registration = cli(env, "runner-token", "create")
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    run = json.loads(cli(env, "trigger", "a/api", "--ref", "main", "--json"))
+    first_args = conveyor(
+        "runner", "--token", registration, "--name", "doomed", "--data-dir", str(tmp_path / "r1")
+    )
+    with process(first_args, tmp_path / "r1.log", env) as doomed:
+
+        def slow_started() -> bool:
+            jobs = httpx.get(f"{url}/api/v1/runs/{run['id']}", headers=headers).json()["jobs"]
+            slow = next(j for j in jobs if j["name"] == "slow")
+            log = httpx.get(f"{url}/api/v1/jobs/{slow['id']}/log", headers=headers).text
+            return slow["status"] == "running" and "started" in log
+
+        wait_until(slow_started, 60, "the slow job to start and log")
+        doomed.kill()  # kill -9: no goodbye, the lease just stops being renewed
+        doomed.wait()
+        killed_at = time.monotonic()
+    second_args = conveyor(
+        "runner", "--token", registration, "--name", "rescuer", "--data-dir", str(tmp_path / "r2")
+    )
+    with process(second_args, tmp_path / "r2.log", env):
+
+        def finished() -> dict | None:
+            body = httpx.get(f"{url}/api/v1/runs/{run['id']}", headers=headers).json()
+            return body if body["status"] in ("success", "failed") else None
+
+        final = wait_until(finished, 60, "the run to finish")
+    took = time.monotonic() - killed_at
+    slow = next(j for j in final["jobs"] if j["name"] == "slow")
+    assert final["status"] == "success"
+    assert [(a["number"], a["status"], a["failure_class"]) for a in slow["history"]] == [
+        (1, "failed", "runner_lost"),
+        (2, "success", None),
+    ]
+    assert took < 30, f"requeue and finish took {took:.1f}s"
+    log = httpx.get(f"{url}/api/v1/jobs/{slow['id']}/log", headers=headers).text
+    # Both attempts' output, one after the other: the second continued at the first's end.
+    assert log.count("attempt 1 of 2") == 1 and log.count("attempt 2 of 2") == 1
+    assert log.index("attempt 1 of 2") < log.index("attempt 2 of 2") < log.index("slow-done")
