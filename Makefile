@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo demo-local test lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,10 +14,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## demo: run the example service's pipeline locally, with live logs and a summary.
+## demo: a coordinator and a runner on this machine run the example service's pipeline
+## (scripts/demo.sh); `make demo-local` runs it with `conveyor run`, no server.
+demo: $(STAMP)
+	scripts/demo.sh
+
 # The example's jobs use python, pytest and coverage from .venv, as a runner machine
 # would have them installed.
-demo: $(STAMP)
+demo-local: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/conveyor run examples/payments-api/conveyor.yml \
 		--ref refs/heads/main --parallel 2 --report .conveyor/demo-report.json
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -21,6 +22,11 @@ from conveyor.storage.tables import Job, JobAttempt, Project, Run, Team
 router = APIRouter(prefix="/api/v1", tags=["runs"])
 
 
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 async def _summary(session: AsyncSession, run: Run, project: Project, team: Team) -> RunSummary:
     return RunSummary(
         id=run.id,
@@ -30,7 +36,7 @@ async def _summary(session: AsyncSession, run: Run, project: Project, team: Team
         event=run.event,
         ref=run.ref,
         sha=run.sha,
-        created_at=run.created_at.isoformat(),
+        created_at=as_utc(run.created_at).isoformat(),
     )
 
 
