@@ -57,6 +57,16 @@ class GitMirror:
             else:
                 await git("fetch", "--quiet", "--prune", "origin", cwd=self.path)
 
+    async def has(self, sha: str) -> bool:
+        """Whether the mirror already holds the commit (then no fetch is needed)."""
+        if not self.path.exists():
+            return False
+        try:
+            await git("cat-file", "-e", f"{sha}^{{commit}}", cwd=self.path)
+        except GitError:
+            return False
+        return True
+
     async def resolve(self, ref: str) -> str:
         """The commit sha a ref (branch, tag, full ref or sha) points at."""
         out = await git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", cwd=self.path)

@@ -83,6 +83,9 @@ class JobOut(BaseModel):
     exit_code: int | None
     failure_class: str | None
     reason: str
+    queued_at: str | None
+    started_at: str | None
+    finished_at: str | None
     history: list[AttemptOut]
 
 

@@ -277,7 +277,8 @@ class Agent:
         if url not in self.mirrors:
             self.mirrors[url] = GitMirror(self.config.data_dir / "mirrors", url)
         mirror = self.mirrors[url]
-        await mirror.fetch()
+        if not await mirror.has(sha):
+            await mirror.fetch()
         dest.parent.mkdir(parents=True, exist_ok=True)
         await mirror.checkout(sha, dest)
 

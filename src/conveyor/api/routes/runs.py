@@ -27,6 +27,10 @@ def as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _iso(moment: datetime | None) -> str | None:
+    return as_utc(moment).isoformat() if moment else None
+
+
 async def _summary(session: AsyncSession, run: Run, project: Project, team: Team) -> RunSummary:
     return RunSummary(
         id=run.id,
@@ -93,6 +97,9 @@ async def load_run(session: AsyncSession, run_id: uuid.UUID) -> RunOut:
                 exit_code=j.exit_code,
                 failure_class=j.failure_class,
                 reason=j.reason,
+                queued_at=_iso(j.queued_at),
+                started_at=_iso(j.started_at),
+                finished_at=_iso(j.finished_at),
                 history=history.get(j.id, []),
             )
             for j in jobs
