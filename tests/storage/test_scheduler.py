@@ -175,6 +175,21 @@ async def test_a_flooding_team_does_not_delay_another_team(database: Database):
     assert "b" in {c.team for c in claimed}
 
 
+async def test_teams_take_turns_even_when_jobs_finish_at_once(database: Database):
+    """Nothing is running when each claim is made: the team served least recently goes
+    first, so team B's job runs at the next pass after it is queued."""
+    scheduler = Scheduler(database)
+    flood, runner = await setup(database, "a")
+    single, _ = await setup(database, "b")
+    many = "jobs:\n" + "".join(f"  j{i}: {{script: x, needs: []}}\n" for i in range(50))
+    await start(scheduler, flood, many)
+    for _ in range(3):
+        got = await scheduler.claim(runner)
+        await scheduler.finish(got.job_id, got.fence, OK)
+    await start(scheduler, single, "jobs:\n  only: {script: x}\n")
+    assert (await scheduler.claim(runner)).team == "b"
+
+
 async def test_team_runner_takes_only_its_team_jobs(database: Database):
     scheduler = Scheduler(database)
     other, _ = await setup(database, "other")

@@ -115,13 +115,18 @@ class Scheduler:
 
         A run with no job left in `created` costs one indexed query; only then are the
         jobs' specs read, so finishing the jobs of a wide run stays linear."""
+        waiting = await session.scalar(
+            select(Job.id)
+            .where(Job.run_id == run_id, Job.status == JobStatus.CREATED.value)
+            .limit(1)
+        )
+        if waiting is None:
+            return 0
         rows = (
             await session.execute(
                 select(Job.id, Job.name, Job.status, Job.spec).where(Job.run_id == run_id)
             )
         ).all()
-        if not any(row.status == JobStatus.CREATED.value for row in rows):
-            return 0
         ids = {row.name: row.id for row in rows}
         statuses = {row.name: JobStatus(row.status) for row in rows}
         allow = {row.name: bool(row.spec.get("allow_failure", False)) for row in rows}
@@ -173,8 +178,10 @@ class Scheduler:
     async def claim(self, runner: RunnerRow) -> Assignment | None:
         """Lease the next job to a runner, or None when nothing is pending for it.
 
-        Fair share: the team with the fewest running jobs goes first (then the oldest
-        queued job), so a team that queues 10,000 jobs cannot starve another team's one.
+        Fair share: among the teams with pending jobs, the one with the fewest running
+        jobs goes first, then the one served least recently, so teams take turns and a
+        team that queues 10,000 jobs delays another team's single job by one pass at most.
+        Within a team, the oldest queued job goes first.
         """
         for _ in range(5):  # another replica may win the same job; try the next one
             async with self.db.transaction() as session:
@@ -217,7 +224,19 @@ class Scheduler:
                 )
             ).all()
         )
-        team, _ = min(teams, key=lambda t: (running.get(t[0], 0), t[1]))
+        served = {
+            team: await session.scalar(select(func.max(Job.started_at)).where(Job.team_id == team))
+            for team, _ in teams
+        }
+        team, _ = min(
+            teams,
+            key=lambda t: (
+                running.get(t[0], 0),
+                served[t[0]] is not None,
+                served[t[0]] or t[1],
+                t[1],
+            ),
+        )
         query = (
             select(Job)
             .where(Job.status == JobStatus.PENDING.value, Job.team_id == team)

@@ -96,6 +96,8 @@ class Job(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "name"),
         Index(None, "status", "team_id", "queued_at"),
+        Index(None, "run_id", "status"),
+        Index(None, "team_id", "started_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
