@@ -237,3 +237,21 @@ def test_no_route_leaks_team_a_to_team_b(world: World):
         assert all(r["team"] == "b" for r in world.call(who, "GET", "/api/v1/runs").json()["items"])
         assert all(p["team"] == "b" for p in world.call(who, "GET", "/api/v1/projects").json())
         assert [t["name"] for t in world.call(who, "GET", "/api/v1/teams").json()] == ["b"]
+
+
+def test_oversized_bodies_are_413(world: World):
+    big = {"ref": "x" * (3 * 1024 * 1024)}
+    response = world.call("a:developer", "POST", "/api/v1/projects/a/api/runs", json=big)
+    assert response.status_code == 413
+    assert response.json()["error"] == "too_large"
+
+    def chunks():
+        for _ in range(3):
+            yield b"x" * (1024 * 1024)
+
+    streamed = world.client.post(
+        "/api/v1/teams",
+        content=chunks(),
+        headers={**world.as_("admin"), "content-type": "application/json"},
+    )
+    assert streamed.status_code == 413

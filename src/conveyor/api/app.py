@@ -17,6 +17,7 @@ from sqlalchemy import select
 from conveyor import __version__
 from conveyor.api import errors
 from conveyor.api.auth import ADMIN_PREFIX, new_token, token_hash
+from conveyor.api.limits import BodyLimit
 from conveyor.api.routes import projects, runners, runs, teams
 from conveyor.api.state import Coordinator
 from conveyor.domain.roles import Role
@@ -100,6 +101,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             await db.dispose()
 
     app = FastAPI(title="Conveyor", version=__version__, lifespan=lifespan)
+    app.add_middleware(BodyLimit)
     errors.install(app)
     for module in (teams, projects, runs, runners):
         app.include_router(module.router)
