@@ -179,3 +179,91 @@ def test_a_killed_runner_s_job_is_requeued_and_finished_by_another(server, tmp_p
     # Both attempts' output, one after the other: the second continued at the first's end.
     assert log.count("attempt 1 of 2") == 1 and log.count("attempt 2 of 2") == 1
     assert log.index("attempt 1 of 2") < log.index("attempt 2 of 2") < log.index("slow-done")
+
+
+REPLICA_PIPELINE = """\
+version: 1
+service: api
+team: a
+jobs:
+{jobs}
+"""
+
+
+@pytest.mark.slow
+def test_two_replicas_on_postgresql_survive_a_kill_9(postgres_url: str, tmp_path: Path):
+    """Two coordinators share one PostgreSQL; runners know both. One coordinator is killed
+    mid-run: the run completes, every job ran exactly once, none was lost."""
+    ledger = tmp_path / "ledger"
+    jobs = "\n".join(
+        f"  j{i}: {{script: ['echo $CONVEYOR_JOB_NAME-$CONVEYOR_ATTEMPT >> {ledger}', 'sleep 1'],"
+        " needs: []}"
+        for i in range(8)
+    )
+    repo = tmp_path / "repo"
+    git_repo(repo, "a")
+    (repo / "conveyor.yml").write_text(REPLICA_PIPELINE.format(jobs=jobs))
+    subprocess.run(
+        ["git", "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qam", "w"],
+        cwd=repo,
+        check=True,
+    )
+    ports = [free_port(), free_port()]
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    env = os.environ | {
+        "CONVEYOR_ADMIN_TOKEN": ADMIN,
+        "CONVEYOR_TOKEN": ADMIN,
+        "CONVEYOR_DATABASE_URL": postgres_url,
+        "CONVEYOR_SERVER": urls[1],
+    }
+    a_args = conveyor("serve", "--port", str(ports[0]), "--data-dir", str(tmp_path / "a"))
+    b_args = conveyor("serve", "--port", str(ports[1]), "--data-dir", str(tmp_path / "b"))
+    with (
+        process(a_args, tmp_path / "a.log", env) as replica_a,
+        process(b_args, tmp_path / "b.log", env),
+    ):
+        for url in urls:
+            wait_until(lambda url=url: _healthy(url), 30, f"replica {url}")
+        cli(env, "team", "create", "a")
+        cli(env, "project", "create", "a/api", "--repo", f"file://{repo}")
+        registration = cli(env, "runner-token", "create")
+        both = ",".join(urls)
+        runner_args = [
+            conveyor(
+                "runner",
+                "--server",
+                both,
+                "--token",
+                registration,
+                "--name",
+                f"r{i}",
+                "--data-dir",
+                str(tmp_path / f"r{i}"),
+            )
+            for i in range(2)
+        ]
+        with (
+            process(runner_args[0], tmp_path / "r0.log", env),
+            process(runner_args[1], tmp_path / "r1.log", env),
+        ):
+            run = json.loads(cli(env, "trigger", "a/api", "--ref", "main", "--json"))
+            headers = {"Authorization": f"Bearer {ADMIN}"}
+
+            def some_done() -> bool:
+                body = httpx.get(f"{urls[1]}/api/v1/runs/{run['id']}", headers=headers).json()
+                return sum(j["status"] == "success" for j in body["jobs"]) >= 2
+
+            wait_until(some_done, 60, "the first jobs")
+            replica_a.kill()  # kill -9, mid-run
+            replica_a.wait()
+
+            def finished() -> dict | None:
+                body = httpx.get(f"{urls[1]}/api/v1/runs/{run['id']}", headers=headers).json()
+                return body if body["status"] in ("success", "failed", "canceled") else None
+
+            final = wait_until(finished, 90, "the run to finish on the surviving replica")
+    assert final["status"] == "success"
+    lines = ledger.read_text().split()
+    names = [line.rsplit("-", 1)[0] for line in lines]
+    assert sorted(names) == sorted(f"j{i}" for i in range(8)), lines  # each ran exactly once
+    assert all(j["attempts"] == 1 for j in final["jobs"])

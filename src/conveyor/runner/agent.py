@@ -53,12 +53,21 @@ class RunnerConfig:
     kill_grace_s: float = 5.0
 
 
+def servers(spec: str) -> list[str]:
+    """`--server` may list several coordinator replicas, comma-separated."""
+    urls = [u.strip().rstrip("/") for u in spec.split(",") if u.strip()]
+    if not urls:
+        raise ValueError("no coordinator URL given")
+    return urls
+
+
 class Client:
-    """The runner's side of the protocol (runner token in every request)."""
+    """The runner's side of the protocol (runner token in every request). With several
+    coordinator URLs, a request that cannot reach one replica is sent to the next."""
 
     def __init__(self, server: str, token: str) -> None:
+        self.urls = servers(server)
         self.http = httpx.AsyncClient(
-            base_url=server.rstrip("/"),
             headers={"Authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(15.0, read=75.0),
         )
@@ -66,8 +75,19 @@ class Client:
     async def close(self) -> None:
         await self.http.aclose()
 
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        for attempt in range(len(self.urls)):
+            try:
+                return await self.http.request(method, self.urls[0] + path, **kwargs)
+            except httpx.TransportError:
+                if attempt == len(self.urls) - 1:
+                    raise
+                log.warning("coordinator %s unreachable; trying %s", self.urls[0], self.urls[1])
+                self.urls.append(self.urls.pop(0))
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def request(self, wait: float) -> dict[str, Any] | None:
-        response = await self.http.post("/api/v1/runners/jobs/request", params={"wait": wait})
+        response = await self._send("POST", "/api/v1/runners/jobs/request", params={"wait": wait})
         if response.status_code == 204:
             return None
         response.raise_for_status()
@@ -75,14 +95,15 @@ class Client:
         return data
 
     async def heartbeat(self, job_id: str, fence: int) -> bool:
-        response = await self.http.post(
-            f"/api/v1/runners/jobs/{job_id}/heartbeat", json={"fence": fence}
+        response = await self._send(
+            "POST", f"/api/v1/runners/jobs/{job_id}/heartbeat", json={"fence": fence}
         )
         self._check(response)
         return bool(response.json()["canceled"])
 
     async def log(self, job_id: str, fence: int, offset: int, data: bytes) -> None:
-        response = await self.http.put(
+        response = await self._send(
+            "PUT",
             f"/api/v1/runners/jobs/{job_id}/log",
             params={"fence": fence, "offset": offset},
             content=data,
@@ -102,7 +123,7 @@ class Client:
                 "artifacts": [a.as_dict() for a in result.artifacts],
             },
         }
-        self._check(await self.http.post(f"/api/v1/runners/jobs/{job_id}/finish", json=body))
+        self._check(await self._send("POST", f"/api/v1/runners/jobs/{job_id}/finish", json=body))
 
     @staticmethod
     def _check(response: httpx.Response) -> None:
@@ -113,7 +134,7 @@ class Client:
 
 async def register(server: str, token: str, name: str, labels: tuple[str, ...]) -> str:
     """Exchange a registration token for a runner token."""
-    async with httpx.AsyncClient(base_url=server.rstrip("/"), timeout=15.0) as http:
+    async with httpx.AsyncClient(base_url=servers(server)[0], timeout=15.0) as http:
         response = await http.post(
             "/api/v1/runners/register", json={"token": token, "name": name, "labels": labels}
         )
