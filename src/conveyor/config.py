@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     admin_token: str | None = None
     """The admin token to accept (`CONVEYOR_ADMIN_TOKEN`); unset means one is generated
     on first start and written to `<data-dir>/admin-token`."""
+    secret_key: str | None = None
+    """AES-256 key for secrets at rest (32 bytes, URL-safe base64); unset means a key file
+    `<data-dir>/secret-key` is generated. Every replica needs the same key."""
     secrets: str = ""
     """Names of environment variables whose values are secrets: handed to jobs and masked
     in every log line. Comma or space separated."""

@@ -19,7 +19,7 @@ version: 1
 service: api
 team: {team}
 jobs:
-  build: {{script: "echo building", needs: []}}
+  build: {{script: ["echo building", "echo password=$DB_PASSWORD"], needs: []}}
   test: {{script: "echo testing", needs: [build]}}
 """
 

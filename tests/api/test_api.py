@@ -255,3 +255,42 @@ def test_oversized_bodies_are_413(world: World):
         headers={**world.as_("admin"), "content-type": "application/json"},
     )
     assert streamed.status_code == 413
+
+
+def test_secrets_are_write_only_and_reach_only_their_project_s_jobs(world: World):
+    body = {"name": "DB_PASSWORD", "value": "s3cret-value"}
+    assert (
+        world.call("a:developer", "POST", "/api/v1/projects/a/api/secrets", json=body).status_code
+        == 403
+    )
+    created = world.call("a:maintainer", "POST", "/api/v1/projects/a/api/secrets", json=body)
+    assert created.status_code == 201 and created.json() == {"names": ["DB_PASSWORD"]}
+    replaced = world.call(
+        "a:maintainer",
+        "POST",
+        "/api/v1/projects/a/api/secrets",
+        json={"name": "DB_PASSWORD", "value": "rotated-value"},
+    )
+    assert replaced.json() == {"names": ["DB_PASSWORD"]}
+    listed = world.call("a:developer", "GET", "/api/v1/projects/a/api/secrets")
+    assert listed.json() == {"names": ["DB_PASSWORD"]} and b"rotated" not in listed.content
+    bad = world.call(
+        "a:maintainer", "POST", "/api/v1/projects/a/api/secrets", json={"name": "1X", "value": "v"}
+    )
+    assert bad.status_code == 422
+    reg = world.call("admin", "POST", "/api/v1/runner-tokens", json={}).json()["token"]
+    runner = world.client.post("/api/v1/runners/register", json={"token": reg, "name": "r"}).json()[
+        "token"
+    ]
+    headers = {"Authorization": f"Bearer {runner}"}
+    trigger(world, who="b:developer", team="b")
+    trigger(world)
+    first = world.client.post(
+        "/api/v1/runners/jobs/request", params={"wait": 0}, headers=headers
+    ).json()
+    second = world.client.post(
+        "/api/v1/runners/jobs/request", params={"wait": 0}, headers=headers
+    ).json()
+    by_team = {job["team"]: job for job in (first, second)}
+    assert by_team["a"]["secrets"] == {"DB_PASSWORD": "rotated-value"}
+    assert by_team["b"]["secrets"] == {}

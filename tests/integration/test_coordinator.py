@@ -100,6 +100,7 @@ def test_serve_runner_trigger_and_follow(server, tmp_path: Path):
     cli(env, "team", "create", "a")
     cli(env, "project", "create", "a/api", "--repo", f"file://{repo}")
     registration = cli(env, "runner-token", "create", "--team", "a")
+    cli(env, "secret", "set", "a/api", "DB_PASSWORD", "--value", "hunter2-very-secret")
     runner_args = conveyor("runner", "--token", registration, "--data-dir", str(tmp_path / "r1"))
     with process(runner_args, tmp_path / "runner.log", env) as runner:
         done = subprocess.run(
@@ -111,6 +112,7 @@ def test_serve_runner_trigger_and_follow(server, tmp_path: Path):
         )
         assert done.returncode == 0, done.stdout + done.stderr
         assert "building" in done.stdout and "testing" in done.stdout
+        assert "password=***" in done.stdout and "hunter2" not in done.stdout
         assert done.stdout.strip().endswith("success")
         runs = json.loads(cli(env, "runs", "a/api", "--json"))
         assert [r["status"] for r in runs["items"]] == ["success"]

@@ -24,6 +24,7 @@ from conveyor.domain.roles import Role
 from conveyor.scheduler.service import LEASE_S, Scheduler
 from conveyor.storage.database import Database, database_url
 from conveyor.storage.migrate import upgrade
+from conveyor.storage.secrets import SecretBox, load_key
 from conveyor.storage.tables import ApiToken
 
 log = logging.getLogger("conveyor.api")
@@ -35,6 +36,7 @@ class ServerConfig:
     data_dir: Path
     database_url: str | None = None
     admin_token: str | None = None
+    secret_key: str | None = None
     lease_s: float = LEASE_S
     long_poll_s: float = 30.0
     sweep_s: float = 1.0
@@ -87,9 +89,14 @@ def create_app(config: ServerConfig) -> FastAPI:
                 f"{generated}",
                 flush=True,
             )
-        scheduler = Scheduler(db, lease_s=config.lease_s)
+        box = SecretBox(load_key(config.data_dir, config.secret_key))
+        scheduler = Scheduler(db, lease_s=config.lease_s, secrets=box)
         app.state.coordinator = Coordinator(
-            db=db, scheduler=scheduler, data_dir=config.data_dir, long_poll_s=config.long_poll_s
+            db=db,
+            scheduler=scheduler,
+            data_dir=config.data_dir,
+            secrets=box,
+            long_poll_s=config.long_poll_s,
         )
         sweeper = asyncio.create_task(_sweep(scheduler, config.sweep_s))
         try:

@@ -144,6 +144,7 @@ class AssignmentOut(BaseModel):
     spec: dict[str, Any]
     lease_s: float
     log_offset: int
+    secrets: dict[str, str]
 
 
 class HeartbeatIn(Body):
@@ -165,3 +166,12 @@ class FinishIn(Body):
 
 class FinishOut(BaseModel):
     status: str
+
+
+class SecretIn(Body):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=100)
+    value: str = Field(min_length=1, max_length=65536)
+
+
+class SecretNames(BaseModel):
+    names: list[str]

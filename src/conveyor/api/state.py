@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from conveyor.api.auth import Principal, bearer, principal_for
 from conveyor.scheduler.service import Scheduler
 from conveyor.storage.database import Database
+from conveyor.storage.secrets import SecretBox
 from conveyor.vcs import GitMirror
 
 
@@ -19,6 +20,7 @@ class Coordinator:
     db: Database
     scheduler: Scheduler
     data_dir: Path
+    secrets: SecretBox
     long_poll_s: float = 30.0
     mirrors: dict[str, GitMirror] = field(default_factory=dict)
 

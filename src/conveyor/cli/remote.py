@@ -67,6 +67,23 @@ team = typer.Typer(help="Teams.", no_args_is_help=True)
 token = typer.Typer(help="API tokens.", no_args_is_help=True)
 project = typer.Typer(help="Projects.", no_args_is_help=True)
 runner_token = typer.Typer(help="Runner registration tokens.", no_args_is_help=True)
+secret = typer.Typer(help="Project secrets.", no_args_is_help=True)
+
+
+@secret.command("set")
+def secret_set(
+    name: Annotated[str, typer.Argument(help="TEAM/PROJECT")],
+    key: Annotated[str, typer.Argument(help="The variable name jobs will see.")],
+    server: ServerOpt,
+    token: TokenOpt,
+    value: Annotated[
+        str | None, typer.Option("--value", help="The value (default: read from stdin).")
+    ] = None,
+) -> None:
+    """Set a secret of a project: encrypted at rest, handed to its jobs, masked in logs."""
+    body = {"name": key, "value": value if value is not None else sys.stdin.read().rstrip("\n")}
+    data = Remote(server, token, err).call("POST", f"/api/v1/projects/{name}/secrets", json=body)
+    out.print(f"secrets of {name}: {', '.join(data.json()['names'])}")
 
 
 def show(data: Any, as_json: bool, line: str) -> None:
@@ -88,6 +105,7 @@ def serve(
         data_dir=(data_dir or settings.data_dir).resolve(),
         database_url=settings.database_url,
         admin_token=settings.admin_token,
+        secret_key=settings.secret_key,
     )
     uvicorn.run(
         create_app(config),
@@ -288,6 +306,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(token, name="token")
     app.add_typer(project, name="project")
     app.add_typer(runner_token, name="runner-token")
+    app.add_typer(secret, name="secret")
     app.command()(serve)
     app.command("runner")(runner_cmd)
     for command in (trigger, runs, logs, cancel):

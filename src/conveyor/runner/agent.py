@@ -286,7 +286,7 @@ class Agent:
             source_dir=source,
             files=tuple(source_files(source)),
             base_env=base_environment(),
-            secrets={},
+            secrets=dict(assignment.get("secrets", {})),
             cache=LocalCache(self.config.data_dir / "cache" / run.team),
             keep_workspaces=False,
         )

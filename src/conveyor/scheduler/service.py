@@ -27,6 +27,7 @@ from conveyor.storage.database import Database
 from conveyor.storage.jobs import TransitionRejected, move_job
 from conveyor.storage.logs import append_chunk, log_end
 from conveyor.storage.runs import CreatedRun, create_run, release_dedupe_key
+from conveyor.storage.secrets import SecretBox
 from conveyor.storage.tables import Job, JobAttempt, Project, Run, RunnerRow, Team, utcnow
 
 LEASE_S = 15.0
@@ -58,6 +59,8 @@ class Assignment:
     lease_s: float
     log_offset: int = 0
     """Where this attempt's log continues: earlier attempts' output stays in front."""
+    secrets: dict[str, str] = field(default_factory=dict)
+    """The project's secrets, decrypted, for this job only."""
 
 
 @dataclass(frozen=True)
@@ -92,9 +95,12 @@ class Wakeup:
 class Scheduler:
     """Runs and jobs in the database. Every public method is one or more transactions."""
 
-    def __init__(self, db: Database, *, lease_s: float = LEASE_S) -> None:
+    def __init__(
+        self, db: Database, *, lease_s: float = LEASE_S, secrets: SecretBox | None = None
+    ) -> None:
         self.db = db
         self.lease_s = lease_s
+        self.secrets = secrets
         self.wakeup = Wakeup()
 
     # -- runs ------------------------------------------------------------------------
@@ -259,7 +265,9 @@ class Scheduler:
             )
         ).one()
         job, run, project, team = row
+        secrets = await self.secrets.values(session, project.id) if self.secrets else {}
         return Assignment(
+            secrets=secrets,
             log_offset=await log_end(session, job.id),
             job_id=job.id,
             fence=job.fence,

@@ -14,7 +14,15 @@ from conveyor.api.auth import Principal
 from conveyor.api.errors import ApiError
 from conveyor.api.routes.runs import load_run, run_page
 from conveyor.api.routes.teams import team_named
-from conveyor.api.schemas import ProjectIn, ProjectOut, RunOut, RunPage, TriggerIn
+from conveyor.api.schemas import (
+    ProjectIn,
+    ProjectOut,
+    RunOut,
+    RunPage,
+    SecretIn,
+    SecretNames,
+    TriggerIn,
+)
 from conveyor.api.state import Caller, Coordinator, State
 from conveyor.domain.roles import Role
 from conveyor.pipeline.errors import PipelineInvalid
@@ -160,3 +168,22 @@ async def list_project_runs(
             cursor=cursor,
             limit=limit,
         )
+
+
+@router.post("/{team}/{project}/secrets", status_code=201)
+async def set_secret(
+    team: str, project: str, body: SecretIn, state: State, who: Caller
+) -> SecretNames:
+    """Create or replace a secret; its value is never returned."""
+    async with state.db.transaction() as session:
+        row, _ = await project_named(session, who, team, project, Role.MAINTAINER)
+        await state.secrets.put(session, row.team_id, row.id, body.name, body.value)
+        return SecretNames(names=await state.secrets.names(session, row.id))
+
+
+@router.get("/{team}/{project}/secrets")
+async def list_secrets(team: str, project: str, state: State, who: Caller) -> SecretNames:
+    """The names of the project's secrets (never their values)."""
+    async with state.db.transaction() as session:
+        row, _ = await project_named(session, who, team, project, Role.DEVELOPER)
+        return SecretNames(names=await state.secrets.names(session, row.id))
