@@ -294,3 +294,18 @@ def test_secrets_are_write_only_and_reach_only_their_project_s_jobs(world: World
     by_team = {job["team"]: job for job in (first, second)}
     assert by_team["a"]["secrets"] == {"DB_PASSWORD": "rotated-value"}
     assert by_team["b"]["secrets"] == {}
+
+
+def test_retry_runs_the_same_commit_again_and_play_starts_a_manual_job(world: World):
+    first = trigger(world).json()
+    again = world.call("a:developer", "POST", f"/api/v1/runs/{first['id']}/retry")
+    assert again.status_code == 201
+    assert again.json()["id"] != first["id"] and again.json()["sha"] == first["sha"]
+    assert world.call("a:viewer", "POST", f"/api/v1/runs/{first['id']}/retry").status_code == 403
+    assert world.call("b:owner", "POST", f"/api/v1/runs/{first['id']}/retry").status_code == 404
+    # The new run superseded the first one's interruptible jobs.
+    old = world.call("a:viewer", "GET", f"/api/v1/runs/{first['id']}").json()
+    assert old["status"] == "canceled"
+    job = again.json()["jobs"][0]["id"]
+    assert world.call("a:developer", "POST", f"/api/v1/jobs/{job}/play").status_code == 409
+    assert world.call("b:owner", "POST", f"/api/v1/jobs/{job}/play").status_code == 404

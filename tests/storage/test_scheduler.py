@@ -47,8 +47,14 @@ async def statuses(db: Database, run_id) -> dict[str, str]:
         return dict(rows.all())
 
 
-async def start(scheduler: Scheduler, project: Project, body: str = CHAIN, sha: str = "a" * 40):
-    plan = plan_for(body, event())
+async def start(
+    scheduler: Scheduler,
+    project: Project,
+    body: str = CHAIN,
+    sha: str = "a" * 40,
+    ref: str = "refs/heads/main",
+):
+    plan = plan_for(body, event(ref=ref))
     plan = plan.__class__(
         **{**plan.__dict__, "event": plan.event.__class__(**{**plan.event.__dict__, "sha": sha})}
     )
@@ -240,7 +246,10 @@ jobs:
   d: {script: x, needs: [c], when: always}
   e: {script: x, needs: [a], when: on_failure}
 """
-    runs = [await start(scheduler, project, body, sha=f"{i:040d}") for i in range(3)]
+    runs = [
+        await start(scheduler, project, body, sha=f"{i:040d}", ref=f"refs/heads/b{i}")
+        for i in range(3)
+    ]
     held: dict = {}
     clock = utcnow()
     for _ in range(200):
@@ -276,3 +285,44 @@ jobs:
         for run_id in runs:
             status = await derived_status(session, run_id)
             assert status in (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELED)
+
+
+async def test_a_new_run_on_a_ref_cancels_older_interruptible_jobs(database: Database):
+    scheduler = Scheduler(database)
+    project, runner = await setup(database)
+    body = """\
+jobs:
+  build: {script: x, needs: []}
+  publish: {script: x, needs: [], interruptible: false}
+  later: {script: x, needs: [build]}
+"""
+    old = await start(scheduler, project, body, sha="1" * 40)
+    other_branch = await start(scheduler, project, body, sha="2" * 40, ref="refs/heads/dev")
+    await scheduler.claim(runner)
+    new = await start(scheduler, project, body, sha="3" * 40)
+    old_statuses = await statuses(database, old)
+    assert old_statuses["build"] == "canceled" and old_statuses["later"] == "canceled"
+    assert old_statuses["publish"] in ("pending", "running")
+    assert set((await statuses(database, other_branch)).values()) <= {
+        "pending",
+        "created",
+        "running",
+    }
+    assert (await statuses(database, new))["build"] == "pending"
+    async with database.transaction() as session:
+        reason = await session.scalar(
+            select(Job.reason).where(Job.run_id == old, Job.name == "build")
+        )
+    assert reason == f"superseded by run {new}"
+
+
+async def test_play_starts_a_manual_job(database: Database):
+    scheduler = Scheduler(database)
+    project, runner = await setup(database)
+    run_id = await start(scheduler, project, "jobs:\n  ship: {script: x, when: manual}\n")
+    assert await statuses(database, run_id) == {"ship": "manual"}
+    assert await scheduler.claim(runner) is None
+    async with database.transaction() as session:
+        ship = await session.scalar(select(Job.id).where(Job.run_id == run_id))
+    await scheduler.play(ship)
+    assert (await scheduler.claim(runner)).spec["name"] == "ship"

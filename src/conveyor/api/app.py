@@ -112,6 +112,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     errors.install(app)
     for module in (teams, projects, runs, runners):
         app.include_router(module.router)
+    app.include_router(projects.retry_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -23,6 +23,7 @@ from conveyor.domain.failure import FailureClass
 from conveyor.domain.status import JobStatus
 from conveyor.pipeline.plan import Plan, job_from_json
 from conveyor.pipeline.progress import Action, next_action
+from conveyor.pipeline.triggers import EventKind
 from conveyor.storage.database import Database
 from conveyor.storage.jobs import TransitionRejected, move_job
 from conveyor.storage.logs import append_chunk, log_end
@@ -31,6 +32,8 @@ from conveyor.storage.secrets import SecretBox
 from conveyor.storage.tables import Job, JobAttempt, Project, Run, RunnerRow, Team, utcnow
 
 LEASE_S = 15.0
+SUPERSEDING_EVENTS = frozenset({EventKind.PUSH, EventKind.PULL_REQUEST, EventKind.MANUAL})
+"""A new run from these events cancels the interruptible jobs of older runs on its ref."""
 DEPLOY_NOT_BUILT = "deploy jobs are executed by the deployment manager (not built yet)"
 
 
@@ -111,9 +114,57 @@ class Scheduler:
         async with self.db.transaction() as session:
             created = await create_run(session, project, plan, pipeline=pipeline)
             ready = await self.advance(session, created.run_id) if created.created else 0
+            if created.created and plan.event.effective_kind in SUPERSEDING_EVENTS:
+                await self._supersede(session, project.id, plan.event.ref, created.run_id)
         if ready:
             self.wakeup.notify()
         return created
+
+    async def _supersede(
+        self, session: AsyncSession, project_id: uuid.UUID, ref: str, newest: uuid.UUID
+    ) -> None:
+        """A new run on a ref cancels the unfinished `interruptible` jobs of the older runs
+        on that ref (GitLab's auto-cancel); jobs that are not interruptible, such as
+        deploys, carry on."""
+        unfinished = [s.value for s in JobStatus if not s.is_final]
+        rows = (
+            await session.execute(
+                select(Job.id, Job.run_id, Job.spec)
+                .join(Run, Run.id == Job.run_id)
+                .where(
+                    Run.project_id == project_id,
+                    Run.ref == ref,
+                    Run.id != newest,
+                    Job.status.in_(unfinished),
+                )
+            )
+        ).all()
+        touched: set[uuid.UUID] = set()
+        for job_id, run_id, spec in rows:
+            if not spec.get("interruptible", False):
+                continue
+            try:
+                async with session.begin_nested():
+                    await move_job(
+                        session,
+                        job_id,
+                        JobStatus.CANCELED,
+                        reason=f"superseded by run {newest}",
+                        finished_at=utcnow(),
+                    )
+            except TransitionRejected:
+                continue  # it finished meanwhile
+            touched.add(run_id)
+        for run_id in touched:
+            await self.advance(session, run_id)
+
+    async def play(self, job_id: uuid.UUID) -> None:
+        """A person starts a manual job."""
+        async with self.db.transaction() as session:
+            await move_job(
+                session, job_id, JobStatus.PENDING, queued_at=utcnow(), reason="started by hand"
+            )
+        self.wakeup.notify()
 
     async def advance(self, session: AsyncSession, run_id: uuid.UUID) -> int:
         """Move every `created` job of a run that can move; returns how many became

@@ -29,10 +29,11 @@ from conveyor.pipeline.errors import PipelineInvalid
 from conveyor.pipeline.loader import parse_pipeline
 from conveyor.pipeline.plan import compile_plan
 from conveyor.pipeline.triggers import Event, EventKind
-from conveyor.storage.tables import Project, Team
+from conveyor.storage.tables import Project, Run, Team
 from conveyor.vcs import GitError
 
 router = APIRouter(prefix="/api/v1/projects", tags=["projects"])
+retry_router = APIRouter(prefix="/api/v1", tags=["runs"])
 
 
 def _out(project: Project, team: Team) -> ProjectOut:
@@ -142,6 +143,31 @@ async def _pipeline_text(state: Coordinator, project: Project, sha: str) -> byte
         raise ApiError(
             422, "no_pipeline", f"{project.config_path} is not in commit {sha[:12]}"
         ) from exc
+
+
+@retry_router.post("/runs/{run_id}/retry", status_code=201)
+async def retry_run(
+    run_id: uuid.UUID,
+    state: State,
+    who: Caller,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> RunOut:
+    """Run the same commit of the same ref again, as a new run."""
+    async with state.db.transaction() as session:
+        found = (
+            await session.execute(
+                select(Run, Project, Team)
+                .join(Project, Project.id == Run.project_id)
+                .join(Team, Team.id == Run.team_id)
+                .where(Run.id == run_id)
+            )
+        ).first()
+        if found is None or not who.can_see(found[0].team_id):
+            raise ApiError(404, "not_found", "no such run")
+        who.require(found[0].team_id, Role.DEVELOPER, "run")
+        run, project, team = found
+    body = TriggerIn(ref=run.ref, sha=run.sha)
+    return await trigger_run(team.name, project.name, body, state, who, idempotency_key)
 
 
 @router.get("/{team}/{project}/runs")

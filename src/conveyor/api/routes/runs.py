@@ -203,3 +203,18 @@ async def job_log(
         media_type="text/plain; charset=utf-8",
         headers={"X-Next-Offset": str(offset + len(data)), "X-Job-Status": row.status},
     )
+
+
+@router.post("/jobs/{job_id}/play")
+async def play_job(job_id: uuid.UUID, state: State, who: Caller) -> RunOut:
+    """Start a manual job."""
+    async with state.db.transaction() as session:
+        row = (
+            await session.execute(select(Job.team_id, Job.run_id).where(Job.id == job_id))
+        ).first()
+        if row is None or not who.can_see(row.team_id):
+            raise ApiError(404, "not_found", "no such job")
+        who.require(row.team_id, Role.DEVELOPER, "job")
+    await state.scheduler.play(job_id)
+    async with state.db.transaction() as session:
+        return await load_run(session, row.run_id)
