@@ -95,10 +95,15 @@ def test_listing_is_per_team_and_paged(world: World):
     ).json()
     assert [r["id"] for r in rest["items"]] == [ids[0]]
     assert len(world.call("admin", "GET", "/api/v1/runs").json()["items"]) == 4
+    # Each trigger on main superseded the one before it.
     queued = world.call(
         "a:viewer", "GET", "/api/v1/projects/a/api/runs", params={"status": "queued"}
     )
-    assert len(queued.json()["items"]) == 3
+    assert [r["id"] for r in queued.json()["items"]] == [ids[2]]
+    canceled = world.call(
+        "a:viewer", "GET", "/api/v1/projects/a/api/runs", params={"status": "canceled"}
+    )
+    assert [r["id"] for r in canceled.json()["items"]] == [ids[1], ids[0]]
     assert (
         world.call("a:viewer", "GET", "/api/v1/runs", params={"status": "success"}).json()["items"]
         == []
