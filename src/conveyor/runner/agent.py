@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import os
 import shutil
 import socket
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ from conveyor.vcs import GitError, GitMirror
 
 log = logging.getLogger("conveyor.runner")
 LOG_FLUSH_S = 0.25
+CHECKOUTS_KEPT = 8
 
 
 class LeaseLost(Exception):
@@ -183,6 +186,8 @@ class Agent:
         self.stopping = asyncio.Event()
         self.mirrors: dict[str, GitMirror] = {}
         self.jobs_done = 0
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._file_lists: dict[Path, tuple[str, ...]] = {}
 
     def stop(self) -> None:
         """Take no new job; the current ones finish."""
@@ -263,9 +268,8 @@ class Agent:
         self, assignment: dict[str, Any], root: Path, shipper: LogShipper, cancel: asyncio.Event
     ) -> AttemptResult:
         job = job_from_json(assignment["spec"])
-        checkout = root / "checkout"
         try:
-            await self._checkout(assignment["repo_url"], assignment["sha"], checkout)
+            checkout = await self._checkout(assignment["repo_url"], assignment["sha"])
         except (GitError, OSError) as exc:
             shipper.job_log(job.name, f"[conveyor] checkout failed: {exc}")
             return _infra_failure(int(assignment["attempt"]), f"checkout failed: {exc}")
@@ -284,7 +288,7 @@ class Agent:
             run=run,
             run_dir=root / "run",
             source_dir=source,
-            files=tuple(source_files(source)),
+            files=self._files(source),
             base_env=base_environment(),
             secrets=dict(assignment.get("secrets", {})),
             cache=LocalCache(self.config.data_dir / "cache" / run.team),
@@ -294,14 +298,45 @@ class Agent:
             context, job, int(assignment["attempt"]), self.executor, cancel, shipper
         )
 
-    async def _checkout(self, url: str, sha: str, dest: Path) -> None:
-        if url not in self.mirrors:
-            self.mirrors[url] = GitMirror(self.config.data_dir / "mirrors", url)
-        mirror = self.mirrors[url]
-        if not await mirror.has(sha):
-            await mirror.fetch()
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        await mirror.checkout(sha, dest)
+    async def _checkout(self, url: str, sha: str) -> Path:
+        """A read-only checkout of `sha`, shared by every job of that commit on this runner
+        (each attempt still gets its own copy as its workspace). The newest
+        CHECKOUTS_KEPT commits are kept."""
+        key = hashlib.sha256(f"{url}\0{sha}".encode()).hexdigest()[:32]
+        dest = self.config.data_dir / "checkouts" / key
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            if dest.is_dir():
+                os.utime(dest)
+                return dest
+            if url not in self.mirrors:
+                self.mirrors[url] = GitMirror(self.config.data_dir / "mirrors", url)
+            mirror = self.mirrors[url]
+            if not await mirror.has(sha):
+                await mirror.fetch()
+            partial = dest.with_name(key + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            await mirror.checkout(sha, partial)
+            partial.rename(dest)
+        self._prune(dest.parent)
+        return dest
+
+    def _files(self, source: Path) -> tuple[str, ...]:
+        if source not in self._file_lists:
+            self._file_lists[source] = tuple(source_files(source))
+        return self._file_lists[source]
+
+    def _prune(self, root: Path) -> None:
+        kept = sorted(
+            (p for p in root.iterdir() if p.is_dir() and not p.name.endswith(".partial")),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+        for old in kept[CHECKOUTS_KEPT:]:
+            self._file_lists = {
+                k: v for k, v in self._file_lists.items() if not k.is_relative_to(old)
+            }
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _infra_failure(number: int, detail: str) -> AttemptResult:
