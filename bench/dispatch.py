@@ -49,8 +49,11 @@ def repo(path: Path, files: dict[str, str]) -> str:
     path.mkdir(parents=True)
     for name, text in files.items():
         (path / name).write_text(text)
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"],
-                 ["-c", "user.email=b@e", "-c", "user.name=b", "commit", "-qm", "bench"]):
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["add", "-A"],
+        ["-c", "user.email=b@e", "-c", "user.name=b", "commit", "-qm", "bench"],
+    ):
         subprocess.run(["git", *args], cwd=path, check=True)
     return f"file://{path}"
 
@@ -66,7 +69,7 @@ def ts(value: str) -> float:
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def wait_run(http: httpx.Client, run_id: str, timeout: float) -> dict:
@@ -102,11 +105,17 @@ def main() -> None:  # noqa: C901 - a linear script
             env["CONVEYOR_DATABASE_URL"] = PG_ADMIN.rsplit("/", 1)[0] + f"/{pg_name}"
         try:
             log = (tmp / "server.log").open("wb")
-            procs.append(subprocess.Popen(
-                conveyor("serve", "--port", str(port), "--data-dir", str(tmp / "server")),
-                env=env, stdout=log, stderr=subprocess.STDOUT))
-            http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN}"},
-                                timeout=30)
+            procs.append(
+                subprocess.Popen(
+                    conveyor("serve", "--port", str(port), "--data-dir", str(tmp / "server")),
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+            http = httpx.Client(
+                base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30
+            )
             deadline = time.monotonic() + 30
             while True:
                 try:
@@ -120,19 +129,37 @@ def main() -> None:  # noqa: C901 - a linear script
             http.post("/api/v1/teams", json={"name": "bench"}).raise_for_status()
             for name, jobs in (("one", 1), ("many", args.jobs)):
                 url_repo = repo(tmp / name, {"conveyor.yml": pipeline(jobs)})
-                http.post("/api/v1/projects", json={"team": "bench", "name": name,
-                                                    "repo_url": url_repo}).raise_for_status()
+                http.post(
+                    "/api/v1/projects", json={"team": "bench", "name": name, "repo_url": url_repo}
+                ).raise_for_status()
             registration = http.post("/api/v1/runner-tokens", json={}).json()["token"]
             for i in range(args.runners):
                 out = (tmp / f"runner{i}.log").open("wb")
-                procs.append(subprocess.Popen(
-                    conveyor("runner", "--server", url, "--token", registration,
-                             "--name", f"r{i}", "--data-dir", str(tmp / f"r{i}")),
-                    env=env, stdout=out, stderr=subprocess.STDOUT))
+                procs.append(
+                    subprocess.Popen(
+                        conveyor(
+                            "runner",
+                            "--server",
+                            url,
+                            "--token",
+                            registration,
+                            "--name",
+                            f"r{i}",
+                            "--data-dir",
+                            str(tmp / f"r{i}"),
+                        ),
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
             # Warm-up: every runner fetches its mirror once.
             for _ in range(args.runners):
-                wait_run(http, http.post("/api/v1/projects/bench/one/runs",
-                                         json={"ref": "main"}).json()["id"], 60)
+                wait_run(
+                    http,
+                    http.post("/api/v1/projects/bench/one/runs", json={"ref": "main"}).json()["id"],
+                    60,
+                )
             latencies = []
             for _ in range(args.latency_runs):
                 run = http.post("/api/v1/projects/bench/one/runs", json={"ref": "main"}).json()

@@ -25,7 +25,7 @@ service: api
 team: a
 jobs:
   build: {script: "echo build-ok", needs: []}
-  slow: {script: ["echo started", "sleep 6", "echo slow-done"], needs: [build], retry: {max: 1, when: runner_lost}}
+  slow: {script: ["echo started", "sleep 3", "echo slow-done"], needs: [build], retry: {max: 1, when: runner_lost}}
 """
 
 
