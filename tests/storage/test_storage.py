@@ -196,3 +196,16 @@ async def test_unique_team_names(database: Database):
 def test_sources_of():
     assert sources_of(JobStatus.RUNNING) == {JobStatus.PENDING}
     assert JobStatus.RUNNING in sources_of(JobStatus.PENDING)
+
+
+async def test_replicas_starting_together_migrate_once(postgres_url: str, tmp_path: Path):
+    """Several coordinators starting at once on one fresh PostgreSQL all come up migrated
+    (they take turns on an advisory lock; without it they deadlock or fail)."""
+    replicas = [Database(database_url(tmp_path, postgres_url)) for _ in range(4)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(upgrade(db) for db in replicas)), 60)
+        for db in replicas:
+            assert await current_revision(db) == head_revision()
+    finally:
+        for db in replicas:
+            await db.dispose()

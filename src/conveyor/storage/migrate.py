@@ -9,6 +9,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from conveyor.storage.database import Database
@@ -30,9 +31,18 @@ def head_revision() -> str:
     return head
 
 
+MIGRATION_LOCK = 0x436F6E76  # "Conv": the advisory lock that serialises migrations
+
+
 async def upgrade(database: Database, revision: str = "head") -> None:
-    """Bring the schema up to `revision` (the newest by default). Idempotent."""
+    """Bring the schema up to `revision` (the newest by default). Idempotent, and safe when
+    several replicas start at once: on PostgreSQL they take turns on an advisory lock held
+    until the migration commits, and the later ones find nothing left to do."""
     async with database.engine.begin() as connection:
+        if not database.is_sqlite:
+            await connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+            )
         await connection.run_sync(lambda sync: command.upgrade(alembic_config(sync), revision))
 
 
