@@ -89,18 +89,6 @@ class JobOut(BaseModel):
     history: list[AttemptOut]
 
 
-class RunOut(BaseModel):
-    id: uuid.UUID
-    team: str
-    project: str
-    status: str
-    event: str
-    ref: str
-    sha: str
-    created_at: str
-    jobs: list[JobOut]
-
-
 class RunSummary(BaseModel):
     id: uuid.UUID
     team: str
@@ -110,6 +98,10 @@ class RunSummary(BaseModel):
     ref: str
     sha: str
     created_at: str
+
+
+class RunOut(RunSummary):
+    jobs: list[JobOut]
 
 
 class RunPage(BaseModel):
@@ -126,25 +118,6 @@ class RegisterIn(Body):
 class RegisterOut(BaseModel):
     id: uuid.UUID
     token: str
-
-
-class AssignmentOut(BaseModel):
-    job_id: uuid.UUID
-    fence: int
-    attempt: int
-    run_id: uuid.UUID
-    team: str
-    project: str
-    service: str
-    repo_url: str
-    config_path: str
-    event: str
-    ref: str
-    sha: str
-    spec: dict[str, Any]
-    lease_s: float
-    log_offset: int
-    secrets: dict[str, str]
 
 
 class HeartbeatIn(Body):

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.api.auth import Principal
 from conveyor.api.errors import ApiError
-from conveyor.api.routes.runs import load_run, run_page
+from conveyor.api.routes.runs import load_run, run_page, run_row
 from conveyor.api.routes.teams import team_named
 from conveyor.api.schemas import (
     ProjectIn,
@@ -29,7 +29,7 @@ from conveyor.pipeline.errors import PipelineInvalid
 from conveyor.pipeline.loader import parse_pipeline
 from conveyor.pipeline.plan import compile_plan
 from conveyor.pipeline.triggers import Event, EventKind
-from conveyor.storage.tables import Project, Run, Team
+from conveyor.storage.tables import Project, Team
 from conveyor.vcs import GitError
 
 router = APIRouter(prefix="/api/v1/projects", tags=["projects"])
@@ -154,18 +154,8 @@ async def retry_run(
 ) -> RunOut:
     """Run the same commit of the same ref again, as a new run."""
     async with state.db.transaction() as session:
-        found = (
-            await session.execute(
-                select(Run, Project, Team)
-                .join(Project, Project.id == Run.project_id)
-                .join(Team, Team.id == Run.team_id)
-                .where(Run.id == run_id)
-            )
-        ).first()
-        if found is None or not who.can_see(found[0].team_id):
-            raise ApiError(404, "not_found", "no such run")
-        who.require(found[0].team_id, Role.DEVELOPER, "run")
-        run, project, team = found
+        run, project, team = await run_row(session, run_id)
+        who.require(run.team_id, Role.DEVELOPER, "run")
     body = TriggerIn(ref=run.ref, sha=run.sha)
     return await trigger_run(team.name, project.name, body, state, who, idempotency_key)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -17,7 +16,6 @@ from sqlalchemy import select
 from conveyor.api.auth import RUNNER_PREFIX, Principal, new_token, token_hash
 from conveyor.api.errors import ApiError
 from conveyor.api.schemas import (
-    AssignmentOut,
     FinishIn,
     FinishOut,
     HeartbeatIn,
@@ -26,7 +24,7 @@ from conveyor.api.schemas import (
     RegisterOut,
 )
 from conveyor.api.state import Caller, State
-from conveyor.scheduler.service import Outcome
+from conveyor.scheduler.service import Assignment, Outcome
 from conveyor.storage.tables import Job, RunnerRow, RunnerToken
 
 router = APIRouter(prefix="/api/v1/runners", tags=["runners"])
@@ -62,7 +60,7 @@ async def request_job(
     state: State,
     who: Caller,
     wait: Annotated[float, Query(ge=0, le=60)] = 30.0,
-) -> AssignmentOut | Response:
+) -> Assignment | Response:
     """A job for this runner, answered at once when one is ready, else held up to `wait`
     seconds (204 when nothing came)."""
     _runner(who)
@@ -71,7 +69,7 @@ async def request_job(
     while True:
         assignment = await state.scheduler.claim(who.runner)
         if assignment is not None:
-            return AssignmentOut(**asdict(assignment))
+            return assignment
         left = deadline - time.monotonic()
         if left <= 0 or await request.is_disconnected():
             return Response(status_code=204)

@@ -44,7 +44,7 @@ async def _summary(session: AsyncSession, run: Run, project: Project, team: Team
     )
 
 
-async def _run_row(session: AsyncSession, run_id: uuid.UUID) -> tuple[Run, Project, Team]:
+async def run_row(session: AsyncSession, run_id: uuid.UUID) -> tuple[Run, Project, Team]:
     row = (
         await session.execute(
             select(Run, Project, Team)
@@ -59,7 +59,7 @@ async def _run_row(session: AsyncSession, run_id: uuid.UUID) -> tuple[Run, Proje
 
 
 async def load_run(session: AsyncSession, run_id: uuid.UUID) -> RunOut:
-    run, project, team = await _run_row(session, run_id)
+    run, project, team = await run_row(session, run_id)
     summary = await _summary(session, run, project, team)
     jobs = (
         await session.scalars(
@@ -170,7 +170,7 @@ async def list_runs(
 @router.get("/runs/{run_id}")
 async def get_run(run_id: uuid.UUID, state: State, who: Caller) -> RunOut:
     async with state.db.transaction() as session:
-        run, _, _ = await _run_row(session, run_id)
+        run, _, _ = await run_row(session, run_id)
         who.require(run.team_id, Role.VIEWER, "run")
         return await load_run(session, run_id)
 
@@ -178,7 +178,7 @@ async def get_run(run_id: uuid.UUID, state: State, who: Caller) -> RunOut:
 @router.post("/runs/{run_id}/cancel")
 async def cancel_run(run_id: uuid.UUID, state: State, who: Caller) -> RunOut:
     async with state.db.transaction() as session:
-        run, _, _ = await _run_row(session, run_id)
+        run, _, _ = await run_row(session, run_id)
         who.require(run.team_id, Role.DEVELOPER, "run")
     await state.scheduler.cancel_run(run_id)
     async with state.db.transaction() as session:
