@@ -126,6 +126,9 @@ def test_serve_runner_trigger_and_follow(server, tmp_path: Path):
         runner.send_signal(signal.SIGTERM)
         assert runner.wait(timeout=30) == 0
     assert "runner stopped after 2 job(s)" in (tmp_path / "runner.log").read_text()
+    again = json.loads(cli(env, "retry", run_id, "--json"))
+    assert again["id"] != run_id and again["sha"] == runs["items"][0]["sha"]
+    assert [j["status"] for j in again["jobs"]] == ["pending", "created"]
 
 
 @pytest.mark.slow

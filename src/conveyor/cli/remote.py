@@ -300,6 +300,18 @@ def cancel(run_id: str, server: ServerOpt, token: TokenOpt, as_json: JsonOpt = F
     show(data, as_json, f"run {data['id']} {data['status']}")
 
 
+def retry(run_id: str, server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
+    """Run a run's commit again, as a new run."""
+    data = Remote(server, token, err).call("POST", f"/api/v1/runs/{run_id}/retry").json()
+    show(data, as_json, f"run {data['id']} {data['status']} ({data['sha'][:12]})")
+
+
+def play(job_id: str, server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
+    """Start a manual job."""
+    data = Remote(server, token, err).call("POST", f"/api/v1/jobs/{job_id}/play").json()
+    show(data, as_json, f"run {data['id']} {data['status']}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the server and client commands to the `conveyor` app."""
     app.add_typer(team, name="team")
@@ -309,7 +321,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(secret, name="secret")
     app.command()(serve)
     app.command("runner")(runner_cmd)
-    for command in (trigger, runs, logs, cancel):
+    for command in (trigger, runs, logs, cancel, retry, play):
         app.command()(command)
 
 
