@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     admin_token: str | None = None
     """The admin token to accept (`CONVEYOR_ADMIN_TOKEN`); unset means one is generated
     on first start and written to `<data-dir>/admin-token`."""
+    recheck_seconds: float = 1.0
+    """How often a waiting runner request looks for new jobs without being woken (jobs
+    made ready in the same process, or announced by PostgreSQL NOTIFY, wake it at once)."""
     secret_key: str | None = None
     """AES-256 key for secrets at rest (32 bytes, URL-safe base64); unset means a key file
     `<data-dir>/secret-key` is generated. Every replica needs the same key."""

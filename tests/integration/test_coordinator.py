@@ -272,3 +272,54 @@ def test_two_replicas_on_postgresql_survive_a_kill_9(postgres_url: str, tmp_path
     names = [line.rsplit("-", 1)[0] for line in lines]
     assert sorted(names) == sorted(f"j{i}" for i in range(8)), lines  # each ran exactly once
     assert all(j["attempts"] == 1 for j in final["jobs"])
+
+
+def test_a_job_made_ready_on_one_replica_wakes_a_runner_waiting_on_another(
+    postgres_url: str, tmp_path: Path
+):
+    """PostgreSQL LISTEN/NOTIFY: with the idle recheck set to a minute, only the NOTIFY
+    from replica A can wake the runner that waits on replica B within seconds."""
+    repo = git_repo(tmp_path / "repo", "a")
+    ports = [free_port(), free_port()]
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    env = os.environ | {
+        "CONVEYOR_ADMIN_TOKEN": ADMIN,
+        "CONVEYOR_TOKEN": ADMIN,
+        "CONVEYOR_DATABASE_URL": postgres_url,
+        "CONVEYOR_SERVER": urls[0],
+        "CONVEYOR_RECHECK_SECONDS": "60",
+    }
+    a_args = conveyor("serve", "--port", str(ports[0]), "--data-dir", str(tmp_path / "a"))
+    b_args = conveyor("serve", "--port", str(ports[1]), "--data-dir", str(tmp_path / "b"))
+    with process(a_args, tmp_path / "a.log", env), process(b_args, tmp_path / "b.log", env):
+        for url in urls:
+            wait_until(lambda url=url: _healthy(url), 30, f"replica {url}")
+        cli(env, "team", "create", "a")
+        cli(env, "project", "create", "a/api", "--repo", f"file://{repo}")
+        registration = cli(env, "runner-token", "create")
+        runner_args = conveyor(
+            "runner",
+            "--server",
+            urls[1],
+            "--token",
+            registration,
+            "--data-dir",
+            str(tmp_path / "r"),
+        )
+        with process(runner_args, tmp_path / "r.log", env):
+            time.sleep(2)  # the runner is now waiting in a long poll on replica B
+            run = json.loads(cli(env, "trigger", "a/api", "--ref", "main", "--json"))
+            headers = {"Authorization": f"Bearer {ADMIN}"}
+
+            def build_started() -> dict | None:
+                body = httpx.get(f"{urls[0]}/api/v1/runs/{run['id']}", headers=headers).json()
+                build = body["jobs"][0]
+                return build if build["started_at"] else None
+
+            build = wait_until(build_started, 20, "the build job to start")
+    from datetime import datetime
+
+    waited = (
+        datetime.fromisoformat(build["started_at"]) - datetime.fromisoformat(build["queued_at"])
+    ).total_seconds()
+    assert waited < 5, f"the runner on replica B was woken after {waited:.1f}s"

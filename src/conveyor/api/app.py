@@ -39,6 +39,8 @@ class ServerConfig:
     secret_key: str | None = None
     lease_s: float = LEASE_S
     long_poll_s: float = 30.0
+    recheck_s: float = 1.0
+    """How often a waiting runner request looks for jobs without being woken."""
     sweep_s: float = 1.0
 
 
@@ -97,14 +99,20 @@ def create_app(config: ServerConfig) -> FastAPI:
             data_dir=config.data_dir,
             secrets=box,
             long_poll_s=config.long_poll_s,
+            recheck_s=config.recheck_s,
         )
-        sweeper = asyncio.create_task(_sweep(scheduler, config.sweep_s))
+        tasks = [
+            asyncio.create_task(_sweep(scheduler, config.sweep_s)),
+            asyncio.create_task(scheduler.listen()),
+        ]
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await db.dispose()
 
     app = FastAPI(title="Conveyor", version=__version__, lifespan=lifespan)

@@ -22,6 +22,7 @@ class Coordinator:
     data_dir: Path
     secrets: SecretBox
     long_poll_s: float = 30.0
+    recheck_s: float = 1.0
     mirrors: dict[str, GitMirror] = field(default_factory=dict)
 
     def mirror(self, url: str) -> GitMirror:

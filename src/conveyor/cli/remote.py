@@ -106,6 +106,7 @@ def serve(
         database_url=settings.database_url,
         admin_token=settings.admin_token,
         secret_key=settings.secret_key,
+        recheck_s=settings.recheck_seconds,
     )
     uvicorn.run(
         create_app(config),

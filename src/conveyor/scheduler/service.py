@@ -10,13 +10,15 @@ interval, and waiting runners are woken.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+import psycopg
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.domain.failure import FailureClass
@@ -32,6 +34,8 @@ from conveyor.storage.secrets import SecretBox
 from conveyor.storage.tables import Job, JobAttempt, Project, Run, RunnerRow, Team, utcnow
 
 LEASE_S = 15.0
+NOTIFY_CHANNEL = "conveyor_jobs"
+log = logging.getLogger("conveyor.scheduler")
 SUPERSEDING_EVENTS = frozenset({EventKind.PUSH, EventKind.PULL_REQUEST, EventKind.MANUAL})
 """A new run from these events cancels the interruptible jobs of older runs on its ref."""
 DEPLOY_NOT_BUILT = "deploy jobs are executed by the deployment manager (not built yet)"
@@ -106,6 +110,29 @@ class Scheduler:
         self.secrets = secrets
         self.wakeup = Wakeup()
 
+    # -- wake-ups across replicas --------------------------------------------------------
+
+    async def _announce(self, session: AsyncSession) -> None:
+        """On PostgreSQL, tell every replica (at commit) that jobs became pending."""
+        if not self.db.is_sqlite:
+            await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+
+    async def listen(self) -> None:
+        """On PostgreSQL, wake this replica's waiting runners whenever any replica
+        announces pending jobs. Reconnects after errors; runs until cancelled."""
+        if self.db.is_sqlite:
+            return
+        conninfo = self.db.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    async for _ in conn.notifies():
+                        self.wakeup.notify()
+            except psycopg.Error as exc:
+                log.warning("LISTEN %s lost (%s); reconnecting", NOTIFY_CHANNEL, exc)
+                await asyncio.sleep(1.0)
+
     # -- runs ------------------------------------------------------------------------
 
     async def start_run(self, project: Project, plan: Plan, *, pipeline: str) -> CreatedRun:
@@ -116,6 +143,8 @@ class Scheduler:
             ready = await self.advance(session, created.run_id) if created.created else 0
             if created.created and plan.event.effective_kind in SUPERSEDING_EVENTS:
                 await self._supersede(session, project.id, plan.event.ref, created.run_id)
+            if ready:
+                await self._announce(session)
         if ready:
             self.wakeup.notify()
         return created
@@ -164,6 +193,7 @@ class Scheduler:
             await move_job(
                 session, job_id, JobStatus.PENDING, queued_at=utcnow(), reason="started by hand"
             )
+            await self._announce(session)
         self.wakeup.notify()
 
     async def advance(self, session: AsyncSession, run_id: uuid.UUID) -> int:
@@ -388,6 +418,8 @@ class Scheduler:
                 raise StaleLease(f"job {job_id} is {job.status}, not running")
             status = await self._settle(session, job, outcome)
             ready = await self.advance(session, job.run_id)
+            if ready or status is JobStatus.PENDING:
+                await self._announce(session)
         if ready or status is JobStatus.PENDING:
             self.wakeup.notify()
         return status

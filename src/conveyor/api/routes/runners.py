@@ -28,8 +28,6 @@ from conveyor.scheduler.service import Assignment, Outcome
 from conveyor.storage.tables import Job, RunnerRow, RunnerToken
 
 router = APIRouter(prefix="/api/v1/runners", tags=["runners"])
-POLL_S = 1.0
-"""How often a waiting request looks again, for jobs made ready by another replica."""
 MAX_LOG_CHUNK = 1 << 20
 
 
@@ -73,7 +71,7 @@ async def request_job(
         left = deadline - time.monotonic()
         if left <= 0 or await request.is_disconnected():
             return Response(status_code=204)
-        await state.scheduler.wakeup.wait(min(left, POLL_S))
+        await state.scheduler.wakeup.wait(min(left, state.recheck_s))
 
 
 async def _own_job(state: State, who: Principal, job_id: uuid.UUID) -> None:
