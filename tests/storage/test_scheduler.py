@@ -326,3 +326,53 @@ async def test_play_starts_a_manual_job(database: Database):
         ship = await session.scalar(select(Job.id).where(Job.run_id == run_id))
     await scheduler.play(ship)
     assert (await scheduler.claim(runner)).spec["name"] == "ship"
+
+
+GROUPED = """\
+jobs:
+  deploy: {{script: x, concurrency: {{group: prod, policy: {policy}}}}}
+"""
+
+
+async def test_ordered_group_runs_one_job_at_a_time_in_order(database: Database):
+    scheduler = Scheduler(database)
+    project, runner = await setup(database)
+    body = GROUPED.format(policy="ordered")
+    runs = [
+        await start(scheduler, project, body, sha=f"{i:040d}", ref=f"refs/heads/r{i}")
+        for i in range(3)
+    ]
+    first = await scheduler.claim(runner)
+    assert first.run_id == runs[0]
+    assert await scheduler.claim(runner) is None, "the group is busy"
+    await scheduler.finish(first.job_id, first.fence, OK)
+    second = await scheduler.claim(runner)
+    assert second.run_id == runs[1]
+    await scheduler.finish(second.job_id, second.fence, OK)
+    assert (await scheduler.claim(runner)).run_id == runs[2]
+
+
+async def test_newest_wins_skips_superseded_jobs_and_never_starves(database: Database):
+    scheduler = Scheduler(database)
+    project, runner = await setup(database)
+    body = GROUPED.format(policy="newest-wins")
+    r0 = await start(scheduler, project, body, sha="0" * 40, ref="refs/heads/a")
+    running = await scheduler.claim(runner)
+    r1 = await start(scheduler, project, body, sha="1" * 40, ref="refs/heads/b")
+    r2 = await start(scheduler, project, body, sha="2" * 40, ref="refs/heads/c")
+    assert await statuses(database, r1) == {"deploy": "skipped"}
+    assert await statuses(database, r2) == {"deploy": "pending"}
+    assert await scheduler.claim(runner) is None
+    await scheduler.finish(running.job_id, running.fence, OK)
+    assert (await scheduler.claim(runner)).run_id == r2
+    assert await statuses(database, r0) == {"deploy": "success"}
+
+
+async def test_concurrent_claims_respect_a_group(database: Database):
+    scheduler = Scheduler(database)
+    project, runner = await setup(database)
+    body = GROUPED.format(policy="ordered")
+    for i in range(4):
+        await start(scheduler, project, body, sha=f"{i:040d}", ref=f"refs/heads/r{i}")
+    results = await asyncio.gather(*(scheduler.claim(runner) for _ in range(6)))
+    assert len([r for r in results if r is not None]) == 1

@@ -51,7 +51,7 @@ JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     ),
     JobStatus.MANUAL: frozenset({JobStatus.PENDING, JobStatus.SKIPPED, JobStatus.CANCELED}),
     JobStatus.BLOCKED: frozenset({JobStatus.PENDING, JobStatus.SKIPPED, JobStatus.CANCELED}),
-    JobStatus.PENDING: frozenset({JobStatus.RUNNING, JobStatus.CANCELED}),
+    JobStatus.PENDING: frozenset({JobStatus.RUNNING, JobStatus.CANCELED, JobStatus.SKIPPED}),
     JobStatus.RUNNING: frozenset(
         {JobStatus.SUCCESS, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.PENDING}
     ),
@@ -60,7 +60,8 @@ JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.CANCELED: frozenset(),
     JobStatus.SKIPPED: frozenset(),
 }
-"""Allowed moves. RUNNING → PENDING is a retry (a new attempt)."""
+"""Allowed moves. RUNNING → PENDING is a retry (a new attempt); PENDING → SKIPPED is a job
+superseded in a `newest-wins` concurrency group."""
 
 
 class IllegalTransition(Exception):

@@ -18,13 +18,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from sqlalchemy import func, select, text, update
+from sqlalchemy import ColumnElement, exists, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from conveyor.domain.failure import FailureClass
 from conveyor.domain.status import JobStatus
-from conveyor.pipeline.plan import Plan, job_from_json
+from conveyor.pipeline.plan import Plan, PlannedJob, job_from_json
 from conveyor.pipeline.progress import Action, next_action
+from conveyor.pipeline.schema import ConcurrencyPolicy
 from conveyor.pipeline.triggers import EventKind
 from conveyor.storage.database import Database
 from conveyor.storage.jobs import TransitionRejected, move_job
@@ -243,6 +245,8 @@ class Scheduler:
                 await move_job(session, ids[name], target, **values)
                 statuses[name] = target
                 changed = True
+                if target is JobStatus.PENDING and _newest_wins(job):
+                    await self._supersede_group(session, ids[name])
         return ready
 
     async def cancel_run(self, run_id: uuid.UUID) -> int:
@@ -275,6 +279,7 @@ class Scheduler:
                 job = await self._next_pending(session, runner.team_id)
                 if job is None:
                     return None
+                await self._lock_group(session, job)
                 now = utcnow()
                 try:
                     await move_job(
@@ -282,6 +287,7 @@ class Scheduler:
                         job.id,
                         JobStatus.RUNNING,
                         expect_fence=job.fence,
+                        guard=_group_free(Job),
                         fence=job.fence + 1,
                         attempt=job.attempt + 1,
                         runner_id=runner.id,
@@ -294,12 +300,16 @@ class Scheduler:
         return None
 
     async def _next_pending(self, session: AsyncSession, team_id: uuid.UUID | None) -> Job | None:
-        pending = select(Job.team_id, func.min(Job.queued_at).label("oldest")).where(
-            Job.status == JobStatus.PENDING.value
-        )
+        eligible = [Job.status == JobStatus.PENDING.value, _group_free(Job)]
         if team_id is not None:
-            pending = pending.where(Job.team_id == team_id)
-        teams = (await session.execute(pending.group_by(Job.team_id))).all()
+            eligible.append(Job.team_id == team_id)
+        teams = (
+            await session.execute(
+                select(Job.team_id, func.min(Job.queued_at).label("oldest"))
+                .where(*eligible)
+                .group_by(Job.team_id)
+            )
+        ).all()
         if not teams:
             return None
         running = dict(
@@ -326,13 +336,48 @@ class Scheduler:
         )
         query = (
             select(Job)
-            .where(Job.status == JobStatus.PENDING.value, Job.team_id == team)
+            .where(*eligible, Job.team_id == team)
             .order_by(Job.queued_at, Job.id)
             .limit(1)
         )
         if not self.db.is_sqlite:
             query = query.with_for_update(skip_locked=True)
         return (await session.execute(query)).scalars().first()
+
+    async def _lock_group(self, session: AsyncSession, job: Job) -> None:
+        """On PostgreSQL, claims of one concurrency group take turns (until commit), so the
+        guard in the UPDATE sees the other claim's running job."""
+        if job.concurrency_group is not None and not self.db.is_sqlite:
+            key = f"{job.team_id}/{job.concurrency_group}"
+            await session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key}
+            )
+
+    async def _supersede_group(self, session: AsyncSession, newest: uuid.UUID) -> None:
+        """`newest-wins`: a job that becomes pending skips the older pending jobs of its
+        group (the running one finishes; the newest always runs next, so none starves)."""
+        job = await session.get(Job, newest)
+        if job is None or job.concurrency_group is None:
+            return
+        older = (
+            await session.execute(
+                select(Job.id, Job.run_id).where(
+                    Job.team_id == job.team_id,
+                    Job.concurrency_group == job.concurrency_group,
+                    Job.status == JobStatus.PENDING.value,
+                    Job.id != newest,
+                )
+            )
+        ).all()
+        for job_id, run_id in older:
+            await move_job(
+                session,
+                job_id,
+                JobStatus.SKIPPED,
+                reason=f"superseded by a newer job of group {job.concurrency_group!r}",
+                finished_at=utcnow(),
+            )
+            await self.advance(session, run_id)
 
     async def _assignment(self, session: AsyncSession, job_id: uuid.UUID) -> Assignment:
         row = (
@@ -503,6 +548,21 @@ class Scheduler:
             except (StaleLease, TransitionRejected):
                 continue  # the runner finished, or another replica got there first
         return count
+
+
+def _group_free(job: type[Job]) -> ColumnElement[bool]:
+    """True for a job outside any concurrency group, or whose group has nothing running."""
+    other = aliased(Job)
+    busy = exists().where(
+        other.team_id == job.team_id,
+        other.concurrency_group == job.concurrency_group,
+        other.status == JobStatus.RUNNING.value,
+    )
+    return or_(job.concurrency_group.is_(None), ~busy)
+
+
+def _newest_wins(job: PlannedJob) -> bool:
+    return job.concurrency is not None and job.concurrency.policy is ConcurrencyPolicy.NEWEST_WINS
 
 
 def _target(action: Action, reason: str, deploy: object | None) -> tuple[JobStatus, str]:

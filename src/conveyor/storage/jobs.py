@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.domain.status import JOB_TRANSITIONS, JobStatus
@@ -41,12 +41,14 @@ async def move_job(
     target: JobStatus,
     *,
     expect_fence: int | None = None,
+    guard: ColumnElement[bool] | None = None,
     **values: Any,
 ) -> None:
     """Move a job to `target` and set `values`, in one guarded UPDATE.
 
     `expect_fence`, when given, must equal the job's current fencing token: a runner
-    holding an older lease cannot finish a job that was handed to someone else.
+    holding an older lease cannot finish a job that was handed to someone else. `guard`
+    is a further condition the row must meet (evaluated in the same statement).
     """
     allowed = [s.value for s in sources_of(target)]
     statement = (
@@ -56,6 +58,8 @@ async def move_job(
     )
     if expect_fence is not None:
         statement = statement.where(Job.fence == expect_fence)
+    if guard is not None:
+        statement = statement.where(guard)
     result = await session.execute(statement.execution_options(synchronize_session=False))
     if result.rowcount != 1:  # type: ignore[attr-defined]
         current = await session.scalar(select(Job.status).where(Job.id == job_id))

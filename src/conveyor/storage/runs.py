@@ -59,6 +59,7 @@ async def create_run(
                     name=job.name,
                     status=JobStatus.CREATED.value,
                     spec=job_to_json(job),
+                    concurrency_group=job.concurrency.group if job.concurrency else None,
                 )
                 for job in plan.jobs
             )

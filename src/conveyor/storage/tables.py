@@ -98,6 +98,7 @@ class Job(Base):
         Index(None, "status", "team_id", "queued_at"),
         Index(None, "run_id", "status"),
         Index(None, "team_id", "started_at"),
+        Index(None, "team_id", "concurrency_group", "status"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -107,6 +108,8 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(20), default="created")
     spec: Mapped[dict[str, Any]] = mapped_column()
     """The PlannedJob, as JSON: what a runner needs to execute the job."""
+    concurrency_group: Mapped[str | None] = mapped_column(String(200), default=None)
+    """`concurrency.group`: at most one job of the team's group runs at a time."""
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     fence: Mapped[int] = mapped_column(Integer, default=0)
     """Raised on every lease grant: a runner's late write with an older fence is refused."""
