@@ -376,3 +376,23 @@ async def test_concurrent_claims_respect_a_group(database: Database):
         await start(scheduler, project, body, sha=f"{i:040d}", ref=f"refs/heads/r{i}")
     results = await asyncio.gather(*(scheduler.claim(runner) for _ in range(6)))
     assert len([r for r in results if r is not None]) == 1
+
+
+async def test_jobs_go_only_to_runners_with_their_labels(database: Database):
+    scheduler = Scheduler(database)
+    project, plain = await setup(database)
+    async with database.transaction() as session:
+        gpu = RunnerRow(name="gpu", token_hash="h-gpu", labels=["gpu", "linux"])
+        session.add(gpu)
+    body = """\
+defaults: {labels: [linux]}
+jobs:
+  train: {script: x, needs: [], labels: [gpu, linux]}
+  lint: {script: x, needs: []}
+"""
+    await start(scheduler, project, body)
+    assert await scheduler.claim(plain) is None, "the plain runner has neither label"
+    first = await scheduler.claim(gpu)
+    second = await scheduler.claim(gpu)
+    assert {first.spec["name"], second.spec["name"]} == {"train", "lint"}
+    assert first.spec["labels"] in (["gpu", "linux"], ["linux"])

@@ -53,6 +53,7 @@ class PlannedJob:
     gates: Gates | None = None
     concurrency: Concurrency | None = None
     deploy: Deploy | None = None
+    labels: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
 
 
@@ -264,6 +265,7 @@ class _Compiler:
             gates=job.gates,
             concurrency=job.concurrency,
             deploy=job.deploy,
+            labels=tuple(sorted(set(job.labels or defaults.labels or []))),
             reasons=reasons,
         )
 

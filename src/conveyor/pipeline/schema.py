@@ -113,6 +113,11 @@ Env = Annotated[
     AfterValidator(_valid_env),
 ]
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=100)]
+Labels = Annotated[
+    list[Annotated[str, Field(pattern=NAME_PATTERN, max_length=100)]],
+    BeforeValidator(_as_list, json_schema_input_type=str | list[str]),
+]
+"""`labels`: every label a runner must have to take the job (GitLab calls them tags)."""
 
 
 # -- triggers (`on`) --------------------------------------------------------------------
@@ -461,6 +466,7 @@ class Defaults(Model):
     env: Env = Field(default_factory=dict)
     before_script: Script | None = None
     after_script: Script | None = None
+    labels: Labels | None = None
 
 
 class Job(Model):
@@ -484,6 +490,7 @@ class Job(Model):
     concurrency: Concurrency | None = None
     required_for_merge: bool = False
     deploy: Deploy | None = None
+    labels: Labels | None = None
     # "A job needs a script or a deploy" is checked by lint, so that it is reported even
     # when the same job has other errors.
 

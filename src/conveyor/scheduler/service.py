@@ -37,6 +37,9 @@ from conveyor.storage.tables import Job, JobAttempt, Project, Run, RunnerRow, Te
 
 LEASE_S = 15.0
 NOTIFY_CHANNEL = "conveyor_jobs"
+LABEL_SCAN = 50
+"""How many of a team's oldest pending jobs a claim looks through for one whose labels the
+runner has."""
 log = logging.getLogger("conveyor.scheduler")
 SUPERSEDING_EVENTS = frozenset({EventKind.PUSH, EventKind.PULL_REQUEST, EventKind.MANUAL})
 """A new run from these events cancels the interruptible jobs of older runs on its ref."""
@@ -276,7 +279,7 @@ class Scheduler:
         """
         for _ in range(5):  # another replica may win the same job; try the next one
             async with self.db.transaction() as session:
-                job = await self._next_pending(session, runner.team_id)
+                job = await self._next_pending(session, runner)
                 if job is None:
                     return None
                 await self._lock_group(session, job)
@@ -299,10 +302,10 @@ class Scheduler:
                 return await self._assignment(session, job.id)
         return None
 
-    async def _next_pending(self, session: AsyncSession, team_id: uuid.UUID | None) -> Job | None:
+    async def _next_pending(self, session: AsyncSession, runner: RunnerRow) -> Job | None:
         eligible = [Job.status == JobStatus.PENDING.value, _group_free(Job)]
-        if team_id is not None:
-            eligible.append(Job.team_id == team_id)
+        if runner.team_id is not None:
+            eligible.append(Job.team_id == runner.team_id)
         teams = (
             await session.execute(
                 select(Job.team_id, func.min(Job.queued_at).label("oldest"))
@@ -325,7 +328,7 @@ class Scheduler:
             team: await session.scalar(select(func.max(Job.started_at)).where(Job.team_id == team))
             for team, _ in teams
         }
-        team, _ = min(
+        order = sorted(
             teams,
             key=lambda t: (
                 running.get(t[0], 0),
@@ -334,15 +337,30 @@ class Scheduler:
                 t[1],
             ),
         )
-        query = (
-            select(Job)
-            .where(*eligible, Job.team_id == team)
-            .order_by(Job.queued_at, Job.id)
-            .limit(1)
+        have = set(runner.labels or [])
+        for team, _ in order:
+            query = (
+                select(Job)
+                .where(*eligible, Job.team_id == team)
+                .order_by(Job.queued_at, Job.id)
+                .limit(LABEL_SCAN)
+            )
+            for job in (await session.execute(query)).scalars():
+                if set(job.spec.get("labels", ())) <= have and await self._lock_row(session, job):
+                    return job
+        return None
+
+    async def _lock_row(self, session: AsyncSession, job: Job) -> bool:
+        """On PostgreSQL, lock the chosen job, or pass it over when another replica's claim
+        holds it (SKIP LOCKED); the guarded UPDATE settles any race that remains."""
+        if self.db.is_sqlite:
+            return True
+        locked = await session.scalar(
+            select(Job.id)
+            .where(Job.id == job.id, Job.status == JobStatus.PENDING.value)
+            .with_for_update(skip_locked=True)
         )
-        if not self.db.is_sqlite:
-            query = query.with_for_update(skip_locked=True)
-        return (await session.execute(query)).scalars().first()
+        return locked is not None
 
     async def _lock_group(self, session: AsyncSession, job: Job) -> None:
         """On PostgreSQL, claims of one concurrency group take turns (until commit), so the
