@@ -314,3 +314,41 @@ def test_retry_runs_the_same_commit_again_and_play_starts_a_manual_job(world: Wo
     job = again.json()["jobs"][0]["id"]
     assert world.call("a:developer", "POST", f"/api/v1/jobs/{job}/play").status_code == 409
     assert world.call("b:owner", "POST", f"/api/v1/jobs/{job}/play").status_code == 404
+
+
+def test_log_stream_sends_the_log_then_the_end(world: World):
+    reg = world.call("admin", "POST", "/api/v1/runner-tokens", json={}).json()["token"]
+    runner = world.client.post("/api/v1/runners/register", json={"token": reg, "name": "r"}).json()[
+        "token"
+    ]
+    headers = {"Authorization": f"Bearer {runner}"}
+    trigger(world)
+    job = world.client.post(
+        "/api/v1/runners/jobs/request", params={"wait": 0}, headers=headers
+    ).json()
+    base = f"/api/v1/runners/jobs/{job['job_id']}"
+    world.client.put(
+        f"{base}/log",
+        params={"fence": job["fence"], "offset": 0},
+        content=b"one\n",
+        headers=headers,
+    )
+    world.client.put(
+        f"{base}/log",
+        params={"fence": job["fence"], "offset": 4},
+        content=b"two\n",
+        headers=headers,
+    )
+    world.client.post(
+        f"{base}/finish", json={"fence": job["fence"], "status": "success"}, headers=headers
+    )
+    with world.client.stream(
+        "GET", f"/api/v1/jobs/{job['job_id']}/log/stream", headers=world.as_("a:viewer")
+    ) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        body = "".join(response.iter_text())
+    assert 'event: log\ndata: {"offset": 0, "text": "one\\ntwo\\n"}' in body
+    assert body.rstrip().endswith('event: end\ndata: {"status": "success"}')
+    assert (
+        world.call("b:viewer", "GET", f"/api/v1/jobs/{job['job_id']}/log/stream").status_code == 404
+    )

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,6 +19,7 @@ from conveyor.api.errors import ApiError
 from conveyor.api.schemas import AttemptOut, JobOut, RunOut, RunPage, RunSummary
 from conveyor.api.state import Caller, State
 from conveyor.domain.roles import Role
+from conveyor.domain.status import JobStatus
 from conveyor.storage.logs import read_log
 from conveyor.storage.runs import derived_status
 from conveyor.storage.tables import Job, JobAttempt, Project, Run, Team
@@ -218,3 +223,41 @@ async def play_job(job_id: uuid.UUID, state: State, who: Caller) -> RunOut:
     await state.scheduler.play(job_id)
     async with state.db.transaction() as session:
         return await load_run(session, row.run_id)
+
+
+STREAM_POLL_S = 0.25
+
+
+@router.get("/jobs/{job_id}/log/stream")
+async def job_log_stream(
+    job_id: uuid.UUID,
+    request: Request,
+    state: State,
+    who: Caller,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> StreamingResponse:
+    """The job's log as server-sent events: `log` events carry `{offset, text}` as the
+    runner sends it (a quarter of a second behind at most, plus the runner's own flush
+    interval); one `end` event carries the job's final status."""
+    async with state.db.transaction() as session:
+        row = (await session.execute(select(Job.team_id).where(Job.id == job_id))).first()
+    if row is None or not who.can_see(row.team_id):
+        raise ApiError(404, "not_found", "no such job")
+
+    async def events() -> AsyncIterator[str]:
+        position = offset
+        while not await request.is_disconnected():
+            async with state.db.transaction() as session:
+                data = await read_log(session, job_id, position)
+                status = await session.scalar(select(Job.status).where(Job.id == job_id))
+            if data:
+                text = data.decode("utf-8", "replace")
+                yield f"event: log\ndata: {json.dumps({'offset': position, 'text': text})}\n\n"
+                position += len(data)
+                continue
+            if status is None or JobStatus(status).is_final:
+                yield f"event: end\ndata: {json.dumps({'status': status})}\n\n"
+                return
+            await asyncio.sleep(STREAM_POLL_S)
+
+    return StreamingResponse(events(), media_type="text/event-stream")
