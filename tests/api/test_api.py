@@ -352,3 +352,18 @@ def test_log_stream_sends_the_log_then_the_end(world: World):
     assert (
         world.call("b:viewer", "GET", f"/api/v1/jobs/{job['job_id']}/log/stream").status_code == 404
     )
+
+
+def test_team_quota_is_set_by_the_admin(world: World):
+    assert (
+        world.call("a:owner", "PATCH", "/api/v1/teams/a", json={"max_running": 2}).status_code
+        == 403
+    )
+    updated = world.call("admin", "PATCH", "/api/v1/teams/a", json={"max_running": 2})
+    assert updated.status_code == 200 and updated.json()["max_running"] == 2
+    assert world.call("a:viewer", "GET", "/api/v1/teams").json()[0]["max_running"] == 2
+    assert (
+        world.call("admin", "PATCH", "/api/v1/teams/a", json={"max_running": 0}).status_code == 422
+    )
+    created = world.call("admin", "POST", "/api/v1/teams", json={"name": "c", "max_running": 5})
+    assert created.json()["max_running"] == 5

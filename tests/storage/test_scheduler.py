@@ -396,3 +396,18 @@ jobs:
     second = await scheduler.claim(gpu)
     assert {first.spec["name"], second.spec["name"]} == {"train", "lint"}
     assert first.spec["labels"] in (["gpu", "linux"], ["linux"])
+
+
+async def test_a_team_quota_caps_its_running_jobs(database: Database):
+    scheduler = Scheduler(database)
+    project, runner = await setup(database)
+    async with database.transaction() as session:
+        team = await session.get(Team, project.team_id)
+        team.max_running = 1
+    await start(
+        scheduler, project, "jobs:\n  a: {script: x, needs: []}\n  b: {script: x, needs: []}\n"
+    )
+    first = await scheduler.claim(runner)
+    assert await scheduler.claim(runner) is None, "the quota of 1 is reached"
+    await scheduler.finish(first.job_id, first.fence, OK)
+    assert await scheduler.claim(runner) is not None

@@ -20,11 +20,17 @@ class Body(BaseModel):
 
 class TeamIn(Body):
     name: str = Field(pattern=NAME, max_length=100)
+    max_running: int | None = Field(None, ge=1, le=100_000)
+
+
+class TeamPatch(Body):
+    max_running: int | None = Field(..., ge=1, le=100_000)
 
 
 class TeamOut(BaseModel):
     id: uuid.UUID
     name: str
+    max_running: int | None = None
 
 
 class TokenIn(Body):

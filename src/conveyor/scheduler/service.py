@@ -324,6 +324,14 @@ class Scheduler:
                 )
             ).all()
         )
+        quotas = dict(
+            (
+                await session.execute(
+                    select(Team.id, Team.max_running).where(Team.id.in_([t for t, _ in teams]))
+                )
+            ).all()
+        )
+        teams = [t for t in teams if _under_quota(running.get(t[0], 0), quotas.get(t[0]))]
         served = {
             team: await session.scalar(select(func.max(Job.started_at)).where(Job.team_id == team))
             for team, _ in teams
@@ -577,6 +585,10 @@ def _group_free(job: type[Job]) -> ColumnElement[bool]:
         other.status == JobStatus.RUNNING.value,
     )
     return or_(job.concurrency_group.is_(None), ~busy)
+
+
+def _under_quota(running: int, quota: int | None) -> bool:
+    return quota is None or running < quota
 
 
 def _newest_wins(job: PlannedJob) -> bool:

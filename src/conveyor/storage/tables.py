@@ -52,6 +52,8 @@ class Team(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(100), unique=True)
+    max_running: Mapped[int | None] = mapped_column(default=None)
+    """The team's quota: at most this many of its jobs run at once (None: no quota)."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.api.auth import REGISTRATION_PREFIX, TEAM_PREFIX, Principal, new_token, token_hash
 from conveyor.api.errors import ApiError
-from conveyor.api.schemas import RunnerTokenIn, TeamIn, TeamOut, TokenIn, TokenOut
+from conveyor.api.schemas import RunnerTokenIn, TeamIn, TeamOut, TeamPatch, TokenIn, TokenOut
 from conveyor.api.state import Caller, State
 from conveyor.domain.roles import Role
 from conveyor.storage.tables import ApiToken, RunnerToken, Team
@@ -32,11 +32,22 @@ async def create_team(body: TeamIn, state: State, who: Caller) -> TeamOut:
         raise ApiError(403, "forbidden", "only the admin creates teams")
     try:
         async with state.db.transaction() as session:
-            team = Team(name=body.name)
+            team = Team(name=body.name, max_running=body.max_running)
             session.add(team)
     except IntegrityError as exc:
         raise ApiError(409, "conflict", f"team {body.name!r} exists") from exc
-    return TeamOut(id=team.id, name=team.name)
+    return TeamOut(id=team.id, name=team.name, max_running=team.max_running)
+
+
+@router.patch("/teams/{team}")
+async def update_team(team: str, body: TeamPatch, state: State, who: Caller) -> TeamOut:
+    """Set the team's quota of running jobs (admin); `null` removes it."""
+    if not who.is_admin:
+        raise ApiError(403, "forbidden", "only the admin sets quotas")
+    async with state.db.transaction() as session:
+        row = await team_named(session, who, team, Role.ADMIN)
+        row.max_running = body.max_running
+    return TeamOut(id=row.id, name=row.name, max_running=row.max_running)
 
 
 @router.get("/teams")
@@ -45,7 +56,8 @@ async def list_teams(state: State, who: Caller) -> list[TeamOut]:
         query = select(Team).order_by(Team.name)
         if not who.is_admin:
             query = query.where(Team.id == who.team_id)
-        return [TeamOut(id=t.id, name=t.name) for t in (await session.scalars(query)).all()]
+        rows = (await session.scalars(query)).all()
+        return [TeamOut(id=t.id, name=t.name, max_running=t.max_running) for t in rows]
 
 
 @router.post("/teams/{team}/tokens", status_code=201)
