@@ -154,3 +154,15 @@ class SecretIn(Body):
 
 class SecretNames(BaseModel):
     names: list[str]
+
+
+class RunFilter(BaseModel):
+    """Query parameters of the run lists."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: str | None = None
+    ref: str | None = None
+    event: str | None = None
+    cursor: uuid.UUID | None = None
+    limit: int = Field(50, ge=1, le=200)

@@ -17,6 +17,7 @@ from conveyor.api.routes.teams import team_named
 from conveyor.api.schemas import (
     ProjectIn,
     ProjectOut,
+    RunFilter,
     RunOut,
     RunPage,
     SecretIn,
@@ -162,28 +163,12 @@ async def retry_run(
 
 @router.get("/{team}/{project}/runs")
 async def list_project_runs(
-    team: str,
-    project: str,
-    state: State,
-    who: Caller,
-    status: str | None = None,
-    ref: str | None = None,
-    event: str | None = None,
-    cursor: uuid.UUID | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    team: str, project: str, state: State, who: Caller, filters: Annotated[RunFilter, Query()]
 ) -> RunPage:
+    """The project's runs, newest first."""
     async with state.db.transaction() as session:
         row, _ = await project_named(session, who, team, project, Role.VIEWER)
-        return await run_page(
-            session,
-            who,
-            project_id=row.id,
-            status=status,
-            ref=ref,
-            event=event,
-            cursor=cursor,
-            limit=limit,
-        )
+        return await run_page(session, who, filters, project_id=row.id)
 
 
 @router.post("/{team}/{project}/secrets", status_code=201)

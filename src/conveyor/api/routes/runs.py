@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.api.auth import Principal
 from conveyor.api.errors import ApiError
-from conveyor.api.schemas import AttemptOut, JobOut, RunOut, RunPage, RunSummary
+from conveyor.api.schemas import AttemptOut, JobOut, RunFilter, RunOut, RunPage, RunSummary
 from conveyor.api.state import Caller, State
 from conveyor.domain.roles import Role
 from conveyor.domain.status import JobStatus
@@ -115,13 +115,9 @@ async def load_run(session: AsyncSession, run_id: uuid.UUID) -> RunOut:
 async def run_page(
     session: AsyncSession,
     who: Principal,
+    filters: RunFilter,
     *,
     project_id: uuid.UUID | None = None,
-    status: str | None = None,
-    ref: str | None = None,
-    event: str | None = None,
-    cursor: uuid.UUID | None = None,
-    limit: int = 50,
 ) -> RunPage:
     """Runs, newest first (UUIDv7 ids sort by time); `next_cursor` continues the list.
     The status filter is applied after deriving each run's status."""
@@ -135,10 +131,11 @@ async def run_page(
         query = query.where(Run.project_id == project_id)
     if not who.is_admin:
         query = query.where(Run.team_id == who.team_id)
+    ref, limit, status, cursor = filters.ref, filters.limit, filters.status, filters.cursor
     if ref is not None:
         query = query.where(Run.ref == (ref if ref.startswith("refs/") else f"refs/heads/{ref}"))
-    if event is not None:
-        query = query.where(Run.event == event)
+    if filters.event is not None:
+        query = query.where(Run.event == filters.event)
     items: list[RunSummary] = []
     last: uuid.UUID | None = None
     while len(items) < limit:
@@ -157,19 +154,10 @@ async def run_page(
 
 
 @router.get("/runs")
-async def list_runs(
-    state: State,
-    who: Caller,
-    status: str | None = None,
-    ref: str | None = None,
-    event: str | None = None,
-    cursor: uuid.UUID | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> RunPage:
+async def list_runs(state: State, who: Caller, filters: Annotated[RunFilter, Query()]) -> RunPage:
+    """Runs of every team the token can see, newest first."""
     async with state.db.transaction() as session:
-        return await run_page(
-            session, who, status=status, ref=ref, event=event, cursor=cursor, limit=limit
-        )
+        return await run_page(session, who, filters)
 
 
 @router.get("/runs/{run_id}")
