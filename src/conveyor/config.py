@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     recheck_seconds: float = 1.0
     """How often a waiting runner request looks for new jobs without being woken (jobs
     made ready in the same process, or announced by PostgreSQL NOTIFY, wake it at once)."""
+    rate_limit: str = "50/second"
+    """Requests per API token, in `limits` notation ("50/second", "1000/minute")."""
     secret_key: str | None = None
     """AES-256 key for secrets at rest (32 bytes, URL-safe base64); unset means a key file
     `<data-dir>/secret-key` is generated. Every replica needs the same key."""

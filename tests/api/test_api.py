@@ -367,3 +367,19 @@ def test_team_quota_is_set_by_the_admin(world: World):
     )
     created = world.call("admin", "POST", "/api/v1/teams", json={"name": "c", "max_running": 5})
     assert created.json()["max_running"] == 5
+
+
+def test_a_token_over_its_rate_gets_429(tmp_path):
+    from tests.api.conftest import ADMIN
+
+    app = create_app(ServerConfig(data_dir=tmp_path, admin_token=ADMIN, rate_limit="3/minute"))
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    with TestClient(app) as client:
+        codes = [client.get("/api/v1/teams", headers=headers).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        limited = client.get("/api/v1/teams", headers=headers)
+        assert limited.json() == {
+            "error": "rate_limited",
+            "detail": "this token is limited to 3/minute; retry later",
+        }
+        assert client.get("/healthz").status_code == 200

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from conveyor import __version__
 from conveyor.api import errors
 from conveyor.api.auth import ADMIN_PREFIX, new_token, token_hash
-from conveyor.api.limits import BodyLimit
+from conveyor.api.limits import BodyLimit, RateLimit
 from conveyor.api.routes import projects, runners, runs, teams
 from conveyor.api.state import Coordinator
 from conveyor.domain.roles import Role
@@ -42,6 +42,8 @@ class ServerConfig:
     recheck_s: float = 1.0
     """How often a waiting runner request looks for jobs without being woken."""
     sweep_s: float = 1.0
+    rate_limit: str = "50/second"
+    """Requests per API token (`limits` notation); runners are not limited."""
 
 
 async def bootstrap_admin(db: Database, config: ServerConfig) -> str | None:
@@ -98,6 +100,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             scheduler=scheduler,
             data_dir=config.data_dir,
             secrets=box,
+            rate_limit=RateLimit(config.rate_limit),
             long_poll_s=config.long_poll_s,
             recheck_s=config.recheck_s,
         )

@@ -1,9 +1,14 @@
-"""Request body limits: a body over the limit is refused with 413 before it is read."""
+"""Request limits: bodies over a size get 413 before they are read; API tokens over their
+request rate get 429 (the `limits` library, counting in memory: each replica counts its
+own requests)."""
 
 from __future__ import annotations
 
 import json
 
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -59,3 +64,16 @@ class BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class RateLimit:
+    """Requests per API token. Runners are not limited here: their traffic (heartbeats,
+    log chunks) is paced by the protocol itself."""
+
+    def __init__(self, rate: str) -> None:
+        self.item: RateLimitItem = parse(rate)
+        self.rate = rate
+        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    async def allow(self, key: str) -> bool:
+        return bool(await self.limiter.hit(self.item, "api-token", key))

@@ -8,7 +8,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from conveyor.api.auth import Principal, bearer, principal_for
+from conveyor.api.auth import Principal, bearer, principal_for, token_hash
+from conveyor.api.errors import ApiError
+from conveyor.api.limits import RateLimit
 from conveyor.scheduler.service import Scheduler
 from conveyor.storage.database import Database
 from conveyor.storage.secrets import SecretBox
@@ -21,6 +23,7 @@ class Coordinator:
     scheduler: Scheduler
     data_dir: Path
     secrets: SecretBox
+    rate_limit: RateLimit
     long_poll_s: float = 30.0
     recheck_s: float = 1.0
     mirrors: dict[str, GitMirror] = field(default_factory=dict)
@@ -42,7 +45,12 @@ async def caller(
     """The authenticated caller (401 without a valid token)."""
     token = bearer(request)
     async with state.db.transaction() as session:
-        return await principal_for(session, token)
+        who = await principal_for(session, token)
+    if who.runner is None and not await state.rate_limit.allow(token_hash(token)):
+        raise ApiError(
+            429, "rate_limited", f"this token is limited to {state.rate_limit.rate}; retry later"
+        )
+    return who
 
 
 State = Annotated[Coordinator, Depends(coordinator)]

@@ -107,6 +107,7 @@ def serve(
         admin_token=settings.admin_token,
         secret_key=settings.secret_key,
         recheck_s=settings.recheck_seconds,
+        rate_limit=settings.rate_limit,
     )
     uvicorn.run(
         create_app(config),
