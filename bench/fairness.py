@@ -28,7 +28,8 @@ from conveyor.domain.status import JobStatus
 from conveyor.pipeline.plan import compile_plan
 from conveyor.pipeline.schema import PipelineSpec
 from conveyor.pipeline.triggers import Event, EventKind
-from conveyor.scheduler.service import Outcome, Scheduler
+from conveyor.scheduler.protocol import Outcome
+from conveyor.scheduler.service import Scheduler
 from conveyor.storage.database import Database, database_url
 from conveyor.storage.migrate import upgrade
 from conveyor.storage.tables import Job, Project, RunnerRow, Team

@@ -11,7 +11,8 @@ from sqlalchemy import select
 
 from conveyor.domain.failure import FailureClass
 from conveyor.domain.status import JobStatus, RunStatus
-from conveyor.scheduler.service import Outcome, Scheduler, StaleLease
+from conveyor.scheduler.protocol import Outcome, StaleLease
+from conveyor.scheduler.service import Scheduler
 from conveyor.storage.database import Database
 from conveyor.storage.logs import read_log
 from conveyor.storage.runs import derived_status

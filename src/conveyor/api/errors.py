@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from conveyor.scheduler.service import StaleLease
+from conveyor.scheduler.protocol import StaleLease
 from conveyor.storage.jobs import TransitionRejected
 
 

@@ -13,21 +13,20 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from sqlalchemy import ColumnElement, exists, func, or_, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from conveyor.domain.failure import FailureClass
 from conveyor.domain.status import JobStatus
-from conveyor.pipeline.plan import Plan, PlannedJob, job_from_json
+from conveyor.pipeline.plan import Plan, job_from_json
 from conveyor.pipeline.progress import Action, next_action
-from conveyor.pipeline.schema import ConcurrencyPolicy
 from conveyor.pipeline.triggers import EventKind
+from conveyor.scheduler.protocol import Assignment, Outcome, StaleLease
+from conveyor.scheduler.queue import group_free, lock_group, newest_wins, next_pending
 from conveyor.storage.database import Database
 from conveyor.storage.jobs import TransitionRejected, move_job
 from conveyor.storage.logs import append_chunk, log_end
@@ -37,53 +36,10 @@ from conveyor.storage.tables import Job, JobAttempt, Project, Run, RunnerRow, Te
 
 LEASE_S = 15.0
 NOTIFY_CHANNEL = "conveyor_jobs"
-LABEL_SCAN = 50
-"""How many of a team's oldest pending jobs a claim looks through for one whose labels the
-runner has."""
 log = logging.getLogger("conveyor.scheduler")
 SUPERSEDING_EVENTS = frozenset({EventKind.PUSH, EventKind.PULL_REQUEST, EventKind.MANUAL})
 """A new run from these events cancels the interruptible jobs of older runs on its ref."""
 DEPLOY_NOT_BUILT = "deploy jobs are executed by the deployment manager (not built yet)"
-
-
-class StaleLease(Exception):
-    """A runner wrote with a fencing token that is no longer the job's: its lease was
-    lost and the job was requeued or finished. Answered with 409."""
-
-
-@dataclass(frozen=True)
-class Assignment:
-    """A job leased to a runner: everything it needs to run it."""
-
-    job_id: uuid.UUID
-    fence: int
-    attempt: int
-    run_id: uuid.UUID
-    team: str
-    project: str
-    service: str
-    repo_url: str
-    config_path: str
-    event: str
-    ref: str
-    sha: str
-    spec: dict[str, Any]
-    lease_s: float
-    log_offset: int = 0
-    """Where this attempt's log continues: earlier attempts' output stays in front."""
-    secrets: dict[str, str] = field(default_factory=dict)
-    """The project's secrets, decrypted, for this job only."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a runner reports when an attempt ends."""
-
-    status: JobStatus
-    exit_code: int | None = None
-    failure_class: FailureClass | None = None
-    detail: str = ""
-    reports: dict[str, Any] = field(default_factory=dict)
 
 
 class Wakeup:
@@ -248,7 +204,7 @@ class Scheduler:
                 await move_job(session, ids[name], target, **values)
                 statuses[name] = target
                 changed = True
-                if target is JobStatus.PENDING and _newest_wins(job):
+                if target is JobStatus.PENDING and newest_wins(job):
                     await self._supersede_group(session, ids[name])
         return ready
 
@@ -279,10 +235,11 @@ class Scheduler:
         """
         for _ in range(5):  # another replica may win the same job; try the next one
             async with self.db.transaction() as session:
-                job = await self._next_pending(session, runner)
+                postgres = not self.db.is_sqlite
+                job = await next_pending(session, runner, postgres=postgres)
                 if job is None:
                     return None
-                await self._lock_group(session, job)
+                await lock_group(session, job, postgres=postgres)
                 now = utcnow()
                 try:
                     await move_job(
@@ -290,7 +247,7 @@ class Scheduler:
                         job.id,
                         JobStatus.RUNNING,
                         expect_fence=job.fence,
-                        guard=_group_free(Job),
+                        guard=group_free(Job),
                         fence=job.fence + 1,
                         attempt=job.attempt + 1,
                         runner_id=runner.id,
@@ -301,83 +258,6 @@ class Scheduler:
                     continue
                 return await self._assignment(session, job.id)
         return None
-
-    async def _next_pending(self, session: AsyncSession, runner: RunnerRow) -> Job | None:
-        eligible = [Job.status == JobStatus.PENDING.value, _group_free(Job)]
-        if runner.team_id is not None:
-            eligible.append(Job.team_id == runner.team_id)
-        teams = (
-            await session.execute(
-                select(Job.team_id, func.min(Job.queued_at).label("oldest"))
-                .where(*eligible)
-                .group_by(Job.team_id)
-            )
-        ).all()
-        if not teams:
-            return None
-        running = dict(
-            (
-                await session.execute(
-                    select(Job.team_id, func.count())
-                    .where(Job.status == JobStatus.RUNNING.value)
-                    .group_by(Job.team_id)
-                )
-            ).all()
-        )
-        quotas = dict(
-            (
-                await session.execute(
-                    select(Team.id, Team.max_running).where(Team.id.in_([t for t, _ in teams]))
-                )
-            ).all()
-        )
-        teams = [t for t in teams if _under_quota(running.get(t[0], 0), quotas.get(t[0]))]
-        served = {
-            team: await session.scalar(select(func.max(Job.started_at)).where(Job.team_id == team))
-            for team, _ in teams
-        }
-        order = sorted(
-            teams,
-            key=lambda t: (
-                running.get(t[0], 0),
-                served[t[0]] is not None,
-                served[t[0]] or t[1],
-                t[1],
-            ),
-        )
-        have = set(runner.labels or [])
-        for team, _ in order:
-            query = (
-                select(Job)
-                .where(*eligible, Job.team_id == team)
-                .order_by(Job.queued_at, Job.id)
-                .limit(LABEL_SCAN)
-            )
-            for job in (await session.execute(query)).scalars():
-                if set(job.spec.get("labels", ())) <= have and await self._lock_row(session, job):
-                    return job
-        return None
-
-    async def _lock_row(self, session: AsyncSession, job: Job) -> bool:
-        """On PostgreSQL, lock the chosen job, or pass it over when another replica's claim
-        holds it (SKIP LOCKED); the guarded UPDATE settles any race that remains."""
-        if self.db.is_sqlite:
-            return True
-        locked = await session.scalar(
-            select(Job.id)
-            .where(Job.id == job.id, Job.status == JobStatus.PENDING.value)
-            .with_for_update(skip_locked=True)
-        )
-        return locked is not None
-
-    async def _lock_group(self, session: AsyncSession, job: Job) -> None:
-        """On PostgreSQL, claims of one concurrency group take turns (until commit), so the
-        guard in the UPDATE sees the other claim's running job."""
-        if job.concurrency_group is not None and not self.db.is_sqlite:
-            key = f"{job.team_id}/{job.concurrency_group}"
-            await session.execute(
-                text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key}
-            )
 
     async def _supersede_group(self, session: AsyncSession, newest: uuid.UUID) -> None:
         """`newest-wins`: a job that becomes pending skips the older pending jobs of its
@@ -574,25 +454,6 @@ class Scheduler:
             except (StaleLease, TransitionRejected):
                 continue  # the runner finished, or another replica got there first
         return count
-
-
-def _group_free(job: type[Job]) -> ColumnElement[bool]:
-    """True for a job outside any concurrency group, or whose group has nothing running."""
-    other = aliased(Job)
-    busy = exists().where(
-        other.team_id == job.team_id,
-        other.concurrency_group == job.concurrency_group,
-        other.status == JobStatus.RUNNING.value,
-    )
-    return or_(job.concurrency_group.is_(None), ~busy)
-
-
-def _under_quota(running: int, quota: int | None) -> bool:
-    return quota is None or running < quota
-
-
-def _newest_wins(job: PlannedJob) -> bool:
-    return job.concurrency is not None and job.concurrency.policy is ConcurrencyPolicy.NEWEST_WINS
 
 
 def _target(action: Action, reason: str, deploy: object | None) -> tuple[JobStatus, str]:

@@ -24,7 +24,7 @@ from conveyor.api.schemas import (
     RegisterOut,
 )
 from conveyor.api.state import Caller, State
-from conveyor.scheduler.service import Assignment, Outcome
+from conveyor.scheduler.protocol import Assignment, Outcome
 from conveyor.storage.tables import Job, RunnerRow, RunnerToken
 
 router = APIRouter(prefix="/api/v1/runners", tags=["runners"])

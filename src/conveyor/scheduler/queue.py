@@ -1,0 +1,117 @@
+"""Which pending job a runner gets: fair share between teams, team quotas, concurrency
+groups and runner labels. Used by Scheduler.claim."""
+
+from __future__ import annotations
+
+from sqlalchemy import ColumnElement, exists, func, or_, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from conveyor.domain.status import JobStatus
+from conveyor.pipeline.plan import PlannedJob
+from conveyor.pipeline.schema import ConcurrencyPolicy
+from conveyor.storage.tables import Job, RunnerRow, Team
+
+LABEL_SCAN = 50
+"""How many of a team's oldest pending jobs a claim looks through for one whose labels the
+runner has."""
+
+
+async def next_pending(session: AsyncSession, runner: RunnerRow, *, postgres: bool) -> Job | None:
+    """The job a runner should get next, or None (see Scheduler.claim for the order)."""
+    eligible = [Job.status == JobStatus.PENDING.value, group_free(Job)]
+    if runner.team_id is not None:
+        eligible.append(Job.team_id == runner.team_id)
+    teams = (
+        await session.execute(
+            select(Job.team_id, func.min(Job.queued_at).label("oldest"))
+            .where(*eligible)
+            .group_by(Job.team_id)
+        )
+    ).all()
+    if not teams:
+        return None
+    running = dict(
+        (
+            await session.execute(
+                select(Job.team_id, func.count())
+                .where(Job.status == JobStatus.RUNNING.value)
+                .group_by(Job.team_id)
+            )
+        ).all()
+    )
+    quotas = dict(
+        (
+            await session.execute(
+                select(Team.id, Team.max_running).where(Team.id.in_([t for t, _ in teams]))
+            )
+        ).all()
+    )
+    teams = [t for t in teams if under_quota(running.get(t[0], 0), quotas.get(t[0]))]
+    served = {
+        team: await session.scalar(select(func.max(Job.started_at)).where(Job.team_id == team))
+        for team, _ in teams
+    }
+    order = sorted(
+        teams,
+        key=lambda t: (
+            running.get(t[0], 0),
+            served[t[0]] is not None,
+            served[t[0]] or t[1],
+            t[1],
+        ),
+    )
+    have = set(runner.labels or [])
+    for team, _ in order:
+        query = (
+            select(Job)
+            .where(*eligible, Job.team_id == team)
+            .order_by(Job.queued_at, Job.id)
+            .limit(LABEL_SCAN)
+        )
+        for job in (await session.execute(query)).scalars():
+            if not set(job.spec.get("labels", ())) <= have:
+                continue
+            if await _lock_row(session, job, postgres=postgres):
+                return job
+    return None
+
+
+async def _lock_row(session: AsyncSession, job: Job, *, postgres: bool) -> bool:
+    """On PostgreSQL, lock the chosen job, or pass it over when another replica's claim
+    holds it (SKIP LOCKED); the guarded UPDATE settles any race that remains."""
+    if not postgres:
+        return True
+    locked = await session.scalar(
+        select(Job.id)
+        .where(Job.id == job.id, Job.status == JobStatus.PENDING.value)
+        .with_for_update(skip_locked=True)
+    )
+    return locked is not None
+
+
+async def lock_group(session: AsyncSession, job: Job, *, postgres: bool) -> None:
+    """On PostgreSQL, claims of one concurrency group take turns (until commit), so the
+    guard in the UPDATE sees the other claim's running job."""
+    if job.concurrency_group is not None and postgres:
+        key = f"{job.team_id}/{job.concurrency_group}"
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+
+
+def group_free(job: type[Job]) -> ColumnElement[bool]:
+    """True for a job outside any concurrency group, or whose group has nothing running."""
+    other = aliased(Job)
+    busy = exists().where(
+        other.team_id == job.team_id,
+        other.concurrency_group == job.concurrency_group,
+        other.status == JobStatus.RUNNING.value,
+    )
+    return or_(job.concurrency_group.is_(None), ~busy)
+
+
+def under_quota(running: int, quota: int | None) -> bool:
+    return quota is None or running < quota
+
+
+def newest_wins(job: PlannedJob) -> bool:
+    return job.concurrency is not None and job.concurrency.policy is ConcurrencyPolicy.NEWEST_WINS
