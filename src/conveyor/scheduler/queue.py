@@ -19,13 +19,15 @@ runner has."""
 
 async def next_pending(session: AsyncSession, runner: RunnerRow, *, postgres: bool) -> Job | None:
     """The job a runner should get next, or None (see Scheduler.claim for the order)."""
-    eligible = [Job.status == JobStatus.PENDING.value, group_free(Job)]
+    pending = [Job.status == JobStatus.PENDING.value]
     if runner.team_id is not None:
-        eligible.append(Job.team_id == runner.team_id)
+        pending.append(Job.team_id == runner.team_id)
+    # The aggregate reads only the (status, team, queued_at) index; concurrency groups
+    # are checked per candidate below, where the index walk stops early.
     teams = (
         await session.execute(
             select(Job.team_id, func.min(Job.queued_at).label("oldest"))
-            .where(*eligible)
+            .where(*pending)
             .group_by(Job.team_id)
         )
     ).all()
@@ -65,7 +67,7 @@ async def next_pending(session: AsyncSession, runner: RunnerRow, *, postgres: bo
     for team, _ in order:
         query = (
             select(Job)
-            .where(*eligible, Job.team_id == team)
+            .where(*pending, group_free(Job), Job.team_id == team)
             .order_by(Job.queued_at, Job.id)
             .limit(LABEL_SCAN)
         )
