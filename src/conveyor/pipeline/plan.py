@@ -11,13 +11,13 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from conveyor.pipeline.deploy import Deploy
 from conveyor.pipeline.schema import (
     DEFAULT_STAGE,
     DEFAULT_TIMEOUT_S,
     Artifacts,
     Cache,
     Concurrency,
-    Deploy,
     Gates,
     Job,
     PipelineSpec,

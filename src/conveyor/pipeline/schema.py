@@ -11,113 +11,37 @@ with a suggestion instead of a silently ignored setting.
 from __future__ import annotations
 
 import math
-import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
-    model_validator,
 )
 
 from conveyor.domain.failure import RETRYABLE_CLASSES, FailureClass
-from conveyor.pipeline.durations import parse_duration
-from conveyor.pipeline.patterns import check_cron, check_glob
+from conveyor.pipeline.deploy import Deploy, Runtime
+from conveyor.pipeline.fields import (
+    ENV_NAME_PATTERN,
+    Duration,
+    Env,
+    Glob,
+    Globs,
+    Labels,
+    Model,
+    Name,
+    Script,
+    as_list,
+    valid_cron,
+)
 
 SUPPORTED_VERSION = 1
 DEFAULT_STAGES = ("build", "test", "deploy")
 DEFAULT_STAGE = "test"
 DEFAULT_TIMEOUT_S = 3600.0
 MAX_MATRIX_COMBINATIONS = 256
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 JOB_NAME_PATTERN = r"^[A-Za-z0-9.][A-Za-z0-9_.\- /]*$"
-ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class Model(BaseModel):
-    """Base for every section: unknown keys are errors, instances are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-# -- small value types -----------------------------------------------------------------
-
-
-def _as_list(value: Any) -> Any:
-    if isinstance(value, str):
-        return [value]
-    if not isinstance(value, list):
-        raise ValueError(f"expected a string or a list of strings, got {value!r}")
-    return value
-
-
-def _valid_glob(pattern: str) -> str:
-    problem = check_glob(pattern)
-    if problem:
-        raise ValueError(problem)
-    return pattern
-
-
-def _valid_cron(expression: str) -> str:
-    problem = check_cron(expression)
-    if problem:
-        raise ValueError(problem)
-    return expression
-
-
-def _valid_env(env: dict[str, str]) -> dict[str, str]:
-    for name in env:
-        if not ENV_NAME_PATTERN.match(name):
-            raise ValueError(f"{name!r} is not a valid environment variable name")
-        if name.startswith("CONVEYOR_"):
-            raise ValueError(f"{name!r}: the CONVEYOR_ prefix is reserved for Conveyor")
-    return env
-
-
-def _env_values(value: Any) -> Any:
-    if not isinstance(value, dict):
-        return value
-    out: dict[Any, Any] = {}
-    for key, item in value.items():
-        if isinstance(item, bool):
-            out[key] = "true" if item else "false"
-        elif isinstance(item, int | float):
-            out[key] = str(item)
-        else:
-            out[key] = item
-    return out
-
-
-StrList = Annotated[list[str], BeforeValidator(_as_list, json_schema_input_type=str | list[str])]
-Glob = Annotated[str, AfterValidator(_valid_glob)]
-Globs = Annotated[
-    list[Glob],
-    BeforeValidator(_as_list, json_schema_input_type=str | list[str]),
-    Field(min_length=1),
-]
-Script = Annotated[
-    list[Annotated[str, Field(min_length=1)]],
-    BeforeValidator(_as_list, json_schema_input_type=str | list[str]),
-]
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration, json_schema_input_type=str | float),
-]
-Env = Annotated[
-    dict[str, str],
-    BeforeValidator(_env_values, json_schema_input_type=dict[str, str | int | float | bool]),
-    AfterValidator(_valid_env),
-]
-Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=100)]
-Labels = Annotated[
-    list[Annotated[str, Field(pattern=NAME_PATTERN, max_length=100)]],
-    BeforeValidator(_as_list, json_schema_input_type=str | list[str]),
-]
-"""`labels`: every label a runner must have to take the job (GitLab calls them tags)."""
 
 
 # -- triggers (`on`) --------------------------------------------------------------------
@@ -141,7 +65,7 @@ class PullRequestTrigger(BranchTrigger):
 class ScheduleEntry(Model):
     """`on.schedule[]`: a cron entry (5 fields, UTC) and the branch it runs on."""
 
-    cron: Annotated[str, AfterValidator(_valid_cron)]
+    cron: Annotated[str, AfterValidator(valid_cron)]
     branch: str | None = None
     name: str | None = None
 
@@ -217,7 +141,7 @@ class Retry(Model):
     max: int = Field(0, ge=0, le=10)
     when: Annotated[
         list[FailureClass],
-        BeforeValidator(_as_list, json_schema_input_type=str | list[str]),
+        BeforeValidator(as_list, json_schema_input_type=str | list[str]),
         AfterValidator(_retry_classes),
     ] = Field(default_factory=lambda: sorted(RETRYABLE_CLASSES))
 
@@ -235,7 +159,7 @@ class Need(Model):
 
 
 def _needs_shorthand(value: Any) -> Any:
-    value = _as_list(value)
+    value = as_list(value)
     if isinstance(value, list):
         return [{"job": item} if isinstance(item, str) else item for item in value]
     return value
@@ -255,7 +179,7 @@ class IfCondition(Model):
     event: (
         Annotated[
             list[Literal["push", "pull_request", "tag", "schedule", "manual"]],
-            BeforeValidator(_as_list, json_schema_input_type=str | list[str]),
+            BeforeValidator(as_list, json_schema_input_type=str | list[str]),
             Field(min_length=1),
         ]
         | None
@@ -357,103 +281,6 @@ class Concurrency(Model):
     policy: ConcurrencyPolicy = ConcurrencyPolicy.ORDERED
 
 
-# -- deploy -----------------------------------------------------------------------------
-
-
-def _valid_amount(value: int | str) -> int | str:
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("must be 0 or more")
-        return value
-    if not re.fullmatch(r"\d{1,3}%", value) or int(value[:-1]) > 100:
-        raise ValueError(f"expected a count or a percentage like '25%', got {value!r}")
-    return value
-
-
-Amount = Annotated[int | str, AfterValidator(_valid_amount)]
-
-
-class Rolling(Model):
-    max_surge: Amount = 1
-    max_unavailable: Amount = 0
-
-
-class BlueGreen(Model):
-    scale_down_delay: Duration = 30.0
-    auto_promote: bool = False
-    preview_port: int | None = Field(None, ge=1, le=65535)
-
-
-UNTIL_PROMOTED = "until-promoted"
-
-
-def _pause(value: Any) -> Any:
-    """`pause: 2m`, `pause: {duration: 2m}`, or `pause: {}` (wait until promoted, as in
-    Argo Rollouts)."""
-    if value is None or value == UNTIL_PROMOTED:
-        return value
-    if isinstance(value, dict):
-        unknown = set(value) - {"duration"}
-        if unknown:
-            raise ValueError(f"a pause takes only `duration`, not {sorted(unknown)}")
-        return parse_duration(value["duration"]) if "duration" in value else UNTIL_PROMOTED
-    return parse_duration(value)
-
-
-class CanaryStep(Model):
-    """One canary step: exactly one of `weight`, `pause` or `analysis`."""
-
-    weight: float | None = Field(None, ge=0, le=100)
-    pause: Annotated[
-        float | Literal["until-promoted"] | None,
-        BeforeValidator(_pause, json_schema_input_type=str | float | dict[str, Any]),
-    ] = None
-    analysis: dict[str, Any] | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _one_kind(cls, value: Any) -> Any:
-        if isinstance(value, dict) and len(value) != 1:
-            raise ValueError("a canary step has exactly one of: weight, pause, analysis")
-        return value
-
-
-class Canary(Model):
-    steps: Annotated[list[CanaryStep], Field(min_length=1)]
-
-
-def _strategy_shorthand(value: Any) -> Any:
-    if value in ("rolling", "blue-green", "blue_green"):
-        return {value.replace("_", "-"): {}}
-    if value == "canary":
-        raise ValueError("a canary strategy needs steps: `strategy: {canary: {steps: [...]}}`")
-    if isinstance(value, dict):
-        value = {k.replace("_", "-") if isinstance(k, str) else k: v for k, v in value.items()}
-        value = {k: ({} if v is None else v) for k, v in value.items()}
-        if len(value) != 1:
-            raise ValueError("choose exactly one strategy: rolling, blue-green or canary")
-    return value
-
-
-class Strategy(Model):
-    rolling: Rolling | None = None
-    blue_green: BlueGreen | None = Field(None, alias="blue-green")
-    canary: Canary | None = None
-
-
-class Deploy(Model):
-    """`deploy`: accepted and validated now; executed by the deployment manager."""
-
-    environment: Name
-    strategy: Annotated[
-        Strategy,
-        BeforeValidator(
-            _strategy_shorthand,
-            json_schema_input_type=Literal["rolling", "blue-green"] | Strategy,
-        ),
-    ] = Field(default_factory=lambda: Strategy(rolling=Rolling()))
-
-
 # -- jobs and the pipeline --------------------------------------------------------------
 
 
@@ -493,28 +320,6 @@ class Job(Model):
     labels: Labels | None = None
     # "A job needs a script or a deploy" is checked by lint, so that it is reported even
     # when the same job has other errors.
-
-
-class Health(Model):
-    path: Annotated[str, Field(pattern=r"^/")] = "/healthz"
-    interval: Duration = 1.0
-    timeout: Duration = 2.0
-
-
-class Runtime(Model):
-    """`runtime`: how to start the service; `$PORT` is the port it must listen on."""
-
-    command: Annotated[str, Field(min_length=1)]
-    replicas: int = Field(1, ge=1, le=100)
-    health: Health = Field(default_factory=Health)
-    drain: Duration = 10.0
-    env: Env = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _uses_port(self) -> Runtime:
-        if "$PORT" not in self.command and "${PORT}" not in self.command:
-            raise ValueError("runtime.command must listen on $PORT, e.g. `serve --port $PORT`")
-        return self
 
 
 def _version(value: Any) -> Any:

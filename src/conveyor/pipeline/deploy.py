@@ -1,0 +1,129 @@
+"""The `deploy` and `runtime` sections of `conveyor.yml`: strategies in the words of Argo
+Rollouts (rolling, blue-green, canary steps of weight, pause and analysis), and how to
+start the service. Validated now; executed by the deployment manager."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+
+from conveyor.pipeline.durations import parse_duration
+from conveyor.pipeline.fields import Duration, Env, Model, Name
+
+
+def _valid_amount(value: int | str) -> int | str:
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("must be 0 or more")
+        return value
+    if not re.fullmatch(r"\d{1,3}%", value) or int(value[:-1]) > 100:
+        raise ValueError(f"expected a count or a percentage like '25%', got {value!r}")
+    return value
+
+
+Amount = Annotated[int | str, AfterValidator(_valid_amount)]
+
+
+class Rolling(Model):
+    max_surge: Amount = 1
+    max_unavailable: Amount = 0
+
+
+class BlueGreen(Model):
+    scale_down_delay: Duration = 30.0
+    auto_promote: bool = False
+    preview_port: int | None = Field(None, ge=1, le=65535)
+
+
+UNTIL_PROMOTED = "until-promoted"
+
+
+def _pause(value: Any) -> Any:
+    """`pause: 2m`, `pause: {duration: 2m}`, or `pause: {}` (wait until promoted, as in
+    Argo Rollouts)."""
+    if value is None or value == UNTIL_PROMOTED:
+        return value
+    if isinstance(value, dict):
+        unknown = set(value) - {"duration"}
+        if unknown:
+            raise ValueError(f"a pause takes only `duration`, not {sorted(unknown)}")
+        return parse_duration(value["duration"]) if "duration" in value else UNTIL_PROMOTED
+    return parse_duration(value)
+
+
+class CanaryStep(Model):
+    """One canary step: exactly one of `weight`, `pause` or `analysis`."""
+
+    weight: float | None = Field(None, ge=0, le=100)
+    pause: Annotated[
+        float | Literal["until-promoted"] | None,
+        BeforeValidator(_pause, json_schema_input_type=str | float | dict[str, Any]),
+    ] = None
+    analysis: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_kind(cls, value: Any) -> Any:
+        if isinstance(value, dict) and len(value) != 1:
+            raise ValueError("a canary step has exactly one of: weight, pause, analysis")
+        return value
+
+
+class Canary(Model):
+    steps: Annotated[list[CanaryStep], Field(min_length=1)]
+
+
+def _strategy_shorthand(value: Any) -> Any:
+    if value in ("rolling", "blue-green", "blue_green"):
+        return {value.replace("_", "-"): {}}
+    if value == "canary":
+        raise ValueError("a canary strategy needs steps: `strategy: {canary: {steps: [...]}}`")
+    if isinstance(value, dict):
+        value = {k.replace("_", "-") if isinstance(k, str) else k: v for k, v in value.items()}
+        value = {k: ({} if v is None else v) for k, v in value.items()}
+        if len(value) != 1:
+            raise ValueError("choose exactly one strategy: rolling, blue-green or canary")
+    return value
+
+
+class Strategy(Model):
+    rolling: Rolling | None = None
+    blue_green: BlueGreen | None = Field(None, alias="blue-green")
+    canary: Canary | None = None
+
+
+class Deploy(Model):
+    """`deploy`: accepted and validated now; executed by the deployment manager."""
+
+    environment: Name
+    strategy: Annotated[
+        Strategy,
+        BeforeValidator(
+            _strategy_shorthand,
+            json_schema_input_type=Literal["rolling", "blue-green"] | Strategy,
+        ),
+    ] = Field(default_factory=lambda: Strategy(rolling=Rolling()))
+
+
+class Health(Model):
+    path: Annotated[str, Field(pattern=r"^/")] = "/healthz"
+    interval: Duration = 1.0
+    timeout: Duration = 2.0
+
+
+class Runtime(Model):
+    """`runtime`: how to start the service; `$PORT` is the port it must listen on."""
+
+    command: Annotated[str, Field(min_length=1)]
+    replicas: int = Field(1, ge=1, le=100)
+    health: Health = Field(default_factory=Health)
+    drain: Duration = 10.0
+    env: Env = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _uses_port(self) -> Runtime:
+        if "$PORT" not in self.command and "${PORT}" not in self.command:
+            raise ValueError("runtime.command must listen on $PORT, e.g. `serve --port $PORT`")
+        return self
