@@ -68,7 +68,7 @@ async def next_pending(session: AsyncSession, runner: RunnerRow, *, postgres: bo
         query = (
             select(Job)
             .where(*pending, group_free(Job), Job.team_id == team)
-            .order_by(Job.queued_at, Job.id)
+            .order_by(Job.queued_at)  # the index order: the walk stops after LABEL_SCAN
             .limit(LABEL_SCAN)
         )
         for job in (await session.execute(query)).scalars():
