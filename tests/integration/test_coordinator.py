@@ -271,7 +271,12 @@ def test_two_replicas_on_postgresql_survive_a_kill_9(postgres_url: str, tmp_path
     lines = ledger.read_text().split()
     names = [line.rsplit("-", 1)[0] for line in lines]
     assert sorted(names) == sorted(f"j{i}" for i in range(8)), lines  # each ran exactly once
-    assert all(j["attempts"] == 1 for j in final["jobs"])
+    for job in final["jobs"]:
+        # A lease handed out by the killed replica may have died with it before the runner
+        # heard of it: that attempt is runner_lost (it never ran), and the job ran later.
+        *lost, last = job["history"]
+        assert last["status"] == "success"
+        assert all(a["failure_class"] == "runner_lost" for a in lost), job
 
 
 def test_a_job_made_ready_on_one_replica_wakes_a_runner_waiting_on_another(

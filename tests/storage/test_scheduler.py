@@ -412,3 +412,16 @@ async def test_a_team_quota_caps_its_running_jobs(database: Database):
     assert await scheduler.claim(runner) is None, "the quota of 1 is reached"
     await scheduler.finish(first.job_id, first.fence, OK)
     assert await scheduler.claim(runner) is not None
+
+
+def test_retry_policy_and_runner_lost_default():
+    from conveyor.domain.failure import FailureClass as F
+    from conveyor.scheduler.service import retry_due
+
+    assert retry_due(F.SCRIPT_FAILURE, 1, 1, [F.SCRIPT_FAILURE])
+    assert not retry_due(F.SCRIPT_FAILURE, 2, 1, [F.SCRIPT_FAILURE])
+    assert not retry_due(F.TIMEOUT, 1, 3, [F.SCRIPT_FAILURE])
+    assert retry_due(F.RUNNER_LOST, 1, 0, [])
+    assert retry_due(F.RUNNER_LOST, 2, 0, [])
+    assert not retry_due(F.RUNNER_LOST, 3, 0, [])
+    assert not retry_due(None, 1, 5, list(F))

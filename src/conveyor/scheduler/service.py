@@ -35,6 +35,7 @@ from conveyor.storage.secrets import SecretBox
 from conveyor.storage.tables import Job, JobAttempt, Project, Run, RunnerRow, Team, utcnow
 
 LEASE_S = 15.0
+RUNNER_LOST_RETRIES = 2
 NOTIFY_CHANNEL = "conveyor_jobs"
 log = logging.getLogger("conveyor.scheduler")
 SUPERSEDING_EVENTS = frozenset({EventKind.PUSH, EventKind.PULL_REQUEST, EventKind.MANUAL})
@@ -379,11 +380,8 @@ class Scheduler:
         self._record_attempt(session, job, outcome)
         spec = job_from_json(job.spec)
         cls = outcome.failure_class
-        retry = (
-            outcome.status is JobStatus.FAILED
-            and cls is not None
-            and cls in spec.retry.when
-            and job.attempt <= spec.retry.max
+        retry = outcome.status is JobStatus.FAILED and retry_due(
+            cls, job.attempt, spec.retry.max, spec.retry.when
         )
         common: dict[str, Any] = {
             "exit_code": outcome.exit_code,
@@ -454,6 +452,18 @@ class Scheduler:
             except (StaleLease, TransitionRejected):
                 continue  # the runner finished, or another replica got there first
         return count
+
+
+def retry_due(
+    cls: FailureClass | None, attempt: int, max_retries: int, when: Sequence[FailureClass]
+) -> bool:
+    """Whether a failed attempt earns another. A lost runner is never the job's fault: it is
+    retried up to RUNNER_LOST_RETRIES times even when the job's `retry` does not say so."""
+    if cls is None:
+        return False
+    if cls in when and attempt <= max_retries:
+        return True
+    return cls is FailureClass.RUNNER_LOST and attempt <= RUNNER_LOST_RETRIES
 
 
 def _target(action: Action, reason: str, deploy: object | None) -> tuple[JobStatus, str]:
