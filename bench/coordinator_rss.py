@@ -18,11 +18,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
-import psycopg
+from pgtemp import temporary_database
 from sqlalchemy import update
 
 from conveyor.pipeline.plan import compile_plan
@@ -34,9 +33,6 @@ from conveyor.storage.migrate import upgrade
 from conveyor.storage.tables import Job, Project, Team
 
 ADMIN = "cvy_admin_rss"
-PG_ADMIN = os.environ.get(
-    "CONVEYOR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 
 
 async def store(db: Database, jobs: int, per_run: int) -> None:
@@ -77,17 +73,14 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     args = parser.parse_args()
-    name = None
-    with tempfile.TemporaryDirectory(prefix="conveyor-rss-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="conveyor-rss-") as tmp,
+        temporary_database(args.db) as url,
+    ):
         data = Path(tmp) / "data"
         env = os.environ | {"CONVEYOR_ADMIN_TOKEN": ADMIN}
         env.pop("CONVEYOR_DATABASE_URL", None)
-        url = None
-        if args.db == "postgres":
-            name = f"conveyor_bench_{uuid.uuid4().hex[:10]}"
-            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{name}"')
-            url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+        if url:
             env["CONVEYOR_DATABASE_URL"] = url
         db = Database(database_url(data, url))
         started = time.perf_counter()
@@ -131,9 +124,6 @@ def main() -> None:
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
-            if name:
-                with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     print(
         json.dumps(
             {

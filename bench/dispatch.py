@@ -22,17 +22,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 
 import httpx
-import psycopg
+from pgtemp import temporary_database
 
 ADMIN = "cvy_admin_bench"
-PG_ADMIN = os.environ.get(
-    "CONVEYOR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 
 
 def conveyor(*args: str) -> list[str]:
@@ -93,18 +89,17 @@ def main() -> None:  # noqa: C901 - a linear script
     parser.add_argument("--timeout", type=float, default=480)
     args = parser.parse_args()
     procs: list[subprocess.Popen[bytes]] = []
-    pg_name = None
-    with tempfile.TemporaryDirectory(prefix="conveyor-dispatch-") as tmp_dir:
+    with (
+        tempfile.TemporaryDirectory(prefix="conveyor-dispatch-") as tmp_dir,
+        temporary_database(args.db) as database,
+    ):
         tmp = Path(tmp_dir)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = os.environ | {"CONVEYOR_ADMIN_TOKEN": ADMIN}
         env.pop("CONVEYOR_DATABASE_URL", None)
-        if args.db == "postgres":
-            pg_name = f"conveyor_bench_{uuid.uuid4().hex[:10]}"
-            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{pg_name}"')
-            env["CONVEYOR_DATABASE_URL"] = PG_ADMIN.rsplit("/", 1)[0] + f"/{pg_name}"
+        if database:
+            env["CONVEYOR_DATABASE_URL"] = database
         try:
             log = (tmp / "server.log").open("wb")
             procs.append(
@@ -200,9 +195,6 @@ def main() -> None:  # noqa: C901 - a linear script
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-            if pg_name:
-                with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
     print(json.dumps(result))
 
 

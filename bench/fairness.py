@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-import psycopg
+from pgtemp import temporary_database
 from sqlalchemy import update
 
 from conveyor.domain.status import JobStatus
@@ -34,9 +32,6 @@ from conveyor.storage.database import Database, database_url
 from conveyor.storage.migrate import upgrade
 from conveyor.storage.tables import Job, Project, RunnerRow, Team
 
-PG_ADMIN = os.environ.get(
-    "CONVEYOR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 DONE = Outcome(JobStatus.SUCCESS, exit_code=0)
 
 
@@ -112,22 +107,15 @@ def main() -> None:
     parser.add_argument("--pending", type=int, default=100_000)
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="conveyor-fair-") as tmp:
-        name = None
-        url = None
-        if args.db == "postgres":
-            name = f"conveyor_bench_{uuid.uuid4().hex[:10]}"
-            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{name}"')
-            url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    with (
+        tempfile.TemporaryDirectory(prefix="conveyor-fair-") as tmp,
+        temporary_database(args.db) as url,
+    ):
         db = Database(database_url(Path(tmp), url))
         try:
             result = asyncio.run(run(db, args.flood, args.pending))
         finally:
             asyncio.run(db.dispose())
-            if name:
-                with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     print(json.dumps({"benchmark": "fairness", "db": args.db, **result}))
 
 

@@ -186,6 +186,32 @@ def test_a_killed_runner_s_job_is_requeued_and_finished_by_another(server, tmp_p
     assert log.index("attempt 1 of 2") < log.index("attempt 2 of 2") < log.index("slow-done")
 
 
+@contextmanager
+def two_replicas(
+    tmp_path: Path, postgres_url: str, *, client_of: int, extra: dict[str, str] | None = None
+) -> Iterator[tuple[list[str], dict[str, str], tuple[subprocess.Popen[bytes], ...]]]:
+    """Two `conveyor serve` replicas on one PostgreSQL database; the CLI talks to
+    replica `client_of`. Yields their URLs, the environment, and the processes."""
+    ports = [free_port(), free_port()]
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    env = os.environ | {
+        "CONVEYOR_ADMIN_TOKEN": ADMIN,
+        "CONVEYOR_TOKEN": ADMIN,
+        "CONVEYOR_DATABASE_URL": postgres_url,
+        "CONVEYOR_SERVER": urls[client_of],
+        **(extra or {}),
+    }
+    a_args = conveyor("serve", "--port", str(ports[0]), "--data-dir", str(tmp_path / "a"))
+    b_args = conveyor("serve", "--port", str(ports[1]), "--data-dir", str(tmp_path / "b"))
+    with (
+        process(a_args, tmp_path / "a.log", env) as a,
+        process(b_args, tmp_path / "b.log", env) as b,
+    ):
+        for url in urls:
+            wait_until(lambda url=url: _healthy(url), 30, f"replica {url}")
+        yield urls, env, (a, b)
+
+
 REPLICA_PIPELINE = """\
 version: 1
 service: api
@@ -213,22 +239,7 @@ def test_two_replicas_on_postgresql_survive_a_kill_9(postgres_url: str, tmp_path
         cwd=repo,
         check=True,
     )
-    ports = [free_port(), free_port()]
-    urls = [f"http://127.0.0.1:{p}" for p in ports]
-    env = os.environ | {
-        "CONVEYOR_ADMIN_TOKEN": ADMIN,
-        "CONVEYOR_TOKEN": ADMIN,
-        "CONVEYOR_DATABASE_URL": postgres_url,
-        "CONVEYOR_SERVER": urls[1],
-    }
-    a_args = conveyor("serve", "--port", str(ports[0]), "--data-dir", str(tmp_path / "a"))
-    b_args = conveyor("serve", "--port", str(ports[1]), "--data-dir", str(tmp_path / "b"))
-    with (
-        process(a_args, tmp_path / "a.log", env) as replica_a,
-        process(b_args, tmp_path / "b.log", env),
-    ):
-        for url in urls:
-            wait_until(lambda url=url: _healthy(url), 30, f"replica {url}")
+    with two_replicas(tmp_path, postgres_url, client_of=1) as (urls, env, (replica_a, _)):
         cli(env, "team", "create", "a")
         cli(env, "project", "create", "a/api", "--repo", f"file://{repo}")
         registration = cli(env, "runner-token", "create")
@@ -285,20 +296,8 @@ def test_a_job_made_ready_on_one_replica_wakes_a_runner_waiting_on_another(
     """PostgreSQL LISTEN/NOTIFY: with the idle recheck set to a minute, only the NOTIFY
     from replica A can wake the runner that waits on replica B within seconds."""
     repo = git_repo(tmp_path / "repo", "a")
-    ports = [free_port(), free_port()]
-    urls = [f"http://127.0.0.1:{p}" for p in ports]
-    env = os.environ | {
-        "CONVEYOR_ADMIN_TOKEN": ADMIN,
-        "CONVEYOR_TOKEN": ADMIN,
-        "CONVEYOR_DATABASE_URL": postgres_url,
-        "CONVEYOR_SERVER": urls[0],
-        "CONVEYOR_RECHECK_SECONDS": "60",
-    }
-    a_args = conveyor("serve", "--port", str(ports[0]), "--data-dir", str(tmp_path / "a"))
-    b_args = conveyor("serve", "--port", str(ports[1]), "--data-dir", str(tmp_path / "b"))
-    with process(a_args, tmp_path / "a.log", env), process(b_args, tmp_path / "b.log", env):
-        for url in urls:
-            wait_until(lambda url=url: _healthy(url), 30, f"replica {url}")
+    extra = {"CONVEYOR_RECHECK_SECONDS": "60"}
+    with two_replicas(tmp_path, postgres_url, client_of=0, extra=extra) as (urls, env, _):
         cli(env, "team", "create", "a")
         cli(env, "project", "create", "a/api", "--repo", f"file://{repo}")
         registration = cli(env, "runner-token", "create")
