@@ -170,10 +170,15 @@ class LogShipper:
         self.offset += len(data)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Flush every LOG_FLUSH_S until `stop`; a failed send is tried again at the next
+        tick (the bytes stay buffered and keep their offset)."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), LOG_FLUSH_S)
-            await self.flush()
+            try:
+                await self.flush()
+            except httpx.HTTPError as exc:
+                log.warning("job %s: log chunk not sent yet (%s)", self.job_id, exc)
 
 
 class Agent:
@@ -240,6 +245,9 @@ class Agent:
             await self.client.finish(job_id, fence, result)
         except LeaseLost:
             log.warning("job %s: lease lost; the coordinator has requeued it", job_id)
+        except httpx.HTTPError as exc:
+            # The lease runs out and the coordinator retries the job as runner_lost.
+            log.warning("job %s: cannot report the outcome (%s)", job_id, exc)
 
     async def _heartbeats(
         self,
