@@ -1,0 +1,70 @@
+"""The runner's HTTP client against httpx's MockTransport: failover and log retries."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from conveyor.runner.agent import Client, LeaseLost, LogShipper, servers
+
+
+def client_with(handler) -> Client:  # type: ignore[no-untyped-def]
+    client = Client("http://a.invalid,http://b.invalid", "cvy_runner_x")
+    client.http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    return client
+
+
+def test_server_lists():
+    assert servers(" http://a/ , http://b") == ["http://a", "http://b"]
+    with pytest.raises(ValueError, match="no coordinator"):
+        servers(" , ")
+
+
+async def test_requests_fail_over_to_the_next_replica():
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.host)
+        if request.url.host == "a.invalid":
+            raise httpx.ConnectError("down", request=request)
+        return httpx.Response(204)
+
+    client = client_with(handler)
+    assert await client.request(0) is None
+    assert await client.request(0) is None
+    assert seen == ["a.invalid", "b.invalid", "b.invalid"]  # b stays first after failover
+    await client.close()
+
+
+async def test_stale_fence_is_lease_lost():
+    client = client_with(lambda request: httpx.Response(409, json={"error": "conflict"}))
+    with pytest.raises(LeaseLost):
+        await client.heartbeat("job", 1)
+    await client.close()
+
+
+async def test_log_chunks_are_resent_at_the_same_offset_after_a_failure():
+    calls: list[tuple[str, bytes]] = []
+    failures = [True]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if failures and failures.pop():
+            raise httpx.ReadTimeout("slow", request=request)
+        calls.append((request.url.params["offset"], request.content))
+        return httpx.Response(204)
+
+    client = Client("http://only.invalid", "t")
+    client.http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    shipper = LogShipper(client, "job", fence=1, offset=100)
+    shipper.job_log("j", "first")
+    stop = asyncio.Event()
+    task = asyncio.create_task(shipper.run(stop))
+    await asyncio.sleep(0.6)  # one failed tick, then a successful one
+    shipper.job_log("j", "second")
+    stop.set()
+    await task
+    await shipper.flush()
+    assert calls == [("100", b"first\n"), ("106", b"second\n")]
+    await client.close()
