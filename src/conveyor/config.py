@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     recheck_seconds: float = 1.0
     """How often a waiting runner request looks for new jobs without being woken (jobs
     made ready in the same process, or announced by PostgreSQL NOTIFY, wake it at once)."""
+    cache_quota_mb: int = 256
+    """Per team: the coordinator keeps at most this much cache, evicting the least
+    recently used archives first."""
     rate_limit: str = "50/second"
     """Requests per API token, in `limits` notation ("50/second", "1000/minute")."""
     secret_key: str | None = None

@@ -19,7 +19,10 @@ version: 1
 service: api
 team: {team}
 jobs:
-  build: {{script: ["echo building", "echo password=$DB_PASSWORD"], needs: []}}
+  build:
+    script: ["echo building", "echo password=$DB_PASSWORD", "mkdir -p .deps", "date > .deps/stamp"]
+    needs: []
+    cache: {{key: {{files: [conveyor.yml]}}, paths: [.deps]}}
   test: {{script: "echo testing", needs: [build]}}
 """
 

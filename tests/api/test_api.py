@@ -383,3 +383,72 @@ def test_a_token_over_its_rate_gets_429(tmp_path):
             "detail": "this token is limited to 3/minute; retry later",
         }
         assert client.get("/healthz").status_code == 200
+
+
+def _runner_for(world: World, team: str | None, name: str) -> dict[str, str]:
+    body = {"team": team} if team else {}
+    reg = world.call("admin", "POST", "/api/v1/runner-tokens", json=body).json()["token"]
+    token = world.client.post("/api/v1/runners/register", json={"token": reg, "name": name}).json()[
+        "token"
+    ]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_caches_are_kept_per_team_with_counters_and_a_quota(tmp_path):
+    from tests.api.conftest import ADMIN, git_repo
+
+    app = create_app(ServerConfig(data_dir=tmp_path / "s", admin_token=ADMIN, cache_quota_mb=1))
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    with TestClient(app) as client:
+        world = World(client, {"admin": ADMIN}, {})
+        for team in ("a", "b"):
+            client.post("/api/v1/teams", json={"name": team}, headers=admin)
+            repo = git_repo(tmp_path / f"repo-{team}", team)
+            client.post(
+                "/api/v1/projects",
+                json={"team": team, "name": "api", "repo_url": f"file://{repo}"},
+                headers=admin,
+            )
+        runner_a, runner_b = _runner_for(world, "a", "ra"), _runner_for(world, "b", "rb")
+        client.post("/api/v1/projects/a/api/runs", json={"ref": "main"}, headers=admin)
+        client.post("/api/v1/projects/b/api/runs", json={"ref": "main"}, headers=admin)
+        job_a = client.post(
+            "/api/v1/runners/jobs/request", params={"wait": 0}, headers=runner_a
+        ).json()
+        job_b = client.post(
+            "/api/v1/runners/jobs/request", params={"wait": 0}, headers=runner_b
+        ).json()
+        base_a = f"/api/v1/runners/jobs/{job_a['job_id']}/cache"
+        base_b = f"/api/v1/runners/jobs/{job_b['job_id']}/cache"
+        fa, fb = {"fence": job_a["fence"]}, {"fence": job_b["fence"]}
+        assert client.get(f"{base_a}/deps", params=fa, headers=runner_a).status_code == 404
+        assert (
+            client.put(
+                f"{base_a}/deps", params=fa, content=b"x" * 600_000, headers=runner_a
+            ).status_code
+            == 204
+        )
+        got = client.get(f"{base_a}/deps", params=fa, headers=runner_a)
+        assert got.status_code == 200 and got.content == b"x" * 600_000
+        # Team B's job does not see team A's cache under the same key.
+        assert client.get(f"{base_b}/deps", params=fb, headers=runner_b).status_code == 404
+        # A second 600 kB archive passes the 1 MiB quota: the least recently used goes.
+        assert (
+            client.put(
+                f"{base_a}/other", params=fa, content=b"y" * 600_000, headers=runner_a
+            ).status_code
+            == 204
+        )
+        assert client.get(f"{base_a}/deps", params=fa, headers=runner_a).status_code == 404
+        assert client.get(f"{base_a}/other", params=fa, headers=runner_a).status_code == 200
+        too_big = client.put(
+            f"{base_a}/huge", params=fa, content=b"z" * (2 * 1024 * 1024), headers=runner_a
+        )
+        assert too_big.status_code == 413
+        assert (
+            client.get(f"{base_a}/deps", params={"fence": 0}, headers=runner_a).status_code == 409
+        )
+        assert client.get(f"{base_a}/deps", params=fa, headers=runner_b).status_code == 404
+        teams = {t["name"]: t for t in client.get("/api/v1/teams", headers=admin).json()}
+        assert (teams["a"]["cache_hits"], teams["a"]["cache_misses"]) == (2, 2)
+        assert (teams["b"]["cache_hits"], teams["b"]["cache_misses"]) == (0, 1)

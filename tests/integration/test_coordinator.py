@@ -113,9 +113,20 @@ def test_serve_runner_trigger_and_follow(server, tmp_path: Path):
         assert done.returncode == 0, done.stdout + done.stderr
         assert "building" in done.stdout and "testing" in done.stdout
         assert "password=***" in done.stdout and "hunter2" not in done.stdout
+        assert "cache miss" in done.stdout
+        # The same pipeline again: the build job's cache comes back from the coordinator.
+        again = subprocess.run(
+            conveyor("trigger", "a/api", "--ref", "main", "--wait"),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "cache hit" in again.stdout
         assert done.stdout.strip().endswith("success")
         runs = json.loads(cli(env, "runs", "a/api", "--json"))
-        assert [r["status"] for r in runs["items"]] == ["success"]
+        assert [r["status"] for r in runs["items"]] == ["success", "success"]
         # Another team's token sees nothing of it.
         cli(env, "team", "create", "b")
         other = cli(env, "token", "create", "--team", "b", "--name", "x", "--role", "owner")
@@ -125,7 +136,7 @@ def test_serve_runner_trigger_and_follow(server, tmp_path: Path):
         assert httpx.get(f"{url}/api/v1/runs", headers=headers).json()["items"] == []
         runner.send_signal(signal.SIGTERM)
         assert runner.wait(timeout=30) == 0
-    assert "runner stopped after 2 job(s)" in (tmp_path / "runner.log").read_text()
+    assert "runner stopped after 4 job(s)" in (tmp_path / "runner.log").read_text()
     again = json.loads(cli(env, "retry", run_id, "--json"))
     assert again["id"] != run_id and again["sha"] == runs["items"][0]["sha"]
     assert [j["status"] for j in again["jobs"]] == ["pending", "created"]
@@ -207,8 +218,11 @@ def two_replicas(
         process(a_args, tmp_path / "a.log", env) as a,
         process(b_args, tmp_path / "b.log", env) as b,
     ):
-        for url in urls:
-            wait_until(lambda url=url: _healthy(url), 30, f"replica {url}")
+        for url, log in zip(urls, ("a.log", "b.log"), strict=True):
+            try:
+                wait_until(lambda url=url: _healthy(url), 60, f"replica {url}")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; its log:\n{(tmp_path / log).read_text()}") from exc
         yield urls, env, (a, b)
 
 

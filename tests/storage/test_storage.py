@@ -209,3 +209,24 @@ async def test_replicas_starting_together_migrate_once(postgres_url: str, tmp_pa
     finally:
         for db in replicas:
             await db.dispose()
+
+
+async def test_replicas_bootstrapping_together_share_one_admin_token(
+    postgres_url: str, tmp_path: Path
+):
+    from conveyor.api.app import ServerConfig, bootstrap_admin
+    from conveyor.storage.tables import ApiToken
+
+    replicas = [Database(database_url(tmp_path, postgres_url)) for _ in range(4)]
+    try:
+        await upgrade(replicas[0])
+        config = ServerConfig(data_dir=tmp_path, admin_token="cvy_admin_shared")
+        await asyncio.wait_for(
+            asyncio.gather(*(bootstrap_admin(db, config) for db in replicas)), 60
+        )
+        async with replicas[0].transaction() as session:
+            count = len((await session.scalars(select(ApiToken.id))).all())
+        assert count == 1
+    finally:
+        for db in replicas:
+            await db.dispose()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from conveyor import __version__
 from conveyor.api import errors
@@ -29,6 +29,7 @@ from conveyor.storage.tables import ApiToken
 
 log = logging.getLogger("conveyor.api")
 ADMIN_TOKEN_FILE = "admin-token"
+BOOTSTRAP_LOCK = 0x436F6E77  # the advisory lock of the admin-token bootstrap
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class ServerConfig:
     """How often a waiting runner request looks for jobs without being woken."""
     sweep_s: float = 1.0
     rate_limit: str = "50/second"
+    cache_quota_mb: int = 256
+    """Each team's cache archives together, in MiB; the least recently used go first."""
     """Requests per API token (`limits` notation); runners are not limited."""
 
 
@@ -50,6 +53,12 @@ async def bootstrap_admin(db: Database, config: ServerConfig) -> str | None:
     """Make sure an admin token exists. Returns a newly generated token (to print once),
     or None when CONVEYOR_ADMIN_TOKEN was given or an admin token already existed."""
     async with db.transaction() as session:
+        if not db.is_sqlite:
+            # Replicas starting together take turns here, so they neither collide on the
+            # same token nor each make an admin token of their own.
+            await session.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": BOOTSTRAP_LOCK}
+            )
         if config.admin_token:
             digest = token_hash(config.admin_token)
             if await session.scalar(select(ApiToken.id).where(ApiToken.token_hash == digest)):
@@ -101,6 +110,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             data_dir=config.data_dir,
             secrets=box,
             rate_limit=RateLimit(config.rate_limit),
+            cache_quota=config.cache_quota_mb * 1024 * 1024,
             long_poll_s=config.long_poll_s,
             recheck_s=config.recheck_s,
         )
@@ -119,7 +129,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             await db.dispose()
 
     app = FastAPI(title="Conveyor", version=__version__, lifespan=lifespan)
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, larger={"/cache/": config.cache_quota_mb * 1024 * 1024})
     errors.install(app)
     for module in (teams, projects, runs, runners):
         app.include_router(module.router)

@@ -17,17 +17,24 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 class BodyLimit:
     """ASGI middleware: 413 when Content-Length, or the bytes actually sent, pass the limit."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int = MAX_BODY_BYTES, larger: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.larger = larger or {}
+        """Paths containing one of these parts take the larger limit (cache uploads)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = next(
+            (size for part, size in self.larger.items() if part in scope["path"]), self.limit
+        )
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(send, limit)
             return
         seen = 0
         refused = False
@@ -36,9 +43,9 @@ class BodyLimit:
             nonlocal seen, refused
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit and not refused:
+            if seen > limit and not refused:
                 refused = True
-                await self._refuse(send)
+                await self._refuse(send, limit)
                 return {"type": "http.disconnect"}
             return message
 
@@ -52,9 +59,9 @@ class BodyLimit:
             if not refused:
                 raise
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, limit: int) -> None:
         body = json.dumps(
-            {"error": "too_large", "detail": f"request bodies are at most {self.limit} bytes"}
+            {"error": "too_large", "detail": f"request bodies are at most {limit} bytes"}
         ).encode()
         await send(
             {

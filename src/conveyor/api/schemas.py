@@ -31,6 +31,8 @@ class TeamOut(BaseModel):
     id: uuid.UUID
     name: str
     max_running: int | None = None
+    cache_hits: int = 0
+    cache_misses: int = 0
 
 
 class TokenIn(Body):

@@ -24,6 +24,7 @@ class Coordinator:
     data_dir: Path
     secrets: SecretBox
     rate_limit: RateLimit
+    cache_quota: int = 256 * 1024 * 1024
     long_poll_s: float = 30.0
     recheck_s: float = 1.0
     mirrors: dict[str, GitMirror] = field(default_factory=dict)

@@ -108,6 +108,7 @@ def serve(
         secret_key=settings.secret_key,
         recheck_s=settings.recheck_seconds,
         rate_limit=settings.rate_limit,
+        cache_quota_mb=settings.cache_quota_mb,
     )
     uvicorn.run(
         create_app(config),

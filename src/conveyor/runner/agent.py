@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from conveyor.runner.attempt import (
     run_attempt,
 )
 from conveyor.runner.shell import ShellExecutor
-from conveyor.runner.workspace import LocalCache, source_files
+from conveyor.runner.workspace import pack, source_files, unpack
 from conveyor.vcs import GitError, GitMirror
 
 log = logging.getLogger("conveyor.runner")
@@ -128,6 +129,24 @@ class Client:
         }
         self._check(await self._send("POST", f"/api/v1/runners/jobs/{job_id}/finish", json=body))
 
+    async def cache_get(self, job_id: str, fence: int, key: str) -> bytes | None:
+        response = await self._send(
+            "GET", f"/api/v1/runners/jobs/{job_id}/cache/{key}", params={"fence": fence}
+        )
+        if response.status_code == 404:
+            return None
+        self._check(response)
+        return response.content
+
+    async def cache_put(self, job_id: str, fence: int, key: str, data: bytes) -> None:
+        response = await self._send(
+            "PUT",
+            f"/api/v1/runners/jobs/{job_id}/cache/{key}",
+            params={"fence": fence},
+            content=data,
+        )
+        self._check(response)
+
     @staticmethod
     def _check(response: httpx.Response) -> None:
         if response.status_code == 409:
@@ -143,6 +162,36 @@ async def register(server: str, token: str, name: str, labels: tuple[str, ...]) 
         )
         response.raise_for_status()
         return str(response.json()["token"])
+
+
+class RemoteCache:
+    """A job's cache kept by the coordinator, under the job's team. Best effort: when the
+    coordinator cannot be reached, a restore is a miss and a save is skipped."""
+
+    def __init__(self, client: Client, job_id: str, fence: int) -> None:
+        self.client = client
+        self.job_id = job_id
+        self.fence = fence
+
+    async def restore(self, key: str, workspace: Path) -> bool:
+        try:
+            data = await self.client.cache_get(self.job_id, self.fence, key)
+        except (httpx.HTTPError, LeaseLost) as exc:
+            log.warning("job %s: cache not restored (%s)", self.job_id, exc)
+            return False
+        if data is None:
+            return False
+        unpack(data, workspace)
+        return True
+
+    async def save(self, key: str, workspace: Path, paths: Sequence[str]) -> int:
+        data, count = pack(workspace, paths)
+        try:
+            await self.client.cache_put(self.job_id, self.fence, key, data)
+        except (httpx.HTTPError, LeaseLost) as exc:
+            log.warning("job %s: cache not saved (%s)", self.job_id, exc)
+            return 0
+        return count
 
 
 class LogShipper:
@@ -299,7 +348,7 @@ class Agent:
             files=self._files(source),
             base_env=base_environment(),
             secrets=dict(assignment.get("secrets", {})),
-            cache=LocalCache(self.config.data_dir / "cache" / run.team),
+            cache=RemoteCache(self.client, str(assignment["job_id"]), int(assignment["fence"])),
             keep_workspaces=False,
         )
         return await run_attempt(

@@ -21,6 +21,7 @@ from conveyor.runner.masking import SecretMasker
 from conveyor.runner.reports import JUnitSummary, ReportError, parse_cobertura, parse_junit
 from conveyor.runner.shell import ExecResult, Outcome, ShellExecutor
 from conveyor.runner.workspace import (
+    JobCache,
     LocalCache,
     StoredFile,
     cache_key,
@@ -128,7 +129,7 @@ class AttemptContext:
     files: tuple[str, ...]
     base_env: dict[str, str]
     secrets: dict[str, str]
-    cache: LocalCache
+    cache: JobCache
     keep_workspaces: bool
 
     @classmethod
@@ -247,7 +248,7 @@ async def _attempt(
     workspace: Path,
 ) -> AttemptResult:
     try:
-        key = _prepare(ctx, job, root, workspace, sink)
+        key = await _prepare(ctx, job, root, workspace, sink)
     except OSError as exc:
         sink.note(f"could not set up the workspace: {exc}")
         return AttemptResult(number, JobStatus.FAILED, None, FailureClass.INFRA, 0.0, str(exc))
@@ -270,11 +271,11 @@ async def _attempt(
     result.cache = key.partition(":")[0] if key else None
     _collect_reports(job, workspace, result, sink)
     if result.status is JobStatus.SUCCESS:
-        _finish_success(ctx, job, workspace, result, key, sink)
+        await _finish_success(ctx, job, workspace, result, key, sink)
     return result
 
 
-def _prepare(
+async def _prepare(
     ctx: AttemptContext, job: PlannedJob, root: Path, workspace: Path, sink: LogSink
 ) -> str | None:
     if root.exists():
@@ -290,7 +291,7 @@ def _prepare(
     files = job.cache.key.files if job.cache.key else []
     prefix = job.cache.key.prefix if job.cache.key else None
     key = cache_key(job.base, workspace, files, prefix)
-    hit = ctx.cache.restore(key, workspace)
+    hit = await ctx.cache.restore(key, workspace)
     sink.note(f"cache {'hit' if hit else 'miss'} for key {key[:16]}…")
     return f"{'hit' if hit else 'miss'}:{key}"
 
@@ -384,7 +385,7 @@ def _apply_gates(job: PlannedJob, result: AttemptResult, sink: LogSink) -> None:
         result.detail = "; ".join(g.message for g in failed)
 
 
-def _finish_success(
+async def _finish_success(
     ctx: AttemptContext,
     job: PlannedJob,
     workspace: Path,
@@ -402,7 +403,7 @@ def _finish_success(
             for stored in result.artifacts:
                 sink.note(f"artifact {stored.path} {stored.digest} ({stored.size} bytes)")
         if key is not None and job.cache is not None:
-            count = ctx.cache.save(key.partition(":")[2], workspace, job.cache.paths)
+            count = await ctx.cache.save(key.partition(":")[2], workspace, job.cache.paths)
             sink.note(f"cache saved: {count} file(s)")
     except OSError as exc:
         sink.note(f"could not save the job's outputs: {exc}")

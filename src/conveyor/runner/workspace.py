@@ -9,6 +9,7 @@ directory is copied.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ import tarfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from wcmatch import glob
 
@@ -134,8 +136,38 @@ def cache_key(job_base: str, workspace: Path, files: Sequence[str], prefix: str 
     return f"{prefix + '-' if prefix else ''}{digest.hexdigest()}"
 
 
+def pack(workspace: Path, paths: Sequence[str]) -> tuple[bytes, int]:
+    """A tar of the files matching `paths`, and how many files it holds."""
+    files = match_files(workspace, paths)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for rel in files:
+            tar.add(workspace / rel, arcname=rel)
+    return buffer.getvalue(), len(files)
+
+
+def unpack(data: bytes, workspace: Path) -> None:
+    """Unpack a cache tar into a workspace (tarfile's `data` filter: no absolute paths,
+    no links out of the workspace)."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(workspace, filter="data")
+
+
+class JobCache(Protocol):
+    """Where a job's cache lives. `restore` is called before the script, `save` after
+    success; both may be called from many jobs at once."""
+
+    async def restore(self, key: str, workspace: Path) -> bool:
+        """Unpack the cache for `key` into the workspace; False on a miss."""
+        ...
+
+    async def save(self, key: str, workspace: Path, paths: Sequence[str]) -> int:
+        """Store the files matching `paths` under `key`; returns how many files."""
+        ...
+
+
 class LocalCache:
-    """Caches as tar files in a directory, one per key."""
+    """Caches as tar files in a directory, one per key (`conveyor run`)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -143,22 +175,17 @@ class LocalCache:
     def _archive(self, key: str) -> Path:
         return self.root / f"{key}.tar"
 
-    def restore(self, key: str, workspace: Path) -> bool:
-        """Unpack the cache for `key` into the workspace; False on a miss."""
+    async def restore(self, key: str, workspace: Path) -> bool:
         archive = self._archive(key)
         if not archive.is_file():
             return False
-        with tarfile.open(archive) as tar:
-            tar.extractall(workspace, filter="data")
+        unpack(archive.read_bytes(), workspace)
         return True
 
-    def save(self, key: str, workspace: Path, paths: Sequence[str]) -> int:
-        """Store the matching files under `key` (atomically); returns the file count."""
-        files = match_files(workspace, paths)
+    async def save(self, key: str, workspace: Path, paths: Sequence[str]) -> int:
+        data, count = pack(workspace, paths)
         self.root.mkdir(parents=True, exist_ok=True)
         partial = self._archive(key).with_suffix(".tar.partial")
-        with tarfile.open(partial, "w") as tar:
-            for rel in files:
-                tar.add(workspace / rel, arcname=rel)
+        partial.write_bytes(data)
         partial.replace(self._archive(key))
-        return len(files)
+        return count

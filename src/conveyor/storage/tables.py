@@ -54,6 +54,8 @@ class Team(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     max_running: Mapped[int | None] = mapped_column(default=None)
     """The team's quota: at most this many of its jobs run at once (None: no quota)."""
+    cache_hits: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cache_misses: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -220,3 +222,19 @@ class Secret(Base):
     nonce: Mapped[bytes] = mapped_column(LargeBinary)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CacheEntry(Base):
+    """A job cache archive, per team and key: teams never share caches. Evicted least
+    recently used first when the team's quota is exceeded (storage.caches)."""
+
+    __tablename__ = "caches"
+
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+    hits: Mapped[int] = mapped_column(Integer, default=0)
+    last_used_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy import select
 
 from conveyor.api.auth import RUNNER_PREFIX, Principal, new_token, token_hash
@@ -24,11 +24,13 @@ from conveyor.api.schemas import (
     RegisterOut,
 )
 from conveyor.api.state import Caller, State
-from conveyor.scheduler.protocol import Assignment, Outcome
+from conveyor.scheduler.protocol import Assignment, Outcome, StaleLease
+from conveyor.storage import caches
 from conveyor.storage.tables import Job, RunnerRow, RunnerToken
 
 router = APIRouter(prefix="/api/v1/runners", tags=["runners"])
 MAX_LOG_CHUNK = 1 << 20
+CACHE_KEY = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
 
 def _runner(who: Principal) -> None:
@@ -119,3 +121,55 @@ async def finish(job_id: uuid.UUID, body: FinishIn, state: State, who: Caller) -
     )
     status = await state.scheduler.finish(job_id, body.fence, outcome)
     return FinishOut(status=status.value)
+
+
+async def _live_job(state: State, who: Principal, job_id: uuid.UUID, fence: int) -> uuid.UUID:
+    """The team of a job this runner holds at `fence` (409 for a stale fence)."""
+    await _own_job(state, who, job_id)
+    async with state.db.transaction() as session:
+        row = (
+            await session.execute(
+                select(Job.team_id, Job.fence, Job.status).where(Job.id == job_id)
+            )
+        ).one()
+    if row.fence != fence or row.status != "running":
+        raise StaleLease(f"job {job_id}: fencing token {fence} is stale")
+    team_id: uuid.UUID = row.team_id
+    return team_id
+
+
+@router.get("/jobs/{job_id}/cache/{key}")
+async def get_cache(
+    job_id: uuid.UUID,
+    key: Annotated[str, Path(pattern=CACHE_KEY, max_length=200)],
+    state: State,
+    who: Caller,
+    fence: Annotated[int, Query()],
+) -> Response:
+    """The job team's cache archive for `key` (404 on a miss); hits and misses count."""
+    team_id = await _live_job(state, who, job_id, fence)
+    async with state.db.transaction() as session:
+        data = await caches.fetch(session, team_id, key)
+    if data is None:
+        raise ApiError(404, "not_found", f"no cache for key {key}")
+    return Response(content=data, media_type="application/x-tar")
+
+
+@router.put("/jobs/{job_id}/cache/{key}", status_code=204)
+async def put_cache(
+    job_id: uuid.UUID,
+    key: Annotated[str, Path(pattern=CACHE_KEY, max_length=200)],
+    request: Request,
+    state: State,
+    who: Caller,
+    fence: Annotated[int, Query()],
+) -> Response:
+    """Keep a cache archive for the job's team; the team's oldest archives are evicted
+    past its quota."""
+    team_id = await _live_job(state, who, job_id, fence)
+    data = await request.body()
+    if len(data) > state.cache_quota:
+        raise ApiError(413, "too_large", f"a cache is at most {state.cache_quota} bytes")
+    async with state.db.transaction() as session:
+        await caches.store(session, team_id, key, data, state.cache_quota)
+    return Response(status_code=204)

@@ -57,7 +57,16 @@ async def list_teams(state: State, who: Caller) -> list[TeamOut]:
         if not who.is_admin:
             query = query.where(Team.id == who.team_id)
         rows = (await session.scalars(query)).all()
-        return [TeamOut(id=t.id, name=t.name, max_running=t.max_running) for t in rows]
+        return [
+            TeamOut(
+                id=t.id,
+                name=t.name,
+                max_running=t.max_running,
+                cache_hits=t.cache_hits,
+                cache_misses=t.cache_misses,
+            )
+            for t in rows
+        ]
 
 
 @router.post("/teams/{team}/tokens", status_code=201)
