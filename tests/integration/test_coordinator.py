@@ -88,6 +88,17 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def follow_trigger(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`conveyor trigger a/api --ref main --wait`, as a user types it."""
+    return subprocess.run(
+        conveyor("trigger", "a/api", "--ref", "main", "--wait"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def cli(env: dict[str, str], *args: str) -> str:
     done = subprocess.run(conveyor(*args), env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -103,25 +114,13 @@ def test_serve_runner_trigger_and_follow(server, tmp_path: Path):
     cli(env, "secret", "set", "a/api", "DB_PASSWORD", "--value", "hunter2-very-secret")
     runner_args = conveyor("runner", "--token", registration, "--data-dir", str(tmp_path / "r1"))
     with process(runner_args, tmp_path / "runner.log", env) as runner:
-        done = subprocess.run(
-            conveyor("trigger", "a/api", "--ref", "main", "--wait"),
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = follow_trigger(env)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "building" in done.stdout and "testing" in done.stdout
         assert "password=***" in done.stdout and "hunter2" not in done.stdout
         assert "cache miss" in done.stdout
         # The same pipeline again: the build job's cache comes back from the coordinator.
-        again = subprocess.run(
-            conveyor("trigger", "a/api", "--ref", "main", "--wait"),
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        again = follow_trigger(env)
         assert again.returncode == 0, again.stdout + again.stderr
         assert "cache hit" in again.stdout
         assert done.stdout.strip().endswith("success")

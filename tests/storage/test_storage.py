@@ -41,6 +41,14 @@ async def job_ids(db: Database, run_id) -> dict[str, object]:
         return dict(rows.all())
 
 
+async def build_job(db: Database):  # type: ignore[no-untyped-def]
+    """A fresh run of PIPELINE; the id of its `build` job."""
+    project = await make_project(db)
+    async with db.transaction() as session:
+        run = await create_run(session, project, plan_for(PIPELINE, event()), pipeline="p")
+    return (await job_ids(db, run.run_id))["build"]
+
+
 async def test_migrations_reach_head_and_are_idempotent(database: Database):
     assert await current_revision(database) == head_revision()
     await upgrade(database)
@@ -108,10 +116,7 @@ async def test_a_canceled_run_frees_its_commit(database: Database):
 
 
 async def test_guarded_transitions(database: Database):
-    project = await make_project(database)
-    async with database.transaction() as session:
-        run = await create_run(session, project, plan_for(PIPELINE, event()), pipeline="p")
-    build = (await job_ids(database, run.run_id))["build"]
+    build = await build_job(database)
     async with database.transaction() as session:
         await move_job(session, build, JobStatus.PENDING)
         await move_job(session, build, JobStatus.RUNNING)
@@ -126,10 +131,7 @@ async def test_guarded_transitions(database: Database):
 
 
 async def test_stale_fence_is_rejected(database: Database):
-    project = await make_project(database)
-    async with database.transaction() as session:
-        run = await create_run(session, project, plan_for(PIPELINE, event()), pipeline="p")
-    build = (await job_ids(database, run.run_id))["build"]
+    build = await build_job(database)
     async with database.transaction() as session:
         await move_job(session, build, JobStatus.PENDING)
         await move_job(session, build, JobStatus.RUNNING, fence=Job.fence + 1)
@@ -146,10 +148,7 @@ async def test_stale_fence_is_rejected(database: Database):
 
 
 async def test_two_movers_race_and_exactly_one_wins(database: Database):
-    project = await make_project(database)
-    async with database.transaction() as session:
-        run = await create_run(session, project, plan_for(PIPELINE, event()), pipeline="p")
-    build = (await job_ids(database, run.run_id))["build"]
+    build = await build_job(database)
     async with database.transaction() as session:
         await move_job(session, build, JobStatus.PENDING)
 
