@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     recently used archives first."""
     rate_limit: str = "50/second"
     """Requests per API token, in `limits` notation ("50/second", "1000/minute")."""
+    hook_rate_limit: str = "100/second"
+    """Webhook deliveries per project, in `limits` notation; more get 429 + Retry-After."""
+    redis_url: str | None = None
+    """`redis://host:port`: rate limits are counted in Redis, shared by all replicas;
+    unset means each replica counts in memory."""
     secret_key: str | None = None
     """AES-256 key for secrets at rest (32 bytes, URL-safe base64); unset means a key file
     `<data-dir>/secret-key` is generated. Every replica needs the same key."""

@@ -80,3 +80,42 @@ class GitMirror:
         """A work tree of `sha` at `dest` (files hard-linked from the mirror)."""
         await git("clone", "--quiet", "--no-checkout", str(self.path), str(dest))
         await git("checkout", "--quiet", "--detach", sha, cwd=dest)
+
+    async def merge_base(self, a: str, b: str) -> str | None:
+        """The best common ancestor of two commits, or None when they share no history."""
+        try:
+            out = await git("merge-base", a, b, cwd=self.path)
+        except GitError:
+            return None
+        return out.decode().strip() or None
+
+    async def changed_files(self, base: str, head: str) -> tuple[str, ...]:
+        """The paths that differ between two commits (renames count as both paths)."""
+        out = await git("diff", "--name-only", "--no-renames", "-z", base, head, cwd=self.path)
+        return tuple(p for p in out.decode(errors="replace").split("\0") if p)
+
+    async def default_branch(self) -> str | None:
+        """The branch the mirror's HEAD names (the remote's default branch)."""
+        try:
+            out = await git("symbolic-ref", "--short", "HEAD", cwd=self.path)
+        except GitError:
+            return None
+        return out.decode().strip() or None
+
+    async def message(self, sha: str) -> str:
+        """A commit's full message."""
+        return (await git("log", "-1", "--format=%B", sha, cwd=self.path)).decode(errors="replace")
+
+
+class MirrorSet:
+    """One mirror per repository URL under `root`, shared by everything in the process
+    (so that fetches of one repository never run concurrently)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._mirrors: dict[str, GitMirror] = {}
+
+    def get(self, url: str) -> GitMirror:
+        if url not in self._mirrors:
+            self._mirrors[url] = GitMirror(self.root, url)
+        return self._mirrors[url]

@@ -206,7 +206,13 @@ def test_no_route_leaks_team_a_to_team_b(world: World):
     """Walk every route of the OpenAPI document with team A's objects, as every role of
     team B, as a runner and with no token: nothing of A may come back."""
     run = trigger(world).json()
-    ids = {"team": "a", "project": "api", "run_id": run["id"], "job_id": run["jobs"][0]["id"]}
+    ids = {
+        "team": "a",
+        "project": "api",
+        "run_id": run["id"],
+        "job_id": run["jobs"][0]["id"],
+        "provider": "github",
+    }
     reg = world.call("admin", "POST", "/api/v1/runner-tokens", json={"team": "b"}).json()["token"]
     runner = world.client.post(
         "/api/v1/runners/register", json={"token": reg, "name": "rb"}
@@ -378,9 +384,11 @@ def test_a_token_over_its_rate_gets_429(tmp_path):
         codes = [client.get("/api/v1/teams", headers=headers).status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]
         limited = client.get("/api/v1/teams", headers=headers)
+        wait = int(limited.headers["Retry-After"])
+        assert 1 <= wait <= 60
         assert limited.json() == {
             "error": "rate_limited",
-            "detail": "this token is limited to 3/minute; retry later",
+            "detail": f"this token is limited to 3/minute; retry in {wait}s",
         }
         assert client.get("/healthz").status_code == 200
 

@@ -18,14 +18,16 @@ from conveyor import __version__
 from conveyor.api import errors
 from conveyor.api.auth import ADMIN_PREFIX, new_token, token_hash
 from conveyor.api.limits import BodyLimit, RateLimit
-from conveyor.api.routes import projects, runners, runs, teams
+from conveyor.api.routes import hooks, projects, runners, runs, teams
 from conveyor.api.state import Coordinator
 from conveyor.domain.roles import Role
+from conveyor.intake.inbox import Intake
 from conveyor.scheduler.service import LEASE_S, Scheduler
 from conveyor.storage.database import Database, database_url
 from conveyor.storage.migrate import upgrade
 from conveyor.storage.secrets import SecretBox, load_key
 from conveyor.storage.tables import ApiToken
+from conveyor.vcs import MirrorSet
 
 log = logging.getLogger("conveyor.api")
 ADMIN_TOKEN_FILE = "admin-token"
@@ -44,9 +46,16 @@ class ServerConfig:
     """How often a waiting runner request looks for jobs without being woken."""
     sweep_s: float = 1.0
     rate_limit: str = "50/second"
+    """Requests per API token (`limits` notation); runners are not limited."""
+    hook_rate_limit: str = "100/second"
+    """Webhook deliveries per project."""
+    redis_url: str | None = None
+    """Count rate limits in Redis (shared by replicas) instead of in memory."""
+    hook_body_mb: int = 25
+    """The largest webhook body (GitHub sends up to 25 MB)."""
     cache_quota_mb: int = 256
     """Each team's cache archives together, in MiB; the least recently used go first."""
-    """Requests per API token (`limits` notation); runners are not limited."""
+    inbox_poll_s: float = 1.0
 
 
 async def bootstrap_admin(db: Database, config: ServerConfig) -> str | None:
@@ -104,12 +113,17 @@ def create_app(config: ServerConfig) -> FastAPI:
             )
         box = SecretBox(load_key(config.data_dir, config.secret_key))
         scheduler = Scheduler(db, lease_s=config.lease_s, secrets=box)
+        mirrors = MirrorSet(config.data_dir / "repos")
+        intake = Intake(scheduler, box, mirrors.get, poll_s=config.inbox_poll_s)
         app.state.coordinator = Coordinator(
             db=db,
             scheduler=scheduler,
             data_dir=config.data_dir,
             secrets=box,
-            rate_limit=RateLimit(config.rate_limit),
+            rate_limit=RateLimit(config.rate_limit, redis_url=config.redis_url),
+            hook_limit=RateLimit(config.hook_rate_limit, scope="hooks", redis_url=config.redis_url),
+            intake=intake,
+            mirrors=mirrors,
             cache_quota=config.cache_quota_mb * 1024 * 1024,
             long_poll_s=config.long_poll_s,
             recheck_s=config.recheck_s,
@@ -117,6 +131,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         tasks = [
             asyncio.create_task(_sweep(scheduler, config.sweep_s)),
             asyncio.create_task(scheduler.listen()),
+            asyncio.create_task(intake.work()),
         ]
         try:
             yield
@@ -129,9 +144,15 @@ def create_app(config: ServerConfig) -> FastAPI:
             await db.dispose()
 
     app = FastAPI(title="Conveyor", version=__version__, lifespan=lifespan)
-    app.add_middleware(BodyLimit, larger={"/cache/": config.cache_quota_mb * 1024 * 1024})
+    app.add_middleware(
+        BodyLimit,
+        larger={
+            "/cache/": config.cache_quota_mb * 1024 * 1024,
+            "/hooks/": config.hook_body_mb * 1024 * 1024,
+        },
+    )
     errors.install(app)
-    for module in (teams, projects, runs, runners):
+    for module in (teams, projects, runs, runners, hooks):
         app.include_router(module.router)
     app.include_router(projects.retry_router)
 

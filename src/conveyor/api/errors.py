@@ -2,32 +2,54 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
 from conveyor.scheduler.protocol import StaleLease
 from conveyor.storage.jobs import TransitionRejected
 
+log = logging.getLogger("conveyor.api")
+RETRY_AFTER_S = 5
+
 
 class ApiError(Exception):
-    def __init__(self, status: int, error: str, detail: Any) -> None:
+    def __init__(
+        self, status: int, error: str, detail: Any, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(f"{status} {error}: {detail}")
         self.status = status
         self.error = error
         self.detail = detail
+        self.headers = headers
 
 
-def _json(status: int, error: str, detail: Any) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+def _json(
+    status: int, error: str, detail: Any, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 
 
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return _json(exc.status, exc.error, exc.detail)
+    return _json(exc.status, exc.error, exc.detail, exc.headers)
+
+
+async def _database_down(_: Request, exc: Exception) -> JSONResponse:
+    """The database cannot be reached: 503, so that providers and clients retry."""
+    log.warning("database unavailable: %s", str(exc).splitlines()[0] if str(exc) else exc)
+    return _json(
+        503,
+        "unavailable",
+        "the database is unavailable; retry later",
+        {"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 async def _validation(_: Request, exc: Exception) -> JSONResponse:
@@ -51,3 +73,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(StaleLease, _conflict)
     app.add_exception_handler(TransitionRejected, _conflict)
+    for kind in (OperationalError, InterfaceError, psycopg.OperationalError, ConnectionError):
+        app.add_exception_handler(kind, _database_down)

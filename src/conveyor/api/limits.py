@@ -1,15 +1,19 @@
-"""Request limits: bodies over a size get 413 before they are read; API tokens over their
-request rate get 429 (the `limits` library, counting in memory: each replica counts its
-own requests)."""
+"""Request limits: bodies over a size get 413 before they are read; API tokens and
+projects' webhooks over their rate get 429 with Retry-After (the `limits` library)."""
 
 from __future__ import annotations
 
 import json
+import math
+import time
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage
+from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from conveyor.api.errors import ApiError
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
 
@@ -74,13 +78,38 @@ class BodyLimit:
 
 
 class RateLimit:
-    """Requests per API token. Runners are not limited here: their traffic (heartbeats,
-    log chunks) is paced by the protocol itself."""
+    """Requests per key (an API token, a project's hooks) with the `limits` library: in
+    memory (each replica counts its own) or in Redis (`CONVEYOR_REDIS_URL`, shared by all
+    replicas). Runners are not limited here: their traffic (heartbeats, log chunks) is
+    paced by the protocol itself."""
 
-    def __init__(self, rate: str) -> None:
+    def __init__(
+        self, rate: str, *, scope: str = "api-token", redis_url: str | None = None
+    ) -> None:
         self.item: RateLimitItem = parse(rate)
         self.rate = rate
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.scope = scope
+        uri = "async+memory://" if not redis_url else "async+" + redis_url.removeprefix("async+")
+        storage = storage_from_string(uri)
+        assert isinstance(storage, Storage)
+        self.limiter = MovingWindowRateLimiter(storage)
 
     async def allow(self, key: str) -> bool:
-        return bool(await self.limiter.hit(self.item, "api-token", key))
+        return bool(await self.limiter.hit(self.item, self.scope, key))
+
+    async def retry_after(self, key: str) -> int:
+        """Whole seconds until the window lets the key in again (at least 1)."""
+        stats = await self.limiter.get_window_stats(self.item, self.scope, key)
+        return max(1, math.ceil(stats.reset_time - time.time()))
+
+    async def check(self, key: str, what: str) -> None:
+        """Raise 429 with Retry-After when `key` is over the rate."""
+        if await self.allow(key):
+            return
+        wait = await self.retry_after(key)
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"{what} is limited to {self.rate}; retry in {wait}s",
+            headers={"Retry-After": str(wait)},
+        )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -53,11 +53,24 @@ class RunnerTokenIn(Body):
     team: str | None = None
 
 
+class StatusTarget(Body):
+    """Where commit statuses go: the provider's API and a token that may post them."""
+
+    api_url: str = Field(pattern=r"^https?://", max_length=2000)
+    repository: str = Field(min_length=1, max_length=300)
+    token: str = Field(min_length=1, max_length=2000)
+
+
 class ProjectIn(Body):
     team: str
     name: str = Field(pattern=NAME, max_length=100)
     repo_url: str = Field(min_length=1, max_length=2000)
     config_path: str = Field("conveyor.yml", min_length=1, max_length=500)
+    provider: Literal["github", "gitlab", "gitea", "bitbucket", "git"] = "git"
+    webhook_secret: str | None = Field(None, min_length=16, max_length=500)
+    """Given: deliveries must be signed with it. Omitted: one is generated and returned
+    once."""
+    status: StatusTarget | None = None
 
 
 class ProjectOut(BaseModel):
@@ -66,6 +79,36 @@ class ProjectOut(BaseModel):
     name: str
     repo_url: str
     config_path: str
+    provider: str
+    hook_path: str
+    """Where the provider posts webhooks, relative to the server's URL."""
+    webhook_secret: str | None = None
+    """Only in the answer that created or rotated it."""
+    statuses_to: str | None = None
+
+
+class RotateIn(Body):
+    grace_seconds: int = Field(86_400, ge=0, le=30 * 86_400)
+    """How long the previous secret keeps verifying."""
+    webhook_secret: str | None = Field(None, min_length=16, max_length=500)
+
+
+class RotateOut(BaseModel):
+    webhook_secret: str
+    previous_valid_until: str
+
+
+class DeliveryOut(BaseModel):
+    id: uuid.UUID
+    provider: str
+    delivery_key: str
+    event: str
+    state: str
+    attempts: int
+    outcome: list[str]
+    runs: list[str]
+    received_at: str
+    processed_at: str | None
 
 
 class TriggerIn(Body):

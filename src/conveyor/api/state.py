@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from conveyor.api.auth import Principal, bearer, principal_for, token_hash
-from conveyor.api.errors import ApiError
 from conveyor.api.limits import RateLimit
+from conveyor.intake.inbox import Intake
 from conveyor.scheduler.service import Scheduler
 from conveyor.storage.database import Database
 from conveyor.storage.secrets import SecretBox
-from conveyor.vcs import GitMirror
+from conveyor.vcs import GitMirror, MirrorSet
 
 
 @dataclass
@@ -24,15 +24,15 @@ class Coordinator:
     data_dir: Path
     secrets: SecretBox
     rate_limit: RateLimit
+    mirrors: MirrorSet
+    hook_limit: RateLimit
+    intake: Intake
     cache_quota: int = 256 * 1024 * 1024
     long_poll_s: float = 30.0
     recheck_s: float = 1.0
-    mirrors: dict[str, GitMirror] = field(default_factory=dict)
 
     def mirror(self, url: str) -> GitMirror:
-        if url not in self.mirrors:
-            self.mirrors[url] = GitMirror(self.data_dir / "repos", url)
-        return self.mirrors[url]
+        return self.mirrors.get(url)
 
 
 def coordinator(request: Request) -> Coordinator:
@@ -47,10 +47,8 @@ async def caller(
     token = bearer(request)
     async with state.db.transaction() as session:
         who = await principal_for(session, token)
-    if who.runner is None and not await state.rate_limit.allow(token_hash(token)):
-        raise ApiError(
-            429, "rate_limited", f"this token is limited to {state.rate_limit.rate}; retry later"
-        )
+    if who.runner is None:
+        await state.rate_limit.check(token_hash(token), "this token")
     return who
 
 

@@ -108,6 +108,8 @@ def serve(
         secret_key=settings.secret_key,
         recheck_s=settings.recheck_seconds,
         rate_limit=settings.rate_limit,
+        hook_rate_limit=settings.hook_rate_limit,
+        redis_url=settings.redis_url,
         cache_quota_mb=settings.cache_quota_mb,
     )
     uvicorn.run(

@@ -58,8 +58,32 @@ class PushTrigger(BranchTrigger):
     """`on.push`: branch pushes; `branches` filters the pushed branch."""
 
 
+PullRequestAction = Literal["opened", "synchronize", "reopened", "ready_for_review", "merged"]
+DEFAULT_PR_ACTIONS: tuple[PullRequestAction, ...] = (
+    "opened",
+    "synchronize",
+    "reopened",
+    "ready_for_review",
+)
+
+
 class PullRequestTrigger(BranchTrigger):
-    """`on.pull_request`: `branches` filters the target branch, `paths` the changed files."""
+    """`on.pull_request`: `branches` filters the target branch, `paths` the changed files,
+    `types` the pull request actions (GitHub Actions' names; `merged` is the merge of the
+    pull request into its target, the `pull_request.merged` event)."""
+
+    types: (
+        Annotated[
+            list[PullRequestAction],
+            BeforeValidator(as_list, json_schema_input_type=str | list[str]),
+            Field(min_length=1),
+        ]
+        | None
+    ) = None
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        return tuple(self.types) if self.types is not None else DEFAULT_PR_ACTIONS
 
 
 class ScheduleEntry(Model):
@@ -178,7 +202,9 @@ class IfCondition(Model):
     tag: Globs | None = None
     event: (
         Annotated[
-            list[Literal["push", "pull_request", "tag", "schedule", "manual"]],
+            list[
+                Literal["push", "pull_request", "pull_request.merged", "tag", "schedule", "manual"]
+            ],
             BeforeValidator(as_list, json_schema_input_type=str | list[str]),
             Field(min_length=1),
         ]

@@ -17,6 +17,7 @@ _SKIP_CI = re.compile(r"\[(?:skip ci|ci skip)\]", re.IGNORECASE)
 class EventKind(StrEnum):
     PUSH = "push"
     PULL_REQUEST = "pull_request"
+    PULL_REQUEST_MERGED = "pull_request.merged"
     TAG = "tag"
     SCHEDULE = "schedule"
     MANUAL = "manual"
@@ -36,6 +37,8 @@ class Event:
     changed: tuple[str, ...] | None = None
     message: str = ""
     target_branch: str | None = None
+    action: str | None = None
+    """For pull requests: `opened`, `synchronize`, `reopened`, `ready_for_review`."""
 
     @property
     def branch(self) -> str | None:
@@ -146,6 +149,13 @@ def _push_rule(on: On, event: Event) -> Decision:
 
 
 def _pull_request_rule(on: On, event: Event) -> Decision:
+    action = "merged" if event.kind is EventKind.PULL_REQUEST_MERGED else event.action
+    if on.pull_request is not None and action is not None:
+        actions = on.pull_request.actions
+        if action not in actions:
+            return Decision(
+                False, (f"pull request action {action!r} is not in types {_describe(actions)}",)
+            )
     return _branch_rule(
         "pull_request", on.pull_request, "target branch", event.target_branch, event
     )
@@ -172,6 +182,7 @@ def _manual_rule(on: On, event: Event) -> Decision:
 _EVENT_RULES: dict[EventKind, Callable[[On, Event], Decision]] = {
     EventKind.PUSH: _push_rule,
     EventKind.PULL_REQUEST: _pull_request_rule,
+    EventKind.PULL_REQUEST_MERGED: _pull_request_rule,
     EventKind.TAG: _tag_rule,
     EventKind.SCHEDULE: _schedule_rule,
     EventKind.MANUAL: _manual_rule,

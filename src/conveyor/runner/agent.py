@@ -34,7 +34,7 @@ from conveyor.runner.attempt import (
 )
 from conveyor.runner.shell import ShellExecutor
 from conveyor.runner.workspace import pack, source_files, unpack
-from conveyor.vcs import GitError, GitMirror
+from conveyor.vcs import GitError, MirrorSet
 
 log = logging.getLogger("conveyor.runner")
 LOG_FLUSH_S = 0.25
@@ -238,7 +238,7 @@ class Agent:
         self.client = client
         self.executor = ShellExecutor(kill_grace_s=config.kill_grace_s)
         self.stopping = asyncio.Event()
-        self.mirrors: dict[str, GitMirror] = {}
+        self.mirrors = MirrorSet(config.data_dir / "mirrors")
         self.jobs_done = 0
         self._locks: dict[str, asyncio.Lock] = {}
         self._file_lists: dict[Path, tuple[str, ...]] = {}
@@ -365,9 +365,7 @@ class Agent:
             if dest.is_dir():
                 os.utime(dest)
                 return dest
-            if url not in self.mirrors:
-                self.mirrors[url] = GitMirror(self.config.data_dir / "mirrors", url)
-            mirror = self.mirrors[url]
+            mirror = self.mirrors.get(url)
             if not await mirror.has(sha):
                 await mirror.fetch()
             partial = dest.with_name(key + ".partial")

@@ -78,6 +78,14 @@ class SecretBox:
             raise SecretKeyError(f"secret {name!r} does not open with this key") from exc
         return plain.decode()
 
+    def seal_blob(self, project_id: uuid.UUID, name: str, value: str) -> bytes:
+        """A value sealed into one column: the 12-byte nonce, then the ciphertext."""
+        nonce, sealed = self.seal(project_id, name, value)
+        return nonce + sealed
+
+    def open_blob(self, project_id: uuid.UUID, name: str, blob: bytes) -> str:
+        return self.open(project_id, name, blob[:12], blob[12:])
+
     async def put(
         self,
         session: AsyncSession,

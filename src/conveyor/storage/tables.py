@@ -68,6 +68,19 @@ class Project(Base):
     name: Mapped[str] = mapped_column(String(100))
     repo_url: Mapped[str] = mapped_column(Text)
     config_path: Mapped[str] = mapped_column(String(500), default="conveyor.yml")
+    provider: Mapped[str] = mapped_column(String(20), default="git", server_default="git")
+    """Where pushes come from: github, gitlab, gitea, bitbucket or git (a bare repo)."""
+    hook_secret: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    """The webhook secret, sealed (storage.secrets.SecretBox.seal_blob)."""
+    hook_secret_old: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    hook_secret_old_until: Mapped[datetime | None] = mapped_column(default=None)
+    """After a rotation the old secret verifies too, until this moment."""
+    status_api: Mapped[str | None] = mapped_column(Text, default=None)
+    """The provider's API base URL for commit statuses; None: statuses are not sent."""
+    status_repo: Mapped[str | None] = mapped_column(String(300), default=None)
+    """owner/repo (GitHub, Gitea), a project id or path (GitLab), workspace/slug
+    (Bitbucket)."""
+    status_token: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -238,3 +251,90 @@ class CacheEntry(Base):
     size: Mapped[int] = mapped_column(Integer)
     hits: Mapped[int] = mapped_column(Integer, default=0)
     last_used_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Delivery(Base):
+    """A webhook delivery in the durable inbox: stored verified and raw before it is
+    acknowledged, translated into runs afterwards. The unique key makes a redelivery a
+    no-op (docs/ids.md)."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("project_id", "provider", "delivery_key"),
+        Index(None, "state", "not_before"),
+        Index(None, "project_id", "received_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(String(20))
+    delivery_key: Mapped[str] = mapped_column(String(300))
+    event: Mapped[str] = mapped_column(String(200))
+    headers: Mapped[dict[str, Any]] = mapped_column()
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(20), default="received")
+    """received → done | failed; `not_before` is when a worker may (re)take it."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    not_before: Mapped[datetime] = mapped_column(default=utcnow)
+    outcome: Mapped[list[Any]] = mapped_column(default=list)
+    runs: Mapped[list[Any]] = mapped_column(default=list)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class IdempotencyRecord(Base):
+    """A POST made with an `Idempotency-Key`: its request fingerprint and, once answered,
+    its response (the IETF draft's semantics; docs/ids.md)."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("owner", "method", "route", "key"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    owner: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(10))
+    route: Mapped[str] = mapped_column(String(500))
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(default=None)
+    """None while the first request is still being answered."""
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ScheduleFire(Base):
+    """One firing of a schedule entry: the primary key lets exactly one replica fire
+    each slot."""
+
+    __tablename__ = "schedule_fires"
+
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    entry: Mapped[str] = mapped_column(String(300), primary_key=True)
+    slot: Mapped[datetime] = mapped_column(primary_key=True)
+    run_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StatusReport(Base):
+    """The outbox of commit statuses to send to the provider, retried with backoff."""
+
+    __tablename__ = "status_outbox"
+    __table_args__ = (Index(None, "sent_at", "next_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    sha: Mapped[str] = mapped_column(String(64))
+    ref: Mapped[str] = mapped_column(String(500))
+    context: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(20))
+    """pending | running | success | failure | canceled (mapped per provider)."""
+    description: Mapped[str] = mapped_column(String(140), default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
@@ -15,8 +16,11 @@ from conveyor.api.errors import ApiError
 from conveyor.api.routes.runs import load_run, run_page, run_row
 from conveyor.api.routes.teams import team_named
 from conveyor.api.schemas import (
+    DeliveryOut,
     ProjectIn,
     ProjectOut,
+    RotateIn,
+    RotateOut,
     RunFilter,
     RunOut,
     RunPage,
@@ -26,24 +30,32 @@ from conveyor.api.schemas import (
 )
 from conveyor.api.state import Caller, Coordinator, State
 from conveyor.domain.roles import Role
+from conveyor.ids import new_id
+from conveyor.intake.inbox import new_hook_secret, seal_hook_secret
 from conveyor.pipeline.errors import PipelineInvalid
 from conveyor.pipeline.loader import parse_pipeline
 from conveyor.pipeline.plan import compile_plan
 from conveyor.pipeline.triggers import Event, EventKind
-from conveyor.storage.tables import Project, Team
+from conveyor.storage.tables import Delivery, Project, Team, utcnow
 from conveyor.vcs import GitError
 
+STATUS_TOKEN = "status-token"
 router = APIRouter(prefix="/api/v1/projects", tags=["projects"])
+
 retry_router = APIRouter(prefix="/api/v1", tags=["runs"])
 
 
-def _out(project: Project, team: Team) -> ProjectOut:
+def _out(project: Project, team: Team, secret: str | None = None) -> ProjectOut:
     return ProjectOut(
         id=project.id,
         team=team.name,
         name=project.name,
         repo_url=project.repo_url,
         config_path=project.config_path,
+        provider=project.provider,
+        hook_path=f"/hooks/{project.provider}/{team.name}/{project.name}",
+        webhook_secret=secret,
+        statuses_to=project.status_api,
     )
 
 
@@ -65,19 +77,81 @@ async def project_named(
 
 @router.post("", status_code=201)
 async def create_project(body: ProjectIn, state: State, who: Caller) -> ProjectOut:
+    """Create a project. Its webhook secret is the one given, or a generated one that
+    this answer shows once."""
+    secret = body.webhook_secret or new_hook_secret()
     try:
         async with state.db.transaction() as session:
             team = await team_named(session, who, body.team, Role.MAINTAINER)
             project = Project(
+                id=new_id(),
                 team_id=team.id,
                 name=body.name,
                 repo_url=body.repo_url,
                 config_path=body.config_path,
+                provider=body.provider,
             )
+            project.hook_secret = seal_hook_secret(state.secrets, project.id, secret)
+            if body.status is not None:
+                project.status_api = body.status.api_url
+                project.status_repo = body.status.repository
+                project.status_token = state.secrets.seal_blob(
+                    project.id, STATUS_TOKEN, body.status.token
+                )
             session.add(project)
     except IntegrityError as exc:
         raise ApiError(409, "conflict", f"project {body.team}/{body.name} exists") from exc
-    return _out(project, team)
+    return _out(project, team, secret if body.webhook_secret is None else None)
+
+
+@router.post("/{team}/{project}/webhook-secret")
+async def rotate_webhook_secret(
+    team: str, project: str, body: RotateIn, state: State, who: Caller
+) -> RotateOut:
+    """Replace the webhook secret; the previous one keeps verifying for the grace period,
+    so the provider's settings can be updated without losing deliveries."""
+    secret = body.webhook_secret or new_hook_secret()
+    until = utcnow() + timedelta(seconds=body.grace_seconds)
+    async with state.db.transaction() as session:
+        row, _ = await project_named(session, who, team, project, Role.MAINTAINER)
+        row.hook_secret_old = row.hook_secret
+        row.hook_secret_old_until = until
+        row.hook_secret = seal_hook_secret(state.secrets, row.id, secret)
+    return RotateOut(webhook_secret=secret, previous_valid_until=until.isoformat())
+
+
+@router.get("/{team}/{project}/deliveries")
+async def list_deliveries(
+    team: str,
+    project: str,
+    state: State,
+    who: Caller,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[DeliveryOut]:
+    """The project's latest webhook deliveries, newest first, with what each started."""
+    async with state.db.transaction() as session:
+        row, _ = await project_named(session, who, team, project, Role.VIEWER)
+        rows = await session.scalars(
+            select(Delivery)
+            .where(Delivery.project_id == row.id)
+            .order_by(Delivery.received_at.desc(), Delivery.id.desc())
+            .limit(limit)
+        )
+        return [
+            DeliveryOut(
+                id=d.id,
+                provider=d.provider,
+                delivery_key=d.delivery_key,
+                event=d.event,
+                state=d.state,
+                attempts=d.attempts,
+                outcome=[str(x) for x in d.outcome],
+                runs=[str(x) for x in d.runs],
+                received_at=d.received_at.isoformat(),
+                processed_at=d.processed_at.isoformat() if d.processed_at else None,
+            )
+            for d in rows
+        ]
 
 
 @router.get("")
