@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import sys
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from conveyor.cli import githook
 from conveyor.cli.console import err, out
 from conveyor.config import Settings
 
@@ -211,18 +213,109 @@ def project_create(
     server: ServerOpt,
     token: TokenOpt,
     config_path: Annotated[str, typer.Option("--config-path")] = "conveyor.yml",
+    provider: Annotated[
+        str, typer.Option("--provider", help="github, gitlab, gitea, bitbucket or git.")
+    ] = "git",
+    webhook_secret: Annotated[
+        str | None, typer.Option("--webhook-secret", help="Default: generated, shown once.")
+    ] = None,
+    install_hook: Annotated[
+        bool,
+        typer.Option(
+            "--install-hook", help="Install a post-receive hook in the (local) repository."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a project."""
+    """Create a project. Prints the webhook URL and secret to give the provider; with
+    --install-hook, a local repository's pushes reach Conveyor by themselves."""
     team_name, _, project_name = name.partition("/")
-    body = {
+    path = githook.local_path(repo)
+    if install_hook and path is None:
+        err.print(f"[red]error:[/] --install-hook needs a repository on this machine, not {repo}")
+        raise typer.Exit(2)
+    if path is not None:
+        repo = str(path.resolve())
+    body: dict[str, Any] = {
         "team": team_name,
         "name": project_name,
         "repo_url": repo,
         "config_path": config_path,
+        "provider": "git" if install_hook else provider,
     }
+    if webhook_secret:
+        body["webhook_secret"] = webhook_secret
     data = Remote(server, token, err).call("POST", "/api/v1/projects", json=body).json()
-    show(data, as_json, f"project {data['team']}/{data['name']} created ({data['id']})")
+    secret = webhook_secret or data["webhook_secret"]
+    hook_url = server.rstrip("/") + data["hook_path"]
+    lines = [f"project {data['team']}/{data['name']} created ({data['id']})"]
+    if install_hook and path is not None:
+        hook = githook.install(path, hook_url, secret)
+        lines.append(f"post-receive hook installed: {hook}")
+    else:
+        lines.append(f"webhook URL: {hook_url}")
+        if data["webhook_secret"]:
+            lines.append(f"webhook secret (shown once): {data['webhook_secret']}")
+    show(data, as_json, "\n".join(lines))
+
+
+@project.command("rotate-secret")
+def project_rotate_secret(
+    name: Annotated[str, typer.Argument(help="TEAM/PROJECT")],
+    server: ServerOpt,
+    token: TokenOpt,
+    grace: Annotated[
+        int, typer.Option("--grace", help="Seconds the old secret keeps verifying.")
+    ] = 86_400,
+    repo: Annotated[
+        Path | None,
+        typer.Option("--repo", help="A local repository whose hook should use the new secret."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replace a project's webhook secret; the old one verifies for --grace seconds."""
+    remote = Remote(server, token, err)
+    data = remote.call(
+        "POST", f"/api/v1/projects/{name}/webhook-secret", json={"grace_seconds": grace}
+    ).json()
+    lines = [
+        f"new webhook secret (shown once): {data['webhook_secret']}",
+        f"the previous secret verifies until {data['previous_valid_until']}",
+    ]
+    if repo is not None:
+        info = remote.call("GET", f"/api/v1/projects/{name}").json()
+        hook = githook.install(repo, server.rstrip("/") + info["hook_path"], data["webhook_secret"])
+        lines.append(f"hook updated: {hook}")
+    show(data, as_json, "\n".join(lines))
+
+
+@project.command("deliveries")
+def project_deliveries(
+    name: Annotated[str, typer.Argument(help="TEAM/PROJECT")],
+    server: ServerOpt,
+    token: TokenOpt,
+    limit: Annotated[int, typer.Option("--limit")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """The latest webhook deliveries and what each started."""
+    data = (
+        Remote(server, token, err)
+        .call("GET", f"/api/v1/projects/{name}/deliveries", params={"limit": limit})
+        .json()
+    )
+    lines = [
+        f"{d['received_at'][:19]}  {d['provider']:<9} {d['event']:<28} {d['state']:<8} "
+        + "; ".join(d["outcome"])
+        for d in data
+    ]
+    show(data, as_json, "\n".join(lines) or "no deliveries")
+
+
+def git_hook() -> None:
+    """Run by a repository's post-receive hook: posts each updated ref to Conveyor."""
+    gdir = Path(os.environ.get("GIT_DIR", ".")).resolve()
+    for line in githook.run_hook(gdir, sys.stdin.read().splitlines()):
+        print(line, flush=True)
 
 
 @project.command("list")
@@ -326,6 +419,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(secret, name="secret")
     app.command()(serve)
     app.command("runner")(runner_cmd)
+    app.command("git-hook", hidden=True)(git_hook)
     for command in (trigger, runs, logs, cancel, retry, play):
         app.command()(command)
 
