@@ -92,3 +92,23 @@ def postgres_url() -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """Redis from CONVEYOR_TEST_REDIS_URL (default redis://127.0.0.1:6379): required when
+    the variable is set, else the test is skipped when Redis is unreachable."""
+    import socket
+
+    configured = os.environ.get("CONVEYOR_TEST_REDIS_URL")
+    url = configured or "redis://127.0.0.1:6379"
+    parsed = make_url(url.replace("redis://", "redis+x://", 1))
+    try:
+        with socket.create_connection((parsed.host, parsed.port or 6379), timeout=2) as sock:
+            sock.sendall(b"PING\r\n")
+            assert sock.recv(16).startswith(b"+PONG")
+    except (OSError, AssertionError) as exc:
+        if configured:
+            pytest.fail(f"CONVEYOR_TEST_REDIS_URL is set but Redis is unreachable: {exc}")
+        pytest.skip(f"Redis not reachable at {url}")
+    return url

@@ -155,3 +155,17 @@ def make_hooks(tmp_path: Path, repo: Path, **config: Any) -> Iterator[Hooks]:
 @pytest.fixture
 def hooks(tmp_path: Path, repo: Path) -> Iterator[Hooks]:
     yield from make_hooks(tmp_path, repo)
+
+
+@pytest.fixture(scope="module")
+def fuzz_hooks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hooks]:
+    """One server for a whole fuzz module, with a project per provider named after it."""
+    root = tmp_path_factory.mktemp("fuzz")
+    path = root / "repo"
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    commit(path, {"conveyor.yml": PIPELINE, "src/app.py": "v1\n"}, "init")
+    for hooks in make_hooks(root, path, hook_rate_limit="100000/second"):
+        for provider in ("github", "gitlab", "gitea", "bitbucket"):
+            hooks.project(provider, provider)
+        yield hooks

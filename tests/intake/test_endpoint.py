@@ -214,3 +214,24 @@ def test_an_unparseable_payload_is_kept_and_marked_failed(hooks: Hooks) -> None:
     (failed,) = hooks.settled(project, 1)
     assert failed["state"] == "failed"
     assert "unexpected payload: after is missing or not a string" in failed["outcome"]
+
+
+def test_redis_counts_one_budget_across_replicas(
+    tmp_path: Path, repo: Path, redis_url: str
+) -> None:
+    """Two coordinators sharing Redis share a project's budget: 3/minute in all."""
+    name = f"svc-{uuid.uuid4().hex[:8]}"  # fresh Redis keys for every run of the test
+    config = {"hook_rate_limit": "3/minute", "redis_url": redis_url}
+    first = make_hooks(tmp_path / "one", repo, **config)
+    second = make_hooks(tmp_path / "two", repo, **config)
+    one, two = next(first), next(second)
+    try:
+        ping = {"zen": "z", "hook_id": 1}
+        one.project("github", name)
+        two.project("github", name)
+        codes = [hooks.github(name, "ping", ping).status_code for hooks in (one, two, one, two)]
+        assert codes == [200, 200, 200, 429]
+        assert 1 <= int(one.github(name, "ping", ping).headers["Retry-After"]) <= 60
+    finally:
+        for gen in (first, second):
+            gen.close()

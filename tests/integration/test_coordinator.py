@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -209,6 +210,8 @@ def two_replicas(
         "CONVEYOR_TOKEN": ADMIN,
         "CONVEYOR_DATABASE_URL": postgres_url,
         "CONVEYOR_SERVER": urls[client_of],
+        # Every replica needs the same key to open secrets another replica sealed.
+        "CONVEYOR_SECRET_KEY": base64.urlsafe_b64encode(b"k" * 32).decode(),
         **(extra or {}),
     }
     a_args = conveyor("serve", "--port", str(ports[0]), "--data-dir", str(tmp_path / "a"))

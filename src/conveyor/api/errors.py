@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 
 from conveyor.scheduler.protocol import StaleLease
 from conveyor.storage.jobs import TransitionRejected
+from conveyor.storage.secrets import SecretKeyError
 
 log = logging.getLogger("conveyor.api")
 RETRY_AFTER_S = 5
@@ -67,11 +68,24 @@ async def _conflict(_: Request, exc: Exception) -> JSONResponse:
     return _json(409, "conflict", str(exc))
 
 
+async def _wrong_key(_: Request, exc: Exception) -> JSONResponse:
+    """A stored secret does not open with this replica's key: an operator must give every
+    replica the same CONVEYOR_SECRET_KEY. 503, so that webhook senders retry."""
+    log.error("%s: every replica needs the same CONVEYOR_SECRET_KEY", exc)
+    return _json(
+        503,
+        "misconfigured",
+        "this server cannot open its stored secrets (CONVEYOR_SECRET_KEY differs)",
+        {"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(StaleLease, _conflict)
     app.add_exception_handler(TransitionRejected, _conflict)
+    app.add_exception_handler(SecretKeyError, _wrong_key)
     for kind in (OperationalError, InterfaceError, psycopg.OperationalError, ConnectionError):
         app.add_exception_handler(kind, _database_down)

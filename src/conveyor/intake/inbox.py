@@ -283,6 +283,11 @@ class Intake:
         except GitError as exc:
             await self._retry(delivery_id, attempts, f"git: {exc}")
             return
+        except Exception as exc:  # a bug: record it on the delivery instead of retrying forever
+            log.exception("delivery %s", delivery_id)
+            outcome.append(f"internal error: {type(exc).__name__}: {exc}")
+            await self._finish(delivery_id, "failed", outcome, runs)
+            return
         await self._finish(delivery_id, "done", outcome or ["nothing to do"], runs)
 
     async def _start(self, project: Project, change: Change) -> tuple[str, uuid.UUID | None]:
