@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from conveyor.api.auth import ADMIN_PREFIX, new_token, token_hash
 from conveyor.api.limits import BodyLimit, RateLimit
 from conveyor.api.routes import hooks, projects, runners, runs, teams
 from conveyor.api.state import Coordinator
+from conveyor.config import Settings
 from conveyor.domain.roles import Role
 from conveyor.intake.inbox import Intake
 from conveyor.scheduler.service import LEASE_S, Scheduler
@@ -99,12 +101,46 @@ async def _sweep(scheduler: Scheduler, every: float) -> None:
         await asyncio.sleep(every)
 
 
+def server_config(settings: Settings, data_dir: Path | None = None) -> ServerConfig:
+    """The coordinator's configuration from Conveyor's settings (CONVEYOR_* variables)."""
+    return ServerConfig(
+        data_dir=(data_dir or settings.data_dir).resolve(),
+        database_url=settings.database_url,
+        admin_token=settings.admin_token,
+        secret_key=settings.secret_key,
+        recheck_s=settings.recheck_seconds,
+        rate_limit=settings.rate_limit,
+        hook_rate_limit=settings.hook_rate_limit,
+        redis_url=settings.redis_url,
+        cache_quota_mb=settings.cache_quota_mb,
+    )
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one `conveyor serve --workers N` process (uvicorn calls it in each)."""
+    return create_app(server_config(Settings()))
+
+
+@contextlib.contextmanager
+def startup_lock(config: ServerConfig) -> Iterator[None]:
+    """Processes sharing one data directory (`serve --workers N` on SQLite) migrate and
+    bootstrap one at a time. PostgreSQL replicas use advisory locks instead."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    with (config.data_dir / "startup.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def create_app(config: ServerConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(database_url(config.data_dir, config.database_url))
-        await upgrade(db)
-        generated = await bootstrap_admin(db, config)
+        with startup_lock(config):
+            await upgrade(db)
+            generated = await bootstrap_admin(db, config)
         if generated:
             print(
                 f"admin token (printed once, also in {config.data_dir / ADMIN_TOKEN_FILE}): "

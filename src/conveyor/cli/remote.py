@@ -96,31 +96,34 @@ def serve(
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8080,
     data_dir: DataDirOpt = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="Processes serving the API; each is a full replica (use the cores).",
+        ),
+    ] = 1,
 ) -> None:
     """Start the coordinator: API, scheduler, database migrations."""
     import uvicorn
 
-    from conveyor.api.app import ServerConfig, create_app
+    from conveyor.api.app import create_app, server_config
 
     settings = Settings()
-    config = ServerConfig(
-        data_dir=(data_dir or settings.data_dir).resolve(),
-        database_url=settings.database_url,
-        admin_token=settings.admin_token,
-        secret_key=settings.secret_key,
-        recheck_s=settings.recheck_seconds,
-        rate_limit=settings.rate_limit,
-        hook_rate_limit=settings.hook_rate_limit,
-        redis_url=settings.redis_url,
-        cache_quota_mb=settings.cache_quota_mb,
-    )
-    uvicorn.run(
-        create_app(config),
-        host=host,
-        port=port,
-        log_level="warning",
-        timeout_graceful_shutdown=5,
-    )
+    config = server_config(settings, data_dir)
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": "warning",
+        "timeout_graceful_shutdown": 5,
+    }
+    if workers == 1:
+        uvicorn.run(create_app(config), **options)
+        return
+    os.environ["CONVEYOR_DATA_DIR"] = str(config.data_dir)
+    uvicorn.run("conveyor.api.app:app_from_environment", factory=True, workers=workers, **options)
 
 
 def runner_cmd(

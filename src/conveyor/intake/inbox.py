@@ -13,25 +13,27 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import secrets
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.ids import new_id
 from conveyor.intake.providers import PROVIDERS
 from conveyor.intake.providers.base import Change, Look, PayloadError
 from conveyor.pipeline.errors import PipelineInvalid
-from conveyor.pipeline.loader import parse_pipeline
+from conveyor.pipeline.loader import LoadedPipeline, parse_pipeline
 from conveyor.pipeline.plan import compile_plan
 from conveyor.pipeline.triggers import Event, EventKind
 from conveyor.scheduler.service import Scheduler
+from conveyor.storage.inbox import DeliveryWriter
 from conveyor.storage.secrets import SecretBox
 from conveyor.storage.tables import Delivery, Project, Team, utcnow
 from conveyor.vcs import GitError, GitMirror
@@ -40,6 +42,11 @@ log = logging.getLogger("conveyor.intake")
 CLAIM_S = 120.0
 """A claimed delivery is left alone this long before another worker may take it."""
 MAX_ATTEMPTS = 8
+TARGET_TTL_S = 1.0
+YIELD_STEP_S = 0.005
+YIELD_MAX_S = 0.25
+PIPELINE_CACHE = 512
+FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 HOOK_SECRET = "webhook-secret"
 KEPT_HEADERS = (
     "x-github-event",
@@ -79,18 +86,6 @@ def seal_hook_secret(box: SecretBox, project_id: uuid.UUID, value: str) -> bytes
     return box.seal_blob(project_id, HOOK_SECRET, value)
 
 
-def hook_secrets(box: SecretBox, project: Project, now: datetime) -> list[str]:
-    """The secrets a delivery may be signed with: the current one, and the previous one
-    during its grace period."""
-    found: list[str] = []
-    if project.hook_secret is not None:
-        found.append(box.open_blob(project.id, HOOK_SECRET, project.hook_secret))
-    until = project.hook_secret_old_until
-    if project.hook_secret_old is not None and until is not None and _aware(until) > now:
-        found.append(box.open_blob(project.id, HOOK_SECRET, project.hook_secret_old))
-    return found
-
-
 def _aware(moment: datetime) -> datetime:
     """SQLite hands back naive datetimes; they are UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)
@@ -101,6 +96,40 @@ def _parse_json(body: bytes) -> Any:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise IntakeError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class HookTarget:
+    """What receiving a delivery needs to know about its project."""
+
+    project_id: uuid.UUID
+    team_id: uuid.UUID
+    current: str | None
+    previous: str | None
+    previous_until: datetime | None
+    fetched: float
+
+    @classmethod
+    def of(cls, box: SecretBox, row: Project) -> HookTarget:
+        def unseal(blob: bytes | None) -> str | None:
+            return None if blob is None else box.open_blob(row.id, HOOK_SECRET, blob)
+
+        until = row.hook_secret_old_until
+        return cls(
+            project_id=row.id,
+            team_id=row.team_id,
+            current=unseal(row.hook_secret),
+            previous=unseal(row.hook_secret_old),
+            previous_until=_aware(until) if until else None,
+            fetched=time.monotonic(),
+        )
+
+    def secrets(self, now: datetime) -> list[str]:
+        """The current secret, and the previous one during its grace period."""
+        found = [self.current] if self.current else []
+        if self.previous and self.previous_until and self.previous_until > now:
+            found.append(self.previous)
+        return found
 
 
 class Intake:
@@ -122,6 +151,12 @@ class Intake:
         self.poll_s = poll_s
         self.batch = batch
         self._wake = asyncio.Event()
+        self.writer = DeliveryWriter(self.db)
+        self._receiving = 0
+        self._targets: dict[tuple[str, str], HookTarget] = {}
+        self._pipelines: OrderedDict[tuple[str, str, str], LoadedPipeline | str] = OrderedDict()
+        self._known: OrderedDict[tuple[str, str], None] = OrderedDict()
+        """Full shas known to be in their mirror (commits never leave a mirror we read)."""
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -129,80 +164,80 @@ class Intake:
         self, provider_name: str, team: str, project: str, headers: Mapping[str, str], body: bytes
     ) -> Receipt:
         """Verify, store, acknowledge. Raises IntakeError for a refused delivery."""
+        self._receiving += 1
+        try:
+            return await self._receive(provider_name, team, project, headers, body)
+        finally:
+            self._receiving -= 1
+
+    async def _receive(
+        self, provider_name: str, team: str, project: str, headers: Mapping[str, str], body: bytes
+    ) -> Receipt:
         provider = PROVIDERS.get(provider_name)
         if provider is None:
             known = ", ".join(sorted(PROVIDERS))
             raise IntakeError(
                 404, "unknown_provider", f"no provider {provider_name!r}; use {known}"
             )
-        async with self.db.transaction() as session:
-            row = await self._project(session, team, project)
-            now = utcnow()
-            if not provider.verify(hook_secrets(self.box, row, now), headers, body):
-                raise IntakeError(
-                    401, "bad_signature", f"the {provider.name} signature or token does not verify"
-                )
-            payload = _parse_json(body)
-            look = provider.first_look(headers, payload)
-            if look.look is Look.PING:
-                return Receipt(200, {"status": "pong", "event": look.event})
-            if look.look is Look.IGNORE:
-                return Receipt(
-                    202, {"status": "ignored", "event": look.event, "reason": look.reason}
-                )
-            key = provider.delivery_key(headers, body)
-            stored = await self._store(session, row, provider.name, key, look.event, headers, body)
+        target = await self._target(team, project)
+        if not provider.verify(target.secrets(utcnow()), headers, body):
+            raise IntakeError(
+                401, "bad_signature", f"the {provider.name} signature or token does not verify"
+            )
+        payload = _parse_json(body)
+        look = provider.first_look(headers, payload)
+        if look.look is Look.PING:
+            return Receipt(200, {"status": "pong", "event": look.event})
+        if look.look is Look.IGNORE:
+            return Receipt(202, {"status": "ignored", "event": look.event, "reason": look.reason})
+        key = provider.delivery_key(headers, body)
+        now = utcnow()
+        stored = await self.writer.store(
+            {
+                "id": new_id(),
+                "team_id": target.team_id,
+                "project_id": target.project_id,
+                "provider": provider.name,
+                "delivery_key": key,
+                "event": look.event[:200],
+                "headers": {k: headers[k] for k in KEPT_HEADERS if k in headers},
+                "body": body,
+                "state": "received",
+                "attempts": 0,
+                "not_before": now,
+                "outcome": [],
+                "runs": [],
+                "received_at": now,
+            }
+        )
         if stored is None:
             return Receipt(200, {"status": "duplicate", "delivery_key": key})
         self._wake.set()
         return Receipt(202, {"status": "accepted", "delivery": str(stored), "event": look.event})
 
-    async def _project(self, session: AsyncSession, team: str, name: str) -> Project:
-        row = await session.scalar(
-            select(Project)
-            .join(Team, Team.id == Project.team_id)
-            .where(Team.name == team, Project.name == name)
-        )
+    async def _target(self, team: str, name: str) -> HookTarget:
+        """The project a hook URL names, with its secrets; kept for TARGET_TTL_S, so a
+        burst costs one lookup. A rotation made on another replica applies within that
+        time (this replica's own rotations apply at once, see `forget`)."""
+        cached = self._targets.get((team, name))
+        if cached is not None and cached.fetched > time.monotonic() - TARGET_TTL_S:
+            return cached
+        async with self.db.transaction() as session:
+            row = await session.scalar(
+                select(Project)
+                .join(Team, Team.id == Project.team_id)
+                .where(Team.name == team, Project.name == name)
+            )
         if row is None:
+            self._targets.pop((team, name), None)
             raise IntakeError(404, "not_found", f"no project {team}/{name}")
-        return row
+        target = HookTarget.of(self.box, row)
+        self._targets[team, name] = target
+        return target
 
-    async def _store(
-        self,
-        session: AsyncSession,
-        project: Project,
-        provider: str,
-        key: str,
-        event: str,
-        headers: Mapping[str, str],
-        body: bytes,
-    ) -> uuid.UUID | None:
-        """Insert the delivery; None when (project, provider, key) is already there."""
-        now = utcnow()
-        values = {
-            "id": new_id(),
-            "team_id": project.team_id,
-            "project_id": project.id,
-            "provider": provider,
-            "delivery_key": key,
-            "event": event[:200],
-            "headers": {k: headers[k] for k in KEPT_HEADERS if k in headers},
-            "body": body,
-            "state": "received",
-            "attempts": 0,
-            "not_before": now,
-            "outcome": [],
-            "runs": [],
-            "received_at": now,
-        }
-        insert: Any = postgresql.insert if not self.db.is_sqlite else sqlite.insert
-        stored = await session.scalar(
-            insert(Delivery)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["project_id", "provider", "delivery_key"])
-            .returning(Delivery.id)
-        )
-        return stored if isinstance(stored, uuid.UUID) else None
+    def forget(self, team: str, name: str) -> None:
+        """Drop a cached project (after its secret was rotated here)."""
+        self._targets.pop((team, name), None)
 
     # -- processing -----------------------------------------------------------------------
 
@@ -226,9 +261,19 @@ class Intake:
     async def drain(self) -> int:
         """Claim and process one batch; returns how many deliveries it handled."""
         claimed = await self._claim()
-        if claimed:
-            await asyncio.gather(*(self.process(d) for d in claimed))
+        for delivery_id in claimed:
+            await self._acknowledgements_first()
+            await self.process(delivery_id)
         return len(claimed)
+
+    async def _acknowledgements_first(self) -> None:
+        """Translation waits while this process is acknowledging deliveries (at most
+        YIELD_MAX_S per delivery), so a burst is stored and answered first and translated
+        from the inbox afterwards."""
+        waited = 0.0
+        while self._receiving and waited < YIELD_MAX_S:
+            await asyncio.sleep(YIELD_STEP_S)
+            waited += YIELD_STEP_S
 
     async def _claim(self) -> list[uuid.UUID]:
         now = utcnow()
@@ -290,28 +335,59 @@ class Intake:
             return
         await self._finish(delivery_id, "done", outcome or ["nothing to do"], runs)
 
+    async def _pipeline(
+        self, project: Project, mirror: GitMirror, sha: str
+    ) -> LoadedPipeline | str:
+        """The pipeline at a commit, or why there is none. Parsed once per (repository,
+        commit, path): a burst of pushes of one commit reads and parses it once."""
+        key = (project.repo_url, sha, project.config_path)
+        if key in self._pipelines:
+            self._pipelines.move_to_end(key)
+            return self._pipelines[key]
+        found: LoadedPipeline | str
+        try:
+            text = await mirror.read(sha, project.config_path)
+        except GitError:
+            found = f"no {project.config_path} in this commit"
+        else:
+            try:
+                found = parse_pipeline(text, project.config_path)
+            except PipelineInvalid as exc:
+                shown = "; ".join(str(e) for e in exc.errors[:5])
+                found = f"the pipeline is invalid: {shown}"
+        self._pipelines[key] = found
+        if len(self._pipelines) > PIPELINE_CACHE:
+            self._pipelines.popitem(last=False)
+        return found
+
+    async def _commit(self, mirror: GitMirror, sha: str) -> str | None:
+        """The full sha of a commit, fetching the mirror when it does not have it yet."""
+        if FULL_SHA.fullmatch(sha) and (mirror.url, sha) in self._known:
+            return sha
+        if not await mirror.has(sha):
+            await mirror.fetch()
+        try:
+            full = await mirror.resolve(sha)
+        except GitError:
+            return None
+        self._known[mirror.url, full] = None
+        if len(self._known) > PIPELINE_CACHE:
+            self._known.popitem(last=False)
+        return full
+
     async def _start(self, project: Project, change: Change) -> tuple[str, uuid.UUID | None]:
         mirror = self.mirror(project.repo_url)
         where = f"{change.ref}@{change.sha[:12]}"
-        if not await mirror.has(change.sha):
-            await mirror.fetch()
-        try:
-            sha = await mirror.resolve(change.sha)
-        except GitError:
+        sha = await self._commit(mirror, change.sha)
+        if sha is None:
             return f"{where}: commit not found in {project.repo_url}", None
+        loaded = await self._pipeline(project, mirror, sha)
+        if isinstance(loaded, str):
+            return f"{where}: {loaded}", None
         changed, how = await self._changed(mirror, change, sha)
         message = change.message
         if not message and change.kind is EventKind.PUSH:
             message = await mirror.message(sha)
-        try:
-            text = await mirror.read(sha, project.config_path)
-        except GitError:
-            return f"{where}: no {project.config_path} in this commit", None
-        try:
-            loaded = parse_pipeline(text, project.config_path)
-        except PipelineInvalid as exc:
-            shown = "; ".join(str(e) for e in exc.errors[:5])
-            return f"{where}: the pipeline is invalid: {shown}", None
         event = Event(
             kind=change.kind,
             ref=change.ref,

@@ -117,6 +117,7 @@ async def rotate_webhook_secret(
         row.hook_secret_old = row.hook_secret
         row.hook_secret_old_until = until
         row.hook_secret = seal_hook_secret(state.secrets, row.id, secret)
+    state.intake.forget(team, project)
     return RotateOut(webhook_secret=secret, previous_valid_until=until.isoformat())
 
 
