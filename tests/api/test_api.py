@@ -72,6 +72,61 @@ def test_idempotency_key_returns_the_same_run(world: World):
     assert first.json()["id"] == second.json()["id"] != third.json()["id"]
 
 
+def test_idempotency_key_semantics(world: World):
+    """The IETF draft: replay, 422 for another body, 409 while in flight, errors replayed,
+    keys scoped per token, malformed keys refused."""
+    url = "/api/v1/projects/a/api/runs"
+    key = {"Idempotency-Key": '"8e03978e-40d5-43e8-bc93-6894a57f9324"'}
+    first = world.call("a:developer", "POST", url, json={"ref": "main"}, headers=key)
+    assert first.status_code == 201
+    replay = world.call("a:developer", "POST", url, json={"ref": "main"}, headers=key)
+    assert (replay.status_code, replay.json()) == (201, first.json())
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    other_body = world.call("a:developer", "POST", url, json={"ref": "other"}, headers=key)
+    assert other_body.status_code == 422
+    assert other_body.json()["error"] == "idempotency_key_reused"
+    # Another token's key of the same value is its own.
+    mine = world.call("a:owner", "POST", url, json={"ref": "main"}, headers=key)
+    assert mine.status_code == 201 and mine.json()["id"] != first.json()["id"]
+    # Errors are stored and replayed too.
+    bad = {"Idempotency-Key": "bad-ref-1"}
+    error = world.call("a:developer", "POST", url, json={"ref": "nope"}, headers=bad)
+    assert error.status_code == 422 and error.json()["error"] == "unknown_ref"
+    again = world.call("a:developer", "POST", url, json={"ref": "nope"}, headers=bad)
+    assert (again.status_code, again.json()) == (422, error.json())
+    assert again.headers["Idempotent-Replayed"] == "true"
+    for malformed in ("", '""', "x" * 256, "tab\there"):
+        refused = world.call(
+            "a:developer", "POST", url, json={"ref": "main"}, headers={"Idempotency-Key": malformed}
+        )
+        assert refused.status_code in (400, 422), malformed
+    # A first request still in progress (here: its record, as another replica would hold
+    # it) makes a repeat wait with 409.
+    from conveyor.api.auth import token_hash
+    from conveyor.api.idempotency import fingerprint
+    from conveyor.storage.tables import IdempotencyRecord
+
+    state = world.client.app.state.coordinator
+
+    async def in_flight() -> None:
+        async with state.db.transaction() as session:
+            session.add(
+                IdempotencyRecord(
+                    owner=token_hash(world.tokens["a:developer"]),
+                    method="POST",
+                    route=url,
+                    key="busy",
+                    fingerprint=fingerprint(url, {"ref": "main", "sha": None}),
+                )
+            )
+
+    world.client.portal.call(in_flight)
+    busy = world.call(
+        "a:developer", "POST", url, json={"ref": "main"}, headers={"Idempotency-Key": "busy"}
+    )
+    assert (busy.status_code, busy.json()["error"]) == (409, "request_in_progress")
+
+
 def test_roles(world: World):
     assert trigger(world, who="a:viewer").status_code == 403
     body = {"team": "a", "name": "x", "repo_url": "file:///nowhere"}

@@ -41,6 +41,8 @@ class Principal:
     role: Role
     team_id: uuid.UUID | None = None
     runner: RunnerRow | None = None
+    subject: str = ""
+    """Who is calling, stably: the sha256 of the token (scopes idempotency keys)."""
 
     @property
     def is_admin(self) -> bool:
@@ -72,8 +74,8 @@ async def principal_for(session: AsyncSession, token: str) -> Principal:
         if runner is None:
             raise ApiError(401, "unauthorized", "unknown runner token")
         runner.last_seen_at = utcnow()
-        return Principal(role=Role.VIEWER, team_id=runner.team_id, runner=runner)
+        return Principal(role=Role.VIEWER, team_id=runner.team_id, runner=runner, subject=digest)
     row = await session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
     if row is None:
         raise ApiError(401, "unauthorized", "unknown or revoked token")
-    return Principal(role=Role.parse(row.role), team_id=row.team_id)
+    return Principal(role=Role.parse(row.role), team_id=row.team_id, subject=digest)

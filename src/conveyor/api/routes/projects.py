@@ -7,12 +7,14 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.api.auth import Principal
 from conveyor.api.errors import ApiError
+from conveyor.api.idempotency import once, parse_key
 from conveyor.api.routes.runs import load_run, run_page, run_row
 from conveyor.api.routes.teams import team_named
 from conveyor.api.schemas import (
@@ -171,17 +173,34 @@ async def get_project(team: str, project: str, state: State, who: Caller) -> Pro
         return _out(*await project_named(session, who, team, project, Role.VIEWER))
 
 
-@router.post("/{team}/{project}/runs", status_code=201)
+@router.post("/{team}/{project}/runs", status_code=201, response_model=RunOut)
 async def trigger_run(
     team: str,
     project: str,
     body: TriggerIn,
     state: State,
     who: Caller,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=300)] = None,
+) -> RunOut | JSONResponse:
+    """Start a run of `ref` (at `sha` if given). With an `Idempotency-Key`, a repeat
+    returns the first answer (409 while it is in progress, 422 for a different body)."""
+    if idempotency_key is None:
+        return await _trigger(team, project, body, state, who, None)
+    key = parse_key(idempotency_key)
+    return await once(
+        state,
+        who,
+        f"/api/v1/projects/{team}/{project}/runs",
+        idempotency_key,
+        body,
+        201,
+        lambda: _trigger(team, project, body, state, who, key),
+    )
+
+
+async def _trigger(
+    team: str, project: str, body: TriggerIn, state: Coordinator, who: Principal, key: str | None
 ) -> RunOut:
-    """Start a run of `ref` (at `sha` if given). A retried request with the same
-    `Idempotency-Key` returns the same run."""
     async with state.db.transaction() as session:
         row, _ = await project_named(session, who, team, project, Role.DEVELOPER)
     event = await _manual_event(state, row, body)
@@ -193,7 +212,7 @@ async def trigger_run(
     plan = compile_plan(loaded.spec, event)
     if not plan.triggered:
         raise ApiError(422, "nothing_to_run", list(plan.trigger.reasons) or ["no job matched"])
-    nonce = idempotency_key or str(uuid.uuid4())
+    nonce = f"{who.subject[:16]}:{key}" if key else str(uuid.uuid4())
     created = await state.scheduler.start_run(
         row, plan, pipeline=f"{row.config_path}#manual:{nonce}"
     )
@@ -221,19 +240,30 @@ async def _pipeline_text(state: Coordinator, project: Project, sha: str) -> byte
         ) from exc
 
 
-@retry_router.post("/runs/{run_id}/retry", status_code=201)
+@retry_router.post("/runs/{run_id}/retry", status_code=201, response_model=RunOut)
 async def retry_run(
     run_id: uuid.UUID,
     state: State,
     who: Caller,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-) -> RunOut:
+    idempotency_key: Annotated[str | None, Header(max_length=300)] = None,
+) -> RunOut | JSONResponse:
     """Run the same commit of the same ref again, as a new run."""
     async with state.db.transaction() as session:
         run, project, team = await run_row(session, run_id)
         who.require(run.team_id, Role.DEVELOPER, "run")
     body = TriggerIn(ref=run.ref, sha=run.sha)
-    return await trigger_run(team.name, project.name, body, state, who, idempotency_key)
+    if idempotency_key is None:
+        return await _trigger(team.name, project.name, body, state, who, None)
+    key = parse_key(idempotency_key)
+    return await once(
+        state,
+        who,
+        f"/api/v1/runs/{run_id}/retry",
+        idempotency_key,
+        body,
+        201,
+        lambda: _trigger(team.name, project.name, body, state, who, f"retry:{run_id}:{key}"),
+    )
 
 
 @router.get("/{team}/{project}/runs")

@@ -1,0 +1,140 @@
+"""`Idempotency-Key` on POSTs that act (trigger; later deploy and rollback), with the
+semantics of the IETF draft "The Idempotency-Key HTTP Header Field":
+
+- a repeat of a completed request returns the stored response (successes and 4xx errors);
+- a repeat while the first is still being answered gets 409;
+- the same key with a different request body gets 422;
+- keys are scoped to the caller's token and the route, and expire after 24 hours.
+
+The key is an opaque string of at most 255 characters, sent bare or as a quoted
+structured-field string (`"8e03…"`). docs/ids.md explains the fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from conveyor.api.auth import Principal
+from conveyor.api.errors import ApiError
+from conveyor.api.state import Coordinator
+from conveyor.storage.tables import IdempotencyRecord, utcnow
+
+KEY_TTL = timedelta(hours=24)
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def parse_key(raw: str) -> str:
+    """The key without sf-string quotes; 400 when it is empty, too long or not printable."""
+    key = raw.strip()
+    if len(key) >= 2 and key[0] == key[-1] == '"':
+        key = key[1:-1]
+    if not _KEY.match(key):
+        raise ApiError(
+            400,
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1-255 printable ASCII characters (quoted or bare)",
+        )
+    return key
+
+
+def fingerprint(route: str, body: Any) -> str:
+    """sha256 of the route and the canonical JSON of the request body."""
+    canonical = json.dumps([route, jsonable_encoder(body)], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def once(
+    state: Coordinator,
+    who: Principal,
+    route: str,
+    raw_key: str,
+    body: BaseModel,
+    status: int,
+    act: Callable[[], Awaitable[BaseModel]],
+) -> JSONResponse:
+    """Run `act` once per (caller, route, key); repeats get the stored answer."""
+    key = parse_key(raw_key)
+    print_ = fingerprint(route, body.model_dump(mode="json"))
+    where = (
+        IdempotencyRecord.owner == who.subject,
+        IdempotencyRecord.method == "POST",
+        IdempotencyRecord.route == route,
+        IdempotencyRecord.key == key,
+    )
+    async with state.db.transaction() as session:
+        await session.execute(
+            delete(IdempotencyRecord).where(
+                *where, IdempotencyRecord.created_at < utcnow() - KEY_TTL
+            )
+        )
+    try:
+        async with state.db.transaction() as session:
+            session.add(
+                IdempotencyRecord(
+                    owner=who.subject, method="POST", route=route, key=key, fingerprint=print_
+                )
+            )
+    except IntegrityError:
+        return await _repeat(state, where, print_)
+    try:
+        result = await act()
+    except ApiError as exc:
+        if exc.status >= 500:
+            await _forget(state, where)
+            raise
+        await _remember(state, where, exc.status, {"error": exc.error, "detail": exc.detail})
+        raise
+    except BaseException:
+        await _forget(state, where)
+        raise
+    payload = result.model_dump(mode="json")
+    await _remember(state, where, status, payload)
+    return JSONResponse(payload, status_code=status, headers={"Idempotency-Key": key})
+
+
+async def _repeat(state: Coordinator, where: Any, print_: str) -> JSONResponse:
+    async with state.db.transaction() as session:
+        record = await session.scalar(select(IdempotencyRecord).where(*where))
+    if record is None:  # expired and removed between our insert and this read
+        raise ApiError(409, "conflict", "the request with this Idempotency-Key just expired")
+    if record.fingerprint != print_:
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request body",
+        )
+    if record.status_code is None or record.response is None:
+        raise ApiError(
+            409,
+            "request_in_progress",
+            "the first request with this Idempotency-Key is still being answered",
+        )
+    return JSONResponse(
+        record.response,
+        status_code=record.status_code,
+        headers={"Idempotency-Key": record.key, "Idempotent-Replayed": "true"},
+    )
+
+
+async def _remember(state: Coordinator, where: Any, status: int, response: Any) -> None:
+    async with state.db.transaction() as session:
+        record = await session.scalar(select(IdempotencyRecord).where(*where))
+        if record is not None:
+            record.status_code = status
+            record.response = response
+
+
+async def _forget(state: Coordinator, where: Any) -> None:
+    async with state.db.transaction() as session:
+        await session.execute(delete(IdempotencyRecord).where(*where))
