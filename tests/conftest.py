@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import textwrap
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -16,6 +17,8 @@ from conveyor.domain.status import JobStatus
 from conveyor.pipeline.loader import LoadedPipeline, parse_pipeline
 from conveyor.pipeline.plan import Plan, compile_plan
 from conveyor.pipeline.triggers import Event, EventKind
+from conveyor.storage.database import Database, database_url
+from conveyor.storage.migrate import upgrade
 
 
 def pipeline_text(body: str, *, service: str = "svc", team: str = "team") -> str:
@@ -112,3 +115,16 @@ def redis_url() -> str:
             pytest.fail(f"CONVEYOR_TEST_REDIS_URL is set but Redis is unreachable: {exc}")
         pytest.skip(f"Redis not reachable at {url}")
     return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    if request.param == "sqlite":
+        db = Database(database_url(tmp_path))
+    else:
+        db = Database(database_url(tmp_path, request.getfixturevalue("postgres_url")))
+    await upgrade(db)
+    try:
+        yield db
+    finally:
+        await db.dispose()

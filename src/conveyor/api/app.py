@@ -24,6 +24,7 @@ from conveyor.api.state import Coordinator
 from conveyor.config import Settings
 from conveyor.domain.roles import Role
 from conveyor.intake.inbox import Intake
+from conveyor.intake.schedules import Schedules
 from conveyor.scheduler.service import LEASE_S, Scheduler
 from conveyor.storage.database import Database, database_url
 from conveyor.storage.migrate import upgrade
@@ -58,6 +59,8 @@ class ServerConfig:
     cache_quota_mb: int = 256
     """Each team's cache archives together, in MiB; the least recently used go first."""
     inbox_poll_s: float = 1.0
+    schedule_check_s: float = 15.0
+    """How often every replica looks for due `on.schedule` slots."""
 
 
 async def bootstrap_admin(db: Database, config: ServerConfig) -> str | None:
@@ -168,6 +171,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             asyncio.create_task(_sweep(scheduler, config.sweep_s)),
             asyncio.create_task(scheduler.listen()),
             asyncio.create_task(intake.work()),
+            asyncio.create_task(Schedules(intake, check_s=config.schedule_check_s).work()),
         ]
         try:
             yield

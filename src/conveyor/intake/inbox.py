@@ -335,9 +335,7 @@ class Intake:
             return
         await self._finish(delivery_id, "done", outcome or ["nothing to do"], runs)
 
-    async def _pipeline(
-        self, project: Project, mirror: GitMirror, sha: str
-    ) -> LoadedPipeline | str:
+    async def pipeline(self, project: Project, mirror: GitMirror, sha: str) -> LoadedPipeline | str:
         """The pipeline at a commit, or why there is none. Parsed once per (repository,
         commit, path): a burst of pushes of one commit reads and parses it once."""
         key = (project.repo_url, sha, project.config_path)
@@ -360,7 +358,7 @@ class Intake:
             self._pipelines.popitem(last=False)
         return found
 
-    async def _commit(self, mirror: GitMirror, sha: str) -> str | None:
+    async def commit(self, mirror: GitMirror, sha: str) -> str | None:
         """The full sha of a commit, fetching the mirror when it does not have it yet."""
         if FULL_SHA.fullmatch(sha) and (mirror.url, sha) in self._known:
             return sha
@@ -378,10 +376,10 @@ class Intake:
     async def _start(self, project: Project, change: Change) -> tuple[str, uuid.UUID | None]:
         mirror = self.mirror(project.repo_url)
         where = f"{change.ref}@{change.sha[:12]}"
-        sha = await self._commit(mirror, change.sha)
+        sha = await self.commit(mirror, change.sha)
         if sha is None:
             return f"{where}: commit not found in {project.repo_url}", None
-        loaded = await self._pipeline(project, mirror, sha)
+        loaded = await self.pipeline(project, mirror, sha)
         if isinstance(loaded, str):
             return f"{where}: {loaded}", None
         changed, how = await self._changed(mirror, change, sha)

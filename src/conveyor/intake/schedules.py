@@ -1,0 +1,153 @@
+"""`on.schedule` entries: cron slots (UTC, croniter) fire one run each.
+
+Every replica checks the schedules of every project every `check_s`. A slot's run has a
+deterministic dedupe key (the pipeline name holds the entry and the slot), so replicas
+that fire the same slot at once still start one run; the `schedule_fires` row then tells
+later passes that the slot is handled. Slots missed while no replica was running are not
+made up (like GitLab); a slot fires if it is at most `grace_s` old.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from croniter import croniter
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from conveyor.intake.inbox import Intake
+from conveyor.pipeline.plan import compile_plan
+from conveyor.pipeline.schema import ScheduleEntry
+from conveyor.pipeline.triggers import Event, EventKind
+from conveyor.storage.tables import Project, ScheduleFire, utcnow
+from conveyor.vcs import GitError, GitMirror
+
+log = logging.getLogger("conveyor.schedules")
+FETCH_EVERY_S = 60.0
+
+
+@dataclass(frozen=True)
+class Fired:
+    project: str
+    entry: str
+    slot: datetime
+    outcome: str
+
+
+def entry_key(entry: ScheduleEntry, branch: str) -> str:
+    """How a schedule entry is named in its fires: its name, else `cron@branch`."""
+    return entry.name or f"{entry.cron}@{branch}"
+
+
+def latest_slot(cron: str, now: datetime) -> datetime:
+    """The latest cron slot at or before `now` (UTC)."""
+    base = now.replace(microsecond=0) + timedelta(seconds=1)
+    slot: datetime = croniter(cron, base).get_prev(datetime)
+    return slot
+
+
+class Schedules:
+    def __init__(self, intake: Intake, *, check_s: float = 15.0, grace_s: float = 120.0) -> None:
+        self.intake = intake
+        self.db = intake.db
+        self.check_s = check_s
+        self.grace_s = grace_s
+        self._fetched: dict[str, float] = {}
+
+    async def work(self) -> None:
+        """Fire due slots every `check_s` until cancelled."""
+        while True:
+            try:
+                await self.fire_due()
+            except Exception:  # pragma: no cover - logged; the next pass retries
+                log.exception("schedule pass failed")
+            await asyncio.sleep(self.check_s)
+
+    async def fire_due(self, now: datetime | None = None) -> list[Fired]:
+        """One pass over every project's schedules."""
+        moment = now or utcnow()
+        async with self.db.transaction() as session:
+            projects = list((await session.scalars(select(Project))).all())
+        fired: list[Fired] = []
+        for project in projects:
+            try:
+                fired += await self._project(project, moment)
+            except GitError as exc:
+                log.warning("schedules of %s: %s", project.repo_url, exc)
+        return fired
+
+    async def _refresh(self, mirror: GitMirror) -> None:
+        last = self._fetched.get(mirror.url)
+        if last is None or time.monotonic() - last > FETCH_EVERY_S or not mirror.path.exists():
+            await mirror.fetch()
+            self._fetched[mirror.url] = time.monotonic()
+
+    async def _project(self, project: Project, now: datetime) -> list[Fired]:
+        mirror = self.intake.mirror(project.repo_url)
+        await self._refresh(mirror)
+        default = await mirror.default_branch()
+        if default is None:
+            return []
+        head = await self.intake.commit(mirror, await mirror.resolve(f"refs/heads/{default}"))
+        if head is None:
+            return []
+        loaded = await self.intake.pipeline(project, mirror, head)
+        if isinstance(loaded, str) or not loaded.spec.on.schedule:
+            return []
+        fired: list[Fired] = []
+        for entry in loaded.spec.on.schedule:
+            branch = entry.branch or default
+            slot = latest_slot(entry.cron, now)
+            created = project.created_at
+            if created.tzinfo is None:
+                created = created.replace(tzinfo=now.tzinfo)
+            if (now - slot).total_seconds() > self.grace_s or slot < created:
+                continue
+            key = entry_key(entry, branch)
+            if await self._handled(project, key, slot):
+                continue
+            outcome = await self._fire(project, mirror, branch, key, slot)
+            fired.append(Fired(f"{project.id}", key, slot, outcome))
+        return fired
+
+    async def _handled(self, project: Project, key: str, slot: datetime) -> bool:
+        async with self.db.transaction() as session:
+            found = await session.get(ScheduleFire, (project.id, key, slot))
+        return found is not None
+
+    async def _fire(
+        self, project: Project, mirror: GitMirror, branch: str, key: str, slot: datetime
+    ) -> str:
+        try:
+            sha = await mirror.resolve(f"refs/heads/{branch}")
+        except GitError:
+            return f"no branch {branch}"
+        loaded = await self.intake.pipeline(project, mirror, sha)
+        run_id = None
+        if isinstance(loaded, str):
+            outcome = loaded
+        else:
+            event = Event(kind=EventKind.SCHEDULE, ref=f"refs/heads/{branch}", sha=sha)
+            plan = compile_plan(loaded.spec, event)
+            if plan.triggered:
+                created = await self.intake.scheduler.start_run(
+                    project,
+                    plan,
+                    pipeline=f"{project.config_path}#schedule:{key}@{slot.isoformat()}",
+                )
+                run_id = created.run_id
+                outcome = f"run {run_id}" + ("" if created.created else " (fired elsewhere)")
+            else:
+                outcome = "not triggered: " + "; ".join(plan.trigger.reasons)
+        try:
+            async with self.db.transaction() as session:
+                session.add(
+                    ScheduleFire(project_id=project.id, entry=key, slot=slot, run_id=run_id)
+                )
+        except IntegrityError:
+            pass  # another replica recorded the same slot; the run is the same one
+        return outcome

@@ -1,0 +1,82 @@
+"""`on.schedule`: each cron slot starts one run, even when several replicas fire it at
+the same moment; old slots are not made up; unscheduled projects start nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+
+from conveyor.intake.inbox import Intake
+from conveyor.intake.schedules import Schedules, latest_slot
+from conveyor.scheduler.service import Scheduler
+from conveyor.storage.database import Database
+from conveyor.storage.secrets import SecretBox
+from conveyor.storage.tables import Project, Run, Team
+from conveyor.vcs import MirrorSet
+from tests.intake.conftest import commit, git
+
+SCHEDULED = """\
+version: 1
+service: nightly
+team: a
+on:
+  schedule:
+    - {cron: "*/5 * * * *", name: every-five}
+    - {cron: "0 3 * * *", branch: release}
+jobs:
+  build: {script: "echo nightly"}
+"""
+
+
+def test_latest_slot() -> None:
+    now = datetime(2026, 11, 30, 7, 42, 13, tzinfo=UTC)
+    assert latest_slot("*/5 * * * *", now) == datetime(2026, 11, 30, 7, 40, tzinfo=UTC)
+    assert latest_slot("0 3 * * *", now) == datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
+    exact = datetime(2026, 11, 30, 7, 45, tzinfo=UTC)
+    assert latest_slot("*/5 * * * *", exact) == exact
+
+
+async def test_each_slot_fires_once_across_replicas(database: Database, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    commit(repo, {"conveyor.yml": SCHEDULED})
+    git(repo, "branch", "release")
+    async with database.transaction() as session:
+        team = Team(name="a")
+        session.add(team)
+        await session.flush()
+        session.add(Project(team_id=team.id, name="nightly", repo_url=str(repo)))
+        plain = Project(team_id=team.id, name="plain", repo_url=str(repo), config_path="none.yml")
+        session.add(plain)
+    created = datetime.now(UTC)
+    box = SecretBox(b"k" * 32)
+    replicas = [
+        Schedules(Intake(Scheduler(database), box, MirrorSet(tmp_path / f"m{i}").get))
+        for i in range(3)
+    ]
+    slot = latest_slot("*/5 * * * *", created + timedelta(minutes=5))
+    at = slot + timedelta(seconds=20)
+    passes = await asyncio.gather(*(r.fire_due(at) for r in replicas))
+    fired = [f for one in passes for f in one]
+    assert {f.entry for f in fired} == {"every-five"}
+    assert all(f.slot == slot for f in fired)
+    # Again, later in the same slot: nothing new.
+    assert [await r.fire_due(at + timedelta(seconds=30)) for r in replicas] == [[], [], []]
+    # The next slot fires once more; a slot older than the grace period does not.
+    later = slot + timedelta(minutes=5, seconds=1)
+    assert len(await replicas[1].fire_due(later)) == 1
+    too_late = slot + timedelta(minutes=13)  # its slot (+10 min) is 3 min old: past grace
+    assert await replicas[2].fire_due(too_late) == []
+    # The daily entry on `release`, at 03:00 the next day.
+    next_day = (created + timedelta(days=1)).replace(hour=3, minute=0, second=5, microsecond=0)
+    daily = await replicas[0].fire_due(next_day)
+    assert {f.entry for f in daily} == {"0 3 * * *@release", "every-five"}  # 03:00 is both
+    async with database.transaction() as session:
+        runs = (await session.scalars(select(Run))).all()
+    refs = sorted(r.ref for r in runs)
+    assert refs == ["refs/heads/main"] * 3 + ["refs/heads/release"]
+    assert {r.event for r in runs} == {"schedule"}
