@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     """`redis://host:port`: rate limits are counted in Redis, shared by all replicas;
     unset means each replica counts in memory."""
+    public_url: str = "http://127.0.0.1:8080"
+    """The URL people use to reach the server: the links in commit statuses."""
     secret_key: str | None = None
     """AES-256 key for secrets at rest (32 bytes, URL-safe base64); unset means a key file
     `<data-dir>/secret-key` is generated. Every replica needs the same key."""

@@ -25,6 +25,7 @@ from conveyor.config import Settings
 from conveyor.domain.roles import Role
 from conveyor.intake.inbox import Intake
 from conveyor.intake.schedules import Schedules
+from conveyor.intake.statuses import Statuses
 from conveyor.scheduler.service import LEASE_S, Scheduler
 from conveyor.storage.database import Database, database_url
 from conveyor.storage.migrate import upgrade
@@ -60,6 +61,10 @@ class ServerConfig:
     """Each team's cache archives together, in MiB; the least recently used go first."""
     inbox_poll_s: float = 1.0
     schedule_check_s: float = 15.0
+    public_url: str = "http://127.0.0.1:8080"
+    """Where people reach this server: links in commit statuses."""
+    status_poll_s: float = 1.0
+    status_backoff_s: float = 5.0
     """How often every replica looks for due `on.schedule` slots."""
 
 
@@ -116,6 +121,7 @@ def server_config(settings: Settings, data_dir: Path | None = None) -> ServerCon
         hook_rate_limit=settings.hook_rate_limit,
         redis_url=settings.redis_url,
         cache_quota_mb=settings.cache_quota_mb,
+        public_url=settings.public_url,
     )
 
 
@@ -154,6 +160,13 @@ def create_app(config: ServerConfig) -> FastAPI:
         scheduler = Scheduler(db, lease_s=config.lease_s, secrets=box)
         mirrors = MirrorSet(config.data_dir / "repos")
         intake = Intake(scheduler, box, mirrors.get, poll_s=config.inbox_poll_s)
+        statuses = Statuses(
+            db,
+            box,
+            public_url=config.public_url,
+            poll_s=config.status_poll_s,
+            backoff_s=config.status_backoff_s,
+        )
         app.state.coordinator = Coordinator(
             db=db,
             scheduler=scheduler,
@@ -172,6 +185,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             asyncio.create_task(scheduler.listen()),
             asyncio.create_task(intake.work()),
             asyncio.create_task(Schedules(intake, check_s=config.schedule_check_s).work()),
+            asyncio.create_task(statuses.work()),
         ]
         try:
             yield
@@ -181,6 +195,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await statuses.client.aclose()
             await db.dispose()
 
     app = FastAPI(title="Conveyor", version=__version__, lifespan=lifespan)

@@ -103,6 +103,9 @@ class Run(Base):
     """UUIDv5 of [project, event, ref, sha, pipeline] (docs/ids.md); NULL once canceled,
     so that a canceled run does not block a new one for the same commit."""
     reasons: Mapped[list[Any]] = mapped_column(default=list)
+    status_reported: Mapped[str | None] = mapped_column(String(60), default=None)
+    """The commit status last queued for the provider ("<run>|<required>"), for projects
+    that report statuses (intake.statuses)."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -34,6 +34,7 @@ from conveyor.api.state import Caller, Coordinator, State
 from conveyor.domain.roles import Role
 from conveyor.ids import new_id
 from conveyor.intake.inbox import new_hook_secret, seal_hook_secret
+from conveyor.intake.statuses import STATUS_TOKEN
 from conveyor.pipeline.errors import PipelineInvalid
 from conveyor.pipeline.loader import parse_pipeline
 from conveyor.pipeline.plan import compile_plan
@@ -41,7 +42,6 @@ from conveyor.pipeline.triggers import Event, EventKind
 from conveyor.storage.tables import Delivery, Project, Team, utcnow
 from conveyor.vcs import GitError
 
-STATUS_TOKEN = "status-token"
 router = APIRouter(prefix="/api/v1/projects", tags=["projects"])
 
 retry_router = APIRouter(prefix="/api/v1", tags=["runs"])

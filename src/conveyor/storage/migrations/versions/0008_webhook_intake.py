@@ -134,6 +134,9 @@ def upgrade() -> None:
             batch_op.f("ix_status_outbox_sent_at_next_at"), ["sent_at", "next_at"], unique=False
         )
 
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("status_reported", sa.String(length=60), nullable=True))
+
     with op.batch_alter_table("projects", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("provider", sa.String(length=20), server_default="git", nullable=False)
@@ -149,6 +152,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.drop_column("status_reported")
+
     with op.batch_alter_table("projects", schema=None) as batch_op:
         batch_op.drop_column("status_token")
         batch_op.drop_column("status_repo")

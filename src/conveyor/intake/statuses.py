@@ -1,0 +1,342 @@
+"""Commit statuses back to the provider, through a durable outbox.
+
+A reconciler on every replica compares each active run of a reporting project with what
+was last queued for it (`runs.status_reported`) and, in the same transaction, queues a
+report in `status_outbox` whenever the run's state changed. A sender posts the queued
+reports to the provider, retrying with exponential backoff. Nothing is added to the
+path of a job: the reports follow the runs.
+
+Each run reports two contexts:
+- `conveyor/<team>/<project>`: the whole run;
+- `conveyor/<team>/required`: only the jobs marked `required_for_merge` (when there are
+  some), the check a branch protection rule can require.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import urllib.parse
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import select, update
+
+from conveyor.domain.status import JobOutcome, JobStatus, RunStatus, run_status
+from conveyor.storage.database import Database
+from conveyor.storage.secrets import SecretBox
+from conveyor.storage.tables import Job, Project, Run, StatusReport, Team, utcnow
+
+log = logging.getLogger("conveyor.statuses")
+STATUS_TOKEN = "status-token"
+FINAL = frozenset({"success", "failure", "canceled", "skipped"})
+MAX_ATTEMPTS = 12
+STATE = {
+    RunStatus.QUEUED: "pending",
+    RunStatus.RUNNING: "running",
+    RunStatus.SUCCESS: "success",
+    RunStatus.FAILED: "failure",
+    RunStatus.CANCELED: "canceled",
+    RunStatus.SKIPPED: "skipped",
+}
+"""Conveyor's report states; each provider maps them to its own words below."""
+
+PROVIDER_STATE: dict[str, dict[str, str]] = {
+    "github": {
+        "pending": "pending",
+        "running": "pending",
+        "success": "success",
+        "failure": "failure",
+        "canceled": "error",
+        "skipped": "success",
+    },
+    "gitea": {
+        "pending": "pending",
+        "running": "pending",
+        "success": "success",
+        "failure": "failure",
+        "canceled": "error",
+        "skipped": "success",
+    },
+    "gitlab": {
+        "pending": "pending",
+        "running": "running",
+        "success": "success",
+        "failure": "failed",
+        "canceled": "canceled",
+        "skipped": "skipped",
+    },
+    "bitbucket": {
+        "pending": "INPROGRESS",
+        "running": "INPROGRESS",
+        "success": "SUCCESSFUL",
+        "failure": "FAILED",
+        "canceled": "STOPPED",
+        "skipped": "SUCCESSFUL",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+def status_request(
+    provider: str, api: str, repo: str, token: str, report: StatusReport, target_url: str
+) -> Request:
+    """The HTTP request that reports one status, in the provider's documented format."""
+    state = PROVIDER_STATE[provider][report.state]
+    base = api.rstrip("/")
+    if provider == "github":
+        return Request(
+            "POST",
+            f"{base}/repos/{repo}/statuses/{report.sha}",
+            {
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": "2022-11-28",
+            },
+            {
+                "state": state,
+                "target_url": target_url,
+                "description": report.description,
+                "context": report.context,
+            },
+        )
+    if provider == "gitea":
+        return Request(
+            "POST",
+            f"{base}/repos/{repo}/statuses/{report.sha}",
+            {"Authorization": f"token {token}"},
+            {
+                "state": state,
+                "target_url": target_url,
+                "description": report.description,
+                "context": report.context,
+            },
+        )
+    if provider == "gitlab":
+        project = urllib.parse.quote(repo, safe="")
+        return Request(
+            "POST",
+            f"{base}/projects/{project}/statuses/{report.sha}",
+            {"PRIVATE-TOKEN": token},
+            {
+                "state": state,
+                "ref": report.ref.removeprefix("refs/heads/").removeprefix("refs/tags/"),
+                "name": report.context,
+                "target_url": target_url,
+                "description": report.description,
+            },
+        )
+    if provider == "bitbucket":
+        key = report.context if len(report.context) <= 40 else report.context[-40:]
+        return Request(
+            "POST",
+            f"{base}/repositories/{repo}/commit/{report.sha}/statuses/build",
+            {"Authorization": f"Bearer {token}"},
+            {
+                "key": key,
+                "state": state,
+                "name": report.context,
+                "url": target_url,
+                "description": report.description,
+            },
+        )
+    raise ValueError(f"no commit statuses for provider {provider!r}")
+
+
+def _summary(outcomes: list[tuple[str, JobOutcome]]) -> str:
+    counts: dict[str, int] = {}
+    for _, outcome in outcomes:
+        counts[outcome.status.value] = counts.get(outcome.status.value, 0) + 1
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))[:140]
+
+
+class Statuses:
+    """The reconciler and the sender; both loop on every replica."""
+
+    def __init__(
+        self,
+        db: Database,
+        box: SecretBox,
+        *,
+        public_url: str,
+        poll_s: float = 1.0,
+        backoff_s: float = 5.0,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.db = db
+        self.box = box
+        self.public_url = public_url.rstrip("/")
+        self.poll_s = poll_s
+        self.backoff_s = backoff_s
+        self.client = client or httpx.AsyncClient(timeout=10.0)
+
+    async def work(self) -> None:
+        while True:
+            try:
+                await self.reconcile()
+                await self.send_due()
+            except Exception:  # pragma: no cover - logged; the next pass retries
+                log.exception("commit status pass failed")
+            await asyncio.sleep(self.poll_s)
+
+    async def reconcile(self) -> int:
+        """Queue a report for every active run whose state changed; returns how many."""
+        queued = 0
+        finished = [f"{a}|{b}" for a in FINAL for b in FINAL]
+        query = (
+            select(Run, Project, Team)
+            .join(Project, Project.id == Run.project_id)
+            .join(Team, Team.id == Run.team_id)
+            .where(
+                Project.status_api.is_not(None),
+                Project.provider != "git",
+                Run.created_at > utcnow() - timedelta(days=2),
+                Run.status_reported.is_(None) | Run.status_reported.not_in(finished),
+            )
+        )
+        if not self.db.is_sqlite:  # replicas reconcile different runs at the same time
+            query = query.with_for_update(skip_locked=True, of=Run)
+        async with self.db.transaction() as session:
+            rows = (await session.execute(query)).all()
+            for run, project, team in rows:
+                jobs = (
+                    await session.execute(
+                        select(Job.name, Job.status, Job.spec).where(Job.run_id == run.id)
+                    )
+                ).all()
+                outcomes = [
+                    (
+                        name,
+                        JobOutcome(JobStatus(status), bool(spec.get("allow_failure", False))),
+                    )
+                    for name, status, spec in jobs
+                ]
+                required = [
+                    (name, o)
+                    for (name, o), (_, _, spec) in zip(outcomes, jobs, strict=True)
+                    if spec.get("required_for_merge")
+                ]
+                overall = STATE[run_status(o for _, o in outcomes)]
+                gate = STATE[run_status(o for _, o in required)] if required else "none"
+                now_state = f"{overall}|{gate if required else 'skipped'}"
+                if run.status_reported == now_state:
+                    continue
+                old_overall, _, old_gate = (run.status_reported or "|").partition("|")
+                if overall != old_overall:
+                    session.add(self._report(run, team, project, overall, _summary(outcomes)))
+                    queued += 1
+                if required and gate != old_gate:
+                    session.add(
+                        self._report(
+                            run,
+                            team,
+                            project,
+                            gate,
+                            _summary(required),
+                            f"conveyor/{team.name}/required",
+                        )
+                    )
+                    queued += 1
+                run.status_reported = now_state
+        return queued
+
+    @staticmethod
+    def _report(
+        run: Run,
+        team: Team,
+        project: Project,
+        state: str,
+        description: str,
+        context: str | None = None,
+    ) -> StatusReport:
+        return StatusReport(
+            team_id=run.team_id,
+            project_id=project.id,
+            run_id=run.id,
+            sha=run.sha,
+            ref=run.ref,
+            context=context or f"conveyor/{team.name}/{project.name}",
+            state=state,
+            description=description,
+        )
+
+    async def send_due(self, limit: int = 50) -> int:
+        """Send the reports that are due, oldest first; returns how many were sent."""
+        now = utcnow()
+        async with self.db.transaction() as session:
+            query = (
+                select(StatusReport.id)
+                .where(StatusReport.sent_at.is_(None), StatusReport.next_at <= now)
+                .order_by(StatusReport.created_at)
+                .limit(limit)
+            )
+            if not self.db.is_sqlite:
+                query = query.with_for_update(skip_locked=True)
+            ids = list((await session.scalars(query)).all())
+            if ids:  # claimed: other replicas leave them alone for a minute
+                await session.execute(
+                    update(StatusReport)
+                    .where(StatusReport.id.in_(ids))
+                    .values(next_at=now + timedelta(seconds=60))
+                )
+        sent = 0
+        for report_id in ids:
+            sent += await self._send(report_id)
+        return sent
+
+    async def _send(self, report_id: uuid.UUID) -> int:
+        async with self.db.transaction() as session:
+            report = await session.get(StatusReport, report_id)
+            project = await session.get(Project, report.project_id) if report else None
+        if report is None or project is None or not project.status_api:
+            return 0
+        token = (
+            self.box.open_blob(project.id, STATUS_TOKEN, project.status_token)
+            if project.status_token
+            else ""
+        )
+        request = status_request(
+            project.provider,
+            project.status_api,
+            project.status_repo or "",
+            token,
+            report,
+            f"{self.public_url}/api/v1/runs/{report.run_id}",
+        )
+        error = ""
+        try:
+            response = await self.client.request(
+                request.method, request.url, headers=request.headers, json=request.body
+            )
+            if response.status_code >= 300:
+                error = f"{response.status_code} {response.text[:200]}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        async with self.db.transaction() as session:
+            row = await session.get(StatusReport, report_id)
+            if row is None:
+                return 0
+            row.attempts += 1
+            if not error:
+                row.sent_at = utcnow()
+                row.last_error = ""
+                return 1
+            row.last_error = error
+            if row.attempts >= MAX_ATTEMPTS:
+                row.sent_at = utcnow()
+                row.last_error = f"gave up after {row.attempts} attempts: {error}"
+            else:
+                delay = min(self.backoff_s * 2 ** (row.attempts - 1), 600.0)
+                row.next_at = utcnow() + timedelta(seconds=delay)
+        log.warning("status %s to %s: %s", report_id, request.url, error)
+        return 0

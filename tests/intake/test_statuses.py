@@ -1,0 +1,212 @@
+"""Commit statuses reach each provider in its documented request format, through the
+outbox, retried after a failure: a local HTTP server records the requests."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from conveyor.api.app import ServerConfig, create_app
+from conveyor.storage.tables import StatusReport
+from tests.intake.conftest import ADMIN, commit, git
+
+PIPELINE = """\
+version: 1
+service: api
+team: a
+jobs:
+  build: {script: "true", required_for_merge: true}
+  lint: {script: "true"}
+"""
+
+
+class Recorder(ThreadingHTTPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.requests: list[dict[str, Any]] = []
+        self.fail_next = 1  # the first request gets a 502: the outbox must retry it
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Recorder
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.server.fail_next > 0:
+            self.server.fail_next -= 1
+            self.send_response(502)
+            self.end_headers()
+            return
+        self.server.requests.append(
+            {"path": self.path, "headers": dict(self.headers), "json": json.loads(body)}
+        )
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    server = Recorder()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _wait(check: Any, what: str, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_statuses_per_provider(tmp_path: Path, recorder: Recorder) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    sha = commit(repo, {"conveyor.yml": PIPELINE})
+    api = f"http://127.0.0.1:{recorder.server_address[1]}"
+    config = ServerConfig(
+        data_dir=tmp_path / "server",
+        admin_token=ADMIN,
+        status_poll_s=0.05,
+        status_backoff_s=0.05,
+        public_url="https://ci.example.com",
+    )
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    with TestClient(create_app(config)) as client:
+        client.post("/api/v1/teams", json={"name": "a"}, headers=admin).raise_for_status()
+        prefixes = {
+            "github": "/gh",
+            "gitlab": "/gl/api/v4",
+            "gitea": "/gt/api/v1",
+            "bitbucket": "/bb/2.0",
+        }
+        for provider, prefix in prefixes.items():
+            body = {
+                "team": "a",
+                "name": provider,
+                "repo_url": str(repo),
+                "provider": provider,
+                "status": {
+                    "api_url": api + prefix,
+                    "repository": "acme/api",
+                    "token": f"tok-{provider}",
+                },
+            }
+            created = client.post("/api/v1/projects", json=body, headers=admin)
+            assert created.status_code == 201 and created.json()["statuses_to"] == api + prefix
+            run = client.post(
+                f"/api/v1/projects/a/{provider}/runs", json={"ref": "main"}, headers=admin
+            )
+            assert run.status_code == 201
+        # Every run reports `pending` for itself and for its required check.
+        _wait(lambda: len(recorder.requests) >= 8, "the pending statuses")
+        reg = client.post("/api/v1/runner-tokens", json={}, headers=admin).json()["token"]
+        runner = client.post("/api/v1/runners/register", json={"token": reg, "name": "r"}).json()
+        headers = {"Authorization": f"Bearer {runner['token']}"}
+        for _ in range(8):
+            job = client.post("/api/v1/runners/jobs/request", params={"wait": 0}, headers=headers)
+            assert job.status_code == 200, job.text
+            claimed = job.json()
+            finished = client.post(
+                f"/api/v1/runners/jobs/{claimed['job_id']}/finish",
+                json={"fence": claimed["fence"], "status": "success", "exit_code": 0},
+                headers=headers,
+            )
+            assert finished.status_code == 200
+        _wait(
+            lambda: sum(1 for r in recorder.requests if _is_success(r)) >= 8,
+            "the success statuses",
+        )
+        state = client.app.state.coordinator
+
+        async def attempts() -> list[int]:
+            async with state.db.transaction() as session:
+                return list((await session.scalars(select(StatusReport.attempts))).all())
+
+        tries = client.portal.call(attempts)
+    # The 502 was retried: one report took two attempts, the others one.
+    assert sorted(tries)[-1] == 2 and tries.count(1) == len(tries) - 1
+    by_provider: dict[str, list[dict[str, Any]]] = {p: [] for p in prefixes}
+    for request in recorder.requests:
+        provider = next(p for p, prefix in prefixes.items() if request["path"].startswith(prefix))
+        by_provider[provider].append(request)
+    for provider, requests in by_provider.items():
+        contexts = {_context(provider, r) for r in requests}
+        assert contexts == {f"conveyor/a/{provider}", "conveyor/a/required"}, provider
+        for request in requests:
+            _check_format(provider, prefixes[provider], sha, request)
+        for context in contexts:
+            states = [_state(provider, r) for r in requests if _context(provider, r) == context]
+            assert states[0] in {"pending", "INPROGRESS"} and _success(provider, states[-1])
+
+
+def _context(provider: str, request: dict[str, Any]) -> str:
+    body = request["json"]
+    return str(body["name"] if provider in ("gitlab", "bitbucket") else body["context"])
+
+
+def _state(provider: str, request: dict[str, Any]) -> str:
+    return str(request["json"]["state"])
+
+
+def _success(provider: str, state: str) -> bool:
+    return state == ("SUCCESSFUL" if provider == "bitbucket" else "success")
+
+
+def _is_success(request: dict[str, Any]) -> bool:
+    return request["json"]["state"] in ("success", "SUCCESSFUL")
+
+
+def _check_format(provider: str, prefix: str, sha: str, request: dict[str, Any]) -> None:
+    """Each provider's documented endpoint, authentication and body."""
+    headers = {k.lower(): v for k, v in request["headers"].items()}
+    body = request["json"]
+    assert headers["content-type"] == "application/json"
+    if provider == "github":  # REST "Create a commit status"
+        assert request["path"] == f"{prefix}/repos/acme/api/statuses/{sha}"
+        assert headers["authorization"] == "Bearer tok-github"
+        assert headers["accept"] == "application/vnd.github+json"
+        assert headers["x-github-api-version"] == "2022-11-28"
+        assert set(body) == {"state", "target_url", "description", "context"}
+        assert body["state"] in {"error", "failure", "pending", "success"}
+        assert body["target_url"].startswith("https://ci.example.com/api/v1/runs/")
+    elif provider == "gitea":  # POST /repos/{owner}/{repo}/statuses/{sha}
+        assert request["path"] == f"{prefix}/repos/acme/api/statuses/{sha}"
+        assert headers["authorization"] == "token tok-gitea"
+        assert set(body) == {"state", "target_url", "description", "context"}
+        assert body["state"] in {"pending", "success", "error", "failure", "warning"}
+    elif provider == "gitlab":  # POST /projects/:id/statuses/:sha
+        assert request["path"] == f"{prefix}/projects/acme%2Fapi/statuses/{sha}"
+        assert headers["private-token"] == "tok-gitlab"
+        assert set(body) == {"state", "ref", "name", "target_url", "description"}
+        assert body["state"] in {"pending", "running", "success", "failed", "canceled", "skipped"}
+        assert body["ref"] == "main"
+    else:  # Bitbucket Cloud: POST /repositories/{workspace}/{repo_slug}/commit/{commit}/statuses/build
+        assert request["path"] == f"{prefix}/repositories/acme/api/commit/{sha}/statuses/build"
+        assert headers["authorization"] == "Bearer tok-bitbucket"
+        assert set(body) == {"key", "state", "name", "url", "description"}
+        assert body["state"] in {"INPROGRESS", "SUCCESSFUL", "FAILED", "STOPPED"}
+        assert len(body["key"]) <= 40
+    assert len(body["description"]) <= 140
