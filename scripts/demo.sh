@@ -34,18 +34,45 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-step "a team, a runner, and the example project (this repository, examples/payments-api)"
+step "a team, and a runner"
 conveyor team create payments
 REG=$(conveyor runner-token create --team payments)
 conveyor runner --token "$REG" --name demo-runner --concurrency 2 --data-dir "$DATA/runner" \
   > "$DATA/runner.log" 2>&1 &
 pids+=($!)
-conveyor project create payments/payments-api --repo "file://$ROOT" \
-  --config-path examples/payments-api/conveyor.yml
 
-step "trigger the commit checked out here, and follow it"
+step "a bare git repository with Conveyor's post-receive hook, as the project's source"
+BARE=$DATA/payments.git
+git init -q --bare -b main "$BARE"
+conveyor project create payments/payments-api --repo "$BARE" \
+  --config-path examples/payments-api/conveyor.yml --install-hook
+
+step "git push this repository's commit: the hook tells Conveyor, which starts the pipeline"
+git push -q "$BARE" HEAD:refs/heads/main
+for _ in $(seq 1 100); do
+  RUN=$(conveyor runs payments/payments-api --json | python -c 'import json, sys; items = json.load(sys.stdin)["items"]; print(items[0]["id"] if items else "")')
+  [ -n "$RUN" ] && break
+  sleep 0.1
+done
+conveyor watch "$RUN"
+
+step "the provider redelivers the same push: answered as a duplicate, nothing starts"
 SHA=$(git rev-parse HEAD)
-conveyor trigger payments/payments-api --ref main --sha "$SHA" --wait
+printf '%s %s refs/heads/main\n' "0000000000000000000000000000000000000000" "$SHA" \
+  | GIT_DIR="$BARE" python -m conveyor git-hook
+
+step "a branch that only touches notes: the path filter (merge-base diff) starts nothing"
+WORK=$DATA/work
+git clone -q "$BARE" "$WORK"
+git -C "$WORK" checkout -q -b feature/notes
+echo "demo notes" > "$WORK/NOTES.md"
+git -C "$WORK" add NOTES.md
+git -C "$WORK" -c user.email=demo@example.com -c user.name=demo commit -qm "notes only"
+git -C "$WORK" push -q origin feature/notes
+sleep 1
+
+step "what each delivery did"
+conveyor project deliveries payments/payments-api
 
 step "runs of the project"
 conveyor runs payments/payments-api

@@ -308,7 +308,7 @@ def project_deliveries(
     )
     lines = [
         f"{d['received_at'][:19]}  {d['provider']:<9} {d['event']:<28} {d['state']:<8} "
-        + "; ".join(d["outcome"])
+        + escape("; ".join(d["outcome"]))
         for d in data
     ]
     show(data, as_json, "\n".join(lines) or "no deliveries")
@@ -345,6 +345,17 @@ def trigger(
     if wait:
         final = follow_run(remote, run["id"], quiet=as_json)
         raise typer.Exit(0 if final == "success" else 1)
+
+
+def watch(
+    run_id: Annotated[str, typer.Argument(help="The run (see `conveyor runs`).")],
+    server: ServerOpt,
+    token: TokenOpt,
+) -> None:
+    """Follow a run, however it started (push, schedule, trigger), to its end: live logs;
+    exit 0 only on success."""
+    final = follow_run(Remote(server, token, err), run_id)
+    raise typer.Exit(0 if final == "success" else 1)
 
 
 def runs(
@@ -423,7 +434,7 @@ def register(app: typer.Typer) -> None:
     app.command()(serve)
     app.command("runner")(runner_cmd)
     app.command("git-hook", hidden=True)(git_hook)
-    for command in (trigger, runs, logs, cancel, retry, play):
+    for command in (trigger, watch, runs, logs, cancel, retry, play):
         app.command()(command)
 
 
