@@ -24,6 +24,14 @@ def test_health_needs_no_token(world: World):
     assert world.client.get("/readyz").json() == {"status": "ready"}
 
 
+def test_stats_count_sql_statements_for_the_admin(world: World):
+    before = world.call("admin", "GET", "/api/v1/stats").json()["sql_statements"]
+    trigger(world)
+    after = world.call("admin", "GET", "/api/v1/stats").json()
+    assert after["sql_statements"] > before > 0
+    assert world.call("a:owner", "GET", "/api/v1/stats").status_code == 403
+
+
 def test_a_generated_admin_token_is_written_once_with_mode_600(tmp_path: Path):
     app = create_app(ServerConfig(data_dir=tmp_path))
     with TestClient(app) as client:

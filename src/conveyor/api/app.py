@@ -18,9 +18,10 @@ from sqlalchemy import select, text
 from conveyor import __version__
 from conveyor.api import errors
 from conveyor.api.auth import ADMIN_PREFIX, new_token, token_hash
+from conveyor.api.errors import ApiError
 from conveyor.api.limits import BodyLimit, RateLimit
 from conveyor.api.routes import hooks, projects, runners, runs, teams
-from conveyor.api.state import Coordinator
+from conveyor.api.state import Caller, Coordinator
 from conveyor.config import Settings
 from conveyor.domain.roles import Role
 from conveyor.intake.inbox import Intake
@@ -214,6 +215,20 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/api/v1/stats", tags=["health"])
+    async def stats(who: Caller) -> dict[str, int]:
+        """This process's counters (admin only): SQL statements sent, deliveries stored
+        and the batches that stored them."""
+        if not who.is_admin:
+            raise ApiError(403, "forbidden", "only the admin reads the server's counters")
+        state: Coordinator = app.state.coordinator
+        return {
+            "pid": os.getpid(),
+            "sql_statements": state.db.statements,
+            "deliveries_stored": state.intake.writer.stored,
+            "delivery_batches": state.intake.writer.batches,
+        }
 
     @app.get("/readyz", tags=["health"])
     async def readyz() -> dict[str, str]:

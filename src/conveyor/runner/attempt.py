@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,9 +84,13 @@ class AttemptResult:
     artifacts: list[StoredFile] = field(default_factory=list)
     cache: str | None = None
     report_problems: dict[str, str] = field(default_factory=dict)
+    script_started_at: float | None = None
+    """Unix time (s) just before the script's shell was spawned: the job's real start."""
 
     def reports_dict(self) -> dict[str, object]:
         out: dict[str, object] = {}
+        if self.script_started_at is not None:
+            out["script_started_at"] = round(self.script_started_at, 4)
         if self.junit is not None:
             out["junit"] = self.junit.as_dict()
         if self.coverage is not None:
@@ -255,6 +260,7 @@ async def _attempt(
     env = ctx.environment(job, number, workspace)
     if not job.script:
         sink.note("this job has no script (deploy jobs are run by the deployment manager)")
+    started = time.time()
     executed = await executor.run(
         job.script,
         cwd=workspace,
@@ -268,6 +274,7 @@ async def _attempt(
     if executed.outcome is not Outcome.CANCELED and job.after_script:
         await _after_script(job, executor, workspace, env, root, sink)
     result = _result(number, executed)
+    result.script_started_at = started
     result.cache = key.partition(":")[0] if key else None
     _collect_reports(job, workspace, result, sink)
     if result.status is JobStatus.SUCCESS:

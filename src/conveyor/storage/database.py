@@ -64,7 +64,13 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, echo=echo, pool_pre_ping=True)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.statements = 0
+        """SQL statements this process sent (GET /api/v1/stats; the benchmarks read it)."""
+        event.listen(self.engine.sync_engine, "before_cursor_execute", self._count)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    def _count(self, *_: Any) -> None:
+        self.statements += 1
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
