@@ -12,6 +12,7 @@ import hashlib
 from pathlib import Path
 
 GIT_TIMEOUT_S = 120.0
+GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "PATH": "/usr/local/bin:/usr/bin:/bin"}
 
 
 class GitError(Exception):
@@ -27,7 +28,7 @@ async def git(*args: str, cwd: Path | None = None, timeout: float = GIT_TIMEOUT_
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={"GIT_TERMINAL_PROMPT": "0", "PATH": "/usr/local/bin:/usr/bin:/bin"},
+        env=GIT_ENV,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
@@ -40,6 +41,62 @@ async def git(*args: str, cwd: Path | None = None, timeout: float = GIT_TIMEOUT_
     return out
 
 
+class CatFile:
+    """One long-running `git cat-file --batch` per mirror: looking up objects and refs
+    costs a line on a pipe instead of a process each (a burst of pushes makes thousands of
+    lookups). Objects fetched later are found too: git rescans its packs on a miss."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._proc: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self, spec: str) -> tuple[str, str, bytes] | None:
+        """(object id, type, content) of a revision expression, or None if missing."""
+        if "\n" in spec:
+            raise GitError(f"{spec!r}: object names cannot contain a newline")
+        async with self._lock:
+            try:
+                return await asyncio.wait_for(self._ask(spec), GIT_TIMEOUT_S)
+            except (TimeoutError, OSError, ValueError, asyncio.IncompleteReadError) as exc:
+                await self.close()
+                raise GitError(f"git cat-file failed on {spec!r}: {exc}") from exc
+
+    async def _ask(self, spec: str) -> tuple[str, str, bytes] | None:
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            proc = self._proc = await asyncio.create_subprocess_exec(
+                "git",
+                "cat-file",
+                "--batch",
+                cwd=self.path,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+                env=GIT_ENV,
+            )
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(spec.encode() + b"\n")
+        await proc.stdin.drain()
+        header = (await proc.stdout.readline()).decode(errors="replace").split()
+        if len(header) != 3:  # "<spec> missing", "<spec> ambiguous"
+            return None
+        oid, kind, size = header
+        data = await proc.stdout.readexactly(int(size) + 1)
+        return oid, kind, data[:-1]
+
+    async def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
 class GitMirror:
     """A bare mirror of one repository URL under `root`."""
 
@@ -47,6 +104,7 @@ class GitMirror:
         self.url = url
         self.path = root / f"{hashlib.sha256(url.encode()).hexdigest()[:24]}.git"
         self._lock = asyncio.Lock()
+        self.objects = CatFile(self.path)
 
     async def fetch(self) -> None:
         """Create the mirror, or bring it up to date."""
@@ -61,20 +119,22 @@ class GitMirror:
         """Whether the mirror already holds the commit (then no fetch is needed)."""
         if not self.path.exists():
             return False
-        try:
-            await git("cat-file", "-e", f"{sha}^{{commit}}", cwd=self.path)
-        except GitError:
-            return False
-        return True
+        found = await self.objects.get(f"{sha}^{{commit}}")
+        return found is not None
 
     async def resolve(self, ref: str) -> str:
         """The commit sha a ref (branch, tag, full ref or sha) points at."""
-        out = await git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", cwd=self.path)
-        return out.decode().strip()
+        found = await self.objects.get(f"{ref}^{{commit}}") if self.path.exists() else None
+        if found is None:
+            raise GitError(f"{ref} is not a commit in {self.url}")
+        return found[0]
 
     async def read(self, sha: str, path: str) -> bytes:
         """A file's content at a commit."""
-        return await git("show", f"{sha}:{path}", cwd=self.path)
+        found = await self.objects.get(f"{sha}:{path}")
+        if found is None or found[1] != "blob":
+            raise GitError(f"{path} is not a file in commit {sha[:12]}")
+        return found[2]
 
     async def checkout(self, sha: str, dest: Path) -> None:
         """A work tree of `sha` at `dest` (files hard-linked from the mirror)."""
@@ -97,14 +157,19 @@ class GitMirror:
     async def default_branch(self) -> str | None:
         """The branch the mirror's HEAD names (the remote's default branch)."""
         try:
-            out = await git("symbolic-ref", "--short", "HEAD", cwd=self.path)
-        except GitError:
+            head = (self.path / "HEAD").read_text().strip()
+        except OSError:
             return None
-        return out.decode().strip() or None
+        return (
+            head.removeprefix("ref: refs/heads/") if head.startswith("ref: refs/heads/") else None
+        )
 
     async def message(self, sha: str) -> str:
         """A commit's full message."""
-        return (await git("log", "-1", "--format=%B", sha, cwd=self.path)).decode(errors="replace")
+        found = await self.objects.get(f"{sha}^{{commit}}")
+        if found is None:
+            raise GitError(f"{sha} is not a commit in {self.url}")
+        return found[2].partition(b"\n\n")[2].decode(errors="replace")
 
 
 class MirrorSet:
@@ -119,3 +184,8 @@ class MirrorSet:
         if url not in self._mirrors:
             self._mirrors[url] = GitMirror(self.root, url)
         return self._mirrors[url]
+
+    async def close(self) -> None:
+        """Stop the mirrors' long-running git processes."""
+        for mirror in self._mirrors.values():
+            await mirror.objects.close()

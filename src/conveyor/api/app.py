@@ -197,6 +197,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await statuses.client.aclose()
+            await mirrors.close()
             await db.dispose()
 
     app = FastAPI(title="Conveyor", version=__version__, lifespan=lifespan)

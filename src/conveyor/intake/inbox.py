@@ -416,6 +416,8 @@ class Intake:
         branch = change.target_branch or change.default_branch or await mirror.default_branch()
         if branch is None:
             return None, "no default branch to compare with: every path counts as changed"
+        if change.ref == f"refs/heads/{branch}":
+            return None, f"no history to compare with {branch}: every path counts as changed"
         try:
             base = await mirror.resolve(f"refs/heads/{branch}")
         except GitError:

@@ -22,6 +22,8 @@ from sqlalchemy.ext.asyncio import (
 )
 
 SQLITE_FILE = "conveyor.db"
+POOL_SIZE = 20
+POOL_OVERFLOW = 20
 
 
 class DatabaseUrlError(ValueError):
@@ -61,7 +63,16 @@ class Database:
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite and self.url.database:
             Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: AsyncEngine = create_async_engine(self.url, echo=echo, pool_pre_ping=True)
+        # A pool large enough for bursts: a connection opened past the pool is closed on
+        # return, and opening one costs a thread (aiosqlite) or a server process
+        # (PostgreSQL). Pre-ping finds connections the database server dropped.
+        self.engine: AsyncEngine = create_async_engine(
+            self.url,
+            echo=echo,
+            pool_pre_ping=not self.is_sqlite,
+            pool_size=POOL_SIZE,
+            max_overflow=POOL_OVERFLOW,
+        )
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.statements = 0
