@@ -102,7 +102,9 @@ class Scheduler:
         jobs pending."""
         async with self.db.transaction() as session:
             created = await create_run(session, project, plan, pipeline=pipeline)
-            ready = await self.advance(session, created.run_id) if created.created else 0
+            ready = (
+                await self.advance(session, created.run_id, fresh=True) if created.created else 0
+            )
             if created.created and plan.event.effective_kind in SUPERSEDING_EVENTS:
                 await self._supersede(session, project.id, plan.event.ref, created.run_id)
             if ready:
@@ -158,19 +160,20 @@ class Scheduler:
             await self._announce(session)
         self.wakeup.notify()
 
-    async def advance(self, session: AsyncSession, run_id: uuid.UUID) -> int:
+    async def advance(self, session: AsyncSession, run_id: uuid.UUID, fresh: bool = False) -> int:
         """Move every `created` job of a run that can move; returns how many became
         pending. Repeats until nothing changes, so skips cascade in one call.
 
         A run with no job left in `created` costs one indexed query; only then are the
         jobs' specs read, so finishing the jobs of a wide run stays linear."""
-        waiting = await session.scalar(
-            select(Job.id)
-            .where(Job.run_id == run_id, Job.status == JobStatus.CREATED.value)
-            .limit(1)
-        )
-        if waiting is None:
-            return 0
+        if not fresh:  # a run just created has only `created` jobs: no need to look
+            waiting = await session.scalar(
+                select(Job.id)
+                .where(Job.run_id == run_id, Job.status == JobStatus.CREATED.value)
+                .limit(1)
+            )
+            if waiting is None:
+                return 0
         rows = (
             await session.execute(
                 select(Job.id, Job.name, Job.status, Job.spec).where(Job.run_id == run_id)
@@ -301,7 +304,8 @@ class Scheduler:
         secrets = await self.secrets.values(session, project.id) if self.secrets else {}
         return Assignment(
             secrets=secrets,
-            log_offset=await log_end(session, job.id),
+            # A first attempt's log starts empty; a retry continues after the last one's.
+            log_offset=await log_end(session, job.id) if job.attempt > 1 else 0,
             job_id=job.id,
             fence=job.fence,
             attempt=job.attempt,
