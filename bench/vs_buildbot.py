@@ -75,7 +75,7 @@ def pct(values: list[float], p: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, int(round(p / 100.0 * len(ordered) + 0.5)) - 1))
+    k = max(0, min(len(ordered) - 1, round(p / 100.0 * len(ordered) + 0.5) - 1))
     return ordered[k]
 
 
@@ -467,25 +467,29 @@ def buildbot_run(args: argparse.Namespace) -> dict[str, Any]:
     return data
 
 
+def _dig(data: Any, *keys: str) -> Any:
+    for key in keys:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
 def buildbot_figures(run: dict[str, Any]) -> dict[str, Any]:
     """The Buildbot harness's figures, under the names this script uses."""
     bursts = {b["k"]: b for b in run.get("bursts", [])}
-    big = bursts.get(max(bursts)) if bursts else {}
-    idle = run.get("idle", {}).get("push_to_ms", {})
-    dag = run.get("dag", {}).get("push_to_ms", {})
+    big = bursts[max(bursts)] if bursts else {}
     return {
-        "idle_push_to_start_p50_ms": (idle.get("step_start") or {}).get("p50"),
-        "idle_push_to_start_p95_ms": (idle.get("step_start") or {}).get("p95"),
+        "idle_push_to_start_p50_ms": _dig(run, "idle", "push_to_ms", "step_start", "p50"),
+        "idle_push_to_start_p95_ms": _dig(run, "idle", "push_to_ms", "step_start", "p95"),
         "throughput_jobs_per_s": big.get("throughput_builds_per_s"),
-        "cpu_ms_per_job": (big.get("process") or {}).get("master_cpu_ms_per_build"),
-        "push_to_start_p50_ms": ((big.get("push_to_ms") or {}).get("step_start") or {}).get("p50"),
-        "push_to_start_p95_ms": ((big.get("push_to_ms") or {}).get("step_start") or {}).get("p95"),
-        "push_to_start_p99_ms": ((big.get("push_to_ms") or {}).get("step_start") or {}).get("p99"),
-        "webhook_http_p50_under_burst_ms": ((big.get("push_to_ms") or {}).get("hook_http") or {}).get("p50"),
-        "dag_push_to_all_done_p50_ms": (dag.get("parent_done") or {}).get("p50"),
-        "rss_peak_mib": (big.get("process") or {}).get("master_rss_peak_mib"),
-        "sql_statements_per_job": ((big.get("process") or {}).get("db_ops_per_build") or {}).get("statements"),
-    }  # fmt: skip
+        "cpu_ms_per_job": _dig(big, "process", "master_cpu_ms_per_build"),
+        "push_to_start_p50_ms": _dig(big, "push_to_ms", "step_start", "p50"),
+        "push_to_start_p95_ms": _dig(big, "push_to_ms", "step_start", "p95"),
+        "push_to_start_p99_ms": _dig(big, "push_to_ms", "step_start", "p99"),
+        "webhook_http_p50_under_burst_ms": _dig(big, "push_to_ms", "hook_http", "p50"),
+        "dag_push_to_all_done_p50_ms": _dig(run, "dag", "push_to_ms", "parent_done", "p50"),
+        "rss_peak_mib": _dig(big, "process", "master_rss_peak_mib"),
+        "sql_statements_per_job": _dig(big, "process", "db_ops_per_build", "sql_statements"),
+    }
 
 
 def conveyor_figures(run: dict[str, Any]) -> dict[str, Any]:
