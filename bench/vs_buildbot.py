@@ -12,8 +12,8 @@ Conveyor's figures come from its own records, on the sender's clock: "job start"
 runner's `script_started_at` (just before it spawns the script's shell, where Buildbot's
 harness stamps step start one PB round trip earlier), "done" the job's `finished_at`.
 Coordinator CPU comes from /proc, peak RSS from VmHWM (reset per phase), SQL statements
-from GET /api/v1/stats (the benchmark's own status polling is included; it is a few
-statements per poll, at most one poll per second).
+from GET /api/v1/stats, which is also what the benchmark polls to learn that jobs
+finished (a counter: no SQL beyond the token lookup, about one statement per poll).
 
 With --with-buildbot, the Buildbot harness (../shared/bench/buildbot/run.sh; it builds its
 own venv with buildbot 4.3.0) runs as many times on the same database kind, and the output
@@ -49,8 +49,9 @@ from dispatch import ADMIN, conveyor, free_port
 from pgtemp import temporary_database
 
 SECRET = "bench-secret-vs-buildbot"
-NO_COALESCING = "defaults: {interruptible: false}\n"
-"""A newer push does not cancel an older one's job (Buildbot: collapseRequests=False)."""
+NO_COALESCING = "defaults: {interruptible: false, checkout: false}\n"
+"""A newer push does not cancel an older one's job (Buildbot: collapseRequests=False), and
+the job needs no checkout (the Buildbot harness's builder has no source step either)."""
 TRIVIAL = (
     "version: 1\nservice: trivial\nteam: bench\n"
     + NO_COALESCING
@@ -303,6 +304,18 @@ class Conveyor:
     def statements(self) -> int:
         return int(self.http.get("/api/v1/stats").json()["sql_statements"])
 
+    def finished(self) -> int:
+        return int(self.http.get("/api/v1/stats").json()["attempts_finished"])
+
+    def wait_finished(self, count: int, timeout: float) -> None:
+        """Until the coordinator has recorded `count` finished attempts in all: a cheap
+        counter, so waiting does not load the server it measures."""
+        deadline = time.monotonic() + timeout
+        while self.finished() < count:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{count} attempts did not finish in {timeout}s")
+            time.sleep(0.02)
+
     def runs_by_sha(self, project: str) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         cursor = None
@@ -328,7 +341,7 @@ class Conveyor:
             }
             if final == wanted:
                 return {s: self.http.get(f"/api/v1/runs/{runs[s]['id']}").json() for s in shas}
-            time.sleep(0.05 if len(shas) == 1 else 1.0)
+            time.sleep(0.05)
         raise SystemExit(f"{len(wanted)} runs did not finish in {timeout}s")
 
 
@@ -361,8 +374,11 @@ def measure(conv: Conveyor, args: argparse.Namespace, shas: list[str], dag: list
         cursor += n
         return chunk
 
+    done = conv.finished()
     for sha in take(3):  # warm-up
         sent = asyncio.run(send_pushes(conv.port, "trivial", [sha], 1))[sha][0]
+        done += 1
+        conv.wait_finished(done, 60)
         runs = conv.wait_done("trivial", [sha], 60)
         out.setdefault("warmup_push_to_done_ms", []).append(
             round(1000 * (job_times(runs[sha], sent)["done"] or 0), 1)
@@ -372,6 +388,8 @@ def measure(conv: Conveyor, args: argparse.Namespace, shas: list[str], dag: list
     for sha in take(args.idle):
         sent, answered, _ = asyncio.run(send_pushes(conv.port, "trivial", [sha], 1))[sha]
         hook_ms.append(answered - sent)
+        done += 1
+        conv.wait_finished(done, 60)
         idle.append(job_times(conv.wait_done("trivial", [sha], 60)[sha], sent))
         time.sleep(0.3)
     out["idle"] = {
@@ -388,10 +406,12 @@ def measure(conv: Conveyor, args: argparse.Namespace, shas: list[str], dag: list
         git0 = cpu_s(pid, children=True) - cpu0
         runners0 = sum(cpu_s(p.pid, children=True) for p in conv.procs[1:])
         sends = asyncio.run(send_pushes(conv.port, "trivial", batch, args.senders))
-        runs = conv.wait_done("trivial", batch, 600)
+        done += k
+        conv.wait_finished(done, 600)
         cpu1, sql1 = cpu_s(pid), conv.statements()
         git1 = cpu_s(pid, children=True) - cpu1
         runners1 = sum(cpu_s(p.pid, children=True) for p in conv.procs[1:])
+        runs = conv.wait_done("trivial", batch, 600)
         times = {sha: job_times(runs[sha], sends[sha][0]) for sha in batch}
         first_sent = min(s[0] for s in sends.values())
         last_done = max(sends[s][0] + (t["done"] or 0) for s, t in times.items())
@@ -418,6 +438,8 @@ def measure(conv: Conveyor, args: argparse.Namespace, shas: list[str], dag: list
     for sha in dag[: args.dag]:
         time.sleep(0.3)
         sent = asyncio.run(send_pushes(conv.port, "dag", [sha], 1))[sha][0]
+        done += 1 + args.fanout
+        conv.wait_finished(done, 120)
         rows.append(job_times(conv.wait_done("dag", [sha], 120)[sha], sent))
     children = []
     for sha, row in zip(dag[: args.dag], rows, strict=True):

@@ -114,6 +114,19 @@ def test_failure_skips_dependants_and_honours_when(tmp_path, observer):
     assert "never" not in [line for _, line in observer.lines]
 
 
+def test_checkout_false_starts_in_an_empty_workspace(tmp_path, observer):
+    root = service(
+        tmp_path,
+        "defaults: {checkout: false}\n"
+        "jobs:\n"
+        "  bare: {script: 'test ! -e conveyor.yml && test ! -e app.py'}\n"
+        "  full: {script: 'test -e conveyor.yml && test -e app.py', checkout: true}\n",
+        files={"app.py": "x = 1\n"},
+    )
+    result = run_service(root, observer)
+    assert statuses(result) == {"bare": "success", "full": "success"}
+
+
 def test_allowed_failure_does_not_fail_the_run(tmp_path, observer):
     root = service(
         tmp_path,

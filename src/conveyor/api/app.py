@@ -227,6 +227,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         return {
             "pid": os.getpid(),
             "sql_statements": state.db.statements,
+            "attempts_finished": state.scheduler.finished,
             "deliveries_stored": state.intake.writer.stored,
             "delivery_batches": state.intake.writer.batches,
         }

@@ -55,6 +55,8 @@ class PlannedJob:
     deploy: Deploy | None = None
     labels: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
+    checkout: bool = True
+    """False: an empty workspace, no repository checkout."""
 
 
 @dataclass(frozen=True)
@@ -267,6 +269,7 @@ class _Compiler:
             deploy=job.deploy,
             labels=tuple(sorted(set(job.labels or defaults.labels or []))),
             reasons=reasons,
+            checkout=next((c for c in (job.checkout, defaults.checkout) if c is not None), True),
         )
 
 

@@ -316,6 +316,7 @@ class Defaults(Model):
     timeout: Duration | None = None
     retry: RetryField | None = None
     interruptible: bool | None = None
+    checkout: bool | None = None
     env: Env = Field(default_factory=dict)
     before_script: Script | None = None
     after_script: Script | None = None
@@ -340,6 +341,9 @@ class Job(Model):
     reports: Reports | None = None
     gates: Gates | None = None
     interruptible: bool | None = None
+    checkout: bool | None = None
+    """False: the job starts in an empty workspace, without the repository (GitLab's
+    `GIT_STRATEGY: none`): for jobs that only deploy, notify or call an API."""
     concurrency: Concurrency | None = None
     required_for_merge: bool = False
     deploy: Deploy | None = None

@@ -325,12 +325,16 @@ class Agent:
         self, assignment: dict[str, Any], root: Path, shipper: LogShipper, cancel: asyncio.Event
     ) -> AttemptResult:
         job = job_from_json(assignment["spec"])
-        try:
-            checkout = await self._checkout(assignment["repo_url"], assignment["sha"])
-        except (GitError, OSError) as exc:
-            shipper.job_log(job.name, f"[conveyor] checkout failed: {exc}")
-            return _infra_failure(int(assignment["attempt"]), f"checkout failed: {exc}")
-        source = (checkout / assignment["config_path"]).parent
+        if job.checkout:
+            try:
+                checkout = await self._checkout(assignment["repo_url"], assignment["sha"])
+            except (GitError, OSError) as exc:
+                shipper.job_log(job.name, f"[conveyor] checkout failed: {exc}")
+                return _infra_failure(int(assignment["attempt"]), f"checkout failed: {exc}")
+            source = (checkout / assignment["config_path"]).parent
+        else:  # `checkout: false`: the job starts in an empty workspace
+            source = root / "no-checkout"
+            source.mkdir(parents=True, exist_ok=True)
         run = RunInfo(
             run_id=str(assignment["run_id"]),
             service=str(assignment["service"]),
@@ -345,7 +349,7 @@ class Agent:
             run=run,
             run_dir=root / "run",
             source_dir=source,
-            files=self._files(source),
+            files=self._files(source) if job.checkout else (),
             base_env=base_environment(),
             secrets=dict(assignment.get("secrets", {})),
             cache=RemoteCache(self.client, str(assignment["job_id"]), int(assignment["fence"])),

@@ -287,7 +287,10 @@ async def _prepare(
 ) -> str | None:
     if root.exists():
         shutil.rmtree(root)
-    populate(workspace, ctx.source_dir, ctx.files)
+    if job.checkout:
+        populate(workspace, ctx.source_dir, ctx.files)
+    else:
+        workspace.mkdir(parents=True)
     (root / "tmp").mkdir(parents=True, exist_ok=True)
     for needed in job.artifacts_from:
         count = restore_artifacts(ctx.artifacts_dir(needed), workspace)

@@ -10,8 +10,10 @@ interval, and waiting runners are woken.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,21 +46,35 @@ DEPLOY_NOT_BUILT = "deploy jobs are executed by the deployment manager (not buil
 
 
 class Wakeup:
-    """Wakes long-polling runners in this process when jobs become pending. Other replicas
-    notice through their own short poll."""
+    """Wakes long-polling runner requests in this process when jobs become pending: as
+    many as there are new jobs (twice as many, for runners whose labels or team do not
+    fit), oldest waiter first, not all of them: a herd of requests that all query for one
+    job costs the database for nothing. A request that was not woken still looks again
+    every `recheck_s`."""
+
+    SLACK = 2
 
     def __init__(self) -> None:
-        self._event = asyncio.Event()
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
-    def notify(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
+    def notify(self, jobs: int = 1) -> None:
+        woken = 0
+        while self._waiters and woken < jobs * self.SLACK:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                woken += 1
 
     async def wait(self, timeout: float) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         try:
-            await asyncio.wait_for(self._event.wait(), timeout)
+            await asyncio.wait_for(waiter, timeout)
         except TimeoutError:
             return
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
 
 
 class Scheduler:
@@ -71,13 +87,18 @@ class Scheduler:
         self.lease_s = lease_s
         self.secrets = secrets
         self.wakeup = Wakeup()
+        self.finished = 0
+        """Attempts this process recorded (GET /api/v1/stats)."""
 
     # -- wake-ups across replicas --------------------------------------------------------
 
-    async def _announce(self, session: AsyncSession) -> None:
-        """On PostgreSQL, tell every replica (at commit) that jobs became pending."""
+    async def _announce(self, session: AsyncSession, jobs: int = 1) -> None:
+        """On PostgreSQL, tell every replica (at commit) how many jobs became pending."""
         if not self.db.is_sqlite:
-            await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+            await session.execute(
+                text("SELECT pg_notify(:channel, :jobs)"),
+                {"channel": NOTIFY_CHANNEL, "jobs": str(jobs)},
+            )
 
     async def listen(self) -> None:
         """On PostgreSQL, wake this replica's waiting runners whenever any replica
@@ -89,8 +110,8 @@ class Scheduler:
             try:
                 async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    async for _ in conn.notifies():
-                        self.wakeup.notify()
+                    async for note in conn.notifies():
+                        self.wakeup.notify(int(note.payload) if note.payload.isdigit() else 1)
             except psycopg.Error as exc:
                 log.warning("LISTEN %s lost (%s); reconnecting", NOTIFY_CHANNEL, exc)
                 await asyncio.sleep(1.0)
@@ -108,9 +129,9 @@ class Scheduler:
             if created.created and plan.event.effective_kind in SUPERSEDING_EVENTS:
                 await self._supersede(session, project.id, plan.event.ref, created.run_id)
             if ready:
-                await self._announce(session)
+                await self._announce(session, ready)
         if ready:
-            self.wakeup.notify()
+            self.wakeup.notify(ready)
         return created
 
     async def _supersede(
@@ -374,10 +395,12 @@ class Scheduler:
                 raise StaleLease(f"job {job_id} is {job.status}, not running")
             status = await self._settle(session, job, outcome)
             ready = await self.advance(session, job.run_id)
-            if ready or status is JobStatus.PENDING:
-                await self._announce(session)
-        if ready or status is JobStatus.PENDING:
-            self.wakeup.notify()
+            woken = ready + (1 if status is JobStatus.PENDING else 0)
+            if woken:
+                await self._announce(session, woken)
+        self.finished += 1
+        if woken:
+            self.wakeup.notify(woken)
         return status
 
     async def _settle(self, session: AsyncSession, job: Job, outcome: Outcome) -> JobStatus:
