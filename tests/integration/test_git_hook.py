@@ -17,6 +17,7 @@ service: {name}
 team: a
 on:
   push: {{paths: ["services/{name}/**"]}}
+  manual: true
 jobs:
   build: {{script: "echo {name}"}}
 """
@@ -91,6 +92,12 @@ def test_git_push_starts_the_matching_pipelines(server, tmp_path: Path) -> None:
     assert len(latest_b["runs"]) == 1
     assert len(_runs(env, "a/svc-a")) == 1 and len(_runs(env, "a/svc-b")) == 2
 
+    # A manual trigger repeated with the same Idempotency-Key is one run.
+    args = ("trigger", "a/svc-b", "--ref", "main", "--idempotency-key", "rel-1", "--json")
+    first, again = json.loads(cli(env, *args)), json.loads(cli(env, *args))
+    assert first["id"] == again["id"] and first["event"] == "manual"
+    assert len(_runs(env, "a/svc-b")) == 3
+
     # A new branch touching a: compared with its merge-base on main, so only a starts.
     git(work, "checkout", "-q", "-b", "feature")
     commit(work, {"services/a/app.py": "a2\n"}, "a on a branch")
@@ -111,4 +118,4 @@ def test_git_push_starts_the_matching_pipelines(server, tmp_path: Path) -> None:
     assert pushed.returncode == 0, pushed.stderr
     deleted = _settled(env, "a/svc-a", 4)[0]
     assert deleted["outcome"] == ["refs/heads/feature was deleted"]
-    assert len(_runs(env, "a/svc-a")) == 2 and len(_runs(env, "a/svc-b")) == 2
+    assert len(_runs(env, "a/svc-a")) == 2 and len(_runs(env, "a/svc-b")) == 3

@@ -335,12 +335,20 @@ def trigger(
     ref: Annotated[str, typer.Option("--ref")] = "main",
     sha: Annotated[str | None, typer.Option("--sha")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the run to its end.")] = False,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            help="Repeat a trigger safely: the same key returns the first run (24 h).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Start a run of a project; with --wait, follow its logs and exit 0 only on success."""
     remote = Remote(server, token, err)
     body = {"ref": ref, **({"sha": sha} if sha else {})}
-    run = remote.call("POST", f"/api/v1/projects/{name}/runs", json=body).json()
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    run = remote.call("POST", f"/api/v1/projects/{name}/runs", json=body, headers=headers).json()
     show(run, as_json, f"run {run['id']} {run['status']} ({run['sha'][:12]})")
     if wait:
         final = follow_run(remote, run["id"], quiet=as_json)
