@@ -1,6 +1,7 @@
-"""Every published payload in ../shared/fixtures/webhooks is classified and translated as
-expected, the published signature vectors verify, tampered ones do not, and no mutated
-payload makes a provider raise anything but PayloadError."""
+"""Every published payload in tests/fixtures/webhooks (byte-for-byte copies of the
+providers' published examples; its SOURCES.md gives origins, licenses and checksums) is
+classified and translated as expected, the published signature vectors verify, tampered
+ones do not, and no mutated payload makes a provider raise anything but PayloadError."""
 
 from __future__ import annotations
 
@@ -26,8 +27,7 @@ from conveyor.intake.providers.base import (
 )
 from conveyor.pipeline.triggers import EventKind
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "webhooks"
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"no fixtures at {FIXTURES}")
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
 
 PUSH, PR, MERGED = EventKind.PUSH, EventKind.PULL_REQUEST, EventKind.PULL_REQUEST_MERGED
 
@@ -215,6 +215,11 @@ def test_every_fixture_has_a_case() -> None:
     }
     assert files == {case[0] for case in CASES}
     assert len(files) == 41
+    # Each file is still the byte-for-byte copy SOURCES.md lists (its sha256 prefix).
+    sources = (FIXTURES / "SOURCES.md").read_text()
+    for name in files:
+        digest = hashlib.sha256((FIXTURES / name).read_bytes()).hexdigest()[:16]
+        assert f"| `{name}` |" in sources and f"`{digest}…`" in sources, name
 
 
 @pytest.mark.parametrize(("path", "headers", "expected"), CASES, ids=[c[0] for c in CASES])
