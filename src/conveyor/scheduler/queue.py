@@ -3,6 +3,8 @@ groups and runner labels. Used by Scheduler.claim."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import ColumnElement, exists, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -33,15 +35,6 @@ async def next_pending(session: AsyncSession, runner: RunnerRow, *, postgres: bo
     ).all()
     if not teams:
         return None
-    running = dict(
-        (
-            await session.execute(
-                select(Job.team_id, func.count())
-                .where(Job.status == JobStatus.RUNNING.value)
-                .group_by(Job.team_id)
-            )
-        ).all()
-    )
     quotas = dict(
         (
             await session.execute(
@@ -49,20 +42,21 @@ async def next_pending(session: AsyncSession, runner: RunnerRow, *, postgres: bo
             )
         ).all()
     )
-    teams = [t for t in teams if under_quota(running.get(t[0], 0), quotas.get(t[0]))]
-    served = {
-        team: await session.scalar(select(func.max(Job.started_at)).where(Job.team_id == team))
-        for team, _ in teams
-    }
-    order = sorted(
-        teams,
-        key=lambda t: (
-            running.get(t[0], 0),
-            served[t[0]] is not None,
-            served[t[0]] or t[1],
-            t[1],
-        ),
-    )
+    order = teams
+    # Running counts and turns matter only between teams, or for a quota: with one team
+    # and no quota (the common case) the claim skips both queries.
+    if len(teams) > 1 or any(quotas.get(t) is not None for t, _ in teams):
+        running = dict(
+            (
+                await session.execute(
+                    select(Job.team_id, func.count())
+                    .where(Job.status == JobStatus.RUNNING.value)
+                    .group_by(Job.team_id)
+                )
+            ).all()
+        )
+        teams = [t for t in teams if under_quota(running.get(t[0], 0), quotas.get(t[0]))]
+        order = await _fair_order(session, teams, running)
     have = set(runner.labels or [])
     for team, _ in order:
         query = (
@@ -77,6 +71,27 @@ async def next_pending(session: AsyncSession, runner: RunnerRow, *, postgres: bo
             if await _lock_row(session, job, postgres=postgres):
                 return job
     return None
+
+
+async def _fair_order(
+    session: AsyncSession, teams: list[Any], running: dict[Any, int]
+) -> list[Any]:
+    """Teams with fewer running jobs first, then the one served least recently."""
+    if len(teams) < 2:
+        return teams
+    served = {
+        team: await session.scalar(select(func.max(Job.started_at)).where(Job.team_id == team))
+        for team, _ in teams
+    }
+    return sorted(
+        teams,
+        key=lambda t: (
+            running.get(t[0], 0),
+            served[t[0]] is not None,
+            served[t[0]] or t[1],
+            t[1],
+        ),
+    )
 
 
 async def _lock_row(session: AsyncSession, job: Job, *, postgres: bool) -> bool:
