@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
-from conveyor.scheduler.protocol import StaleLease
+from conveyor.scheduler.protocol import NotYours, StaleLease
 from conveyor.storage.jobs import TransitionRejected
 from conveyor.storage.secrets import SecretKeyError
 
@@ -68,6 +68,10 @@ async def _conflict(_: Request, exc: Exception) -> JSONResponse:
     return _json(409, "conflict", str(exc))
 
 
+async def _not_yours(_: Request, exc: Exception) -> JSONResponse:
+    return _json(404, "not_found", str(exc))
+
+
 async def _wrong_key(_: Request, exc: Exception) -> JSONResponse:
     """A stored secret does not open with this replica's key: an operator must give every
     replica the same CONVEYOR_SECRET_KEY. 503, so that webhook senders retry."""
@@ -86,6 +90,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(StaleLease, _conflict)
     app.add_exception_handler(TransitionRejected, _conflict)
+    app.add_exception_handler(NotYours, _not_yours)
     app.add_exception_handler(SecretKeyError, _wrong_key)
     for kind in (OperationalError, InterfaceError, psycopg.OperationalError, ConnectionError):
         app.add_exception_handler(kind, _database_down)

@@ -16,6 +16,11 @@ class StaleLease(Exception):
     lost and the job was requeued or finished. Answered with 409."""
 
 
+class NotYours(Exception):
+    """A runner wrote to a job that does not exist or was never leased to it. Answered
+    with 404, like any object outside the caller's reach."""
+
+
 @dataclass(frozen=True)
 class Assignment:
     """A job leased to a runner: everything it needs to run it."""

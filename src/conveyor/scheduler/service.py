@@ -27,7 +27,7 @@ from conveyor.domain.status import JobStatus
 from conveyor.pipeline.plan import Plan, job_from_json
 from conveyor.pipeline.progress import Action, next_action
 from conveyor.pipeline.triggers import EventKind
-from conveyor.scheduler.protocol import Assignment, Outcome, StaleLease
+from conveyor.scheduler.protocol import Assignment, NotYours, Outcome, StaleLease
 from conveyor.scheduler.queue import group_free, lock_group, newest_wins, next_pending
 from conveyor.storage.database import Database
 from conveyor.storage.jobs import TransitionRejected, move_job
@@ -75,6 +75,15 @@ class Wakeup:
         finally:
             with contextlib.suppress(ValueError):
                 self._waiters.remove(waiter)
+
+
+def _owned(
+    job_id: uuid.UUID, holder: uuid.UUID | None, runner_id: uuid.UUID | None, *, exists: bool
+) -> None:
+    """A runner's write reaches only a job leased to it (checked when `runner_id` is given,
+    as the runner protocol's routes do): NotYours otherwise."""
+    if runner_id is not None and (not exists or holder != runner_id):
+        raise NotYours(f"no job {job_id} for this runner")
 
 
 class Scheduler:
@@ -343,49 +352,77 @@ class Scheduler:
             lease_s=self.lease_s,
         )
 
-    async def heartbeat(self, job_id: uuid.UUID, fence: int) -> bool:
+    async def heartbeat(
+        self, job_id: uuid.UUID, fence: int, runner_id: uuid.UUID | None = None
+    ) -> bool:
         """Extend the lease. Returns True when the job was canceled (the runner stops it).
-        Raises StaleLease when the runner no longer holds the job."""
+        Raises StaleLease when the runner no longer holds the job, NotYours when the job
+        was never leased to `runner_id` (when given)."""
         async with self.db.transaction() as session:
+            guard = [Job.id == job_id, Job.fence == fence, Job.status == JobStatus.RUNNING.value]
+            if runner_id is not None:
+                guard.append(Job.runner_id == runner_id)
             result = await session.execute(
                 update(Job)
-                .where(
-                    Job.id == job_id,
-                    Job.fence == fence,
-                    Job.status == JobStatus.RUNNING.value,
-                )
+                .where(*guard)
                 .values(lease_expires_at=utcnow() + timedelta(seconds=self.lease_s))
                 .execution_options(synchronize_session=False)
             )
             if result.rowcount == 1:  # type: ignore[attr-defined]
                 return False
-            return await self._canceled_or_stale(session, job_id, fence)
+            return await self._canceled_or_stale(session, job_id, fence, runner_id)
 
     async def _canceled_or_stale(
-        self, session: AsyncSession, job_id: uuid.UUID, fence: int
+        self,
+        session: AsyncSession,
+        job_id: uuid.UUID,
+        fence: int,
+        runner_id: uuid.UUID | None,
     ) -> bool:
-        row = (await session.execute(select(Job.status, Job.fence).where(Job.id == job_id))).first()
+        row = (
+            await session.execute(
+                select(Job.status, Job.fence, Job.runner_id).where(Job.id == job_id)
+            )
+        ).first()
+        _owned(job_id, row.runner_id if row else None, runner_id, exists=row is not None)
         if row is not None and row.fence == fence and row.status == JobStatus.CANCELED.value:
             return True
         raise StaleLease(f"job {job_id}: fencing token {fence} is stale")
 
-    async def append_log(self, job_id: uuid.UUID, fence: int, offset: int, data: bytes) -> None:
+    async def append_log(
+        self,
+        job_id: uuid.UUID,
+        fence: int,
+        offset: int,
+        data: bytes,
+        runner_id: uuid.UUID | None = None,
+    ) -> None:
         """Store a log chunk at its byte offset; a re-sent chunk is written once."""
         async with self.db.transaction() as session:
             row = (
                 await session.execute(
-                    select(Job.team_id, Job.fence, Job.status).where(Job.id == job_id)
+                    select(Job.team_id, Job.fence, Job.status, Job.runner_id).where(
+                        Job.id == job_id
+                    )
                 )
             ).first()
+            _owned(job_id, row.runner_id if row else None, runner_id, exists=row is not None)
             live = (JobStatus.RUNNING.value, JobStatus.CANCELED.value)
             if row is None or row.fence != fence or row.status not in live:
                 raise StaleLease(f"job {job_id}: fencing token {fence} is stale")
             await append_chunk(session, row.team_id, job_id, offset, data)
 
-    async def finish(self, job_id: uuid.UUID, fence: int, outcome: Outcome) -> JobStatus:
+    async def finish(
+        self,
+        job_id: uuid.UUID,
+        fence: int,
+        outcome: Outcome,
+        runner_id: uuid.UUID | None = None,
+    ) -> JobStatus:
         """Record an attempt's outcome: retry it, or end the job; then advance the run."""
         async with self.db.transaction() as session:
             job = await session.get(Job, job_id)
+            _owned(job_id, job.runner_id if job else None, runner_id, exists=job is not None)
             if job is None or job.fence != fence:
                 raise StaleLease(f"job {job_id}: fencing token {fence} is stale")
             if job.status == JobStatus.CANCELED.value:

@@ -33,9 +33,10 @@ MAX_LOG_CHUNK = 1 << 20
 CACHE_KEY = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
 
-def _runner(who: Principal) -> None:
+def _runner(who: Principal) -> RunnerRow:
     if who.runner is None:
         raise ApiError(403, "forbidden", "this endpoint is for runners")
+    return who.runner
 
 
 @router.post("/register", status_code=201)
@@ -88,8 +89,8 @@ async def _own_job(state: State, who: Principal, job_id: uuid.UUID) -> None:
 async def heartbeat(
     job_id: uuid.UUID, body: HeartbeatIn, state: State, who: Caller
 ) -> HeartbeatOut:
-    await _own_job(state, who, job_id)
-    return HeartbeatOut(canceled=await state.scheduler.heartbeat(job_id, body.fence))
+    runner = _runner(who)
+    return HeartbeatOut(canceled=await state.scheduler.heartbeat(job_id, body.fence, runner.id))
 
 
 @router.put("/jobs/{job_id}/log", status_code=204)
@@ -101,17 +102,17 @@ async def append_log(
     fence: Annotated[int, Query()],
     offset: Annotated[int, Query(ge=0)],
 ) -> Response:
-    await _own_job(state, who, job_id)
+    runner = _runner(who)
     data = await request.body()
     if len(data) > MAX_LOG_CHUNK:
         raise ApiError(413, "too_large", f"a log chunk is at most {MAX_LOG_CHUNK} bytes")
-    await state.scheduler.append_log(job_id, fence, offset, data)
+    await state.scheduler.append_log(job_id, fence, offset, data, runner.id)
     return Response(status_code=204)
 
 
 @router.post("/jobs/{job_id}/finish")
 async def finish(job_id: uuid.UUID, body: FinishIn, state: State, who: Caller) -> FinishOut:
-    await _own_job(state, who, job_id)
+    runner = _runner(who)
     outcome = Outcome(
         status=body.status,
         exit_code=body.exit_code,
@@ -119,7 +120,7 @@ async def finish(job_id: uuid.UUID, body: FinishIn, state: State, who: Caller) -
         detail=body.detail,
         reports=body.reports,
     )
-    status = await state.scheduler.finish(job_id, body.fence, outcome)
+    status = await state.scheduler.finish(job_id, body.fence, outcome, runner.id)
     return FinishOut(status=status.value)
 
 
