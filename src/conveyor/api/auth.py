@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.api.errors import ApiError
 from conveyor.domain.roles import Role
-from conveyor.storage.tables import ApiToken, RunnerRow, utcnow
+from conveyor.storage.tables import ApiToken, RunnerRow, as_utc, utcnow
 
 ADMIN_PREFIX = "cvy_admin_"
 TEAM_PREFIX = "cvy_team_"
@@ -79,10 +79,9 @@ async def principal_for(session: AsyncSession, token: str) -> Principal:
         if runner is None:
             raise ApiError(401, "unauthorized", "unknown runner token")
         now = utcnow()
-        seen = runner.last_seen_at
-        if seen.tzinfo is None:
-            seen = seen.replace(tzinfo=now.tzinfo)
-        if now - seen > SEEN_EVERY:  # not a write on every request of a busy runner
+        if (
+            now - as_utc(runner.last_seen_at) > SEEN_EVERY
+        ):  # not a write on every request of a busy runner
             runner.last_seen_at = now
         return Principal(role=Role.VIEWER, team_id=runner.team_id, runner=runner, subject=digest)
     row = await session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))

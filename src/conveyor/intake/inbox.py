@@ -11,6 +11,7 @@ so a delivery processed twice still starts each run once.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import re
@@ -35,7 +36,7 @@ from conveyor.pipeline.triggers import Event, EventKind
 from conveyor.scheduler.service import Scheduler
 from conveyor.storage.inbox import DeliveryWriter
 from conveyor.storage.secrets import SecretBox
-from conveyor.storage.tables import Delivery, Project, Team, utcnow
+from conveyor.storage.tables import Delivery, Project, Team, as_utc, utcnow
 from conveyor.vcs import GitError, GitMirror
 
 log = logging.getLogger("conveyor.intake")
@@ -79,16 +80,11 @@ class Receipt:
 def new_hook_secret() -> str:
     """A webhook secret: 32 random bytes, in Standard Webhooks' `whsec_` form (any
     provider accepts it as a plain string)."""
-    return "whsec_" + secrets.token_urlsafe(32).replace("-", "+").replace("_", "/") + "="
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def seal_hook_secret(box: SecretBox, project_id: uuid.UUID, value: str) -> bytes:
     return box.seal_blob(project_id, HOOK_SECRET, value)
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; they are UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)
 
 
 def _parse_json(body: bytes) -> Any:
@@ -120,7 +116,7 @@ class HookTarget:
             team_id=row.team_id,
             current=unseal(row.hook_secret),
             previous=unseal(row.hook_secret_old),
-            previous_until=_aware(until) if until else None,
+            previous_until=as_utc(until) if until else None,
             fetched=time.monotonic(),
         )
 

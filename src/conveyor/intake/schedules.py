@@ -23,7 +23,7 @@ from conveyor.intake.inbox import Intake
 from conveyor.pipeline.plan import compile_plan
 from conveyor.pipeline.schema import ScheduleEntry
 from conveyor.pipeline.triggers import Event, EventKind
-from conveyor.storage.tables import Project, ScheduleFire, utcnow
+from conveyor.storage.tables import Project, ScheduleFire, as_utc, utcnow
 from conveyor.vcs import GitError, GitMirror
 
 log = logging.getLogger("conveyor.schedules")
@@ -102,10 +102,7 @@ class Schedules:
         for entry in loaded.spec.on.schedule:
             branch = entry.branch or default
             slot = latest_slot(entry.cron, now)
-            created = project.created_at
-            if created.tzinfo is None:
-                created = created.replace(tzinfo=now.tzinfo)
-            if (now - slot).total_seconds() > self.grace_s or slot < created:
+            if (now - slot).total_seconds() > self.grace_s or slot < as_utc(project.created_at):
                 continue
             key = entry_key(entry, branch)
             if await self._handled(project, key, slot):

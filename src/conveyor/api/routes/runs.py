@@ -6,7 +6,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -22,14 +22,9 @@ from conveyor.domain.roles import Role
 from conveyor.domain.status import JobStatus
 from conveyor.storage.logs import read_log
 from conveyor.storage.runs import derived_status
-from conveyor.storage.tables import Job, JobAttempt, Project, Run, Team
+from conveyor.storage.tables import Job, JobAttempt, Project, Run, Team, as_utc
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
-
-
-def as_utc(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _iso(moment: datetime | None) -> str | None:
