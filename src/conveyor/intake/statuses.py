@@ -44,23 +44,18 @@ STATE = {
 }
 """Conveyor's report states; each provider maps them to its own words below."""
 
+GITHUB_STATES = {
+    "pending": "pending",
+    "running": "pending",
+    "success": "success",
+    "failure": "failure",
+    "canceled": "error",
+    "skipped": "success",
+}
+"""GitHub's commit status states; Gitea took the same API."""
 PROVIDER_STATE: dict[str, dict[str, str]] = {
-    "github": {
-        "pending": "pending",
-        "running": "pending",
-        "success": "success",
-        "failure": "failure",
-        "canceled": "error",
-        "skipped": "success",
-    },
-    "gitea": {
-        "pending": "pending",
-        "running": "pending",
-        "success": "success",
-        "failure": "failure",
-        "canceled": "error",
-        "skipped": "success",
-    },
+    "github": GITHUB_STATES,
+    "gitea": GITHUB_STATES,
     "gitlab": {
         "pending": "pending",
         "running": "running",
@@ -94,27 +89,20 @@ def status_request(
     """The HTTP request that reports one status, in the provider's documented format."""
     state = PROVIDER_STATE[provider][report.state]
     base = api.rstrip("/")
-    if provider == "github":
-        return Request(
-            "POST",
-            f"{base}/repos/{repo}/statuses/{report.sha}",
+    if provider in ("github", "gitea"):  # Gitea's statuses API is GitHub's, but for auth
+        headers = (
             {
                 "Authorization": f"Bearer {token}",
                 "Accept": "application/vnd.github+json",
                 "X-GitHub-Api-Version": "2022-11-28",
-            },
-            {
-                "state": state,
-                "target_url": target_url,
-                "description": report.description,
-                "context": report.context,
-            },
+            }
+            if provider == "github"
+            else {"Authorization": f"token {token}"}
         )
-    if provider == "gitea":
         return Request(
             "POST",
             f"{base}/repos/{repo}/statuses/{report.sha}",
-            {"Authorization": f"token {token}"},
+            headers,
             {
                 "state": state,
                 "target_url": target_url,
@@ -227,8 +215,8 @@ class Statuses:
                     if spec.get("required_for_merge")
                 ]
                 overall = STATE[run_status(o for _, o in outcomes)]
-                gate = STATE[run_status(o for _, o in required)] if required else "none"
-                now_state = f"{overall}|{gate if required else 'skipped'}"
+                gate = STATE[run_status(o for _, o in required)] if required else "skipped"
+                now_state = f"{overall}|{gate}"
                 if run.status_reported == now_state:
                     continue
                 old_overall, _, old_gate = (run.status_reported or "|").partition("|")
