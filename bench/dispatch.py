@@ -54,6 +54,20 @@ def repo(path: Path, files: dict[str, str]) -> str:
     return f"file://{path}"
 
 
+def wait_healthy(http: httpx.Client, timeout: float = 60.0) -> None:
+    """Until the server answers /healthz (SystemExit after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if http.get("/healthz").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the server did not start in {timeout:g}s")
+        time.sleep(0.1)
+
+
 def pipeline(jobs: int) -> str:
     body = "".join(f"  j{i}: {{script: 'true', needs: []}}\n" for i in range(jobs))
     return f"version: 1\nservice: bench\nteam: bench\njobs:\n{body}"
@@ -80,7 +94,7 @@ def wait_run(http: httpx.Client, run_id: str, timeout: float, every: float = 0.0
     raise SystemExit(f"run {run_id} did not finish in {timeout}s")
 
 
-def main() -> None:  # noqa: C901 - a linear script
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--runners", type=int, default=4)
@@ -113,16 +127,7 @@ def main() -> None:  # noqa: C901 - a linear script
             http = httpx.Client(
                 base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30
             )
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if http.get("/healthz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("server did not start")
-                time.sleep(0.1)
+            wait_healthy(http, 30)
             http.post("/api/v1/teams", json={"name": "bench"}).raise_for_status()
             for name, jobs in (("one", 1), ("many", args.jobs)):
                 url_repo = repo(tmp / name, {"conveyor.yml": pipeline(jobs)})

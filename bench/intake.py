@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 import httpx
-from dispatch import ADMIN, conveyor, free_port, percentile
+from dispatch import ADMIN, conveyor, free_port, percentile, wait_healthy
 from pgtemp import temporary_database
 
 SECRET = "bench-intake-secret-0123456789"
@@ -270,16 +270,7 @@ def main() -> None:
         )
         try:
             http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN}"})
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if http.get("/healthz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("the server did not start")
-                time.sleep(0.1)
+            wait_healthy(http)
             http.post("/api/v1/teams", json={"name": "bench"}).raise_for_status()
             http.post(
                 "/api/v1/projects",

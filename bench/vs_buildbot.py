@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from dispatch import ADMIN, conveyor, free_port
+from dispatch import ADMIN, conveyor, free_port, wait_healthy
 from pgtemp import temporary_database
 
 SECRET = "bench-secret-vs-buildbot"
@@ -250,16 +250,7 @@ class Conveyor:
             conveyor("serve", "--port", str(self.port), "--data-dir", str(self.root / "server")),
             "server.log",
         )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if self.http.get("/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("the coordinator did not start")
-            time.sleep(0.1)
+        wait_healthy(self.http)
         self.http.post("/api/v1/teams", json={"name": "bench"}).raise_for_status()
         for n in range(self.runners):
             token = self.http.post("/api/v1/runner-tokens", json={}).json()["token"]
