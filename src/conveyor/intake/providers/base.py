@@ -273,8 +273,10 @@ class Payload:
             raise PayloadError(f"{where} is not a list of strings")
         return list(value)
 
-    def has(self, key: str) -> bool:
-        return isinstance(self.data, dict) and key in self.data
+    def opt_texts(self, key: str) -> list[str] | None:
+        """A list of strings, or None when the field is missing or null."""
+        value, _ = self._at(key)
+        return None if value is None else self.texts(key)
 
 
 def files_of(commits: list[Payload]) -> tuple[str, ...]:

@@ -54,7 +54,7 @@ class BareGit:
         if is_zero(after):
             return Translation(skipped=(f"{ref} was deleted",))
         before = body.opt_text("before")
-        changed = body.texts("changed") if body.data.get("changed") is not None else None
+        changed = body.opt_texts("changed")
         return Translation(
             (
                 Change(
