@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     cache_quota_mb: int = 256
     """Per team: the coordinator keeps at most this much cache, evicting the least
     recently used archives first."""
+    artifact_max_mb: int = 2048
+    """The largest artifact the coordinator accepts, in MiB (uploads stream to disk)."""
     rate_limit: str = "50/second"
     """Requests per API token, in `limits` notation ("50/second", "1000/minute")."""
     hook_rate_limit: str = "100/second"

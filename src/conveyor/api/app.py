@@ -20,8 +20,9 @@ from conveyor.api import errors
 from conveyor.api.auth import ADMIN_PREFIX, new_token, token_hash
 from conveyor.api.errors import ApiError
 from conveyor.api.limits import BodyLimit, RateLimit
-from conveyor.api.routes import hooks, projects, runners, runs, teams
+from conveyor.api.routes import artifacts, hooks, projects, runners, runs, teams
 from conveyor.api.state import Caller, Coordinator
+from conveyor.artifacts.blobs import FileBlobStore
 from conveyor.config import Settings
 from conveyor.domain.roles import Role
 from conveyor.intake.inbox import Intake
@@ -60,6 +61,8 @@ class ServerConfig:
     """The largest webhook body (GitHub sends up to 25 MB)."""
     cache_quota_mb: int = 256
     """Each team's cache archives together, in MiB; the least recently used go first."""
+    artifact_max_mb: int = 2048
+    """The largest artifact, in MiB."""
     inbox_poll_s: float = 1.0
     schedule_check_s: float = 15.0
     public_url: str = "http://127.0.0.1:8080"
@@ -122,6 +125,7 @@ def server_config(settings: Settings, data_dir: Path | None = None) -> ServerCon
         hook_rate_limit=settings.hook_rate_limit,
         redis_url=settings.redis_url,
         cache_quota_mb=settings.cache_quota_mb,
+        artifact_max_mb=settings.artifact_max_mb,
         public_url=settings.public_url,
     )
 
@@ -178,6 +182,8 @@ def create_app(config: ServerConfig) -> FastAPI:
             intake=intake,
             mirrors=mirrors,
             cache_quota=config.cache_quota_mb * 1024 * 1024,
+            blobs=FileBlobStore(config.data_dir / "artifacts"),
+            artifact_limit=config.artifact_max_mb * 1024 * 1024,
             long_poll_s=config.long_poll_s,
             recheck_s=config.recheck_s,
         )
@@ -206,10 +212,11 @@ def create_app(config: ServerConfig) -> FastAPI:
         larger={
             "/cache/": config.cache_quota_mb * 1024 * 1024,
             "/hooks/": config.hook_body_mb * 1024 * 1024,
+            "/artifacts": config.artifact_max_mb * 1024 * 1024,
         },
     )
     errors.install(app)
-    for module in (teams, projects, runs, runners, hooks):
+    for module in (teams, projects, runs, runners, hooks, artifacts):
         app.include_router(module.router)
     app.include_router(projects.retry_router)
 

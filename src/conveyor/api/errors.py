@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
+from conveyor.artifacts.blobs import BlobError
 from conveyor.scheduler.protocol import NotYours, StaleLease
 from conveyor.storage.jobs import TransitionRejected
 from conveyor.storage.secrets import SecretKeyError
@@ -84,6 +85,11 @@ async def _wrong_key(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _blob(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, BlobError)
+    return _json(exc.status, type(exc).__name__.lower(), str(exc))
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation)
@@ -92,5 +98,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(TransitionRejected, _conflict)
     app.add_exception_handler(NotYours, _not_yours)
     app.add_exception_handler(SecretKeyError, _wrong_key)
+    app.add_exception_handler(BlobError, _blob)
     for kind in (OperationalError, InterfaceError, psycopg.OperationalError, ConnectionError):
         app.add_exception_handler(kind, _database_down)

@@ -211,3 +211,22 @@ class RunFilter(BaseModel):
     event: str | None = None
     cursor: uuid.UUID | None = None
     limit: int = Field(50, ge=1, le=200)
+
+
+class ArtifactOut(BaseModel):
+    """An artifact with its provenance: which commit, run and job made it."""
+
+    id: uuid.UUID
+    team: str
+    project: str
+    name: str
+    digest: str
+    size: int
+    media_type: str
+    sha: str | None
+    run_id: uuid.UUID | None
+    job_id: uuid.UUID | None
+    job_name: str | None
+    runner: str | None
+    uploaded_by: str
+    created_at: str

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from conveyor.api.auth import Principal, bearer, principal_for, token_hash
 from conveyor.api.limits import RateLimit
+from conveyor.artifacts.blobs import BlobStore
 from conveyor.intake.inbox import Intake
 from conveyor.scheduler.service import Scheduler
 from conveyor.storage.database import Database
@@ -27,6 +28,8 @@ class Coordinator:
     mirrors: MirrorSet
     hook_limit: RateLimit
     intake: Intake
+    blobs: BlobStore
+    artifact_limit: int = 2 * 1024**3
     cache_quota: int = 256 * 1024 * 1024
     long_poll_s: float = 30.0
     recheck_s: float = 1.0

@@ -53,16 +53,18 @@ class Remote:
             self.console.print(f"[red]error:[/] cannot reach {self.http.base_url}: {exc}")
             raise typer.Exit(1) from exc
         if response.status_code >= 400:
-            try:
-                body = response.json()
-                detail = body.get("detail", body)
-            except ValueError:
-                detail = response.text
-            self.console.print(
-                f"[red]error {response.status_code}:[/] {escape(json.dumps(detail))}"
-            )
-            raise typer.Exit(1)
+            self.fail(response)
         return response
+
+    def fail(self, response: httpx.Response) -> None:
+        """Print the server's error and exit 1."""
+        try:
+            body = response.json()
+            detail = body.get("detail", body)
+        except ValueError:
+            detail = response.text
+        self.console.print(f"[red]error {response.status_code}:[/] {escape(json.dumps(detail))}")
+        raise typer.Exit(1)
 
 
 team = typer.Typer(help="Teams.", no_args_is_help=True)

@@ -15,13 +15,15 @@ import logging
 import os
 import shutil
 import socket
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from conveyor.artifacts import tarballs
+from conveyor.artifacts.tarballs import MEDIA_TYPE
 from conveyor.domain.status import JobStatus
 from conveyor.pipeline.plan import job_from_json
 from conveyor.pipeline.triggers import Event, EventKind
@@ -33,7 +35,14 @@ from conveyor.runner.attempt import (
     run_attempt,
 )
 from conveyor.runner.shell import ShellExecutor
-from conveyor.runner.workspace import pack, source_files, unpack
+from conveyor.runner.workspace import (
+    StoredFile,
+    file_digest,
+    match_files,
+    pack,
+    source_files,
+    unpack,
+)
 from conveyor.vcs import GitError, MirrorSet
 
 log = logging.getLogger("conveyor.runner")
@@ -147,6 +156,43 @@ class Client:
         )
         self._check(response)
 
+    async def artifacts_put(self, job_id: str, fence: int, tarball: Path) -> str:
+        """Upload a job's artifact tarball, streamed; returns its digest."""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with tarball.open("rb") as handle:
+                while block := await asyncio.to_thread(handle.read, 1 << 20):
+                    yield block
+
+        response = await self._send(
+            "PUT",
+            f"/api/v1/runners/jobs/{job_id}/artifacts",
+            params={"fence": fence},
+            content=chunks(),
+            headers={"Content-Type": MEDIA_TYPE},
+        )
+        self._check(response)
+        return str(response.json()["digest"])
+
+    async def artifacts_get(self, job_id: str, fence: int, job_name: str, dest: Path) -> bool:
+        """Download what `job_name` published into `dest`, verifying its digest; False
+        when it published nothing."""
+        params: dict[str, str | int] = {"fence": fence, "job": job_name}
+        url = self.urls[0] + f"/api/v1/runners/jobs/{job_id}/artifacts"
+        async with self.http.stream("GET", url, params=params) as response:
+            if response.status_code == 404:
+                return False
+            self._check(response)
+            expected = response.headers.get("x-conveyor-digest", "")
+            hasher = hashlib.sha256()
+            with dest.open("wb") as handle:
+                async for block in response.aiter_bytes(1 << 20):
+                    hasher.update(block)
+                    await asyncio.to_thread(handle.write, block)
+        if f"sha256:{hasher.hexdigest()}" != expected:
+            raise OSError(f"artifacts of {job_name!r}: the download does not match {expected}")
+        return True
+
     @staticmethod
     def _check(response: httpx.Response) -> None:
         if response.status_code == 409:
@@ -162,6 +208,48 @@ async def register(server: str, token: str, name: str, labels: tuple[str, ...]) 
         )
         response.raise_for_status()
         return str(response.json()["token"])
+
+
+class RemoteArtifacts:
+    """Artifacts kept by the coordinator's artifact store: a job's files go up as one
+    reproducible tarball, and come down verified against its digest."""
+
+    def __init__(self, client: Client, job_id: str, fence: int, scratch: Path) -> None:
+        self.client = client
+        self.job_id = job_id
+        self.fence = fence
+        self.scratch = scratch
+
+    async def fetch(self, job_name: str, workspace: Path) -> int:
+        archive = tarballs.temporary(self.scratch)
+        try:
+            if not await self.client.artifacts_get(self.job_id, self.fence, job_name, archive):
+                return 0
+            return await asyncio.to_thread(tarballs.unpack, archive, workspace)
+        except httpx.HTTPError as exc:
+            raise OSError(f"cannot fetch the artifacts of {job_name!r}: {exc}") from exc
+        finally:
+            archive.unlink(missing_ok=True)
+
+    async def publish(
+        self, job_name: str, workspace: Path, patterns: Sequence[str]
+    ) -> list[StoredFile]:
+        files = match_files(workspace, patterns)
+        if not files:
+            return []
+        archive = tarballs.temporary(self.scratch)
+        try:
+            await asyncio.to_thread(tarballs.pack, workspace, files, archive)
+            digest = await self.client.artifacts_put(self.job_id, self.fence, archive)
+        except httpx.HTTPError as exc:
+            raise OSError(f"cannot upload the artifacts: {exc}") from exc
+        finally:
+            archive.unlink(missing_ok=True)
+        log.info("job %s: artifacts %s", self.job_id, digest)
+        return [
+            StoredFile(rel, (workspace / rel).stat().st_size, file_digest(workspace / rel))
+            for rel in files
+        ]
 
 
 class RemoteCache:
@@ -353,6 +441,9 @@ class Agent:
             base_env=base_environment(),
             secrets=dict(assignment.get("secrets", {})),
             cache=RemoteCache(self.client, str(assignment["job_id"]), int(assignment["fence"])),
+            artifacts=RemoteArtifacts(
+                self.client, str(assignment["job_id"]), int(assignment["fence"]), root / "scratch"
+            ),
             keep_workspaces=False,
         )
         return await run_attempt(

@@ -22,14 +22,14 @@ from conveyor.runner.masking import SecretMasker
 from conveyor.runner.reports import JUnitSummary, ReportError, parse_cobertura, parse_junit
 from conveyor.runner.shell import ExecResult, Outcome, ShellExecutor
 from conveyor.runner.workspace import (
+    JobArtifacts,
     JobCache,
+    LocalArtifacts,
     LocalCache,
     StoredFile,
     cache_key,
     match_files,
     populate,
-    restore_artifacts,
-    save_artifacts,
     slug,
     source_files,
 )
@@ -136,6 +136,7 @@ class AttemptContext:
     secrets: dict[str, str]
     cache: JobCache
     keep_workspaces: bool
+    artifacts: JobArtifacts
 
     @classmethod
     def create(cls, run: RunInfo, options: RunOptions, run_dir: Path) -> AttemptContext:
@@ -150,10 +151,8 @@ class AttemptContext:
             secrets=dict(options.secrets),
             cache=LocalCache(options.data_dir / "cache" / run.team),
             keep_workspaces=options.keep_workspaces,
+            artifacts=LocalArtifacts(run_dir / "artifacts"),
         )
-
-    def artifacts_dir(self, job_name: str) -> Path:
-        return self.run_dir / "artifacts" / slug(job_name)
 
     def log_path(self, job_name: str) -> Path:
         return self.run_dir / "logs" / f"{slug(job_name)}.log"
@@ -293,7 +292,7 @@ async def _prepare(
         workspace.mkdir(parents=True)
     (root / "tmp").mkdir(parents=True, exist_ok=True)
     for needed in job.artifacts_from:
-        count = restore_artifacts(ctx.artifacts_dir(needed), workspace)
+        count = await ctx.artifacts.fetch(needed, workspace)
         if count:
             sink.note(f"fetched {count} artifact file(s) from {needed!r}")
     if job.cache is None:
@@ -405,9 +404,7 @@ async def _finish_success(
 ) -> None:
     try:
         if job.artifacts is not None:
-            dest = ctx.artifacts_dir(job.name)
-            shutil.rmtree(dest, ignore_errors=True)
-            result.artifacts = save_artifacts(workspace, job.artifacts.paths, dest)
+            result.artifacts = await ctx.artifacts.publish(job.name, workspace, job.artifacts.paths)
             if not result.artifacts:
                 sink.note(f"warning: no file matches artifacts {', '.join(job.artifacts.paths)}")
             for stored in result.artifacts:

@@ -189,3 +189,38 @@ class LocalCache:
         partial.write_bytes(data)
         partial.replace(self._archive(key))
         return count
+
+
+class JobArtifacts(Protocol):
+    """Where jobs publish their `artifacts: paths` and fetch those of the jobs they need.
+    `publish` is called after a job succeeds, `fetch` before a dependant's script."""
+
+    async def fetch(self, job_name: str, workspace: Path) -> int:
+        """Unpack what job `job_name` of this run published; returns how many files."""
+        ...
+
+    async def publish(
+        self, job_name: str, workspace: Path, patterns: Sequence[str]
+    ) -> list[StoredFile]:
+        """Keep the files matching `patterns`; returns them with their digests."""
+        ...
+
+
+class LocalArtifacts:
+    """Artifacts as plain directories of one run on this machine (`conveyor run`)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _dir(self, job_name: str) -> Path:
+        return self.root / slug(job_name)
+
+    async def fetch(self, job_name: str, workspace: Path) -> int:
+        return restore_artifacts(self._dir(job_name), workspace)
+
+    async def publish(
+        self, job_name: str, workspace: Path, patterns: Sequence[str]
+    ) -> list[StoredFile]:
+        dest = self._dir(job_name)
+        shutil.rmtree(dest, ignore_errors=True)
+        return save_artifacts(workspace, patterns, dest)

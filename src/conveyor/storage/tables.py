@@ -9,6 +9,8 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -86,6 +88,8 @@ class Project(Base):
     """owner/repo (GitHub, Gitea), a project id or path (GitLab), workspace/slug
     (Bitbucket)."""
     status_token: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    artifact_retention_days: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
+    """Artifacts older than this are collected, unless a recent deployment names them."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -346,3 +350,177 @@ class StatusReport(Base):
     sent_at: Mapped[datetime | None] = mapped_column(default=None)
     last_error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Artifact(Base):
+    """An immutable artifact: metadata and provenance of a blob in the blob store
+    (artifacts.blobs). Identical content is one blob, however many rows name it."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (
+        UniqueConstraint("project_id", "name", "digest"),
+        Index(None, "digest"),
+        Index(None, "project_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    digest: Mapped[str] = mapped_column(String(71))
+    size: Mapped[int] = mapped_column(BigInteger)
+    media_type: Mapped[str] = mapped_column(String(100))
+    run_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    job_name: Mapped[str | None] = mapped_column(String(300), default=None)
+    sha: Mapped[str | None] = mapped_column(String(64), default=None)
+    """The commit the artifact was built from, when known."""
+    runner: Mapped[str | None] = mapped_column(String(200), default=None)
+    uploaded_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Environment(Base):
+    """Where a service runs (`staging`, `production`, …), with its target and the routing
+    the deployment manager wants: which slot is stable and the canary's share."""
+
+    __tablename__ = "environments"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    target: Mapped[str] = mapped_column(String(20), default="local")
+    queue_policy: Mapped[str] = mapped_column(String(20), default="ordered")
+    """ordered: queued deployments run in turn; newest-wins: a newer one supersedes them."""
+    port: Mapped[int] = mapped_column(Integer)
+    """Where the environment serves traffic (the router's frontend)."""
+    preview_port: Mapped[int] = mapped_column(Integer)
+    """Where the canary/preview slot answers on its own (blue-green previews)."""
+    stable_slot: Mapped[str] = mapped_column(String(1), default="a")
+    canary_share: Mapped[int] = mapped_column(Integer, default=0)
+    """The canary slot's share of traffic, in 1/10,000 (0.01 % steps)."""
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    """The number of the deployment whose revision serves as stable (0: none yet)."""
+    digest: Mapped[str | None] = mapped_column(String(71), default=None)
+    warm_until: Mapped[datetime | None] = mapped_column(default=None)
+    """The previous stable slot stays warm (switch back in under a second) until then."""
+    lease_owner: Mapped[str | None] = mapped_column(String(100), default=None)
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    fence: Mapped[int] = mapped_column(Integer, default=0)
+    """Raised whenever a replica takes the environment over: its driver's writes carry it,
+    so a replica that lost the lease cannot write."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Deployment(Base):
+    """One deployment of an artifact to an environment (docs/states.md)."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (
+        UniqueConstraint("environment_id", "number"),
+        Index(None, "environment_id", "phase"),
+        Index(None, "phase"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    environment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("environments.id", ondelete="CASCADE")
+    )
+    number: Mapped[int] = mapped_column(Integer)
+    """The revision number within the environment: 1, 2, 3, …"""
+    digest: Mapped[str] = mapped_column(String(71))
+    sha: Mapped[str | None] = mapped_column(String(64), default=None)
+    runtime: Mapped[dict[str, Any]] = mapped_column()
+    """The artifact's `runtime` section (validated), fixed at creation."""
+    strategy: Mapped[dict[str, Any]] = mapped_column()
+    """{"kind": rolling|blue-green|canary, ...its parameters, "steps": [...]}"""
+    kind: Mapped[str] = mapped_column(String(20), default="deploy")
+    """deploy | rollback"""
+    rollback_of: Mapped[int | None] = mapped_column(Integer, default=None)
+    phase: Mapped[str] = mapped_column(String(20), default="pending")
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    step_started_at: Mapped[datetime | None] = mapped_column(default=None)
+    pause_reason: Mapped[str | None] = mapped_column(String(20), default=None)
+    request: Mapped[str | None] = mapped_column(String(20), default=None)
+    """A person's pending command for the driver: promote | promote-full | abort."""
+    paused_by_user: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_by: Mapped[str] = mapped_column(String(200), default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+    run_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class DeploymentAction(Base):
+    """The driver's log: each action is written as an intent before it acts and marked done
+    after, under the environment's fencing token. A new driver finishes an open intent
+    (actions are idempotent) instead of starting another."""
+
+    __tablename__ = "deployment_actions"
+    __table_args__ = (UniqueConstraint("environment_id", "seq"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    environment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("environments.id", ondelete="CASCADE")
+    )
+    deployment_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    seq: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(40))
+    params: Mapped[dict[str, Any]] = mapped_column()
+    fence: Mapped[int] = mapped_column(Integer)
+    driver: Mapped[str] = mapped_column(String(100))
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Instance(Base):
+    """One process of a service in an environment, in one of its two slots."""
+
+    __tablename__ = "instances"
+    __table_args__ = (Index(None, "environment_id", "state"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    environment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("environments.id", ondelete="CASCADE")
+    )
+    deployment_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    revision: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(71))
+    slot: Mapped[str] = mapped_column(String(1))
+    server: Mapped[str] = mapped_column(String(60))
+    """Its name in the router."""
+    port: Mapped[int] = mapped_column(Integer)
+    pid: Mapped[int | None] = mapped_column(Integer, default=None)
+    pid_started: Mapped[str | None] = mapped_column(String(40), default=None)
+    """The process's start time, so that a reused pid is not taken for it."""
+    state: Mapped[str] = mapped_column(String(20), default="starting")
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    health_failures: Mapped[int] = mapped_column(Integer, default=0)
+    drain_started_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    stopped_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class RevisionPin(Base):
+    """A revision marked bad by a rollback: not deployed automatically again until someone
+    clears the pin (who and when are kept: the audit record)."""
+
+    __tablename__ = "revision_pins"
+    __table_args__ = (Index(None, "environment_id", "digest"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    environment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("environments.id", ondelete="CASCADE")
+    )
+    digest: Mapped[str] = mapped_column(String(71))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    pinned_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    cleared_by: Mapped[str | None] = mapped_column(String(200), default=None)
+    cleared_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -11,11 +11,14 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import select
 
 from conveyor.api.auth import RUNNER_PREFIX, Principal, new_token, token_hash
 from conveyor.api.errors import ApiError
+from conveyor.api.routes.artifacts import artifact_out, blob_response, store
 from conveyor.api.schemas import (
+    ArtifactOut,
     FinishIn,
     FinishOut,
     HeartbeatIn,
@@ -25,8 +28,9 @@ from conveyor.api.schemas import (
 )
 from conveyor.api.state import Caller, State
 from conveyor.scheduler.protocol import Assignment, Outcome, StaleLease
-from conveyor.storage import caches
-from conveyor.storage.tables import Job, RunnerRow, RunnerToken
+from conveyor.storage import artifacts, caches
+from conveyor.storage.artifacts import Provenance
+from conveyor.storage.tables import Job, Project, Run, RunnerRow, RunnerToken, Team
 
 router = APIRouter(prefix="/api/v1/runners", tags=["runners"])
 MAX_LOG_CHUNK = 1 << 20
@@ -174,3 +178,56 @@ async def put_cache(
     async with state.db.transaction() as session:
         await caches.store(session, team_id, key, data, state.cache_quota)
     return Response(status_code=204)
+
+
+@router.put("/jobs/{job_id}/artifacts", status_code=201)
+async def publish_artifacts(
+    job_id: uuid.UUID,
+    request: Request,
+    state: State,
+    who: Caller,
+    fence: Annotated[int, Query()],
+) -> ArtifactOut:
+    """A job's `artifacts: paths` as one tarball, named after the job, with the run, job,
+    commit and runner as its provenance."""
+    await _live_job(state, who, job_id, fence)
+    runner = _runner(who)
+    async with state.db.transaction() as session:
+        job, run, project, team = (
+            await session.execute(
+                select(Job, Run, Project, Team)
+                .join(Run, Run.id == Job.run_id)
+                .join(Project, Project.id == Run.project_id)
+                .join(Team, Team.id == Project.team_id)
+                .where(Job.id == job_id)
+            )
+        ).one()
+    provenance = Provenance(
+        sha=run.sha,
+        run_id=run.id,
+        job_id=job.id,
+        job_name=job.name,
+        runner=runner.name,
+        uploaded_by=f"runner {runner.name}",
+    )
+    row, _ = await store(state, request, project, job.name, provenance)
+    return artifact_out(row, team.name, project.name)
+
+
+@router.get("/jobs/{job_id}/artifacts", response_model=None)
+async def fetch_artifacts(
+    job_id: uuid.UUID,
+    state: State,
+    who: Caller,
+    fence: Annotated[int, Query()],
+    job: Annotated[str, Query(min_length=1, max_length=300)],
+) -> FileResponse | StreamingResponse:
+    """The tarball that job `job` of the same run published (404 when it published none)."""
+    await _live_job(state, who, job_id, fence)
+    async with state.db.transaction() as session:
+        run_id = await session.scalar(select(Job.run_id).where(Job.id == job_id))
+        assert run_id is not None
+        row = await artifacts.of_run(session, run_id, job)
+    if row is None:
+        raise ApiError(404, "not_found", f"job {job!r} of this run published no artifacts")
+    return blob_response(state, row)

@@ -1,0 +1,189 @@
+"""Blobs named by their sha256 (`sha256:<hex>`, docs/ids.md), behind a small interface so
+that object storage can join the local directory later.
+
+Writes stream: the digest and the size are computed while the bytes arrive, nothing is
+held in memory, and a blob becomes visible only by an atomic rename once it is complete
+and verified. Identical content is stored once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+CHUNK = 1 << 20
+
+
+class BlobError(Exception):
+    """A blob was refused; `status` is the HTTP answer it deserves."""
+
+    status = 400
+
+
+class BlobTooLarge(BlobError):
+    status = 413
+
+
+class DigestMismatch(BlobError):
+    status = 400
+
+
+class BlobMissing(BlobError):
+    status = 404
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    digest: str
+    size: int
+    created: bool
+    """False when the same content was already stored."""
+
+
+def check_digest(digest: str) -> str:
+    """`digest` itself when it reads `sha256:<64 lowercase hex>`, else BlobError."""
+    if not DIGEST.match(digest):
+        raise BlobError(f"a digest reads sha256:<64 hex digits>, not {digest[:80]!r}")
+    return digest
+
+
+class BlobStore(Protocol):
+    """Where artifact bytes live. Every method may be called concurrently, from any
+    replica that shares the store."""
+
+    async def put(
+        self, chunks: AsyncIterable[bytes], *, limit: int, expected: str | None = None
+    ) -> Blob:
+        """Store a stream. Raises BlobTooLarge past `limit` bytes and DigestMismatch when
+        `expected` is given and differs; nothing is kept in either case. Idempotent."""
+        ...
+
+    def read(self, digest: str) -> AsyncIterator[bytes]:
+        """The blob's bytes in chunks; BlobMissing when it is not stored."""
+        ...
+
+    def local_path(self, digest: str) -> Path | None:
+        """A file holding the blob, for zero-copy serving and unpacking; None if remote."""
+        ...
+
+    async def exists(self, digest: str) -> bool: ...
+
+    async def delete(self, digest: str) -> bool:
+        """Forget the blob; False when it was not stored. Idempotent."""
+        ...
+
+
+class FileBlobStore:
+    """Blobs as files `<root>/sha256/<2 hex>/<62 hex>`; partial uploads in `<root>/tmp`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / "tmp"
+
+    def _path(self, digest: str) -> Path:
+        hexpart = check_digest(digest).removeprefix("sha256:")
+        return self.root / "sha256" / hexpart[:2] / hexpart[2:]
+
+    async def put(
+        self, chunks: AsyncIterable[bytes], *, limit: int, expected: str | None = None
+    ) -> Blob:
+        if expected is not None:
+            check_digest(expected)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="upload-")
+        partial = Path(name)
+        try:
+            digest, size = await self._write(fd, chunks, limit)
+            if expected is not None and digest != expected:
+                raise DigestMismatch(f"the content's digest is {digest}, not {expected}")
+            final = self._path(digest)
+            if final.exists():
+                return Blob(digest, size, created=False)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(partial, 0o444)
+            partial.replace(final)
+            return Blob(digest, size, created=True)
+        finally:
+            partial.unlink(missing_ok=True)
+
+    async def _write(self, fd: int, chunks: AsyncIterable[bytes], limit: int) -> tuple[str, int]:
+        hasher = hashlib.sha256()
+        size = 0
+        with os.fdopen(fd, "wb") as handle:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > limit:
+                    raise BlobTooLarge(f"an artifact is at most {limit} bytes")
+                hasher.update(chunk)
+                await asyncio.to_thread(handle.write, chunk)
+            await asyncio.to_thread(handle.flush)
+            await asyncio.to_thread(os.fsync, handle.fileno())
+        return f"sha256:{hasher.hexdigest()}", size
+
+    async def read(self, digest: str) -> AsyncIterator[bytes]:
+        path = self._path(digest)
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError as exc:
+            raise BlobMissing(f"no blob {digest}") from exc
+        with handle:
+            while chunk := await asyncio.to_thread(handle.read, CHUNK):
+                yield chunk
+
+    def local_path(self, digest: str) -> Path | None:
+        path = self._path(digest)
+        return path if path.is_file() else None
+
+    async def exists(self, digest: str) -> bool:
+        return self._path(digest).is_file()
+
+    async def delete(self, digest: str) -> bool:
+        try:
+            self._path(digest).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+
+class MemoryBlobStore:
+    """The fake for unit tests: the same contract, in a dict."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+
+    async def put(
+        self, chunks: AsyncIterable[bytes], *, limit: int, expected: str | None = None
+    ) -> Blob:
+        data = bytearray()
+        async for chunk in chunks:
+            data += chunk
+            if len(data) > limit:
+                raise BlobTooLarge(f"an artifact is at most {limit} bytes")
+        digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+        if expected is not None and check_digest(expected) != digest:
+            raise DigestMismatch(f"the content's digest is {digest}, not {expected}")
+        created = digest not in self.blobs
+        self.blobs.setdefault(digest, bytes(data))
+        return Blob(digest, len(data), created)
+
+    async def read(self, digest: str) -> AsyncIterator[bytes]:
+        if check_digest(digest) not in self.blobs:
+            raise BlobMissing(f"no blob {digest}")
+        yield self.blobs[digest]
+
+    def local_path(self, digest: str) -> Path | None:
+        return None
+
+    async def exists(self, digest: str) -> bool:
+        return digest in self.blobs
+
+    async def delete(self, digest: str) -> bool:
+        return self.blobs.pop(digest, None) is not None

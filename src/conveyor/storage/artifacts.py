@@ -1,0 +1,148 @@
+"""Artifact metadata: recording an upload (idempotent per project, name and digest),
+finding artifacts, and choosing what retention lets go."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from conveyor.storage.tables import Artifact, Deployment, Project, as_utc
+
+KEEP_DEPLOYMENTS = 10
+"""Retention never collects an artifact named by one of the last N deployments of any
+environment."""
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where an artifact came from: the run and job that built it, or who uploaded it."""
+
+    sha: str | None = None
+    run_id: uuid.UUID | None = None
+    job_id: uuid.UUID | None = None
+    job_name: str | None = None
+    runner: str | None = None
+    uploaded_by: str = ""
+
+
+async def record(
+    session: AsyncSession,
+    project: Project,
+    name: str,
+    digest: str,
+    size: int,
+    media_type: str,
+    provenance: Provenance,
+) -> tuple[Artifact, bool]:
+    """The artifact row for (project, name, digest), created if new. Returns it and whether
+    it was created; an existing row keeps its first provenance (artifacts are immutable)."""
+    existing = await _named(session, project.id, name, digest)
+    if existing is not None:
+        return existing, False
+    row = Artifact(
+        team_id=project.team_id,
+        project_id=project.id,
+        name=name,
+        digest=digest,
+        size=size,
+        media_type=media_type,
+        sha=provenance.sha,
+        run_id=provenance.run_id,
+        job_id=provenance.job_id,
+        job_name=provenance.job_name,
+        runner=provenance.runner,
+        uploaded_by=provenance.uploaded_by,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(row)
+    except IntegrityError:  # the same upload, committed by another request meanwhile
+        raced = await _named(session, project.id, name, digest)
+        assert raced is not None
+        return raced, False
+    return row, True
+
+
+async def _named(
+    session: AsyncSession, project_id: uuid.UUID, name: str, digest: str
+) -> Artifact | None:
+    return await session.scalar(
+        select(Artifact).where(
+            Artifact.project_id == project_id, Artifact.name == name, Artifact.digest == digest
+        )
+    )
+
+
+async def by_digest(session: AsyncSession, project_id: uuid.UUID, digest: str) -> Artifact | None:
+    """The project's oldest artifact with this digest (its first provenance)."""
+    return await session.scalar(
+        select(Artifact)
+        .where(Artifact.project_id == project_id, Artifact.digest == digest)
+        .order_by(Artifact.created_at)
+        .limit(1)
+    )
+
+
+async def of_run(session: AsyncSession, run_id: uuid.UUID, job_name: str) -> Artifact | None:
+    """The artifact a job of a run published (its `artifacts: paths`)."""
+    return await session.scalar(
+        select(Artifact)
+        .where(Artifact.run_id == run_id, Artifact.job_name == job_name)
+        .order_by(Artifact.created_at.desc())
+        .limit(1)
+    )
+
+
+async def listing(session: AsyncSession, project_id: uuid.UUID, limit: int) -> list[Artifact]:
+    rows = await session.scalars(
+        select(Artifact)
+        .where(Artifact.project_id == project_id)
+        .order_by(Artifact.created_at.desc(), Artifact.id.desc())
+        .limit(limit)
+    )
+    return list(rows)
+
+
+async def protected_digests(session: AsyncSession, keep: int = KEEP_DEPLOYMENTS) -> set[str]:
+    """Digests named by one of the last `keep` deployments of any environment."""
+    ranked = select(
+        Deployment.digest,
+        func.row_number()
+        .over(partition_by=Deployment.environment_id, order_by=Deployment.number.desc())
+        .label("rank"),
+    ).subquery()
+    rows = await session.scalars(select(ranked.c.digest).where(ranked.c.rank <= keep))
+    return set(rows)
+
+
+async def collect(
+    session: AsyncSession, now: datetime, keep: int = KEEP_DEPLOYMENTS
+) -> tuple[int, set[str]]:
+    """Delete the artifact rows past their project's retention that no recent deployment
+    names. Returns how many rows went and the digests no row names any more (their blobs
+    can go once this transaction commits)."""
+    protected = await protected_digests(session, keep)
+    candidates = (
+        await session.execute(
+            select(
+                Artifact.id, Artifact.digest, Artifact.created_at, Project.artifact_retention_days
+            ).join(Project, Project.id == Artifact.project_id)
+        )
+    ).all()
+    doomed = [
+        (row.id, row.digest)
+        for row in candidates
+        if row.digest not in protected
+        and as_utc(row.created_at) < now - timedelta(days=row.artifact_retention_days)
+    ]
+    if not doomed:
+        return 0, set()
+    await session.execute(delete(Artifact).where(Artifact.id.in_([i for i, _ in doomed])))
+    digests = {d for _, d in doomed}
+    still = set(await session.scalars(select(Artifact.digest).where(Artifact.digest.in_(digests))))
+    return len(doomed), digests - still
