@@ -2,7 +2,8 @@
 
 GET /healthz                      200 {"status": "ok"}
 GET /api/v1/quote?amount=&currency=  200 {"amount", "currency", "fee", "total"} or 400
-PAYMENTS_FAIL_RATE=0.2 makes that share of API responses fail with 500, for deploy tests.
+PAYMENTS_FAIL_RATE=0.2 makes that share of API responses fail with 500, and
+PAYMENTS_UNHEALTHY=1 makes /healthz answer 503: the bad version of the deploy tests.
 """
 
 from __future__ import annotations
@@ -24,10 +25,14 @@ VERSION = os.environ.get("PAYMENTS_VERSION", "dev")
 class Handler(BaseHTTPRequestHandler):
     server_version = "payments-api"
     fail_rate = float(os.environ.get("PAYMENTS_FAIL_RATE", "0") or 0)
+    unhealthy = os.environ.get("PAYMENTS_UNHEALTHY") == "1"
 
     def do_GET(self) -> None:
         url = urlparse(self.path)
         if url.path == "/healthz":
+            if self.unhealthy:
+                self._send(503, {"status": "unhealthy", "version": VERSION})
+                return
             self._send(200, {"status": "ok", "version": VERSION})
         elif url.path == "/api/v1/quote":
             if random.random() < self.fail_rate:
@@ -55,8 +60,13 @@ class Handler(BaseHTTPRequestHandler):
         return
 
 
+class Server(ThreadingHTTPServer):
+    request_queue_size = 128
+    """A listen backlog for bursts behind a load balancer (the default is 5)."""
+
+
 def serve(port: int, host: str = "127.0.0.1") -> None:
-    server = ThreadingHTTPServer((host, port), Handler)
+    server = Server((host, port), Handler)
     stop = threading.Event()
 
     def _shutdown(*_: object) -> None:

@@ -20,10 +20,21 @@ from conveyor.api import errors
 from conveyor.api.auth import ADMIN_PREFIX, new_token, token_hash
 from conveyor.api.errors import ApiError
 from conveyor.api.limits import BodyLimit, RateLimit
-from conveyor.api.routes import artifacts, hooks, projects, runners, runs, teams
+from conveyor.api.routes import (
+    artifacts,
+    deployments,
+    hooks,
+    projects,
+    runners,
+    runs,
+    teams,
+)
 from conveyor.api.state import Caller, Coordinator
 from conveyor.artifacts.blobs import FileBlobStore
 from conveyor.config import Settings
+from conveyor.deploy.manager import DeploymentManager
+from conveyor.deploy.router.haproxy import HAProxyRouter
+from conveyor.deploy.targets.local import LocalTarget
 from conveyor.domain.roles import Role
 from conveyor.intake.inbox import Intake
 from conveyor.intake.schedules import Schedules
@@ -67,6 +78,10 @@ class ServerConfig:
     schedule_check_s: float = 15.0
     public_url: str = "http://127.0.0.1:8080"
     """Where people reach this server: links in commit statuses."""
+    deploy_tick_s: float = 0.1
+    """How often each environment's driver takes its next step."""
+    deploy_lease_s: float = 3.0
+    """How long a replica's hold on an environment lasts unless renewed."""
     status_poll_s: float = 1.0
     status_backoff_s: float = 5.0
     """How often every replica looks for due `on.schedule` slots."""
@@ -172,6 +187,16 @@ def create_app(config: ServerConfig) -> FastAPI:
             poll_s=config.status_poll_s,
             backoff_s=config.status_backoff_s,
         )
+        blobs = FileBlobStore(config.data_dir / "artifacts")
+        target = LocalTarget(config.data_dir / "deploy")
+        manager = DeploymentManager(
+            db,
+            blobs,
+            target,
+            HAProxyRouter(config.data_dir / "deploy" / "router"),
+            tick_s=config.deploy_tick_s,
+            lease_s=config.deploy_lease_s,
+        )
         app.state.coordinator = Coordinator(
             db=db,
             scheduler=scheduler,
@@ -182,7 +207,8 @@ def create_app(config: ServerConfig) -> FastAPI:
             intake=intake,
             mirrors=mirrors,
             cache_quota=config.cache_quota_mb * 1024 * 1024,
-            blobs=FileBlobStore(config.data_dir / "artifacts"),
+            blobs=blobs,
+            deploy=manager,
             artifact_limit=config.artifact_max_mb * 1024 * 1024,
             long_poll_s=config.long_poll_s,
             recheck_s=config.recheck_s,
@@ -193,6 +219,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             asyncio.create_task(intake.work()),
             asyncio.create_task(Schedules(intake, check_s=config.schedule_check_s).work()),
             asyncio.create_task(statuses.work()),
+            asyncio.create_task(manager.work()),
         ]
         try:
             yield
@@ -203,6 +230,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await statuses.client.aclose()
+            await target.close()
             await mirrors.close()
             await db.dispose()
 
@@ -216,7 +244,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         },
     )
     errors.install(app)
-    for module in (teams, projects, runs, runners, hooks, artifacts):
+    for module in (teams, projects, runs, runners, hooks, artifacts, deployments):
         app.include_router(module.router)
     app.include_router(projects.retry_router)
 

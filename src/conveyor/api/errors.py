@@ -13,6 +13,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
 from conveyor.artifacts.blobs import BlobError
+from conveyor.deploy.orders import DeployRefused
 from conveyor.scheduler.protocol import NotYours, StaleLease
 from conveyor.storage.jobs import TransitionRejected
 from conveyor.storage.secrets import SecretKeyError
@@ -90,6 +91,12 @@ async def _blob(_: Request, exc: Exception) -> JSONResponse:
     return _json(exc.status, type(exc).__name__.lower(), str(exc))
 
 
+async def _refused(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DeployRefused)
+    error = {404: "not_found", 409: "conflict", 422: "invalid_request"}.get(exc.status, "refused")
+    return _json(exc.status, error, str(exc))
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation)
@@ -99,5 +106,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(NotYours, _not_yours)
     app.add_exception_handler(SecretKeyError, _wrong_key)
     app.add_exception_handler(BlobError, _blob)
+    app.add_exception_handler(DeployRefused, _refused)
     for kind in (OperationalError, InterfaceError, psycopg.OperationalError, ConnectionError):
         app.add_exception_handler(kind, _database_down)

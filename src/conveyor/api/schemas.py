@@ -230,3 +230,81 @@ class ArtifactOut(BaseModel):
     runner: str | None
     uploaded_by: str
     created_at: str
+
+
+class DeployIn(Body):
+    environment: str = Field(pattern=NAME, max_length=100)
+    artifact: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    strategy: Literal["rolling", "blue-green", "canary"] | None = None
+    steps: str | None = Field(None, max_length=500)
+    """Canary steps, e.g. `10,pause=5s,50,pause,100`."""
+    queue_policy: Literal["ordered", "newest-wins"] | None = None
+
+
+class PromoteIn(Body):
+    full: bool = False
+
+
+class RollbackIn(Body):
+    to: int | None = Field(None, ge=1)
+
+
+class DeploymentOut(BaseModel):
+    number: int
+    environment: str
+    digest: str
+    sha: str | None
+    kind: str
+    strategy: str
+    phase: str
+    step: int
+    steps: list[str]
+    pause_reason: str | None
+    request: str | None
+    started_by: str
+    message: str
+    rollback_of: int | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+class InstanceOut(BaseModel):
+    revision: int
+    digest: str
+    slot: str
+    role: str
+    """stable, canary, or warm (the previous stable, kept for a fast switch back)."""
+    port: int
+    state: str
+    healthy: bool
+    restarts: int
+
+
+class TrafficOut(BaseModel):
+    stable: float
+    canary: float
+
+
+class PinOut(BaseModel):
+    digest: str
+    reason: str
+    pinned_by: str
+    created_at: str
+
+
+class EnvironmentOut(BaseModel):
+    team: str
+    project: str
+    environment: str
+    revision: int
+    digest: str | None
+    url: str
+    preview_url: str
+    phase: str
+    step: str | None
+    traffic: TrafficOut
+    instances: list[InstanceOut]
+    deployment: DeploymentOut | None
+    history: list[DeploymentOut]
+    pins: list[PinOut]

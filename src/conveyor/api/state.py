@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from conveyor.api.auth import Principal, bearer, principal_for, token_hash
 from conveyor.api.limits import RateLimit
 from conveyor.artifacts.blobs import BlobStore
+from conveyor.deploy.manager import DeploymentManager
 from conveyor.intake.inbox import Intake
 from conveyor.scheduler.service import Scheduler
 from conveyor.storage.database import Database
@@ -29,6 +30,7 @@ class Coordinator:
     hook_limit: RateLimit
     intake: Intake
     blobs: BlobStore
+    deploy: DeploymentManager
     artifact_limit: int = 2 * 1024**3
     cache_quota: int = 256 * 1024 * 1024
     long_poll_s: float = 30.0

@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from conveyor import __version__
-from conveyor.cli import artifacts, remote
+from conveyor.cli import artifacts, deploys, loadgen, remote
 from conveyor.cli.console import err, out
 from conveyor.cli.render import LiveObserver, render_errors, render_plan, render_summary
 from conveyor.config import Settings
@@ -292,6 +292,8 @@ def _plan_dict(plan: Plan) -> dict[str, object]:
 
 remote.register(app)
 app.add_typer(artifacts.app, name="artifacts")
+app.command("load")(loadgen.load)
+deploys.register(app)
 
 
 def main() -> None:

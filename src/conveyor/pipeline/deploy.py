@@ -111,6 +111,12 @@ class Health(Model):
     path: Annotated[str, Field(pattern=r"^/")] = "/healthz"
     interval: Duration = 1.0
     timeout: Duration = 2.0
+    start_period: Duration = 10.0
+    """How long a new instance may take to answer its health path before failures count."""
+    failures: int = Field(3, ge=1, le=100)
+    """Consecutive failed checks that make an instance unhealthy: a canary's instance
+    that is unhealthy, or crashes more than `max_restarts` times, aborts the deployment."""
+    max_restarts: int = Field(3, ge=0, le=100)
 
 
 class Runtime(Model):

@@ -404,6 +404,9 @@ class Environment(Base):
     revision: Mapped[int] = mapped_column(Integer, default=0)
     """The number of the deployment whose revision serves as stable (0: none yet)."""
     digest: Mapped[str | None] = mapped_column(String(71), default=None)
+    runtime: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    """The stable revision's `runtime` (how to restart its instances)."""
+    warm_digest: Mapped[str | None] = mapped_column(String(71), default=None)
     warm_until: Mapped[datetime | None] = mapped_column(default=None)
     """The previous stable slot stays warm (switch back in under a second) until then."""
     lease_owner: Mapped[str | None] = mapped_column(String(100), default=None)
@@ -433,6 +436,8 @@ class Deployment(Base):
     number: Mapped[int] = mapped_column(Integer)
     """The revision number within the environment: 1, 2, 3, …"""
     digest: Mapped[str] = mapped_column(String(71))
+    artifact_id: Mapped[uuid.UUID] = mapped_column()
+    """The artifact row: its id (UUIDv7, time-ordered) orders revisions by build time."""
     sha: Mapped[str | None] = mapped_column(String(64), default=None)
     runtime: Mapped[dict[str, Any]] = mapped_column()
     """The artifact's `runtime` section (validated), fixed at creation."""
@@ -503,6 +508,8 @@ class Instance(Base):
     restarts: Mapped[int] = mapped_column(Integer, default=0)
     health_failures: Mapped[int] = mapped_column(Integer, default=0)
     drain_started_at: Mapped[datetime | None] = mapped_column(default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    """When its current process started (restarts reset it)."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     stopped_at: Mapped[datetime | None] = mapped_column(default=None)
 

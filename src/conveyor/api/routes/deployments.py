@@ -1,0 +1,343 @@
+"""Deployments and environments: deploy an artifact, follow it, promote, pause, resume,
+abort, roll back, and clear a pin. Requests are rows; each environment's driver in the
+deployment manager carries them out (deploy/manager.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from conveyor.api.auth import Principal
+from conveyor.api.errors import ApiError
+from conveyor.api.idempotency import once, parse_key
+from conveyor.api.routes.projects import project_named
+from conveyor.api.schemas import (
+    DeployIn,
+    DeploymentOut,
+    EnvironmentOut,
+    InstanceOut,
+    PinOut,
+    PromoteIn,
+    RollbackIn,
+    TrafficOut,
+)
+from conveyor.api.state import Caller, Coordinator, State
+from conveyor.deploy import orders, records
+from conveyor.deploy.router.base import ServerStatus
+from conveyor.deploy.router.haproxy import RouterError, find_haproxy
+from conveyor.deploy.strategies import traffic
+from conveyor.domain.deploy import InstanceState, Phase
+from conveyor.domain.roles import Role
+from conveyor.storage import artifacts
+from conveyor.storage.tables import (
+    Deployment,
+    Environment,
+    Instance,
+    Project,
+    RevisionPin,
+    Team,
+)
+
+router = APIRouter(prefix="/api/v1/projects/{team}/{project}", tags=["deployments"])
+HISTORY = 10
+
+
+def _iso(moment: object) -> str | None:
+    return moment.isoformat() if moment is not None else None  # type: ignore[attr-defined]
+
+
+def deployment_out(row: Deployment, environment: str) -> DeploymentOut:
+    steps = [s.describe() for s in records.steps_of(row.strategy)]
+    return DeploymentOut(
+        number=row.number,
+        environment=environment,
+        digest=row.digest,
+        sha=row.sha,
+        kind=row.kind,
+        strategy=str(row.strategy["kind"]),
+        phase=row.phase,
+        step=row.step,
+        steps=steps,
+        pause_reason=row.pause_reason,
+        request=row.request,
+        started_by=row.started_by,
+        message=row.message,
+        rollback_of=row.rollback_of,
+        created_at=row.created_at.isoformat(),
+        started_at=_iso(row.started_at),
+        finished_at=_iso(row.finished_at),
+    )
+
+
+def _who(who: Principal) -> str:
+    return "admin" if who.is_admin else f"token {who.subject[:12]}"
+
+
+@router.post("/deployments", status_code=201, response_model=DeploymentOut)
+async def create_deployment(
+    team: str,
+    project: str,
+    body: DeployIn,
+    state: State,
+    who: Caller,
+    idempotency_key: Annotated[str | None, Header(max_length=300)] = None,
+) -> DeploymentOut | JSONResponse:
+    """Deploy an artifact of this project to an environment (created at its first deploy,
+    with the local target). 409 for a pinned revision or one older than what is
+    deployed or queued; 422 when the artifact has no valid conveyor.yml `runtime`."""
+    if idempotency_key is None:
+        return await _deploy(team, project, body, state, who)
+    parse_key(idempotency_key)
+    return await once(
+        state,
+        who,
+        f"/api/v1/projects/{team}/{project}/deployments",
+        idempotency_key,
+        body,
+        201,
+        lambda: _deploy(team, project, body, state, who),
+    )
+
+
+async def _deploy(
+    team: str, project: str, body: DeployIn, state: Coordinator, who: Principal
+) -> DeploymentOut:
+    try:
+        find_haproxy()
+    except RouterError as exc:
+        raise ApiError(503, "router_missing", str(exc)) from exc
+    async with state.db.transaction() as session:
+        row, _ = await project_named(session, who, team, project, Role.DEVELOPER)
+        artifact = await artifacts.by_digest(session, row.id, body.artifact)
+    if artifact is None:
+        raise ApiError(404, "not_found", f"no artifact {body.artifact} in {team}/{project}")
+    blob = state.blobs.local_path(artifact.digest)
+    if blob is None:
+        raise ApiError(410, "gone", f"the content of {artifact.digest} is no longer stored")
+    spec = await asyncio.to_thread(orders.read_spec, blob, artifact.digest)
+    strategy = orders.choose_strategy(body.strategy, body.steps, spec, body.environment)
+    ports = (state.deploy.target.allocate_port(), state.deploy.target.allocate_port())
+    async with state.db.transaction() as session:
+        env = await orders.environment(session, row, body.environment, ports)
+        if body.queue_policy is not None:
+            env.queue_policy = body.queue_policy
+        deployment = await orders.deploy(session, env, artifact, spec, strategy, _who(who))
+    state.deploy.poke(env.id)
+    return deployment_out(deployment, env.name)
+
+
+async def _env(
+    session: AsyncSession, who: Principal, team: str, project: str, name: str, role: Role
+) -> tuple[Project, Team, Environment]:
+    row, team_row = await project_named(session, who, team, project, role)
+    return row, team_row, await orders.find_environment(session, row, name)
+
+
+@router.get("/environments")
+async def list_environments(
+    team: str, project: str, state: State, who: Caller
+) -> list[EnvironmentOut]:
+    async with state.db.transaction() as session:
+        row, team_row = await project_named(session, who, team, project, Role.VIEWER)
+        envs = list(
+            await session.scalars(
+                select(Environment)
+                .where(Environment.project_id == row.id)
+                .order_by(Environment.created_at)
+            )
+        )
+    return [await environment_status(state, team_row, row, env) for env in envs]
+
+
+@router.get("/environments/{environment}")
+async def show_environment(
+    team: str, project: str, environment: str, state: State, who: Caller
+) -> EnvironmentOut:
+    """Revision, URL, phase, step, traffic split, instances with health, and history."""
+    async with state.db.transaction() as session:
+        row, team_row, env = await _env(session, who, team, project, environment, Role.VIEWER)
+    return await environment_status(state, team_row, row, env)
+
+
+@router.get("/environments/{environment}/deployments/{number}")
+async def show_deployment(
+    team: str, project: str, environment: str, number: int, state: State, who: Caller
+) -> DeploymentOut:
+    async with state.db.transaction() as session:
+        _, _, env = await _env(session, who, team, project, environment, Role.VIEWER)
+        found = await session.scalar(
+            select(Deployment).where(
+                Deployment.environment_id == env.id, Deployment.number == number
+            )
+        )
+    if found is None:
+        raise ApiError(404, "not_found", f"{environment} has no revision {number}")
+    return deployment_out(found, environment)
+
+
+@router.post("/environments/{environment}/promote")
+async def promote(
+    team: str, project: str, environment: str, body: PromoteIn, state: State, who: Caller
+) -> DeploymentOut:
+    """Skip the current pause (or, with `full`, every remaining step)."""
+    return await _command(
+        state, who, team, project, environment, "promote-full" if body.full else "promote"
+    )
+
+
+async def _command(
+    state: Coordinator, who: Principal, team: str, project: str, environment: str, what: str
+) -> DeploymentOut:
+    async with state.db.transaction() as session:
+        _, _, env = await _env(session, who, team, project, environment, Role.DEVELOPER)
+        current = await orders.command(session, env, what)
+    state.deploy.poke(env.id)
+    return deployment_out(current, environment)
+
+
+@router.post("/environments/{environment}/rollback", status_code=201, response_model=DeploymentOut)
+async def rollback(
+    team: str,
+    project: str,
+    environment: str,
+    body: RollbackIn,
+    state: State,
+    who: Caller,
+    idempotency_key: Annotated[str | None, Header(max_length=300)] = None,
+) -> DeploymentOut | JSONResponse:
+    """Back to revision `to` (default: the previous one), pinning the current one as bad:
+    a traffic switch when that revision is still warm, else a rolling redeploy of its
+    stored artifact."""
+
+    async def act() -> DeploymentOut:
+        async with state.db.transaction() as session:
+            _, _, env = await _env(session, who, team, project, environment, Role.DEVELOPER)
+            made = await orders.rollback(session, env, body.to, _who(who))
+        state.deploy.poke(env.id)
+        return deployment_out(made, environment)
+
+    if idempotency_key is None:
+        return await act()
+    parse_key(idempotency_key)
+    route = f"/api/v1/projects/{team}/{project}/environments/{environment}/rollback"
+    return await once(state, who, route, idempotency_key, body, 201, act)
+
+
+@router.post("/environments/{environment}/{command}")
+async def control(
+    team: str,
+    project: str,
+    environment: str,
+    command: Literal["pause", "resume", "abort"],
+    state: State,
+    who: Caller,
+) -> DeploymentOut:
+    """`abort` sends the canary's traffic back to stable at once, then removes it."""
+    return await _command(state, who, team, project, environment, command)
+
+
+@router.delete("/environments/{environment}/pins/{digest}")
+async def unpin(
+    team: str, project: str, environment: str, digest: str, state: State, who: Caller
+) -> dict[str, int]:
+    """Clear the pin on a revision (who and when are kept)."""
+    async with state.db.transaction() as session:
+        _, _, env = await _env(session, who, team, project, environment, Role.MAINTAINER)
+        cleared = await orders.unpin(session, env, digest, _who(who))
+    return {"cleared": cleared}
+
+
+async def environment_status(
+    state: Coordinator, team: Team, project: Project, env: Environment
+) -> EnvironmentOut:
+    async with state.db.transaction() as session:
+        history = list(
+            await session.scalars(
+                select(Deployment)
+                .where(Deployment.environment_id == env.id)
+                .order_by(Deployment.number.desc())
+                .limit(HISTORY)
+            )
+        )
+        instances = list(
+            await session.scalars(
+                select(Instance)
+                .where(
+                    Instance.environment_id == env.id,
+                    Instance.state != InstanceState.STOPPED.value,
+                )
+                .order_by(Instance.slot, Instance.created_at)
+            )
+        )
+        pins = list(
+            await session.scalars(
+                select(RevisionPin).where(
+                    RevisionPin.environment_id == env.id, RevisionPin.cleared_at.is_(None)
+                )
+            )
+        )
+    try:
+        seen = await state.deploy.router.status(records.route_key(env))
+    except (OSError, RouterError):
+        seen = {}
+    current = next((d for d in history if Phase(d.phase) is not Phase.PENDING), None)
+    live = next((d for d in history if Phase(d.phase).is_active), current)
+    split = traffic(records.settled_of(env, None))
+    return EnvironmentOut(
+        team=team.name,
+        project=project.name,
+        environment=env.name,
+        revision=env.revision,
+        digest=env.digest,
+        url=f"http://127.0.0.1:{env.port}",
+        preview_url=f"http://127.0.0.1:{env.preview_port}",
+        phase=live.phase if live is not None else "pending",
+        step=_step_text(live),
+        traffic=TrafficOut(stable=split.stable, canary=split.canary),
+        instances=[_instance(i, env, seen.get(i.server)) for i in instances],
+        deployment=deployment_out(live, env.name) if live is not None else None,
+        history=[deployment_out(d, env.name) for d in history],
+        pins=[
+            PinOut(
+                digest=p.digest,
+                reason=p.reason,
+                pinned_by=p.pinned_by,
+                created_at=p.created_at.isoformat(),
+            )
+            for p in pins
+        ],
+    )
+
+
+def _step_text(row: Deployment | None) -> str | None:
+    if row is None or not Phase(row.phase).is_active:
+        return None
+    steps = records.steps_of(row.strategy)
+    if row.step < len(steps):
+        return f"{row.step + 1}/{len(steps)}: {steps[row.step].describe()}"
+    return f"{len(steps)}/{len(steps)}: promoting"
+
+
+def _instance(row: Instance, env: Environment, seen: ServerStatus | None) -> InstanceOut:
+    if row.slot == env.stable_slot:
+        role = "stable"
+    elif row.digest == env.warm_digest and row.digest != env.digest:
+        role = "warm"
+    else:
+        role = "canary"
+    healthy = seen.healthy if seen is not None else False
+    return InstanceOut(
+        revision=row.revision,
+        digest=row.digest,
+        slot=row.slot,
+        role=role,
+        port=row.port,
+        state=row.state,
+        healthy=healthy and row.state == InstanceState.READY.value,
+        restarts=row.restarts,
+    )

@@ -1,0 +1,243 @@
+"""`conveyor deploy|promote|pause|resume|abort|rollback|status|unpin`: the deployment
+manager from the command line, over HTTP. `deploy --wait` exits 0 when the deployment
+succeeded and 1 when it was aborted or failed."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from conveyor.cli.console import err, out
+from conveyor.cli.remote import JsonOpt, Remote, ServerOpt, TokenOpt, show
+
+ProjectArg = Annotated[str, typer.Argument(help="TEAM/PROJECT", metavar="TEAM/PROJECT")]
+EnvOpt = Annotated[str, typer.Option("--env", "-e", help="The environment.")]
+FINAL = {"succeeded", "aborted", "failed"}
+
+
+def _env_path(project: str, env: str) -> str:
+    return f"/api/v1/projects/{project}/environments/{env}"
+
+
+def deploy(
+    project: ProjectArg,
+    env: EnvOpt,
+    artifact: Annotated[str, typer.Option("--artifact", help="The digest sha256:….")],
+    server: ServerOpt,
+    token: TokenOpt,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            "--strategy",
+            help="rolling | blue-green | canary (default: the "
+            "artifact's conveyor.yml, else rolling).",
+        ),
+    ] = None,
+    steps: Annotated[
+        str | None, typer.Option("--steps", help='Canary steps, e.g. "10,pause=5s,50,pause,100".')
+    ] = None,
+    queue: Annotated[str | None, typer.Option("--queue", help="ordered | newest-wins")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow it to the end.")] = False,
+    idempotency_key: Annotated[str | None, typer.Option("--idempotency-key")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Deploy an artifact to an environment (created at its first deploy)."""
+    remote = Remote(server, token, err)
+    body: dict[str, Any] = {"environment": env, "artifact": artifact}
+    if strategy:
+        body["strategy"] = strategy
+    if steps:
+        body["steps"] = steps
+    if queue:
+        body["queue_policy"] = queue
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    made = remote.call(
+        "POST", f"/api/v1/projects/{project}/deployments", json=body, headers=headers
+    ).json()
+    if not wait:
+        show(made, as_json, f"{env} revision {made['number']} {made['phase']} ({made['strategy']})")
+        return
+    err.print(f"{env} revision {made['number']}: {made['strategy']} of {made['digest'][:19]}…")
+    final = follow(remote, project, env, int(made["number"]))
+    show(final, as_json, f"{env} revision {final['number']} {final['phase']}")
+    raise typer.Exit(0 if final["phase"] == "succeeded" else 1)
+
+
+def follow(remote: Remote, project: str, env: str, number: int) -> dict[str, Any]:
+    """Print each change of phase, step and split until the deployment ends."""
+    last = ""
+    while True:
+        row = remote.call("GET", f"{_env_path(project, env)}/deployments/{number}").json()
+        status = remote.call("GET", _env_path(project, env)).json()
+        traffic = status["traffic"]
+        step = (
+            status["step"]
+            if status["deployment"] and status["deployment"]["number"] == number
+            else ""
+        )
+        line = (
+            f"  {row['phase']:<11} {step or '':<32} stable {traffic['stable']:g}% "
+            f"canary {traffic['canary']:g}%"
+        )
+        if line != last:
+            err.print(escape(line) + (f"  {escape(row['message'])}" if row["message"] else ""))
+            last = line
+        if row["phase"] in FINAL:
+            return dict(row)
+        time.sleep(0.25)
+
+
+def _command(
+    project: str,
+    env: str,
+    what: str,
+    server: str,
+    token: str,
+    as_json: bool,
+    body: dict[str, Any] | None = None,
+) -> None:
+    data = (
+        Remote(server, token, err)
+        .call("POST", f"{_env_path(project, env)}/{what}", json=body or {})
+        .json()
+    )
+    show(data, as_json, f"{env} revision {data['number']}: {what} → {data['phase']}")
+
+
+def promote(
+    project: ProjectArg,
+    env: EnvOpt,
+    server: ServerOpt,
+    token: TokenOpt,
+    full: Annotated[bool, typer.Option("--full", help="Skip every remaining step.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Go past the current pause (or, with --full, straight to 100 %)."""
+    _command(project, env, "promote", server, token, as_json, {"full": full})
+
+
+def pause(
+    project: ProjectArg, env: EnvOpt, server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False
+) -> None:
+    """Hold the deployment at its current step."""
+    _command(project, env, "pause", server, token, as_json)
+
+
+def resume(
+    project: ProjectArg, env: EnvOpt, server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False
+) -> None:
+    """Carry on after `pause`."""
+    _command(project, env, "resume", server, token, as_json)
+
+
+def abort(
+    project: ProjectArg, env: EnvOpt, server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False
+) -> None:
+    """Send all traffic back to the stable revision now, then remove the canary."""
+    _command(project, env, "abort", server, token, as_json)
+
+
+def rollback(
+    project: ProjectArg,
+    env: EnvOpt,
+    server: ServerOpt,
+    token: TokenOpt,
+    to: Annotated[
+        int | None, typer.Option("--to", help="The revision (default: the previous).")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Back to an earlier revision, pinning the current one as bad."""
+    remote = Remote(server, token, err)
+    made = remote.call("POST", f"{_env_path(project, env)}/rollback", json={"to": to}).json()
+    err.print(
+        f"{env}: rollback to {made['digest'][:19]}… as revision {made['number']} "
+        f"({'traffic switch' if made['strategy'] == 'switch' else 'rolling redeploy'})"
+    )
+    if wait:
+        made = follow(remote, project, env, int(made["number"]))
+    show(made, as_json, f"{env} revision {made['number']} {made['phase']}")
+    if wait and made["phase"] != "succeeded":
+        raise typer.Exit(1)
+
+
+def unpin(
+    project: ProjectArg,
+    env: EnvOpt,
+    digest: Annotated[str, typer.Argument(help="sha256:…")],
+    server: ServerOpt,
+    token: TokenOpt,
+) -> None:
+    """Clear a revision's bad pin (who and when are recorded)."""
+    Remote(server, token, err).call("DELETE", f"{_env_path(project, env)}/pins/{digest}")
+    out.print(f"{digest} may be deployed to {env} again")
+
+
+def status(
+    project: ProjectArg,
+    server: ServerOpt,
+    token: TokenOpt,
+    env: Annotated[str | None, typer.Option("--env", "-e")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Revision, URL, phase, step, traffic split, instances with health, and history."""
+    remote = Remote(server, token, err)
+    if env is not None:
+        data: Any = remote.call("GET", _env_path(project, env)).json()
+        if as_json:
+            show(data, True, "")
+            return
+        _render(data)
+        return
+    envs = remote.call("GET", f"/api/v1/projects/{project}/environments").json()
+    if as_json:
+        show(envs, True, "")
+        return
+    for data in envs:
+        _render(data)
+
+
+def _render(data: dict[str, Any]) -> None:
+    traffic = data["traffic"]
+    out.print(
+        f"[bold]{escape(data['team'])}/{escape(data['project'])} {escape(data['environment'])}[/]"
+        f"  revision {data['revision']}  {data['phase']}"
+        + (f"  step {escape(data['step'])}" if data["step"] else "")
+    )
+    out.print(f"  url {data['url']}  (preview {data['preview_url']})")
+    out.print(f"  traffic: stable {traffic['stable']:g}%  canary {traffic['canary']:g}%")
+    for pin in data["pins"]:
+        out.print(f"  [red]pinned[/] {pin['digest'][:19]}… {escape(pin['reason'])}")
+    table = Table("revision", "role", "port", "state", "healthy", "restarts")
+    for inst in data["instances"]:
+        table.add_row(
+            str(inst["revision"]),
+            inst["role"],
+            str(inst["port"]),
+            inst["state"],
+            "yes" if inst["healthy"] else "no",
+            str(inst["restarts"]),
+        )
+    out.print(table)
+    history = Table("rev", "kind", "strategy", "phase", "digest", "by", "message")
+    for row in data["history"]:
+        history.add_row(
+            str(row["number"]),
+            row["kind"],
+            row["strategy"],
+            row["phase"],
+            row["digest"][:19],
+            escape(row["started_by"]),
+            escape(row["message"]),
+        )
+    out.print(history)
+
+
+def register(app: typer.Typer) -> None:
+    for command in (deploy, promote, pause, resume, abort, rollback, status, unpin):
+        app.command()(command)

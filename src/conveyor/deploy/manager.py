@@ -1,0 +1,458 @@
+"""The deployment manager: on every coordinator replica, a loop claims environments whose
+lease is free, and drives each claimed one with a reconcile pass every `tick_s`.
+
+A pass observes (processes, health probes, the router), asks the planner
+(strategies.decide) for one action, records it as an intent, acts, and marks it done,
+each write guarded by the environment's fencing token. A replica that lost its lease
+cannot write; the one that takes over first finishes an open intent (every action is
+idempotent), so no action is repeated or lost. Leases last `lease_s` (3 s), so a killed
+replica's environments move on within about 4 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from conveyor.artifacts.blobs import BlobStore
+from conveyor.deploy import records
+from conveyor.deploy.effects import CHANGES_ROUTES, HANDLERS
+from conveyor.deploy.router.base import TrafficRouter
+from conveyor.deploy.router.haproxy import RouterError
+from conveyor.deploy.strategies import Act, Action, Seen, World, decide
+from conveyor.deploy.targets.base import Handle
+from conveyor.deploy.targets.local import LocalTarget
+from conveyor.domain.deploy import InstanceState, Phase
+from conveyor.ids import new_id
+from conveyor.storage.database import Database
+from conveyor.storage.tables import (
+    Deployment,
+    DeploymentAction,
+    Environment,
+    Instance,
+    RevisionPin,
+    as_utc,
+    utcnow,
+)
+
+log = logging.getLogger("conveyor.deploy")
+KILL_GRACE_S = 5.0
+
+
+class LeaseLost(Exception):
+    """This replica no longer holds the environment: another one drives it now."""
+
+
+@dataclass
+class Driven:
+    """What one pass loaded."""
+
+    env: Environment
+    plan_row: Deployment | None
+    instances: list[Instance]
+    pending: tuple[int, ...]
+    pinned: frozenset[str]
+    open_intent: DeploymentAction | None
+
+
+@dataclass(frozen=True)
+class Effect:
+    """One action to carry out, with what its intent recorded."""
+
+    env_id: uuid.UUID
+    fence: int
+    driven: Driven
+    action: Action
+    params: dict[str, object]
+    intent_id: uuid.UUID
+
+
+@dataclass
+class ManagerStats:
+    passes: int = 0
+    actions: int = 0
+    takeovers: int = 0
+    redone: int = 0
+    by_act: dict[str, int] = field(default_factory=dict)
+
+
+class DeploymentManager:
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        target: LocalTarget,
+        router: TrafficRouter,
+        *,
+        owner: str | None = None,
+        lease_s: float = 3.0,
+        tick_s: float = 0.1,
+        claim_s: float = 0.5,
+    ) -> None:
+        self.db = db
+        self.blobs = blobs
+        self.target = target
+        self.router = router
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease_s = lease_s
+        self.tick_s = tick_s
+        self.claim_s = claim_s
+        self.drivers: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self.wakeups: dict[uuid.UUID, asyncio.Event] = {}
+        self.stats = ManagerStats()
+        self._routes_dirty = True
+
+    # -- leases ----------------------------------------------------------------------
+
+    async def work(self) -> None:
+        """Claim free environments and drive them, until cancelled."""
+        try:
+            while True:
+                try:
+                    await self.claim()
+                except Exception:  # pragma: no cover - logged; the next round retries
+                    log.exception("claiming environments failed")
+                await asyncio.sleep(self.claim_s)
+        finally:
+            for task in self.drivers.values():
+                task.cancel()
+            for task in list(self.drivers.values()):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def claim(self) -> list[uuid.UUID]:
+        """Take every environment whose lease is free or has run out."""
+        now = utcnow()
+        async with self.db.transaction() as session:
+            free = (
+                await session.execute(
+                    update(Environment)
+                    .where(
+                        Environment.target == "local",
+                        (Environment.lease_until.is_(None)) | (Environment.lease_until < now),
+                    )
+                    .values(
+                        lease_owner=self.owner,
+                        lease_until=now + timedelta(seconds=self.lease_s),
+                        fence=Environment.fence + 1,
+                    )
+                    .returning(Environment.id, Environment.fence)
+                )
+            ).all()
+        for env_id, fence in free:
+            self.stats.takeovers += 1
+            self.wakeups.setdefault(env_id, asyncio.Event())
+            self.drivers[env_id] = asyncio.create_task(self._drive(env_id, fence))
+            log.info("driving environment %s (fence %s)", env_id, fence)
+        return [env_id for env_id, _ in free]
+
+    def poke(self, env_id: uuid.UUID) -> None:
+        """Run the environment's next pass now (a person's command on this replica)."""
+        event = self.wakeups.get(env_id)
+        if event is not None:
+            event.set()
+
+    async def _drive(self, env_id: uuid.UUID, fence: int) -> None:
+        self._routes_dirty = True
+        try:
+            while True:
+                try:
+                    await self.reconcile(env_id, fence)
+                except LeaseLost:
+                    log.warning("environment %s: lease lost to another replica", env_id)
+                    return
+                except RouterError as exc:
+                    log.error("environment %s: %s", env_id, exc)
+                except Exception:
+                    log.exception("environment %s: pass failed", env_id)
+                event = self.wakeups[env_id]
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), self.tick_s)
+                event.clear()
+        finally:
+            self.drivers.pop(env_id, None)
+
+    @asynccontextmanager
+    async def fenced(self, env_id: uuid.UUID, fence: int) -> AsyncIterator[AsyncSession]:
+        """A transaction that first renews the lease under `fence` (holding the row), or
+        raises LeaseLost when another replica has taken the environment."""
+        async with self.db.transaction() as session:
+            renewed = await session.execute(
+                update(Environment)
+                .where(
+                    Environment.id == env_id,
+                    Environment.fence == fence,
+                    Environment.lease_owner == self.owner,
+                )
+                .values(lease_until=utcnow() + timedelta(seconds=self.lease_s))
+            )
+            if renewed.rowcount != 1:  # type: ignore[attr-defined]
+                raise LeaseLost(str(env_id))
+            yield session
+
+    # -- one pass --------------------------------------------------------------------
+
+    async def reconcile(self, env_id: uuid.UUID, fence: int) -> Action | None:
+        """One pass: finish an open intent, or observe, decide and take one action."""
+        self.stats.passes += 1
+        async with self.fenced(env_id, fence) as session:
+            driven = await self.load(session, env_id)
+        await self._ensure_router(driven)
+        if driven.open_intent is not None:
+            self.stats.redone += 1
+            open_intent = driven.open_intent
+            redo = _action_of(open_intent)
+            await self._execute(
+                Effect(env_id, fence, driven, redo, dict(open_intent.params), open_intent.id)
+            )
+            return redo
+        world = await self._observe(env_id, fence, driven)
+        action = decide(world)
+        if action is None:
+            await self.apply(driven)
+            return None
+        intent, params = await self._intend(env_id, fence, driven, action)
+        await self._execute(Effect(env_id, fence, driven, action, params, intent))
+        return action
+
+    async def load(self, session: AsyncSession, env_id: uuid.UUID) -> Driven:
+        env = await session.get(Environment, env_id, populate_existing=True)
+        assert env is not None
+        rows = list(
+            await session.scalars(
+                select(Deployment)
+                .where(
+                    Deployment.environment_id == env_id,
+                    Deployment.phase.in_(
+                        [Phase.PENDING.value, Phase.PROGRESSING.value, Phase.PAUSED.value]
+                    ),
+                )
+                .order_by(Deployment.number)
+            )
+        )
+        active = next((r for r in rows if Phase(r.phase).is_active), None)
+        instances = list(
+            await session.scalars(
+                select(Instance)
+                .where(
+                    Instance.environment_id == env_id,
+                    (Instance.state != InstanceState.STOPPED.value)
+                    | (Instance.stopped_at > utcnow() - timedelta(seconds=60)),
+                )
+                .order_by(Instance.created_at)
+            )
+        )
+        pins = await session.scalars(
+            select(RevisionPin.digest).where(
+                RevisionPin.environment_id == env_id, RevisionPin.cleared_at.is_(None)
+            )
+        )
+        intent = await session.scalar(
+            select(DeploymentAction)
+            .where(DeploymentAction.environment_id == env_id, DeploymentAction.done.is_(False))
+            .order_by(DeploymentAction.seq.desc())
+            .limit(1)
+        )
+        return Driven(
+            env=env,
+            plan_row=active,
+            instances=instances,
+            pending=tuple(r.number for r in rows if r.phase == Phase.PENDING.value),
+            pinned=frozenset(pins),
+            open_intent=intent,
+        )
+
+    async def _ensure_router(self, driven: Driven) -> None:
+        pid = getattr(self.router, "master_pid", None)
+        running = pid() if callable(pid) else True
+        if self._routes_dirty or not running:
+            async with self.db.transaction() as session:
+                routes = await records.all_routes(session)
+            await self.router.sync(routes)
+            self._routes_dirty = False
+
+    async def _observe(self, env_id: uuid.UUID, fence: int, driven: Driven) -> World:
+        now = utcnow()
+        plan = records.plan_of(driven.plan_row) if driven.plan_row is not None else None
+        runtime = driven.plan_row.runtime if driven.plan_row is not None else None
+        try:
+            statuses = await self.router.status(records.route_key(driven.env))
+        except (OSError, RouterError):
+            statuses = {}
+            self._routes_dirty = True
+        seen: list[Seen] = []
+        probes: dict[uuid.UUID, int] = {}
+        for row in driven.instances:
+            state = InstanceState(row.state)
+            handle = Handle(row.pid, row.pid_started or "") if row.pid else None
+            alive = handle is not None and self.target.alive(handle)
+            if state is InstanceState.STOPPED:
+                self._reap(row, handle, alive, now)
+                continue
+            probe: bool | None = None
+            if state is InstanceState.STARTING and alive:
+                health = self._runtime_for(driven, row, runtime).get("health", {})
+                probe = await self.target.healthy(
+                    row.port, str(health.get("path", "/healthz")), float(health.get("timeout", 2))
+                )
+                failures = self._count_failure(row, probe, health, now)
+                if failures != row.health_failures:
+                    probes[row.id] = failures
+            seen.append(
+                Seen(
+                    id=str(row.id),
+                    digest=row.digest,
+                    slot=row.slot,
+                    state=state,
+                    alive=alive,
+                    probe_ok=probe,
+                    router=statuses.get(row.server),
+                    restarts=row.restarts,
+                    health_failures=probes.get(row.id, row.health_failures),
+                    draining_s=(now - as_utc(row.drain_started_at)).total_seconds()
+                    if row.drain_started_at
+                    else None,
+                )
+            )
+        if probes:
+            async with self.fenced(env_id, fence) as session:
+                for instance_id, failures in probes.items():
+                    await session.execute(
+                        update(Instance)
+                        .where(Instance.id == instance_id)
+                        .values(health_failures=failures)
+                    )
+        return World(
+            env=records.settled_of(driven.env, runtime),
+            plan=plan,
+            instances=tuple(seen),
+            now=now,
+            pending=driven.pending,
+            newest_wins=driven.env.queue_policy == "newest-wins",
+            pinned=driven.pinned,
+        )
+
+    @staticmethod
+    def _count_failure(row: Instance, ok: bool, health: dict[str, Any], now: datetime) -> int:
+        if ok:
+            return 0
+        start_period = float(str(health.get("start_period", 10.0)))
+        started = row.started_at or row.created_at
+        if (now - as_utc(started)).total_seconds() < start_period:
+            return row.health_failures
+        return row.health_failures + 1
+
+    @staticmethod
+    def _runtime_for(
+        driven: Driven, row: Instance, plan_runtime: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        if driven.plan_row is not None and row.digest == driven.plan_row.digest:
+            return driven.plan_row.runtime
+        return driven.env.runtime or plan_runtime or {}
+
+    def _reap(self, row: Instance, handle: Handle | None, alive: bool, now: datetime) -> None:
+        """A stopped instance still running after the grace period is killed."""
+        if handle is None:
+            return
+        if not alive:
+            self.target.forget(str(row.id))
+            return
+        if row.stopped_at and (now - as_utc(row.stopped_at)).total_seconds() > KILL_GRACE_S:
+            log.warning("instance %s ignored SIGTERM; killing it", row.id)
+            self.target.terminate(handle, force=True)
+
+    async def apply(self, driven: Driven) -> None:
+        runtime = driven.plan_row.runtime if driven.plan_row is not None else None
+        route = records.route_of(driven.env, driven.instances, runtime)
+        try:
+            await self.router.apply(route)
+        except OSError:
+            self._routes_dirty = True
+
+    # -- intents and effects ---------------------------------------------------------
+
+    async def _intend(
+        self, env_id: uuid.UUID, fence: int, driven: Driven, action: Action
+    ) -> tuple[uuid.UUID, dict[str, object]]:
+        params = action.params()
+        if action.act is Act.START:  # fixed now, so that a redo starts the same instance
+            params["new_instance"] = str(new_id())
+            params["port"] = self.target.allocate_port()
+        async with self.fenced(env_id, fence) as session:
+            seq = await session.scalar(
+                select(func.coalesce(func.max(DeploymentAction.seq), 0)).where(
+                    DeploymentAction.environment_id == env_id
+                )
+            )
+            row = DeploymentAction(
+                environment_id=env_id,
+                deployment_id=driven.plan_row.id if driven.plan_row is not None else None,
+                seq=int(seq or 0) + 1,
+                action=action.act.value,
+                params={"act": action.act.value, **params},
+                fence=fence,
+                driver=self.owner,
+            )
+            session.add(row)
+            if action.act is Act.START:
+                session.add(self._new_instance(driven, action, params))
+        self.stats.actions += 1
+        self.stats.by_act[action.act.value] = self.stats.by_act.get(action.act.value, 0) + 1
+        log.info("environment %s: %s %s", env_id, action.act.value, params)
+        return row.id, params
+
+    def _new_instance(self, driven: Driven, action: Action, params: dict[str, object]) -> Instance:
+        instance_id = uuid.UUID(str(params["new_instance"]))
+        number = self._revision_of(driven, str(action.digest))
+        return Instance(
+            id=instance_id,
+            environment_id=driven.env.id,
+            deployment_id=driven.plan_row.id if driven.plan_row is not None else None,
+            revision=number,
+            digest=str(action.digest),
+            slot=str(action.slot),
+            server="i" + instance_id.hex[-12:],
+            port=int(str(params["port"])),
+        )
+
+    @staticmethod
+    def _revision_of(driven: Driven, digest: str) -> int:
+        if driven.plan_row is not None and driven.plan_row.digest == digest:
+            return driven.plan_row.number
+        return driven.env.revision
+
+    async def _execute(self, effect: Effect) -> None:
+        await HANDLERS[effect.action.act](self, effect)
+        if effect.action.act in CHANGES_ROUTES:
+            self._routes_dirty = True
+        async with self.db.transaction() as session:
+            refreshed = await self.load(session, effect.env_id)
+        await self.apply(refreshed)
+
+
+def _action_of(row: DeploymentAction) -> Action:
+    params = dict(row.params)
+    return Action(
+        act=Act(params.pop("act", row.action)),
+        instance=params.get("instance"),
+        slot=params.get("slot"),
+        digest=params.get("digest"),
+        share=params.get("share"),
+        step=params.get("step"),
+        phase=Phase(params["phase"]) if params.get("phase") else None,
+        numbers=tuple(params.get("numbers", ())),
+        reason=params.get("reason", ""),
+        pin=bool(params.get("pin", False)),
+    )

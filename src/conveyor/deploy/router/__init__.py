@@ -1,0 +1,1 @@
+"""Traffic routers: what sends an environment's traffic to its instances."""

@@ -1,0 +1,96 @@
+"""The traffic router's contract, and the routing it is asked to hold.
+
+Every environment has two slots, `a` and `b`. One is stable, the other takes the canary
+(or the blue-green preview); `share_b` says how much of the traffic slot `b` gets, in
+1/10,000, so a split does not depend on instance counts. Promotion relabels the slots
+without touching the split, so it moves no traffic by itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+SHARE_SCALE = 10_000
+"""Traffic shares are integers out of this: 1 = 0.01 %."""
+
+
+class ServerState(Enum):
+    """What the router should do with one instance."""
+
+    READY = "ready"
+    """Takes traffic at its weight once its health check passes."""
+    DRAIN = "drain"
+    """Takes no new traffic; its open connections finish."""
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    name: str
+    port: int
+    weight: int
+    """0 to 256; 0 means in the router and health-checked, but sent nothing yet."""
+    state: ServerState = ServerState.READY
+
+
+@dataclass(frozen=True)
+class Route:
+    """What one environment's router config must say."""
+
+    key: str
+    """A short stable name for the environment in the router (letters and digits)."""
+    port: int
+    preview_port: int
+    health_path: str
+    canary_slot: str
+    share_b: int
+    servers: dict[str, tuple[Server, ...]] = field(default_factory=dict)
+    """Per slot (`a`, `b`)."""
+
+    def slot(self, name: str) -> tuple[Server, ...]:
+        return self.servers.get(name, ())
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatus:
+    """One server as the router sees it."""
+
+    name: str
+    status: str
+    """UP, DOWN, DRAIN, MAINT, …"""
+    check: str
+    """The last health check: L7OK, L4CON, INI, …"""
+    weight: int
+    sessions: int
+    queued: int
+    requests: int
+    errors_5xx: int
+
+    @property
+    def healthy(self) -> bool:
+        return self.check.startswith("L7OK") and self.status.startswith(("UP", "DRAIN"))
+
+
+class TrafficRouter(Protocol):
+    """Sends environments' traffic to their instances. Every method is idempotent and
+    level-triggered: it compares what the router holds with what it is asked to hold and
+    changes only the difference, so calling it again after a crash or a router restart
+    converges. Calls for different environments may run concurrently."""
+
+    async def sync(self, routes: Sequence[Route]) -> None:
+        """Make sure the router runs with a frontend per route; restarts it if it died."""
+        ...
+
+    async def apply(self, route: Route) -> None:
+        """Hold `route`: its servers, their weights and states, and the split."""
+        ...
+
+    async def status(self, key: str) -> dict[str, ServerStatus]:
+        """The route's servers as the router sees them, by name."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop the router process (tests, `conveyor down`)."""
+        ...

@@ -1,0 +1,408 @@
+"""HAProxy as the traffic router: started by Conveyor in master-worker mode with a config
+rendered from the desired routing, driven through its runtime API (the admin socket).
+
+The safe orders verified on HAProxy 2.6 (docs/deploy.md):
+- add a server: `add server` at weight 0 with explicit check timings (dynamic servers
+  ignore `default-server`), `enable health`, `enable server`, wait for L7OK, set weight;
+- remove one: drain, wait until its sessions reach 0, `maint`, `del server`;
+- the split: `set map` on a threshold out of 10,000 compared with `rand(10000)`.
+HAProxy forgets runtime changes on reload, so the config file is re-rendered from the
+desired routing before every reload, and `apply` converges after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import fcntl
+import io
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from conveyor.deploy.router.base import Route, Server, ServerState, ServerStatus
+
+log = logging.getLogger("conveyor.deploy.haproxy")
+CHECK = "check inter 500ms fall 2 rise 2"
+PACKAGE_HINT = (
+    "HAProxy is not installed: install the `haproxy` package (2.6 or newer), e.g. "
+    "`apt-get install -y --no-install-recommends haproxy`"
+)
+
+
+class RouterError(Exception):
+    """HAProxy is missing, refused its config, or answered a command with an error."""
+
+
+def find_haproxy() -> str:
+    found = shutil.which("haproxy") or next(
+        (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.access(p, os.X_OK)),
+        None,
+    )
+    if found is None:
+        raise RouterError(PACKAGE_HINT)
+    return found
+
+
+def render(routes: Sequence[Route], run: Path) -> str:
+    """The whole config: global settings, then a frontend pair and two backends per route."""
+    parts = [
+        f"""global
+    master-worker
+    stats socket {run}/admin.sock mode 600 level admin expose-fd listeners
+    stats timeout 30s
+    pidfile {run}/haproxy.pid
+    hard-stop-after 30s
+    maxconn 4096
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    timeout queue 10s
+    timeout http-keep-alive 10s
+    option redispatch
+    retries 3
+    retry-on conn-failure empty-response response-timeout
+"""
+    ]
+    parts += [_route(route, run) for route in sorted(routes, key=lambda r: r.key)]
+    return "\n".join(parts)
+
+
+def _route(route: Route, run: Path) -> str:
+    key = route.key
+    split, canary = run / "split.map", run / "canary.map"
+    lines = [
+        f"frontend fe_{key}",
+        f"    bind 127.0.0.1:{route.port}",
+        "    http-request set-var(txn.roll) rand(10000)",
+        f"    http-request set-var(txn.share_b) str({key}),map_str_int({split},0)",
+        f"    http-request set-var(txn.canary) str({key}),map_str({canary},b)",
+        "    acl to_canary req.hdr(x-conveyor-track) -i canary",
+        "    acl to_stable req.hdr(x-conveyor-track) -i stable",
+        "    acl canary_is_a var(txn.canary) -m str a",
+        f"    use_backend be_{key}_a if to_canary canary_is_a",
+        f"    use_backend be_{key}_b if to_canary !canary_is_a",
+        f"    use_backend be_{key}_b if to_stable canary_is_a",
+        f"    use_backend be_{key}_a if to_stable !canary_is_a",
+        f"    use_backend be_{key}_b if {{ var(txn.roll),sub(txn.share_b) -m int lt 0 }}",
+        f"    default_backend be_{key}_a",
+        "",
+        f"frontend fe_{key}_preview",
+        f"    bind 127.0.0.1:{route.preview_port}",
+        f"    http-request set-var(txn.canary) str({key}),map_str({canary},b)",
+        f"    use_backend be_{key}_a if {{ var(txn.canary) -m str a }}",
+        f"    default_backend be_{key}_b",
+    ]
+    for slot in ("a", "b"):
+        lines += [
+            "",
+            f"backend be_{key}_{slot}",
+            "    balance roundrobin",
+            f"    option httpchk GET {route.health_path}",
+            "    http-check expect rstatus ^2",
+        ]
+        lines += [
+            f"    server {s.name} 127.0.0.1:{s.port} weight {_weight(s)} {CHECK}"
+            for s in route.slot(slot)
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def skeleton(config: str) -> str:
+    """The config without its server lines: what only a reload can change."""
+    return "\n".join(
+        line for line in config.splitlines() if not line.lstrip().startswith("server ")
+    )
+
+
+def _weight(server: Server) -> int:
+    return 0 if server.state is ServerState.DRAIN else server.weight
+
+
+def maps(routes: Sequence[Route]) -> tuple[str, str]:
+    """The contents of split.map and canary.map."""
+    ordered = sorted(routes, key=lambda r: r.key)
+    split = "".join(f"{r.key} {r.share_b}\n" for r in ordered)
+    canary = "".join(f"{r.key} {r.canary_slot}\n" for r in ordered)
+    return split, canary
+
+
+def parse_stat(text: str) -> list[ServerStatus]:
+    """`show stat` CSV → the servers in it (frontend and backend lines are skipped)."""
+    rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
+    out = []
+    for row in rows:
+        if row.get("svname") in (None, "FRONTEND", "BACKEND"):
+            continue
+        out.append(
+            ServerStatus(
+                name=row["svname"],
+                status=row.get("status", ""),
+                check=row.get("check_status", ""),
+                weight=int(row.get("weight") or 0),
+                sessions=int(row.get("scur") or 0),
+                queued=int(row.get("qcur") or 0),
+                requests=int(row.get("stot") or 0),
+                errors_5xx=int(row.get("hrsp_5xx") or 0),
+            )
+        )
+    return out
+
+
+class HAProxyRouter:
+    """One HAProxy per data directory, shared by the replicas that use it. It outlives
+    the coordinator that started it (its own session), so that a coordinator's death
+    never drops traffic; another replica adopts it through the pid file and sockets."""
+
+    def __init__(self, run: Path, binary: str | None = None) -> None:
+        self.run = run
+        self.binary = binary
+        self.config = run / "haproxy.cfg"
+        self.admin = run / "admin.sock"
+        self.master = run / "master.sock"
+        self.pidfile = run / "master.pid"
+        self._lock = asyncio.Lock()
+        self.reloads = 0
+        self.starts = 0
+
+    # -- process ---------------------------------------------------------------------
+
+    def master_pid(self) -> int | None:
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:  # pragma: no cover - another user's process
+            return None
+        with contextlib.suppress(OSError):
+            if "haproxy" not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="ignore"):
+                return None
+        return pid
+
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        self.run.mkdir(parents=True, exist_ok=True)
+        with (self.run / "router.lock").open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    async def sync(self, routes: Sequence[Route]) -> None:
+        async with self._lock:
+            await asyncio.to_thread(self._sync_locked, list(routes))
+
+    def _sync_locked(self, routes: list[Route]) -> None:
+        with self._file_lock():
+            text = render(routes, self.run)
+            split, canary = maps(routes)
+            current = self.config.read_text() if self.config.is_file() else ""
+            pid = self.master_pid()
+            if pid is not None and current == text:
+                self._write_maps(split, canary)
+                return
+            self._write(text, split, canary)
+            if pid is None:
+                self._start()
+            elif skeleton(current) != skeleton(text):
+                # New frontends or backends need a reload; servers, weights and the split
+                # are changed through the runtime API, and the file only keeps them for
+                # the next reload or restart.
+                self._reload(pid)
+
+    def _write_maps(self, split: str, canary: str) -> None:
+        for name, content in (("split.map", split), ("canary.map", canary)):
+            path = self.run / name
+            if path.is_file() and path.read_text() == content:
+                continue
+            partial = self.run / f"{name}.partial"
+            partial.write_text(content)
+            partial.replace(path)
+
+    def _write(self, text: str, split: str, canary: str) -> None:
+        self._write_maps(split, canary)
+        candidate = self.run / "haproxy.cfg.partial"
+        candidate.write_text(text)
+        binary = self.binary or find_haproxy()
+        check = subprocess.run(
+            [binary, "-c", "-q", "-f", str(candidate)], capture_output=True, text=True, check=False
+        )
+        if check.returncode != 0:
+            raise RouterError(f"HAProxy refused the config: {check.stderr.strip()[-2000:]}")
+        candidate.replace(self.config)
+
+    def _start(self) -> None:
+        binary = self.binary or find_haproxy()
+        for sock in (self.admin, self.master):
+            sock.unlink(missing_ok=True)
+        log_file = (self.run / "haproxy.log").open("ab")
+        with log_file:
+            proc = subprocess.Popen(
+                [binary, "-W", "-S", f"{self.master},mode,600", "-f", str(self.config)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.pidfile.write_text(f"{proc.pid}\n")
+        self.starts += 1
+        log.info("haproxy started (pid %s)", proc.pid)
+        for _ in range(200):
+            if proc.poll() is not None:
+                raise RouterError(f"HAProxy exited at start: see {self.run / 'haproxy.log'}")
+            if self.admin.exists():
+                try:
+                    self._command_sync(self.admin, "show info")
+                    return
+                except OSError:
+                    pass
+            time.sleep(0.025)
+        raise RouterError("HAProxy did not open its admin socket within 5 s")
+
+    def _reload(self, pid: int) -> None:
+        os.kill(pid, signal.SIGUSR2)
+        self.reloads += 1
+        log.info("haproxy reloaded (pid %s)", pid)
+
+    async def stop(self) -> None:
+        pid = self.master_pid()
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            if self.master_pid() is None:
+                return
+            await asyncio.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+
+    # -- runtime API -----------------------------------------------------------------
+
+    @staticmethod
+    def _command_sync(sock: Path, command: str) -> str:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(5)
+            client.connect(str(sock))
+            client.sendall(command.encode() + b"\n")
+            client.shutdown(socket.SHUT_WR)
+            chunks = []
+            while chunk := client.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+
+    async def command(self, command: str) -> str:
+        """Send one runtime API command (or several joined by `;`) and return the answer."""
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_unix_connection(str(self.admin)), timeout=5
+        )
+        try:
+            writer.write(command.encode() + b"\n")
+            await writer.drain()
+            if writer.can_write_eof():
+                writer.write_eof()
+            answer = await asyncio.wait_for(reader.read(), timeout=5)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        return answer.decode(errors="replace")
+
+    async def status(self, key: str) -> dict[str, ServerStatus]:
+        out: dict[str, ServerStatus] = {}
+        for slot in ("a", "b"):
+            text = await self.command(f"show stat be_{key}_{slot} 4 -1")
+            out |= {s.name: s for s in parse_stat(text)}
+        return out
+
+    async def apply(self, route: Route) -> None:
+        await self._apply_split(route)
+        for slot in ("a", "b"):
+            await self._apply_slot(route, slot)
+
+    async def _apply_split(self, route: Route) -> None:
+        split, canary = self.run / "split.map", self.run / "canary.map"
+        current = await self.command(f"show map {split}")
+        if f" {route.key} {route.share_b}\n" not in f" {_map_pairs(current)}":
+            await self._set_map(split, route.key, str(route.share_b))
+        current = await self.command(f"show map {canary}")
+        if f" {route.key} {route.canary_slot}\n" not in f" {_map_pairs(current)}":
+            await self._set_map(canary, route.key, route.canary_slot)
+
+    async def _set_map(self, path: Path, key: str, value: str) -> None:
+        answer = await self.command(f"set map {path} {key} {value}")
+        if "not found" in answer.lower():
+            answer = await self.command(f"add map {path} {key} {value}")
+        _check(answer, f"set map {key}")
+
+    async def _apply_slot(self, route: Route, slot: str) -> None:
+        backend = f"be_{route.key}_{slot}"
+        present = {s.name: s for s in parse_stat(await self.command(f"show stat {backend} 4 -1"))}
+        wanted = {s.name: s for s in route.slot(slot)}
+        for name, server in wanted.items():
+            seen = present.get(name)
+            if seen is None:
+                await self._add(backend, server)
+                continue
+            if server.state is ServerState.DRAIN:
+                if not seen.status.startswith(("DRAIN", "MAINT")):
+                    _check(await self.command(f"set server {backend}/{name} state drain"), name)
+                continue
+            if seen.status.startswith(("MAINT", "DRAIN")):
+                _check(await self.command(f"set server {backend}/{name} state ready"), name)
+            if seen.weight != server.weight and (server.weight == 0 or seen.healthy):
+                _check(
+                    await self.command(f"set server {backend}/{name} weight {server.weight}"), name
+                )
+        for name in present.keys() - wanted.keys():
+            await self._delete(backend, name)
+
+    async def _add(self, backend: str, server: Server) -> None:
+        """A new server enters at weight 0 with health checks on; its weight is set by a
+        later `apply` once its check has passed (L7OK)."""
+        name = f"{backend}/{server.name}"
+        _check(
+            await self.command(f"add server {name} 127.0.0.1:{server.port} weight 0 {CHECK}"),
+            name,
+            ok=("New server registered", "Already exists"),
+        )
+        _check(await self.command(f"enable health {name}"), name)
+        if server.state is ServerState.READY:
+            _check(await self.command(f"enable server {name}"), name)
+
+    async def _delete(self, backend: str, name: str) -> None:
+        _check(await self.command(f"set server {backend}/{name} state maint"), name)
+        with contextlib.suppress(RouterError):
+            await self.command(f"shutdown sessions server {backend}/{name}")
+        _check(
+            await self.command(f"del server {backend}/{name}"),
+            name,
+            ok=("Server deleted", "No such server"),
+        )
+
+
+def _map_pairs(text: str) -> str:
+    """`show map` lines are `<id> <key> <value>`: keep `<key> <value>` lines."""
+    return "".join(" ".join(line.split()[1:]) + "\n" for line in text.splitlines() if line.strip())
+
+
+def _check(answer: str, what: str, ok: tuple[str, ...] = ()) -> None:
+    text = answer.strip()
+    if not text or any(text.startswith(o) for o in ok):
+        return
+    if "no need to change" in text:
+        return
+    raise RouterError(f"HAProxy refused ({what}): {text[:300]}")

@@ -1,0 +1,458 @@
+"""The next action for an environment: a pure function of what its deployment wants and
+what the driver sees (STYLE.md: decisions are pure; a controller is a flat list of small
+reconcile steps). `decide` tries each rule in turn; the first that has something to do
+names one idempotent action, and the driver takes it, records it, and asks again.
+
+Every environment has two slots. Rolling replaces the stable slot's instances in place,
+within `max_surge` and `max_unavailable`. Canary and blue-green start the new revision in
+the other slot, move the split in steps, and promote by relabelling the slots, so that the
+old stable stack stays whole (and warm for `scale_down_delay`) until then.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from conveyor.deploy.router.base import SHARE_SCALE, ServerStatus
+from conveyor.domain.deploy import InstanceState, PauseReason, Phase, Request
+
+
+class Kind(StrEnum):
+    ROLLING = "rolling"
+    BLUE_GREEN = "blue-green"
+    CANARY = "canary"
+    SWITCH = "switch"
+    """A rollback to the revision still warm in the other slot: a traffic switch."""
+
+
+class StepKind(StrEnum):
+    WEIGHT = "weight"
+    PAUSE = "pause"
+    ANALYSIS = "analysis"
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: StepKind
+    weight: float | None = None
+    seconds: float | None = None
+    """A pause's length; None waits until promoted."""
+
+    def describe(self) -> str:
+        if self.kind is StepKind.WEIGHT:
+            return f"weight {self.weight:g}%"
+        if self.kind is StepKind.PAUSE:
+            return "pause until promoted" if self.seconds is None else f"pause {self.seconds:g}s"
+        return "analysis"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The active deployment, as the planner sees it."""
+
+    number: int
+    digest: str
+    kind: Kind
+    steps: tuple[Step, ...]
+    replicas: int
+    phase: Phase
+    step: int
+    step_started: datetime | None
+    surge: int = 1
+    unavailable: int = 0
+    scale_down_delay: float = 30.0
+    request: Request | None = None
+    paused_by_user: bool = False
+    pause_reason: PauseReason | None = None
+    max_restarts: int = 3
+    health_failures: int = 3
+    start_period: float = 10.0
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One live instance, observed this pass."""
+
+    id: str
+    digest: str
+    slot: str
+    state: InstanceState
+    alive: bool
+    probe_ok: bool | None = None
+    """The direct health probe of a starting instance (None: not probed)."""
+    router: ServerStatus | None = None
+    restarts: int = 0
+    health_failures: int = 0
+    draining_s: float | None = None
+
+    @property
+    def serving(self) -> bool:
+        """In the router, healthy and weighted: it takes its slot's traffic."""
+        return (
+            self.state is InstanceState.READY
+            and self.router is not None
+            and self.router.healthy
+            and self.router.weight > 0
+        )
+
+    @property
+    def router_down(self) -> bool:
+        return (
+            self.state is InstanceState.READY
+            and self.router is not None
+            and self.router.status.startswith("DOWN")
+        )
+
+
+@dataclass(frozen=True)
+class Settled:
+    """The environment outside any deployment: its stable revision."""
+
+    stable_slot: str = "a"
+    canary_share: int = 0
+    revision: int = 0
+    digest: str | None = None
+    replicas: int = 0
+    warm_digest: str | None = None
+    warm_until: datetime | None = None
+    drain_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class World:
+    env: Settled
+    plan: Plan | None
+    instances: tuple[Seen, ...]
+    now: datetime
+    pending: tuple[int, ...] = ()
+    """Numbers of queued deployments, oldest first."""
+    newest_wins: bool = False
+    pinned: frozenset[str] = frozenset()
+
+
+class Act(StrEnum):
+    BEGIN = "begin"
+    SUPERSEDE = "supersede"
+    START = "start"
+    READY = "ready"
+    RESTART = "restart"
+    DRAIN = "drain"
+    STOP = "stop"
+    SPLIT = "split"
+    PROMOTE = "promote"
+    ADVANCE = "advance"
+    PAUSE = "pause"
+    FINISH = "finish"
+
+
+@dataclass(frozen=True)
+class Action:
+    act: Act
+    instance: str | None = None
+    slot: str | None = None
+    digest: str | None = None
+    share: int | None = None
+    step: int | None = None
+    phase: Phase | None = None
+    numbers: tuple[int, ...] = ()
+    reason: str = ""
+    pin: bool = False
+    """FINISH: pin the plan's digest as bad (an automatic abort)."""
+
+    def params(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "instance": self.instance,
+            "slot": self.slot,
+            "digest": self.digest,
+            "share": self.share,
+            "step": self.step,
+            "phase": self.phase.value if self.phase else None,
+            "numbers": list(self.numbers),
+            "reason": self.reason,
+            "pin": self.pin,
+        }
+        return {k: v for k, v in out.items() if v not in (None, [], "", False)}
+
+
+def other(slot: str) -> str:
+    return "b" if slot == "a" else "a"
+
+
+def resolve(amount: int | str, replicas: int, round_up: bool) -> int:
+    """`max_surge`/`max_unavailable` as a count: percentages of the replicas, surge
+    rounded up and unavailability down (as Kubernetes does)."""
+    if isinstance(amount, int):
+        return amount
+    exact = replicas * int(amount.rstrip("%")) / 100
+    return math.ceil(exact) if round_up else math.floor(exact)
+
+
+def share_of(weight: float) -> int:
+    return round(weight * SHARE_SCALE / 100)
+
+
+# -- what each slot should hold ----------------------------------------------------------
+
+
+def target_slot(world: World) -> str:
+    """Where the plan's revision goes: the stable slot for rolling (and a first deploy),
+    the other slot for canary, blue-green and switch."""
+    assert world.plan is not None
+    if world.plan.kind is Kind.ROLLING or world.env.digest is None:
+        return world.env.stable_slot
+    return other(world.env.stable_slot)
+
+
+def in_place(world: World) -> bool:
+    return world.plan is not None and target_slot(world) == world.env.stable_slot
+
+
+def wanted(world: World) -> dict[str, tuple[str, int]]:
+    """Per slot: the digest it should run and how many instances."""
+    out: dict[str, tuple[str, int]] = {}
+    env, plan = world.env, world.plan
+    if env.digest is not None and env.replicas > 0:
+        out[env.stable_slot] = (env.digest, env.replicas)
+    if plan is not None and plan.phase.is_active and env.revision != plan.number:
+        out[target_slot(world)] = (plan.digest, plan.replicas)
+    return out
+
+
+def warm(world: World, seen: Seen) -> bool:
+    """The previous stable revision, kept in the other slot until `warm_until`."""
+    env = world.env
+    return (
+        seen.slot != env.stable_slot
+        and env.warm_until is not None
+        and world.now < env.warm_until
+        and seen.digest == env.warm_digest
+        and seen.digest not in world.pinned
+        and (world.plan is None or target_slot(world) == env.stable_slot or _switching(world))
+    )
+
+
+def _switching(world: World) -> bool:
+    return world.plan is not None and world.plan.kind is Kind.SWITCH
+
+
+def surplus(world: World) -> list[Seen]:
+    """Live instances no slot wants: another digest, or more than the count."""
+    want = wanted(world)
+    out: list[Seen] = []
+    by_slot: dict[str, list[Seen]] = {}
+    for seen in world.instances:
+        by_slot.setdefault(seen.slot, []).append(seen)
+    for slot, members in by_slot.items():
+        digest, count = want.get(slot, ("", 0))
+        keep = [m for m in members if m.digest == digest and m.state is not InstanceState.DRAINING]
+        # Keep the healthiest: serving first, then ready, then starting.
+        keep.sort(key=lambda m: (not m.serving, m.state is not InstanceState.READY))
+        kept = {m.id for m in keep[:count]}
+        out += [m for m in members if m.id not in kept and not warm(world, m)]
+    return out
+
+
+# -- the rules, in order -----------------------------------------------------------------
+
+Rule = Callable[[World], Action | None]
+
+
+def decide(world: World) -> Action | None:
+    """The next action, or None when the environment is where it should be for now."""
+    for rule in RULES:
+        action = rule(world)
+        if action is not None:
+            return action
+    return None
+
+
+def _queue(world: World) -> Action | None:
+    """No active deployment: start the next queued one (newest-wins supersedes the rest)."""
+    if world.plan is not None or not world.pending:
+        return None
+    if world.newest_wins and len(world.pending) > 1:
+        return Action(Act.SUPERSEDE, numbers=world.pending[:-1], reason="superseded")
+    return Action(Act.BEGIN, numbers=(world.pending[0],))
+
+
+def _abort(world: World) -> Action | None:
+    """A person's abort, or the health-check rule: traffic back to stable first."""
+    plan = world.plan
+    if plan is None or not plan.phase.is_active or world.env.revision == plan.number:
+        return None
+    reason = _unhealthy(world)
+    if plan.request is not Request.ABORT and reason is None:
+        return None
+    if not in_place(world) and world.env.canary_share != 0:
+        return Action(Act.SPLIT, share=0, reason="abort")
+    return Action(
+        Act.FINISH,
+        phase=Phase.ABORTED,
+        reason=reason or "aborted by request",
+        pin=reason is not None,
+    )
+
+
+def _unhealthy(world: World) -> str | None:
+    """Why the plan's new instances count as failed, if they do."""
+    plan = world.plan
+    assert plan is not None
+    for seen in world.instances:
+        if seen.digest != plan.digest or seen.slot != target_slot(world):
+            continue
+        if seen.restarts > plan.max_restarts:
+            return f"instance {seen.id[:8]} crashed {seen.restarts} times"
+        if seen.health_failures >= plan.health_failures:
+            return f"instance {seen.id[:8]} failed {seen.health_failures} health checks"
+        if seen.router_down:
+            return f"instance {seen.id[:8]} failed its health checks in the router"
+    return None
+
+
+def _heal(world: World) -> Action | None:
+    """A wanted instance whose process died is restarted (and counted); a steady
+    instance that the router marks down is restarted too."""
+    doomed = {s.id for s in surplus(world)}
+    plan_digest = world.plan.digest if world.plan else None
+    for seen in world.instances:
+        if seen.id in doomed or seen.state is InstanceState.DRAINING:
+            continue
+        if not seen.alive:
+            return Action(Act.RESTART, instance=seen.id, reason="process exited")
+        if seen.router_down and seen.digest != plan_digest:
+            return Action(Act.RESTART, instance=seen.id, reason="down in the router")
+    return None
+
+
+def _ready(world: World) -> Action | None:
+    for seen in world.instances:
+        if seen.state is InstanceState.STARTING and seen.alive and seen.probe_ok:
+            return Action(Act.READY, instance=seen.id)
+    return None
+
+
+def _drained(world: World) -> Action | None:
+    for seen in world.instances:
+        if seen.state is not InstanceState.DRAINING or seen.draining_s is None:
+            continue
+        idle = seen.router is None or (seen.router.sessions == 0 and seen.router.queued == 0)
+        if (
+            not seen.alive
+            or (idle and seen.draining_s >= 0.2)
+            or seen.draining_s >= world.env.drain_s
+        ):
+            return Action(Act.STOP, instance=seen.id, reason="drained")
+    return None
+
+
+def _progress(world: World) -> Action | None:
+    plan = world.plan
+    if plan is None or not plan.phase.is_active:
+        return None
+    if world.env.revision == plan.number:
+        return Action(Act.FINISH, phase=Phase.SUCCEEDED, reason="promoted")
+    slot = target_slot(world)
+    if not _complete(world, slot, plan.digest, plan.replicas):
+        return None
+    if in_place(world):
+        return Action(Act.PROMOTE, slot=slot, digest=plan.digest)
+    if plan.paused_by_user:
+        return None
+    if plan.request is Request.PROMOTE_FULL and plan.step < len(plan.steps):
+        return Action(Act.ADVANCE, step=len(plan.steps), reason="promoted in full")
+    if plan.step >= len(plan.steps):
+        if world.env.canary_share != SHARE_SCALE:
+            return Action(Act.SPLIT, share=SHARE_SCALE)
+        return Action(Act.PROMOTE, slot=slot, digest=plan.digest)
+    return _step(world, plan, plan.steps[plan.step])
+
+
+def _step(world: World, plan: Plan, step: Step) -> Action | None:
+    promoted = plan.request in (Request.PROMOTE, Request.PROMOTE_FULL)
+    if step.kind is StepKind.WEIGHT:
+        share = share_of(step.weight or 0.0)
+        if world.env.canary_share != share:
+            return Action(Act.SPLIT, share=share)
+        return Action(Act.ADVANCE, step=plan.step + 1)
+    if promoted:
+        return Action(Act.ADVANCE, step=plan.step + 1, reason="promoted")
+    if step.kind is StepKind.PAUSE and step.seconds is not None:
+        started = plan.step_started or world.now
+        if world.now >= started + timedelta(seconds=step.seconds):
+            return Action(Act.ADVANCE, step=plan.step + 1)
+        reason = PauseReason.TIMED
+    else:
+        reason = PauseReason.PROMOTION if step.kind is StepKind.PAUSE else PauseReason.ANALYSIS
+    if plan.phase is not Phase.PAUSED or plan.pause_reason is not reason:
+        return Action(Act.PAUSE, reason=reason.value)
+    return None
+
+
+def _complete(world: World, slot: str, digest: str, count: int) -> bool:
+    """The slot holds exactly `count` serving instances of `digest`, and nothing else."""
+    members = [s for s in world.instances if s.slot == slot]
+    serving = [s for s in members if s.digest == digest and s.serving]
+    return len(serving) == count and len(members) == count
+
+
+def _start(world: World) -> Action | None:
+    plan = world.plan
+    surge = plan.surge if plan is not None and in_place(world) else 1
+    for slot, (digest, count) in sorted(wanted(world).items()):
+        members = [s for s in world.instances if s.slot == slot]
+        have = [s for s in members if s.digest == digest and s.state is not InstanceState.DRAINING]
+        if len(have) >= count:
+            continue
+        in_traffic = slot == world.env.stable_slot or world.env.canary_share > 0
+        if in_traffic and len(members) >= count + surge:
+            continue
+        return Action(Act.START, slot=slot, digest=digest)
+    return None
+
+
+def _retire(world: World) -> Action | None:
+    """Drain what no slot wants, without going under capacity in a slot that serves."""
+    plan = world.plan
+    unavailable = plan.unavailable if plan is not None and in_place(world) else 0
+    for seen in surplus(world):
+        if seen.state is InstanceState.READY and seen.router is None:
+            continue  # the router has not reported it yet (it may have just restarted)
+        if seen.state is InstanceState.STARTING or not seen.serving:
+            if seen.state is not InstanceState.DRAINING:
+                return Action(Act.STOP, instance=seen.id, reason="not wanted")
+            continue
+        if _serves_traffic(world, seen.slot):
+            _, count = wanted(world).get(seen.slot, ("", 0))
+            serving = [s for s in world.instances if s.slot == seen.slot and s.serving]
+            if count and len(serving) - 1 < count - unavailable:
+                continue
+        return Action(Act.DRAIN, instance=seen.id, reason="replaced")
+    return None
+
+
+def _serves_traffic(world: World, slot: str) -> bool:
+    share = world.env.canary_share
+    return share < SHARE_SCALE if slot == world.env.stable_slot else share > 0
+
+
+RULES: Sequence[Rule] = (_queue, _abort, _heal, _ready, _drained, _progress, _start, _retire)
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """The split as people read it: percent to stable and to canary."""
+
+    stable: float
+    canary: float
+    canary_slot: str = field(default="b")
+
+
+def traffic(env: Settled) -> Traffic:
+    canary = env.canary_share * 100 / SHARE_SCALE
+    return Traffic(
+        stable=round(100 - canary, 2), canary=round(canary, 2), canary_slot=other(env.stable_slot)
+    )

@@ -1,0 +1,144 @@
+"""The local target: each instance is a process started from the unpacked artifact with
+the service's `runtime.command`, in its own session so that it outlives the coordinator
+that started it (another replica adopts it by pid and start time). Logs are kept per
+instance under `<data-dir>/deploy/logs`; every pid is recorded under `pids/` so that
+`stop_everything` can end them all."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import httpx
+
+from conveyor.artifacts import tarballs
+from conveyor.deploy.targets.base import Handle, Launch
+
+BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV")
+
+
+def process_start_time(pid: int) -> str | None:
+    """Field 22 of /proc/<pid>/stat (start time in clock ticks), or None when the process
+    is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
+
+
+class LocalTarget:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.releases = root / "releases"
+        self.logs = root / "logs"
+        self.pids = root / "pids"
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._http = httpx.AsyncClient()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    def prepare(self, digest: str, blob: Path) -> Path:
+        release = self.releases / digest.removeprefix("sha256:")[:32]
+        if release.is_dir():
+            return release
+        partial = release.with_name(release.name + f".partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        tarballs.unpack(blob, partial)
+        try:
+            partial.rename(release)
+        except OSError:  # another replica unpacked it first
+            shutil.rmtree(partial, ignore_errors=True)
+        return release
+
+    def start(self, launch: Launch) -> Handle:
+        for folder in (self.logs, self.pids):
+            folder.mkdir(parents=True, exist_ok=True)
+        env = {k: os.environ[k] for k in BASE_ENV if k in os.environ}
+        env |= launch.env | {"PORT": str(launch.port), "CONVEYOR_INSTANCE": launch.instance}
+        with (self.logs / f"{launch.instance}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                ["bash", "-c", f"exec {launch.command}"],
+                cwd=launch.release,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._children[proc.pid] = proc
+        started = process_start_time(proc.pid) or "0"
+        (self.pids / f"{launch.instance}.pid").write_text(f"{proc.pid} {started}\n")
+        return Handle(proc.pid, started)
+
+    def alive(self, handle: Handle) -> bool:
+        child = self._children.get(handle.pid)
+        if child is not None and child.poll() is not None:
+            self._children.pop(handle.pid, None)
+            return False
+        return process_start_time(handle.pid) == handle.started
+
+    async def healthy(self, port: int, path: str, timeout: float) -> bool:
+        try:
+            response = await self._http.get(f"http://127.0.0.1:{port}{path}", timeout=timeout)
+        except httpx.HTTPError:
+            return False
+        return 200 <= response.status_code < 300
+
+    def terminate(self, handle: Handle, force: bool) -> None:
+        if not self.alive(handle):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(handle.pid, signal.SIGKILL if force else signal.SIGTERM)
+        child = self._children.get(handle.pid)
+        if child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=0.05)
+
+    def adopt(self, instance: str) -> Handle | None:
+        """The running process of an instance started earlier (perhaps by a replica that
+        died before recording it), from its pid file."""
+        try:
+            pid_text, started = (self.pids / f"{instance}.pid").read_text().split()
+        except (OSError, ValueError):
+            return None
+        handle = Handle(int(pid_text), started)
+        return handle if self.alive(handle) else None
+
+    def forget(self, instance: str) -> None:
+        (self.pids / f"{instance}.pid").unlink(missing_ok=True)
+
+    def allocate_port(self) -> int:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
+
+    def log_path(self, instance: str) -> Path:
+        return self.logs / f"{instance}.log"
+
+
+def stop_everything(root: Path) -> int:
+    """Kill every instance the local target under `root` started (tests, `conveyor down`).
+    Returns how many were running."""
+    stopped = 0
+    for record in sorted((root / "pids").glob("*.pid")):
+        try:
+            pid_text, started = record.read_text().split()
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            continue
+        if process_start_time(pid) == started:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                stopped += 1
+        record.unlink(missing_ok=True)
+    return stopped
