@@ -74,3 +74,10 @@ def world(tmp_path: Path) -> Iterator[World]:
             body = {"team": team, "name": "api", "repo_url": f"file://{repos[team]}"}
             assert client.post("/api/v1/projects", json=body, headers=admin).status_code == 201
         yield World(client, tokens, repos)
+
+
+@pytest.fixture
+def haproxy_required() -> None:
+    from tests.deploy.conftest import require_haproxy
+
+    require_haproxy()

@@ -55,6 +55,10 @@ def service_dir(root: Path, version: str, replicas: int = 2, **env: str) -> Path
 
 @pytest.fixture
 def haproxy_required() -> None:
+    require_haproxy()
+
+
+def require_haproxy() -> None:
     if shutil.which("haproxy") or Path("/usr/sbin/haproxy").exists():
         return
     message = (

@@ -1,0 +1,235 @@
+"""The planner as pure scenarios: given what is wanted and seen, the next action."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from conveyor.deploy.router.base import ServerStatus
+from conveyor.deploy.strategies import (
+    Act,
+    Kind,
+    Plan,
+    Seen,
+    Settled,
+    Step,
+    StepKind,
+    World,
+    decide,
+    resolve,
+    share_of,
+    traffic,
+)
+from conveyor.domain.deploy import InstanceState, PauseReason, Phase, Request
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+OLD, NEW = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+READY, STARTING, DRAINING = InstanceState.READY, InstanceState.STARTING, InstanceState.DRAINING
+
+
+def up(weight: int = 100, sessions: int = 0) -> ServerStatus:
+    return ServerStatus("s", "UP", "L7OK", weight, sessions, 0, 0, 0)
+
+
+def inst(
+    id: str, digest: str = OLD, slot: str = "a", state: InstanceState = READY, **kw: object
+) -> Seen:
+    defaults: dict[str, object] = {"alive": True, "router": up() if state is READY else None}
+    return Seen(id=id, digest=digest, slot=slot, state=state, **(defaults | kw))  # type: ignore[arg-type]
+
+
+def stable(**kw: object) -> Settled:
+    base = Settled(stable_slot="a", revision=1, digest=OLD, replicas=2, drain_s=5.0)
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def plan(kind: Kind = Kind.CANARY, steps: tuple[Step, ...] = (), **kw: object) -> Plan:
+    base = Plan(
+        number=2,
+        digest=NEW,
+        kind=kind,
+        steps=steps,
+        replicas=2,
+        phase=Phase.PROGRESSING,
+        step=0,
+        step_started=NOW,
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def world(env: Settled, p: Plan | None, *seen: Seen, **kw: object) -> World:
+    return World(env=env, plan=p, instances=seen, now=NOW, **kw)  # type: ignore[arg-type]
+
+
+V1 = (inst("o1"), inst("o2"))
+CANARY = (inst("n1", NEW, "b"), inst("n2", NEW, "b"))
+
+
+def test_a_queued_deployment_begins_and_newest_wins_supersedes_the_rest():
+    assert decide(world(stable(), None, *V1, pending=(3, 4))).numbers == (3,)
+    superseded = decide(world(stable(), None, *V1, pending=(3, 4, 5), newest_wins=True))
+    assert superseded is not None and superseded.act is Act.SUPERSEDE
+    assert superseded.numbers == (3, 4)
+
+
+def test_a_canary_starts_its_instances_in_the_other_slot():
+    action = decide(world(stable(), plan(), *V1))
+    assert action is not None and (action.act, action.slot, action.digest) == (Act.START, "b", NEW)
+
+
+def test_a_starting_instance_that_answers_its_health_check_becomes_ready():
+    starting = inst("n1", NEW, "b", STARTING, probe_ok=True)
+    action = decide(world(stable(), plan(), *V1, starting, inst("n2", NEW, "b", STARTING)))
+    assert action is not None and (action.act, action.instance) == (Act.READY, "n1")
+
+
+def test_canary_steps_set_the_split_then_advance_and_pause():
+    steps = (Step(StepKind.WEIGHT, weight=12.5), Step(StepKind.PAUSE, seconds=30))
+    action = decide(world(stable(), plan(steps=steps), *V1, *CANARY))
+    assert action is not None and (action.act, action.share) == (Act.SPLIT, 1250)
+    at_weight = stable(canary_share=1250)
+    action = decide(world(at_weight, plan(steps=steps), *V1, *CANARY))
+    assert action is not None and (action.act, action.step) == (Act.ADVANCE, 1)
+    pausing = plan(steps=steps, step=1, step_started=NOW - timedelta(seconds=10))
+    action = decide(world(at_weight, pausing, *V1, *CANARY))
+    assert action is not None and (action.act, action.reason) == (Act.PAUSE, "timed")
+    waiting = replace(pausing, phase=Phase.PAUSED, pause_reason=PauseReason.TIMED)
+    assert decide(world(at_weight, waiting, *V1, *CANARY)) is None
+    done_waiting = replace(waiting, step_started=NOW - timedelta(seconds=31))
+    action = decide(world(at_weight, done_waiting, *V1, *CANARY))
+    assert action is not None and (action.act, action.step) == (Act.ADVANCE, 2)
+
+
+def test_a_bare_pause_and_an_analysis_wait_for_promote():
+    for step, reason in (
+        (Step(StepKind.PAUSE), PauseReason.PROMOTION),
+        (Step(StepKind.ANALYSIS), PauseReason.ANALYSIS),
+    ):
+        waiting = plan(steps=(step,), phase=Phase.PAUSED, pause_reason=reason)
+        assert decide(world(stable(), waiting, *V1, *CANARY)) is None
+        promoted = replace(waiting, request=Request.PROMOTE)
+        action = decide(world(stable(), promoted, *V1, *CANARY))
+        assert action is not None and action.act is Act.ADVANCE and action.reason == "promoted"
+
+
+def test_promote_full_skips_every_step_and_the_end_promotes_by_relabelling():
+    steps = (Step(StepKind.WEIGHT, weight=10), Step(StepKind.PAUSE))
+    full = plan(steps=steps, request=Request.PROMOTE_FULL)
+    action = decide(world(stable(), full, *V1, *CANARY))
+    assert action is not None and (action.act, action.step) == (Act.ADVANCE, 2)
+    end = plan(steps=steps, step=2)
+    action = decide(world(stable(canary_share=1000), end, *V1, *CANARY))
+    assert action is not None and (action.act, action.share) == (Act.SPLIT, 10_000)
+    action = decide(world(stable(canary_share=10_000), end, *V1, *CANARY))
+    assert action is not None and (action.act, action.slot) == (Act.PROMOTE, "b")
+    promoted = stable(revision=2, digest=NEW, stable_slot="b")
+    action = decide(world(promoted, end, *V1, *CANARY))
+    assert action is not None and (action.act, action.phase) == (Act.FINISH, Phase.SUCCEEDED)
+
+
+def test_abort_moves_traffic_first_then_finishes():
+    asked = plan(steps=(Step(StepKind.PAUSE),), request=Request.ABORT)
+    action = decide(world(stable(canary_share=5000), asked, *V1, *CANARY))
+    assert action is not None and (action.act, action.share) == (Act.SPLIT, 0)
+    action = decide(world(stable(), asked, *V1, *CANARY))
+    assert action is not None and (action.act, action.phase) == (Act.FINISH, Phase.ABORTED)
+    assert not action.pin
+
+
+def test_the_health_rule_aborts_and_pins_a_crashing_or_failing_canary():
+    crashing = (inst("n1", NEW, "b", restarts=4), inst("n2", NEW, "b"))
+    action = decide(world(stable(canary_share=100), plan(), *V1, *crashing))
+    assert action is not None and (action.act, action.share) == (Act.SPLIT, 0)
+    action = decide(world(stable(), plan(), *V1, *crashing))
+    assert action is not None and action.pin and "crashed 4 times" in action.reason
+    failing = (inst("n1", NEW, "b", STARTING, health_failures=3),)
+    action = decide(world(stable(), plan(), *V1, *failing))
+    assert action is not None and "failed 3 health checks" in action.reason
+    down = ServerStatus("s", "DOWN", "L7STS", 100, 0, 0, 0, 0)
+    action = decide(world(stable(), plan(), *V1, inst("n1", NEW, "b", router=down)))
+    assert action is not None and "in the router" in action.reason
+
+
+def test_a_dead_stable_instance_is_restarted():
+    action = decide(world(stable(), None, inst("o1", alive=False), inst("o2")))
+    assert action is not None and (action.act, action.instance) == (Act.RESTART, "o1")
+
+
+def test_rolling_surges_one_then_drains_without_losing_capacity():
+    rolling = plan(Kind.ROLLING, surge=1, unavailable=0)
+    action = decide(world(stable(), rolling, *V1))
+    assert action is not None and (action.act, action.slot) == (Act.START, "a")
+    one_new = (*V1, inst("n1", NEW, "a", STARTING))
+    assert decide(world(stable(), rolling, *one_new)) is None  # surge used; waits for health
+    serving = (*V1, inst("n1", NEW, "a"))
+    action = decide(world(stable(), rolling, *serving))
+    assert action is not None and action.act is Act.DRAIN and action.instance in {"o1", "o2"}
+    draining = (inst("o1", state=DRAINING, draining_s=0.1), inst("o2"), inst("n1", NEW, "a"))
+    assert decide(world(stable(), rolling, *draining)) is None  # surge still in use
+    drained = (inst("o1", state=DRAINING, draining_s=0.3), inst("o2"), inst("n1", NEW, "a"))
+    action = decide(world(stable(), rolling, *drained))
+    assert action is not None and (action.act, action.instance) == (Act.STOP, "o1")
+    busy = (inst("o1", state=DRAINING, draining_s=6.0, router=up(sessions=3)),)
+    action = decide(world(stable(), rolling, *busy, inst("o2"), inst("n1", NEW, "a")))
+    assert action is not None and action.act is Act.STOP  # past the drain time
+    done = (inst("n1", NEW, "a"), inst("n2", NEW, "a"))
+    action = decide(world(stable(), rolling, *done))
+    assert action is not None and (action.act, action.slot) == (Act.PROMOTE, "a")
+
+
+def test_max_unavailable_lets_rolling_drain_before_surging():
+    rolling = plan(Kind.ROLLING, surge=0, unavailable=1)
+    action = decide(world(stable(), rolling, *V1))
+    assert action is not None and action.act is Act.DRAIN
+
+
+def test_the_previous_stable_stays_warm_until_its_time_and_not_when_pinned():
+    warm = stable(
+        stable_slot="b", digest=NEW, revision=2, warm_digest=OLD, warm_until=NOW + timedelta(30)
+    )
+    current = (inst("n1", NEW, "b"), inst("n2", NEW, "b"))
+    assert decide(world(warm, None, *V1, *current)) is None
+    expired = replace(warm, warm_until=NOW - timedelta(seconds=1))
+    action = decide(world(expired, None, *V1, *current))
+    assert action is not None and action.act is Act.DRAIN and action.instance in {"o1", "o2"}
+    action = decide(world(warm, None, *V1, *current, pinned=frozenset({OLD})))
+    assert action is not None and action.act is Act.DRAIN
+
+
+def test_a_switch_back_uses_the_warm_slot():
+    warm = stable(
+        stable_slot="b", digest=NEW, revision=2, warm_digest=OLD, warm_until=NOW + timedelta(30)
+    )
+    current = (inst("n1", NEW, "b"), inst("n2", NEW, "b"))
+    switch = plan(Kind.SWITCH, digest=OLD, number=3)
+    action = decide(world(warm, switch, *V1, *current))
+    assert action is not None and (action.act, action.share) == (Act.SPLIT, 10_000)
+
+
+def test_a_ready_instance_the_router_has_not_reported_is_not_stopped():
+    unknown = (inst("o1", router=None), inst("o2", router=None))
+    expired = stable(stable_slot="b", digest=NEW, warm_digest=OLD, warm_until=NOW)
+    assert decide(world(expired, None, *unknown, *CANARY)) is None
+
+
+def test_a_user_pause_holds_the_steps_but_not_the_instances():
+    held = plan(steps=(Step(StepKind.WEIGHT, weight=50),), paused_by_user=True, phase=Phase.PAUSED)
+    assert decide(world(stable(), held, *V1, *CANARY)) is None
+    action = decide(world(stable(), held, *V1))
+    assert action is not None and action.act is Act.START
+
+
+@pytest.mark.parametrize(
+    ("amount", "up_", "expected"),
+    [(1, True, 1), ("25%", True, 1), ("25%", False, 0), ("50%", False, 1)],
+)
+def test_amounts_resolve_like_kubernetes(amount: int | str, up_: bool, expected: int):
+    assert resolve(amount, 2, round_up=up_) == expected
+
+
+def test_shares_and_the_readable_split():
+    assert share_of(0.01) == 1 and share_of(100) == 10_000
+    split = traffic(stable(canary_share=2500))
+    assert (split.stable, split.canary, split.canary_slot) == (75.0, 25.0, "b")
