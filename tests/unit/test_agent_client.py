@@ -7,7 +7,8 @@ import asyncio
 import httpx
 import pytest
 
-from conveyor.runner.agent import Client, LeaseLost, LogShipper, servers
+from conveyor.runner.agent import LogShipper
+from conveyor.runner.client import Client, LeaseLost, servers
 
 
 def client_with(handler) -> Client:  # type: ignore[no-untyped-def]

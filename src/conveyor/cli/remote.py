@@ -138,8 +138,9 @@ def runner_cmd(
 ) -> None:
     """Run jobs for a coordinator. TOKEN is a registration token (cvy_reg_…) or a runner
     token (cvy_runner_…)."""
-    from conveyor.runner.agent import Agent, Client, RunnerConfig
-    from conveyor.runner.agent import register as register_runner
+    from conveyor.runner.agent import Agent, RunnerConfig
+    from conveyor.runner.client import Client
+    from conveyor.runner.client import register as register_runner
 
     settings = Settings()
     config = RunnerConfig(
@@ -463,7 +464,10 @@ def follow_run(remote: Remote, run_id: str, quiet: bool = False) -> str:
             offsets[job["id"]] = int(response.headers["X-Next-Offset"])
             if not quiet:
                 for line in response.content.decode(errors="replace").splitlines():
-                    out.print(f"[cyan]{escape(job['name'][:20]):<20}[/] │ {escape(line)}")
+                    out.print(
+                        f"[cyan]{escape(job['name'][:20]):<20}[/] │ {escape(line)}",
+                        soft_wrap=True,
+                    )
         if run["status"] in FINAL:
             if not quiet:
                 for job in run["jobs"]:

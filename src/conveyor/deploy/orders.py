@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.deploy.strategies import Kind
 from conveyor.domain.deploy import Phase, Request
+from conveyor.pipeline.deploy import Strategy
 from conveyor.pipeline.durations import parse_duration
 from conveyor.pipeline.errors import PipelineInvalid
 from conveyor.pipeline.loader import MAX_FILE_BYTES, parse_pipeline
@@ -93,21 +94,22 @@ def read_spec(blob: Path, digest: str) -> ArtifactSpec:
 
 
 def _strategies(spec: PipelineSpec) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for job in spec.jobs.values():
-        if job.deploy is None:
-            continue
-        strategy = job.deploy.strategy
-        if strategy.canary is not None:
-            steps = [s.model_dump(exclude_none=True) for s in strategy.canary.steps]
-            out[job.deploy.environment] = {"kind": "canary", "steps": _normal(steps)}
-        elif strategy.blue_green is not None:
-            out[job.deploy.environment] = {"kind": "blue-green"} | strategy.blue_green.model_dump(
-                exclude_none=True
-            )
-        elif strategy.rolling is not None:
-            out[job.deploy.environment] = {"kind": "rolling"} | strategy.rolling.model_dump()
-    return out
+    return {
+        job.deploy.environment: strategy_dict(job.deploy.strategy)
+        for job in spec.jobs.values()
+        if job.deploy is not None
+    }
+
+
+def strategy_dict(strategy: Strategy) -> dict[str, Any]:
+    """A pipeline's `deploy.strategy` as a deployment stores it."""
+    if strategy.canary is not None:
+        steps = [s.model_dump(exclude_none=True) for s in strategy.canary.steps]
+        return {"kind": "canary", "steps": _normal(steps)}
+    if strategy.blue_green is not None:
+        return {"kind": "blue-green"} | strategy.blue_green.model_dump(exclude_none=True)
+    rolling = strategy.rolling.model_dump() if strategy.rolling is not None else {}
+    return {"kind": "rolling"} | rolling
 
 
 def _normal(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:

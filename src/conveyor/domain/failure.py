@@ -19,6 +19,9 @@ class FailureClass(StrEnum):
     GATE = "gate"
     """The script passed but a quality gate (coverage, tests) failed. Never retried: rerunning
     the same code gives the same verdict."""
+    DEPLOY = "deploy"
+    """The job's deployment was refused, aborted or failed. Never retried: an aborted
+    rollout is a decision, and its revision may be pinned as bad."""
 
 
 RETRYABLE_CLASSES: frozenset[FailureClass] = frozenset(

@@ -15,15 +15,12 @@ import logging
 import os
 import shutil
 import socket
-from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from conveyor.artifacts import tarballs
-from conveyor.artifacts.tarballs import MEDIA_TYPE
 from conveyor.domain.status import JobStatus
 from conveyor.pipeline.plan import job_from_json
 from conveyor.pipeline.triggers import Event, EventKind
@@ -34,24 +31,17 @@ from conveyor.runner.attempt import (
     base_environment,
     run_attempt,
 )
+from conveyor.runner.client import Client, LeaseLost
+from conveyor.runner.remote import RemoteArtifacts, RemoteCache, RemoteDeployer
 from conveyor.runner.shell import ShellExecutor
 from conveyor.runner.workspace import (
-    StoredFile,
-    file_digest,
-    match_files,
-    pack,
     source_files,
-    unpack,
 )
 from conveyor.vcs import GitError, MirrorSet
 
 log = logging.getLogger("conveyor.runner")
 LOG_FLUSH_S = 0.25
 CHECKOUTS_KEPT = 8
-
-
-class LeaseLost(Exception):
-    """The coordinator refused a write with our fencing token (409)."""
 
 
 @dataclass(frozen=True)
@@ -64,222 +54,6 @@ class RunnerConfig:
     concurrency: int = 1
     poll_s: float = 30.0
     kill_grace_s: float = 5.0
-
-
-def servers(spec: str) -> list[str]:
-    """`--server` may list several coordinator replicas, comma-separated."""
-    urls = [u.strip().rstrip("/") for u in spec.split(",") if u.strip()]
-    if not urls:
-        raise ValueError("no coordinator URL given")
-    return urls
-
-
-class Client:
-    """The runner's side of the protocol (runner token in every request). With several
-    coordinator URLs, a request that cannot reach one replica is sent to the next."""
-
-    def __init__(self, server: str, token: str) -> None:
-        self.urls = servers(server)
-        self.http = httpx.AsyncClient(
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=httpx.Timeout(15.0, read=75.0),
-        )
-
-    async def close(self) -> None:
-        await self.http.aclose()
-
-    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        for attempt in range(len(self.urls)):
-            try:
-                return await self.http.request(method, self.urls[0] + path, **kwargs)
-            except httpx.TransportError:
-                if attempt == len(self.urls) - 1:
-                    raise
-                log.warning("coordinator %s unreachable; trying %s", self.urls[0], self.urls[1])
-                self.urls.append(self.urls.pop(0))
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def request(self, wait: float) -> dict[str, Any] | None:
-        response = await self._send("POST", "/api/v1/runners/jobs/request", params={"wait": wait})
-        if response.status_code == 204:
-            return None
-        response.raise_for_status()
-        data: dict[str, Any] = response.json()
-        return data
-
-    async def heartbeat(self, job_id: str, fence: int) -> bool:
-        response = await self._send(
-            "POST", f"/api/v1/runners/jobs/{job_id}/heartbeat", json={"fence": fence}
-        )
-        self._check(response)
-        return bool(response.json()["canceled"])
-
-    async def log(self, job_id: str, fence: int, offset: int, data: bytes) -> None:
-        response = await self._send(
-            "PUT",
-            f"/api/v1/runners/jobs/{job_id}/log",
-            params={"fence": fence, "offset": offset},
-            content=data,
-        )
-        self._check(response)
-
-    async def finish(self, job_id: str, fence: int, result: AttemptResult) -> None:
-        body = {
-            "fence": fence,
-            "status": result.status.value,
-            "exit_code": result.exit_code,
-            "failure_class": result.failure_class.value if result.failure_class else None,
-            "detail": result.detail[:10_000],
-            "reports": {
-                **result.reports_dict(),
-                "gates": [g.as_dict() for g in result.gates],
-                "artifacts": [a.as_dict() for a in result.artifacts],
-            },
-        }
-        self._check(await self._send("POST", f"/api/v1/runners/jobs/{job_id}/finish", json=body))
-
-    async def cache_get(self, job_id: str, fence: int, key: str) -> bytes | None:
-        response = await self._send(
-            "GET", f"/api/v1/runners/jobs/{job_id}/cache/{key}", params={"fence": fence}
-        )
-        if response.status_code == 404:
-            return None
-        self._check(response)
-        return response.content
-
-    async def cache_put(self, job_id: str, fence: int, key: str, data: bytes) -> None:
-        response = await self._send(
-            "PUT",
-            f"/api/v1/runners/jobs/{job_id}/cache/{key}",
-            params={"fence": fence},
-            content=data,
-        )
-        self._check(response)
-
-    async def artifacts_put(self, job_id: str, fence: int, tarball: Path) -> str:
-        """Upload a job's artifact tarball, streamed; returns its digest."""
-
-        async def chunks() -> AsyncIterator[bytes]:
-            with tarball.open("rb") as handle:
-                while block := await asyncio.to_thread(handle.read, 1 << 20):
-                    yield block
-
-        response = await self._send(
-            "PUT",
-            f"/api/v1/runners/jobs/{job_id}/artifacts",
-            params={"fence": fence},
-            content=chunks(),
-            headers={"Content-Type": MEDIA_TYPE},
-        )
-        self._check(response)
-        return str(response.json()["digest"])
-
-    async def artifacts_get(self, job_id: str, fence: int, job_name: str, dest: Path) -> bool:
-        """Download what `job_name` published into `dest`, verifying its digest; False
-        when it published nothing."""
-        params: dict[str, str | int] = {"fence": fence, "job": job_name}
-        url = self.urls[0] + f"/api/v1/runners/jobs/{job_id}/artifacts"
-        async with self.http.stream("GET", url, params=params) as response:
-            if response.status_code == 404:
-                return False
-            self._check(response)
-            expected = response.headers.get("x-conveyor-digest", "")
-            hasher = hashlib.sha256()
-            with dest.open("wb") as handle:
-                async for block in response.aiter_bytes(1 << 20):
-                    hasher.update(block)
-                    await asyncio.to_thread(handle.write, block)
-        if f"sha256:{hasher.hexdigest()}" != expected:
-            raise OSError(f"artifacts of {job_name!r}: the download does not match {expected}")
-        return True
-
-    @staticmethod
-    def _check(response: httpx.Response) -> None:
-        if response.status_code == 409:
-            raise LeaseLost(response.text)
-        response.raise_for_status()
-
-
-async def register(server: str, token: str, name: str, labels: tuple[str, ...]) -> str:
-    """Exchange a registration token for a runner token."""
-    async with httpx.AsyncClient(base_url=servers(server)[0], timeout=15.0) as http:
-        response = await http.post(
-            "/api/v1/runners/register", json={"token": token, "name": name, "labels": labels}
-        )
-        response.raise_for_status()
-        return str(response.json()["token"])
-
-
-class RemoteArtifacts:
-    """Artifacts kept by the coordinator's artifact store: a job's files go up as one
-    reproducible tarball, and come down verified against its digest."""
-
-    def __init__(self, client: Client, job_id: str, fence: int, scratch: Path) -> None:
-        self.client = client
-        self.job_id = job_id
-        self.fence = fence
-        self.scratch = scratch
-
-    async def fetch(self, job_name: str, workspace: Path) -> int:
-        archive = tarballs.temporary(self.scratch)
-        try:
-            if not await self.client.artifacts_get(self.job_id, self.fence, job_name, archive):
-                return 0
-            return await asyncio.to_thread(tarballs.unpack, archive, workspace)
-        except httpx.HTTPError as exc:
-            raise OSError(f"cannot fetch the artifacts of {job_name!r}: {exc}") from exc
-        finally:
-            archive.unlink(missing_ok=True)
-
-    async def publish(
-        self, job_name: str, workspace: Path, patterns: Sequence[str]
-    ) -> list[StoredFile]:
-        files = match_files(workspace, patterns)
-        if not files:
-            return []
-        archive = tarballs.temporary(self.scratch)
-        try:
-            await asyncio.to_thread(tarballs.pack, workspace, files, archive)
-            digest = await self.client.artifacts_put(self.job_id, self.fence, archive)
-        except httpx.HTTPError as exc:
-            raise OSError(f"cannot upload the artifacts: {exc}") from exc
-        finally:
-            archive.unlink(missing_ok=True)
-        log.info("job %s: artifacts %s", self.job_id, digest)
-        return [
-            StoredFile(rel, (workspace / rel).stat().st_size, file_digest(workspace / rel))
-            for rel in files
-        ]
-
-
-class RemoteCache:
-    """A job's cache kept by the coordinator, under the job's team. Best effort: when the
-    coordinator cannot be reached, a restore is a miss and a save is skipped."""
-
-    def __init__(self, client: Client, job_id: str, fence: int) -> None:
-        self.client = client
-        self.job_id = job_id
-        self.fence = fence
-
-    async def restore(self, key: str, workspace: Path) -> bool:
-        try:
-            data = await self.client.cache_get(self.job_id, self.fence, key)
-        except (httpx.HTTPError, LeaseLost) as exc:
-            log.warning("job %s: cache not restored (%s)", self.job_id, exc)
-            return False
-        if data is None:
-            return False
-        unpack(data, workspace)
-        return True
-
-    async def save(self, key: str, workspace: Path, paths: Sequence[str]) -> int:
-        data, count = pack(workspace, paths)
-        try:
-            await self.client.cache_put(self.job_id, self.fence, key, data)
-        except (httpx.HTTPError, LeaseLost) as exc:
-            log.warning("job %s: cache not saved (%s)", self.job_id, exc)
-            return 0
-        return count
 
 
 class LogShipper:
@@ -443,6 +217,9 @@ class Agent:
             cache=RemoteCache(self.client, str(assignment["job_id"]), int(assignment["fence"])),
             artifacts=RemoteArtifacts(
                 self.client, str(assignment["job_id"]), int(assignment["fence"]), root / "scratch"
+            ),
+            deployer=RemoteDeployer(
+                self.client, str(assignment["job_id"]), int(assignment["fence"])
             ),
             keep_workspaces=False,
         )

@@ -7,7 +7,7 @@ import asyncio
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -124,6 +124,15 @@ class RunInfo:
         return cls(run_id=run_id, service=plan.service, team=plan.team, event=plan.event)
 
 
+class JobDeployer(Protocol):
+    """Carries out a job's `deploy:` through the coordinator's deployment manager."""
+
+    async def deploy(self, job: PlannedJob, note: Callable[[str], None]) -> tuple[bool, str]:
+        """Deploy the artifact the job's needs published, follow the deployment to its end,
+        noting each change; returns whether it succeeded, and why not."""
+        ...
+
+
 @dataclass(frozen=True)
 class AttemptContext:
     """What every attempt of a run shares."""
@@ -137,6 +146,8 @@ class AttemptContext:
     cache: JobCache
     keep_workspaces: bool
     artifacts: JobArtifacts
+    deployer: JobDeployer | None = None
+    """None in a local run (`conveyor run`): deploys need a coordinator."""
 
     @classmethod
     def create(cls, run: RunInfo, options: RunOptions, run_dir: Path) -> AttemptContext:
@@ -257,8 +268,6 @@ async def _attempt(
         sink.note(f"could not set up the workspace: {exc}")
         return AttemptResult(number, JobStatus.FAILED, None, FailureClass.INFRA, 0.0, str(exc))
     env = ctx.environment(job, number, workspace)
-    if not job.script:
-        sink.note("this job has no script (deploy jobs are run by the deployment manager)")
     started = time.time()
     executed = await executor.run(
         job.script,
@@ -278,7 +287,26 @@ async def _attempt(
     _collect_reports(job, workspace, result, sink)
     if result.status is JobStatus.SUCCESS:
         await _finish_success(ctx, job, workspace, result, key, sink)
+    if result.status is JobStatus.SUCCESS and job.deploy is not None:
+        await _deploy(ctx, job, result, sink)
     return result
+
+
+async def _deploy(
+    ctx: AttemptContext, job: PlannedJob, result: AttemptResult, sink: LogSink
+) -> None:
+    assert job.deploy is not None
+    if ctx.deployer is None:
+        sink.note(
+            f"deploy to {job.deploy.environment!r} skipped: deployments are carried out by a "
+            "coordinator (`conveyor serve`), not by a local run"
+        )
+        return
+    succeeded, detail = await ctx.deployer.deploy(job, sink.note)
+    if not succeeded:
+        result.status = JobStatus.FAILED
+        result.failure_class = FailureClass.DEPLOY
+        result.detail = f"deploy to {job.deploy.environment}: {detail}"
 
 
 async def _prepare(

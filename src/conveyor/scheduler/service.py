@@ -42,7 +42,6 @@ NOTIFY_CHANNEL = "conveyor_jobs"
 log = logging.getLogger("conveyor.scheduler")
 SUPERSEDING_EVENTS = frozenset({EventKind.PUSH, EventKind.PULL_REQUEST, EventKind.MANUAL})
 """A new run from these events cancels the interruptible jobs of older runs on its ref."""
-DEPLOY_NOT_BUILT = "deploy jobs are executed by the deployment manager (not built yet)"
 
 
 class Wakeup:
@@ -228,7 +227,7 @@ class Scheduler:
                 decision = next_action(job, ancestors[name], statuses, allow)
                 if decision.action is Action.WAIT:
                     continue
-                target, reason = _target(decision.action, decision.reason, job.deploy)
+                target, reason = _target(decision.action, decision.reason)
                 values: dict[str, Any] = {"reason": reason}
                 if target is JobStatus.PENDING:
                     values["queued_at"] = utcnow()
@@ -530,9 +529,9 @@ def retry_due(
     return cls is FailureClass.RUNNER_LOST and attempt <= RUNNER_LOST_RETRIES
 
 
-def _target(action: Action, reason: str, deploy: object | None) -> tuple[JobStatus, str]:
-    if action is Action.RUN and deploy is not None:
-        return JobStatus.SKIPPED, DEPLOY_NOT_BUILT
+def _target(action: Action, reason: str) -> tuple[JobStatus, str]:
+    """A deploy job runs like any other: its runner asks the deployment manager to carry
+    it out and follows it."""
     return {
         Action.RUN: JobStatus.PENDING,
         Action.SKIP: JobStatus.SKIPPED,

@@ -6,6 +6,7 @@ the lease it was given; a write with a stale token gets 409 and changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Annotated
@@ -13,12 +14,15 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.api.auth import RUNNER_PREFIX, Principal, new_token, token_hash
 from conveyor.api.errors import ApiError
 from conveyor.api.routes.artifacts import artifact_out, blob_response, store
+from conveyor.api.routes.deployments import deployment_out
 from conveyor.api.schemas import (
     ArtifactOut,
+    DeploymentOut,
     FinishIn,
     FinishOut,
     HeartbeatIn,
@@ -27,10 +31,21 @@ from conveyor.api.schemas import (
     RegisterOut,
 )
 from conveyor.api.state import Caller, State
+from conveyor.deploy import orders
+from conveyor.pipeline.plan import job_from_json
 from conveyor.scheduler.protocol import Assignment, Outcome, StaleLease
 from conveyor.storage import artifacts, caches
 from conveyor.storage.artifacts import Provenance
-from conveyor.storage.tables import Job, Project, Run, RunnerRow, RunnerToken, Team
+from conveyor.storage.tables import (
+    Deployment,
+    Environment,
+    Job,
+    Project,
+    Run,
+    RunnerRow,
+    RunnerToken,
+    Team,
+)
 
 router = APIRouter(prefix="/api/v1/runners", tags=["runners"])
 MAX_LOG_CHUNK = 1 << 20
@@ -231,3 +246,92 @@ async def fetch_artifacts(
     if row is None:
         raise ApiError(404, "not_found", f"job {job!r} of this run published no artifacts")
     return blob_response(state, row)
+
+
+@router.post("/jobs/{job_id}/deploy", status_code=201)
+async def start_deploy(
+    job_id: uuid.UUID, state: State, who: Caller, fence: Annotated[int, Query()]
+) -> DeploymentOut:
+    """A `deploy:` job's deployment: the artifact a job it needs published in this run,
+    to the job's environment with its strategy. Asked again, it answers the same one."""
+    await _live_job(state, who, job_id, fence)
+    async with state.db.transaction() as session:
+        job, run, project = (
+            await session.execute(
+                select(Job, Run, Project)
+                .join(Run, Run.id == Job.run_id)
+                .join(Project, Project.id == Run.project_id)
+                .where(Job.id == job_id)
+            )
+        ).one()
+    planned = job_from_json(job.spec)
+    if planned.deploy is None:
+        raise ApiError(422, "invalid_request", f"job {job.name!r} has no `deploy`")
+    environment = planned.deploy.environment
+    started_by = f"job {job.name} of run {run.id}"
+    async with state.db.transaction() as session:
+        found = await _deployment_by(session, project, environment, started_by)
+        artifact = None
+        for needed in planned.artifacts_from:
+            artifact = artifact or await artifacts.of_run(session, run.id, needed)
+    if found is not None:
+        return deployment_out(found, environment)
+    if artifact is None:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"job {job.name!r} deploys the artifact of a job it needs, and none of "
+            f"{list(planned.artifacts_from) or 'its needs'} published one in this run",
+        )
+    blob = state.blobs.local_path(artifact.digest)
+    if blob is None:
+        raise ApiError(410, "gone", f"the content of {artifact.digest} is no longer stored")
+    spec = await asyncio.to_thread(orders.read_spec, blob, artifact.digest)
+    strategy = orders.strategy_dict(planned.deploy.strategy)
+    ports = (state.deploy.target.allocate_port(), state.deploy.target.allocate_port())
+    async with state.db.transaction() as session:
+        env = await orders.environment(session, project, environment, ports)
+        made = await orders.deploy(
+            session, env, artifact, spec, strategy, started_by, run_id=run.id
+        )
+    state.deploy.poke(env.id)
+    return deployment_out(made, environment)
+
+
+async def _deployment_by(
+    session: AsyncSession, project: Project, environment: str, started_by: str
+) -> Deployment | None:
+    found: Deployment | None = await session.scalar(
+        select(Deployment)
+        .join(Environment, Environment.id == Deployment.environment_id)
+        .where(
+            Environment.project_id == project.id,
+            Environment.name == environment,
+            Deployment.started_by == started_by,
+        )
+    )
+    return found
+
+
+@router.get("/jobs/{job_id}/deploy/{environment}/{number}")
+async def follow_deploy(
+    job_id: uuid.UUID,
+    environment: str,
+    number: int,
+    state: State,
+    who: Caller,
+    fence: Annotated[int, Query()],
+) -> DeploymentOut:
+    """The deployment a `deploy:` job started, for the runner to follow."""
+    await _live_job(state, who, job_id, fence)
+    async with state.db.transaction() as session:
+        row = await session.scalar(
+            select(Deployment)
+            .join(Environment, Environment.id == Deployment.environment_id)
+            .join(Run, Run.project_id == Environment.project_id)
+            .join(Job, Job.run_id == Run.id)
+            .where(Job.id == job_id, Environment.name == environment, Deployment.number == number)
+        )
+    if row is None:
+        raise ApiError(404, "not_found", f"no revision {number} in {environment}")
+    return deployment_out(row, environment)
