@@ -40,10 +40,11 @@ from conveyor.intake.inbox import Intake
 from conveyor.intake.schedules import Schedules
 from conveyor.intake.statuses import Statuses
 from conveyor.scheduler.service import LEASE_S, Scheduler
+from conveyor.storage import artifacts as artifacts_store
 from conveyor.storage.database import Database, database_url
 from conveyor.storage.migrate import upgrade
 from conveyor.storage.secrets import SecretBox, load_key
-from conveyor.storage.tables import ApiToken
+from conveyor.storage.tables import ApiToken, utcnow
 from conveyor.vcs import MirrorSet
 
 log = logging.getLogger("conveyor.api")
@@ -78,6 +79,8 @@ class ServerConfig:
     schedule_check_s: float = 15.0
     public_url: str = "http://127.0.0.1:8080"
     """Where people reach this server: links in commit statuses."""
+    gc_every_s: float = 3600.0
+    """How often artifact retention runs."""
     deploy_tick_s: float = 0.1
     """How often each environment's driver takes its next step."""
     deploy_lease_s: float = 3.0
@@ -126,6 +129,18 @@ async def _sweep(scheduler: Scheduler, every: float) -> None:
         except Exception:  # pragma: no cover - logged, and the next pass retries
             log.exception("lease sweep failed")
         await asyncio.sleep(every)
+
+
+async def _collect_artifacts(state: Coordinator, every: float) -> None:
+    """Artifact retention, on every replica (deleting what is gone already is a no-op)."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            rows, blobs = await artifacts_store.collect_garbage(state.db, state.blobs, utcnow())
+            if rows or blobs:
+                log.info("artifact retention: %d artifact(s), %d blob(s) deleted", rows, blobs)
+        except Exception:  # pragma: no cover - logged, and the next pass retries
+            log.exception("artifact retention failed")
 
 
 def server_config(settings: Settings, data_dir: Path | None = None) -> ServerConfig:
@@ -220,6 +235,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             asyncio.create_task(Schedules(intake, check_s=config.schedule_check_s).work()),
             asyncio.create_task(statuses.work()),
             asyncio.create_task(manager.work()),
+            asyncio.create_task(_collect_artifacts(app.state.coordinator, config.gc_every_s)),
         ]
         try:
             yield

@@ -106,6 +106,7 @@ class FileBlobStore:
                 raise DigestMismatch(f"the content's digest is {digest}, not {expected}")
             final = self._path(digest)
             if final.exists():
+                os.utime(final)  # uploaded again: retention's grace period starts over
                 return Blob(digest, size, created=False)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(partial, 0o444)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from conveyor.artifacts.blobs import BlobStore
+from conveyor.storage.database import Database
 from conveyor.storage.tables import Artifact, Deployment, Project, as_utc
 
 KEEP_DEPLOYMENTS = 10
@@ -146,3 +148,33 @@ async def collect(
     digests = {d for _, d in doomed}
     still = set(await session.scalars(select(Artifact.digest).where(Artifact.digest.in_(digests))))
     return len(doomed), digests - still
+
+
+BLOB_GRACE = timedelta(minutes=10)
+"""A blob that lost its last row is deleted only once it is this old, so that an upload of
+the same content racing the collection keeps its bytes."""
+
+
+async def collect_garbage(
+    db: Database, blobs: BlobStore, now: datetime, keep: int = KEEP_DEPLOYMENTS
+) -> tuple[int, int]:
+    """Apply every project's retention: rows first (one transaction), then the blobs no
+    row names any more. Returns (rows deleted, blobs deleted)."""
+    async with db.transaction() as session:
+        rows, orphans = await collect(session, now, keep)
+    deleted = 0
+    for digest in sorted(orphans):
+        async with db.transaction() as session:
+            named = await session.scalar(
+                select(Artifact.id).where(Artifact.digest == digest).limit(1)
+            )
+        path = blobs.local_path(digest)
+        if named is not None:
+            continue
+        if (
+            path is not None
+            and now - datetime.fromtimestamp(path.stat().st_mtime, UTC) < BLOB_GRACE
+        ):
+            continue
+        deleted += await blobs.delete(digest)
+    return rows, deleted
