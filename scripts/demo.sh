@@ -1,10 +1,22 @@
 #!/usr/bin/env bash
 # The demo behind `make demo`: a coordinator and a runner on this machine (SQLite, local
-# runner), a team and the example project from this very repository, a run triggered
-# and followed to its end. Every process it starts is stopped by its PID on exit.
+# runner, HAProxy), the example project from this very repository pushed to a bare git
+# repository, its pipeline building one artifact and deploying it to staging (rolling)
+# and production (canary), then v2 rolled out as a canary under load, promoted, with no
+# failed request. Every process it starts is stopped on exit (`conveyor down` stops the
+# instances and HAProxy, which outlive the coordinator on purpose).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+if ! command -v haproxy > /dev/null && [ ! -x /usr/sbin/haproxy ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq --no-install-recommends haproxy > /dev/null
+  else
+    echo "the demo deploys through HAProxy: install the haproxy package (2.6+) first" >&2
+    exit 1
+  fi
+fi
 BIN=$ROOT/.venv/bin
 export PATH="$BIN:$PATH"   # the example's jobs use python, pytest and coverage from .venv
 
@@ -17,6 +29,7 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  conveyor down --data-dir "$DATA/server" > /dev/null 2>&1 || true
   rm -rf "$DATA"
 }
 trap cleanup EXIT
@@ -76,3 +89,42 @@ conveyor project deliveries payments/payments-api
 
 step "runs of the project"
 conveyor runs payments/payments-api
+
+step "the first run built one artifact and deployed it: staging (rolling), production (first deploy)"
+conveyor artifacts list payments/payments-api
+conveyor status payments/payments-api --env production
+URL=$(conveyor status payments/payments-api --env production --json \
+  | python -c 'import json, sys; print(json.load(sys.stdin)["url"])')
+
+step "v2: a commit changes the service; under a steady load, its canary goes 20 % → pause 5s → 50 % → analysis"
+git -C "$WORK" checkout -q main
+sed -i 's/PAYMENTS_VERSION: v1/PAYMENTS_VERSION: v2/' "$WORK/examples/payments-api/conveyor.yml"
+git -C "$WORK" -c user.email=demo@example.com -c user.name=demo commit -qam "payments-api v2"
+conveyor load "$URL/api/v1/quote?amount=42&currency=EUR" --rate 300 --seconds 120 \
+  > "$DATA/load.json" &
+LOAD=$!
+pids+=($LOAD)
+git -C "$WORK" push -q origin main
+for _ in $(seq 1 600); do
+  STEP=$(conveyor status payments/payments-api --env production --json \
+    | python -c 'import json, sys; d = json.load(sys.stdin); print(d["phase"], d["step"] or "")')
+  case "$STEP" in "paused 4/4"*) break ;; esac
+  sleep 0.5
+done
+conveyor status payments/payments-api --env production
+
+step "conveyor promote: the canary takes all traffic, the old stack stays warm for a fast switch back"
+conveyor promote payments/payments-api --env production
+RUN=$(conveyor runs payments/payments-api --json | python -c 'import json, sys; print(json.load(sys.stdin)["items"][0]["id"])')
+conveyor watch "$RUN" > /dev/null
+kill -TERM "$LOAD"; wait "$LOAD" || true
+conveyor status payments/payments-api --env production
+
+step "the load generator's count, across the whole rollout"
+python - "$DATA/load.json" <<'PY'
+import json, sys
+summary = json.load(open(sys.argv[1]))
+print(f"{summary['requests']} requests, {summary['failed']} failed, "
+      f"p99 {summary['p99_ms']} ms, served by {summary['versions']}")
+sys.exit(1 if summary["failed"] else 0)
+PY

@@ -245,15 +245,16 @@ def test_example_pipeline_passes_end_to_end(tmp_path):
         "compile": "success",
         "unit": "success",
         "functional": "success",
-        "tarball": "success",
+        "package": "success",
         "deploy-staging": "skipped",
+        "deploy-production": "skipped",
     }
     assert jobs["unit"]["reports"]["coverage_percent"] >= 90
     assert all(g["passed"] for g in jobs["unit"]["gates"])
     assert jobs["functional"]["reports"]["junit"]["passed"] == 4
-    (tarball,) = jobs["tarball"]["artifacts"]
-    assert tarball["path"] == "dist/payments-api.tar.gz"
-    assert tarball["digest"].startswith("sha256:")
+    packed = {a["path"] for a in jobs["package"]["artifacts"]}
+    assert {"conveyor.yml", "pyproject.toml", "payments/app.py"} <= packed
+    assert all(a["digest"].startswith("sha256:") for a in jobs["package"]["artifacts"])
 
 
 def test_example_service_fail_switch():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -185,6 +186,14 @@ class Load:
         return conn, status, body
 
 
+async def _until_signalled(running: Load) -> dict[str, object]:
+    """SIGINT or SIGTERM ends the load early; the summary is printed all the same."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, running.stop)
+    return await running.run()
+
+
 def load(
     url: Annotated[str, typer.Argument(help="http://127.0.0.1:PORT/path (loopback only)")],
     rate: Annotated[float, typer.Option("--rate", help="Requests per second.")] = 500.0,
@@ -197,6 +206,6 @@ def load(
     if not (host == "localhost" or host.startswith("127.")):
         typer.echo("error: `conveyor load` only sends traffic to loopback addresses", err=True)
         raise typer.Exit(2)
-    summary = asyncio.run(Load(url, rate, seconds, connections, keepalive).run())
+    summary = asyncio.run(_until_signalled(Load(url, rate, seconds, connections, keepalive)))
     typer.echo(json.dumps(summary, indent=2))
     raise typer.Exit(1 if summary["failed"] else 0)

@@ -435,6 +435,18 @@ def play(job_id: str, server: ServerOpt, token: TokenOpt, as_json: JsonOpt = Fal
     show(data, as_json, f"run {data['id']} {data['status']}")
 
 
+def down(data_dir: DataDirOpt = None) -> None:
+    """Stop the services the local deploy target runs for this data directory: every
+    instance, and HAProxy (they outlive `conveyor serve` on purpose)."""
+    from conveyor.deploy.router.haproxy import HAProxyRouter
+    from conveyor.deploy.targets.local import stop_everything
+
+    root = (data_dir or Settings().data_dir) / "deploy"
+    stopped = stop_everything(root)
+    asyncio.run(HAProxyRouter(root / "router").stop())
+    out.print(f"stopped {stopped} instance(s) and the router under {root}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the server and client commands to the `conveyor` app."""
     app.add_typer(team, name="team")
@@ -444,6 +456,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(secret, name="secret")
     app.command()(serve)
     app.command("runner")(runner_cmd)
+    app.command("down")(down)
     app.command("git-hook", hidden=True)(git_hook)
     for command in (trigger, watch, runs, logs, cancel, retry, play):
         app.command()(command)
