@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import io
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -121,6 +123,24 @@ async def bootstrap_admin(db: Database, config: ServerConfig) -> str | None:
     return token
 
 
+SHUTDOWN_WAIT_S = 5.0
+
+
+def _dump_tasks_on_sigusr1() -> None:
+    """`kill -USR1 <pid>` writes every asyncio task's stack to the log: what a stuck
+    coordinator is waiting for."""
+    loop = asyncio.get_running_loop()
+
+    def dump() -> None:
+        out = io.StringIO()
+        for task in asyncio.all_tasks(loop):
+            task.print_stack(file=out)
+        log.warning("asyncio tasks of pid %d:\n%s", os.getpid(), out.getvalue())
+
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGUSR1, dump)
+
+
 async def _sweep(scheduler: Scheduler, every: float) -> None:
     """Expire lost leases, on every replica (the guarded updates make that safe)."""
     while True:
@@ -181,6 +201,7 @@ def startup_lock(config: ServerConfig) -> Iterator[None]:
 def create_app(config: ServerConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _dump_tasks_on_sigusr1()
         db = Database(database_url(config.data_dir, config.database_url))
         with startup_lock(config):
             await upgrade(db)
@@ -243,8 +264,10 @@ def create_app(config: ServerConfig) -> FastAPI:
             for task in tasks:
                 task.cancel()
             for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    await asyncio.wait_for(task, SHUTDOWN_WAIT_S)
+                if not task.done():  # pragma: no cover - logged to find what hangs
+                    log.error("background task %s did not stop", task.get_coro())
             await statuses.client.aclose()
             await target.close()
             await mirrors.close()

@@ -279,16 +279,31 @@ class HAProxyRouter:
         self.reloads += 1
         log.info("haproxy reloaded (pid %s)", pid)
 
+    def processes(self) -> list[int]:
+        """Every HAProxy process running this router's config (masters and workers, also
+        ones a crashed coordinator may have left behind)."""
+        wanted = str(self.config).encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                cmdline = (entry / "cmdline").read_bytes()
+                if b"haproxy" in cmdline and wanted in cmdline:
+                    found.append(int(entry.name))
+        return sorted(found)
+
     async def stop(self) -> None:
-        pid = self.master_pid()
-        if pid is None:
-            return
-        os.kill(pid, signal.SIGTERM)
+        for pid in self.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         for _ in range(100):
-            if self.master_pid() is None:
+            if not self.processes():
                 return
             await asyncio.sleep(0.05)
-        os.kill(pid, signal.SIGKILL)
+        for pid in self.processes():  # pragma: no cover - HAProxy ignored SIGTERM
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     # -- runtime API -----------------------------------------------------------------
 
