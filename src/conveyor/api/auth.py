@@ -49,6 +49,13 @@ class Principal:
     def is_admin(self) -> bool:
         return self.role is Role.ADMIN
 
+    @property
+    def display(self) -> str:
+        """Who did it, for provenance and audit fields: never the token itself."""
+        if self.runner is not None:
+            return f"runner {self.runner.name}"
+        return "admin" if self.is_admin else f"token {self.subject[:12]}"
+
     def can_see(self, team_id: uuid.UUID) -> bool:
         return self.is_admin or (self.runner is None and self.team_id == team_id)
 

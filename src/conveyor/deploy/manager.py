@@ -275,9 +275,7 @@ class DeploymentManager:
         )
 
     async def _ensure_router(self, driven: Driven) -> None:
-        pid = getattr(self.router, "master_pid", None)
-        running = pid() if callable(pid) else True
-        if self._routes_dirty or not running:
+        if self._routes_dirty or not self.router.running():
             async with self.db.transaction() as session:
                 routes = await records.all_routes(session)
             await self.router.sync(routes)

@@ -85,7 +85,7 @@ async def upload(
     if digest is not None:
         check_digest(digest)
     stored, created = await store(
-        state, request, row, name, Provenance(sha=sha, uploaded_by=who.subject[:12]), digest
+        state, request, row, name, Provenance(sha=sha, uploaded_by=who.display), digest
     )
     response.status_code = 201 if created else 200
     return artifact_out(stored, team_row.name, row.name)

@@ -74,10 +74,6 @@ def deployment_out(row: Deployment, environment: str) -> DeploymentOut:
     )
 
 
-def _who(who: Principal) -> str:
-    return "admin" if who.is_admin else f"token {who.subject[:12]}"
-
-
 @router.post("/deployments", status_code=201, response_model=DeploymentOut)
 async def create_deployment(
     team: str,
@@ -126,7 +122,7 @@ async def _deploy(
         env = await orders.environment(session, row, body.environment, ports)
         if body.queue_policy is not None:
             env.queue_policy = body.queue_policy
-        deployment = await orders.deploy(session, env, artifact, spec, strategy, _who(who))
+        deployment = await orders.deploy(session, env, artifact, spec, strategy, who.display)
     state.deploy.poke(env.id)
     return deployment_out(deployment, env.name)
 
@@ -217,7 +213,7 @@ async def rollback(
     async def act() -> DeploymentOut:
         async with state.db.transaction() as session:
             _, _, env = await _env(session, who, team, project, environment, Role.DEVELOPER)
-            made = await orders.rollback(session, env, body.to, _who(who))
+            made = await orders.rollback(session, env, body.to, who.display)
         state.deploy.poke(env.id)
         return deployment_out(made, environment)
 
@@ -248,7 +244,7 @@ async def unpin(
     """Clear the pin on a revision (who and when are kept)."""
     async with state.db.transaction() as session:
         _, _, env = await _env(session, who, team, project, environment, Role.MAINTAINER)
-        cleared = await orders.unpin(session, env, digest, _who(who))
+        cleared = await orders.unpin(session, env, digest, who.display)
     return {"cleared": cleared}
 
 

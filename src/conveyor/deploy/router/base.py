@@ -79,6 +79,10 @@ class TrafficRouter(Protocol):
     changes only the difference, so calling it again after a crash or a router restart
     converges. Calls for different environments may run concurrently."""
 
+    def running(self) -> bool:
+        """Whether the router process is up (cheap: called on every pass)."""
+        ...
+
     async def sync(self, routes: Sequence[Route]) -> None:
         """Make sure the router runs with a frontend per route; restarts it if it died."""
         ...

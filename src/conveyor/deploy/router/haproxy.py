@@ -193,6 +193,9 @@ class HAProxyRouter:
                 return None
         return pid
 
+    def running(self) -> bool:
+        return self.master_pid() is not None
+
     @contextlib.contextmanager
     def _file_lock(self) -> Iterator[None]:
         self.run.mkdir(parents=True, exist_ok=True)
