@@ -116,15 +116,23 @@ class FileBlobStore:
             partial.unlink(missing_ok=True)
 
     async def _write(self, fd: int, chunks: AsyncIterable[bytes], limit: int) -> tuple[str, int]:
+        """Hash as the bytes arrive; write them in blocks of CHUNK from a worker thread (a
+        request body arrives in pieces of a few KiB)."""
         hasher = hashlib.sha256()
         size = 0
+        pending = bytearray()
         with os.fdopen(fd, "wb") as handle:
             async for chunk in chunks:
                 size += len(chunk)
                 if size > limit:
                     raise BlobTooLarge(f"an artifact is at most {limit} bytes")
                 hasher.update(chunk)
-                await asyncio.to_thread(handle.write, chunk)
+                pending += chunk
+                if len(pending) >= CHUNK:
+                    block, pending = bytes(pending), bytearray()
+                    await asyncio.to_thread(handle.write, block)
+            if pending:
+                await asyncio.to_thread(handle.write, bytes(pending))
             await asyncio.to_thread(handle.flush)
             await asyncio.to_thread(os.fsync, handle.fileno())
         return f"sha256:{hasher.hexdigest()}", size

@@ -42,14 +42,17 @@ def _chunks(path: Path) -> Iterator[bytes]:
 @app.command("upload")
 def upload(
     project: ProjectArg,
-    path: Annotated[Path, typer.Argument(help="A directory (packed) or a tarball.")],
+    path: Annotated[
+        Path, typer.Argument(help="A directory (packed as a tarball), a tarball, or any file.")
+    ],
     server: ServerOpt,
     token: TokenOpt,
     name: Annotated[str | None, typer.Option("--name", help="Default: the path's name.")] = None,
     sha: Annotated[str | None, typer.Option("--sha", help="The commit it was built from.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Upload a build output; the last line printed is its digest `sha256:…`."""
+    """Upload a build output; the last line printed is its digest `sha256:…`. A directory
+    is packed as a reproducible tarball; a file goes as it is."""
     if not path.exists():
         err.print(f"[red]error:[/] {path} does not exist")
         raise typer.Exit(2)
@@ -61,11 +64,12 @@ def upload(
             count = tarballs.pack_tree(path, packed)
             err.print(f"packed {count} file(s) from {path}")
             source = packed
-        elif tarballs.is_tarball(path):
+        elif path.is_file():
             source = path
         else:
-            err.print(f"[red]error:[/] {path} is neither a directory nor a tarball")
+            err.print(f"[red]error:[/] {path} is neither a directory nor a file")
             raise typer.Exit(2)
+        media = tarballs.MEDIA_TYPE if tarballs.is_tarball(source) else "application/octet-stream"
         digest = "sha256:" + _sha256(source)
         params = {"name": name or path.resolve().name, "digest": digest}
         if sha:
@@ -75,7 +79,7 @@ def upload(
             f"/api/v1/projects/{project}/artifacts",
             params=params,
             content=_chunks(source),
-            headers={"Content-Type": tarballs.MEDIA_TYPE},
+            headers={"Content-Type": media},
             timeout=httpx.Timeout(30.0, write=None, read=600.0),
         ).json()
     finally:
