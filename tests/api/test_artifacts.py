@@ -80,3 +80,22 @@ def test_roles_and_teams(world: World):
     )
     assert theirs.status_code == 201 and theirs.json()["digest"] == made["digest"]
     assert theirs.json()["id"] != made["id"]
+
+
+def test_retention_is_set_per_project(world: World):
+    changed = world.call(
+        "a:maintainer", "PATCH", "/api/v1/projects/a/api", json={"artifact_retention_days": 7}
+    )
+    assert changed.status_code == 200 and changed.json()["artifact_retention_days"] == 7
+    assert (
+        world.call("a:viewer", "GET", "/api/v1/projects/a/api").json()["artifact_retention_days"]
+        == 7
+    )
+    denied = world.call(
+        "a:developer", "PATCH", "/api/v1/projects/a/api", json={"artifact_retention_days": 7}
+    )
+    assert denied.status_code == 403
+    bad = world.call(
+        "a:maintainer", "PATCH", "/api/v1/projects/a/api", json={"artifact_retention_days": 0}
+    )
+    assert bad.status_code == 422

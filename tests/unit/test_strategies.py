@@ -233,3 +233,12 @@ def test_shares_and_the_readable_split():
     assert share_of(0.01) == 1 and share_of(100) == 10_000
     split = traffic(stable(canary_share=2500))
     assert (split.stable, split.canary, split.canary_slot) == (75.0, 25.0, "b")
+
+
+def test_a_missing_haproxy_is_an_error_that_names_the_package(monkeypatch: pytest.MonkeyPatch):
+    from conveyor.deploy.router import haproxy
+
+    monkeypatch.setattr(haproxy.shutil, "which", lambda _: None)
+    monkeypatch.setattr(haproxy.os, "access", lambda *_: False)
+    with pytest.raises(haproxy.RouterError, match="install the `haproxy` package"):
+        haproxy.find_haproxy()

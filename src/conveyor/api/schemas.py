@@ -71,6 +71,12 @@ class ProjectIn(Body):
     """Given: deliveries must be signed with it. Omitted: one is generated and returned
     once."""
     status: StatusTarget | None = None
+    artifact_retention_days: int = Field(30, ge=1, le=3650)
+    """Artifacts older than this are collected, unless a recent deployment names them."""
+
+
+class ProjectPatch(Body):
+    artifact_retention_days: int = Field(ge=1, le=3650)
 
 
 class ProjectOut(BaseModel):
@@ -85,6 +91,7 @@ class ProjectOut(BaseModel):
     webhook_secret: str | None = None
     """Only in the answer that created or rotated it."""
     statuses_to: str | None = None
+    artifact_retention_days: int = 30
 
 
 class RotateIn(Body):

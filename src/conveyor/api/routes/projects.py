@@ -21,6 +21,7 @@ from conveyor.api.schemas import (
     DeliveryOut,
     ProjectIn,
     ProjectOut,
+    ProjectPatch,
     RotateIn,
     RotateOut,
     RunFilter,
@@ -58,6 +59,7 @@ def _out(project: Project, team: Team, secret: str | None = None) -> ProjectOut:
         hook_path=f"/hooks/{project.provider}/{team.name}/{project.name}",
         webhook_secret=secret,
         statuses_to=project.status_api,
+        artifact_retention_days=project.artifact_retention_days,
     )
 
 
@@ -92,6 +94,7 @@ async def create_project(body: ProjectIn, state: State, who: Caller) -> ProjectO
                 repo_url=body.repo_url,
                 config_path=body.config_path,
                 provider=body.provider,
+                artifact_retention_days=body.artifact_retention_days,
             )
             project.hook_secret = seal_hook_secret(state.secrets, project.id, secret)
             if body.status is not None:
@@ -104,6 +107,17 @@ async def create_project(body: ProjectIn, state: State, who: Caller) -> ProjectO
     except IntegrityError as exc:
         raise ApiError(409, "conflict", f"project {body.team}/{body.name} exists") from exc
     return _out(project, team, secret if body.webhook_secret is None else None)
+
+
+@router.patch("/{team}/{project}")
+async def update_project(
+    team: str, project: str, body: ProjectPatch, state: State, who: Caller
+) -> ProjectOut:
+    """Change the project's artifact retention (days)."""
+    async with state.db.transaction() as session:
+        row, team_row = await project_named(session, who, team, project, Role.MAINTAINER)
+        row.artifact_retention_days = body.artifact_retention_days
+    return _out(row, team_row)
 
 
 @router.post("/{team}/{project}/webhook-secret")
