@@ -242,3 +242,21 @@ def test_a_missing_haproxy_is_an_error_that_names_the_package(monkeypatch: pytes
     monkeypatch.setattr(haproxy.os, "access", lambda *_: False)
     with pytest.raises(haproxy.RouterError, match="install the `haproxy` package"):
         haproxy.find_haproxy()
+
+
+def test_each_action_records_what_was_wanted_and_seen():
+    from conveyor.deploy.strategies import states
+
+    steps = (Step(StepKind.WEIGHT, weight=25),)
+    desired, observed = states(world(stable(canary_share=0), plan(steps=steps), *V1, *CANARY))
+    assert desired == {
+        "slots": {"a": {"digest": OLD, "replicas": 2}, "b": {"digest": NEW, "replicas": 2}},
+        "stable_slot": "a",
+        "canary_share": 2500,
+    }
+    assert observed == {
+        "serving": {"a": {OLD: 2}, "b": {NEW: 2}},
+        "live": 4,
+        "canary_share": 0,
+        "stable_slot": "a",
+    }

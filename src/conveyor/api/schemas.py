@@ -271,6 +271,8 @@ class DeploymentOut(BaseModel):
     started_by: str
     message: str
     rollback_of: int | None
+    desired: dict[str, Any]
+    observed: dict[str, Any]
     created_at: str
     started_at: str | None
     finished_at: str | None

@@ -31,9 +31,8 @@ from conveyor.deploy import records
 from conveyor.deploy.effects import CHANGES_ROUTES, HANDLERS
 from conveyor.deploy.router.base import TrafficRouter
 from conveyor.deploy.router.haproxy import RouterError
-from conveyor.deploy.strategies import Act, Action, Seen, World, decide
-from conveyor.deploy.targets.base import Handle
-from conveyor.deploy.targets.local import LocalTarget
+from conveyor.deploy.strategies import Act, Action, Seen, World, decide, states
+from conveyor.deploy.targets.base import Handle, Target
 from conveyor.domain.deploy import InstanceState, Phase
 from conveyor.ids import new_id
 from conveyor.storage.database import Database
@@ -93,7 +92,7 @@ class DeploymentManager:
         self,
         db: Database,
         blobs: BlobStore,
-        target: LocalTarget,
+        target: Target,
         router: TrafficRouter,
         *,
         owner: str | None = None,
@@ -223,7 +222,7 @@ class DeploymentManager:
         if action is None:
             await self.apply(driven)
             return None
-        intent, params = await self._intend(env_id, fence, driven, action)
+        intent, params = await self._intend(env_id, fence, driven, action, world)
         await self._execute(Effect(env_id, fence, driven, action, params, intent))
         return action
 
@@ -382,7 +381,7 @@ class DeploymentManager:
     # -- intents and effects ---------------------------------------------------------
 
     async def _intend(
-        self, env_id: uuid.UUID, fence: int, driven: Driven, action: Action
+        self, env_id: uuid.UUID, fence: int, driven: Driven, action: Action, world: World
     ) -> tuple[uuid.UUID, dict[str, object]]:
         params = action.params()
         if action.act is Act.START:  # fixed now, so that a redo starts the same instance
@@ -404,6 +403,13 @@ class DeploymentManager:
                 driver=self.owner,
             )
             session.add(row)
+            if driven.plan_row is not None:
+                desired, observed = states(world)
+                await session.execute(
+                    update(Deployment)
+                    .where(Deployment.id == driven.plan_row.id)
+                    .values(desired=desired, observed=observed)
+                )
             if action.act is Act.START:
                 session.add(self._new_instance(driven, action, params))
         self.stats.actions += 1

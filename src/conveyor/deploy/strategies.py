@@ -442,6 +442,34 @@ def _serves_traffic(world: World, slot: str) -> bool:
 RULES: Sequence[Rule] = (_queue, _abort, _heal, _ready, _drained, _progress, _start, _retire)
 
 
+def states(world: World) -> tuple[dict[str, object], dict[str, object]]:
+    """What the deployment wants and what the driver saw, as recorded on it at each
+    action: per slot the digest and count wanted, and the canary share; per slot the
+    serving instances by digest, and the share in force."""
+    wanted_slots = {
+        slot: {"digest": digest, "replicas": count}
+        for slot, (digest, count) in wanted(world).items()
+    }
+    desired: dict[str, object] = {"slots": wanted_slots, "stable_slot": world.env.stable_slot}
+    plan = world.plan
+    if plan is not None and not in_place(world) and plan.step < len(plan.steps):
+        step = plan.steps[plan.step]
+        if step.kind is StepKind.WEIGHT:
+            desired["canary_share"] = share_of(step.weight or 0.0)
+    serving: dict[str, dict[str, int]] = {}
+    for seen in world.instances:
+        if seen.serving:
+            per_slot = serving.setdefault(seen.slot, {})
+            per_slot[seen.digest] = per_slot.get(seen.digest, 0) + 1
+    observed: dict[str, object] = {
+        "serving": serving,
+        "live": len(world.instances),
+        "canary_share": world.env.canary_share,
+        "stable_slot": world.env.stable_slot,
+    }
+    return desired, observed
+
+
 @dataclass(frozen=True)
 class Traffic:
     """The split as people read it: percent to stable and to canary."""

@@ -452,6 +452,10 @@ class Deployment(Base):
     pause_reason: Mapped[str | None] = mapped_column(String(20), default=None)
     request: Mapped[str | None] = mapped_column(String(20), default=None)
     """A person's pending command for the driver: promote | promote-full | abort."""
+    desired: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    observed: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """What the driver wanted and saw when it took its latest action for this deployment
+    (strategies.states)."""
     paused_by_user: Mapped[bool] = mapped_column(Boolean, default=False)
     started_by: Mapped[str] = mapped_column(String(200), default="")
     message: Mapped[str] = mapped_column(Text, default="")

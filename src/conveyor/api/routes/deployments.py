@@ -68,6 +68,8 @@ def deployment_out(row: Deployment, environment: str) -> DeploymentOut:
         started_by=row.started_by,
         message=row.message,
         rollback_of=row.rollback_of,
+        desired=row.desired or {},
+        observed=row.observed or {},
         created_at=row.created_at.isoformat(),
         started_at=_iso(row.started_at),
         finished_at=_iso(row.finished_at),

@@ -61,3 +61,7 @@ class Target(Protocol):
     def allocate_port(self) -> int:
         """A free port on the loopback interface."""
         ...
+
+    def forget(self, instance: str) -> None:
+        """Drop what the target keeps about a stopped instance. Idempotent."""
+        ...

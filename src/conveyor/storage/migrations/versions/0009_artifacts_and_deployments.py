@@ -2,7 +2,7 @@
 
 Revision ID: 0009
 Revises: 0008
-Create Date: 2026-11-30 09:31:17.519402
+Create Date: 2026-11-30 10:33:26.814183
 """
 
 from __future__ import annotations
@@ -134,6 +134,8 @@ def upgrade() -> None:
         sa.Column("step_started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("pause_reason", sa.String(length=20), nullable=True),
         sa.Column("request", sa.String(length=20), nullable=True),
+        sa.Column("desired", sa.JSON(), nullable=False),
+        sa.Column("observed", sa.JSON(), nullable=False),
         sa.Column("paused_by_user", sa.Boolean(), nullable=False),
         sa.Column("started_by", sa.String(length=200), nullable=False),
         sa.Column("message", sa.Text(), nullable=False),
