@@ -7,6 +7,8 @@ service as real processes, under a steady load over loopback.
 - the latency through HAProxy against hitting one instance directly, same rate and client;
 - abort: the time from `POST …/abort` until HAProxy's split map gives the canary 0 %, over
   --trials canaries held at 50 % (p50/p99/max; the goal is p99 ≤ 1 s);
+- switch back: after a blue-green promote, the time from `rollback` until the switch to
+  the warm revision has succeeded, over 5 trials (the goal is < 1 s);
 - RSS of the coordinator and of HAProxy (master + workers) at the end;
 - artifacts: upload and download of a --mb file through the API (streamed, digest
   verified) against `cp` of the same file.
@@ -117,6 +119,30 @@ def abort_trials(stack: Stack, env: str, digests: list[str], trials: int) -> dic
     }
 
 
+def switch_back_trials(stack: Stack, env: str, newer: str, trials: int) -> dict[str, Any]:
+    """Blue-green to `newer`, promote, then `rollback` while the old stack is warm: the
+    time from the request until the rollback deployment succeeded (traffic switched)."""
+    times = []
+    for _ in range(trials):
+        made = stack.deploy(env, newer, strategy="blue-green")
+        stack.wait_phase(env, made["number"], {"paused"}, timeout=120)
+        stack.command(env, "promote")
+        stack.wait_phase(env, made["number"], {"succeeded"}, timeout=120)
+        began = time.monotonic()
+        back = stack.api("POST", f"/api/v1/projects/a/pay/environments/{env}/rollback", json={})
+        assert back.json()["strategy"] == "switch", back.text
+        while stack.deployment(env, back.json()["number"])["phase"] != "succeeded":
+            time.sleep(0.01)
+        times.append(time.monotonic() - began)
+        stack.api("DELETE", f"/api/v1/projects/a/pay/environments/{env}/pins/{newer}")
+    ordered = sorted(times)
+    return {
+        "trials": trials,
+        "p50_s": round(statistics.median(ordered), 3),
+        "max_s": round(ordered[-1], 3),
+    }
+
+
 def _route_key(router: HAProxyRouter) -> str:
     text = asyncio.run(router.command(f"show map {router.run / 'split.map'}"))
     return text.split()[1]
@@ -196,6 +222,7 @@ def main() -> None:
         }
         report["latency_direct_vs_haproxy"] = direct_vs_router(stack, "production", args.rate, 5)
         report["abort_to_zero"] = abort_trials(stack, "production", [digests[4]], args.trials)
+        report["switch_back"] = switch_back_trials(stack, "production", digests[4], 5)
         haproxy = HAProxyRouter(stack.data / "deploy" / "router").processes()
         report["rss_mib"] = {
             "coordinator": rss_mib([stack.procs[0].pid]),

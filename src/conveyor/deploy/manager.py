@@ -48,6 +48,8 @@ from conveyor.storage.tables import (
 
 log = logging.getLogger("conveyor.deploy")
 KILL_GRACE_S = 5.0
+MAX_ACTIONS_IN_A_ROW = 20
+"""Actions taken back to back before a driver rests one tick (a guard against a loop)."""
 
 
 class LeaseLost(Exception):
@@ -164,11 +166,15 @@ class DeploymentManager:
             event.set()
 
     async def _drive(self, env_id: uuid.UUID, fence: int) -> None:
+        """Passes until the lease is lost. After an action the next pass follows at once
+        (a switch back is four actions); with nothing to do, it waits `tick_s` or a poke."""
         self._routes_dirty = True
+        in_a_row = 0
         try:
             while True:
+                acted = None
                 try:
-                    await self.reconcile(env_id, fence)
+                    acted = await self.reconcile(env_id, fence)
                 except LeaseLost:
                     log.warning("environment %s: lease lost to another replica", env_id)
                     return
@@ -176,6 +182,10 @@ class DeploymentManager:
                     log.error("environment %s: %s", env_id, exc)
                 except Exception:
                     log.exception("environment %s: pass failed", env_id)
+                in_a_row = in_a_row + 1 if acted is not None else 0
+                if acted is not None and in_a_row < MAX_ACTIONS_IN_A_ROW:
+                    continue
+                in_a_row = 0
                 event = self.wakeups[env_id]
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), self.tick_s)
