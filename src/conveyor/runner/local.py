@@ -109,7 +109,9 @@ def select_jobs(plan: Plan, selected: tuple[str, ...]) -> tuple[set[str], set[st
     return closure, chosen
 
 
-DEPLOY_NOT_LOCAL = "deploy jobs are executed by the deployment manager of `conveyor up`"
+DEPLOY_NOT_LOCAL = (
+    "deploy jobs are carried out by the deployment manager of a coordinator (`conveyor serve`)"
+)
 
 
 class LocalRun:
