@@ -69,3 +69,45 @@ async def test_log_chunks_are_resent_at_the_same_offset_after_a_failure():
     await shipper.flush()
     assert calls == [("100", b"first\n"), ("106", b"second\n")]
     await client.close()
+
+
+async def test_a_deploy_job_follows_its_deployment_through_transient_errors():
+    from conveyor.runner.remote import RemoteDeployer
+
+    phases = iter(["progressing", "boom", "paused", "succeeded"])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            body = {"environment": "prod", "number": 3, "digest": "sha256:x", "strategy": "canary"}
+            return httpx.Response(201, json=body)
+        phase = next(phases)
+        if phase == "boom":
+            raise httpx.ReadTimeout("slow", request=request)
+        return httpx.Response(200, json={"phase": phase, "step": 0, "steps": [], "message": ""})
+
+    notes: list[str] = []
+    deployer = RemoteDeployer(client_with(handler), "job", 1, poll_s=0.001)
+    assert await deployer.deploy(None, notes.append) == (True, "succeeded: ")  # type: ignore[arg-type]
+    assert notes[0] == "deploying sha256:x to prod as revision 3 (canary)"
+    assert [n.split(": ")[1] for n in notes[1:]] == [
+        "progressing step 0/0",
+        "paused step 0/0",
+        "succeeded step 0/0",
+    ]
+
+
+async def test_a_refused_or_unreachable_deploy_fails_the_job_with_the_reason():
+    from conveyor.runner.remote import RemoteDeployer
+
+    refused = client_with(
+        lambda request: httpx.Response(409, json={"detail": "sha256:x is pinned as bad"})
+    )
+    notes: list[str] = []
+    ok, why = await RemoteDeployer(refused, "job", 1).deploy(None, notes.append)  # type: ignore[arg-type]
+    assert not ok and "pinned as bad" in why
+
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("down", request=request)
+
+    ok, why = await RemoteDeployer(client_with(down), "job", 1).deploy(None, notes.append)  # type: ignore[arg-type]
+    assert not ok and "cannot start the deployment" in why

@@ -22,6 +22,9 @@ from conveyor.runner.workspace import (
 )
 
 log = logging.getLogger("conveyor.runner")
+FOLLOW_ERRORS = 120
+"""Failed polls in a row (a minute at 0.5 s) before a deploy job stops following; the
+deployment itself goes on in the coordinator."""
 
 
 class RemoteDeployer:
@@ -40,13 +43,26 @@ class RemoteDeployer:
         except DeployError as exc:
             note(f"deploy refused: {exc}")
             return False, str(exc)
+        except (httpx.HTTPError, LeaseLost) as exc:
+            note(f"cannot start the deployment: {exc}")
+            return False, f"cannot start the deployment: {exc}"
         environment, number = str(made["environment"]), int(made["number"])
         note(
             f"deploying {made['digest']} to {environment} as revision {number} ({made['strategy']})"
         )
-        last = ""
+        last, errors = "", 0
         while True:
-            row = await self.client.deploy_status(self.job_id, self.fence, environment, number)
+            try:
+                row = await self.client.deploy_status(self.job_id, self.fence, environment, number)
+            except LeaseLost as exc:
+                return False, f"lost the job's lease while following the deployment: {exc}"
+            except httpx.HTTPError as exc:
+                errors += 1
+                if errors >= FOLLOW_ERRORS:
+                    return False, f"lost contact with the coordinator: {exc}"
+                await asyncio.sleep(self.poll_s)
+                continue
+            errors = 0
             line = f"{row['phase']} step {row['step']}/{len(row['steps'])}"
             if line != last:
                 note(f"{environment} revision {number}: {line} {row['message']}".rstrip())
