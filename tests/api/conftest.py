@@ -28,8 +28,14 @@ jobs:
 
 
 def git_repo(path: Path, team: str) -> Path:
-    path.mkdir(parents=True)
-    (path / "conveyor.yml").write_text(PIPELINE.format(team=team))
+    return repo_with(path, PIPELINE.format(team=team))
+
+
+def repo_with(path: Path, pipeline: str) -> Path:
+    """A git repository at `path` whose one commit holds `conveyor.yml` and whatever the
+    caller put in `path` beforehand."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "conveyor.yml").write_text(pipeline)
     for args in (
         ["init", "-q", "-b", "main"],
         ["add", "-A"],

@@ -27,7 +27,7 @@ import pytest
 from conveyor.cli.loadgen import Load
 from conveyor.deploy.router.haproxy import HAProxyRouter
 from conveyor.deploy.targets.local import stop_everything
-from tests.integration.test_coordinator import conveyor, free_port, wait_until
+from tests.integration.test_coordinator import _healthy, conveyor, free_port, wait_until
 
 ADMIN = "cvy_admin_deploytests"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "payments-api"
@@ -194,13 +194,6 @@ def stop_stack(stack: Stack) -> None:
             proc.wait()
     stop_everything(stack.data / "deploy")
     asyncio.run(HAProxyRouter(stack.data / "deploy" / "router").stop())
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture

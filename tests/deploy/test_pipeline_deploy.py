@@ -4,9 +4,9 @@ job published in the same run, and the job follows the deployment to its end."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
+from tests.api.conftest import repo_with
 from tests.deploy.conftest import EXAMPLE, QUOTE, Stack
 from tests.integration.test_coordinator import conveyor, process
 
@@ -36,16 +36,8 @@ runtime:
 
 
 def repo(path: Path) -> Path:
-    path.mkdir()
     shutil.copytree(EXAMPLE / "payments", path / "payments")
-    (path / "conveyor.yml").write_text(PIPELINE)
-    for args in (
-        ["init", "-q", "-b", "main"],
-        ["add", "-A"],
-        ["-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "service"],
-    ):
-        subprocess.run(["git", *args], cwd=path, check=True)
-    return path
+    return repo_with(path, PIPELINE)
 
 
 def test_a_deploy_job_ships_the_artifact_built_earlier_in_the_run(stack: Stack, tmp_path: Path):

@@ -8,6 +8,7 @@ import json
 import subprocess
 from pathlib import Path
 
+from tests.api.conftest import repo_with
 from tests.integration.test_coordinator import cli, conveyor, follow_trigger, process
 
 PIPELINE = """\
@@ -22,18 +23,6 @@ jobs:
     needs: [build]
     script: ["cat dist/app.txt"]
 """
-
-
-def repo_with(path: Path, pipeline: str) -> Path:
-    path.mkdir(parents=True)
-    (path / "conveyor.yml").write_text(pipeline)
-    for args in (
-        ["init", "-q", "-b", "main"],
-        ["add", "-A"],
-        ["-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "init"],
-    ):
-        subprocess.run(["git", *args], cwd=path, check=True)
-    return path
 
 
 def test_a_dependant_job_gets_artifacts_through_the_coordinator(server, tmp_path: Path):
