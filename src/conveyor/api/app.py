@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import io
 import logging
 import os
@@ -38,6 +37,7 @@ from conveyor.deploy.manager import DeploymentManager
 from conveyor.deploy.router.haproxy import HAProxyRouter
 from conveyor.deploy.targets.local import LocalTarget
 from conveyor.domain.roles import Role
+from conveyor.filelock import exclusive
 from conveyor.intake.inbox import Intake
 from conveyor.intake.schedules import Schedules
 from conveyor.intake.statuses import Statuses
@@ -189,13 +189,8 @@ def app_from_environment() -> FastAPI:
 def startup_lock(config: ServerConfig) -> Iterator[None]:
     """Processes sharing one data directory (`serve --workers N` on SQLite) migrate and
     bootstrap one at a time. PostgreSQL replicas use advisory locks instead."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    with (config.data_dir / "startup.lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive(config.data_dir / "startup.lock"):
+        yield
 
 
 def create_app(config: ServerConfig) -> FastAPI:

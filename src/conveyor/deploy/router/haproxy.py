@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-import fcntl
 import io
 import logging
 import os
@@ -24,10 +23,11 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from conveyor.deploy.router.base import Route, Server, ServerState, ServerStatus
+from conveyor.filelock import exclusive
 
 log = logging.getLogger("conveyor.deploy.haproxy")
 CHECK = "check inter 500ms fall 2 rise 2"
@@ -196,22 +196,12 @@ class HAProxyRouter:
     def running(self) -> bool:
         return self.master_pid() is not None
 
-    @contextlib.contextmanager
-    def _file_lock(self) -> Iterator[None]:
-        self.run.mkdir(parents=True, exist_ok=True)
-        with (self.run / "router.lock").open("w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
     async def sync(self, routes: Sequence[Route]) -> None:
         async with self._lock:
             await asyncio.to_thread(self._sync_locked, list(routes))
 
     def _sync_locked(self, routes: list[Route]) -> None:
-        with self._file_lock():
+        with exclusive(self.run / "router.lock"):
             text = render(routes, self.run)
             split, canary = maps(routes)
             current = self.config.read_text() if self.config.is_file() else ""
