@@ -30,7 +30,7 @@ READY, STARTING, DRAINING = InstanceState.READY, InstanceState.STARTING, Instanc
 
 
 def up(weight: int = 100, sessions: int = 0) -> ServerStatus:
-    return ServerStatus("s", "UP", "L7OK", weight, sessions, 0, 0, 0)
+    return ServerStatus("s", "be", "UP", "L7OK", weight, sessions, 0, 0, 0)
 
 
 def inst(
@@ -147,7 +147,7 @@ def test_the_health_rule_aborts_and_pins_a_crashing_or_failing_canary():
     failing = (inst("n1", NEW, "b", STARTING, health_failures=3),)
     action = decide(world(stable(), plan(), *V1, *failing))
     assert action is not None and "failed 3 health checks" in action.reason
-    down = ServerStatus("s", "DOWN", "L7STS", 100, 0, 0, 0, 0)
+    down = ServerStatus("s", "be", "DOWN", "L7STS", 100, 0, 0, 0, 0)
     action = decide(world(stable(), plan(), *V1, inst("n1", NEW, "b", router=down)))
     assert action is not None and "in the router" in action.reason
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.expression import Executable
 
 from conveyor.deploy.strategies import Act
 from conveyor.deploy.targets.base import Handle, Launch
@@ -28,7 +29,9 @@ from conveyor.storage.tables import (
 if TYPE_CHECKING:
     from conveyor.deploy.manager import DeploymentManager, Effect
 
-Handler = Callable[["DeploymentManager", "Effect"], Awaitable[None]]
+AfterRoute = Callable[[], None] | None
+"""What a handler leaves to do once the router holds the new rows (stop: SIGTERM)."""
+Handler = Callable[["DeploymentManager", "Effect"], Awaitable[AfterRoute]]
 CHANGES_ROUTES = frozenset({Act.READY, Act.DRAIN, Act.STOP, Act.RESTART, Act.SPLIT, Act.PROMOTE})
 """Actions after which the router's config file is rewritten (not reloaded), so that a
 reload or restart of the router comes back with the current routing."""
@@ -36,6 +39,13 @@ reload or restart of the router comes back with the current routing."""
 
 class ArtifactGone(Exception):
     """The artifact's blob is no longer in the store."""
+
+
+async def _record(manager: DeploymentManager, effect: Effect, statement: Executable) -> None:
+    """The action's one write and its `done` mark, in one fenced transaction."""
+    async with manager.fenced(effect.env_id, effect.fence) as session:
+        await session.execute(statement)
+        await _done(session, effect)
 
 
 async def _done(session: AsyncSession, effect: Effect) -> None:
@@ -86,26 +96,26 @@ async def start(manager: DeploymentManager, effect: Effect) -> None:
     handle = Handle(row.pid, row.pid_started or "") if row.pid else None
     if handle is None or not manager.target.alive(handle):
         handle = manager.target.adopt(str(row.id)) or await _launch(manager, effect, row)
-    async with manager.fenced(effect.env_id, effect.fence) as session:
-        await session.execute(
-            update(Instance)
-            .where(Instance.id == instance_id)
-            .values(pid=handle.pid, pid_started=handle.started, started_at=utcnow())
-        )
-        await _done(session, effect)
+    await _record(
+        manager,
+        effect,
+        update(Instance)
+        .where(Instance.id == instance_id)
+        .values(pid=handle.pid, pid_started=handle.started, started_at=utcnow()),
+    )
 
 
 async def ready(manager: DeploymentManager, effect: Effect) -> None:
-    async with manager.fenced(effect.env_id, effect.fence) as session:
-        await session.execute(
-            update(Instance)
-            .where(
-                Instance.id == uuid.UUID(str(effect.action.instance)),
-                Instance.state == InstanceState.STARTING.value,
-            )
-            .values(state=InstanceState.READY.value, health_failures=0)
+    await _record(
+        manager,
+        effect,
+        update(Instance)
+        .where(
+            Instance.id == uuid.UUID(str(effect.action.instance)),
+            Instance.state == InstanceState.STARTING.value,
         )
-        await _done(session, effect)
+        .values(state=InstanceState.READY.value, health_failures=0),
+    )
 
 
 async def restart(manager: DeploymentManager, effect: Effect) -> None:
@@ -125,32 +135,31 @@ async def restart(manager: DeploymentManager, effect: Effect) -> None:
             .values(state=InstanceState.STARTING.value, restarts=Instance.restarts + 1)
         )
     handle = await _launch(manager, effect, row)
-    async with manager.fenced(effect.env_id, effect.fence) as session:
-        await session.execute(
-            update(Instance)
-            .where(Instance.id == instance_id)
-            .values(
-                pid=handle.pid, pid_started=handle.started, started_at=utcnow(), health_failures=0
-            )
-        )
-        await _done(session, effect)
+    await _record(
+        manager,
+        effect,
+        update(Instance)
+        .where(Instance.id == instance_id)
+        .values(pid=handle.pid, pid_started=handle.started, started_at=utcnow(), health_failures=0),
+    )
 
 
 async def drain(manager: DeploymentManager, effect: Effect) -> None:
-    async with manager.fenced(effect.env_id, effect.fence) as session:
-        await session.execute(
-            update(Instance)
-            .where(
-                Instance.id == uuid.UUID(str(effect.action.instance)),
-                Instance.state == InstanceState.READY.value,
-            )
-            .values(state=InstanceState.DRAINING.value, drain_started_at=utcnow())
+    await _record(
+        manager,
+        effect,
+        update(Instance)
+        .where(
+            Instance.id == uuid.UUID(str(effect.action.instance)),
+            Instance.state == InstanceState.READY.value,
         )
-        await _done(session, effect)
+        .values(state=InstanceState.DRAINING.value, drain_started_at=utcnow()),
+    )
 
 
-async def stop(manager: DeploymentManager, effect: Effect) -> None:
-    """Out of the router, then SIGTERM; the pass after the grace period kills it."""
+async def stop(manager: DeploymentManager, effect: Effect) -> AfterRoute:
+    """Out of the router (the manager applies the new rows), then SIGTERM; the pass after
+    the grace period kills it."""
     instance_id = uuid.UUID(str(effect.action.instance))
     async with manager.fenced(effect.env_id, effect.fence) as session:
         await session.execute(
@@ -161,21 +170,20 @@ async def stop(manager: DeploymentManager, effect: Effect) -> None:
         row = await session.get(Instance, instance_id, populate_existing=True)
         await _done(session, effect)
     assert row is not None
-    async with manager.db.transaction() as session:
-        refreshed = await manager.load(session, effect.env_id)
-    await manager.apply(refreshed)
-    if row.pid:
-        manager.target.terminate(Handle(row.pid, row.pid_started or ""), force=False)
+    if not row.pid:
+        return None
+    handle = Handle(row.pid, row.pid_started or "")
+    return lambda: manager.target.terminate(handle, force=False)
 
 
 async def split(manager: DeploymentManager, effect: Effect) -> None:
-    async with manager.fenced(effect.env_id, effect.fence) as session:
-        await session.execute(
-            update(Environment)
-            .where(Environment.id == effect.env_id)
-            .values(canary_share=int(effect.action.share or 0))
-        )
-        await _done(session, effect)
+    await _record(
+        manager,
+        effect,
+        update(Environment)
+        .where(Environment.id == effect.env_id)
+        .values(canary_share=int(effect.action.share or 0)),
+    )
 
 
 async def promote(manager: DeploymentManager, effect: Effect) -> None:
@@ -196,13 +204,13 @@ async def promote(manager: DeploymentManager, effect: Effect) -> None:
             "warm_digest": env.digest,
             "warm_until": utcnow() + timedelta(seconds=delay),
         }
-    async with manager.fenced(effect.env_id, effect.fence) as session:
-        await session.execute(
-            update(Environment)
-            .where(Environment.id == effect.env_id, Environment.revision != plan.number)
-            .values(values)
-        )
-        await _done(session, effect)
+    await _record(
+        manager,
+        effect,
+        update(Environment)
+        .where(Environment.id == effect.env_id, Environment.revision != plan.number)
+        .values(values),
+    )
 
 
 async def advance(manager: DeploymentManager, effect: Effect) -> None:
@@ -216,28 +224,28 @@ async def advance(manager: DeploymentManager, effect: Effect) -> None:
     }
     if plan.request in (Request.PROMOTE.value, Request.PROMOTE_FULL.value):
         values["request"] = None
-    async with manager.fenced(effect.env_id, effect.fence) as session:
-        await session.execute(
-            update(Deployment)
-            .where(
-                Deployment.id == plan.id,
-                Deployment.phase.in_(_from(Phase.PROGRESSING, Phase.PAUSED)),
-            )
-            .values(values)
+    await _record(
+        manager,
+        effect,
+        update(Deployment)
+        .where(
+            Deployment.id == plan.id,
+            Deployment.phase.in_(_from(Phase.PROGRESSING, Phase.PAUSED)),
         )
-        await _done(session, effect)
+        .values(values),
+    )
 
 
 async def pause(manager: DeploymentManager, effect: Effect) -> None:
     plan = effect.driven.plan_row
     assert plan is not None
-    async with manager.fenced(effect.env_id, effect.fence) as session:
-        await session.execute(
-            update(Deployment)
-            .where(Deployment.id == plan.id, Deployment.phase.in_(_may_become(Phase.PAUSED)))
-            .values(phase=Phase.PAUSED.value, pause_reason=effect.action.reason)
-        )
-        await _done(session, effect)
+    await _record(
+        manager,
+        effect,
+        update(Deployment)
+        .where(Deployment.id == plan.id, Deployment.phase.in_(_may_become(Phase.PAUSED)))
+        .values(phase=Phase.PAUSED.value, pause_reason=effect.action.reason),
+    )
 
 
 async def finish(manager: DeploymentManager, effect: Effect) -> None:
@@ -271,35 +279,35 @@ async def finish(manager: DeploymentManager, effect: Effect) -> None:
 async def begin(manager: DeploymentManager, effect: Effect) -> None:
     (number,) = effect.action.numbers
     now = utcnow()
-    async with manager.fenced(effect.env_id, effect.fence) as session:
-        await session.execute(
-            update(Deployment)
-            .where(
-                Deployment.environment_id == effect.env_id,
-                Deployment.number == number,
-                Deployment.phase == Phase.PENDING.value,
-            )
-            .values(phase=Phase.PROGRESSING.value, started_at=now, step=0, step_started_at=now)
+    await _record(
+        manager,
+        effect,
+        update(Deployment)
+        .where(
+            Deployment.environment_id == effect.env_id,
+            Deployment.number == number,
+            Deployment.phase == Phase.PENDING.value,
         )
-        await _done(session, effect)
+        .values(phase=Phase.PROGRESSING.value, started_at=now, step=0, step_started_at=now),
+    )
 
 
 async def supersede(manager: DeploymentManager, effect: Effect) -> None:
-    async with manager.fenced(effect.env_id, effect.fence) as session:
-        await session.execute(
-            update(Deployment)
-            .where(
-                Deployment.environment_id == effect.env_id,
-                Deployment.number.in_(effect.action.numbers),
-                Deployment.phase == Phase.PENDING.value,
-            )
-            .values(
-                phase=Phase.ABORTED.value,
-                finished_at=utcnow(),
-                message="superseded by a newer deployment (queue policy newest-wins)",
-            )
+    await _record(
+        manager,
+        effect,
+        update(Deployment)
+        .where(
+            Deployment.environment_id == effect.env_id,
+            Deployment.number.in_(effect.action.numbers),
+            Deployment.phase == Phase.PENDING.value,
         )
-        await _done(session, effect)
+        .values(
+            phase=Phase.ABORTED.value,
+            finished_at=utcnow(),
+            message="superseded by a newer deployment (queue policy newest-wins)",
+        ),
+    )
 
 
 HANDLERS: dict[Act, Handler] = {

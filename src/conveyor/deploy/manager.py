@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from conveyor.artifacts.blobs import BlobStore
 from conveyor.deploy import records
 from conveyor.deploy.effects import CHANGES_ROUTES, HANDLERS
-from conveyor.deploy.router.base import TrafficRouter
+from conveyor.deploy.router.base import ServerStatus, TrafficRouter
 from conveyor.deploy.router.haproxy import RouterError
 from conveyor.deploy.strategies import Act, Action, Seen, World, decide, states
 from conveyor.deploy.targets.base import Handle, Target
@@ -227,10 +227,10 @@ class DeploymentManager:
                 Effect(env_id, fence, driven, redo, dict(open_intent.params), open_intent.id)
             )
             return redo
-        world = await self._observe(env_id, fence, driven)
+        world, statuses = await self._observe(env_id, fence, driven)
         action = decide(world)
         if action is None:
-            await self.apply(driven)
+            await self.apply(driven, statuses)
             return None
         intent, params = await self._intend(env_id, fence, driven, action, world)
         await self._execute(Effect(env_id, fence, driven, action, params, intent))
@@ -290,14 +290,19 @@ class DeploymentManager:
             await self.router.sync(routes)
             self._routes_dirty = False
 
-    async def _observe(self, env_id: uuid.UUID, fence: int, driven: Driven) -> World:
+    async def _observe(
+        self, env_id: uuid.UUID, fence: int, driven: Driven
+    ) -> tuple[World, dict[str, ServerStatus] | None]:
+        """What the driver sees, and the router's answer it was built from (None when the
+        router did not answer)."""
         now = utcnow()
         plan = records.plan_of(driven.plan_row) if driven.plan_row is not None else None
         runtime = driven.plan_row.runtime if driven.plan_row is not None else None
+        statuses: dict[str, ServerStatus] | None
         try:
             statuses = await self.router.status(records.route_key(driven.env))
         except (OSError, RouterError):
-            statuses = {}
+            statuses = None
             self._routes_dirty = True
         seen: list[Seen] = []
         probes: dict[uuid.UUID, int] = {}
@@ -325,7 +330,7 @@ class DeploymentManager:
                     state=state,
                     alive=alive,
                     probe_ok=probe,
-                    router=statuses.get(row.server),
+                    router=statuses.get(row.server) if statuses is not None else None,
                     restarts=row.restarts,
                     health_failures=probes.get(row.id, row.health_failures),
                     draining_s=(now - as_utc(row.drain_started_at)).total_seconds()
@@ -341,7 +346,7 @@ class DeploymentManager:
                         .where(Instance.id == instance_id)
                         .values(health_failures=failures)
                     )
-        return World(
+        world = World(
             env=records.settled_of(driven.env, runtime),
             plan=plan,
             instances=tuple(seen),
@@ -350,6 +355,7 @@ class DeploymentManager:
             newest_wins=driven.env.queue_policy == "newest-wins",
             pinned=driven.pinned,
         )
+        return world, statuses
 
     @staticmethod
     def _count_failure(row: Instance, ok: bool, health: dict[str, Any], now: datetime) -> int:
@@ -380,11 +386,13 @@ class DeploymentManager:
             log.warning("instance %s ignored SIGTERM; killing it", row.id)
             self.target.terminate(handle, force=True)
 
-    async def apply(self, driven: Driven) -> None:
+    async def apply(self, driven: Driven, seen: dict[str, ServerStatus] | None = None) -> None:
+        """Make the router hold the loaded rows (`seen`: the router's state this pass,
+        when no action changed anything since it was read)."""
         runtime = driven.plan_row.runtime if driven.plan_row is not None else None
         route = records.route_of(driven.env, driven.instances, runtime)
         try:
-            await self.router.apply(route)
+            await self.router.apply(route, seen)
         except OSError:
             self._routes_dirty = True
 
@@ -448,12 +456,14 @@ class DeploymentManager:
         return driven.env.revision
 
     async def _execute(self, effect: Effect) -> None:
-        await HANDLERS[effect.action.act](self, effect)
+        after = await HANDLERS[effect.action.act](self, effect)
         if effect.action.act in CHANGES_ROUTES:
             self._routes_dirty = True
         async with self.db.transaction() as session:
             refreshed = await self.load(session, effect.env_id)
         await self.apply(refreshed)
+        if after is not None:
+            after()
 
 
 def _action_of(row: DeploymentAction) -> Action:

@@ -8,7 +8,7 @@ without touching the split, so it moves no traffic by itself.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
@@ -58,6 +58,7 @@ class ServerStatus:
     """One server as the router sees it."""
 
     name: str
+    backend: str
     status: str
     """UP, DOWN, DRAIN, MAINT, …"""
     check: str
@@ -87,8 +88,10 @@ class TrafficRouter(Protocol):
         """Make sure the router runs with a frontend per route; restarts it if it died."""
         ...
 
-    async def apply(self, route: Route) -> None:
-        """Hold `route`: its servers, their weights and states, and the split."""
+    async def apply(self, route: Route, seen: Mapping[str, ServerStatus] | None = None) -> None:
+        """Hold `route`: its servers, their weights and states, and the split. `seen` is
+        what `status` answered this pass, if nothing changed since (saves reading it
+        again)."""
         ...
 
     async def status(self, key: str) -> dict[str, ServerStatus]:

@@ -23,7 +23,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from conveyor.deploy.router.base import Route, Server, ServerState, ServerStatus
@@ -147,6 +147,7 @@ def parse_stat(text: str) -> list[ServerStatus]:
         out.append(
             ServerStatus(
                 name=row["svname"],
+                backend=row.get("pxname", ""),
                 status=row.get("status", ""),
                 check=row.get("check_status", ""),
                 weight=int(row.get("weight") or 0),
@@ -336,10 +337,16 @@ class HAProxyRouter:
             out |= {s.name: s for s in parse_stat(text)}
         return out
 
-    async def apply(self, route: Route) -> None:
+    async def apply(self, route: Route, seen: Mapping[str, ServerStatus] | None = None) -> None:
         await self._apply_split(route)
         for slot in ("a", "b"):
-            await self._apply_slot(route, slot)
+            backend = f"be_{route.key}_{slot}"
+            if seen is None:
+                text = await self.command(f"show stat {backend} 4 -1")
+                present = {s.name: s for s in parse_stat(text)}
+            else:
+                present = {name: s for name, s in seen.items() if s.backend == backend}
+            await self._apply_slot(route, slot, present)
 
     async def _apply_split(self, route: Route) -> None:
         split, canary = self.run / "split.map", self.run / "canary.map"
@@ -356,9 +363,8 @@ class HAProxyRouter:
             answer = await self.command(f"add map {path} {key} {value}")
         _check(answer, f"set map {key}")
 
-    async def _apply_slot(self, route: Route, slot: str) -> None:
+    async def _apply_slot(self, route: Route, slot: str, present: dict[str, ServerStatus]) -> None:
         backend = f"be_{route.key}_{slot}"
-        present = {s.name: s for s in parse_stat(await self.command(f"show stat {backend} 4 -1"))}
         wanted = {s.name: s for s in route.slot(slot)}
         for name, server in wanted.items():
             seen = present.get(name)
