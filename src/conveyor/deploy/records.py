@@ -118,12 +118,20 @@ async def all_routes(session: AsyncSession, target: str = "local") -> list[Route
             )
         )
     )
+    # Only an environment with no stable revision yet takes its health path from the
+    # deployment in progress (the others read theirs from their own row).
+    first = [e.id for e in envs if e.runtime is None]
     plans: dict[Any, dict[str, Any]] = {}
     for env_id, runtime in (
         await session.execute(
             select(Deployment.environment_id, Deployment.runtime)
-            .where(Deployment.environment_id.in_([e.id for e in envs]))
-            .order_by(Deployment.number)
+            .where(
+                Deployment.environment_id.in_(first),
+                Deployment.phase.in_(
+                    [Phase.PENDING.value, Phase.PROGRESSING.value, Phase.PAUSED.value]
+                ),
+            )
+            .order_by(Deployment.number.desc())  # the oldest (the one in progress) wins
         )
     ).all():
         plans[env_id] = runtime
