@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -95,3 +97,29 @@ async def principal_for(session: AsyncSession, token: str) -> Principal:
     if row is None:
         raise ApiError(401, "unauthorized", "unknown or revoked token")
     return Principal(role=Role.parse(row.role), team_id=row.team_id, subject=digest)
+
+
+class PrincipalCache:
+    """Who a token belongs to, kept for `ttl_s` per token, so a busy runner's requests
+    (claim, log, finish) do not each cost a lookup. Tokens are never revoked in place
+    (a new one is made instead), so the only staleness is a runner's `last_seen_at`,
+    which the next lookup refreshes. Bounded: the least recently used entry goes first."""
+
+    def __init__(self, ttl_s: float = 5.0, size: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.size = size
+        self._found: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+
+    def get(self, token: str) -> Principal | None:
+        digest = token_hash(token)
+        entry = self._found.get(digest)
+        if entry is None or entry[0] < time.monotonic() - self.ttl_s:
+            return None
+        self._found.move_to_end(digest)
+        return entry[1]
+
+    def put(self, who: Principal) -> None:
+        self._found[who.subject] = (time.monotonic(), who)
+        self._found.move_to_end(who.subject)
+        while len(self._found) > self.size:
+            self._found.popitem(last=False)

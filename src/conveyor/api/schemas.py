@@ -186,6 +186,17 @@ class HeartbeatOut(BaseModel):
     canceled: bool
 
 
+MAX_LOG_CHUNK = 1 << 20
+"""The most bytes one log chunk carries (PUT …/log, or the tail sent with finish)."""
+
+
+class LogTail(Body):
+    """The last part of a job's log, sent with its outcome: one request fewer per job."""
+
+    offset: int = Field(ge=0)
+    text: str = Field(max_length=MAX_LOG_CHUNK)
+
+
 class FinishIn(Body):
     fence: int
     status: JobStatus
@@ -193,6 +204,7 @@ class FinishIn(Body):
     failure_class: FailureClass | None = None
     detail: str = Field("", max_length=10_000)
     reports: dict[str, Any] = Field(default_factory=dict)
+    log: LogTail | None = None
 
 
 class FinishOut(BaseModel):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from conveyor.api.auth import Principal, bearer, principal_for, token_hash
+from conveyor.api.auth import Principal, PrincipalCache, bearer, principal_for, token_hash
 from conveyor.api.limits import RateLimit
 from conveyor.artifacts.blobs import BlobStore
 from conveyor.deploy.manager import DeploymentManager
@@ -35,6 +35,7 @@ class Coordinator:
     cache_quota: int = 256 * 1024 * 1024
     long_poll_s: float = 30.0
     recheck_s: float = 1.0
+    principals: PrincipalCache = field(default_factory=PrincipalCache)
 
     def mirror(self, url: str) -> GitMirror:
         return self.mirrors.get(url)
@@ -50,8 +51,11 @@ async def caller(
 ) -> Principal:
     """The authenticated caller (401 without a valid token)."""
     token = bearer(request)
-    async with state.db.transaction() as session:
-        who = await principal_for(session, token)
+    who = state.principals.get(token)
+    if who is None:
+        async with state.db.transaction() as session:
+            who = await principal_for(session, token)
+        state.principals.put(who)
     if who.runner is None:
         await state.rate_limit.check(token_hash(token), "this token")
     return who

@@ -41,6 +41,8 @@ from conveyor.vcs import GitError, MirrorSet
 
 log = logging.getLogger("conveyor.runner")
 LOG_FLUSH_S = 0.25
+TAIL_MAX = 256 * 1024
+"""A log tail up to this size goes with the finish request; a larger one on its own."""
 CHECKOUTS_KEPT = 8
 
 
@@ -80,12 +82,24 @@ class LogShipper:
         del self._buffer[: len(data)]
         self.offset += len(data)
 
+    async def tail(self) -> tuple[int, str] | None:
+        """What is left to send, for the finish request (offset, text); a tail too large
+        for one chunk is sent on its own first."""
+        if len(self._buffer) > TAIL_MAX:
+            await self.flush()
+        if not self._buffer:
+            return None
+        return self.offset, self._buffer.decode(errors="replace")
+
     async def run(self, stop: asyncio.Event) -> None:
         """Flush every LOG_FLUSH_S until `stop`; a failed send is tried again at the next
-        tick (the bytes stay buffered and keep their offset)."""
-        while not stop.is_set():
+        tick (the bytes stay buffered and keep their offset). What is left at `stop` goes
+        with the outcome (see `tail`)."""
+        while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), LOG_FLUSH_S)
+            if stop.is_set():
+                return
             try:
                 await self.flush()
             except httpx.HTTPError as exc:
@@ -152,8 +166,7 @@ class Agent:
             await asyncio.gather(beats, shipping, return_exceptions=True)
             shutil.rmtree(root, ignore_errors=True)
         try:
-            await shipper.flush()
-            await self.client.finish(job_id, fence, result)
+            await self.client.finish(job_id, fence, result, await shipper.tail())
         except LeaseLost:
             log.warning("job %s: lease lost; the coordinator has requeued it", job_id)
         except httpx.HTTPError as exc:

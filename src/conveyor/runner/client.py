@@ -85,8 +85,11 @@ class Client:
         )
         self._check(response)
 
-    async def finish(self, job_id: str, fence: int, result: AttemptResult) -> None:
-        body = {
+    async def finish(
+        self, job_id: str, fence: int, result: AttemptResult, tail: tuple[int, str] | None = None
+    ) -> None:
+        """Report the outcome, with the log's last chunk (offset, text) when given."""
+        body: dict[str, Any] = {
             "fence": fence,
             "status": result.status.value,
             "exit_code": result.exit_code,
@@ -98,6 +101,8 @@ class Client:
                 "artifacts": [a.as_dict() for a in result.artifacts],
             },
         }
+        if tail is not None:
+            body["log"] = {"offset": tail[0], "text": tail[1]}
         self._check(await self._send("POST", f"/api/v1/runners/jobs/{job_id}/finish", json=body))
 
     async def cache_get(self, job_id: str, fence: int, key: str) -> bytes | None:

@@ -3,6 +3,7 @@ groups and runner labels. Used by Scheduler.claim."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import ColumnElement, exists, func, or_, select, text
@@ -19,29 +20,30 @@ LABEL_SCAN = 50
 runner has."""
 
 
-async def next_pending(session: AsyncSession, runner: RunnerRow, *, postgres: bool) -> Job | None:
-    """The job a runner should get next, or None (see Scheduler.claim for the order)."""
+async def next_pending(
+    session: AsyncSession, runner: RunnerRow, take: Callable[[Job], Awaitable[bool]]
+) -> Job | None:
+    """The job a runner gets next, or None (see Scheduler.claim for the order): the
+    first candidate that `take` (a guarded UPDATE) succeeds on. A candidate another
+    claim took meanwhile fails `take`, and the next one is tried."""
     pending = [Job.status == JobStatus.PENDING.value]
     if runner.team_id is not None:
         pending.append(Job.team_id == runner.team_id)
     # The aggregate reads only the (status, team, queued_at) index; concurrency groups
     # are checked per candidate below, where the index walk stops early.
-    teams = (
+    # With each team's quota, in the same statement.
+    found = (
         await session.execute(
-            select(Job.team_id, func.min(Job.queued_at).label("oldest"))
+            select(Job.team_id, func.min(Job.queued_at).label("oldest"), Team.max_running)
+            .join(Team, Team.id == Job.team_id)
             .where(*pending)
-            .group_by(Job.team_id)
+            .group_by(Job.team_id, Team.max_running)
         )
     ).all()
-    if not teams:
+    if not found:
         return None
-    quotas = dict(
-        (
-            await session.execute(
-                select(Team.id, Team.max_running).where(Team.id.in_([t for t, _ in teams]))
-            )
-        ).all()
-    )
+    teams = [(team, oldest) for team, oldest, _ in found]
+    quotas = {team: quota for team, _, quota in found}
     order = teams
     # Running counts and turns matter only between teams, or for a quota: with one team
     # and no quota (the common case) the claim skips both queries.
@@ -68,7 +70,7 @@ async def next_pending(session: AsyncSession, runner: RunnerRow, *, postgres: bo
         for job in (await session.execute(query)).scalars():
             if not set(job.spec.get("labels", ())) <= have:
                 continue
-            if await _lock_row(session, job, postgres=postgres):
+            if await take(job):
                 return job
     return None
 
@@ -92,19 +94,6 @@ async def _fair_order(
             t[1],
         ),
     )
-
-
-async def _lock_row(session: AsyncSession, job: Job, *, postgres: bool) -> bool:
-    """On PostgreSQL, lock the chosen job, or pass it over when another replica's claim
-    holds it (SKIP LOCKED); the guarded UPDATE settles any race that remains."""
-    if not postgres:
-        return True
-    locked = await session.scalar(
-        select(Job.id)
-        .where(Job.id == job.id, Job.status == JobStatus.PENDING.value)
-        .with_for_update(skip_locked=True)
-    )
-    return locked is not None
 
 
 async def lock_group(session: AsyncSession, job: Job, *, postgres: bool) -> None:

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from sqlalchemy import select, text, update
+from sqlalchemy import and_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.domain.failure import FailureClass
@@ -30,7 +30,7 @@ from conveyor.pipeline.triggers import EventKind
 from conveyor.scheduler.protocol import Assignment, NotYours, Outcome, StaleLease
 from conveyor.scheduler.queue import group_free, lock_group, newest_wins, next_pending
 from conveyor.storage.database import Database
-from conveyor.storage.jobs import TransitionRejected, move_job
+from conveyor.storage.jobs import TransitionRejected, move_job, try_move, unlocked
 from conveyor.storage.logs import append_chunk, log_end
 from conveyor.storage.runs import CreatedRun, create_run, release_dedupe_key
 from conveyor.storage.secrets import SecretBox
@@ -95,6 +95,9 @@ class Scheduler:
         self.lease_s = lease_s
         self.secrets = secrets
         self.wakeup = Wakeup()
+        self.origin = uuid.uuid4().hex[:12]
+        """This replica, in its announcements: it wakes its own requests directly and
+        ignores its own NOTIFY when it comes back over LISTEN."""
         self.finished = 0
         """Attempts this process recorded (GET /api/v1/stats)."""
 
@@ -105,7 +108,7 @@ class Scheduler:
         if not self.db.is_sqlite:
             await session.execute(
                 text("SELECT pg_notify(:channel, :jobs)"),
-                {"channel": NOTIFY_CHANNEL, "jobs": str(jobs)},
+                {"channel": NOTIFY_CHANNEL, "jobs": f"{self.origin}:{jobs}"},
             )
 
     async def listen(self) -> None:
@@ -119,7 +122,9 @@ class Scheduler:
                 async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     async for note in conn.notifies():
-                        self.wakeup.notify(int(note.payload) if note.payload.isdigit() else 1)
+                        origin, _, jobs = note.payload.rpartition(":")
+                        if origin != self.origin:
+                            self.wakeup.notify(int(jobs) if jobs.isdigit() else 1)
             except psycopg.Error as exc:
                 log.warning("LISTEN %s lost (%s); reconnecting", NOTIFY_CHANNEL, exc)
                 await asyncio.sleep(1.0)
@@ -266,31 +271,32 @@ class Scheduler:
         team that queues 10,000 jobs delays another team's single job by one pass at most.
         Within a team, the oldest queued job goes first.
         """
-        for _ in range(5):  # another replica may win the same job; try the next one
-            async with self.db.transaction() as session:
-                postgres = not self.db.is_sqlite
-                job = await next_pending(session, runner, postgres=postgres)
-                if job is None:
-                    return None
+        postgres = not self.db.is_sqlite
+        async with self.db.transaction() as session:
+            now = utcnow()
+
+            async def take(job: Job) -> bool:
                 await lock_group(session, job, postgres=postgres)
-                now = utcnow()
-                try:
-                    await move_job(
-                        session,
-                        job.id,
-                        JobStatus.RUNNING,
-                        expect_fence=job.fence,
-                        guard=group_free(Job),
-                        fence=job.fence + 1,
-                        attempt=job.attempt + 1,
-                        runner_id=runner.id,
-                        lease_expires_at=now + timedelta(seconds=self.lease_s),
-                        started_at=now,
-                    )
-                except TransitionRejected:
-                    continue
-                return await self._assignment(session, job.id)
-        return None
+                guard = group_free(Job)
+                if postgres:
+                    guard = and_(guard, unlocked(job.id))
+                return await try_move(
+                    session,
+                    job.id,
+                    JobStatus.RUNNING,
+                    expect_fence=job.fence,
+                    guard=guard,
+                    fence=job.fence + 1,
+                    attempt=job.attempt + 1,
+                    runner_id=runner.id,
+                    lease_expires_at=now + timedelta(seconds=self.lease_s),
+                    started_at=now,
+                )
+
+            job = await next_pending(session, runner, take)
+            if job is None:
+                return None
+            return await self._assignment(session, job.id)
 
     async def _supersede_group(self, session: AsyncSession, newest: uuid.UUID) -> None:
         """`newest-wins`: a job that becomes pending skips the older pending jobs of its
@@ -417,13 +423,18 @@ class Scheduler:
         fence: int,
         outcome: Outcome,
         runner_id: uuid.UUID | None = None,
+        *,
+        log: tuple[int, bytes] | None = None,
     ) -> JobStatus:
-        """Record an attempt's outcome: retry it, or end the job; then advance the run."""
+        """Record an attempt's outcome: retry it, or end the job; then advance the run.
+        `log`, the last chunk of its log (offset, bytes), is stored with it."""
         async with self.db.transaction() as session:
             job = await session.get(Job, job_id)
             _owned(job_id, job.runner_id if job else None, runner_id, exists=job is not None)
             if job is None or job.fence != fence:
                 raise StaleLease(f"job {job_id}: fencing token {fence} is stale")
+            if log is not None:  # rolled back below if the job is not live
+                await append_chunk(session, job.team_id, job_id, log[0], log[1])
             if job.status == JobStatus.CANCELED.value:
                 self._record_attempt(session, job, outcome)
                 return JobStatus.CANCELED

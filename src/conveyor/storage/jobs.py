@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from conveyor.domain.status import JOB_TRANSITIONS, JobStatus
 from conveyor.storage.tables import Job
@@ -50,6 +51,24 @@ async def move_job(
     holding an older lease cannot finish a job that was handed to someone else. `guard`
     is a further condition the row must meet (evaluated in the same statement).
     """
+    if not await try_move(
+        session, job_id, target, expect_fence=expect_fence, guard=guard, **values
+    ):
+        current = await session.scalar(select(Job.status).where(Job.id == job_id))
+        raise TransitionRejected(job_id, target, current)
+
+
+async def try_move(
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    target: JobStatus,
+    *,
+    expect_fence: int | None = None,
+    guard: ColumnElement[bool] | None = None,
+    **values: Any,
+) -> bool:
+    """`move_job`'s UPDATE alone: True when the job moved, False when it was not in a
+    state that allows the move (nothing else is read)."""
     allowed = [s.value for s in sources_of(target)]
     statement = (
         update(Job)
@@ -61,6 +80,13 @@ async def move_job(
     if guard is not None:
         statement = statement.where(guard)
     result = await session.execute(statement.execution_options(synchronize_session=False))
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        current = await session.scalar(select(Job.status).where(Job.id == job_id))
-        raise TransitionRejected(job_id, target, current)
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def unlocked(job_id: uuid.UUID) -> ColumnElement[bool]:
+    """A guard for PostgreSQL: true unless another transaction holds the job's row
+    (SKIP LOCKED), so an UPDATE passes over a row another claim is taking instead of
+    waiting for it."""
+    row = aliased(Job)
+    free = select(row.id).where(row.id == job_id).with_for_update(skip_locked=True)
+    return Job.id.in_(free.scalar_subquery())

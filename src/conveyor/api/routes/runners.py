@@ -21,6 +21,7 @@ from conveyor.api.errors import ApiError
 from conveyor.api.routes.artifacts import artifact_out, blob_response, store
 from conveyor.api.routes.deployments import deployment_out
 from conveyor.api.schemas import (
+    MAX_LOG_CHUNK,
     ArtifactOut,
     DeploymentOut,
     FinishIn,
@@ -48,7 +49,6 @@ from conveyor.storage.tables import (
 )
 
 router = APIRouter(prefix="/api/v1/runners", tags=["runners"])
-MAX_LOG_CHUNK = 1 << 20
 CACHE_KEY = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
 
@@ -139,7 +139,10 @@ async def finish(job_id: uuid.UUID, body: FinishIn, state: State, who: Caller) -
         detail=body.detail,
         reports=body.reports,
     )
-    status = await state.scheduler.finish(job_id, body.fence, outcome, runner.id)
+    tail = (body.log.offset, body.log.text.encode()) if body.log and body.log.text else None
+    if tail and len(tail[1]) > MAX_LOG_CHUNK:
+        raise ApiError(413, "too_large", f"a log chunk is at most {MAX_LOG_CHUNK} bytes")
+    status = await state.scheduler.finish(job_id, body.fence, outcome, runner.id, log=tail)
     return FinishOut(status=status.value)
 
 
