@@ -297,15 +297,20 @@ class Intake:
     async def process(self, delivery_id: uuid.UUID) -> None:
         """Translate one delivery and start its runs; record the outcome."""
         async with self.db.transaction() as session:
-            delivery = await session.get(Delivery, delivery_id)
-            if delivery is None or delivery.state != "received":
+            found = (
+                await session.execute(
+                    select(Delivery, Project)
+                    .join(Project, Project.id == Delivery.project_id)
+                    .where(Delivery.id == delivery_id)
+                )
+            ).first()
+            if found is None or found[0].state != "received":
                 return
-            project = await session.get(Project, delivery.project_id)
+            delivery, project = found
             attempts = delivery.attempts
             provider = PROVIDERS[delivery.provider]
             headers = dict(delivery.headers)
             body = delivery.body
-        assert project is not None  # the foreign key cascades
         outcome: list[str] = []
         runs: list[str] = []
         try:

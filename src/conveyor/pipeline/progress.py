@@ -7,7 +7,7 @@ failed job skips what depends on it, `on_failure` runs only after a failure upst
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -72,3 +72,60 @@ def next_action(
     if job.when is When.MANUAL and not played:
         return Next(Action.MANUAL, "when: manual; waits for a person")
     return Next(Action.RUN, "needs succeeded" if job.needs else "no needs")
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """A job leaving `created`: to pending, skipped or manual, and why."""
+
+    name: str
+    status: JobStatus
+    reason: str
+
+
+STATUS_OF = {
+    Action.RUN: JobStatus.PENDING,
+    Action.SKIP: JobStatus.SKIPPED,
+    Action.MANUAL: JobStatus.MANUAL,
+}
+
+
+def ancestor_sets(needs: Mapping[str, Sequence[str]]) -> dict[str, frozenset[str]]:
+    """Every job each job reaches through `needs`."""
+    memo: dict[str, frozenset[str]] = {}
+
+    def walk(name: str) -> frozenset[str]:
+        if name not in memo:
+            direct = needs.get(name, ())
+            memo[name] = frozenset(direct).union(*(walk(n) for n in direct))
+        return memo[name]
+
+    for name in needs:
+        walk(name)
+    return memo
+
+
+def settle(
+    created: Mapping[str, PlannedJob],
+    needs: Mapping[str, Sequence[str]],
+    statuses: dict[str, JobStatus],
+    allow_failure: Mapping[str, bool],
+) -> list[Move]:
+    """Every move the `created` jobs can make now, in order, repeated until nothing
+    changes, so that skips cascade in one call. `needs` and `statuses` cover every job
+    of the run; `statuses` is updated with the moves."""
+    ancestors = ancestor_sets(needs)
+    moves: list[Move] = []
+    changed = True
+    while changed:
+        changed = False
+        for name, job in created.items():
+            if statuses[name] is not JobStatus.CREATED:
+                continue
+            decision = next_action(job, ancestors[name], statuses, allow_failure)
+            if decision.action is Action.WAIT:
+                continue
+            statuses[name] = STATUS_OF[decision.action]
+            moves.append(Move(name, statuses[name], decision.reason))
+            changed = True
+    return moves

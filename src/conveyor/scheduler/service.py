@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from conveyor.domain.failure import FailureClass
 from conveyor.domain.status import JobStatus
 from conveyor.pipeline.plan import Plan, job_from_json
-from conveyor.pipeline.progress import Action, next_action
+from conveyor.pipeline.progress import settle
 from conveyor.pipeline.triggers import EventKind
 from conveyor.scheduler.protocol import Assignment, NotYours, Outcome, StaleLease
 from conveyor.scheduler.queue import group_free, lock_group, newest_wins, next_pending
@@ -34,7 +34,16 @@ from conveyor.storage.jobs import TransitionRejected, move_job, try_move, unlock
 from conveyor.storage.logs import append_chunk, log_end
 from conveyor.storage.runs import CreatedRun, create_run, release_dedupe_key
 from conveyor.storage.secrets import SecretBox
-from conveyor.storage.tables import Job, JobAttempt, Project, Run, RunnerRow, Team, utcnow
+from conveyor.storage.tables import (
+    Job,
+    JobAttempt,
+    Project,
+    Run,
+    RunnerRow,
+    Secret,
+    Team,
+    utcnow,
+)
 
 LEASE_S = 15.0
 RUNNER_LOST_RETRIES = 2
@@ -134,11 +143,20 @@ class Scheduler:
     async def start_run(self, project: Project, plan: Plan, *, pipeline: str) -> CreatedRun:
         """Store a run from its plan (or find the same commit's run) and make its first
         jobs pending."""
+        jobs = {job.name: job for job in plan.jobs}
+        moves = settle(
+            jobs,
+            {job.name: job.needs for job in plan.jobs},
+            dict.fromkeys(jobs, JobStatus.CREATED),
+            {job.name: job.allow_failure for job in plan.jobs},
+        )
+        pending = [m.name for m in moves if m.status is JobStatus.PENDING]
         async with self.db.transaction() as session:
-            created = await create_run(session, project, plan, pipeline=pipeline)
-            ready = (
-                await self.advance(session, created.run_id, fresh=True) if created.created else 0
-            )
+            created = await create_run(session, project, plan, pipeline=pipeline, initial=moves)
+            ready = len(pending) if created.created else 0
+            for name in pending if created.created else ():
+                if newest_wins(jobs[name]):
+                    await self._supersede_group(session, created.jobs[name])
             if created.created and plan.event.effective_kind in SUPERSEDING_EVENTS:
                 await self._supersede(session, project.id, plan.event.ref, created.run_id)
             if ready:
@@ -194,20 +212,19 @@ class Scheduler:
             await self._announce(session)
         self.wakeup.notify()
 
-    async def advance(self, session: AsyncSession, run_id: uuid.UUID, fresh: bool = False) -> int:
+    async def advance(self, session: AsyncSession, run_id: uuid.UUID) -> int:
         """Move every `created` job of a run that can move; returns how many became
         pending. Repeats until nothing changes, so skips cascade in one call.
 
         A run with no job left in `created` costs one indexed query; only then are the
         jobs' specs read, so finishing the jobs of a wide run stays linear."""
-        if not fresh:  # a run just created has only `created` jobs: no need to look
-            waiting = await session.scalar(
-                select(Job.id)
-                .where(Job.run_id == run_id, Job.status == JobStatus.CREATED.value)
-                .limit(1)
-            )
-            if waiting is None:
-                return 0
+        waiting = await session.scalar(
+            select(Job.id)
+            .where(Job.run_id == run_id, Job.status == JobStatus.CREATED.value)
+            .limit(1)
+        )
+        if waiting is None:
+            return 0
         rows = (
             await session.execute(
                 select(Job.id, Job.name, Job.status, Job.spec).where(Job.run_id == run_id)
@@ -215,36 +232,28 @@ class Scheduler:
         ).all()
         ids = {row.name: row.id for row in rows}
         statuses = {row.name: JobStatus(row.status) for row in rows}
-        allow = {row.name: bool(row.spec.get("allow_failure", False)) for row in rows}
-        ancestors = _ancestors({row.name: tuple(row.spec.get("needs", ())) for row in rows})
-        planned = {
+        created = {
             row.name: job_from_json(row.spec)
             for row in rows
             if row.status == JobStatus.CREATED.value
         }
-        ready = 0
-        changed = True
-        while changed:
-            changed = False
-            for name, job in planned.items():
-                if statuses[name] is not JobStatus.CREATED:
-                    continue
-                decision = next_action(job, ancestors[name], statuses, allow)
-                if decision.action is Action.WAIT:
-                    continue
-                target, reason = _target(decision.action, decision.reason)
-                values: dict[str, Any] = {"reason": reason}
-                if target is JobStatus.PENDING:
-                    values["queued_at"] = utcnow()
-                    ready += 1
-                else:
-                    values["finished_at"] = utcnow()
-                await move_job(session, ids[name], target, **values)
-                statuses[name] = target
-                changed = True
-                if target is JobStatus.PENDING and newest_wins(job):
-                    await self._supersede_group(session, ids[name])
-        return ready
+        moves = settle(
+            created,
+            {row.name: tuple(row.spec.get("needs", ())) for row in rows},
+            statuses,
+            {row.name: bool(row.spec.get("allow_failure", False)) for row in rows},
+        )
+        for move in moves:
+            values: dict[str, Any] = {"reason": move.reason}
+            if move.status is JobStatus.PENDING:
+                values["queued_at"] = utcnow()
+            else:
+                values["finished_at"] = utcnow()
+            await move_job(session, ids[move.name], move.status, **values)
+        for move in moves:
+            if move.status is JobStatus.PENDING and newest_wins(created[move.name]):
+                await self._supersede_group(session, ids[move.name])
+        return sum(1 for move in moves if move.status is JobStatus.PENDING)
 
     async def cancel_run(self, run_id: uuid.UUID) -> int:
         """Cancel every job of the run that has not finished; returns how many."""
@@ -325,18 +334,21 @@ class Scheduler:
             await self.advance(session, run_id)
 
     async def _assignment(self, session: AsyncSession, job_id: uuid.UUID) -> Assignment:
-        row = (
+        # The job with its run, project, team and the project's secrets (one row each).
+        rows = (
             await session.execute(
-                select(Job, Run, Project, Team)
+                select(Job, Run, Project, Team, Secret)
                 .join(Run, Run.id == Job.run_id)
                 .join(Project, Project.id == Run.project_id)
                 .join(Team, Team.id == Job.team_id)
+                .outerjoin(Secret, Secret.project_id == Project.id)
                 .where(Job.id == job_id)
                 .execution_options(populate_existing=True)
             )
-        ).one()
-        job, run, project, team = row
-        secrets = await self.secrets.values(session, project.id) if self.secrets else {}
+        ).all()
+        job, run, project, team, _ = rows[0]
+        found = [row[4] for row in rows if row[4] is not None]
+        secrets = self.secrets.open_all(project.id, found) if self.secrets else {}
         return Assignment(
             secrets=secrets,
             # A first attempt's log starts empty; a retry continues after the last one's.
@@ -538,25 +550,3 @@ def retry_due(
     if cls in when and attempt <= max_retries:
         return True
     return cls is FailureClass.RUNNER_LOST and attempt <= RUNNER_LOST_RETRIES
-
-
-def _target(action: Action, reason: str) -> tuple[JobStatus, str]:
-    """A deploy job runs like any other: its runner asks the deployment manager to carry
-    it out and follows it."""
-    return {
-        Action.RUN: JobStatus.PENDING,
-        Action.SKIP: JobStatus.SKIPPED,
-        Action.MANUAL: JobStatus.MANUAL,
-    }[action], reason
-
-
-def _ancestors(needs: dict[str, Sequence[str]]) -> dict[str, frozenset[str]]:
-    memo: dict[str, frozenset[str]] = {}
-
-    def walk(name: str) -> frozenset[str]:
-        if name not in memo:
-            direct = needs.get(name, ())
-            memo[name] = frozenset(direct).union(*(walk(n) for n in direct))
-        return memo[name]
-
-    return {name: walk(name) for name in needs}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -24,6 +25,16 @@ from sqlalchemy.ext.asyncio import (
 SQLITE_FILE = "conveyor.db"
 POOL_SIZE = 20
 POOL_OVERFLOW = 20
+
+
+def insert_for(session_or_dialect: AsyncSession | str) -> Any:
+    """The dialect's INSERT construct (it has ON CONFLICT): PostgreSQL's or SQLite's."""
+    name = (
+        session_or_dialect
+        if isinstance(session_or_dialect, str)
+        else session_or_dialect.get_bind().dialect.name
+    )
+    return postgresql.insert if name == "postgresql" else sqlite.insert
 
 
 class DatabaseUrlError(ValueError):

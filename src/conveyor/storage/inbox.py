@@ -14,9 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
-
-from conveyor.storage.database import Database
+from conveyor.storage.database import Database, insert_for
 from conveyor.storage.tables import Delivery
 
 MAX_BATCH = 256
@@ -45,9 +43,8 @@ class DeliveryWriter:
         self._writing = False
         self.batches = 0
         self.stored = 0
-        insert: Any = sqlite.insert if db.is_sqlite else postgresql.insert
         self._insert = (
-            insert(Delivery)
+            insert_for("sqlite" if db.is_sqlite else "postgresql")(Delivery)
             .on_conflict_do_nothing(index_elements=list(KEY))
             .returning(Delivery.project_id, Delivery.provider, Delivery.delivery_key)
         )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from conveyor.storage.database import insert_for
 from conveyor.storage.tables import LogChunk
 
 
@@ -16,10 +16,7 @@ async def append_chunk(
 ) -> None:
     """Insert the chunk unless one already starts at that offset."""
     values = {"job_id": job_id, "offset": offset, "team_id": team_id, "data": data}
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(postgresql.insert(LogChunk).values(**values).on_conflict_do_nothing())
-    else:
-        await session.execute(sqlite.insert(LogChunk).values(**values).on_conflict_do_nothing())
+    await session.execute(insert_for(session)(LogChunk).values(**values).on_conflict_do_nothing())
 
 
 async def read_log(session: AsyncSession, job_id: uuid.UUID, offset: int = 0) -> bytes:

@@ -4,16 +4,20 @@ deduplicated by their UUIDv5 key, with their status derived from their jobs."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+from sqlalchemy import insert as sa_insert
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.domain.status import JobOutcome, JobStatus, RunStatus, run_status
-from conveyor.ids import run_dedupe_key
+from conveyor.ids import new_id, run_dedupe_key
 from conveyor.pipeline.plan import Plan, job_to_json
-from conveyor.storage.tables import Job, Project, Run
+from conveyor.pipeline.progress import Move
+from conveyor.storage.database import insert_for
+from conveyor.storage.tables import Job, Project, Run, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,55 +25,77 @@ class CreatedRun:
     run_id: uuid.UUID
     created: bool
     """False when an existing run with the same dedupe key was returned instead."""
+    jobs: Mapping[str, uuid.UUID] = field(default_factory=dict)
+    """The new run's job ids by name (empty when the run existed)."""
 
 
 async def create_run(
-    session: AsyncSession, project: Project, plan: Plan, *, pipeline: str
+    session: AsyncSession,
+    project: Project,
+    plan: Plan,
+    *,
+    pipeline: str,
+    initial: Sequence[Move] = (),
 ) -> CreatedRun:
     """Store a run and its planned jobs, or return the run that already exists for the same
     (project, event, ref, sha, pipeline). A canceled run does not count as a match.
 
-    Runs inside a SAVEPOINT, so a lost race on the unique key leaves the caller's
-    transaction usable.
+    Jobs start in `created`, or where `initial` moves them (the scheduler's first
+    progress decision, stored with the insert instead of read back and updated). The run
+    is inserted with ON CONFLICT DO NOTHING on its dedupe key, so a lost race costs no
+    error and leaves the caller's transaction usable: three statements for a new run.
     """
     event = plan.event
     key = run_dedupe_key(
         str(project.id), event.effective_kind.value, event.ref, event.sha, pipeline
     )
-    existing = await session.scalar(select(Run.id).where(Run.dedupe_key == key))
-    if existing is not None:
-        return CreatedRun(existing, created=False)
-    run = Run(
-        team_id=project.team_id,
-        project_id=project.id,
-        event=event.effective_kind.value,
-        ref=event.ref,
-        sha=event.sha,
-        dedupe_key=key,
-        reasons=list(plan.trigger.reasons),
+    run_id = new_id()
+    stored = await session.scalar(
+        insert_for(session)(Run)
+        .values(
+            id=run_id,
+            team_id=project.team_id,
+            project_id=project.id,
+            event=event.effective_kind.value,
+            ref=event.ref,
+            sha=event.sha,
+            dedupe_key=key,
+            reasons=list(plan.trigger.reasons),
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing()
+        .returning(Run.id)
     )
-    try:
-        async with session.begin_nested():
-            session.add(run)
-            await session.flush()
-            session.add_all(
-                Job(
-                    team_id=project.team_id,
-                    run_id=run.id,
-                    name=job.name,
-                    status=JobStatus.CREATED.value,
-                    spec=job_to_json(job),
-                    concurrency_group=job.concurrency.group if job.concurrency else None,
-                )
-                for job in plan.jobs
-            )
-            await session.flush()
-    except IntegrityError:
-        winner = await session.scalar(select(Run.id).where(Run.dedupe_key == key))
-        if winner is None:
-            raise
-        return CreatedRun(winner, created=False)
-    return CreatedRun(run.id, created=True)
+    if stored is None:
+        existing = await session.scalar(select(Run.id).where(Run.dedupe_key == key))
+        if existing is None:  # pragma: no cover - a conflict on another key: a bug
+            raise RuntimeError(f"run {key} conflicts, but no run holds its key")
+        return CreatedRun(existing, created=False)
+    now = utcnow()
+    moves = {move.name: move for move in initial}
+    ids = {job.name: new_id() for job in plan.jobs}
+    rows: list[dict[str, Any]] = []
+    for job in plan.jobs:
+        move = moves.get(job.name)
+        status = move.status if move else JobStatus.CREATED
+        rows.append(
+            {
+                "id": ids[job.name],
+                "team_id": project.team_id,
+                "run_id": run_id,
+                "name": job.name,
+                "status": status.value,
+                "spec": job_to_json(job),
+                "concurrency_group": job.concurrency.group if job.concurrency else None,
+                "reason": move.reason if move else "",
+                "queued_at": now if status is JobStatus.PENDING else None,
+                "finished_at": now if move and status is not JobStatus.PENDING else None,
+                "created_at": now,
+            }
+        )
+    if rows:
+        await session.execute(sa_insert(Job), rows)
+    return CreatedRun(run_id, created=True, jobs=ids)
 
 
 async def derived_status(session: AsyncSession, run_id: uuid.UUID) -> RunStatus:

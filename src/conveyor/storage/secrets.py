@@ -12,16 +12,16 @@ import base64
 import binascii
 import os
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.ids import new_id
+from conveyor.storage.database import insert_for
 from conveyor.storage.tables import Secret, utcnow
 
 KEY_FILE = "secret-key"
@@ -106,10 +106,8 @@ class SecretBox:
             "updated_at": utcnow(),
         }
         changes = {"nonce": nonce, "ciphertext": sealed, "updated_at": values["updated_at"]}
-        postgres = session.get_bind().dialect.name == "postgresql"
-        insert: Any = postgresql.insert if postgres else sqlite.insert
         await session.execute(
-            insert(Secret)
+            insert_for(session)(Secret)
             .values(**values)
             .on_conflict_do_update(index_elements=["project_id", "name"], set_=changes)
         )
@@ -123,4 +121,8 @@ class SecretBox:
     async def values(self, session: AsyncSession, project_id: uuid.UUID) -> dict[str, str]:
         """Every secret of a project, decrypted: for that project's jobs only."""
         rows = await session.scalars(select(Secret).where(Secret.project_id == project_id))
+        return self.open_all(project_id, rows)
+
+    def open_all(self, project_id: uuid.UUID, rows: Iterable[Secret]) -> dict[str, str]:
+        """The project's secret rows (read by the caller), decrypted, by name."""
         return {s.name: self.open(project_id, s.name, s.nonce, s.ciphertext) for s in rows}
