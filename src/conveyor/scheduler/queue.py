@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, func, or_, select, text
+from sqlalchemy import ColumnElement, cast, exists, func, literal, or_, select, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -21,11 +22,20 @@ runner has."""
 
 
 async def next_pending(
-    session: AsyncSession, runner: RunnerRow, take: Callable[[Job], Awaitable[bool]]
+    session: AsyncSession,
+    runner: RunnerRow,
+    take: Callable[[Job], Awaitable[bool]],
+    *,
+    postgres: bool,
 ) -> Job | None:
     """The job a runner gets next, or None (see Scheduler.claim for the order): the
-    first candidate that `take` (a guarded UPDATE) succeeds on. A candidate another
-    claim took meanwhile fails `take`, and the next one is tried."""
+    first candidate that `take` (a guarded UPDATE) succeeds on.
+
+    On PostgreSQL the labels are tested in SQL and the one candidate is locked with SKIP
+    LOCKED, so concurrent claims each lock a different job and none fails its UPDATE.
+    SQLite has one writer at a time: the oldest LABEL_SCAN jobs are read, the labels
+    tested here, and a candidate another claim took meanwhile fails `take`, so the next
+    one is tried."""
     pending = [Job.status == JobStatus.PENDING.value]
     if runner.team_id is not None:
         pending.append(Job.team_id == runner.team_id)
@@ -64,9 +74,17 @@ async def next_pending(
         query = (
             select(Job)
             .where(*pending, group_free(Job), Job.team_id == team)
-            .order_by(Job.queued_at)  # the index order: the walk stops after LABEL_SCAN
-            .limit(LABEL_SCAN)
+            .order_by(Job.queued_at)  # the index order: the walk stops at the limit
         )
+        if postgres:
+            labels = func.coalesce(cast(Job.spec, JSONB)["labels"], literal([], JSONB))
+            query = (
+                query.where(labels.contained_by(literal(sorted(have), JSONB)))
+                .limit(1)
+                .with_for_update(skip_locked=True, of=Job)
+            )
+        else:
+            query = query.limit(LABEL_SCAN)
         for job in (await session.execute(query)).scalars():
             if not set(job.spec.get("labels", ())) <= have:
                 continue

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from sqlalchemy import and_, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.domain.failure import FailureClass
@@ -30,7 +30,7 @@ from conveyor.pipeline.triggers import EventKind
 from conveyor.scheduler.protocol import Assignment, NotYours, Outcome, StaleLease
 from conveyor.scheduler.queue import group_free, lock_group, newest_wins, next_pending
 from conveyor.storage.database import Database
-from conveyor.storage.jobs import TransitionRejected, move_job, try_move, unlocked
+from conveyor.storage.jobs import TransitionRejected, move_job, try_move
 from conveyor.storage.logs import append_chunk, log_end
 from conveyor.storage.runs import CreatedRun, create_run, release_dedupe_key
 from conveyor.storage.secrets import SecretBox
@@ -286,15 +286,12 @@ class Scheduler:
 
             async def take(job: Job) -> bool:
                 await lock_group(session, job, postgres=postgres)
-                guard = group_free(Job)
-                if postgres:
-                    guard = and_(guard, unlocked(job.id))
                 return await try_move(
                     session,
                     job.id,
                     JobStatus.RUNNING,
                     expect_fence=job.fence,
-                    guard=guard,
+                    guard=group_free(Job),
                     fence=job.fence + 1,
                     attempt=job.attempt + 1,
                     runner_id=runner.id,
@@ -302,7 +299,7 @@ class Scheduler:
                     started_at=now,
                 )
 
-            job = await next_pending(session, runner, take)
+            job = await next_pending(session, runner, take, postgres=postgres)
             if job is None:
                 return None
             return await self._assignment(session, job.id)

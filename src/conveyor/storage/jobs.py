@@ -14,7 +14,6 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from conveyor.domain.status import JOB_TRANSITIONS, JobStatus
 from conveyor.storage.tables import Job
@@ -81,12 +80,3 @@ async def try_move(
         statement = statement.where(guard)
     result = await session.execute(statement.execution_options(synchronize_session=False))
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
-
-
-def unlocked(job_id: uuid.UUID) -> ColumnElement[bool]:
-    """A guard for PostgreSQL: true unless another transaction holds the job's row
-    (SKIP LOCKED), so an UPDATE passes over a row another claim is taking instead of
-    waiting for it."""
-    row = aliased(Job)
-    free = select(row.id).where(row.id == job_id).with_for_update(skip_locked=True)
-    return Job.id.in_(free.scalar_subquery())
