@@ -293,7 +293,11 @@ class Conveyor:
         self.http.close()
 
     def statements(self) -> int:
-        return int(self.http.get("/api/v1/stats").json()["sql_statements"])
+        return int(self.stats()["sql_statements"])
+
+    def stats(self) -> dict[str, int]:
+        found: dict[str, int] = self.http.get("/api/v1/stats").json()
+        return found
 
     def finished(self) -> int:
         return int(self.http.get("/api/v1/stats").json()["attempts_finished"])
@@ -393,13 +397,15 @@ def measure(conv: Conveyor, args: argparse.Namespace, shas: list[str], dag: list
         batch = take(k)
         time.sleep(1.0)
         reset_peak(pid)
-        cpu0, sql0 = cpu_s(pid), conv.statements()
+        cpu0, stats0 = cpu_s(pid), conv.stats()
+        sql0 = stats0["sql_statements"]
         git0 = cpu_s(pid, children=True) - cpu0
         runners0 = sum(cpu_s(p.pid, children=True) for p in conv.procs[1:])
         sends = asyncio.run(send_pushes(conv.port, "trivial", batch, args.senders))
         done += k
         conv.wait_finished(done, 600)
-        cpu1, sql1 = cpu_s(pid), conv.statements()
+        cpu1, stats1 = cpu_s(pid), conv.stats()
+        sql1 = stats1["sql_statements"]
         git1 = cpu_s(pid, children=True) - cpu1
         runners1 = sum(cpu_s(p.pid, children=True) for p in conv.procs[1:])
         runs = conv.wait_done("trivial", batch, 600)
@@ -423,6 +429,10 @@ def measure(conv: Conveyor, args: argparse.Namespace, shas: list[str], dag: list
                 "runners_cpu_ms_per_job": round(1000 * (runners1 - runners0) / k, 1),
                 "coordinator_rss_peak_mib": round(peak_rss_mib(pid), 1),
                 "sql_statements_per_job": round((sql1 - sql0) / k, 1),
+                "claims_per_job": round((stats1["claims"] - stats0["claims"]) / k, 2),
+                "empty_claims_per_job": round(
+                    (stats1["empty_claims"] - stats0["empty_claims"]) / k, 2
+                ),
             }
         )
     rows = []

@@ -131,10 +131,14 @@ class GitMirror:
 
     async def read(self, sha: str, path: str) -> bytes:
         """A file's content at a commit."""
+        return (await self.blob(sha, path))[1]
+
+    async def blob(self, sha: str, path: str) -> tuple[str, bytes]:
+        """A file's blob id and content at a commit (one round trip to `cat-file`)."""
         found = await self.objects.get(f"{sha}:{path}")
         if found is None or found[1] != "blob":
             raise GitError(f"{path} is not a file in commit {sha[:12]}")
-        return found[2]
+        return found[0], found[2]
 
     async def checkout(self, sha: str, dest: Path) -> None:
         """A work tree of `sha` at `dest` (files hard-linked from the mirror)."""

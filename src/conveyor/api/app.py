@@ -297,6 +297,8 @@ def create_app(config: ServerConfig) -> FastAPI:
             "pid": os.getpid(),
             "sql_statements": state.db.statements,
             "attempts_finished": state.scheduler.finished,
+            "claims": state.scheduler.claims,
+            "empty_claims": state.scheduler.empty_claims,
             "deliveries_stored": state.intake.writer.stored,
             "delivery_batches": state.intake.writer.batches,
         }

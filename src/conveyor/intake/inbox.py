@@ -150,7 +150,7 @@ class Intake:
         self.writer = DeliveryWriter(self.db)
         self._receiving = 0
         self._targets: dict[tuple[str, str], HookTarget] = {}
-        self._pipelines: OrderedDict[tuple[str, str, str], LoadedPipeline | str] = OrderedDict()
+        self._pipelines: OrderedDict[tuple[str, str], LoadedPipeline | str] = OrderedDict()
         self._known: OrderedDict[tuple[str, str], None] = OrderedDict()
         """Full shas known to be in their mirror (commits never leave a mirror we read)."""
 
@@ -337,23 +337,22 @@ class Intake:
         await self._finish(delivery_id, "done", outcome or ["nothing to do"], runs)
 
     async def pipeline(self, project: Project, mirror: GitMirror, sha: str) -> LoadedPipeline | str:
-        """The pipeline at a commit, or why there is none. Parsed once per (repository,
-        commit, path): a burst of pushes of one commit reads and parses it once."""
-        key = (project.repo_url, sha, project.config_path)
+        """The pipeline at a commit, or why there is none. Parsed once per (file content,
+        path): the many commits that leave conveyor.yml unchanged share one parse."""
+        try:
+            blob, text = await mirror.blob(sha, project.config_path)
+        except GitError:
+            return f"no {project.config_path} in this commit"
+        key = (blob, project.config_path)
         if key in self._pipelines:
             self._pipelines.move_to_end(key)
             return self._pipelines[key]
         found: LoadedPipeline | str
         try:
-            text = await mirror.read(sha, project.config_path)
-        except GitError:
-            found = f"no {project.config_path} in this commit"
-        else:
-            try:
-                found = parse_pipeline(text, project.config_path)
-            except PipelineInvalid as exc:
-                shown = "; ".join(str(e) for e in exc.errors[:5])
-                found = f"the pipeline is invalid: {shown}"
+            found = parse_pipeline(text, project.config_path)
+        except PipelineInvalid as exc:
+            shown = "; ".join(str(e) for e in exc.errors[:5])
+            found = f"the pipeline is invalid: {shown}"
         self._pipelines[key] = found
         if len(self._pipelines) > PIPELINE_CACHE:
             self._pipelines.popitem(last=False)

@@ -28,7 +28,7 @@ from conveyor.pipeline.plan import Plan, job_from_json
 from conveyor.pipeline.progress import settle
 from conveyor.pipeline.triggers import EventKind
 from conveyor.scheduler.protocol import Assignment, NotYours, Outcome, StaleLease
-from conveyor.scheduler.queue import group_free, lock_group, newest_wins, next_pending
+from conveyor.scheduler.queue import GROUP_FREE, lock_group, newest_wins, next_pending
 from conveyor.storage.database import Database
 from conveyor.storage.jobs import TransitionRejected, move_job, try_move
 from conveyor.storage.logs import append_chunk, log_end
@@ -109,6 +109,9 @@ class Scheduler:
         ignores its own NOTIFY when it comes back over LISTEN."""
         self.finished = 0
         """Attempts this process recorded (GET /api/v1/stats)."""
+        self.claims = 0
+        self.empty_claims = 0
+        """Claims this process served, and those that found no job for the runner."""
 
     # -- wake-ups across replicas --------------------------------------------------------
 
@@ -291,7 +294,7 @@ class Scheduler:
                     job.id,
                     JobStatus.RUNNING,
                     expect_fence=job.fence,
-                    guard=group_free(Job),
+                    guard=GROUP_FREE,
                     fence=job.fence + 1,
                     attempt=job.attempt + 1,
                     runner_id=runner.id,
@@ -299,8 +302,10 @@ class Scheduler:
                     started_at=now,
                 )
 
+            self.claims += 1
             job = await next_pending(session, runner, take, postgres=postgres)
             if job is None:
+                self.empty_claims += 1
                 return None
             return await self._assignment(session, job.id)
 
