@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     recheck_seconds: float = 1.0
     """How often a waiting runner request looks for new jobs without being woken (jobs
     made ready in the same process, or announced by PostgreSQL NOTIFY, wake it at once)."""
+    workers: int = 1
+    """Processes of this `conveyor serve` (`--workers`, which sets `CONVEYOR_WORKERS`)."""
     cache_quota_mb: int = 256
     """Per team: the coordinator keeps at most this much cache, evicting the least
     recently used archives first."""

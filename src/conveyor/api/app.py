@@ -63,6 +63,8 @@ class ServerConfig:
     lease_s: float = LEASE_S
     long_poll_s: float = 30.0
     recheck_s: float = 1.0
+    workers: int = 1
+    """Processes serving this data directory (`serve --workers N`)."""
     """How often a waiting runner request looks for jobs without being woken."""
     sweep_s: float = 1.0
     rate_limit: str = "50/second"
@@ -171,6 +173,7 @@ def server_config(settings: Settings, data_dir: Path | None = None) -> ServerCon
         admin_token=settings.admin_token,
         secret_key=settings.secret_key,
         recheck_s=settings.recheck_seconds,
+        workers=settings.workers,
         rate_limit=settings.rate_limit,
         hook_rate_limit=settings.hook_rate_limit,
         redis_url=settings.redis_url,
@@ -208,7 +211,14 @@ def create_app(config: ServerConfig) -> FastAPI:
                 flush=True,
             )
         box = SecretBox(load_key(config.data_dir, config.secret_key))
-        scheduler = Scheduler(db, lease_s=config.lease_s, secrets=box)
+        # Every announcement reaches every replica on PostgreSQL (NOTIFY); on SQLite only
+        # within one process, so several processes do not skip a look on that account.
+        scheduler = Scheduler(
+            db,
+            lease_s=config.lease_s,
+            secrets=box,
+            hints=not db.is_sqlite or config.workers == 1,
+        )
         mirrors = MirrorSet(config.data_dir / "repos")
         intake = Intake(scheduler, box, mirrors.get, poll_s=config.inbox_poll_s)
         statuses = Statuses(

@@ -125,6 +125,7 @@ def serve(
         uvicorn.run(create_app(config), **options)
         return
     os.environ["CONVEYOR_DATA_DIR"] = str(config.data_dir)
+    os.environ["CONVEYOR_WORKERS"] = str(workers)
     uvicorn.run("conveyor.api.app:app_from_environment", factory=True, workers=workers, **options)
 
 

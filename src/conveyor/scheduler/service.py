@@ -64,8 +64,12 @@ class Wakeup:
 
     def __init__(self) -> None:
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self.generation = 0
+        """Counts announcements: a claim that found nothing at generation g will find
+        nothing again for the same kind of runner until it changes."""
 
     def notify(self, jobs: int = 1) -> None:
+        self.generation += 1
         woken = 0
         while self._waiters and woken < jobs * self.SLACK:
             waiter = self._waiters.popleft()
@@ -85,6 +89,11 @@ class Wakeup:
                 self._waiters.remove(waiter)
 
 
+def _kind(runner: RunnerRow) -> tuple[uuid.UUID | None, tuple[str, ...]]:
+    """What decides which jobs a runner may take: its team and its labels."""
+    return runner.team_id, tuple(sorted(runner.labels or ()))
+
+
 def _owned(
     job_id: uuid.UUID, holder: uuid.UUID | None, runner_id: uuid.UUID | None, *, exists: bool
 ) -> None:
@@ -98,9 +107,17 @@ class Scheduler:
     """Runs and jobs in the database. Every public method is one or more transactions."""
 
     def __init__(
-        self, db: Database, *, lease_s: float = LEASE_S, secrets: SecretBox | None = None
+        self,
+        db: Database,
+        *,
+        lease_s: float = LEASE_S,
+        secrets: SecretBox | None = None,
+        hints: bool = True,
     ) -> None:
         self.db = db
+        self.hints = hints
+        """Whether every job made pending is announced to this process (see
+        `may_have_work`)."""
         self.lease_s = lease_s
         self.secrets = secrets
         self.wakeup = Wakeup()
@@ -112,6 +129,9 @@ class Scheduler:
         self.claims = 0
         self.empty_claims = 0
         """Claims this process served, and those that found no job for the runner."""
+        self._empty: dict[tuple[uuid.UUID | None, tuple[str, ...]], int] = {}
+        """Per kind of runner (team, labels): the generation at which a claim last found
+        nothing."""
 
     # -- wake-ups across replicas --------------------------------------------------------
 
@@ -159,9 +179,9 @@ class Scheduler:
             ready = len(pending) if created.created else 0
             for name in pending if created.created else ():
                 if newest_wins(jobs[name]):
-                    await self._supersede_group(session, created.jobs[name])
+                    ready += await self._supersede_group(session, created.jobs[name])
             if created.created and plan.event.effective_kind in SUPERSEDING_EVENTS:
-                await self._supersede(session, project.id, plan.event.ref, created.run_id)
+                ready += await self._supersede(session, project.id, plan.event.ref, created.run_id)
             if ready:
                 await self._announce(session, ready)
         if ready:
@@ -170,10 +190,10 @@ class Scheduler:
 
     async def _supersede(
         self, session: AsyncSession, project_id: uuid.UUID, ref: str, newest: uuid.UUID
-    ) -> None:
+    ) -> int:
         """A new run on a ref cancels the unfinished `interruptible` jobs of the older runs
         on that ref (GitLab's auto-cancel); jobs that are not interruptible, such as
-        deploys, carry on."""
+        deploys, carry on. Returns how many jobs of those runs became pending."""
         unfinished = [s.value for s in JobStatus if not s.is_final]
         rows = (
             await session.execute(
@@ -203,8 +223,7 @@ class Scheduler:
             except TransitionRejected:
                 continue  # it finished meanwhile
             touched.add(run_id)
-        for run_id in touched:
-            await self.advance(session, run_id)
+        return sum([await self.advance(session, run_id) for run_id in touched])
 
     async def play(self, job_id: uuid.UUID) -> None:
         """A person starts a manual job."""
@@ -253,10 +272,11 @@ class Scheduler:
             else:
                 values["finished_at"] = utcnow()
             await move_job(session, ids[move.name], move.status, **values)
+        ready = sum(1 for move in moves if move.status is JobStatus.PENDING)
         for move in moves:
             if move.status is JobStatus.PENDING and newest_wins(created[move.name]):
-                await self._supersede_group(session, ids[move.name])
-        return sum(1 for move in moves if move.status is JobStatus.PENDING)
+                ready += await self._supersede_group(session, ids[move.name])
+        return ready
 
     async def cancel_run(self, run_id: uuid.UUID) -> int:
         """Cancel every job of the run that has not finished; returns how many."""
@@ -275,6 +295,12 @@ class Scheduler:
 
     # -- the runner protocol -----------------------------------------------------------
 
+    def may_have_work(self, runner: RunnerRow) -> bool:
+        """False when the last claim for this kind of runner found nothing and no job has
+        been announced since: a runner's request right after its finish then waits for an
+        announcement instead of asking the database for what it did not have."""
+        return not self.hints or self._empty.get(_kind(runner)) != self.wakeup.generation
+
     async def claim(self, runner: RunnerRow) -> Assignment | None:
         """Lease the next job to a runner, or None when nothing is pending for it.
 
@@ -284,6 +310,7 @@ class Scheduler:
         Within a team, the oldest queued job goes first.
         """
         postgres = not self.db.is_sqlite
+        generation = self.wakeup.generation
         async with self.db.transaction() as session:
             now = utcnow()
 
@@ -306,15 +333,17 @@ class Scheduler:
             job = await next_pending(session, runner, take, postgres=postgres)
             if job is None:
                 self.empty_claims += 1
+                self._empty[_kind(runner)] = generation
                 return None
             return await self._assignment(session, job.id)
 
-    async def _supersede_group(self, session: AsyncSession, newest: uuid.UUID) -> None:
+    async def _supersede_group(self, session: AsyncSession, newest: uuid.UUID) -> int:
         """`newest-wins`: a job that becomes pending skips the older pending jobs of its
-        group (the running one finishes; the newest always runs next, so none starves)."""
+        group (the running one finishes; the newest always runs next, so none starves).
+        Returns how many jobs of their runs became pending (`when: always`)."""
         job = await session.get(Job, newest)
         if job is None or job.concurrency_group is None:
-            return
+            return 0
         older = (
             await session.execute(
                 select(Job.id, Job.run_id).where(
@@ -325,7 +354,7 @@ class Scheduler:
                 )
             )
         ).all()
-        for job_id, run_id in older:
+        for job_id, _ in older:
             await move_job(
                 session,
                 job_id,
@@ -333,7 +362,7 @@ class Scheduler:
                 reason=f"superseded by a newer job of group {job.concurrency_group!r}",
                 finished_at=utcnow(),
             )
-            await self.advance(session, run_id)
+        return sum([await self.advance(session, run_id) for _, run_id in older])
 
     async def _assignment(self, session: AsyncSession, job_id: uuid.UUID) -> Assignment:
         # The job with its run, project, team and the project's secrets (one row each).

@@ -86,10 +86,15 @@ async def request_job(
     _runner(who)
     assert who.runner is not None
     deadline = time.monotonic() + min(wait, state.long_poll_s)
+    # The first look is skipped when nothing was announced since the last empty claim
+    # for this kind of runner; every later one (woken, or at the recheck) asks.
+    look = state.scheduler.may_have_work(who.runner) or wait == 0
     while True:
-        assignment = await state.scheduler.claim(who.runner)
-        if assignment is not None:
-            return assignment
+        if look:
+            assignment = await state.scheduler.claim(who.runner)
+            if assignment is not None:
+                return assignment
+        look = True
         left = deadline - time.monotonic()
         if left <= 0 or await request.is_disconnected():
             return Response(status_code=204)
