@@ -14,7 +14,7 @@ import contextlib
 import logging
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -55,38 +55,41 @@ SUPERSEDING_EVENTS = frozenset({EventKind.PUSH, EventKind.PULL_REQUEST, EventKin
 
 class Wakeup:
     """Wakes long-polling runner requests in this process when jobs become pending: as
-    many as there are new jobs (twice as many, for runners whose labels or team do not
-    fit), oldest waiter first, not all of them: a herd of requests that all query for one
-    job costs the database for nothing. A request that was not woken still looks again
-    every `recheck_s`."""
+    many as there are new jobs, oldest waiter first, not all of them: a herd of requests
+    that all query for one job costs the database for nothing. When runners of several
+    kinds (team, labels) wait, twice as many, since a woken runner may not fit the job.
+    A request that was not woken still looks again every `recheck_s`."""
 
     SLACK = 2
 
     def __init__(self) -> None:
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[tuple[asyncio.Future[None], Hashable]] = deque()
         self.generation = 0
         """Counts announcements: a claim that found nothing at generation g will find
         nothing again for the same kind of runner until it changes."""
 
     def notify(self, jobs: int = 1) -> None:
         self.generation += 1
+        kinds = {kind for _, kind in self._waiters}
+        wake = jobs * (self.SLACK if len(kinds) > 1 else 1)
         woken = 0
-        while self._waiters and woken < jobs * self.SLACK:
-            waiter = self._waiters.popleft()
+        while self._waiters and woken < wake:
+            waiter, _ = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 woken += 1
 
-    async def wait(self, timeout: float) -> None:
+    async def wait(self, timeout: float, kind: Hashable = None) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        entry = (waiter, kind)
+        self._waiters.append(entry)
         try:
             await asyncio.wait_for(waiter, timeout)
         except TimeoutError:
             return
         finally:
             with contextlib.suppress(ValueError):
-                self._waiters.remove(waiter)
+                self._waiters.remove(entry)
 
 
 def _kind(runner: RunnerRow) -> tuple[uuid.UUID | None, tuple[str, ...]]:
@@ -294,6 +297,10 @@ class Scheduler:
         return count
 
     # -- the runner protocol -----------------------------------------------------------
+
+    async def wait(self, runner: RunnerRow, timeout: float) -> None:
+        """Until a job is announced (see Wakeup), or `timeout` seconds."""
+        await self.wakeup.wait(timeout, _kind(runner))
 
     def may_have_work(self, runner: RunnerRow) -> bool:
         """False when the last claim for this kind of runner found nothing and no job has

@@ -49,6 +49,8 @@ from conveyor.storage.tables import (
 )
 
 router = APIRouter(prefix="/api/v1/runners", tags=["runners"])
+SAFETY_LOOK_S = 5.0
+"""How often a waiting request claims even though no job was announced."""
 CACHE_KEY = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
 
@@ -86,19 +88,20 @@ async def request_job(
     _runner(who)
     assert who.runner is not None
     deadline = time.monotonic() + min(wait, state.long_poll_s)
-    # The first look is skipped when nothing was announced since the last empty claim
-    # for this kind of runner; every later one (woken, or at the recheck) asks.
-    look = state.scheduler.may_have_work(who.runner) or wait == 0
+    looked = -SAFETY_LOOK_S if wait == 0 else time.monotonic()
     while True:
-        if look:
+        # A look is skipped when nothing was announced since the last empty claim for
+        # this kind of runner, except every SAFETY_LOOK_S (a job no one announced).
+        now = time.monotonic()
+        if state.scheduler.may_have_work(who.runner) or now - looked >= SAFETY_LOOK_S:
+            looked = now
             assignment = await state.scheduler.claim(who.runner)
             if assignment is not None:
                 return assignment
-        look = True
         left = deadline - time.monotonic()
         if left <= 0 or await request.is_disconnected():
             return Response(status_code=204)
-        await state.scheduler.wakeup.wait(min(left, state.recheck_s))
+        await state.scheduler.wait(who.runner, min(left, state.recheck_s))
 
 
 async def _own_job(state: State, who: Principal, job_id: uuid.UUID) -> None:
