@@ -523,3 +523,55 @@ def test_caches_are_kept_per_team_with_counters_and_a_quota(tmp_path):
         teams = {t["name"]: t for t in client.get("/api/v1/teams", headers=admin).json()}
         assert (teams["a"]["cache_hits"], teams["a"]["cache_misses"]) == (2, 2)
         assert (teams["b"]["cache_hits"], teams["b"]["cache_misses"]) == (0, 1)
+
+
+def test_finish_carries_the_log_tail(world: World):
+    headers = _runner_for(world, None, "tail")
+    trigger(world)
+    job = world.client.post("/api/v1/runners/jobs/request", params={"wait": 0}, headers=headers)
+    job_id, fence = job.json()["job_id"], job.json()["fence"]
+    base = f"/api/v1/runners/jobs/{job_id}"
+    world.client.put(
+        f"{base}/log", params={"fence": fence, "offset": 0}, content=b"one\n", headers=headers
+    ).raise_for_status()
+    too_big = world.client.post(
+        f"{base}/finish",
+        json={"fence": fence, "status": "success", "log": {"offset": 4, "text": "é" * 600_000}},
+        headers=headers,
+    )
+    assert too_big.status_code == 413 and "at most 1048576 bytes" in too_big.json()["detail"]
+    done = world.client.post(
+        f"{base}/finish",
+        json={"fence": fence, "status": "success", "log": {"offset": 4, "text": "two ✓\n"}},
+        headers=headers,
+    )
+    assert done.json() == {"status": "success"}
+    log = world.call("a:viewer", "GET", f"/api/v1/jobs/{job_id}/log")
+    assert log.content == "one\ntwo ✓\n".encode()
+
+
+def test_a_token_is_looked_up_once_per_few_seconds(world: World):
+    db = world.client.app.state.coordinator.db
+    world.call("a:viewer", "GET", "/api/v1/projects/a/api/runs").raise_for_status()
+    before = db.statements
+    world.call("a:viewer", "GET", "/api/v1/projects/a/api/runs").raise_for_status()
+    cached = db.statements - before
+    world.client.app.state.coordinator.principals.ttl_s = 0.0
+    before = db.statements
+    world.call("a:viewer", "GET", "/api/v1/projects/a/api/runs").raise_for_status()
+    assert db.statements - before == cached + 1, "an expired entry is looked up again"
+    unknown = world.client.get(
+        "/api/v1/projects/a/api/runs", headers={"Authorization": "Bearer cvy_team_nope"}
+    )
+    assert unknown.status_code == 401
+
+
+def test_principal_cache_is_bounded_and_keyed_by_token_hash():
+    from conveyor.api.auth import Principal, PrincipalCache, token_hash
+    from conveyor.domain.roles import Role
+
+    cache = PrincipalCache(ttl_s=60.0, size=2)
+    for token in ("t1", "t2", "t3"):
+        cache.put(Principal(role=Role.VIEWER, subject=token_hash(token)))
+    assert cache.get("t1") is None, "the least recently used entry went"
+    assert cache.get("t3") is not None and cache.get("t2") is not None

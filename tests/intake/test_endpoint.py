@@ -74,6 +74,9 @@ def test_path_filters_use_the_diff_or_the_merge_base(hooks: Hooks, repo: Path) -
     hooks.github(project, "push", listed, delivery="listed")
     from_payload = hooks.settled(project, 4)[0]
     assert "1 changed files listed in the payload" in from_payload["outcome"][0]
+    # Four commits, one conveyor.yml: it was parsed once (the cache is keyed by blob).
+    parsed = hooks.client.app.state.coordinator.intake._pipelines
+    assert [path for _, path in parsed] == ["conveyor.yml"]
 
 
 def test_deletions_pull_requests_and_merges(hooks: Hooks, repo: Path) -> None:

@@ -425,3 +425,84 @@ def test_retry_policy_and_runner_lost_default():
     assert retry_due(F.RUNNER_LOST, 2, 0, [])
     assert not retry_due(F.RUNNER_LOST, 3, 0, [])
     assert not retry_due(None, 1, 5, list(F))
+
+
+async def test_log_tail_is_stored_with_the_outcome(database: Database):
+    scheduler = Scheduler(database)
+    project, runner = await setup(database)
+    await start(scheduler, project)
+    job = await scheduler.claim(runner)
+    await scheduler.append_log(job.job_id, job.fence, 0, b"first ")
+    await scheduler.finish(job.job_id, job.fence, OK, log=(6, b"and last\n"))
+    async with database.transaction() as session:
+        assert await read_log(session, job.job_id) == b"first and last\n"
+    # A stale finish stores nothing: its tail is rolled back with it.
+    with pytest.raises(StaleLease):
+        await scheduler.finish(job.job_id, job.fence - 1, OK, log=(15, b"late\n"))
+    async with database.transaction() as session:
+        assert await read_log(session, job.job_id) == b"first and last\n"
+
+
+async def test_a_claim_is_skipped_until_something_is_announced(database: Database):
+    scheduler = Scheduler(database)
+    project, runner = await setup(database)
+    assert scheduler.may_have_work(runner), "no claim yet: look"
+    assert await scheduler.claim(runner) is None
+    assert not scheduler.may_have_work(runner), "found nothing, nothing announced since"
+    other_kind = RunnerRow(name="gpu", token_hash="h-gpu", labels=["gpu"])
+    assert scheduler.may_have_work(other_kind), "another kind of runner still looks"
+    await start(scheduler, project)
+    assert scheduler.may_have_work(runner), "a new run announced its first job"
+    assert (await scheduler.claim(runner)) is not None
+    # Without hints (several SQLite processes), every request looks.
+    blind = Scheduler(database, hints=False)
+    assert await blind.claim(runner) is None
+    assert blind.may_have_work(runner)
+
+
+async def test_a_skip_that_makes_a_job_pending_announces_it(database: Database):
+    """`newest-wins` skips an older job; its run's `when: always` job becomes pending, and
+    that is announced like any other."""
+    scheduler = Scheduler(database)
+    project, runner = await setup(database)
+    body = """\
+jobs:
+  deploy: {script: x, needs: [], concurrency: {group: prod, policy: newest-wins}}
+  report: {script: x, needs: [deploy], when: always}
+"""
+    running = await start(scheduler, project, body, sha="0" * 40, ref="refs/heads/a")
+    assert (await scheduler.claim(runner)).run_id == running
+    older = await start(scheduler, project, body, sha="1" * 40, ref="refs/heads/b")
+    waiting = [asyncio.create_task(scheduler.wait(runner, 5.0)) for _ in range(3)]
+    await asyncio.sleep(0)
+    await start(scheduler, project, body, sha="2" * 40, ref="refs/heads/c")
+    assert await statuses(database, older) == {"deploy": "skipped", "report": "pending"}
+    await asyncio.sleep(0.01)
+    # Two jobs became pending (the new deploy, the older run's report): two wake-ups.
+    assert sum(1 for t in waiting if t.done()) == 2
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+
+
+async def test_replicas_hear_each_other_but_not_themselves(database: Database):
+    """PostgreSQL NOTIFY reaches every replica's LISTEN, the sender's too: the sender
+    already woke its own requests and ignores the echo."""
+    if database.is_sqlite:
+        pytest.skip("announcements cross replicas on PostgreSQL only")
+    a, b = Scheduler(database), Scheduler(database)
+    project, _ = await setup(database)
+    listeners = [asyncio.create_task(s.listen()) for s in (a, b)]
+    try:
+        await asyncio.sleep(0.5)  # both LISTEN
+        await start(scheduler=a, project=project)
+        deadline = asyncio.get_running_loop().time() + 5
+        while b.wakeup.generation == 0 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # time for an echo to come back to `a`
+        assert b.wakeup.generation == 1, "the other replica heard it"
+        assert a.wakeup.generation == 1, "the sender woke its own once, not again on the echo"
+    finally:
+        for task in listeners:
+            task.cancel()
+        await asyncio.gather(*listeners, return_exceptions=True)
