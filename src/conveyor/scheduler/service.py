@@ -30,7 +30,7 @@ from conveyor.pipeline.triggers import EventKind
 from conveyor.scheduler.protocol import Assignment, NotYours, Outcome, StaleLease
 from conveyor.scheduler.queue import GROUP_FREE, lock_group, newest_wins, next_pending
 from conveyor.storage.database import Database
-from conveyor.storage.jobs import TransitionRejected, move_job, try_move
+from conveyor.storage.jobs import TransitionRejected, move_job, sources_of, try_move
 from conveyor.storage.logs import append_chunk, log_end
 from conveyor.storage.runs import CreatedRun, create_run, release_dedupe_key
 from conveyor.storage.secrets import SecretBox
@@ -479,19 +479,27 @@ class Scheduler:
         """Record an attempt's outcome: retry it, or end the job; then advance the run.
         `log`, the last chunk of its log (offset, bytes), is stored with it."""
         async with self.db.transaction() as session:
-            job = await session.get(Job, job_id)
-            _owned(job_id, job.runner_id if job else None, runner_id, exists=job is not None)
-            if job is None or job.fence != fence:
-                raise StaleLease(f"job {job_id}: fencing token {fence} is stale")
-            if log is not None:  # rolled back below if the job is not live
-                await append_chunk(session, job.team_id, job_id, log[0], log[1])
-            if job.status == JobStatus.CANCELED.value:
-                self._record_attempt(session, job, outcome)
-                return JobStatus.CANCELED
-            if job.status != JobStatus.RUNNING.value:
-                raise StaleLease(f"job {job_id} is {job.status}, not running")
-            status = await self._settle(session, job, outcome)
-            ready = await self.advance(session, job.run_id)
+            ended = await self._end_directly(session, job_id, fence, outcome, runner_id)
+            if ended is not None:  # the common case: one UPDATE … RETURNING
+                status, run_id = outcome.status, ended.run_id
+                if log is not None:
+                    await append_chunk(session, ended.team_id, job_id, log[0], log[1])
+                self._record_attempt(session, ended, outcome)
+                ready = await self.advance(session, run_id)
+            else:
+                job = await session.get(Job, job_id)
+                _owned(job_id, job.runner_id if job else None, runner_id, exists=job is not None)
+                if job is None or job.fence != fence:
+                    raise StaleLease(f"job {job_id}: fencing token {fence} is stale")
+                if log is not None:  # rolled back below if the job is not live
+                    await append_chunk(session, job.team_id, job_id, log[0], log[1])
+                if job.status == JobStatus.CANCELED.value:
+                    self._record_attempt(session, job, outcome)
+                    return JobStatus.CANCELED
+                if job.status != JobStatus.RUNNING.value:
+                    raise StaleLease(f"job {job_id} is {job.status}, not running")
+                status = await self._settle(session, job, outcome)
+                ready = await self.advance(session, job.run_id)
             woken = ready + (1 if status is JobStatus.PENDING else 0)
             if woken:
                 await self._announce(session, woken)
@@ -499,6 +507,41 @@ class Scheduler:
         if woken:
             self.wakeup.notify(woken)
         return status
+
+    async def _end_directly(
+        self,
+        session: AsyncSession,
+        job_id: uuid.UUID,
+        fence: int,
+        outcome: Outcome,
+        runner_id: uuid.UUID | None,
+    ) -> Any:
+        """End a running job held at `fence` with an outcome that is never retried (it did
+        not fail), in one guarded UPDATE that returns what the attempt row needs; None
+        when the job is not in that state (the caller finds out why)."""
+        if outcome.status is JobStatus.FAILED or JobStatus.RUNNING not in sources_of(
+            outcome.status
+        ):
+            return None
+        guard = [Job.id == job_id, Job.fence == fence, Job.status == JobStatus.RUNNING.value]
+        if runner_id is not None:
+            guard.append(Job.runner_id == runner_id)
+        cls = outcome.failure_class
+        ended = await session.execute(
+            update(Job)
+            .where(*guard)
+            .values(
+                status=outcome.status.value,
+                finished_at=utcnow(),
+                reason=outcome.detail,
+                exit_code=outcome.exit_code,
+                failure_class=cls.value if cls else None,
+                lease_expires_at=None,
+            )
+            .returning(Job.id, Job.team_id, Job.run_id, Job.attempt, Job.runner_id, Job.started_at)
+            .execution_options(synchronize_session=False)
+        )
+        return ended.first()
 
     async def _settle(self, session: AsyncSession, job: Job, outcome: Outcome) -> JobStatus:
         self._record_attempt(session, job, outcome)
@@ -536,7 +579,7 @@ class Scheduler:
         return outcome.status
 
     @staticmethod
-    def _record_attempt(session: AsyncSession, job: Job, outcome: Outcome) -> None:
+    def _record_attempt(session: AsyncSession, job: Any, outcome: Outcome) -> None:
         session.add(
             JobAttempt(
                 team_id=job.team_id,
