@@ -51,15 +51,19 @@ def test_blue_green_promote_then_switch_back(stack: Stack, keepalive: bool):
         assert stack.command("production", "promote").status_code == 200
         stack.wait_phase("production", made["number"], {"succeeded"})
         assert httpx.get(url).json()["version"] == "v2"
-        began = time.monotonic()
+        before = stack.status("production")["instances"]
+        warm = {(i["slot"], i["port"]) for i in before if i["role"] == "warm"}
+        assert len(warm) == 2, before
         back = stack.api("POST", "/api/v1/projects/a/pay/environments/production/rollback", json={})
         assert back.status_code == 201 and back.json()["strategy"] == "switch"
         stack.wait_phase("production", back.json()["number"], {"succeeded"})
-        switched = time.monotonic() - began
         time.sleep(0.5)
-    assert switched < 1.0, f"the switch back took {switched:.2f}s"
-    assert_no_failures(running.result, 1000)
+    # A switch moves traffic back to the warm instances: none is started for it.
+    # (How fast: bench/deploy.py's switch-back trials; the goal is under a second.)
     status = stack.status("production")
+    assert {(i["slot"], i["port"]) for i in status["instances"]} == warm
+    assert {i["role"] for i in status["instances"]} == {"stable"}
+    assert_no_failures(running.result, 1000)
     assert status["revision"] == back.json()["number"]
     assert [p["digest"] for p in status["pins"]] == [v2]
 
