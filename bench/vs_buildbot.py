@@ -358,6 +358,20 @@ def job_times(run: dict[str, Any], sent: float) -> dict[str, float | None]:
     }
 
 
+def run_stages(run: dict[str, Any]) -> dict[str, float | None]:
+    """When a one-job run passed each stage on the way to its script (server clock, the
+    same machine): run stored, job queued, job leased to a runner, script spawned."""
+    job = run["jobs"][0]
+    return {
+        "run_created": ts(run["created_at"]),
+        "job_queued": ts(job["queued_at"]) if job["queued_at"] else None,
+        "job_leased": ts(job["started_at"]) if job["started_at"] else None,
+        "script_spawned": job["history"][-1]["reports"].get("script_started_at")
+        if job["history"]
+        else None,
+    }
+
+
 def measure(conv: Conveyor, args: argparse.Namespace, shas: list[str], dag: list[str]) -> dict:
     out: dict[str, Any] = {}
     pid = conv.server.pid
@@ -380,17 +394,24 @@ def measure(conv: Conveyor, args: argparse.Namespace, shas: list[str], dag: list
         )
     idle: list[dict[str, float | None]] = []
     hook_ms: list[float] = []
+    stages: dict[str, list[float | None]] = {}
     for sha in take(args.idle):
         sent, answered, _ = asyncio.run(send_pushes(conv.port, "trivial", [sha], 1))[sha]
         hook_ms.append(answered - sent)
         done += 1
         conv.wait_finished(done, 60)
-        idle.append(job_times(conv.wait_done("trivial", [sha], 60)[sha], sent))
+        run = conv.wait_done("trivial", [sha], 60)[sha]
+        idle.append(job_times(run, sent))
+        for stage, at in run_stages(run).items():
+            stages.setdefault(stage, []).append(at - sent if at else None)
         time.sleep(0.3)
     out["idle"] = {
         "push_to_start_ms": dist_ms([t["start"] for t in idle]),
         "push_to_done_ms": dist_ms([t["done"] for t in idle]),
         "webhook_http_ms": dist_ms(hook_ms),
+        "push_to_stage_p50_ms": {
+            stage: (dist_ms(times) or {}).get("p50") for stage, times in stages.items()
+        },
     }
     out["bursts"] = []
     for k in args.ks:

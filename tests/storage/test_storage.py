@@ -229,3 +229,16 @@ async def test_replicas_bootstrapping_together_share_one_admin_token(
     finally:
         for db in replicas:
             await db.dispose()
+
+
+async def test_quick_transactions_skip_the_wal_flush_on_postgresql(database: Database):
+    """`durable=False` commits do not wait for the disk on PostgreSQL; the default does.
+    (SQLite in WAL mode with synchronous=NORMAL never waits at commit.)"""
+    if database.is_sqlite:
+        async with database.transaction(durable=False) as session:
+            assert (await session.execute(text("PRAGMA synchronous"))).scalar() == 1  # NORMAL
+        return
+    async with database.transaction(durable=False) as session:
+        assert (await session.execute(text("SHOW synchronous_commit"))).scalar() == "off"
+    async with database.transaction() as session:
+        assert (await session.execute(text("SHOW synchronous_commit"))).scalar() == "on"

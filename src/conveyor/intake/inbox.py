@@ -273,7 +273,8 @@ class Intake:
 
     async def _claim(self) -> list[uuid.UUID]:
         now = utcnow()
-        async with self.db.transaction() as session:
+        # Not durable: a claim lost in a database crash is made again.
+        async with self.db.transaction(durable=False) as session:
             query = (
                 select(Delivery.id)
                 .where(Delivery.state == "received", Delivery.not_before <= now)
@@ -398,7 +399,11 @@ class Intake:
         plan = compile_plan(loaded.spec, event)
         if not plan.triggered:
             return f"{where}: not triggered ({'; '.join(plan.trigger.reasons)}; {how})", None
-        created = await self.scheduler.start_run(project, plan, pipeline=project.config_path)
+        # Not durable: a run lost in a database crash is started again from the stored
+        # delivery, whose "done" commits later (and so makes this one durable first).
+        created = await self.scheduler.start_run(
+            project, plan, pipeline=project.config_path, durable=False
+        )
         verb = "started" if created.created else "already started by an earlier delivery:"
         return f"{where}: run {verb} {created.run_id} ({how})", created.run_id
 

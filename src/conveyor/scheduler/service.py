@@ -166,9 +166,12 @@ class Scheduler:
 
     # -- runs ------------------------------------------------------------------------
 
-    async def start_run(self, project: Project, plan: Plan, *, pipeline: str) -> CreatedRun:
+    async def start_run(
+        self, project: Project, plan: Plan, *, pipeline: str, durable: bool = True
+    ) -> CreatedRun:
         """Store a run from its plan (or find the same commit's run) and make its first
-        jobs pending."""
+        jobs pending. Not `durable` when the caller can start it again after a database
+        crash (the inbox can; an API caller that was told of the run cannot)."""
         jobs = {job.name: job for job in plan.jobs}
         moves = settle(
             jobs,
@@ -177,7 +180,7 @@ class Scheduler:
             {job.name: job.allow_failure for job in plan.jobs},
         )
         pending = [m.name for m in moves if m.status is JobStatus.PENDING]
-        async with self.db.transaction() as session:
+        async with self.db.transaction(durable=durable) as session:
             created = await create_run(session, project, plan, pipeline=pipeline, initial=moves)
             ready = len(pending) if created.created else 0
             for name in pending if created.created else ():
@@ -318,7 +321,9 @@ class Scheduler:
         """
         postgres = not self.db.is_sqlite
         generation = self.wakeup.generation
-        async with self.db.transaction() as session:
+        # Not durable: a lease lost in a database crash leaves the job pending, and it
+        # runs again (at least once, as after a lost runner).
+        async with self.db.transaction(durable=False) as session:
             now = utcnow()
 
             async def take(job: Job) -> bool:

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import (
 SQLITE_FILE = "conveyor.db"
 POOL_SIZE = 20
 POOL_OVERFLOW = 20
+QUICK_POOL_SIZE = 10
 
 
 def insert_for(session_or_dialect: AsyncSession | str) -> Any:
@@ -86,20 +87,43 @@ class Database:
         )
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            # WAL with synchronous=NORMAL: commits do not wait for the disk already.
+            self.quick_engine = self.engine
+        else:
+            # Connections whose commits do not wait for the WAL flush (see `transaction`).
+            self.quick_engine = create_async_engine(
+                self.url,
+                echo=echo,
+                pool_pre_ping=True,
+                pool_size=QUICK_POOL_SIZE,
+                max_overflow=POOL_OVERFLOW,
+                connect_args={"options": "-c synchronous_commit=off"},
+            )
         self.statements = 0
         """SQL statements this process sent (GET /api/v1/stats; the benchmarks read it)."""
-        event.listen(self.engine.sync_engine, "before_cursor_execute", self._count)
+        for engine in {self.engine, self.quick_engine}:
+            event.listen(engine.sync_engine, "before_cursor_execute", self._count)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.quick_sessions = async_sessionmaker(self.quick_engine, expire_on_commit=False)
 
     def _count(self, *_: Any) -> None:
         self.statements += 1
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
+    async def transaction(self, *, durable: bool = True) -> AsyncIterator[AsyncSession]:
         """A session in one transaction: committed on success, rolled back on any error,
-        so a failed request leaves nothing half-written."""
-        async with self.sessions() as session, session.begin():
+        so a failed request leaves nothing half-written.
+
+        `durable=False` is for writes whose loss in a crash of the database server (not
+        of a replica) is repaired by what follows them: on PostgreSQL the commit returns
+        before the WAL reaches the disk (`synchronous_commit = off`; the server writes it
+        within `wal_writer_delay`). WAL order still holds: a durable commit made later
+        makes every earlier one durable too. Decision 0014."""
+        factory = self.sessions if durable else self.quick_sessions
+        async with factory() as session, session.begin():
             yield session
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.quick_engine is not self.engine:
+            await self.quick_engine.dispose()
