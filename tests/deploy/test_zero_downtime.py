@@ -58,11 +58,11 @@ def test_blue_green_promote_then_switch_back(stack: Stack, keepalive: bool):
         assert back.status_code == 201 and back.json()["strategy"] == "switch"
         stack.wait_phase("production", back.json()["number"], {"succeeded"})
         time.sleep(0.5)
-    # A switch moves traffic back to the warm instances: none is started for it.
-    # (How fast: bench/deploy.py's switch-back trials; the goal is under a second.)
+    # A switch moves traffic back to the warm instances: none is started for it (the
+    # other slot's instances may still be stopping). How fast: bench/deploy.py's
+    # switch-back trials; the goal is under a second.
     status = stack.status("production")
-    assert {(i["slot"], i["port"]) for i in status["instances"]} == warm
-    assert {i["role"] for i in status["instances"]} == {"stable"}
+    assert {(i["slot"], i["port"]) for i in status["instances"] if i["role"] == "stable"} == warm
     assert_no_failures(running.result, 1000)
     assert status["revision"] == back.json()["number"]
     assert [p["digest"] for p in status["pins"]] == [v2]
