@@ -126,5 +126,7 @@ import json, sys
 summary = json.load(open(sys.argv[1]))
 print(f"{summary['requests']} requests, {summary['failed']} failed, "
       f"p99 {summary['p99_ms']} ms, served by {summary['versions']}")
+if summary["failed"]:
+    print(f"statuses {summary['statuses']}, errors {summary['errors']}")
 sys.exit(1 if summary["failed"] else 0)
 PY
