@@ -289,7 +289,12 @@ def test_example_service_fail_switch():
         caught.value.close()
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            pytest.fail("payments.app did not stop within 10 s of SIGTERM")
 
 
 def test_db_upgrade_creates_the_sqlite_database(tmp_path):

@@ -66,18 +66,21 @@ class Server(ThreadingHTTPServer):
 
 
 def serve(port: int, host: str = "127.0.0.1") -> None:
+    """Serve until SIGTERM or SIGINT, then stop accepting connections and exit.
+
+    The signals are blocked and taken with sigwait() in the main thread while a
+    second thread serves: no Python signal handler runs in the middle of other
+    code, so stopping cannot deadlock on a lock that code held.
+    """
+    stops = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     server = Server((host, port), Handler)
-    stop = threading.Event()
-
-    def _shutdown(*_: object) -> None:
-        if not stop.is_set():
-            stop.set()
-            threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, _shutdown)
-    signal.signal(signal.SIGINT, _shutdown)
+    serving = threading.Thread(target=server.serve_forever, args=(0.2,), name="serve")
+    serving.start()
     print(f"payments-api {VERSION} listening on {host}:{port}", flush=True)
-    server.serve_forever(poll_interval=0.2)
+    signal.sigwait(stops)
+    server.shutdown()
+    serving.join()
     server.server_close()
 
 
