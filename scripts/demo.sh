@@ -27,10 +27,16 @@ export CONVEYOR_ADMIN_TOKEN="cvy_admin_demo-$(python -c 'import secrets; print(s
 export CONVEYOR_TOKEN=$CONVEYOR_ADMIN_TOKEN
 pids=()
 cleanup() {
+  local status=$?
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   conveyor down --data-dir "$DATA/server" > /dev/null 2>&1 || true
-  rm -rf "$DATA"
+  if [ "$status" -ne 0 ] || [ -n "${CONVEYOR_DEMO_KEEP:-}" ]; then
+    echo "the demo's files are kept in $DATA (server.log, runner.log, load.json," \
+      "server/deploy/router/haproxy.log)" >&2
+  else
+    rm -rf "$DATA"
+  fi
 }
 trap cleanup EXIT
 

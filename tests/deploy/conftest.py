@@ -169,6 +169,9 @@ def start_stack(root: Path, replicas: int = 1, database_url: str | None = None) 
         "CONVEYOR_SERVER": urls[0],
         "CONVEYOR_TOKEN": ADMIN,
         "CONVEYOR_SECRET_KEY": base64.urlsafe_b64encode(b"k" * 32).decode(),
+        # One admin token sends every request here, 50 deploys at once right after the
+        # uploads among them: over the default 50/second. Rate limits have their own tests.
+        "CONVEYOR_RATE_LIMIT": "1000/second",
     }
     env.pop("CONVEYOR_DATABASE_URL", None)
     if database_url:

@@ -9,6 +9,7 @@ import pytest
 
 from conveyor.deploy.router.base import ServerStatus
 from conveyor.deploy.strategies import (
+    RESTART_DOWN_AFTER_S,
     Act,
     Kind,
     Plan,
@@ -155,6 +156,18 @@ def test_the_health_rule_aborts_and_pins_a_crashing_or_failing_canary():
 def test_a_dead_stable_instance_is_restarted():
     action = decide(world(stable(), None, inst("o1", alive=False), inst("o2")))
     assert action is not None and (action.act, action.instance) == (Act.RESTART, "o1")
+
+
+def test_a_stable_instance_down_in_the_router_is_restarted_only_after_a_while():
+    def down(seconds: int) -> ServerStatus:
+        return ServerStatus("s", "be", "DOWN", "L4TOUT", 100, 0, 0, 0, 0, since_s=seconds)
+
+    blip = (inst("o1", router=down(RESTART_DOWN_AFTER_S - 1)), inst("o2"))
+    assert decide(world(stable(), None, *blip)) is None
+    lasting = (inst("o1", router=down(RESTART_DOWN_AFTER_S)), inst("o2"))
+    action = decide(world(stable(), None, *lasting))
+    assert action is not None and (action.act, action.instance) == (Act.RESTART, "o1")
+    assert action.reason == "down in the router"
 
 
 def test_rolling_surges_one_then_drains_without_losing_capacity():

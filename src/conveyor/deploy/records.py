@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from conveyor.deploy.router.base import SHARE_SCALE, Route, Server, ServerState
+from conveyor.deploy.router.base import SHARE_SCALE, HealthCheck, Route, Server, ServerState
 from conveyor.deploy.strategies import Kind, Plan, Settled, Step, StepKind, resolve
 from conveyor.domain.deploy import InstanceState, PauseReason, Phase, Request
 from conveyor.storage.tables import Deployment, Environment, Instance, as_utc
@@ -79,9 +79,22 @@ def settled_of(env: Environment, plan_runtime: dict[str, Any] | None) -> Settled
     )
 
 
-def health_path(env: Environment, plan_runtime: dict[str, Any] | None) -> str:
+def health_of(env: Environment, plan_runtime: dict[str, Any] | None) -> HealthCheck:
+    """The router's checks, from the stable revision's `health` (or, before the first
+    deploy, from the one in progress)."""
     runtime = env.runtime or plan_runtime or {}
-    return str(runtime.get("health", {}).get("path", "/healthz"))
+    health = runtime.get("health", {})
+    default = HealthCheck()
+    return HealthCheck(
+        path=str(health.get("path", default.path)),
+        interval_ms=_ms(health.get("interval"), default.interval_ms),
+        timeout_ms=_ms(health.get("timeout"), default.timeout_ms),
+        fall=int(health.get("failures", default.fall)),
+    )
+
+
+def _ms(seconds: object, default: int) -> int:
+    return default if seconds is None else max(1, round(float(str(seconds)) * 1000))
 
 
 def route_of(
@@ -100,7 +113,7 @@ def route_of(
         key=route_key(env),
         port=env.port,
         preview_port=env.preview_port,
-        health_path=health_path(env, plan_runtime),
+        health=health_of(env, plan_runtime),
         canary_slot=canary_slot,
         share_b=share_b,
         servers={slot: tuple(members) for slot, members in servers.items()},
@@ -118,7 +131,7 @@ async def all_routes(session: AsyncSession, target: str = "local") -> list[Route
             )
         )
     )
-    # Only an environment with no stable revision yet takes its health path from the
+    # Only an environment with no stable revision yet takes its health checks from the
     # deployment in progress (the others read theirs from their own row).
     first = [e.id for e in envs if e.runtime is None]
     plans: dict[Any, dict[str, Any]] = {}

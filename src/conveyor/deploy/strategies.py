@@ -313,9 +313,15 @@ def _unhealthy(world: World) -> str | None:
     return None
 
 
+RESTART_DOWN_AFTER_S = 10
+"""A steady instance the router has held DOWN this long is restarted. A shorter blip (a
+stalled machine failing a few checks) heals by itself once its checks pass again, and a
+restart then would only keep it out of the traffic longer."""
+
+
 def _heal(world: World) -> Action | None:
     """A wanted instance whose process died is restarted (and counted); a steady
-    instance that the router marks down is restarted too."""
+    instance that the router has held down for RESTART_DOWN_AFTER_S is restarted too."""
     doomed = {s.id for s in surplus(world)}
     plan_digest = world.plan.digest if world.plan else None
     for seen in world.instances:
@@ -324,7 +330,9 @@ def _heal(world: World) -> Action | None:
         if not seen.alive:
             return Action(Act.RESTART, instance=seen.id, reason="process exited")
         if seen.router_down and seen.digest != plan_digest:
-            return Action(Act.RESTART, instance=seen.id, reason="down in the router")
+            assert seen.router is not None
+            if seen.router.since_s >= RESTART_DOWN_AFTER_S:
+                return Action(Act.RESTART, instance=seen.id, reason="down in the router")
     return None
 
 

@@ -35,6 +35,19 @@ class Server:
     state: ServerState = ServerState.READY
 
 
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """How the router checks an environment's instances: the runtime's `health` block."""
+
+    path: str = "/healthz"
+    interval_ms: int = 1000
+    """Between checks of a server that is up (and steady)."""
+    timeout_ms: int = 2000
+    """A check that has not answered by then has failed."""
+    fall: int = 3
+    """Consecutive failed checks that take a server out of the traffic."""
+
+
 @dataclass(frozen=True)
 class Route:
     """What one environment's router config must say."""
@@ -43,7 +56,7 @@ class Route:
     """A short stable name for the environment in the router (letters and digits)."""
     port: int
     preview_port: int
-    health_path: str
+    health: HealthCheck
     canary_slot: str
     share_b: int
     servers: dict[str, tuple[Server, ...]] = field(default_factory=dict)
@@ -68,6 +81,8 @@ class ServerStatus:
     queued: int
     requests: int
     errors_5xx: int
+    since_s: int = 0
+    """Seconds since its status last changed (UP to DOWN or back)."""
 
     @property
     def healthy(self) -> bool:

@@ -26,11 +26,12 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from conveyor.deploy.router.base import Route, Server, ServerState, ServerStatus
+from conveyor.deploy.router.base import HealthCheck, Route, Server, ServerState, ServerStatus
 from conveyor.filelock import exclusive
 
 log = logging.getLogger("conveyor.deploy.haproxy")
-CHECK = "check inter 500ms fall 2 rise 2"
+RISE = 2
+"""Consecutive passed checks that bring a server (back) into the traffic."""
 PACKAGE_HINT = (
     "HAProxy is not installed: install the `haproxy` package (2.6 or newer), e.g. "
     "`apt-get install -y --no-install-recommends haproxy`"
@@ -51,6 +52,18 @@ def find_haproxy() -> str:
     return found
 
 
+def check_args(health: HealthCheck) -> str:
+    """A server's check settings. Dynamic servers ignore `default-server`, so every server
+    line and `add server` carries them. A server going up or down is checked every
+    `fastinter`, one that is down every `downinter`, so a new one joins within about a
+    second whatever the steady `inter`."""
+    inter = health.interval_ms
+    return (
+        f"check inter {inter}ms fastinter {min(inter, 250)}ms downinter {min(inter, 500)}ms "
+        f"rise {RISE} fall {health.fall}"
+    )
+
+
 def render(routes: Sequence[Route], run: Path) -> str:
     """The whole config: global settings, then a frontend pair and two backends per route."""
     parts = [
@@ -61,9 +74,13 @@ def render(routes: Sequence[Route], run: Path) -> str:
     pidfile {run}/haproxy.pid
     hard-stop-after 30s
     maxconn 4096
+    log stdout format raw local0 info
 
 defaults
     mode http
+    log global
+    option httplog
+    option dontlog-normal
     timeout connect 2s
     timeout client 30s
     timeout server 30s
@@ -94,7 +111,13 @@ def _route(route: Route, run: Path) -> str:
         f"    use_backend be_{key}_b if to_canary !canary_is_a",
         f"    use_backend be_{key}_b if to_stable canary_is_a",
         f"    use_backend be_{key}_a if to_stable !canary_is_a",
-        f"    use_backend be_{key}_b if {{ var(txn.roll),sub(txn.share_b) -m int lt 0 }}",
+        # The split, except that a slot with no usable server (all down, draining or at
+        # weight 0) never gets traffic the other slot can serve: no 503 for a slot's share.
+        "    acl to_b var(txn.roll),sub(txn.share_b) -m int lt 0",
+        f"    acl a_up nbsrv(be_{key}_a) gt 0",
+        f"    acl b_up nbsrv(be_{key}_b) gt 0",
+        f"    use_backend be_{key}_b if to_b b_up",
+        f"    use_backend be_{key}_b if !to_b !a_up b_up",
         f"    default_backend be_{key}_a",
         "",
         f"frontend fe_{key}_preview",
@@ -108,11 +131,12 @@ def _route(route: Route, run: Path) -> str:
             "",
             f"backend be_{key}_{slot}",
             "    balance roundrobin",
-            f"    option httpchk GET {route.health_path}",
+            f"    option httpchk GET {route.health.path}",
             "    http-check expect rstatus ^2",
+            f"    timeout check {route.health.timeout_ms}ms",
         ]
         lines += [
-            f"    server {s.name} 127.0.0.1:{s.port} weight {_weight(s)} {CHECK}"
+            f"    server {s.name} 127.0.0.1:{s.port} weight {_weight(s)} {check_args(route.health)}"
             for s in route.slot(slot)
         ]
     return "\n".join(lines) + "\n"
@@ -155,6 +179,7 @@ def parse_stat(text: str) -> list[ServerStatus]:
                 queued=int(row.get("qcur") or 0),
                 requests=int(row.get("stot") or 0),
                 errors_5xx=int(row.get("hrsp_5xx") or 0),
+                since_s=int(row.get("lastchg") or 0),
             )
         )
     return out
@@ -175,10 +200,14 @@ class HAProxyRouter:
         self._lock = asyncio.Lock()
         self.reloads = 0
         self.starts = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        """The master this object started (kept to reap it once it exits)."""
 
     # -- process ---------------------------------------------------------------------
 
     def master_pid(self) -> int | None:
+        if self._process is not None and self._process.poll() is not None:
+            self._process = None  # it exited (and is reaped now)
         try:
             pid = int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
@@ -254,6 +283,7 @@ class HAProxyRouter:
                 start_new_session=True,
             )
         self.pidfile.write_text(f"{proc.pid}\n")
+        self._process = proc
         self.starts += 1
         log.info("haproxy started (pid %s)", proc.pid)
         for _ in range(200):
@@ -292,7 +322,10 @@ class HAProxyRouter:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         for _ in range(100):
+            if self._process is not None:
+                self._process.poll()
             if not self.processes():
+                self._process = None
                 return
             await asyncio.sleep(0.05)
         for pid in self.processes():  # pragma: no cover - HAProxy ignored SIGTERM
@@ -369,7 +402,7 @@ class HAProxyRouter:
         for name, server in wanted.items():
             seen = present.get(name)
             if seen is None:
-                await self._add(backend, server)
+                await self._add(backend, server, route.health)
                 continue
             if server.state is ServerState.DRAIN:
                 if not seen.status.startswith(("DRAIN", "MAINT")):
@@ -384,12 +417,13 @@ class HAProxyRouter:
         for name in present.keys() - wanted.keys():
             await self._delete(backend, name)
 
-    async def _add(self, backend: str, server: Server) -> None:
+    async def _add(self, backend: str, server: Server, health: HealthCheck) -> None:
         """A new server enters at weight 0 with health checks on; its weight is set by a
         later `apply` once its check has passed (L7OK)."""
         name = f"{backend}/{server.name}"
+        address = f"127.0.0.1:{server.port}"
         _check(
-            await self.command(f"add server {name} 127.0.0.1:{server.port} weight 0 {CHECK}"),
+            await self.command(f"add server {name} {address} weight 0 {check_args(health)}"),
             name,
             ok=("New server registered", "Already exists"),
         )
