@@ -322,9 +322,9 @@ class HAProxyRouter:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         for _ in range(100):
-            if self._process is not None:
-                self._process.poll()
-            if not self.processes():
+            # A process leaves /proc's command lines a moment before it can be reaped.
+            started_here = self._process
+            if not self.processes() and (started_here is None or started_here.poll() is not None):
                 self._process = None
                 return
             await asyncio.sleep(0.05)
