@@ -96,18 +96,21 @@ def test_statuses_per_provider(tmp_path: Path, recorder: Recorder) -> None:
     admin = {"Authorization": f"Bearer {ADMIN}"}
     with TestClient(create_app(config)) as client:
         client.post("/api/v1/teams", json={"name": "a"}, headers=admin).raise_for_status()
+        # Project name → its API prefix; the name is the provider's, except Bitbucket Data
+        # Center, a `bitbucket` project whose API is the server's /rest/api/latest.
         prefixes = {
             "github": "/gh",
             "gitlab": "/gl/api/v4",
             "gitea": "/gt/api/v1",
             "bitbucket": "/bb/2.0",
+            "bitbucket-dc": "/bbdc/rest/api/latest",
         }
         for provider, prefix in prefixes.items():
             body = {
                 "team": "a",
                 "name": provider,
                 "repo_url": str(repo),
-                "provider": provider,
+                "provider": provider.removesuffix("-dc"),
                 "status": {
                     "api_url": api + prefix,
                     "repository": "acme/api",
@@ -121,11 +124,11 @@ def test_statuses_per_provider(tmp_path: Path, recorder: Recorder) -> None:
             )
             assert run.status_code == 201
         # Every run reports `pending` for itself and for its required check.
-        _wait(lambda: len(recorder.requests) >= 8, "the pending statuses")
+        _wait(lambda: len(recorder.requests) >= 2 * len(prefixes), "the pending statuses")
         reg = client.post("/api/v1/runner-tokens", json={}, headers=admin).json()["token"]
         runner = client.post("/api/v1/runners/register", json={"token": reg, "name": "r"}).json()
         headers = {"Authorization": f"Bearer {runner['token']}"}
-        for _ in range(8):
+        for _ in range(2 * len(prefixes)):
             job = client.post("/api/v1/runners/jobs/request", params={"wait": 0}, headers=headers)
             assert job.status_code == 200, job.text
             claimed = job.json()
@@ -136,7 +139,7 @@ def test_statuses_per_provider(tmp_path: Path, recorder: Recorder) -> None:
             )
             assert finished.status_code == 200
         _wait(
-            lambda: sum(1 for r in recorder.requests if _is_success(r)) >= 8,
+            lambda: sum(1 for r in recorder.requests if _is_success(r)) >= 2 * len(prefixes),
             "the success statuses",
         )
         state = client.app.state.coordinator
@@ -169,7 +172,7 @@ def test_statuses_per_provider(tmp_path: Path, recorder: Recorder) -> None:
 
 def _context(provider: str, request: dict[str, Any]) -> str:
     body = request["json"]
-    return str(body["name"] if provider in ("gitlab", "bitbucket") else body["context"])
+    return str(body["name"] if provider.startswith(("gitlab", "bitbucket")) else body["context"])
 
 
 def _state(provider: str, request: dict[str, Any]) -> str:
@@ -177,7 +180,7 @@ def _state(provider: str, request: dict[str, Any]) -> str:
 
 
 def _success(provider: str, state: str) -> bool:
-    return state == ("SUCCESSFUL" if provider == "bitbucket" else "success")
+    return state == ("SUCCESSFUL" if provider.startswith("bitbucket") else "success")
 
 
 def _is_success(request: dict[str, Any]) -> bool:
@@ -208,6 +211,12 @@ def _check_format(provider: str, prefix: str, sha: str, request: dict[str, Any])
         assert set(body) == {"state", "ref", "name", "target_url", "description"}
         assert body["state"] in {"pending", "running", "success", "failed", "canceled", "skipped"}
         assert body["ref"] == "main"
+    elif provider == "bitbucket-dc":  # POST /projects/{key}/repos/{slug}/commits/{id}/builds
+        assert request["path"] == f"{prefix}/projects/acme/repos/api/commits/{sha}/builds"
+        assert headers["authorization"] == "Bearer tok-bitbucket-dc"
+        assert set(body) == {"key", "state", "name", "url", "description", "ref"}
+        assert body["state"] in {"INPROGRESS", "SUCCESSFUL", "FAILED", "CANCELLED", "UNKNOWN"}
+        assert body["ref"] == "refs/heads/main" and len(body["key"]) <= 255
     else:  # Bitbucket Cloud: POST /repositories/{workspace}/{repo_slug}/commit/{commit}/statuses/build
         assert request["path"] == f"{prefix}/repositories/acme/api/commit/{sha}/statuses/build"
         assert headers["authorization"] == "Bearer tok-bitbucket"

@@ -105,16 +105,29 @@ async def start(manager: DeploymentManager, effect: Effect) -> None:
     )
 
 
-async def ready(manager: DeploymentManager, effect: Effect) -> None:
+async def _move_instance(
+    manager: DeploymentManager,
+    effect: Effect,
+    origin: InstanceState,
+    target: InstanceState,
+    **values: object,
+) -> None:
+    """The action's instance from `origin` to `target`; guarded, so a redo changes nothing."""
     await _record(
         manager,
         effect,
         update(Instance)
         .where(
             Instance.id == uuid.UUID(str(effect.action.instance)),
-            Instance.state == InstanceState.STARTING.value,
+            Instance.state == origin.value,
         )
-        .values(state=InstanceState.READY.value, health_failures=0),
+        .values(state=target.value, **values),
+    )
+
+
+async def ready(manager: DeploymentManager, effect: Effect) -> None:
+    await _move_instance(
+        manager, effect, InstanceState.STARTING, InstanceState.READY, health_failures=0
     )
 
 
@@ -145,15 +158,8 @@ async def restart(manager: DeploymentManager, effect: Effect) -> None:
 
 
 async def drain(manager: DeploymentManager, effect: Effect) -> None:
-    await _record(
-        manager,
-        effect,
-        update(Instance)
-        .where(
-            Instance.id == uuid.UUID(str(effect.action.instance)),
-            Instance.state == InstanceState.READY.value,
-        )
-        .values(state=InstanceState.DRAINING.value, drain_started_at=utcnow()),
+    await _move_instance(
+        manager, effect, InstanceState.READY, InstanceState.DRAINING, drain_started_at=utcnow()
     )
 
 

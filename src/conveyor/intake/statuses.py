@@ -73,6 +73,14 @@ PROVIDER_STATE: dict[str, dict[str, str]] = {
         "skipped": "SUCCESSFUL",
     },
 }
+BITBUCKET_DATA_CENTER_STATES = PROVIDER_STATE["bitbucket"] | {"canceled": "CANCELLED"}
+"""Data Center's build states: Cloud's, with CANCELLED where Cloud says STOPPED."""
+
+
+def is_bitbucket_data_center(api: str) -> bool:
+    """Bitbucket Data Center's REST API lives under `/rest/api/` on the server's own host;
+    Cloud's is `https://api.bitbucket.org/2.0`."""
+    return "/rest/api/" in urllib.parse.urlsplit(api).path.rstrip("/") + "/"
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,22 @@ def status_request(
                 "name": report.context,
                 "target_url": target_url,
                 "description": report.description,
+            },
+        )
+    if provider == "bitbucket" and is_bitbucket_data_center(base):
+        project_key, _, slug = repo.partition("/")
+        quoted = [urllib.parse.quote(part, safe="") for part in (project_key, slug)]
+        return Request(
+            "POST",
+            f"{base}/projects/{quoted[0]}/repos/{quoted[1]}/commits/{report.sha}/builds",
+            {"Authorization": f"Bearer {token}"},
+            {
+                "key": report.context[-255:],
+                "state": BITBUCKET_DATA_CENTER_STATES[report.state],
+                "name": report.context,
+                "url": target_url,
+                "description": report.description,
+                "ref": report.ref,
             },
         )
     if provider == "bitbucket":
