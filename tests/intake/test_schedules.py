@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from conveyor.intake.inbox import Intake
-from conveyor.intake.schedules import Schedules, latest_slot
+from conveyor.intake.schedules import DISCOVER_EVERY_S, FETCH_EVERY_S, Schedules, latest_slot
 from conveyor.scheduler.service import Scheduler
 from conveyor.storage.database import Database
 from conveyor.storage.secrets import SecretBox
@@ -80,3 +80,42 @@ async def test_each_slot_fires_once_across_replicas(database: Database, tmp_path
     refs = sorted(r.ref for r in runs)
     assert refs == ["refs/heads/main"] * 3 + ["refs/heads/release"]
     assert {r.event for r in runs} == {"schedule"}
+
+
+PLAIN = "version: 1\nservice: plain\nteam: a\njobs:\n  build: {script: 'true'}\n"
+
+
+async def test_only_scheduled_projects_are_fetched_every_minute(
+    database: Database, tmp_path: Path
+) -> None:
+    repos = {}
+    for name, pipeline in (("nightly", SCHEDULED), ("plain", PLAIN)):
+        repos[name] = tmp_path / name
+        repos[name].mkdir()
+        git(repos[name], "init", "-q", "-b", "main")
+        commit(repos[name], {"conveyor.yml": pipeline})
+    async with database.transaction() as session:
+        team = Team(name="a")
+        session.add(team)
+        await session.flush()
+        for name, repo in repos.items():
+            session.add(Project(team_id=team.id, name=name, repo_url=str(repo)))
+    clock = [1000.0]
+    schedules = Schedules(
+        Intake(Scheduler(database), SecretBox(b"k" * 32), MirrorSet(tmp_path / "m").get),
+        clock=lambda: clock[0],
+    )
+    at = datetime.now(UTC)
+    await schedules.fire_due(at)
+    assert schedules.fetches == 2  # nothing known yet: both
+    clock[0] += FETCH_EVERY_S + 1
+    await schedules.fire_due(at)
+    assert schedules.fetches == 3  # only the project with schedules
+    # A push adds a schedule to the plain project: found at its next, slower fetch.
+    commit(repos["plain"], {"conveyor.yml": SCHEDULED.replace("nightly", "plain")})
+    clock[0] += DISCOVER_EVERY_S
+    await schedules.fire_due(at)
+    assert schedules.fetches == 5
+    clock[0] += FETCH_EVERY_S + 1
+    await schedules.fire_due(at)
+    assert schedules.fetches == 7  # both have schedules now

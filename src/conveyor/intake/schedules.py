@@ -1,6 +1,10 @@
 """`on.schedule` entries: cron slots (UTC, croniter) fire one run each.
 
-Every replica checks the schedules of every project every `check_s`. A slot's run has a
+Every replica checks the schedules of every project every `check_s`, reading each
+project's pipeline at the head of its default branch in the local mirror. The mirror of a
+project with schedules is fetched at most every FETCH_EVERY_S, so a slot runs the latest
+commit; one without is fetched only every DISCOVER_EVERY_S (its pushes, which bring it up
+to date, are the usual way a new schedule arrives). A slot's run has a
 deterministic dedupe key (the pipeline name holds the entry and the slot), so replicas
 that fire the same slot at once still start one run; the `schedule_fires` row then tells
 later passes that the slot is handled. Slots missed while no replica was running are not
@@ -12,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,6 +34,7 @@ from conveyor.vcs import GitError, GitMirror
 
 log = logging.getLogger("conveyor.schedules")
 FETCH_EVERY_S = 60.0
+DISCOVER_EVERY_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -51,12 +58,23 @@ def latest_slot(cron: str, now: datetime) -> datetime:
 
 
 class Schedules:
-    def __init__(self, intake: Intake, *, check_s: float = 15.0, grace_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        intake: Intake,
+        *,
+        check_s: float = 15.0,
+        grace_s: float = 120.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.intake = intake
         self.db = intake.db
         self.check_s = check_s
         self.grace_s = grace_s
+        self.clock = clock
+        self.fetches = 0
         self._fetched: dict[str, float] = {}
+        self._scheduled: dict[uuid.UUID, bool] = {}
+        """Whether a project's pipeline had schedules when last read (unknown: fetch)."""
 
     async def work(self) -> None:
         """Fire due slots every `check_s` until cancelled."""
@@ -80,15 +98,17 @@ class Schedules:
                 log.warning("schedules of %s: %s", project.repo_url, exc)
         return fired
 
-    async def _refresh(self, mirror: GitMirror) -> None:
+    async def _refresh(self, mirror: GitMirror, every: float) -> None:
         last = self._fetched.get(mirror.url)
-        if last is None or time.monotonic() - last > FETCH_EVERY_S or not mirror.path.exists():
+        if last is None or self.clock() - last > every or not mirror.path.exists():
             await mirror.fetch()
-            self._fetched[mirror.url] = time.monotonic()
+            self.fetches += 1
+            self._fetched[mirror.url] = self.clock()
 
     async def _project(self, project: Project, now: datetime) -> list[Fired]:
         mirror = self.intake.mirror(project.repo_url)
-        await self._refresh(mirror)
+        scheduled = self._scheduled.get(project.id, True)
+        await self._refresh(mirror, FETCH_EVERY_S if scheduled else DISCOVER_EVERY_S)
         default = await mirror.default_branch()
         if default is None:
             return []
@@ -96,6 +116,7 @@ class Schedules:
         if head is None:
             return []
         loaded = await self.intake.pipeline(project, mirror, head)
+        self._scheduled[project.id] = not isinstance(loaded, str) and bool(loaded.spec.on.schedule)
         if isinstance(loaded, str) or not loaded.spec.on.schedule:
             return []
         fired: list[Fired] = []
