@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -81,6 +82,34 @@ def test_idempotency_key_returns_the_same_run(world: World):
     second = trigger(world, headers=key)
     third = trigger(world)
     assert first.json()["id"] == second.json()["id"] != third.json()["id"]
+
+
+def test_expired_idempotency_keys_are_purged(world: World):
+    from sqlalchemy import select, update
+
+    from conveyor.api.idempotency import KEY_TTL, purge_expired
+    from conveyor.storage.tables import IdempotencyRecord, utcnow
+
+    for key in ("old-1", "old-2", "fresh"):
+        assert trigger(world, headers={"Idempotency-Key": key}).status_code == 201
+    state = world.client.app.state.coordinator
+
+    async def age_and_purge() -> tuple[int, list[str]]:
+        async with state.db.transaction() as session:
+            await session.execute(
+                update(IdempotencyRecord)
+                .where(IdempotencyRecord.key.in_(["old-1", "old-2"]))
+                .values(created_at=utcnow() - KEY_TTL - timedelta(minutes=1))
+            )
+        purged = await purge_expired(state.db, utcnow())
+        async with state.db.transaction() as session:
+            left = list(await session.scalars(select(IdempotencyRecord.key)))
+        return purged, left
+
+    assert world.client.portal.call(age_and_purge) == (2, ["fresh"])
+    # A purged key starts afresh: a new run, not the stored answer.
+    again = trigger(world, headers={"Idempotency-Key": "old-1"})
+    assert again.status_code == 201 and "Idempotent-Replayed" not in again.headers
 
 
 def test_idempotency_key_semantics(world: World):

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy import select, text
 
 from conveyor import __version__
-from conveyor.api import errors
+from conveyor.api import errors, idempotency
 from conveyor.api.auth import ADMIN_PREFIX, new_token, token_hash
 from conveyor.api.errors import ApiError
 from conveyor.api.limits import BodyLimit, RateLimit
@@ -84,7 +84,7 @@ class ServerConfig:
     public_url: str = "http://127.0.0.1:8080"
     """Where people reach this server: links in commit statuses."""
     gc_every_s: float = 3600.0
-    """How often artifact retention runs."""
+    """How often housekeeping runs: artifact retention and expired idempotency keys."""
     deploy_tick_s: float = 0.1
     """How often each environment's driver takes its next step."""
     deploy_lease_s: float = 3.0
@@ -153,16 +153,20 @@ async def _sweep(scheduler: Scheduler, every: float) -> None:
         await asyncio.sleep(every)
 
 
-async def _collect_artifacts(state: Coordinator, every: float) -> None:
-    """Artifact retention, on every replica (deleting what is gone already is a no-op)."""
+async def _housekeeping(state: Coordinator, every: float) -> None:
+    """Artifact retention and expired idempotency keys, on every replica (deleting what
+    is gone already is a no-op)."""
     while True:
         await asyncio.sleep(every)
         try:
             rows, blobs = await artifacts_store.collect_garbage(state.db, state.blobs, utcnow())
             if rows or blobs:
                 log.info("artifact retention: %d artifact(s), %d blob(s) deleted", rows, blobs)
+            keys = await idempotency.purge_expired(state.db, utcnow())
+            if keys:
+                log.info("idempotency: %d expired key(s) deleted", keys)
         except Exception:  # pragma: no cover - logged, and the next pass retries
-            log.exception("artifact retention failed")
+            log.exception("housekeeping failed")
 
 
 def server_config(settings: Settings, data_dir: Path | None = None) -> ServerConfig:
@@ -261,7 +265,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             asyncio.create_task(Schedules(intake, check_s=config.schedule_check_s).work()),
             asyncio.create_task(statuses.work()),
             asyncio.create_task(manager.work()),
-            asyncio.create_task(_collect_artifacts(app.state.coordinator, config.gc_every_s)),
+            asyncio.create_task(_housekeeping(app.state.coordinator, config.gc_every_s)),
         ]
         try:
             yield

@@ -4,7 +4,9 @@ semantics of the IETF draft "The Idempotency-Key HTTP Header Field":
 - a repeat of a completed request returns the stored response (successes and 4xx errors);
 - a repeat while the first is still being answered gets 409;
 - the same key with a different request body gets 422;
-- keys are scoped to the caller's token and the route, and expire after 24 hours.
+- keys are scoped to the caller's token and the route, and expire after 24 hours: a
+  key used again after that starts afresh, and the hourly housekeeping deletes expired
+  records (`purge_expired`).
 
 The key is an opaque string of at most 255 characters, sent bare or as a quoted
 structured-field string (`"8e03…"`). docs/ids.md explains the fingerprint.
@@ -16,7 +18,7 @@ import hashlib
 import json
 import re
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi.encoders import jsonable_encoder
@@ -28,10 +30,20 @@ from sqlalchemy.exc import IntegrityError
 from conveyor.api.auth import Principal
 from conveyor.api.errors import ApiError
 from conveyor.api.state import Coordinator
+from conveyor.storage.database import Database
 from conveyor.storage.tables import IdempotencyRecord, utcnow
 
 KEY_TTL = timedelta(hours=24)
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+async def purge_expired(db: Database, now: datetime) -> int:
+    """Delete every record older than KEY_TTL; returns how many."""
+    async with db.transaction() as session:
+        result = await session.execute(
+            delete(IdempotencyRecord).where(IdempotencyRecord.created_at < now - KEY_TTL)
+        )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def parse_key(raw: str) -> str:
