@@ -358,6 +358,13 @@ def job_times(run: dict[str, Any], sent: float) -> dict[str, float | None]:
     }
 
 
+def host_cpu() -> tuple[float, float]:
+    """Busy and total jiffies of the whole machine, from /proc/stat (all cores)."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def run_stages(run: dict[str, Any]) -> dict[str, float | None]:
     """When a one-job run passed each stage on the way to its script (server clock, the
     same machine): run stored, job queued, job leased to a runner, script spawned."""
@@ -422,6 +429,7 @@ def measure(conv: Conveyor, args: argparse.Namespace, shas: list[str], dag: list
         sql0 = stats0["sql_statements"]
         git0 = cpu_s(pid, children=True) - cpu0
         runners0 = sum(cpu_s(p.pid, children=True) for p in conv.procs[1:])
+        host0 = host_cpu()
         sends = asyncio.run(send_pushes(conv.port, "trivial", batch, args.senders))
         done += k
         conv.wait_finished(done, 600)
@@ -429,9 +437,12 @@ def measure(conv: Conveyor, args: argparse.Namespace, shas: list[str], dag: list
         sql1 = stats1["sql_statements"]
         git1 = cpu_s(pid, children=True) - cpu1
         runners1 = sum(cpu_s(p.pid, children=True) for p in conv.procs[1:])
+        host1 = host_cpu()
         runs = conv.wait_done("trivial", batch, 600)
         times = {sha: job_times(runs[sha], sends[sha][0]) for sha in batch}
         first_sent = min(s[0] for s in sends.values())
+        created = [run_stages(runs[sha])["run_created"] for sha in batch]
+        last_created = max(at for at in created if at is not None)
         last_done = max(sends[s][0] + (t["done"] or 0) for s, t in times.items())
         wall = last_done - first_sent
         out["bursts"].append(
@@ -445,6 +456,10 @@ def measure(conv: Conveyor, args: argparse.Namespace, shas: list[str], dag: list
                 "push_to_start_ms": dist_ms([t["start"] for t in times.values()]),
                 "push_to_done_ms": dist_ms([t["done"] for t in times.values()]),
                 "webhook_http_ms": dist_ms([s[1] - s[0] for s in sends.values()]),
+                "runs_created_per_s": round(k / (last_created - first_sent), 1),
+                "host_cpu_busy_pct": round(
+                    100 * (host1[0] - host0[0]) / max(host1[1] - host0[1], 1e-9), 1
+                ),
                 "coordinator_cpu_ms_per_job": round(1000 * (cpu1 - cpu0) / k, 1),
                 "coordinator_git_cpu_ms_per_job": round(1000 * (git1 - git0) / k, 1),
                 "runners_cpu_ms_per_job": round(1000 * (runners1 - runners0) / k, 1),

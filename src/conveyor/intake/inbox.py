@@ -22,9 +22,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 
 from conveyor.ids import new_id
 from conveyor.intake.providers import PROVIDERS
@@ -126,6 +126,17 @@ class HookTarget:
         if self.previous and self.previous_until and self.previous_until > now:
             found.append(self.previous)
         return found
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What processing a delivery came to, to record on it."""
+
+    delivery: uuid.UUID
+    state: str
+    """done | failed"""
+    lines: list[str]
+    runs: list[str]
 
 
 class Intake:
@@ -255,11 +266,18 @@ class Intake:
             self._wake.clear()
 
     async def drain(self) -> int:
-        """Claim and process one batch; returns how many deliveries it handled."""
+        """Claim and process one batch; returns how many deliveries it handled. The batch
+        is read with its claim and its outcomes are written in one transaction at its
+        end: a crash in between leaves the deliveries to be claimed again, and starting
+        their runs again finds the same runs (the dedupe key)."""
         claimed = await self._claim()
-        for delivery_id in claimed:
+        outcomes: list[Outcome] = []
+        for delivery, project in claimed:
             await self._acknowledgements_first()
-            await self.process(delivery_id)
+            outcome = await self.process(delivery, project)
+            if outcome is not None:
+                outcomes.append(outcome)
+        await self._finish(outcomes)
         return len(claimed)
 
     async def _acknowledgements_first(self) -> None:
@@ -271,19 +289,22 @@ class Intake:
             await asyncio.sleep(YIELD_STEP_S)
             waited += YIELD_STEP_S
 
-    async def _claim(self) -> list[uuid.UUID]:
+    async def _claim(self) -> list[tuple[Delivery, Project]]:
+        """The next batch of deliveries due, with their projects, claimed for CLAIM_S."""
         now = utcnow()
         # Not durable: a claim lost in a database crash is made again.
         async with self.db.transaction(durable=False) as session:
             query = (
-                select(Delivery.id)
+                select(Delivery, Project)
+                .join(Project, Project.id == Delivery.project_id)
                 .where(Delivery.state == "received", Delivery.not_before <= now)
                 .order_by(Delivery.not_before)
                 .limit(self.batch)
             )
             if not self.db.is_sqlite:
-                query = query.with_for_update(skip_locked=True)
-            ids = list((await session.scalars(query)).all())
+                query = query.with_for_update(skip_locked=True, of=Delivery)
+            rows = [(delivery, project) for delivery, project in (await session.execute(query))]
+            ids = [delivery.id for delivery, _ in rows]
             if ids:
                 await session.execute(
                     update(Delivery)
@@ -292,30 +313,19 @@ class Intake:
                         not_before=now + timedelta(seconds=CLAIM_S),
                         attempts=Delivery.attempts + 1,
                     )
+                    .execution_options(synchronize_session=False)
                 )
-        return ids
+        return rows
 
-    async def process(self, delivery_id: uuid.UUID) -> None:
-        """Translate one delivery and start its runs; record the outcome."""
-        async with self.db.transaction() as session:
-            found = (
-                await session.execute(
-                    select(Delivery, Project)
-                    .join(Project, Project.id == Delivery.project_id)
-                    .where(Delivery.id == delivery_id)
-                )
-            ).first()
-            if found is None or found[0].state != "received":
-                return
-            delivery, project = found
-            attempts = delivery.attempts
-            provider = PROVIDERS[delivery.provider]
-            headers = dict(delivery.headers)
-            body = delivery.body
+    async def process(self, delivery: Delivery, project: Project) -> Outcome | None:
+        """Translate one claimed delivery and start its runs; returns the outcome to
+        record (None when it is left to retry)."""
         outcome: list[str] = []
         runs: list[str] = []
         try:
-            translation = provider.translate(headers, json.loads(body))
+            translation = PROVIDERS[delivery.provider].translate(
+                dict(delivery.headers), json.loads(delivery.body)
+            )
             outcome += translation.skipped
             for change in translation.changes:
                 line, run = await self._start(project, change)
@@ -323,19 +333,14 @@ class Intake:
                 if run is not None:
                     runs.append(str(run))
         except PayloadError as exc:
-            await self._finish(
-                delivery_id, "failed", [*outcome, f"unexpected payload: {exc}"], runs
-            )
-            return
+            return Outcome(delivery.id, "failed", [*outcome, f"unexpected payload: {exc}"], runs)
         except GitError as exc:
-            await self._retry(delivery_id, attempts, f"git: {exc}")
-            return
+            return await self._retry(delivery.id, delivery.attempts + 1, f"git: {exc}")
         except Exception as exc:  # a bug: record it on the delivery instead of retrying forever
-            log.exception("delivery %s", delivery_id)
+            log.exception("delivery %s", delivery.id)
             outcome.append(f"internal error: {type(exc).__name__}: {exc}")
-            await self._finish(delivery_id, "failed", outcome, runs)
-            return
-        await self._finish(delivery_id, "done", outcome or ["nothing to do"], runs)
+            return Outcome(delivery.id, "failed", outcome, runs)
+        return Outcome(delivery.id, "done", outcome or ["nothing to do"], runs)
 
     async def pipeline(self, project: Project, mirror: GitMirror, sha: str) -> LoadedPipeline | str:
         """The pipeline at a commit, or why there is none. Parsed once per (file content,
@@ -433,24 +438,44 @@ class Intake:
         files = await mirror.changed_files(merge_base, sha)
         return files, f"{len(files)} changed files since the merge-base with {branch}"
 
-    async def _finish(
-        self, delivery_id: uuid.UUID, state: str, outcome: list[str], runs: list[str]
-    ) -> None:
+    async def _finish(self, outcomes: list[Outcome]) -> None:
+        """Record the outcomes of a batch, in one statement run for each."""
+        if not outcomes:
+            return
+        table = cast(Table, Delivery.__table__)  # Core: one statement, many parameter sets
+        statement = (
+            update(table)
+            .where(table.c.id == bindparam("delivery"), table.c.state == "received")
+            .values(
+                state=bindparam("new_state"),
+                outcome=bindparam("lines"),
+                runs=bindparam("run_ids"),
+                processed_at=bindparam("at"),
+            )
+        )
+        now = utcnow()
         async with self.db.transaction() as session:
             await session.execute(
-                update(Delivery)
-                .where(Delivery.id == delivery_id, Delivery.state == "received")
-                .values(state=state, outcome=outcome, runs=runs, processed_at=utcnow())
+                statement,
+                [
+                    {
+                        "delivery": o.delivery,
+                        "new_state": o.state,
+                        "lines": o.lines,
+                        "run_ids": o.runs,
+                        "at": now,
+                    }
+                    for o in outcomes
+                ],
             )
 
-    async def _retry(self, delivery_id: uuid.UUID, attempts: int, error: str) -> None:
+    async def _retry(self, delivery_id: uuid.UUID, attempts: int, error: str) -> Outcome | None:
         """A passing failure (the repository could not be fetched): back off and retry,
-        up to MAX_ATTEMPTS."""
+        up to MAX_ATTEMPTS (then the outcome is a failure)."""
         if attempts >= MAX_ATTEMPTS:
-            await self._finish(
+            return Outcome(
                 delivery_id, "failed", [f"gave up after {attempts} attempts: {error}"], []
             )
-            return
         delay = min(2.0**attempts, 300.0)
         async with self.db.transaction() as session:
             await session.execute(
@@ -459,3 +484,4 @@ class Intake:
                 .values(not_before=utcnow() + timedelta(seconds=delay), outcome=[error])
             )
         log.warning("delivery %s: %s; retrying in %.0fs", delivery_id, error, delay)
+        return None
