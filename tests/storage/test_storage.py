@@ -242,3 +242,32 @@ async def test_quick_transactions_skip_the_wal_flush_on_postgresql(database: Dat
         assert (await session.execute(text("SHOW synchronous_commit"))).scalar() == "off"
     async with database.transaction() as session:
         assert (await session.execute(text("SHOW synchronous_commit"))).scalar() == "on"
+
+
+async def test_sqlite_transactions_of_a_process_take_turns(tmp_path: Path):
+    """Decision 0015: one at a time, woken in turn (not by SQLite's busy handler); a
+    transaction opened inside another in the same task does not wait for itself."""
+    db = Database(database_url(tmp_path))
+    await upgrade(db)
+    inside = 0
+    most = 0
+
+    async def write(name: str) -> None:
+        nonlocal inside, most
+        async with db.transaction() as session:
+            inside += 1
+            most = max(most, inside)
+            session.add(Team(name=name))
+            await session.flush()
+            await asyncio.sleep(0.01)  # other tasks run now, and must wait
+            async with db.transaction() as nested:
+                await nested.execute(text("SELECT 1"))
+            inside -= 1
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*(write(f"t{n}") for n in range(8))), 30)
+        async with db.transaction() as session:
+            assert len((await session.scalars(select(Team))).all()) == 8
+    finally:
+        await db.dispose()
+    assert most == 1

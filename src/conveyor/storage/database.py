@@ -7,6 +7,9 @@ writer.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +29,9 @@ SQLITE_FILE = "conveyor.db"
 POOL_SIZE = 20
 POOL_OVERFLOW = 20
 QUICK_POOL_SIZE = 10
+_IN_TRANSACTION: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "conveyor_in_transaction", default=False
+)
 
 
 def insert_for(session_or_dialect: AsyncSession | str) -> Any:
@@ -105,6 +111,9 @@ class Database:
             event.listen(engine.sync_engine, "before_cursor_execute", self._count)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.quick_sessions = async_sessionmaker(self.quick_engine, expire_on_commit=False)
+        self._turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _count(self, *_: Any) -> None:
         self.statements += 1
@@ -120,8 +129,25 @@ class Database:
         within `wal_writer_delay`). WAL order still holds: a durable commit made later
         makes every earlier one durable too. Decision 0014."""
         factory = self.sessions if durable else self.quick_sessions
-        async with factory() as session, session.begin():
-            yield session
+        if not self.is_sqlite or _IN_TRANSACTION.get():
+            async with factory() as session, session.begin():
+                yield session
+            return
+        # SQLite has one writer at a time, and a connection that finds the write lock
+        # taken sleeps in SQLite's busy handler (1 ms, growing to 100 ms per try): the
+        # transactions of this process take turns here instead, woken as soon as the
+        # previous one ends. Another process still meets the busy handler.
+        loop = asyncio.get_running_loop()
+        turn = self._turns.get(loop)
+        if turn is None:
+            turn = self._turns[loop] = asyncio.Lock()
+        async with turn:
+            mark = _IN_TRANSACTION.set(True)
+            try:
+                async with factory() as session, session.begin():
+                    yield session
+            finally:
+                _IN_TRANSACTION.reset(mark)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
