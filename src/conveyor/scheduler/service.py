@@ -201,22 +201,23 @@ class Scheduler:
         on that ref (GitLab's auto-cancel); jobs that are not interruptible, such as
         deploys, carry on. Returns how many jobs of those runs became pending."""
         unfinished = [s.value for s in JobStatus if not s.is_final]
+        # Only interruptible jobs are read: a backlog of others on the ref (deploys, or a
+        # project that turned interruptible off) costs nothing per new run.
         rows = (
             await session.execute(
-                select(Job.id, Job.run_id, Job.spec)
+                select(Job.id, Job.run_id)
                 .join(Run, Run.id == Job.run_id)
                 .where(
                     Run.project_id == project_id,
                     Run.ref == ref,
                     Run.id != newest,
                     Job.status.in_(unfinished),
+                    Job.spec["interruptible"].as_boolean().is_(True),
                 )
             )
         ).all()
         touched: set[uuid.UUID] = set()
-        for job_id, run_id, spec in rows:
-            if not spec.get("interruptible", False):
-                continue
+        for job_id, run_id in rows:
             try:
                 async with session.begin_nested():
                     await move_job(
