@@ -95,7 +95,9 @@ class Hooks:
         return self.client.post(f"/hooks/github/a/{project}", content=body, headers=headers)
 
     def deliveries(self, project: str) -> list[dict[str, Any]]:
-        response = self.client.get(f"/api/v1/projects/a/{project}/deliveries", headers=self.admin)
+        response = self.client.get(
+            f"/api/v1/projects/a/{project}/deliveries?limit=500", headers=self.admin
+        )
         assert response.status_code == 200
         result: list[dict[str, Any]] = response.json()
         return result

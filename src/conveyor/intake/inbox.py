@@ -31,10 +31,11 @@ from conveyor.intake.providers import PROVIDERS
 from conveyor.intake.providers.base import Change, Look, PayloadError
 from conveyor.pipeline.errors import PipelineInvalid
 from conveyor.pipeline.loader import LoadedPipeline, parse_pipeline
-from conveyor.pipeline.plan import compile_plan
+from conveyor.pipeline.plan import Plan, compile_plan
 from conveyor.pipeline.triggers import Event, EventKind
-from conveyor.scheduler.service import Scheduler
+from conveyor.scheduler.service import RunStart, Scheduler
 from conveyor.storage.inbox import DeliveryWriter
+from conveyor.storage.runs import CreatedRun
 from conveyor.storage.secrets import SecretBox
 from conveyor.storage.tables import Delivery, Project, Team, as_utc, utcnow
 from conveyor.vcs import GitError, GitMirror
@@ -137,6 +138,47 @@ class Outcome:
     """done | failed"""
     lines: list[str]
     runs: list[str]
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A change whose run is planned, to start with the rest of the batch."""
+
+    where: str
+    how: str
+    plan: Plan
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A translated delivery: its outcome lines, some of them runs still to start."""
+
+    delivery: uuid.UUID
+    project: Project
+    lines: list[str | Planned]
+
+    def outcome(self, created: list[CreatedRun]) -> Outcome:
+        """The outcome once its runs are started (`created`, in the order planned)."""
+        out: list[str] = []
+        runs: list[str] = []
+        started = iter(created)
+        for line in self.lines:
+            if isinstance(line, str):
+                out.append(line)
+                continue
+            run = next(started)
+            verb = "started" if run.created else "already started by an earlier delivery:"
+            out.append(f"{line.where}: run {verb} {run.run_id} ({line.how})")
+            runs.append(str(run.run_id))
+        return Outcome(self.delivery, "done", out or ["nothing to do"], runs)
+
+    def failed(self, reason: str) -> Outcome:
+        done = [line for line in self.lines if isinstance(line, str)]
+        return Outcome(self.delivery, "failed", [*done, reason], [])
+
+
+def _internal(exc: BaseException) -> str:
+    return f"internal error: {type(exc).__name__}: {exc}"
 
 
 class Intake:
@@ -267,16 +309,21 @@ class Intake:
 
     async def drain(self) -> int:
         """Claim and process one batch; returns how many deliveries it handled. The batch
-        is read with its claim and its outcomes are written in one transaction at its
-        end: a crash in between leaves the deliveries to be claimed again, and starting
-        their runs again finds the same runs (the dedupe key)."""
+        is read with its claim, its runs are started in one transaction, and its outcomes
+        are written in one statement at its end: a crash in between leaves the deliveries
+        to be claimed again, and starting their runs again finds the same runs (the
+        dedupe key)."""
         claimed = await self._claim()
         outcomes: list[Outcome] = []
+        prepared: list[Prepared] = []
         for delivery, project in claimed:
             await self._acknowledgements_first()
-            outcome = await self.process(delivery, project)
-            if outcome is not None:
-                outcomes.append(outcome)
+            result = await self.prepare(delivery, project)
+            if isinstance(result, Outcome):
+                outcomes.append(result)
+            elif result is not None:
+                prepared.append(result)
+        outcomes += await self._start_all(prepared)
         await self._finish(outcomes)
         return len(claimed)
 
@@ -317,30 +364,55 @@ class Intake:
                 )
         return rows
 
-    async def process(self, delivery: Delivery, project: Project) -> Outcome | None:
-        """Translate one claimed delivery and start its runs; returns the outcome to
-        record (None when it is left to retry)."""
-        outcome: list[str] = []
-        runs: list[str] = []
+    async def prepare(self, delivery: Delivery, project: Project) -> Prepared | Outcome | None:
+        """Translate one claimed delivery and plan its runs: what is left is to start
+        them (Prepared), or the outcome already (Outcome), or None when it is left to
+        retry."""
+        lines: list[str | Planned] = []
         try:
             translation = PROVIDERS[delivery.provider].translate(
                 dict(delivery.headers), json.loads(delivery.body)
             )
-            outcome += translation.skipped
+            lines += translation.skipped
             for change in translation.changes:
-                line, run = await self._start(project, change)
-                outcome.append(line)
-                if run is not None:
-                    runs.append(str(run))
+                lines.append(await self._plan(project, change))
         except PayloadError as exc:
-            return Outcome(delivery.id, "failed", [*outcome, f"unexpected payload: {exc}"], runs)
+            return Outcome(delivery.id, "failed", [f"unexpected payload: {exc}"], [])
         except GitError as exc:
             return await self._retry(delivery.id, delivery.attempts + 1, f"git: {exc}")
         except Exception as exc:  # a bug: record it on the delivery instead of retrying forever
             log.exception("delivery %s", delivery.id)
-            outcome.append(f"internal error: {type(exc).__name__}: {exc}")
-            return Outcome(delivery.id, "failed", outcome, runs)
-        return Outcome(delivery.id, "done", outcome or ["nothing to do"], runs)
+            done = [line for line in lines if isinstance(line, str)]
+            return Outcome(delivery.id, "failed", [*done, _internal(exc)], [])
+        return Prepared(delivery.id, project, lines)
+
+    async def _start_all(self, prepared: list[Prepared]) -> list[Outcome]:
+        """Start the planned runs of a batch in one transaction. Should that fail, each
+        delivery is started on its own, so that one bad delivery fails alone."""
+        starts = [
+            RunStart(p.project, line.plan, p.project.config_path)
+            for p in prepared
+            for line in p.lines
+            if isinstance(line, Planned)
+        ]
+        if not starts:
+            return [p.outcome([]) for p in prepared]
+        try:
+            # Not durable: a run lost in a database crash is started again from the
+            # stored delivery, whose "done" commits later (and so makes this one durable
+            # first).
+            created = await self.scheduler.start_runs(starts, durable=False)
+        except Exception as exc:
+            if len(prepared) == 1:
+                log.exception("delivery %s", prepared[0].delivery)
+                return [prepared[0].failed(_internal(exc))]
+            return [outcome for p in prepared for outcome in await self._start_all([p])]
+        outcomes = []
+        for p in prepared:
+            mine = sum(1 for line in p.lines if isinstance(line, Planned))
+            outcomes.append(p.outcome(created[:mine]))
+            created = created[mine:]
+        return outcomes
 
     async def pipeline(self, project: Project, mirror: GitMirror, sha: str) -> LoadedPipeline | str:
         """The pipeline at a commit, or why there is none. Parsed once per (file content,
@@ -379,15 +451,16 @@ class Intake:
             self._known.popitem(last=False)
         return full
 
-    async def _start(self, project: Project, change: Change) -> tuple[str, uuid.UUID | None]:
+    async def _plan(self, project: Project, change: Change) -> str | Planned:
+        """The run one change would start, or why it starts none."""
         mirror = self.mirror(project.repo_url)
         where = f"{change.ref}@{change.sha[:12]}"
         sha = await self.commit(mirror, change.sha)
         if sha is None:
-            return f"{where}: commit not found in {project.repo_url}", None
+            return f"{where}: commit not found in {project.repo_url}"
         loaded = await self.pipeline(project, mirror, sha)
         if isinstance(loaded, str):
-            return f"{where}: {loaded}", None
+            return f"{where}: {loaded}"
         changed, how = await self._changed(mirror, change, sha)
         message = change.message
         if not message and change.kind is EventKind.PUSH:
@@ -403,14 +476,8 @@ class Intake:
         )
         plan = compile_plan(loaded.spec, event)
         if not plan.triggered:
-            return f"{where}: not triggered ({'; '.join(plan.trigger.reasons)}; {how})", None
-        # Not durable: a run lost in a database crash is started again from the stored
-        # delivery, whose "done" commits later (and so makes this one durable first).
-        created = await self.scheduler.start_run(
-            project, plan, pipeline=project.config_path, durable=False
-        )
-        verb = "started" if created.created else "already started by an earlier delivery:"
-        return f"{where}: run {verb} {created.run_id} ({how})", created.run_id
+            return f"{where}: not triggered ({'; '.join(plan.trigger.reasons)}; {how})"
+        return Planned(where, how, plan)
 
     async def _changed(
         self, mirror: GitMirror, change: Change, sha: str

@@ -15,6 +15,7 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -51,6 +52,15 @@ NOTIFY_CHANNEL = "conveyor_jobs"
 log = logging.getLogger("conveyor.scheduler")
 SUPERSEDING_EVENTS = frozenset({EventKind.PUSH, EventKind.PULL_REQUEST, EventKind.MANUAL})
 """A new run from these events cancels the interruptible jobs of older runs on its ref."""
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """A run to start: its project, its compiled plan, and the pipeline it names."""
+
+    project: Project
+    plan: Plan
+    pipeline: str
 
 
 class Wakeup:
@@ -172,27 +182,47 @@ class Scheduler:
         """Store a run from its plan (or find the same commit's run) and make its first
         jobs pending. Not `durable` when the caller can start it again after a database
         crash (the inbox can; an API caller that was told of the run cannot)."""
-        jobs = {job.name: job for job in plan.jobs}
-        moves = settle(
-            jobs,
-            {job.name: job.needs for job in plan.jobs},
-            dict.fromkeys(jobs, JobStatus.CREATED),
-            {job.name: job.allow_failure for job in plan.jobs},
-        )
-        pending = [m.name for m in moves if m.status is JobStatus.PENDING]
+        return (await self.start_runs([RunStart(project, plan, pipeline)], durable=durable))[0]
+
+    async def start_runs(
+        self, starts: Sequence[RunStart], *, durable: bool = True
+    ) -> list[CreatedRun]:
+        """`start_run` for several runs in one transaction, in order (a later run on a
+        ref supersedes an earlier one as if they came one by one): the inbox's batch."""
+        settled = []
+        for start in starts:
+            jobs = {job.name: job for job in start.plan.jobs}
+            moves = settle(
+                jobs,
+                {job.name: job.needs for job in start.plan.jobs},
+                dict.fromkeys(jobs, JobStatus.CREATED),
+                {job.name: job.allow_failure for job in start.plan.jobs},
+            )
+            settled.append((jobs, moves, [m.name for m in moves if m.status is JobStatus.PENDING]))
+        out: list[CreatedRun] = []
+        ready = 0
         async with self.db.transaction(durable=durable) as session:
-            created = await create_run(session, project, plan, pipeline=pipeline, initial=moves)
-            ready = len(pending) if created.created else 0
-            for name in pending if created.created else ():
-                if newest_wins(jobs[name]):
-                    ready += await self._supersede_group(session, created.jobs[name])
-            if created.created and plan.event.effective_kind in SUPERSEDING_EVENTS:
-                ready += await self._supersede(session, project.id, plan.event.ref, created.run_id)
+            for start, (jobs, moves, pending) in zip(starts, settled, strict=True):
+                project, plan = start.project, start.plan
+                created = await create_run(
+                    session, project, plan, pipeline=start.pipeline, initial=moves
+                )
+                out.append(created)
+                if not created.created:
+                    continue
+                ready += len(pending)
+                for name in pending:
+                    if newest_wins(jobs[name]):
+                        ready += await self._supersede_group(session, created.jobs[name])
+                if plan.event.effective_kind in SUPERSEDING_EVENTS:
+                    ready += await self._supersede(
+                        session, project.id, plan.event.ref, created.run_id
+                    )
             if ready:
                 await self._announce(session, ready)
         if ready:
             self.wakeup.notify(ready)
-        return created
+        return out
 
     async def _supersede(
         self, session: AsyncSession, project_id: uuid.UUID, ref: str, newest: uuid.UUID
