@@ -157,6 +157,10 @@ class Prepared:
     project: Project
     lines: list[str | Planned]
 
+    @property
+    def planned(self) -> list[Planned]:
+        return [line for line in self.lines if isinstance(line, Planned)]
+
     def outcome(self, created: list[CreatedRun]) -> Outcome:
         """The outcome once its runs are started (`created`, in the order planned)."""
         out: list[str] = []
@@ -382,8 +386,7 @@ class Intake:
             return await self._retry(delivery.id, delivery.attempts + 1, f"git: {exc}")
         except Exception as exc:  # a bug: record it on the delivery instead of retrying forever
             log.exception("delivery %s", delivery.id)
-            done = [line for line in lines if isinstance(line, str)]
-            return Outcome(delivery.id, "failed", [*done, _internal(exc)], [])
+            return Prepared(delivery.id, project, lines).failed(_internal(exc))
         return Prepared(delivery.id, project, lines)
 
     async def _start_all(self, prepared: list[Prepared]) -> list[Outcome]:
@@ -392,8 +395,7 @@ class Intake:
         starts = [
             RunStart(p.project, line.plan, p.project.config_path)
             for p in prepared
-            for line in p.lines
-            if isinstance(line, Planned)
+            for line in p.planned
         ]
         if not starts:
             return [p.outcome([]) for p in prepared]
@@ -409,7 +411,7 @@ class Intake:
             return [outcome for p in prepared for outcome in await self._start_all([p])]
         outcomes = []
         for p in prepared:
-            mine = sum(1 for line in p.lines if isinstance(line, Planned))
+            mine = len(p.planned)
             outcomes.append(p.outcome(created[:mine]))
             created = created[mine:]
         return outcomes
