@@ -26,13 +26,13 @@ from conveyor.domain.status import JobStatus
 from conveyor.pipeline.plan import compile_plan
 from conveyor.pipeline.schema import PipelineSpec
 from conveyor.pipeline.triggers import Event, EventKind
-from conveyor.scheduler.protocol import Outcome
+from conveyor.protocol.runner import AttemptOutcome
 from conveyor.scheduler.service import Scheduler
 from conveyor.storage.database import Database, database_url
 from conveyor.storage.migrate import upgrade
 from conveyor.storage.tables import Job, Project, RunnerRow, Team
 
-DONE = Outcome(JobStatus.SUCCESS, exit_code=0)
+DONE = AttemptOutcome(status=JobStatus.SUCCESS, exit_code=0)
 
 
 def plan_of(team: str, jobs: int, sha: str):  # type: ignore[no-untyped-def]

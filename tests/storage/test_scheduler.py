@@ -11,7 +11,8 @@ from sqlalchemy import select
 
 from conveyor.domain.failure import FailureClass
 from conveyor.domain.status import JobStatus, RunStatus
-from conveyor.scheduler.protocol import Outcome, StaleLease
+from conveyor.protocol.errors import StaleLease
+from conveyor.protocol.runner import AttemptOutcome
 from conveyor.scheduler.service import Scheduler
 from conveyor.storage.database import Database
 from conveyor.storage.logs import read_log
@@ -25,8 +26,10 @@ jobs:
   test: {script: x, needs: [build], retry: {max: 1, when: [script_failure, runner_lost]}}
   notify: {script: x, needs: [test], when: on_failure}
 """
-OK = Outcome(JobStatus.SUCCESS, exit_code=0)
-BOOM = Outcome(JobStatus.FAILED, exit_code=1, failure_class=FailureClass.SCRIPT_FAILURE)
+OK = AttemptOutcome(status=JobStatus.SUCCESS, exit_code=0)
+BOOM = AttemptOutcome(
+    status=JobStatus.FAILED, exit_code=1, failure_class=FailureClass.SCRIPT_FAILURE
+)
 
 
 async def setup(db: Database, team: str = "payments", runner_team: bool = False):
@@ -148,7 +151,7 @@ async def test_cancel_tells_the_runner_and_keeps_the_attempt(database: Database)
     assert await scheduler.heartbeat(build.job_id, build.fence) is True
     await scheduler.append_log(build.job_id, build.fence, 0, b"stopping\n")
     assert (
-        await scheduler.finish(build.job_id, build.fence, Outcome(JobStatus.CANCELED))
+        await scheduler.finish(build.job_id, build.fence, AttemptOutcome(status=JobStatus.CANCELED))
         is JobStatus.CANCELED
     )
     assert set((await statuses(database, run_id)).values()) == {"canceled"}
@@ -416,7 +419,7 @@ async def test_a_team_quota_caps_its_running_jobs(database: Database):
 
 def test_retry_policy_and_runner_lost_default():
     from conveyor.domain.failure import FailureClass as F
-    from conveyor.scheduler.service import retry_due
+    from conveyor.domain.retry import retry_due
 
     assert retry_due(F.SCRIPT_FAILURE, 1, 1, [F.SCRIPT_FAILURE])
     assert not retry_due(F.SCRIPT_FAILURE, 2, 1, [F.SCRIPT_FAILURE])

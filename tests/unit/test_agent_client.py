@@ -7,8 +7,9 @@ import asyncio
 import httpx
 import pytest
 
+from conveyor.protocol.errors import StaleLease
 from conveyor.runner.agent import LogShipper
-from conveyor.runner.client import Client, LeaseLost, servers
+from conveyor.runner.client import Client, servers
 
 
 def client_with(handler) -> Client:  # type: ignore[no-untyped-def]
@@ -39,9 +40,9 @@ async def test_requests_fail_over_to_the_next_replica():
     await client.close()
 
 
-async def test_stale_fence_is_lease_lost():
+async def test_stale_fence_is_a_stale_lease():
     client = client_with(lambda request: httpx.Response(409, json={"error": "conflict"}))
-    with pytest.raises(LeaseLost):
+    with pytest.raises(StaleLease):
         await client.heartbeat("job", 1)
     await client.close()
 
@@ -76,14 +77,27 @@ async def test_a_deploy_job_follows_its_deployment_through_transient_errors():
 
     phases = iter(["progressing", "boom", "paused", "succeeded"])
 
+    def deployment(phase: str) -> dict[str, object]:
+        # What the coordinator answers has more fields than a runner reads: they are ignored.
+        return {
+            "environment": "prod",
+            "number": 3,
+            "digest": "sha256:x",
+            "strategy": "canary",
+            "phase": phase,
+            "step": 0,
+            "steps": [],
+            "message": "",
+            "observed": {"ready": 1},
+        }
+
     def handler(request: httpx.Request) -> httpx.Response:
         if request.method == "POST":
-            body = {"environment": "prod", "number": 3, "digest": "sha256:x", "strategy": "canary"}
-            return httpx.Response(201, json=body)
+            return httpx.Response(201, json=deployment("pending"))
         phase = next(phases)
         if phase == "boom":
             raise httpx.ReadTimeout("slow", request=request)
-        return httpx.Response(200, json={"phase": phase, "step": 0, "steps": [], "message": ""})
+        return httpx.Response(200, json=deployment(phase))
 
     notes: list[str] = []
     deployer = RemoteDeployer(client_with(handler), "job", 1, poll_s=0.001)

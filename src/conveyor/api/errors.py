@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 
 from conveyor.artifacts.blobs import BlobError
 from conveyor.deploy.orders import DeployRefused
-from conveyor.scheduler.protocol import NotYours, StaleLease
+from conveyor.protocol.errors import NotYours, StaleLease
 from conveyor.storage.jobs import TransitionRejected
 from conveyor.storage.secrets import SecretKeyError
 

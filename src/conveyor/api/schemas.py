@@ -1,4 +1,5 @@
-"""Request and response bodies."""
+"""Request and response bodies of the user-facing API. The runner protocol's bodies are
+in conveyor.protocol.runner."""
 
 from __future__ import annotations
 
@@ -7,9 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from conveyor.domain.failure import FailureClass
 from conveyor.domain.roles import Role
-from conveyor.domain.status import JobStatus
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
@@ -165,50 +164,6 @@ class RunOut(RunSummary):
 class RunPage(BaseModel):
     items: list[RunSummary]
     next_cursor: str | None
-
-
-class RegisterIn(Body):
-    token: str
-    name: str = Field(min_length=1, max_length=200)
-    labels: list[str] = Field(default_factory=list)
-
-
-class RegisterOut(BaseModel):
-    id: uuid.UUID
-    token: str
-
-
-class HeartbeatIn(Body):
-    fence: int
-
-
-class HeartbeatOut(BaseModel):
-    canceled: bool
-
-
-MAX_LOG_CHUNK = 1 << 20
-"""The most bytes one log chunk carries (PUT …/log, or the tail sent with finish)."""
-
-
-class LogTail(Body):
-    """The last part of a job's log, sent with its outcome: one request fewer per job."""
-
-    offset: int = Field(ge=0)
-    text: str = Field(max_length=MAX_LOG_CHUNK)
-
-
-class FinishIn(Body):
-    fence: int
-    status: JobStatus
-    exit_code: int | None = None
-    failure_class: FailureClass | None = None
-    detail: str = Field("", max_length=10_000)
-    reports: dict[str, Any] = Field(default_factory=dict)
-    log: LogTail | None = None
-
-
-class FinishOut(BaseModel):
-    status: str
 
 
 class SecretIn(Body):

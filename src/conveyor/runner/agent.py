@@ -17,13 +17,15 @@ import shutil
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 
+from conveyor.domain.failure import FailureClass
 from conveyor.domain.status import JobStatus
 from conveyor.pipeline.plan import job_from_json
-from conveyor.pipeline.triggers import Event, EventKind
+from conveyor.pipeline.triggers import Event
+from conveyor.protocol.errors import StaleLease
+from conveyor.protocol.runner import Assignment
 from conveyor.runner.attempt import (
     AttemptContext,
     AttemptResult,
@@ -31,12 +33,10 @@ from conveyor.runner.attempt import (
     base_environment,
     run_attempt,
 )
-from conveyor.runner.client import Client, LeaseLost
+from conveyor.runner.client import Client
 from conveyor.runner.remote import RemoteArtifacts, RemoteCache, RemoteDeployer
 from conveyor.runner.shell import ShellExecutor
-from conveyor.runner.workspace import (
-    source_files,
-)
+from conveyor.runner.workspace import source_files
 from conveyor.vcs import GitError, MirrorSet
 
 log = logging.getLogger("conveyor.runner")
@@ -139,7 +139,7 @@ class Agent:
                 await self.execute(assignment)
                 self.jobs_done += 1
 
-    async def _next(self) -> dict[str, Any] | None:
+    async def _next(self) -> Assignment | None:
         request = asyncio.create_task(self.client.request(self.config.poll_s))
         stopping = asyncio.create_task(self.stopping.wait())
         done, _ = await asyncio.wait({request, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -151,12 +151,13 @@ class Agent:
             await request
         return None
 
-    async def execute(self, assignment: dict[str, Any]) -> None:
-        job_id, fence = str(assignment["job_id"]), int(assignment["fence"])
-        shipper = LogShipper(self.client, job_id, fence, int(assignment.get("log_offset", 0)))
+    async def execute(self, assignment: Assignment) -> None:
+        job_id, fence = str(assignment.job_id), assignment.fence
+        shipper = LogShipper(self.client, job_id, fence, assignment.log_offset)
         cancel = asyncio.Event()
         done = asyncio.Event()
-        beats = asyncio.create_task(self._heartbeats(job_id, fence, assignment, cancel, done))
+        every = assignment.lease_s / 3
+        beats = asyncio.create_task(self._heartbeats(job_id, fence, every, cancel, done))
         shipping = asyncio.create_task(shipper.run(done))
         root = self.config.data_dir / "jobs" / job_id
         try:
@@ -167,7 +168,7 @@ class Agent:
             shutil.rmtree(root, ignore_errors=True)
         try:
             await self.client.finish(job_id, fence, result, await shipper.tail())
-        except LeaseLost:
+        except StaleLease:
             log.warning("job %s: lease lost; the coordinator has requeued it", job_id)
         except httpx.HTTPError as exc:
             # The lease runs out and the coordinator retries the job as runner_lost.
@@ -177,11 +178,10 @@ class Agent:
         self,
         job_id: str,
         fence: int,
-        assignment: dict[str, Any],
+        every: float,
         cancel: asyncio.Event,
         done: asyncio.Event,
     ) -> None:
-        every = float(assignment.get("lease_s", 15.0)) / 3
         while not done.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), every)
@@ -190,55 +190,46 @@ class Agent:
             try:
                 if await self.client.heartbeat(job_id, fence):
                     cancel.set()
-            except LeaseLost:
+            except StaleLease:
                 cancel.set()
                 return
             except httpx.HTTPError as exc:
                 log.warning("heartbeat failed: %s", exc)
 
     async def _attempt(
-        self, assignment: dict[str, Any], root: Path, shipper: LogShipper, cancel: asyncio.Event
+        self, assignment: Assignment, root: Path, shipper: LogShipper, cancel: asyncio.Event
     ) -> AttemptResult:
-        job = job_from_json(assignment["spec"])
+        job = job_from_json(assignment.spec)
         if job.checkout:
             try:
-                checkout = await self._checkout(assignment["repo_url"], assignment["sha"])
+                checkout = await self._checkout(assignment.repo_url, assignment.sha)
             except (GitError, OSError) as exc:
                 shipper.job_log(job.name, f"[conveyor] checkout failed: {exc}")
-                return _infra_failure(int(assignment["attempt"]), f"checkout failed: {exc}")
-            source = (checkout / assignment["config_path"]).parent
+                return _infra_failure(assignment.attempt, f"checkout failed: {exc}")
+            source = (checkout / assignment.config_path).parent
         else:  # `checkout: false`: the job starts in an empty workspace
             source = root / "no-checkout"
             source.mkdir(parents=True, exist_ok=True)
         run = RunInfo(
-            run_id=str(assignment["run_id"]),
-            service=str(assignment["service"]),
-            team=str(assignment["team"]),
-            event=Event(
-                kind=EventKind(assignment["event"]),
-                ref=str(assignment["ref"]),
-                sha=str(assignment["sha"]),
-            ),
+            run_id=str(assignment.run_id),
+            service=assignment.service,
+            team=assignment.team,
+            event=Event(kind=assignment.event, ref=assignment.ref, sha=assignment.sha),
         )
+        job_id, fence = str(assignment.job_id), assignment.fence
         context = AttemptContext(
             run=run,
             run_dir=root / "run",
             source_dir=source,
             files=self._files(source) if job.checkout else (),
             base_env=base_environment(),
-            secrets=dict(assignment.get("secrets", {})),
-            cache=RemoteCache(self.client, str(assignment["job_id"]), int(assignment["fence"])),
-            artifacts=RemoteArtifacts(
-                self.client, str(assignment["job_id"]), int(assignment["fence"]), root / "scratch"
-            ),
-            deployer=RemoteDeployer(
-                self.client, str(assignment["job_id"]), int(assignment["fence"])
-            ),
+            secrets=dict(assignment.secrets),
+            cache=RemoteCache(self.client, job_id, fence),
+            artifacts=RemoteArtifacts(self.client, job_id, fence, root / "scratch"),
+            deployer=RemoteDeployer(self.client, job_id, fence),
             keep_workspaces=False,
         )
-        return await run_attempt(
-            context, job, int(assignment["attempt"]), self.executor, cancel, shipper
-        )
+        return await run_attempt(context, job, assignment.attempt, self.executor, cancel, shipper)
 
     async def _checkout(self, url: str, sha: str) -> Path:
         """A read-only checkout of `sha`, shared by every job of that commit on this runner
@@ -280,6 +271,4 @@ class Agent:
 
 
 def _infra_failure(number: int, detail: str) -> AttemptResult:
-    from conveyor.domain.failure import FailureClass
-
     return AttemptResult(number, JobStatus.FAILED, None, FailureClass.INFRA, 0.0, detail)

@@ -13,15 +13,21 @@ from typing import Any
 import httpx
 
 from conveyor.artifacts.tarballs import MEDIA_TYPE
-from conveyor.runner.attempt import (
-    AttemptResult,
+from conveyor.protocol.errors import StaleLease
+from conveyor.protocol.runner import (
+    MAX_DETAIL,
+    Assignment,
+    DeploymentProgress,
+    FinishRequest,
+    Heartbeat,
+    HeartbeatReply,
+    LogTail,
+    RegisterReply,
+    RegisterRequest,
 )
+from conveyor.runner.attempt import AttemptResult
 
 log = logging.getLogger("conveyor.runner")
-
-
-class LeaseLost(Exception):
-    """The coordinator refused a write with our fencing token (409)."""
 
 
 class DeployError(Exception):
@@ -61,20 +67,23 @@ class Client:
                 self.urls.append(self.urls.pop(0))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def request(self, wait: float) -> dict[str, Any] | None:
+    async def request(self, wait: float) -> Assignment | None:
+        """The next job for this runner, held up to `wait` seconds; None when none came."""
         response = await self._send("POST", "/api/v1/runners/jobs/request", params={"wait": wait})
         if response.status_code == 204:
             return None
         response.raise_for_status()
-        data: dict[str, Any] = response.json()
-        return data
+        return Assignment.model_validate_json(response.content)
 
     async def heartbeat(self, job_id: str, fence: int) -> bool:
+        """Renew the lease; True when the job was canceled."""
         response = await self._send(
-            "POST", f"/api/v1/runners/jobs/{job_id}/heartbeat", json={"fence": fence}
+            "POST",
+            f"/api/v1/runners/jobs/{job_id}/heartbeat",
+            json=Heartbeat(fence=fence).model_dump(mode="json"),
         )
         self._check(response)
-        return bool(response.json()["canceled"])
+        return HeartbeatReply.model_validate_json(response.content).canceled
 
     async def log(self, job_id: str, fence: int, offset: int, data: bytes) -> None:
         response = await self._send(
@@ -89,21 +98,23 @@ class Client:
         self, job_id: str, fence: int, result: AttemptResult, tail: tuple[int, str] | None = None
     ) -> None:
         """Report the outcome, with the log's last chunk (offset, text) when given."""
-        body: dict[str, Any] = {
-            "fence": fence,
-            "status": result.status.value,
-            "exit_code": result.exit_code,
-            "failure_class": result.failure_class.value if result.failure_class else None,
-            "detail": result.detail[:10_000],
-            "reports": {
+        body = FinishRequest(
+            fence=fence,
+            status=result.status,
+            exit_code=result.exit_code,
+            failure_class=result.failure_class,
+            detail=result.detail[:MAX_DETAIL],
+            reports={
                 **result.reports_dict(),
                 "gates": [g.as_dict() for g in result.gates],
                 "artifacts": [a.as_dict() for a in result.artifacts],
             },
-        }
-        if tail is not None:
-            body["log"] = {"offset": tail[0], "text": tail[1]}
-        self._check(await self._send("POST", f"/api/v1/runners/jobs/{job_id}/finish", json=body))
+            log=LogTail(offset=tail[0], text=tail[1]) if tail is not None else None,
+        )
+        response = await self._send(
+            "POST", f"/api/v1/runners/jobs/{job_id}/finish", json=body.model_dump(mode="json")
+        )
+        self._check(response)
 
     async def cache_get(self, job_id: str, fence: int, key: str) -> bytes | None:
         response = await self._send(
@@ -160,7 +171,7 @@ class Client:
             raise OSError(f"artifacts of {job_name!r}: the download does not match {expected}")
         return True
 
-    async def deploy_start(self, job_id: str, fence: int) -> dict[str, Any]:
+    async def deploy_start(self, job_id: str, fence: int) -> DeploymentProgress:
         """Start (or find again) the deployment of a `deploy:` job; DeployError when the
         coordinator refuses it."""
         response = await self._send(
@@ -169,33 +180,30 @@ class Client:
         if response.status_code in (404, 409, 410, 422):
             raise DeployError(str(response.json().get("detail", response.text)))
         self._check(response)
-        data: dict[str, Any] = response.json()
-        return data
+        return DeploymentProgress.model_validate_json(response.content)
 
     async def deploy_status(
         self, job_id: str, fence: int, environment: str, number: int
-    ) -> dict[str, Any]:
+    ) -> DeploymentProgress:
         response = await self._send(
             "GET",
             f"/api/v1/runners/jobs/{job_id}/deploy/{environment}/{number}",
             params={"fence": fence},
         )
         self._check(response)
-        data: dict[str, Any] = response.json()
-        return data
+        return DeploymentProgress.model_validate_json(response.content)
 
     @staticmethod
     def _check(response: httpx.Response) -> None:
         if response.status_code == 409:
-            raise LeaseLost(response.text)
+            raise StaleLease(response.text)
         response.raise_for_status()
 
 
 async def register(server: str, token: str, name: str, labels: tuple[str, ...]) -> str:
     """Exchange a registration token for a runner token."""
     async with httpx.AsyncClient(base_url=servers(server)[0], timeout=15.0) as http:
-        response = await http.post(
-            "/api/v1/runners/register", json={"token": token, "name": name, "labels": labels}
-        )
+        body = RegisterRequest(token=token, name=name, labels=list(labels))
+        response = await http.post("/api/v1/runners/register", json=body.model_dump(mode="json"))
         response.raise_for_status()
-        return str(response.json()["token"])
+        return RegisterReply.model_validate_json(response.content).token

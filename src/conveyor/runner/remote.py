@@ -11,8 +11,10 @@ from pathlib import Path
 import httpx
 
 from conveyor.artifacts import tarballs
+from conveyor.domain.deploy import Phase
 from conveyor.pipeline.plan import PlannedJob
-from conveyor.runner.client import Client, DeployError, LeaseLost
+from conveyor.protocol.errors import StaleLease
+from conveyor.runner.client import Client, DeployError
 from conveyor.runner.workspace import (
     StoredFile,
     file_digest,
@@ -43,18 +45,16 @@ class RemoteDeployer:
         except DeployError as exc:
             note(f"deploy refused: {exc}")
             return False, str(exc)
-        except (httpx.HTTPError, LeaseLost) as exc:
+        except (httpx.HTTPError, StaleLease) as exc:
             note(f"cannot start the deployment: {exc}")
             return False, f"cannot start the deployment: {exc}"
-        environment, number = str(made["environment"]), int(made["number"])
-        note(
-            f"deploying {made['digest']} to {environment} as revision {number} ({made['strategy']})"
-        )
+        environment, number = made.environment, made.number
+        note(f"deploying {made.digest} to {environment} as revision {number} ({made.strategy})")
         last, errors = "", 0
         while True:
             try:
                 row = await self.client.deploy_status(self.job_id, self.fence, environment, number)
-            except LeaseLost as exc:
+            except StaleLease as exc:
                 return False, f"lost the job's lease while following the deployment: {exc}"
             except httpx.HTTPError as exc:
                 errors += 1
@@ -63,12 +63,12 @@ class RemoteDeployer:
                 await asyncio.sleep(self.poll_s)
                 continue
             errors = 0
-            line = f"{row['phase']} step {row['step']}/{len(row['steps'])}"
+            line = f"{row.phase} step {row.step}/{len(row.steps)}"
             if line != last:
-                note(f"{environment} revision {number}: {line} {row['message']}".rstrip())
+                note(f"{environment} revision {number}: {line} {row.message}".rstrip())
                 last = line
-            if row["phase"] in ("succeeded", "aborted", "failed"):
-                return row["phase"] == "succeeded", f"{row['phase']}: {row['message']}"
+            if row.phase.is_final:
+                return row.phase is Phase.SUCCEEDED, f"{row.phase}: {row.message}"
             await asyncio.sleep(self.poll_s)
 
 
@@ -126,7 +126,7 @@ class RemoteCache:
     async def restore(self, key: str, workspace: Path) -> bool:
         try:
             data = await self.client.cache_get(self.job_id, self.fence, key)
-        except (httpx.HTTPError, LeaseLost) as exc:
+        except (httpx.HTTPError, StaleLease) as exc:
             log.warning("job %s: cache not restored (%s)", self.job_id, exc)
             return False
         if data is None:
@@ -138,7 +138,7 @@ class RemoteCache:
         data, count = pack(workspace, paths)
         try:
             await self.client.cache_put(self.job_id, self.fence, key, data)
-        except (httpx.HTTPError, LeaseLost) as exc:
+        except (httpx.HTTPError, StaleLease) as exc:
             log.warning("job %s: cache not saved (%s)", self.job_id, exc)
             return 0
         return count

@@ -24,11 +24,13 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.domain.failure import FailureClass
+from conveyor.domain.retry import retry_due
 from conveyor.domain.status import JobStatus
 from conveyor.pipeline.plan import Plan, job_from_json
 from conveyor.pipeline.progress import settle
 from conveyor.pipeline.triggers import EventKind
-from conveyor.scheduler.protocol import Assignment, NotYours, Outcome, StaleLease
+from conveyor.protocol.errors import NotYours, StaleLease
+from conveyor.protocol.runner import Assignment, AttemptOutcome
 from conveyor.scheduler.queue import GROUP_FREE, lock_group, newest_wins, next_pending
 from conveyor.storage.database import Database
 from conveyor.storage.jobs import TransitionRejected, move_job, sources_of, try_move
@@ -47,7 +49,6 @@ from conveyor.storage.tables import (
 )
 
 LEASE_S = 15.0
-RUNNER_LOST_RETRIES = 2
 NOTIFY_CHANNEL = "conveyor_jobs"
 log = logging.getLogger("conveyor.scheduler")
 SUPERSEDING_EVENTS = frozenset({EventKind.PUSH, EventKind.PULL_REQUEST, EventKind.MANUAL})
@@ -507,7 +508,7 @@ class Scheduler:
         self,
         job_id: uuid.UUID,
         fence: int,
-        outcome: Outcome,
+        outcome: AttemptOutcome,
         runner_id: uuid.UUID | None = None,
         *,
         log: tuple[int, bytes] | None = None,
@@ -549,7 +550,7 @@ class Scheduler:
         session: AsyncSession,
         job_id: uuid.UUID,
         fence: int,
-        outcome: Outcome,
+        outcome: AttemptOutcome,
         runner_id: uuid.UUID | None,
     ) -> Any:
         """End a running job held at `fence` with an outcome that is never retried (it did
@@ -579,7 +580,7 @@ class Scheduler:
         )
         return ended.first()
 
-    async def _settle(self, session: AsyncSession, job: Job, outcome: Outcome) -> JobStatus:
+    async def _settle(self, session: AsyncSession, job: Job, outcome: AttemptOutcome) -> JobStatus:
         self._record_attempt(session, job, outcome)
         spec = job_from_json(job.spec)
         cls = outcome.failure_class
@@ -615,7 +616,7 @@ class Scheduler:
         return outcome.status
 
     @staticmethod
-    def _record_attempt(session: AsyncSession, job: Any, outcome: Outcome) -> None:
+    def _record_attempt(session: AsyncSession, job: Any, outcome: AttemptOutcome) -> None:
         session.add(
             JobAttempt(
                 team_id=job.team_id,
@@ -642,8 +643,8 @@ class Scheduler:
             if not self.db.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
             expired = (await session.execute(query)).all()
-        lost = Outcome(
-            JobStatus.FAILED,
+        lost = AttemptOutcome(
+            status=JobStatus.FAILED,
             failure_class=FailureClass.RUNNER_LOST,
             detail="the runner stopped renewing its lease",
         )
@@ -655,15 +656,3 @@ class Scheduler:
             except (StaleLease, TransitionRejected):
                 continue  # the runner finished, or another replica got there first
         return count
-
-
-def retry_due(
-    cls: FailureClass | None, attempt: int, max_retries: int, when: Sequence[FailureClass]
-) -> bool:
-    """Whether a failed attempt earns another. A lost runner is never the job's fault: it is
-    retried up to RUNNER_LOST_RETRIES times even when the job's `retry` does not say so."""
-    if cls is None:
-        return False
-    if cls in when and attempt <= max_retries:
-        return True
-    return cls is FailureClass.RUNNER_LOST and attempt <= RUNNER_LOST_RETRIES

@@ -20,21 +20,21 @@ from conveyor.api.auth import RUNNER_PREFIX, Principal, new_token, token_hash
 from conveyor.api.errors import ApiError
 from conveyor.api.routes.artifacts import artifact_out, blob_response, store
 from conveyor.api.routes.deployments import deployment_out
-from conveyor.api.schemas import (
-    MAX_LOG_CHUNK,
-    ArtifactOut,
-    DeploymentOut,
-    FinishIn,
-    FinishOut,
-    HeartbeatIn,
-    HeartbeatOut,
-    RegisterIn,
-    RegisterOut,
-)
+from conveyor.api.schemas import ArtifactOut, DeploymentOut
 from conveyor.api.state import Caller, State
 from conveyor.deploy import orders
 from conveyor.pipeline.plan import job_from_json
-from conveyor.scheduler.protocol import Assignment, Outcome, StaleLease
+from conveyor.protocol.errors import StaleLease
+from conveyor.protocol.runner import (
+    MAX_LOG_CHUNK,
+    Assignment,
+    FinishReply,
+    FinishRequest,
+    Heartbeat,
+    HeartbeatReply,
+    RegisterReply,
+    RegisterRequest,
+)
 from conveyor.storage import artifacts, caches
 from conveyor.storage.artifacts import Provenance
 from conveyor.storage.tables import (
@@ -61,7 +61,7 @@ def _runner(who: Principal) -> RunnerRow:
 
 
 @router.post("/register", status_code=201)
-async def register(body: RegisterIn, state: State) -> RegisterOut:
+async def register(body: RegisterRequest, state: State) -> RegisterReply:
     async with state.db.transaction() as session:
         grant = await session.scalar(
             select(RunnerToken).where(RunnerToken.token_hash == token_hash(body.token))
@@ -73,7 +73,7 @@ async def register(body: RegisterIn, state: State) -> RegisterOut:
             team_id=grant.team_id, name=body.name, labels=body.labels, token_hash=token_hash(token)
         )
         session.add(runner)
-    return RegisterOut(id=runner.id, token=token)
+    return RegisterReply(id=runner.id, token=token)
 
 
 @router.post("/jobs/request", response_model=None)
@@ -114,10 +114,10 @@ async def _own_job(state: State, who: Principal, job_id: uuid.UUID) -> None:
 
 @router.post("/jobs/{job_id}/heartbeat")
 async def heartbeat(
-    job_id: uuid.UUID, body: HeartbeatIn, state: State, who: Caller
-) -> HeartbeatOut:
+    job_id: uuid.UUID, body: Heartbeat, state: State, who: Caller
+) -> HeartbeatReply:
     runner = _runner(who)
-    return HeartbeatOut(canceled=await state.scheduler.heartbeat(job_id, body.fence, runner.id))
+    return HeartbeatReply(canceled=await state.scheduler.heartbeat(job_id, body.fence, runner.id))
 
 
 @router.put("/jobs/{job_id}/log", status_code=204)
@@ -138,20 +138,13 @@ async def append_log(
 
 
 @router.post("/jobs/{job_id}/finish")
-async def finish(job_id: uuid.UUID, body: FinishIn, state: State, who: Caller) -> FinishOut:
+async def finish(job_id: uuid.UUID, body: FinishRequest, state: State, who: Caller) -> FinishReply:
     runner = _runner(who)
-    outcome = Outcome(
-        status=body.status,
-        exit_code=body.exit_code,
-        failure_class=body.failure_class,
-        detail=body.detail,
-        reports=body.reports,
-    )
     tail = (body.log.offset, body.log.text.encode()) if body.log and body.log.text else None
     if tail and len(tail[1]) > MAX_LOG_CHUNK:
         raise ApiError(413, "too_large", f"a log chunk is at most {MAX_LOG_CHUNK} bytes")
-    status = await state.scheduler.finish(job_id, body.fence, outcome, runner.id, log=tail)
-    return FinishOut(status=status.value)
+    status = await state.scheduler.finish(job_id, body.fence, body, runner.id, log=tail)
+    return FinishReply(status=status)
 
 
 async def _live_job(state: State, who: Principal, job_id: uuid.UUID, fence: int) -> uuid.UUID:
