@@ -7,7 +7,7 @@ failed job skips what depends on it, `on_failure` runs only after a failure upst
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -105,15 +105,27 @@ def ancestor_sets(needs: Mapping[str, Sequence[str]]) -> dict[str, frozenset[str
     return memo
 
 
+CANCELED_RUN = "the run was canceled"
+
+
 def settle(
     created: Mapping[str, PlannedJob],
     needs: Mapping[str, Sequence[str]],
     statuses: dict[str, JobStatus],
     allow_failure: Mapping[str, bool],
+    *,
+    played: Collection[str] = (),
+    canceled: bool = False,
+    refuse: Callable[[PlannedJob], str | None] | None = None,
 ) -> list[Move]:
     """Every move the `created` jobs can make now, in order, repeated until nothing
     changes, so that skips cascade in one call. `needs` and `statuses` cover every job
-    of the run; `statuses` is updated with the moves."""
+    of the run; `statuses` is updated with the moves.
+
+    `played` names the manual jobs a person started (they run like any other);
+    `canceled` cancels every job still in `created`; `refuse`, when given, says why a
+    job that would run cannot run here (`conveyor run` and a `deploy:` job): it is
+    skipped with that reason, and what needs it follows."""
     ancestors = ancestor_sets(needs)
     moves: list[Move] = []
     changed = True
@@ -122,10 +134,31 @@ def settle(
         for name, job in created.items():
             if statuses[name] is not JobStatus.CREATED:
                 continue
-            decision = next_action(job, ancestors[name], statuses, allow_failure)
-            if decision.action is Action.WAIT:
+            if canceled:
+                move: Move | None = Move(name, JobStatus.CANCELED, CANCELED_RUN)
+            else:
+                move = _move(name, job, ancestors[name], statuses, allow_failure, name in played)
+            if move is None:
                 continue
-            statuses[name] = STATUS_OF[decision.action]
-            moves.append(Move(name, statuses[name], decision.reason))
+            if move.status is JobStatus.PENDING and refuse is not None:
+                refused = refuse(job)
+                if refused is not None:
+                    move = Move(name, JobStatus.SKIPPED, refused)
+            statuses[name] = move.status
+            moves.append(move)
             changed = True
     return moves
+
+
+def _move(
+    name: str,
+    job: PlannedJob,
+    ancestors: frozenset[str],
+    statuses: Mapping[str, JobStatus],
+    allow_failure: Mapping[str, bool],
+    played: bool,
+) -> Move | None:
+    decision = next_action(job, ancestors, statuses, allow_failure, played=played)
+    if decision.action is Action.WAIT:
+        return None
+    return Move(name, STATUS_OF[decision.action], decision.reason)

@@ -12,10 +12,11 @@ import shutil
 import time
 from dataclasses import dataclass, field
 
+from conveyor.domain.retry import retry_due
 from conveyor.domain.status import JobOutcome, JobStatus, RunStatus, run_status
 from conveyor.ids import new_id
 from conveyor.pipeline.plan import Plan, PlannedJob
-from conveyor.pipeline.progress import Action, next_action
+from conveyor.pipeline.progress import CANCELED_RUN, settle
 from conveyor.runner.attempt import (
     AttemptContext,
     AttemptResult,
@@ -114,6 +115,11 @@ DEPLOY_NOT_LOCAL = (
 )
 
 
+def _not_local(job: PlannedJob) -> str | None:
+    """Why a job that is due cannot run in `conveyor run`: a deploy needs a coordinator."""
+    return DEPLOY_NOT_LOCAL if job.deploy is not None else None
+
+
 class LocalRun:
     """One run of a plan. Create, then `await execute()`; `cancel()` stops it cleanly."""
 
@@ -165,44 +171,21 @@ class LocalRun:
         self.observer.job_status(record.job.name, status, reason)
 
     def _decide(self) -> list[JobRecord]:
-        """Move every `created` job that can move; return the ones to start."""
-        statuses = {n: r.status for n, r in self.records.items()}
-        allow = {n: r.job.allow_failure for n, r in self.records.items()}
-        ready: list[JobRecord] = []
-        changed = True
-        while changed:
-            changed = False
-            for name, record in self.records.items():
-                if record.status is not JobStatus.CREATED:
-                    continue
-                if self._cancel.is_set():
-                    self._set(record, JobStatus.CANCELED, "the run was canceled")
-                    statuses[name] = record.status
-                    changed = True
-                    continue
-                decision = next_action(
-                    record.job,
-                    self.plan.ancestors.get(name, frozenset()),
-                    statuses,
-                    allow,
-                    played=name in self._played,
-                )
-                if decision.action is Action.WAIT:
-                    continue
-                status = {
-                    Action.RUN: JobStatus.PENDING,
-                    Action.SKIP: JobStatus.SKIPPED,
-                    Action.MANUAL: JobStatus.MANUAL,
-                }[decision.action]
-                reason = decision.reason
-                if status is JobStatus.PENDING and record.job.deploy is not None:
-                    status, reason = JobStatus.SKIPPED, DEPLOY_NOT_LOCAL
-                self._set(record, status, reason)
-                statuses[name] = status
-                changed = True
-                if status is JobStatus.PENDING:
-                    ready.append(record)
-        return ready
+        """Move every `created` job that can move (pipeline.progress.settle, the rules
+        the server's scheduler follows); return the ones to start."""
+        records = self.records
+        moves = settle(
+            {n: r.job for n, r in records.items() if r.status is JobStatus.CREATED},
+            {n: r.job.needs for n, r in records.items()},
+            {n: r.status for n, r in records.items()},
+            {n: r.job.allow_failure for n, r in records.items()},
+            played=self._played,
+            canceled=self._cancel.is_set(),
+            refuse=_not_local,
+        )
+        for move in moves:
+            self._set(records[move.name], move.status, move.reason)
+        return [records[m.name] for m in moves if m.status is JobStatus.PENDING]
 
     async def _schedule(self, context: AttemptContext) -> None:
         queue: list[JobRecord] = []
@@ -214,7 +197,7 @@ class LocalRun:
                 while queue and len(running) < max(1, self.options.parallel):
                     record = queue.pop(0)
                     if self._cancel.is_set():
-                        self._set(record, JobStatus.CANCELED, "the run was canceled")
+                        self._set(record, JobStatus.CANCELED, CANCELED_RUN)
                         continue
                     running[asyncio.create_task(self._run_job(record, context))] = record
                 if not running:
@@ -242,7 +225,7 @@ class LocalRun:
             if result.status is JobStatus.SUCCESS or result.status is JobStatus.CANCELED:
                 break
             cls = result.failure_class
-            if cls is None or cls not in job.retry.when or number > job.retry.max:
+            if not retry_due(cls, number, job.retry.max, job.retry.when):
                 break
             if self._cancel.is_set():
                 break
