@@ -7,12 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from conveyor.deploy.router.base import ServerStatus
-from conveyor.deploy.strategies import (
+from conveyor.deploy.planner import (
     RESTART_DOWN_AFTER_S,
     Act,
     Kind,
-    Plan,
+    Rollout,
     Seen,
     Settled,
     Step,
@@ -23,7 +22,8 @@ from conveyor.deploy.strategies import (
     share_of,
     traffic,
 )
-from conveyor.domain.deploy import InstanceState, PauseReason, Phase, Request
+from conveyor.deploy.router.base import RouterError, ServerStatus
+from conveyor.domain.deploy import DriverRequest, InstanceState, PauseReason, Phase
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 OLD, NEW = "sha256:" + "1" * 64, "sha256:" + "2" * 64
@@ -46,8 +46,8 @@ def stable(**kw: object) -> Settled:
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
-def plan(kind: Kind = Kind.CANARY, steps: tuple[Step, ...] = (), **kw: object) -> Plan:
-    base = Plan(
+def plan(kind: Kind = Kind.CANARY, steps: tuple[Step, ...] = (), **kw: object) -> Rollout:
+    base = Rollout(
         number=2,
         digest=NEW,
         kind=kind,
@@ -60,7 +60,7 @@ def plan(kind: Kind = Kind.CANARY, steps: tuple[Step, ...] = (), **kw: object) -
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
-def world(env: Settled, p: Plan | None, *seen: Seen, **kw: object) -> World:
+def world(env: Settled, p: Rollout | None, *seen: Seen, **kw: object) -> World:
     return World(env=env, plan=p, instances=seen, now=NOW, **kw)  # type: ignore[arg-type]
 
 
@@ -110,14 +110,14 @@ def test_a_bare_pause_and_an_analysis_wait_for_promote():
     ):
         waiting = plan(steps=(step,), phase=Phase.PAUSED, pause_reason=reason)
         assert decide(world(stable(), waiting, *V1, *CANARY)) is None
-        promoted = replace(waiting, request=Request.PROMOTE)
+        promoted = replace(waiting, request=DriverRequest.PROMOTE)
         action = decide(world(stable(), promoted, *V1, *CANARY))
         assert action is not None and action.act is Act.ADVANCE and action.reason == "promoted"
 
 
 def test_promote_full_skips_every_step_and_the_end_promotes_by_relabelling():
     steps = (Step(StepKind.WEIGHT, weight=10), Step(StepKind.PAUSE))
-    full = plan(steps=steps, request=Request.PROMOTE_FULL)
+    full = plan(steps=steps, request=DriverRequest.PROMOTE_FULL)
     action = decide(world(stable(), full, *V1, *CANARY))
     assert action is not None and (action.act, action.step) == (Act.ADVANCE, 2)
     end = plan(steps=steps, step=2)
@@ -131,7 +131,7 @@ def test_promote_full_skips_every_step_and_the_end_promotes_by_relabelling():
 
 
 def test_abort_moves_traffic_first_then_finishes():
-    asked = plan(steps=(Step(StepKind.PAUSE),), request=Request.ABORT)
+    asked = plan(steps=(Step(StepKind.PAUSE),), request=DriverRequest.ABORT)
     action = decide(world(stable(canary_share=5000), asked, *V1, *CANARY))
     assert action is not None and (action.act, action.share) == (Act.SPLIT, 0)
     action = decide(world(stable(), asked, *V1, *CANARY))
@@ -253,12 +253,12 @@ def test_a_missing_haproxy_is_an_error_that_names_the_package(monkeypatch: pytes
 
     monkeypatch.setattr(haproxy.shutil, "which", lambda _: None)
     monkeypatch.setattr(haproxy.os, "access", lambda *_: False)
-    with pytest.raises(haproxy.RouterError, match="install the `haproxy` package"):
+    with pytest.raises(RouterError, match="install the `haproxy` package"):
         haproxy.find_haproxy()
 
 
 def test_each_action_records_what_was_wanted_and_seen():
-    from conveyor.deploy.strategies import states
+    from conveyor.deploy.planner import states
 
     steps = (Step(StepKind.WEIGHT, weight=25),)
     desired, observed = states(world(stable(canary_share=0), plan(steps=steps), *V1, *CANARY))

@@ -13,7 +13,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
 from conveyor.artifacts.blobs import BlobError
-from conveyor.deploy.orders import DeployRefused
+from conveyor.deploy.requests import DeployRefused
 from conveyor.protocol.errors import NotYours, StaleLease
 from conveyor.storage.jobs import TransitionRejected
 from conveyor.storage.secrets import SecretKeyError

@@ -1,3 +1,5 @@
-"""The deployment manager: a reconciler (manager.py) that drives each environment through
-its strategy's steps (strategies.py) on a target (targets/) behind a traffic router
-(router/)."""
+"""The deployment manager: on every replica, drivers (manager.py) that reconcile each
+environment they hold by asking the planner (planner.py) for one action at a time and
+carrying it out (effects.py, with what context.py gives them) on a target (targets/)
+behind a traffic router (router/). People's requests and controls are checked in
+requests.py."""

@@ -1,6 +1,8 @@
 """What each planner action does: one handler per action (STYLE.md: dispatch with an
 explicit dict). Each handler is idempotent, since a new driver repeats an intent whose
-`done` it cannot see, and writes only inside the fenced transaction that marks it done."""
+`done` it cannot see, and writes only inside the fenced transaction that marks it done.
+A handler is given the driver's context and the effect (context.py), nothing more.
+"""
 
 from __future__ import annotations
 
@@ -8,312 +10,236 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.expression import Executable
-
-from conveyor.deploy.strategies import Act
+from conveyor.deploy.context import DriverContext, Effect
+from conveyor.deploy.planner import Act
 from conveyor.deploy.targets.base import Handle, Launch
-from conveyor.domain.deploy import PHASE_TRANSITIONS, InstanceState, Phase, Request
-from conveyor.storage.tables import (
-    Deployment,
-    DeploymentAction,
-    Environment,
-    Instance,
-    RevisionPin,
-    utcnow,
-)
-
-if TYPE_CHECKING:
-    from conveyor.deploy.manager import DeploymentManager, Effect
+from conveyor.domain.deploy import DriverRequest, InstanceState, Phase
+from conveyor.storage import deployments, environments
+from conveyor.storage.database import Session
+from conveyor.storage.tables import Instance, utcnow
 
 AfterRoute = Callable[[], None] | None
 """What a handler leaves to do once the router holds the new rows (stop: SIGTERM)."""
-Handler = Callable[["DeploymentManager", "Effect"], Awaitable[AfterRoute]]
+Handler = Callable[[DriverContext, Effect], Awaitable[AfterRoute]]
 CHANGES_ROUTES = frozenset({Act.READY, Act.DRAIN, Act.STOP, Act.RESTART, Act.SPLIT, Act.PROMOTE})
 """Actions after which the router's config file is rewritten (not reloaded), so that a
 reload or restart of the router comes back with the current routing."""
+PINNED_BY_HEALTH = "conveyor (health check)"
 
 
 class ArtifactGone(Exception):
     """The artifact's blob is no longer in the store."""
 
 
-async def _record(manager: DeploymentManager, effect: Effect, statement: Executable) -> None:
-    """The action's one write and its `done` mark, in one fenced transaction."""
-    async with manager.fenced(effect.env_id, effect.fence) as session:
-        await session.execute(statement)
-        await _done(session, effect)
+async def _done(session: Session, effect: Effect) -> None:
+    await environments.mark_done(session, effect.intent_id)
 
 
-async def _done(session: AsyncSession, effect: Effect) -> None:
-    await session.execute(
-        update(DeploymentAction)
-        .where(DeploymentAction.id == effect.intent_id)
-        .values(done=True, done_at=utcnow())
-    )
+def _instance_id(effect: Effect) -> uuid.UUID:
+    return uuid.UUID(str(effect.action.instance))
 
 
-def _from(*phases: Phase) -> list[str]:
-    """The phases a deployment may leave for `target`, for guarded updates."""
-    return [p.value for p in phases]
-
-
-def _may_become(target: Phase) -> list[str]:
-    return [p.value for p, allowed in PHASE_TRANSITIONS.items() if target in allowed]
-
-
-def runtime_for(effect: Effect, digest: str) -> dict[str, Any]:
-    plan = effect.driven.plan_row
-    if plan is not None and plan.digest == digest:
-        return plan.runtime
-    return effect.driven.env.runtime or (plan.runtime if plan is not None else {})
-
-
-async def _launch(manager: DeploymentManager, effect: Effect, row: Instance) -> Handle:
-    blob = manager.blobs.local_path(row.digest)
+async def _launch(ctx: DriverContext, effect: Effect, row: Instance) -> Handle:
+    blob = ctx.blobs.local_path(row.digest)
     if blob is None:
         raise ArtifactGone(f"artifact {row.digest} is not in the store")
-    release = await asyncio.to_thread(manager.target.prepare, row.digest, blob)
-    runtime = runtime_for(effect, row.digest)
+    runtime = effect.driven.runtime_for(row.digest)
+    if runtime is None:
+        raise ArtifactGone(f"no runtime is recorded for {row.digest}")
+    release = await asyncio.to_thread(ctx.target.prepare, row.digest, blob)
     launch = Launch(
         instance=str(row.id),
         release=release,
-        command=str(runtime["command"]),
+        command=runtime.command,
         port=row.port,
-        env={str(k): str(v) for k, v in dict(runtime.get("env", {})).items()},
+        env=dict(runtime.env),
     )
-    return await asyncio.to_thread(manager.target.start, launch)
+    return await asyncio.to_thread(ctx.target.start, launch)
 
 
-async def start(manager: DeploymentManager, effect: Effect) -> None:
-    instance_id = uuid.UUID(str(effect.params["new_instance"]))
-    async with manager.db.transaction() as session:
-        row = await session.get(Instance, instance_id)
+async def _row(ctx: DriverContext, instance_id: uuid.UUID) -> Instance:
+    async with ctx.db.transaction() as session:
+        row = await environments.instance(session, instance_id)
     assert row is not None, "the intent and its instance are written together"
+    return row
+
+
+async def start(ctx: DriverContext, effect: Effect) -> None:
+    instance_id = uuid.UUID(str(effect.params["new_instance"]))
+    row = await _row(ctx, instance_id)
     handle = Handle(row.pid, row.pid_started or "") if row.pid else None
-    if handle is None or not manager.target.alive(handle):
-        handle = manager.target.adopt(str(row.id)) or await _launch(manager, effect, row)
-    await _record(
-        manager,
-        effect,
-        update(Instance)
-        .where(Instance.id == instance_id)
-        .values(pid=handle.pid, pid_started=handle.started, started_at=utcnow()),
-    )
+    if handle is None or not ctx.target.alive(handle):
+        handle = ctx.target.adopt(str(row.id)) or await _launch(ctx, effect, row)
+    async with ctx.fenced(effect.env_id, effect.fence) as session:
+        await environments.set_process(session, instance_id, handle.pid, handle.started)
+        await _done(session, effect)
 
 
-async def _move_instance(
-    manager: DeploymentManager,
-    effect: Effect,
-    origin: InstanceState,
-    target: InstanceState,
-    **values: object,
-) -> None:
-    """The action's instance from `origin` to `target`; guarded, so a redo changes nothing."""
-    await _record(
-        manager,
-        effect,
-        update(Instance)
-        .where(
-            Instance.id == uuid.UUID(str(effect.action.instance)),
-            Instance.state == origin.value,
-        )
-        .values(state=target.value, **values),
-    )
+async def _move(ctx: DriverContext, effect: Effect, target: InstanceState, **values: Any) -> None:
+    """The action's instance to `target`, guarded, so that a redo changes nothing."""
+    async with ctx.fenced(effect.env_id, effect.fence) as session:
+        await environments.move_instance(session, _instance_id(effect), target, **values)
+        await _done(session, effect)
 
 
-async def ready(manager: DeploymentManager, effect: Effect) -> None:
-    await _move_instance(
-        manager, effect, InstanceState.STARTING, InstanceState.READY, health_failures=0
-    )
+async def ready(ctx: DriverContext, effect: Effect) -> None:
+    await _move(ctx, effect, InstanceState.READY, health_failures=0)
 
 
-async def restart(manager: DeploymentManager, effect: Effect) -> None:
-    instance_id = uuid.UUID(str(effect.action.instance))
-    async with manager.db.transaction() as session:
-        row = await session.get(Instance, instance_id)
-    assert row is not None
+async def restart(ctx: DriverContext, effect: Effect) -> None:
+    instance_id = _instance_id(effect)
+    row = await _row(ctx, instance_id)
     if row.pid:
         old = Handle(row.pid, row.pid_started or "")
-        if manager.target.alive(old):
-            manager.target.terminate(old, force=True)
-    async with manager.fenced(effect.env_id, effect.fence) as session:
+        if ctx.target.alive(old):
+            ctx.target.terminate(old, force=True)
+    async with ctx.fenced(effect.env_id, effect.fence) as session:
         # Out of the router first: a restarted instance comes back through `ready`.
-        await session.execute(
-            update(Instance)
-            .where(Instance.id == instance_id)
-            .values(state=InstanceState.STARTING.value, restarts=Instance.restarts + 1)
+        await environments.restart_counted(session, instance_id)
+    handle = await _launch(ctx, effect, row)
+    async with ctx.fenced(effect.env_id, effect.fence) as session:
+        await environments.set_process(
+            session, instance_id, handle.pid, handle.started, health_failures=0
         )
-    handle = await _launch(manager, effect, row)
-    await _record(
-        manager,
-        effect,
-        update(Instance)
-        .where(Instance.id == instance_id)
-        .values(pid=handle.pid, pid_started=handle.started, started_at=utcnow(), health_failures=0),
-    )
+        await _done(session, effect)
 
 
-async def drain(manager: DeploymentManager, effect: Effect) -> None:
-    await _move_instance(
-        manager, effect, InstanceState.READY, InstanceState.DRAINING, drain_started_at=utcnow()
-    )
+async def drain(ctx: DriverContext, effect: Effect) -> None:
+    await _move(ctx, effect, InstanceState.DRAINING, drain_started_at=utcnow())
 
 
-async def stop(manager: DeploymentManager, effect: Effect) -> AfterRoute:
+async def stop(ctx: DriverContext, effect: Effect) -> AfterRoute:
     """Out of the router (the manager applies the new rows), then SIGTERM; the pass after
     the grace period kills it."""
-    instance_id = uuid.UUID(str(effect.action.instance))
-    async with manager.fenced(effect.env_id, effect.fence) as session:
-        await session.execute(
-            update(Instance)
-            .where(Instance.id == instance_id, Instance.state != InstanceState.STOPPED.value)
-            .values(state=InstanceState.STOPPED.value, stopped_at=utcnow())
+    instance_id = _instance_id(effect)
+    async with ctx.fenced(effect.env_id, effect.fence) as session:
+        await environments.move_instance(
+            session, instance_id, InstanceState.STOPPED, stopped_at=utcnow()
         )
-        row = await session.get(Instance, instance_id, populate_existing=True)
+        row = await environments.instance(session, instance_id)
         await _done(session, effect)
     assert row is not None
     if not row.pid:
         return None
     handle = Handle(row.pid, row.pid_started or "")
-    return lambda: manager.target.terminate(handle, force=False)
+    return lambda: ctx.target.terminate(handle, force=False)
 
 
-async def split(manager: DeploymentManager, effect: Effect) -> None:
-    await _record(
-        manager,
-        effect,
-        update(Environment)
-        .where(Environment.id == effect.env_id)
-        .values(canary_share=int(effect.action.share or 0)),
-    )
+async def split(ctx: DriverContext, effect: Effect) -> None:
+    async with ctx.fenced(effect.env_id, effect.fence) as session:
+        await environments.set_canary_share(session, effect.env_id, int(effect.action.share or 0))
+        await _done(session, effect)
 
 
-async def promote(manager: DeploymentManager, effect: Effect) -> None:
+async def promote(ctx: DriverContext, effect: Effect) -> None:
     """The plan's revision becomes stable. Moving to the other slot relabels the slots
     (traffic is already there) and keeps the old stack warm for `scale_down_delay`."""
-    plan, env = effect.driven.plan_row, effect.driven.env
+    plan, env, rollout = effect.driven.plan_row, effect.driven.env, effect.driven.rollout
+    assert plan is not None and rollout is not None
+    relabel = effect.action.slot != env.stable_slot and env.revision != plan.number
+    async with ctx.fenced(effect.env_id, effect.fence) as session:
+        await environments.make_stable(
+            session,
+            effect.env_id,
+            plan.number,
+            plan.digest,
+            plan.runtime,
+            new_slot=str(effect.action.slot) if relabel else None,
+            warm_digest=env.digest,
+            warm_until=utcnow() + timedelta(seconds=rollout.scale_down_delay),
+        )
+        await _done(session, effect)
+
+
+async def _change_phase(
+    ctx: DriverContext,
+    effect: Effect,
+    target: Phase,
+    *,
+    among: tuple[Phase, ...] | None = None,
+    **values: Any,
+) -> None:
+    """The active deployment to `target` (guarded; a redo changes nothing)."""
+    plan = effect.driven.plan_row
     assert plan is not None
-    values: dict[str, Any] = {
-        "revision": plan.number,
-        "digest": plan.digest,
-        "runtime": plan.runtime,
-    }
-    if effect.action.slot != env.stable_slot and env.revision != plan.number:
-        delay = float(plan.strategy.get("scale_down_delay", 30.0))
-        values |= {
-            "stable_slot": effect.action.slot,
-            "canary_share": 0,
-            "warm_digest": env.digest,
-            "warm_until": utcnow() + timedelta(seconds=delay),
-        }
-    await _record(
-        manager,
-        effect,
-        update(Environment)
-        .where(Environment.id == effect.env_id, Environment.revision != plan.number)
-        .values(values),
-    )
+    async with ctx.fenced(effect.env_id, effect.fence) as session:
+        await deployments.change_phase(
+            session, plan.id, target, strict=False, among=among, **values
+        )
+        await _done(session, effect)
 
 
-async def advance(manager: DeploymentManager, effect: Effect) -> None:
+async def advance(ctx: DriverContext, effect: Effect) -> None:
     plan = effect.driven.plan_row
     assert plan is not None
     values: dict[str, Any] = {
         "step": effect.action.step,
         "step_started_at": utcnow(),
-        "phase": Phase.PROGRESSING.value,
         "pause_reason": None,
     }
-    if plan.request in (Request.PROMOTE.value, Request.PROMOTE_FULL.value):
+    if plan.request in (DriverRequest.PROMOTE.value, DriverRequest.PROMOTE_FULL.value):
         values["request"] = None
-    await _record(
-        manager,
-        effect,
-        update(Deployment)
-        .where(
-            Deployment.id == plan.id,
-            Deployment.phase.in_(_from(Phase.PROGRESSING, Phase.PAUSED)),
-        )
-        .values(values),
+    # From progressing too: advancing a step keeps a deployment progressing.
+    await _change_phase(
+        ctx, effect, Phase.PROGRESSING, among=(Phase.PROGRESSING, Phase.PAUSED), **values
     )
 
 
-async def pause(manager: DeploymentManager, effect: Effect) -> None:
-    plan = effect.driven.plan_row
-    assert plan is not None
-    await _record(
-        manager,
-        effect,
-        update(Deployment)
-        .where(Deployment.id == plan.id, Deployment.phase.in_(_may_become(Phase.PAUSED)))
-        .values(phase=Phase.PAUSED.value, pause_reason=effect.action.reason),
-    )
+async def pause(ctx: DriverContext, effect: Effect) -> None:
+    await _change_phase(ctx, effect, Phase.PAUSED, pause_reason=effect.action.reason)
 
 
-async def finish(manager: DeploymentManager, effect: Effect) -> None:
+async def finish(ctx: DriverContext, effect: Effect) -> None:
     plan = effect.driven.plan_row
     assert plan is not None and effect.action.phase is not None
-    phase = effect.action.phase
-    async with manager.fenced(effect.env_id, effect.fence) as session:
-        await session.execute(
-            update(Deployment)
-            .where(Deployment.id == plan.id, Deployment.phase.in_(_may_become(phase)))
-            .values(
-                phase=phase.value,
-                finished_at=utcnow(),
-                message=effect.action.reason,
-                request=None,
-                pause_reason=None,
-            )
+    async with ctx.fenced(effect.env_id, effect.fence) as session:
+        await deployments.change_phase(
+            session,
+            plan.id,
+            effect.action.phase,
+            strict=False,
+            finished_at=utcnow(),
+            message=effect.action.reason,
+            request=None,
+            pause_reason=None,
         )
         if effect.action.pin:
-            session.add(
-                RevisionPin(
-                    environment_id=effect.env_id,
-                    digest=plan.digest,
-                    reason=effect.action.reason,
-                    pinned_by="conveyor (health check)",
-                )
+            deployments.pin(
+                session, effect.env_id, plan.digest, effect.action.reason, PINNED_BY_HEALTH
             )
         await _done(session, effect)
 
 
-async def begin(manager: DeploymentManager, effect: Effect) -> None:
-    (number,) = effect.action.numbers
+async def begin(ctx: DriverContext, effect: Effect) -> None:
     now = utcnow()
-    await _record(
-        manager,
-        effect,
-        update(Deployment)
-        .where(
-            Deployment.environment_id == effect.env_id,
-            Deployment.number == number,
-            Deployment.phase == Phase.PENDING.value,
+    async with ctx.fenced(effect.env_id, effect.fence) as session:
+        await deployments.change_phase_by_number(
+            session,
+            effect.env_id,
+            effect.action.numbers,
+            Phase.PROGRESSING,
+            origin=Phase.PENDING,
+            started_at=now,
+            step=0,
+            step_started_at=now,
         )
-        .values(phase=Phase.PROGRESSING.value, started_at=now, step=0, step_started_at=now),
-    )
+        await _done(session, effect)
 
 
-async def supersede(manager: DeploymentManager, effect: Effect) -> None:
-    await _record(
-        manager,
-        effect,
-        update(Deployment)
-        .where(
-            Deployment.environment_id == effect.env_id,
-            Deployment.number.in_(effect.action.numbers),
-            Deployment.phase == Phase.PENDING.value,
-        )
-        .values(
-            phase=Phase.ABORTED.value,
+async def supersede(ctx: DriverContext, effect: Effect) -> None:
+    async with ctx.fenced(effect.env_id, effect.fence) as session:
+        await deployments.change_phase_by_number(
+            session,
+            effect.env_id,
+            effect.action.numbers,
+            Phase.ABORTED,
+            origin=Phase.PENDING,
             finished_at=utcnow(),
             message="superseded by a newer deployment (queue policy newest-wins)",
-        ),
-    )
+        )
+        await _done(session, effect)
 
 
 HANDLERS: dict[Act, Handler] = {

@@ -2,7 +2,7 @@
 lease is free, and drives each claimed one with a reconcile pass every `tick_s`.
 
 A pass observes (processes, health probes, the router), asks the planner
-(strategies.decide) for one action, records it as an intent, acts, and marks it done,
+(planner.decide) for one action, records it as an intent, acts, and marks it done,
 each write guarded by the environment's fencing token. A replica that lost its lease
 cannot write; the one that takes over first finishes an open intent (every action is
 idempotent), so no action is repeated or lost. Leases last `lease_s` (3 s), so a killed
@@ -17,67 +17,29 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
-
-from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.artifacts.blobs import BlobStore
 from conveyor.deploy import records
+from conveyor.deploy.context import Driven, DriverContext, Effect, EnvironmentLeaseLost
 from conveyor.deploy.effects import CHANGES_ROUTES, HANDLERS
-from conveyor.deploy.router.base import ServerStatus, TrafficRouter
-from conveyor.deploy.router.haproxy import RouterError
-from conveyor.deploy.strategies import Act, Action, Seen, World, decide, states
+from conveyor.deploy.planner import Act, Action, Seen, World, decide, states
+from conveyor.deploy.router.base import RouterError, ServerStatus, TrafficRouter
 from conveyor.deploy.targets.base import Handle, Target
-from conveyor.domain.deploy import InstanceState, Phase
+from conveyor.domain.deploy import InstanceState, Phase, QueuePolicy
 from conveyor.ids import new_id
-from conveyor.storage.database import Database
-from conveyor.storage.tables import (
-    Deployment,
-    DeploymentAction,
-    Environment,
-    Instance,
-    RevisionPin,
-    as_utc,
-    utcnow,
-)
+from conveyor.pipeline.deploy import Health
+from conveyor.storage import environments
+from conveyor.storage.database import Database, Session
+from conveyor.storage.tables import DeploymentAction, Instance, as_utc, utcnow
 
 log = logging.getLogger("conveyor.deploy")
 KILL_GRACE_S = 5.0
 MAX_ACTIONS_IN_A_ROW = 20
 """Actions taken back to back before a driver rests one tick (a guard against a loop)."""
-
-
-class LeaseLost(Exception):
-    """This replica no longer holds the environment: another one drives it now."""
-
-
-@dataclass
-class Driven:
-    """What one pass loaded."""
-
-    env: Environment
-    plan_row: Deployment | None
-    instances: list[Instance]
-    pending: tuple[int, ...]
-    pinned: frozenset[str]
-    open_intent: DeploymentAction | None
-
-
-@dataclass(frozen=True)
-class Effect:
-    """One action to carry out, with what its intent recorded."""
-
-    env_id: uuid.UUID
-    fence: int
-    driven: Driven
-    action: Action
-    params: dict[str, object]
-    intent_id: uuid.UUID
+DEFAULT_HEALTH = Health()
 
 
 @dataclass
@@ -90,6 +52,8 @@ class ManagerStats:
 
 
 class DeploymentManager:
+    """Claims environments and runs one driver task per environment it holds."""
+
     def __init__(
         self,
         db: Database,
@@ -110,6 +74,8 @@ class DeploymentManager:
         self.lease_s = lease_s
         self.tick_s = tick_s
         self.claim_s = claim_s
+        self.context = DriverContext(db, blobs, target, self.owner, lease_s)
+        """What the action handlers are given (effects.py)."""
         self.drivers: dict[uuid.UUID, asyncio.Task[None]] = {}
         self.wakeups: dict[uuid.UUID, asyncio.Event] = {}
         self.stats = ManagerStats()
@@ -135,23 +101,8 @@ class DeploymentManager:
 
     async def claim(self) -> list[uuid.UUID]:
         """Take every environment whose lease is free or has run out."""
-        now = utcnow()
         async with self.db.transaction() as session:
-            free = (
-                await session.execute(
-                    update(Environment)
-                    .where(
-                        Environment.target == "local",
-                        (Environment.lease_until.is_(None)) | (Environment.lease_until < now),
-                    )
-                    .values(
-                        lease_owner=self.owner,
-                        lease_until=now + timedelta(seconds=self.lease_s),
-                        fence=Environment.fence + 1,
-                    )
-                    .returning(Environment.id, Environment.fence)
-                )
-            ).all()
+            free = await environments.claim_free(session, self.owner, self.lease_s)
         for env_id, fence in free:
             self.stats.takeovers += 1
             self.wakeups.setdefault(env_id, asyncio.Event())
@@ -175,7 +126,7 @@ class DeploymentManager:
                 acted = None
                 try:
                     acted = await self.reconcile(env_id, fence)
-                except LeaseLost:
+                except EnvironmentLeaseLost:
                     log.warning("environment %s: lease lost to another replica", env_id)
                     return
                 except RouterError as exc:
@@ -193,23 +144,11 @@ class DeploymentManager:
         finally:
             self.drivers.pop(env_id, None)
 
-    @asynccontextmanager
-    async def fenced(self, env_id: uuid.UUID, fence: int) -> AsyncIterator[AsyncSession]:
-        """A transaction that first renews the lease under `fence` (holding the row), or
-        raises LeaseLost when another replica has taken the environment."""
-        async with self.db.transaction() as session:
-            renewed = await session.execute(
-                update(Environment)
-                .where(
-                    Environment.id == env_id,
-                    Environment.fence == fence,
-                    Environment.lease_owner == self.owner,
-                )
-                .values(lease_until=utcnow() + timedelta(seconds=self.lease_s))
-            )
-            if renewed.rowcount != 1:  # type: ignore[attr-defined]
-                raise LeaseLost(str(env_id))
-            yield session
+    def fenced(
+        self, env_id: uuid.UUID, fence: int
+    ) -> contextlib.AbstractAsyncContextManager[Session]:
+        """A transaction under the environment's lease (DriverContext.fenced)."""
+        return self.context.fenced(env_id, fence)
 
     # -- one pass --------------------------------------------------------------------
 
@@ -218,10 +157,10 @@ class DeploymentManager:
         self.stats.passes += 1
         async with self.fenced(env_id, fence) as session:
             driven = await self.load(session, env_id)
-        await self._ensure_router(driven)
-        if driven.open_intent is not None:
+        await self._ensure_router()
+        open_intent = driven.rows.open_intent
+        if open_intent is not None:
             self.stats.redone += 1
-            open_intent = driven.open_intent
             redo = _action_of(open_intent)
             await self._execute(
                 Effect(env_id, fence, driven, redo, dict(open_intent.params), open_intent.id)
@@ -236,58 +175,15 @@ class DeploymentManager:
         await self._execute(Effect(env_id, fence, driven, action, params, intent))
         return action
 
-    async def load(self, session: AsyncSession, env_id: uuid.UUID) -> Driven:
-        env = await session.get(Environment, env_id, populate_existing=True)
-        assert env is not None
-        rows = list(
-            await session.scalars(
-                select(Deployment)
-                .where(
-                    Deployment.environment_id == env_id,
-                    Deployment.phase.in_(
-                        [Phase.PENDING.value, Phase.PROGRESSING.value, Phase.PAUSED.value]
-                    ),
-                )
-                .order_by(Deployment.number)
-            )
-        )
-        active = next((r for r in rows if Phase(r.phase).is_active), None)
-        instances = list(
-            await session.scalars(
-                select(Instance)
-                .where(
-                    Instance.environment_id == env_id,
-                    (Instance.state != InstanceState.STOPPED.value)
-                    | (Instance.stopped_at > utcnow() - timedelta(seconds=60)),
-                )
-                .order_by(Instance.created_at)
-            )
-        )
-        pins = await session.scalars(
-            select(RevisionPin.digest).where(
-                RevisionPin.environment_id == env_id, RevisionPin.cleared_at.is_(None)
-            )
-        )
-        intent = await session.scalar(
-            select(DeploymentAction)
-            .where(DeploymentAction.environment_id == env_id, DeploymentAction.done.is_(False))
-            .order_by(DeploymentAction.seq.desc())
-            .limit(1)
-        )
-        return Driven(
-            env=env,
-            plan_row=active,
-            instances=instances,
-            pending=tuple(r.number for r in rows if r.phase == Phase.PENDING.value),
-            pinned=frozenset(pins),
-            open_intent=intent,
-        )
+    @staticmethod
+    async def load(session: Session, env_id: uuid.UUID) -> Driven:
+        return Driven.of(await environments.load(session, env_id))
 
-    async def _ensure_router(self, driven: Driven) -> None:
+    async def _ensure_router(self) -> None:
         if self._routes_dirty or not self.router.running():
             async with self.db.transaction() as session:
-                routes = await records.all_routes(session)
-            await self.router.sync(routes)
+                rows = await environments.route_rows(session)
+            await self.router.sync(records.routes_of(rows))
             self._routes_dirty = False
 
     async def _observe(
@@ -296,8 +192,6 @@ class DeploymentManager:
         """What the driver sees, and the router's answer it was built from (None when the
         router did not answer)."""
         now = utcnow()
-        plan = records.plan_of(driven.plan_row) if driven.plan_row is not None else None
-        runtime = driven.plan_row.runtime if driven.plan_row is not None else None
         statuses: dict[str, ServerStatus] | None
         try:
             statuses = await self.router.status(records.route_key(driven.env))
@@ -315,10 +209,9 @@ class DeploymentManager:
                 continue
             probe: bool | None = None
             if state is InstanceState.STARTING and alive:
-                health = self._runtime_for(driven, row, runtime).get("health", {})
-                probe = await self.target.healthy(
-                    row.port, str(health.get("path", "/healthz")), float(health.get("timeout", 2))
-                )
+                runtime = driven.runtime_for(row.digest)
+                health = runtime.health if runtime is not None else DEFAULT_HEALTH
+                probe = await self.target.healthy(row.port, health.path, health.timeout)
                 failures = self._count_failure(row, probe, health, now)
                 if failures != row.health_failures:
                     probes[row.id] = failures
@@ -340,40 +233,27 @@ class DeploymentManager:
             )
         if probes:
             async with self.fenced(env_id, fence) as session:
-                for instance_id, failures in probes.items():
-                    await session.execute(
-                        update(Instance)
-                        .where(Instance.id == instance_id)
-                        .values(health_failures=failures)
-                    )
+                await environments.count_failures(session, probes)
+        plan_runtime = driven.plan_row.runtime if driven.plan_row is not None else None
         world = World(
-            env=records.settled_of(driven.env, runtime),
-            plan=plan,
+            env=records.settled_of(driven.env, plan_runtime),
+            plan=driven.rollout,
             instances=tuple(seen),
             now=now,
-            pending=driven.pending,
-            newest_wins=driven.env.queue_policy == "newest-wins",
-            pinned=driven.pinned,
+            pending=driven.rows.pending,
+            newest_wins=driven.env.queue_policy == QueuePolicy.NEWEST_WINS.value,
+            pinned=driven.rows.pinned,
         )
         return world, statuses
 
     @staticmethod
-    def _count_failure(row: Instance, ok: bool, health: dict[str, Any], now: datetime) -> int:
+    def _count_failure(row: Instance, ok: bool, health: Health, now: datetime) -> int:
         if ok:
             return 0
-        start_period = float(str(health.get("start_period", 10.0)))
         started = row.started_at or row.created_at
-        if (now - as_utc(started)).total_seconds() < start_period:
+        if (now - as_utc(started)).total_seconds() < health.start_period:
             return row.health_failures
         return row.health_failures + 1
-
-    @staticmethod
-    def _runtime_for(
-        driven: Driven, row: Instance, plan_runtime: dict[str, Any] | None
-    ) -> dict[str, Any]:
-        if driven.plan_row is not None and row.digest == driven.plan_row.digest:
-            return driven.plan_row.runtime
-        return driven.env.runtime or plan_runtime or {}
 
     def _reap(self, row: Instance, handle: Handle | None, alive: bool, now: datetime) -> None:
         """A stopped instance still running after the grace period is killed."""
@@ -405,58 +285,41 @@ class DeploymentManager:
         if action.act is Act.START:  # fixed now, so that a redo starts the same instance
             params["new_instance"] = str(new_id())
             params["port"] = self.target.allocate_port()
+        plan_id = driven.plan_row.id if driven.plan_row is not None else None
         async with self.fenced(env_id, fence) as session:
-            seq = await session.scalar(
-                select(func.coalesce(func.max(DeploymentAction.seq), 0)).where(
-                    DeploymentAction.environment_id == env_id
-                )
+            row = await environments.record_intent(
+                session, env_id, plan_id, action.act.value, params, fence=fence, driver=self.owner
             )
-            row = DeploymentAction(
-                environment_id=env_id,
-                deployment_id=driven.plan_row.id if driven.plan_row is not None else None,
-                seq=int(seq or 0) + 1,
-                action=action.act.value,
-                params={"act": action.act.value, **params},
-                fence=fence,
-                driver=self.owner,
-            )
-            session.add(row)
-            if driven.plan_row is not None:
+            if plan_id is not None:
                 desired, observed = states(world)
-                await session.execute(
-                    update(Deployment)
-                    .where(Deployment.id == driven.plan_row.id)
-                    .values(desired=desired, observed=observed)
-                )
+                await environments.record_states(session, plan_id, desired, observed)
             if action.act is Act.START:
-                session.add(self._new_instance(driven, action, params))
+                environments.add_instance(session, self._new_instance(driven, action, params))
         self.stats.actions += 1
         self.stats.by_act[action.act.value] = self.stats.by_act.get(action.act.value, 0) + 1
         log.info("environment %s: %s %s", env_id, action.act.value, params)
         return row.id, params
 
-    def _new_instance(self, driven: Driven, action: Action, params: dict[str, object]) -> Instance:
+    @staticmethod
+    def _new_instance(driven: Driven, action: Action, params: dict[str, object]) -> Instance:
         instance_id = uuid.UUID(str(params["new_instance"]))
-        number = self._revision_of(driven, str(action.digest))
+        plan = driven.plan_row
+        digest = str(action.digest)
         return Instance(
             id=instance_id,
             environment_id=driven.env.id,
-            deployment_id=driven.plan_row.id if driven.plan_row is not None else None,
-            revision=number,
-            digest=str(action.digest),
+            deployment_id=plan.id if plan is not None else None,
+            revision=plan.number
+            if plan is not None and plan.digest == digest
+            else driven.env.revision,
+            digest=digest,
             slot=str(action.slot),
             server="i" + instance_id.hex[-12:],
             port=int(str(params["port"])),
         )
 
-    @staticmethod
-    def _revision_of(driven: Driven, digest: str) -> int:
-        if driven.plan_row is not None and driven.plan_row.digest == digest:
-            return driven.plan_row.number
-        return driven.env.revision
-
     async def _execute(self, effect: Effect) -> None:
-        after = await HANDLERS[effect.action.act](self, effect)
+        after = await HANDLERS[effect.action.act](self.context, effect)
         if effect.action.act in CHANGES_ROUTES:
             self._routes_dirty = True
         async with self.db.transaction() as session:
@@ -467,7 +330,8 @@ class DeploymentManager:
 
 
 def _action_of(row: DeploymentAction) -> Action:
-    params = dict(row.params)
+    """The action an intent recorded (params as Action.params wrote them)."""
+    params: dict[str, Any] = dict(row.params)
     return Action(
         act=Act(params.pop("act", row.action)),
         instance=params.get("instance"),

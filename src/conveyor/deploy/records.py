@@ -1,20 +1,65 @@
-"""From rows to what the planner and the router read: a deployment's strategy and runtime
-as a Plan, an environment as Settled, its instances as router servers."""
+"""From rows to what the planner and the router read: a deployment's stored strategy and
+runtime as typed models, then as the planner's Rollout; an environment as Settled; its
+instances as router servers.
+
+A deployment row keeps its strategy and runtime as JSON. They are parsed here, once per
+pass, into `StrategyRecord` and pipeline.deploy.Runtime, so that every default is the
+one the pipeline schema declares and nothing downstream re-reads a dict.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from pydantic import BaseModel, ConfigDict
 
+from conveyor.deploy.planner import Kind, Rollout, Settled, Step, StepKind, resolve
 from conveyor.deploy.router.base import SHARE_SCALE, HealthCheck, Route, Server, ServerState
-from conveyor.deploy.strategies import Kind, Plan, Settled, Step, StepKind, resolve
-from conveyor.domain.deploy import InstanceState, PauseReason, Phase, Request
+from conveyor.domain.deploy import DriverRequest, InstanceState, PauseReason, Phase
+from conveyor.pipeline.deploy import (
+    MAX_SURGE,
+    MAX_UNAVAILABLE,
+    SCALE_DOWN_DELAY_S,
+    Health,
+    Runtime,
+)
+from conveyor.storage.environments import RouteRows
 from conveyor.storage.tables import Deployment, Environment, Instance, as_utc
 
 FULL_WEIGHT = 100
+DEFAULT_HEALTH = Health()
+DEFAULT_DRAIN_S = Runtime.model_fields["drain"].default
+
+
+class StrategyRecord(BaseModel):
+    """A deployment's strategy as its row stores it (deploy.requests.strategy_dict)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    kind: Kind
+    steps: tuple[dict[str, Any], ...] = ()
+    """Canary steps: `{"weight": %}`, `{"pause": seconds | None}`, `{"analysis": {}}`."""
+    max_surge: int | str = MAX_SURGE
+    max_unavailable: int | str = MAX_UNAVAILABLE
+    scale_down_delay: float = SCALE_DOWN_DELAY_S
+    auto_promote: bool = False
+
+    def planned_steps(self) -> tuple[Step, ...]:
+        if self.kind is Kind.CANARY:
+            return tuple(_step(raw) for raw in self.steps)
+        if self.kind is Kind.BLUE_GREEN and not self.auto_promote:
+            return (Step(StepKind.PAUSE),)
+        return ()
+
+
+def strategy_of(stored: dict[str, Any]) -> StrategyRecord:
+    return StrategyRecord.model_validate(stored)
+
+
+def runtime_of(stored: dict[str, Any]) -> Runtime:
+    """A stored `runtime` (pipeline.deploy.Runtime, dumped when it was deployed)."""
+    return Runtime.model_validate(stored)
 
 
 def route_key(env: Environment) -> str:
@@ -23,12 +68,7 @@ def route_key(env: Environment) -> str:
 
 
 def steps_of(strategy: dict[str, Any]) -> tuple[Step, ...]:
-    kind = Kind(strategy["kind"])
-    if kind is Kind.CANARY:
-        return tuple(_step(raw) for raw in strategy.get("steps", []))
-    if kind is Kind.BLUE_GREEN and not strategy.get("auto_promote", False):
-        return (Step(StepKind.PAUSE),)
-    return ()
+    return strategy_of(strategy).planned_steps()
 
 
 def _step(raw: dict[str, Any]) -> Step:
@@ -40,61 +80,65 @@ def _step(raw: dict[str, Any]) -> Step:
     return Step(StepKind.ANALYSIS)
 
 
-def plan_of(row: Deployment) -> Plan:
-    strategy, runtime = row.strategy, row.runtime
-    replicas = int(runtime.get("replicas", 1))
-    health = runtime.get("health", {})
-    return Plan(
+def plan_of(row: Deployment) -> Rollout:
+    strategy, runtime = strategy_of(row.strategy), runtime_of(row.runtime)
+    health = runtime.health
+    return Rollout(
         number=row.number,
         digest=row.digest,
-        kind=Kind(strategy["kind"]),
-        steps=steps_of(strategy),
-        replicas=replicas,
+        kind=strategy.kind,
+        steps=strategy.planned_steps(),
+        replicas=runtime.replicas,
         phase=Phase(row.phase),
         step=row.step,
         step_started=as_utc(row.step_started_at) if row.step_started_at else None,
-        surge=resolve(strategy.get("max_surge", 1), replicas, round_up=True),
-        unavailable=resolve(strategy.get("max_unavailable", 0), replicas, round_up=False),
-        scale_down_delay=float(strategy.get("scale_down_delay", 30.0)),
-        request=Request(row.request) if row.request else None,
+        surge=resolve(strategy.max_surge, runtime.replicas, round_up=True),
+        unavailable=resolve(strategy.max_unavailable, runtime.replicas, round_up=False),
+        scale_down_delay=strategy.scale_down_delay,
+        request=DriverRequest(row.request) if row.request else None,
         paused_by_user=row.paused_by_user,
         pause_reason=PauseReason(row.pause_reason) if row.pause_reason else None,
-        max_restarts=int(health.get("max_restarts", 3)),
-        health_failures=int(health.get("failures", 3)),
-        start_period=float(health.get("start_period", 10.0)),
+        max_restarts=health.max_restarts,
+        health_failures=health.failures,
+        start_period=health.start_period,
     )
 
 
+def governing_runtime(env: Environment, plan_runtime: dict[str, Any] | None) -> Runtime | None:
+    """The stable revision's runtime, or before the first deploy the one in progress."""
+    raw = env.runtime or plan_runtime
+    return runtime_of(raw) if raw else None
+
+
 def settled_of(env: Environment, plan_runtime: dict[str, Any] | None) -> Settled:
-    runtime = env.runtime or plan_runtime or {}
+    runtime = governing_runtime(env, plan_runtime)
     return Settled(
         stable_slot=env.stable_slot,
         canary_share=env.canary_share,
         revision=env.revision,
         digest=env.digest,
-        replicas=int(env.runtime.get("replicas", 1)) if env.runtime else 0,
+        replicas=runtime_of(env.runtime).replicas if env.runtime else 0,
         warm_digest=env.warm_digest,
         warm_until=as_utc(env.warm_until) if env.warm_until else None,
-        drain_s=float(runtime.get("drain", 10.0)),
+        drain_s=runtime.drain if runtime is not None else DEFAULT_DRAIN_S,
     )
 
 
 def health_of(env: Environment, plan_runtime: dict[str, Any] | None) -> HealthCheck:
     """The router's checks, from the stable revision's `health` (or, before the first
     deploy, from the one in progress)."""
-    runtime = env.runtime or plan_runtime or {}
-    health = runtime.get("health", {})
-    default = HealthCheck()
+    runtime = governing_runtime(env, plan_runtime)
+    health = runtime.health if runtime is not None else DEFAULT_HEALTH
     return HealthCheck(
-        path=str(health.get("path", default.path)),
-        interval_ms=_ms(health.get("interval"), default.interval_ms),
-        timeout_ms=_ms(health.get("timeout"), default.timeout_ms),
-        fall=int(health.get("failures", default.fall)),
+        path=health.path,
+        interval_ms=_ms(health.interval),
+        timeout_ms=_ms(health.timeout),
+        fall=health.failures,
     )
 
 
-def _ms(seconds: object, default: int) -> int:
-    return default if seconds is None else max(1, round(float(str(seconds)) * 1000))
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 def route_of(
@@ -120,35 +164,6 @@ def route_of(
     )
 
 
-async def all_routes(session: AsyncSession, target: str = "local") -> list[Route]:
-    """Every environment of a target with its live instances: the router's whole config."""
-    envs = list(await session.scalars(select(Environment).where(Environment.target == target)))
-    live = list(
-        await session.scalars(
-            select(Instance).where(
-                Instance.environment_id.in_([e.id for e in envs]),
-                Instance.state != InstanceState.STOPPED.value,
-            )
-        )
-    )
-    # Only an environment with no stable revision yet takes its health checks from the
-    # deployment in progress (the others read theirs from their own row).
-    first = [e.id for e in envs if e.runtime is None]
-    plans: dict[Any, dict[str, Any]] = {}
-    for env_id, runtime in (
-        await session.execute(
-            select(Deployment.environment_id, Deployment.runtime)
-            .where(
-                Deployment.environment_id.in_(first),
-                Deployment.phase.in_(
-                    [Phase.PENDING.value, Phase.PROGRESSING.value, Phase.PAUSED.value]
-                ),
-            )
-            .order_by(Deployment.number.desc())  # the oldest (the one in progress) wins
-        )
-    ).all():
-        plans[env_id] = runtime
-    return [
-        route_of(env, [i for i in live if i.environment_id == env.id], plans.get(env.id))
-        for env in envs
-    ]
+def routes_of(rows: Sequence[RouteRows]) -> list[Route]:
+    """The router's whole config, from storage.environments.route_rows."""
+    return [route_of(r.env, r.instances, r.first_runtime) for r in rows]

@@ -36,12 +36,20 @@ FINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.ABORTED, Phase.FAILED})
 
 PHASE_TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     Phase.PENDING: frozenset({Phase.PROGRESSING, Phase.ABORTED, Phase.FAILED}),
-    Phase.PROGRESSING: frozenset({Phase.PAUSED, Phase.SUCCEEDED, Phase.ABORTED, Phase.FAILED}),
+    # progressing → progressing: the driver advances to the next step.
+    Phase.PROGRESSING: frozenset(
+        {Phase.PROGRESSING, Phase.PAUSED, Phase.SUCCEEDED, Phase.ABORTED, Phase.FAILED}
+    ),
     Phase.PAUSED: frozenset({Phase.PROGRESSING, Phase.ABORTED, Phase.FAILED}),
     Phase.SUCCEEDED: frozenset(),
     Phase.ABORTED: frozenset(),
     Phase.FAILED: frozenset(),
 }
+
+
+def phase_sources(target: Phase) -> frozenset[Phase]:
+    """The phases a deployment may leave for `target` (for guarded updates)."""
+    return frozenset(p for p, allowed in PHASE_TRANSITIONS.items() if target in allowed)
 
 
 class PauseReason(StrEnum):
@@ -55,12 +63,38 @@ class PauseReason(StrEnum):
     """`conveyor pause`: waits for `resume`."""
 
 
-class Request(StrEnum):
-    """A person's command, left for the driver of the environment."""
+class Control(StrEnum):
+    """What a person asks of an environment's current deployment (`conveyor promote`,
+    `pause`, `resume`, `abort`)."""
+
+    PROMOTE = "promote"
+    """Skip the current pause."""
+    PROMOTE_FULL = "promote-full"
+    """Skip every remaining step."""
+    PAUSE = "pause"
+    """Hold the deployment where it is until `resume`."""
+    RESUME = "resume"
+    ABORT = "abort"
+    """Traffic back to stable at once, then remove the new revision."""
+
+
+class DriverRequest(StrEnum):
+    """A control left on the deployment for its driver to carry out (pause and resume
+    change the phase at once instead)."""
 
     PROMOTE = "promote"
     PROMOTE_FULL = "promote-full"
     ABORT = "abort"
+
+
+class QueuePolicy(StrEnum):
+    """How an environment queues deployments behind the one in progress."""
+
+    ORDERED = "ordered"
+    """Each runs in turn."""
+    NEWEST_WINS = "newest-wins"
+    """When the current one ends, only the newest queued one runs; the others are
+    aborted as superseded."""
 
 
 class InstanceState(StrEnum):
@@ -82,8 +116,21 @@ class InstanceState(StrEnum):
 
 
 INSTANCE_TRANSITIONS: dict[InstanceState, frozenset[InstanceState]] = {
-    InstanceState.STARTING: frozenset({InstanceState.READY, InstanceState.STOPPED}),
-    InstanceState.READY: frozenset({InstanceState.DRAINING, InstanceState.STOPPED}),
+    # A restart (the process died, or the router held it down) starts it again: from
+    # starting too, when it died before it was ready.
+    InstanceState.STARTING: frozenset(
+        {InstanceState.STARTING, InstanceState.READY, InstanceState.STOPPED}
+    ),
+    InstanceState.READY: frozenset(
+        {InstanceState.STARTING, InstanceState.DRAINING, InstanceState.STOPPED}
+    ),
     InstanceState.DRAINING: frozenset({InstanceState.STOPPED}),
     InstanceState.STOPPED: frozenset(),
 }
+"""Enforced by storage.environments.move_instance: every instance move is one guarded
+UPDATE."""
+
+
+def instance_sources(target: InstanceState) -> frozenset[InstanceState]:
+    """The states an instance may leave for `target`."""
+    return frozenset(s for s, allowed in INSTANCE_TRANSITIONS.items() if target in allowed)

@@ -26,13 +26,20 @@ def _valid_amount(value: int | str) -> int | str:
 Amount = Annotated[int | str, AfterValidator(_valid_amount)]
 
 
+MAX_SURGE = 1
+MAX_UNAVAILABLE = 0
+SCALE_DOWN_DELAY_S = 30.0
+"""How long the previous stable revision stays warm after a promotion (a rollback within
+it is a traffic switch)."""
+
+
 class Rolling(Model):
-    max_surge: Amount = 1
-    max_unavailable: Amount = 0
+    max_surge: Amount = MAX_SURGE
+    max_unavailable: Amount = MAX_UNAVAILABLE
 
 
 class BlueGreen(Model):
-    scale_down_delay: Duration = 30.0
+    scale_down_delay: Duration = SCALE_DOWN_DELAY_S
     auto_promote: bool = False
     preview_port: int | None = Field(None, ge=1, le=65535)
 

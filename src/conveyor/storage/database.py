@@ -26,6 +26,11 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+Session = AsyncSession
+"""The handle of one transaction (`Database.transaction`). Code above storage passes it
+to storage's functions and never builds a query on it (an import-linter contract keeps
+SQLAlchemy inside `conveyor.storage`)."""
+
 SQLITE_FILE = "conveyor.db"
 POOL_SIZE = 20
 POOL_OVERFLOW = 20

@@ -455,7 +455,7 @@ class Deployment(Base):
     desired: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     observed: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     """What the driver wanted and saw when it took its latest action for this deployment
-    (strategies.states)."""
+    (planner.states)."""
     paused_by_user: Mapped[bool] = mapped_column(Boolean, default=False)
     started_by: Mapped[str] = mapped_column(String(200), default="")
     message: Mapped[str] = mapped_column(Text, default="")

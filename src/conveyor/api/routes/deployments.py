@@ -9,8 +9,6 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.api.auth import Principal
 from conveyor.api.errors import ApiError
@@ -27,21 +25,15 @@ from conveyor.api.schemas import (
     TrafficOut,
 )
 from conveyor.api.state import Caller, Coordinator, State
-from conveyor.deploy import orders, records
-from conveyor.deploy.router.base import ServerStatus
-from conveyor.deploy.router.haproxy import RouterError, find_haproxy
-from conveyor.deploy.strategies import traffic
-from conveyor.domain.deploy import InstanceState, Phase
+from conveyor.deploy import records, requests
+from conveyor.deploy.planner import traffic
+from conveyor.deploy.router.base import RouterError, ServerStatus
+from conveyor.deploy.router.haproxy import find_haproxy
+from conveyor.domain.deploy import Control, InstanceState, Phase, QueuePolicy
 from conveyor.domain.roles import Role
-from conveyor.storage import artifacts
-from conveyor.storage.tables import (
-    Deployment,
-    Environment,
-    Instance,
-    Project,
-    RevisionPin,
-    Team,
-)
+from conveyor.storage import artifacts, deployments
+from conveyor.storage.database import Session
+from conveyor.storage.tables import Deployment, Environment, Instance, Project, Team
 
 router = APIRouter(prefix="/api/v1/projects/{team}/{project}", tags=["deployments"])
 HISTORY = 10
@@ -117,23 +109,23 @@ async def _deploy(
     blob = state.blobs.local_path(artifact.digest)
     if blob is None:
         raise ApiError(410, "gone", f"the content of {artifact.digest} is no longer stored")
-    spec = await asyncio.to_thread(orders.read_spec, blob, artifact.digest)
-    strategy = orders.choose_strategy(body.strategy, body.steps, spec, body.environment)
+    spec = await asyncio.to_thread(requests.read_spec, blob, artifact.digest)
+    strategy = requests.choose_strategy(body.strategy, body.steps, spec, body.environment)
     ports = (state.deploy.target.allocate_port(), state.deploy.target.allocate_port())
     async with state.db.transaction() as session:
-        env = await orders.environment(session, row, body.environment, ports)
+        env = await requests.environment(session, row, body.environment, ports)
         if body.queue_policy is not None:
-            env.queue_policy = body.queue_policy
-        deployment = await orders.deploy(session, env, artifact, spec, strategy, who.display)
+            await deployments.set_queue_policy(session, env, QueuePolicy(body.queue_policy))
+        made = await requests.deploy(session, env, artifact, spec, strategy, who.display)
     state.deploy.poke(env.id)
-    return deployment_out(deployment, env.name)
+    return deployment_out(made, env.name)
 
 
 async def _env(
-    session: AsyncSession, who: Principal, team: str, project: str, name: str, role: Role
+    session: Session, who: Principal, team: str, project: str, name: str, role: Role
 ) -> tuple[Project, Team, Environment]:
     row, team_row = await project_named(session, who, team, project, role)
-    return row, team_row, await orders.find_environment(session, row, name)
+    return row, team_row, await requests.find_environment(session, row, name)
 
 
 @router.get("/environments")
@@ -142,13 +134,7 @@ async def list_environments(
 ) -> list[EnvironmentOut]:
     async with state.db.transaction() as session:
         row, team_row = await project_named(session, who, team, project, Role.VIEWER)
-        envs = list(
-            await session.scalars(
-                select(Environment)
-                .where(Environment.project_id == row.id)
-                .order_by(Environment.created_at)
-            )
-        )
+        envs = await deployments.environments(session, row.id)
     return [await environment_status(state, team_row, row, env) for env in envs]
 
 
@@ -168,11 +154,7 @@ async def show_deployment(
 ) -> DeploymentOut:
     async with state.db.transaction() as session:
         _, _, env = await _env(session, who, team, project, environment, Role.VIEWER)
-        found = await session.scalar(
-            select(Deployment).where(
-                Deployment.environment_id == env.id, Deployment.number == number
-            )
-        )
+        found = await deployments.numbered(session, env.id, number)
     if found is None:
         raise ApiError(404, "not_found", f"{environment} has no revision {number}")
     return deployment_out(found, environment)
@@ -183,17 +165,16 @@ async def promote(
     team: str, project: str, environment: str, body: PromoteIn, state: State, who: Caller
 ) -> DeploymentOut:
     """Skip the current pause (or, with `full`, every remaining step)."""
-    return await _command(
-        state, who, team, project, environment, "promote-full" if body.full else "promote"
-    )
+    what = Control.PROMOTE_FULL if body.full else Control.PROMOTE
+    return await _command(state, who, team, project, environment, what)
 
 
 async def _command(
-    state: Coordinator, who: Principal, team: str, project: str, environment: str, what: str
+    state: Coordinator, who: Principal, team: str, project: str, environment: str, what: Control
 ) -> DeploymentOut:
     async with state.db.transaction() as session:
         _, _, env = await _env(session, who, team, project, environment, Role.DEVELOPER)
-        current = await orders.command(session, env, what)
+        current = await requests.command(session, env, what)
     state.deploy.poke(env.id)
     return deployment_out(current, environment)
 
@@ -215,7 +196,7 @@ async def rollback(
     async def act() -> DeploymentOut:
         async with state.db.transaction() as session:
             _, _, env = await _env(session, who, team, project, environment, Role.DEVELOPER)
-            made = await orders.rollback(session, env, body.to, who.display)
+            made = await requests.rollback(session, env, body.to, who.display)
         state.deploy.poke(env.id)
         return deployment_out(made, environment)
 
@@ -236,7 +217,7 @@ async def control(
     who: Caller,
 ) -> DeploymentOut:
     """`abort` sends the canary's traffic back to stable at once, then removes it."""
-    return await _command(state, who, team, project, environment, command)
+    return await _command(state, who, team, project, environment, Control(command))
 
 
 @router.delete("/environments/{environment}/pins/{digest}")
@@ -246,7 +227,7 @@ async def unpin(
     """Clear the pin on a revision (who and when are kept)."""
     async with state.db.transaction() as session:
         _, _, env = await _env(session, who, team, project, environment, Role.MAINTAINER)
-        cleared = await orders.unpin(session, env, digest, who.display)
+        cleared = await requests.unpin(session, env, digest, who.display)
     return {"cleared": cleared}
 
 
@@ -254,31 +235,9 @@ async def environment_status(
     state: Coordinator, team: Team, project: Project, env: Environment
 ) -> EnvironmentOut:
     async with state.db.transaction() as session:
-        history = list(
-            await session.scalars(
-                select(Deployment)
-                .where(Deployment.environment_id == env.id)
-                .order_by(Deployment.number.desc())
-                .limit(HISTORY)
-            )
-        )
-        instances = list(
-            await session.scalars(
-                select(Instance)
-                .where(
-                    Instance.environment_id == env.id,
-                    Instance.state != InstanceState.STOPPED.value,
-                )
-                .order_by(Instance.slot, Instance.created_at)
-            )
-        )
-        pins = list(
-            await session.scalars(
-                select(RevisionPin).where(
-                    RevisionPin.environment_id == env.id, RevisionPin.cleared_at.is_(None)
-                )
-            )
-        )
+        history = await deployments.history(session, env.id, HISTORY)
+        instances = await deployments.live_instances(session, env.id)
+        pins = await deployments.standing_pins(session, env.id)
     try:
         seen = await state.deploy.router.status(records.route_key(env))
     except (OSError, RouterError):

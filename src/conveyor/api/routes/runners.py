@@ -14,7 +14,6 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.api.auth import RUNNER_PREFIX, Principal, new_token, token_hash
 from conveyor.api.errors import ApiError
@@ -22,7 +21,7 @@ from conveyor.api.routes.artifacts import artifact_out, blob_response, store
 from conveyor.api.routes.deployments import deployment_out
 from conveyor.api.schemas import ArtifactOut, DeploymentOut
 from conveyor.api.state import Caller, State
-from conveyor.deploy import orders
+from conveyor.deploy import requests
 from conveyor.pipeline.plan import job_from_json
 from conveyor.protocol.errors import StaleLease
 from conveyor.protocol.runner import (
@@ -35,11 +34,9 @@ from conveyor.protocol.runner import (
     RegisterReply,
     RegisterRequest,
 )
-from conveyor.storage import artifacts, caches
+from conveyor.storage import artifacts, caches, deployments
 from conveyor.storage.artifacts import Provenance
 from conveyor.storage.tables import (
-    Deployment,
-    Environment,
     Job,
     Project,
     Run,
@@ -274,7 +271,7 @@ async def start_deploy(
     environment = planned.deploy.environment
     started_by = f"job {job.name} of run {run.id}"
     async with state.db.transaction() as session:
-        found = await _deployment_by(session, project, environment, started_by)
+        found = await deployments.started_by(session, project.id, environment, started_by)
         artifact = None
         for needed in planned.artifacts_from:
             artifact = artifact or await artifacts.of_run(session, run.id, needed)
@@ -290,31 +287,16 @@ async def start_deploy(
     blob = state.blobs.local_path(artifact.digest)
     if blob is None:
         raise ApiError(410, "gone", f"the content of {artifact.digest} is no longer stored")
-    spec = await asyncio.to_thread(orders.read_spec, blob, artifact.digest)
-    strategy = orders.strategy_dict(planned.deploy.strategy)
+    spec = await asyncio.to_thread(requests.read_spec, blob, artifact.digest)
+    strategy = requests.strategy_dict(planned.deploy.strategy)
     ports = (state.deploy.target.allocate_port(), state.deploy.target.allocate_port())
     async with state.db.transaction() as session:
-        env = await orders.environment(session, project, environment, ports)
-        made = await orders.deploy(
+        env = await requests.environment(session, project, environment, ports)
+        made = await requests.deploy(
             session, env, artifact, spec, strategy, started_by, run_id=run.id
         )
     state.deploy.poke(env.id)
     return deployment_out(made, environment)
-
-
-async def _deployment_by(
-    session: AsyncSession, project: Project, environment: str, started_by: str
-) -> Deployment | None:
-    found: Deployment | None = await session.scalar(
-        select(Deployment)
-        .join(Environment, Environment.id == Deployment.environment_id)
-        .where(
-            Environment.project_id == project.id,
-            Environment.name == environment,
-            Deployment.started_by == started_by,
-        )
-    )
-    return found
 
 
 @router.get("/jobs/{job_id}/deploy/{environment}/{number}")
@@ -329,13 +311,7 @@ async def follow_deploy(
     """The deployment a `deploy:` job started, for the runner to follow."""
     await _live_job(state, who, job_id, fence)
     async with state.db.transaction() as session:
-        row = await session.scalar(
-            select(Deployment)
-            .join(Environment, Environment.id == Deployment.environment_id)
-            .join(Run, Run.project_id == Environment.project_id)
-            .join(Job, Job.run_id == Run.id)
-            .where(Job.id == job_id, Environment.name == environment, Deployment.number == number)
-        )
+        row = await deployments.of_job_project(session, job_id, environment, number)
     if row is None:
         raise ApiError(404, "not_found", f"no revision {number} in {environment}")
     return deployment_out(row, environment)

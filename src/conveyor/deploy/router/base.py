@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
+
+class RouterError(Exception):
+    """The router is missing, refused its config, or answered a command with an error."""
+
+
 SHARE_SCALE = 10_000
 """Traffic shares are integers out of this: 1 = 0.01 %."""
 

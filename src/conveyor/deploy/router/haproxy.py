@@ -26,7 +26,14 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from conveyor.deploy.router.base import HealthCheck, Route, Server, ServerState, ServerStatus
+from conveyor.deploy.router.base import (
+    HealthCheck,
+    Route,
+    RouterError,
+    Server,
+    ServerState,
+    ServerStatus,
+)
 from conveyor.filelock import exclusive
 
 log = logging.getLogger("conveyor.deploy.haproxy")
@@ -36,10 +43,6 @@ PACKAGE_HINT = (
     "HAProxy is not installed: install the `haproxy` package (2.6 or newer), e.g. "
     "`apt-get install -y --no-install-recommends haproxy`"
 )
-
-
-class RouterError(Exception):
-    """HAProxy is missing, refused its config, or answered a command with an error."""
 
 
 def find_haproxy() -> str:

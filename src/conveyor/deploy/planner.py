@@ -1,7 +1,8 @@
-"""The next action for an environment: a pure function of what its deployment wants and
-what the driver sees (STYLE.md: decisions are pure; a controller is a flat list of small
-reconcile steps). `decide` tries each rule in turn; the first that has something to do
-names one idempotent action, and the driver takes it, records it, and asks again.
+"""The planner of every deployment: the next action for an environment, a pure function
+of what its deployment wants and what the driver sees (STYLE.md: decisions are pure; a
+controller is a flat list of small reconcile steps). `decide` tries each rule in turn;
+the first that has something to do names one idempotent action, and the driver takes it,
+records it, and asks again.
 
 Every environment has two slots. Rolling replaces the stable slot's instances in place,
 within `max_surge` and `max_unavailable`. Canary and blue-green start the new revision in
@@ -18,7 +19,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from conveyor.deploy.router.base import SHARE_SCALE, ServerStatus
-from conveyor.domain.deploy import InstanceState, PauseReason, Phase, Request
+from conveyor.domain.deploy import DriverRequest, InstanceState, PauseReason, Phase
+from conveyor.pipeline.deploy import SCALE_DOWN_DELAY_S
 
 
 class Kind(StrEnum):
@@ -51,8 +53,8 @@ class Step:
 
 
 @dataclass(frozen=True)
-class Plan:
-    """The active deployment, as the planner sees it."""
+class Rollout:
+    """The active deployment, as the planner sees it (deploy.records.plan_of)."""
 
     number: int
     digest: str
@@ -64,8 +66,8 @@ class Plan:
     step_started: datetime | None
     surge: int = 1
     unavailable: int = 0
-    scale_down_delay: float = 30.0
-    request: Request | None = None
+    scale_down_delay: float = SCALE_DOWN_DELAY_S
+    request: DriverRequest | None = None
     paused_by_user: bool = False
     pause_reason: PauseReason | None = None
     max_restarts: int = 3
@@ -125,7 +127,7 @@ class Settled:
 @dataclass(frozen=True)
 class World:
     env: Settled
-    plan: Plan | None
+    plan: Rollout | None
     instances: tuple[Seen, ...]
     now: datetime
     pending: tuple[int, ...] = ()
@@ -285,7 +287,7 @@ def _abort(world: World) -> Action | None:
     if plan is None or not plan.phase.is_active or world.env.revision == plan.number:
         return None
     reason = _unhealthy(world)
-    if plan.request is not Request.ABORT and reason is None:
+    if plan.request is not DriverRequest.ABORT and reason is None:
         return None
     if not in_place(world) and world.env.canary_share != 0:
         return Action(Act.SPLIT, share=0, reason="abort")
@@ -370,7 +372,7 @@ def _progress(world: World) -> Action | None:
         return Action(Act.PROMOTE, slot=slot, digest=plan.digest)
     if plan.paused_by_user:
         return None
-    if plan.request is Request.PROMOTE_FULL and plan.step < len(plan.steps):
+    if plan.request is DriverRequest.PROMOTE_FULL and plan.step < len(plan.steps):
         return Action(Act.ADVANCE, step=len(plan.steps), reason="promoted in full")
     if plan.step >= len(plan.steps):
         if world.env.canary_share != SHARE_SCALE:
@@ -379,8 +381,8 @@ def _progress(world: World) -> Action | None:
     return _step(world, plan, plan.steps[plan.step])
 
 
-def _step(world: World, plan: Plan, step: Step) -> Action | None:
-    promoted = plan.request in (Request.PROMOTE, Request.PROMOTE_FULL)
+def _step(world: World, plan: Rollout, step: Step) -> Action | None:
+    promoted = plan.request in (DriverRequest.PROMOTE, DriverRequest.PROMOTE_FULL)
     if step.kind is StepKind.WEIGHT:
         share = share_of(step.weight or 0.0)
         if world.env.canary_share != share:

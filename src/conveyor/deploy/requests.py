@@ -1,6 +1,7 @@
-"""What people ask of the deployment manager: deploy an artifact, promote, pause, resume,
-abort, roll back, clear a pin. Each request is checked and written as rows; the driver of
-the environment (manager.py) carries it out on its next pass.
+"""What people ask of the deployment manager, and the checks that decide it: deploy an
+artifact, the controls (promote, pause, resume, abort), roll back, clear a pin. Each
+request is checked here and written through storage.deployments; the driver of the
+environment (driver.py) carries it out on its next pass.
 
 Ordering: one deployment at a time per environment, queued `ordered` or `newest-wins`;
 a request for an artifact built before the one deployed or queued is refused, so the
@@ -17,28 +18,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from conveyor.deploy.strategies import Kind
-from conveyor.domain.deploy import Phase, Request
+from conveyor.deploy.planner import Kind
+from conveyor.domain.deploy import Control, DriverRequest, PauseReason, Phase
 from conveyor.pipeline.deploy import Strategy
 from conveyor.pipeline.durations import parse_duration
 from conveyor.pipeline.errors import PipelineInvalid
 from conveyor.pipeline.loader import MAX_FILE_BYTES, parse_pipeline
 from conveyor.pipeline.schema import PipelineSpec
-from conveyor.storage.tables import (
-    Artifact,
-    Deployment,
-    Environment,
-    Project,
-    RevisionPin,
-    as_utc,
-    utcnow,
-)
+from conveyor.storage import deployments
+from conveyor.storage.database import Session
+from conveyor.storage.tables import Artifact, Deployment, Environment, Project, as_utc, utcnow
 
-ACTIVE = [Phase.PENDING.value, Phase.PROGRESSING.value, Phase.PAUSED.value]
 PIPELINE_FILE = "conveyor.yml"
 
 
@@ -182,50 +172,21 @@ def _canary_steps(spec: ArtifactSpec, environment: str) -> list[dict[str, Any]]:
 
 
 async def environment(
-    session: AsyncSession, project: Project, name: str, ports: tuple[int, int]
+    session: Session, project: Project, name: str, ports: tuple[int, int]
 ) -> Environment:
     """The project's environment `name`, created with the local target at its first deploy."""
-    found = await _environment(session, project.id, name)
-    if found is not None:
-        return found
-    env = Environment(
-        team_id=project.team_id,
-        project_id=project.id,
-        name=name,
-        port=ports[0],
-        preview_port=ports[1],
-    )
-    try:
-        async with session.begin_nested():
-            session.add(env)
-    except IntegrityError:  # created by a concurrent first deploy
-        raced = await _environment(session, project.id, name)
-        assert raced is not None
-        return raced
-    return env
+    return await deployments.create_environment(session, project, name, ports)
 
 
-async def _environment(
-    session: AsyncSession, project_id: uuid.UUID, name: str, lock: bool = False
-) -> Environment | None:
-    query = select(Environment).where(
-        Environment.project_id == project_id, Environment.name == name
-    )
-    if lock:
-        query = query.with_for_update()
-    found: Environment | None = await session.scalar(query)
-    return found
-
-
-async def find_environment(session: AsyncSession, project: Project, name: str) -> Environment:
-    found = await _environment(session, project.id, name)
+async def find_environment(session: Session, project: Project, name: str) -> Environment:
+    found = await deployments.environment(session, project.id, name)
     if found is None:
         raise DeployRefused(404, f"no environment {name!r} (it is created at its first deploy)")
     return found
 
 
 async def deploy(
-    session: AsyncSession,
+    session: Session,
     env: Environment,
     artifact: Artifact,
     spec: ArtifactSpec,
@@ -235,14 +196,8 @@ async def deploy(
 ) -> Deployment:
     """Queue a deployment of `artifact`. Refused (409) for a pinned revision, or for an
     artifact built before the one deployed or queued (use rollback for that)."""
-    await _lock(session, env)
-    pin = await session.scalar(
-        select(RevisionPin).where(
-            RevisionPin.environment_id == env.id,
-            RevisionPin.digest == artifact.digest,
-            RevisionPin.cleared_at.is_(None),
-        )
-    )
+    await deployments.lock(session, env.id)
+    pin = await deployments.pin_of(session, env.id, artifact.digest)
     if pin is not None:
         raise DeployRefused(
             409,
@@ -250,38 +205,21 @@ async def deploy(
             "pin first (`conveyor unpin`)",
         )
     await _check_order(session, env, artifact)
-    return await _queue(
+    return await deployments.queue(
         session,
         env,
-        artifact.digest,
-        artifact.id,
-        artifact.sha,
-        spec.runtime,
-        strategy,
+        digest=artifact.digest,
+        artifact_id=artifact.id,
+        sha=artifact.sha,
+        runtime=spec.runtime,
+        strategy=strategy,
         started_by=started_by,
         run_id=run_id,
     )
 
 
-async def _lock(session: AsyncSession, env: Environment) -> None:
-    """Serialise requests on one environment (PostgreSQL row lock; SQLite's writer lock)."""
-    await session.execute(
-        update(Environment)
-        .where(Environment.id == env.id)
-        .values(queue_policy=Environment.queue_policy)
-    )
-
-
-async def _check_order(session: AsyncSession, env: Environment, artifact: Artifact) -> None:
-    newest = await session.scalar(
-        select(Deployment)
-        .where(
-            Deployment.environment_id == env.id,
-            (Deployment.phase.in_(ACTIVE)) | (Deployment.number == env.revision),
-        )
-        .order_by(Deployment.artifact_id.desc())
-        .limit(1)
-    )
+async def _check_order(session: Session, env: Environment, artifact: Artifact) -> None:
+    newest = await deployments.newest_built(session, env)
     if newest is None:
         return
     if artifact.id == newest.artifact_id:
@@ -296,172 +234,128 @@ async def _check_order(session: AsyncSession, env: Environment, artifact: Artifa
         )
 
 
-async def _queue(
-    session: AsyncSession,
-    env: Environment,
-    digest: str,
-    artifact_id: uuid.UUID,
-    sha: str | None,
-    runtime: dict[str, Any],
-    strategy: dict[str, Any],
-    *,
-    started_by: str,
-    run_id: uuid.UUID | None = None,
-    kind: str = "deploy",
-    rollback_of: int | None = None,
-) -> Deployment:
-    number = await session.scalar(
-        select(func.coalesce(func.max(Deployment.number), 0)).where(
-            Deployment.environment_id == env.id
-        )
-    )
-    row = Deployment(
-        team_id=env.team_id,
-        project_id=env.project_id,
-        environment_id=env.id,
-        number=int(number or 0) + 1,
-        digest=digest,
-        artifact_id=artifact_id,
-        sha=sha,
-        runtime=runtime,
-        strategy=strategy,
-        kind=kind,
-        rollback_of=rollback_of,
-        started_by=started_by,
-        run_id=run_id,
-    )
-    session.add(row)
-    await session.flush()
-    return row
+CONTROL_REQUESTS = {
+    Control.PROMOTE: DriverRequest.PROMOTE,
+    Control.PROMOTE_FULL: DriverRequest.PROMOTE_FULL,
+    Control.ABORT: DriverRequest.ABORT,
+}
+"""The controls that the driver carries out, left on the deployment as its request."""
 
 
-async def active(session: AsyncSession, env: Environment) -> Deployment | None:
-    found: Deployment | None = await session.scalar(
-        select(Deployment)
-        .where(
-            Deployment.environment_id == env.id,
-            Deployment.phase.in_([Phase.PROGRESSING.value, Phase.PAUSED.value]),
-        )
-        .limit(1)
-    )
-    return found
-
-
-async def command(session: AsyncSession, env: Environment, what: str) -> Deployment:
-    """promote | promote-full | abort | pause | resume, for the environment's current
-    deployment (409 when none is in progress)."""
-    await _lock(session, env)
-    current = await active(session, env)
+async def command(session: Session, env: Environment, what: Control) -> Deployment:
+    """A control for the environment's current deployment (409 when none is in
+    progress). Every phase change is guarded by domain.deploy.PHASE_TRANSITIONS."""
+    await deployments.lock(session, env.id)
+    current = await deployments.in_progress(session, env.id)
     if current is None:
-        pending = await session.scalar(
-            select(Deployment)
-            .where(Deployment.environment_id == env.id, Deployment.phase == Phase.PENDING.value)
-            .order_by(Deployment.number)
-            .limit(1)
-        )
-        if what == "abort" and pending is not None:
-            pending.phase, pending.finished_at = Phase.ABORTED.value, utcnow()
-            pending.message = "aborted before it started"
+        pending = await deployments.next_pending(session, env.id)
+        if what is Control.ABORT and pending is not None:
+            await deployments.change_phase(
+                session,
+                pending,
+                Phase.ABORTED,
+                finished_at=utcnow(),
+                message="aborted before it started",
+            )
             return pending
         raise DeployRefused(409, f"no deployment is in progress in {env.name}")
-    if what in (Request.PROMOTE.value, Request.PROMOTE_FULL.value, Request.ABORT.value):
-        if current.request == Request.ABORT.value and what != "abort":
+    request = CONTROL_REQUESTS.get(what)
+    if request is not None:
+        if current.request == DriverRequest.ABORT.value and request is not DriverRequest.ABORT:
             raise DeployRefused(409, f"revision {current.number} is being aborted")
-        current.request = what
-        if what != "abort":
-            current.paused_by_user = False
-    elif what == "pause":
-        current.paused_by_user = True
-        current.phase, current.pause_reason = Phase.PAUSED.value, "user"
-    elif what == "resume":
+        values: dict[str, Any] = {"request": request.value}
+        if request is not DriverRequest.ABORT:
+            values["paused_by_user"] = False
+        await deployments.set_fields(session, current, **values)
+    elif what is Control.PAUSE:
+        await _pause(session, current)
+    else:
         if not current.paused_by_user:
             raise DeployRefused(409, f"revision {current.number} was not paused by `pause`")
-        current.paused_by_user = False
-        current.phase, current.pause_reason = Phase.PROGRESSING.value, None
+        await _resume(session, current)
     return current
 
 
-async def rollback(session: AsyncSession, env: Environment, to: int | None, who: str) -> Deployment:
+async def _pause(session: Session, current: Deployment) -> None:
+    held: dict[str, Any] = {"paused_by_user": True, "pause_reason": PauseReason.USER.value}
+    if Phase(current.phase) is Phase.PAUSED:  # paused already, by a step: now by the user
+        await deployments.set_fields(session, current, **held)
+    else:
+        await deployments.change_phase(session, current, Phase.PAUSED, **held)
+
+
+async def _resume(session: Session, current: Deployment) -> None:
+    released: dict[str, Any] = {"paused_by_user": False, "pause_reason": None}
+    if Phase(current.phase) is Phase.PROGRESSING:
+        await deployments.set_fields(session, current, **released)
+    else:
+        await deployments.change_phase(session, current, Phase.PROGRESSING, **released)
+
+
+async def rollback(session: Session, env: Environment, to: int | None, who: str) -> Deployment:
     """Back to revision `to` (default: the one before the current). The revision rolled
     back from is pinned as bad. A revision still warm in the other slot comes back by a
     traffic switch; an older one by a rolling deploy of its stored artifact."""
-    await _lock(session, env)
+    await deployments.lock(session, env.id)
     if env.revision == 0:
         raise DeployRefused(409, f"{env.name} has no deployed revision to roll back from")
     target = await _rollback_target(session, env, to)
-    for row in await session.scalars(
-        select(Deployment).where(Deployment.environment_id == env.id, Deployment.phase.in_(ACTIVE))
-    ):
+    for row in await deployments.unfinished(session, env.id):
         if row.phase == Phase.PENDING.value:
-            row.phase, row.finished_at = Phase.ABORTED.value, utcnow()
-            row.message = "superseded by a rollback"
-        else:
-            row.request = Request.ABORT.value
-    if env.digest and env.digest != target.digest:
-        session.add(
-            RevisionPin(
-                environment_id=env.id,
-                digest=env.digest,
-                reason=f"rolled back from revision {env.revision} to {target.number}",
-                pinned_by=who,
+            await deployments.change_phase(
+                session,
+                row,
+                Phase.ABORTED,
+                finished_at=utcnow(),
+                message="superseded by a rollback",
             )
+        else:
+            await deployments.set_fields(session, row, request=DriverRequest.ABORT.value)
+    if env.digest and env.digest != target.digest:
+        deployments.pin(
+            session,
+            env.id,
+            env.digest,
+            f"rolled back from revision {env.revision} to {target.number}",
+            who,
         )
     warm = (
         env.warm_digest == target.digest
         and env.warm_until is not None
         and as_utc(env.warm_until) > utcnow() + timedelta(seconds=1)
     )
-    strategy = {"kind": Kind.SWITCH.value} if warm else {"kind": Kind.ROLLING.value}
-    return await _queue(
+    strategy = {"kind": (Kind.SWITCH if warm else Kind.ROLLING).value}
+    return await deployments.queue(
         session,
         env,
-        target.digest,
-        target.artifact_id,
-        target.sha,
-        target.runtime,
-        strategy,
+        digest=target.digest,
+        artifact_id=target.artifact_id,
+        sha=target.sha,
+        runtime=target.runtime,
+        strategy=strategy,
         started_by=who,
         kind="rollback",
         rollback_of=env.revision,
     )
 
 
-async def _rollback_target(session: AsyncSession, env: Environment, to: int | None) -> Deployment:
-    query = select(Deployment).where(Deployment.environment_id == env.id)
+async def _rollback_target(session: Session, env: Environment, to: int | None) -> Deployment:
     if to is not None:
-        found = await session.scalar(query.where(Deployment.number == to))
+        found = await deployments.numbered(session, env.id, to)
         if found is None:
             raise DeployRefused(404, f"{env.name} has no revision {to}")
         if found.digest == env.digest:
             raise DeployRefused(409, f"revision {to} is what {env.name} runs now")
         return found
-    found = await session.scalar(
-        query.where(
-            Deployment.phase == Phase.SUCCEEDED.value,
-            Deployment.number < env.revision,
-            Deployment.digest != env.digest,
-        )
-        .order_by(Deployment.number.desc())
-        .limit(1)
-    )
+    found = await deployments.last_good_before(session, env)
     if found is None:
         raise DeployRefused(409, f"{env.name} has no earlier successful revision")
     return found
 
 
-async def unpin(session: AsyncSession, env: Environment, digest: str, who: str) -> int:
+async def unpin(session: Session, env: Environment, digest: str, who: str) -> int:
     """Clear the pins on `digest`, keeping who cleared them and when."""
-    pins = list(
-        await session.scalars(
-            select(RevisionPin).where(
-                RevisionPin.environment_id == env.id,
-                RevisionPin.digest == digest,
-                RevisionPin.cleared_at.is_(None),
-            )
-        )
-    )
-    if not pins:
+    cleared = await deployments.clear_pins(session, env.id, digest, who)
+    if not cleared:
         raise DeployRefused(404, f"{digest} is not pinned in {env.name}")
-    for pin in pins:
-        pin.cleared_by, pin.cleared_at = who, utcnow()
-    return len(pins)
+    return cleared

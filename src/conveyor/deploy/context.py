@@ -1,0 +1,100 @@
+"""What an action's handler (effects.py) is given: the driver's context (the database
+under the environment's lease, the artifact store, the target), what the pass loaded,
+and the action with its recorded intent. Handlers see nothing else of the manager, so
+they can be driven in a test without one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from conveyor.artifacts.blobs import BlobStore
+from conveyor.deploy.planner import Action, Rollout
+from conveyor.deploy.records import StrategyRecord, plan_of, runtime_of, strategy_of
+from conveyor.deploy.targets.base import Target
+from conveyor.pipeline.deploy import Runtime
+from conveyor.storage import environments
+from conveyor.storage.database import Database, Session
+from conveyor.storage.environments import EnvironmentRows
+from conveyor.storage.tables import Deployment, Environment, Instance
+
+
+class EnvironmentLeaseLost(Exception):
+    """This replica no longer holds the environment: another one drives it now."""
+
+
+@dataclass(frozen=True)
+class DriverContext:
+    """What every handler may use. One per manager; shared by its drivers."""
+
+    db: Database
+    blobs: BlobStore
+    target: Target
+    owner: str
+    """This replica, as written in the environments it holds."""
+    lease_s: float
+
+    @asynccontextmanager
+    async def fenced(self, env_id: uuid.UUID, fence: int) -> AsyncIterator[Session]:
+        """A transaction that first renews the lease under `fence` (holding the row), or
+        raises EnvironmentLeaseLost when another replica has taken the environment."""
+        async with self.db.transaction() as session:
+            if not await environments.renew_lease(session, env_id, fence, self.owner, self.lease_s):
+                raise EnvironmentLeaseLost(str(env_id))
+            yield session
+
+
+@dataclass(frozen=True)
+class Driven:
+    """What one pass loaded, with the active deployment's strategy and runtime parsed."""
+
+    rows: EnvironmentRows
+    rollout: Rollout | None
+    """The active deployment as the planner sees it."""
+    strategy: StrategyRecord | None
+    runtime: Runtime | None
+    """The active deployment's runtime."""
+
+    @classmethod
+    def of(cls, rows: EnvironmentRows) -> Driven:
+        active = rows.active
+        if active is None:
+            return cls(rows, None, None, None)
+        return cls(rows, plan_of(active), strategy_of(active.strategy), runtime_of(active.runtime))
+
+    @property
+    def env(self) -> Environment:
+        return self.rows.env
+
+    @property
+    def plan_row(self) -> Deployment | None:
+        return self.rows.active
+
+    @property
+    def instances(self) -> list[Instance]:
+        return self.rows.instances
+
+    def runtime_for(self, digest: str) -> Runtime | None:
+        """How to run instances of `digest`: the active deployment's runtime for its own
+        revision, else the stable revision's (or, before the first, the active one's);
+        None for a leftover of neither."""
+        if self.plan_row is not None and self.plan_row.digest == digest:
+            return self.runtime
+        if self.env.runtime:
+            return runtime_of(self.env.runtime)
+        return self.runtime
+
+
+@dataclass(frozen=True)
+class Effect:
+    """One action to carry out, with what its intent recorded."""
+
+    env_id: uuid.UUID
+    fence: int
+    driven: Driven
+    action: Action
+    params: dict[str, object]
+    intent_id: uuid.UUID

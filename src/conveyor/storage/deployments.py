@@ -1,0 +1,384 @@
+"""Deployment rows: environments found or created at their first deploy, the queue of
+deployments, phase changes guarded by domain.deploy.PHASE_TRANSITIONS, and pins of bad
+revisions. The checks that decide what to write live in deploy.requests; this module only
+reads and writes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from conveyor.domain.deploy import InstanceState, Phase, QueuePolicy, phase_sources
+from conveyor.storage.database import Session
+from conveyor.storage.environments import ACTIVE_PHASES
+from conveyor.storage.tables import (
+    Deployment,
+    Environment,
+    Instance,
+    Job,
+    Project,
+    RevisionPin,
+    Run,
+    utcnow,
+)
+
+
+class PhaseChangeRejected(Exception):
+    """The deployment was not in a phase that allows the change."""
+
+
+# -- environments ----------------------------------------------------------------------
+
+
+async def environment(
+    session: Session, project_id: uuid.UUID, name: str, *, lock: bool = False
+) -> Environment | None:
+    query = select(Environment).where(
+        Environment.project_id == project_id, Environment.name == name
+    )
+    if lock:
+        query = query.with_for_update()
+    found: Environment | None = await session.scalar(query)
+    return found
+
+
+async def environments(session: Session, project_id: uuid.UUID) -> list[Environment]:
+    return list(
+        await session.scalars(
+            select(Environment)
+            .where(Environment.project_id == project_id)
+            .order_by(Environment.created_at)
+        )
+    )
+
+
+async def create_environment(
+    session: Session, project: Project, name: str, ports: tuple[int, int]
+) -> Environment:
+    """The project's environment `name`, created with the local target unless it exists
+    (a concurrent first deploy may create it at the same moment)."""
+    found = await environment(session, project.id, name)
+    if found is not None:
+        return found
+    env = Environment(
+        team_id=project.team_id,
+        project_id=project.id,
+        name=name,
+        port=ports[0],
+        preview_port=ports[1],
+    )
+    try:
+        async with session.begin_nested():
+            session.add(env)
+    except IntegrityError:
+        raced = await environment(session, project.id, name)
+        assert raced is not None
+        return raced
+    return env
+
+
+async def lock(session: Session, env_id: uuid.UUID) -> None:
+    """Serialise requests on one environment (PostgreSQL's row lock; SQLite's writer
+    lock) until the transaction ends."""
+    await session.execute(
+        update(Environment)
+        .where(Environment.id == env_id)
+        .values(queue_policy=Environment.queue_policy)
+    )
+
+
+async def set_queue_policy(session: Session, env: Environment, policy: QueuePolicy) -> None:
+    await session.execute(
+        update(Environment).where(Environment.id == env.id).values(queue_policy=policy.value)
+    )
+    env.queue_policy = policy.value
+
+
+# -- deployments -----------------------------------------------------------------------
+
+
+async def queue(
+    session: Session,
+    env: Environment,
+    *,
+    digest: str,
+    artifact_id: uuid.UUID,
+    sha: str | None,
+    runtime: dict[str, Any],
+    strategy: dict[str, Any],
+    started_by: str,
+    run_id: uuid.UUID | None = None,
+    kind: str = "deploy",
+    rollback_of: int | None = None,
+) -> Deployment:
+    """A new deployment, pending, numbered after the environment's last one."""
+    number = await session.scalar(
+        select(func.coalesce(func.max(Deployment.number), 0)).where(
+            Deployment.environment_id == env.id
+        )
+    )
+    row = Deployment(
+        team_id=env.team_id,
+        project_id=env.project_id,
+        environment_id=env.id,
+        number=int(number or 0) + 1,
+        digest=digest,
+        artifact_id=artifact_id,
+        sha=sha,
+        runtime=runtime,
+        strategy=strategy,
+        kind=kind,
+        rollback_of=rollback_of,
+        started_by=started_by,
+        run_id=run_id,
+    )
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def numbered(session: Session, env_id: uuid.UUID, number: int) -> Deployment | None:
+    found: Deployment | None = await session.scalar(
+        select(Deployment).where(Deployment.environment_id == env_id, Deployment.number == number)
+    )
+    return found
+
+
+async def newest_built(session: Session, env: Environment) -> Deployment | None:
+    """Of the deployed and the queued or running revisions, the one whose artifact was
+    built last (artifact ids are UUIDv7, so they sort by upload time)."""
+    found: Deployment | None = await session.scalar(
+        select(Deployment)
+        .where(
+            Deployment.environment_id == env.id,
+            (Deployment.phase.in_(ACTIVE_PHASES)) | (Deployment.number == env.revision),
+        )
+        .order_by(Deployment.artifact_id.desc())
+        .limit(1)
+    )
+    return found
+
+
+async def in_progress(session: Session, env_id: uuid.UUID) -> Deployment | None:
+    """The deployment progressing or paused (one at most)."""
+    found: Deployment | None = await session.scalar(
+        select(Deployment)
+        .where(
+            Deployment.environment_id == env_id,
+            Deployment.phase.in_([Phase.PROGRESSING.value, Phase.PAUSED.value]),
+        )
+        .limit(1)
+    )
+    return found
+
+
+async def next_pending(session: Session, env_id: uuid.UUID) -> Deployment | None:
+    found: Deployment | None = await session.scalar(
+        select(Deployment)
+        .where(Deployment.environment_id == env_id, Deployment.phase == Phase.PENDING.value)
+        .order_by(Deployment.number)
+        .limit(1)
+    )
+    return found
+
+
+async def unfinished(session: Session, env_id: uuid.UUID) -> list[Deployment]:
+    """Every deployment pending, progressing or paused."""
+    return list(
+        await session.scalars(
+            select(Deployment).where(
+                Deployment.environment_id == env_id, Deployment.phase.in_(ACTIVE_PHASES)
+            )
+        )
+    )
+
+
+async def last_good_before(session: Session, env: Environment) -> Deployment | None:
+    """The newest earlier revision that succeeded with another artifact than the current."""
+    found: Deployment | None = await session.scalar(
+        select(Deployment)
+        .where(
+            Deployment.environment_id == env.id,
+            Deployment.phase == Phase.SUCCEEDED.value,
+            Deployment.number < env.revision,
+            Deployment.digest != env.digest,
+        )
+        .order_by(Deployment.number.desc())
+        .limit(1)
+    )
+    return found
+
+
+async def history(session: Session, env_id: uuid.UUID, limit: int) -> list[Deployment]:
+    """The newest `limit` deployments, newest first."""
+    return list(
+        await session.scalars(
+            select(Deployment)
+            .where(Deployment.environment_id == env_id)
+            .order_by(Deployment.number.desc())
+            .limit(limit)
+        )
+    )
+
+
+async def started_by(
+    session: Session, project_id: uuid.UUID, environment: str, who: str
+) -> Deployment | None:
+    """The deployment `who` started in the project's environment (a deploy job's own)."""
+    found: Deployment | None = await session.scalar(
+        select(Deployment)
+        .join(Environment, Environment.id == Deployment.environment_id)
+        .where(
+            Environment.project_id == project_id,
+            Environment.name == environment,
+            Deployment.started_by == who,
+        )
+    )
+    return found
+
+
+async def of_job_project(
+    session: Session, job_id: uuid.UUID, environment: str, number: int
+) -> Deployment | None:
+    """Revision `number` of `environment` in the project of job `job_id`."""
+    found: Deployment | None = await session.scalar(
+        select(Deployment)
+        .join(Environment, Environment.id == Deployment.environment_id)
+        .join(Run, Run.project_id == Environment.project_id)
+        .join(Job, Job.run_id == Run.id)
+        .where(Job.id == job_id, Environment.name == environment, Deployment.number == number)
+    )
+    return found
+
+
+async def change_phase(
+    session: Session,
+    deployment: Deployment | uuid.UUID,
+    target: Phase,
+    *,
+    strict: bool = True,
+    among: Sequence[Phase] | None = None,
+    **values: Any,
+) -> bool:
+    """Move a deployment to `target` and set `values` in one UPDATE guarded by
+    PHASE_TRANSITIONS (narrowed to `among` when given). A loaded row is refreshed.
+    PhaseChangeRejected when the deployment was in no such phase (False instead, when
+    not `strict`: a driver's redo)."""
+    deployment_id = deployment if isinstance(deployment, uuid.UUID) else deployment.id
+    allowed = phase_sources(target)
+    if among is not None:
+        allowed &= frozenset(among)
+    moved = await session.execute(
+        update(Deployment)
+        .where(Deployment.id == deployment_id, Deployment.phase.in_([p.value for p in allowed]))
+        .values(phase=target.value, **values)
+        .execution_options(synchronize_session=False)
+    )
+    if moved.rowcount == 1:  # type: ignore[attr-defined]
+        if not isinstance(deployment, uuid.UUID):
+            await session.refresh(deployment)
+        return True
+    if strict:
+        raise PhaseChangeRejected(f"deployment {deployment_id} cannot become {target}")
+    return False
+
+
+async def set_fields(session: Session, deployment: Deployment, **values: Any) -> None:
+    """Change what is not the phase (a request left for the driver, the user's pause)."""
+    await session.execute(
+        update(Deployment)
+        .where(Deployment.id == deployment.id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    await session.refresh(deployment)
+
+
+async def change_phase_by_number(
+    session: Session,
+    env_id: uuid.UUID,
+    numbers: Sequence[int],
+    target: Phase,
+    *,
+    origin: Phase,
+    **values: Any,
+) -> int:
+    """Move the environment's deployments `numbers` that are in `origin` to `target`
+    (guarded by PHASE_TRANSITIONS); returns how many moved."""
+    if origin not in phase_sources(target):
+        raise PhaseChangeRejected(f"a deployment cannot go from {origin} to {target}")
+    moved = await session.execute(
+        update(Deployment)
+        .where(
+            Deployment.environment_id == env_id,
+            Deployment.number.in_(list(numbers)),
+            Deployment.phase == origin.value,
+        )
+        .values(phase=target.value, **values)
+    )
+    return int(moved.rowcount)  # type: ignore[attr-defined]
+
+
+# -- pins ------------------------------------------------------------------------------
+
+
+async def pin_of(session: Session, env_id: uuid.UUID, digest: str) -> RevisionPin | None:
+    """The standing pin on `digest`, if any."""
+    found: RevisionPin | None = await session.scalar(
+        select(RevisionPin).where(
+            RevisionPin.environment_id == env_id,
+            RevisionPin.digest == digest,
+            RevisionPin.cleared_at.is_(None),
+        )
+    )
+    return found
+
+
+def pin(session: Session, env_id: uuid.UUID, digest: str, reason: str, by: str) -> None:
+    session.add(RevisionPin(environment_id=env_id, digest=digest, reason=reason, pinned_by=by))
+
+
+async def standing_pins(session: Session, env_id: uuid.UUID) -> list[RevisionPin]:
+    return list(
+        await session.scalars(
+            select(RevisionPin).where(
+                RevisionPin.environment_id == env_id, RevisionPin.cleared_at.is_(None)
+            )
+        )
+    )
+
+
+async def clear_pins(
+    session: Session, env_id: uuid.UUID, digest: str, by: str, at: datetime | None = None
+) -> int:
+    """Clear the standing pins on `digest`, keeping who cleared them and when."""
+    cleared = await session.execute(
+        update(RevisionPin)
+        .where(
+            RevisionPin.environment_id == env_id,
+            RevisionPin.digest == digest,
+            RevisionPin.cleared_at.is_(None),
+        )
+        .values(cleared_by=by, cleared_at=at or utcnow())
+    )
+    return int(cleared.rowcount)  # type: ignore[attr-defined]
+
+
+async def live_instances(session: Session, env_id: uuid.UUID) -> list[Instance]:
+    """The environment's instances that are not stopped, by slot and age."""
+    return list(
+        await session.scalars(
+            select(Instance)
+            .where(
+                Instance.environment_id == env_id,
+                Instance.state != InstanceState.STOPPED.value,
+            )
+            .order_by(Instance.slot, Instance.created_at)
+        )
+    )
