@@ -27,7 +27,7 @@ import pytest
 from conveyor.cli.loadgen import Load
 from conveyor.deploy.router.haproxy import HAProxyRouter
 from conveyor.deploy.targets.local import stop_everything
-from tests.integration.test_coordinator import _healthy, conveyor, free_port, wait_until
+from tests.helpers import conveyor, free_port, healthy, wait_until
 
 ADMIN = "cvy_admin_deploytests"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "payments-api"
@@ -179,7 +179,7 @@ def start_stack(root: Path, replicas: int = 1, database_url: str | None = None) 
     stack = Stack(root=root, data=root / "data", env=env, urls=urls)
     for index, port in enumerate(ports):
         _serve(stack, port, root / f"server-{index}.log", {})
-        wait_until(lambda u=urls[index]: _healthy(u), 30, f"replica {index}")
+        wait_until(lambda u=urls[index]: healthy(u), 30, f"replica {index}")
     stack.cli("team", "create", "a")
     stack.cli("project", "create", "a/pay", "--repo", f"file://{root}")
     return stack

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 from tests.deploy.conftest import Stack
-from tests.integration.test_coordinator import conveyor, wait_until
+from tests.helpers import conveyor, wait_until
 
 
 def test_the_cli_contract_deploy_wait_status_json_pause_resume_promote(stack: Stack):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.api.conftest import repo_with
 from tests.deploy.conftest import EXAMPLE, QUOTE, Stack
-from tests.integration.test_coordinator import conveyor, process
+from tests.helpers import conveyor, process
 
 PIPELINE = """\
 version: 1

@@ -21,7 +21,7 @@ from tests.deploy.conftest import (
     start_stack,
     stop_stack,
 )
-from tests.integration.test_coordinator import wait_until
+from tests.helpers import wait_until
 
 
 def test_a_killed_coordinator_s_canary_is_finished_by_another_replica(

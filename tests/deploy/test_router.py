@@ -16,7 +16,7 @@ import pytest
 
 from conveyor.deploy.router.base import HealthCheck, Route, Server, ServerStatus
 from conveyor.deploy.router.haproxy import HAProxyRouter, render
-from tests.integration.test_coordinator import free_port
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.usefixtures("haproxy_required")
 

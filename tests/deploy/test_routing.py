@@ -11,7 +11,7 @@ import time
 import httpx
 
 from tests.deploy.conftest import QUOTE, Stack, assert_no_failures, load
-from tests.integration.test_coordinator import conveyor, wait_until
+from tests.helpers import conveyor, wait_until
 
 
 def test_the_track_header_and_the_preview_url_reach_the_chosen_slot(stack: Stack):

@@ -1,5 +1,27 @@
 """The real-process `server` fixture, shared by the integration tests."""
 
-from tests.integration.test_coordinator import server
+from __future__ import annotations
 
-__all__ = ["server"]
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ADMIN, conveyor, free_port, healthy, process, wait_until
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = os.environ | {
+        "CONVEYOR_ADMIN_TOKEN": ADMIN,
+        "CONVEYOR_SERVER": url,
+        "CONVEYOR_TOKEN": ADMIN,
+    }
+    env.pop("CONVEYOR_DATABASE_URL", None)
+    args = conveyor("serve", "--port", str(port), "--data-dir", str(tmp_path / "server"))
+    with process(args, tmp_path / "server.log", env):
+        wait_until(lambda: healthy(url), 30, "the server")
+        yield url, env

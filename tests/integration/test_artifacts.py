@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from tests.api.conftest import repo_with
-from tests.integration.test_coordinator import cli, conveyor, follow_trigger, process
+from tests.helpers import cli, conveyor, follow_trigger, process
 
 PIPELINE = """\
 version: 1

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from conveyor.cli.main import app
 from tests.conftest import pipeline_text
-from tests.integration.test_shell import wait_dead
+from tests.helpers import wait_dead
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "payments-api" / "conveyor.yml"

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.api.conftest import git_repo
+from tests.helpers import (
+    ADMIN,
+    cli,
+    conveyor,
+    follow_trigger,
+    process,
+    two_replicas,
+    wait_until,
+)
 
-ADMIN = "cvy_admin_integration"
 SLOW_PIPELINE = """\
 version: 1
 service: api
@@ -28,82 +30,6 @@ jobs:
   build: {script: "echo build-ok", needs: []}
   slow: {script: ["echo started", "sleep 3", "echo slow-done"], needs: [build], retry: {max: 1, when: runner_lost}}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def conveyor(*args: str) -> list[str]:
-    return [sys.executable, "-m", "conveyor", *args]
-
-
-@contextmanager
-def process(args: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def wait_until(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = os.environ | {
-        "CONVEYOR_ADMIN_TOKEN": ADMIN,
-        "CONVEYOR_SERVER": url,
-        "CONVEYOR_TOKEN": ADMIN,
-    }
-    env.pop("CONVEYOR_DATABASE_URL", None)
-    args = conveyor("serve", "--port", str(port), "--data-dir", str(tmp_path / "server"))
-    with process(args, tmp_path / "server.log", env):
-        wait_until(lambda: _healthy(url), 30, "the server")
-        yield url, env
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def follow_trigger(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`conveyor trigger a/api --ref main --wait`, as a user types it."""
-    return subprocess.run(
-        conveyor("trigger", "a/api", "--ref", "main", "--wait"),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def cli(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(conveyor(*args), env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout.strip()
 
 
 def test_serve_runner_trigger_and_follow(server, tmp_path: Path):
@@ -195,37 +121,6 @@ def test_a_killed_runner_s_job_is_requeued_and_finished_by_another(server, tmp_p
     # Both attempts' output, one after the other: the second continued at the first's end.
     assert log.count("attempt 1 of 2") == 1 and log.count("attempt 2 of 2") == 1
     assert log.index("attempt 1 of 2") < log.index("attempt 2 of 2") < log.index("slow-done")
-
-
-@contextmanager
-def two_replicas(
-    tmp_path: Path, postgres_url: str, *, client_of: int, extra: dict[str, str] | None = None
-) -> Iterator[tuple[list[str], dict[str, str], tuple[subprocess.Popen[bytes], ...]]]:
-    """Two `conveyor serve` replicas on one PostgreSQL database; the CLI talks to
-    replica `client_of`. Yields their URLs, the environment, and the processes."""
-    ports = [free_port(), free_port()]
-    urls = [f"http://127.0.0.1:{p}" for p in ports]
-    env = os.environ | {
-        "CONVEYOR_ADMIN_TOKEN": ADMIN,
-        "CONVEYOR_TOKEN": ADMIN,
-        "CONVEYOR_DATABASE_URL": postgres_url,
-        "CONVEYOR_SERVER": urls[client_of],
-        # Every replica needs the same key to open secrets another replica sealed.
-        "CONVEYOR_SECRET_KEY": base64.urlsafe_b64encode(b"k" * 32).decode(),
-        **(extra or {}),
-    }
-    a_args = conveyor("serve", "--port", str(ports[0]), "--data-dir", str(tmp_path / "a"))
-    b_args = conveyor("serve", "--port", str(ports[1]), "--data-dir", str(tmp_path / "b"))
-    with (
-        process(a_args, tmp_path / "a.log", env) as a,
-        process(b_args, tmp_path / "b.log", env) as b,
-    ):
-        for url, log in zip(urls, ("a.log", "b.log"), strict=True):
-            try:
-                wait_until(lambda url=url: _healthy(url), 60, f"replica {url}")
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}; its log:\n{(tmp_path / log).read_text()}") from exc
-        yield urls, env, (a, b)
 
 
 REPLICA_PIPELINE = """\

@@ -8,8 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.helpers import cli
 from tests.intake.conftest import commit, git
-from tests.integration.test_coordinator import cli
 
 SERVICE = """\
 version: 1

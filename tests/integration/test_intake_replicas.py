@@ -17,8 +17,8 @@ import httpx
 import psycopg
 import pytest
 
+from tests.helpers import cli, two_replicas
 from tests.intake.conftest import PIPELINE, commit, git
-from tests.integration.test_coordinator import cli, two_replicas
 
 SECRET = "replica-test-secret-0123456789"
 PUSHES = 750

@@ -15,7 +15,7 @@ from conveyor.pipeline.plan import compile_plan
 from conveyor.runner.attempt import RunOptions
 from conveyor.runner.local import LocalRun, RunResult
 from tests.conftest import RecordingObserver, event, pipeline_text
-from tests.integration.test_shell import wait_dead
+from tests.helpers import wait_dead
 
 
 def service(tmp_path: Path, body: str, files: dict[str, str] | None = None) -> Path:

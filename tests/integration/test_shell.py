@@ -11,28 +11,7 @@ import pytest
 
 from conveyor.domain.failure import FailureClass
 from conveyor.runner.shell import Outcome, ShellExecutor, render_script
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); it is dead for our purposes.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
-def wait_dead(pid: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive(pid):
-            return True
-        time.sleep(0.02)
-    return False
+from tests.helpers import wait_dead
 
 
 def run(commands, tmp_path: Path, *, timeout=30.0, cancel=None, env=None, grace=0.5):

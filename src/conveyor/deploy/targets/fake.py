@@ -1,0 +1,132 @@
+"""A deploy target with no processes: the fake of Target, shipped in the package so that
+the deployment manager can be driven in-process. Like Woodpecker's dummy backend, it
+takes its faults from the instance's environment (the service's `runtime.env`):
+
+    FAKE_START_S=2       answers its health path only 2 s after it started
+    FAKE_UNHEALTHY=1     never answers its health path
+    FAKE_CRASH_S=1.5     its process exits 1.5 s after it started
+    FAKE_IGNORE_TERM=1   ignores SIGTERM (only a kill stops it)
+
+and from calls: `crash(instance)` ends one instance's process now, `sick(instance)`
+makes it stop answering. Time is the monotonic clock, or `clock` when given.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from conveyor.deploy.targets.base import Handle, Launch
+
+START_S = "FAKE_START_S"
+UNHEALTHY = "FAKE_UNHEALTHY"
+CRASH_S = "FAKE_CRASH_S"
+IGNORE_TERM = "FAKE_IGNORE_TERM"
+FIRST_PORT = 40_000
+
+
+@dataclass
+class FakeProcess:
+    """One started instance."""
+
+    launch: Launch
+    pid: int
+    started: float
+    alive: bool = True
+    sick: bool = False
+
+    def _env(self, key: str) -> str | None:
+        return self.launch.env.get(key)
+
+    def running(self, now: float) -> bool:
+        crash = self._env(CRASH_S)
+        if crash is not None and now - self.started >= float(crash):
+            self.alive = False
+        return self.alive
+
+    def answers(self, now: float) -> bool:
+        if not self.running(now) or self.sick or self._env(UNHEALTHY):
+            return False
+        return now - self.started >= float(self._env(START_S) or 0)
+
+
+class FakeTarget:
+    """Target without processes. Every call is synchronous and cheap."""
+
+    def __init__(self, root: Path, clock: Callable[[], float] = time.monotonic) -> None:
+        self.root = root
+        self.clock = clock
+        self.processes: dict[int, FakeProcess] = {}
+        self.by_instance: dict[str, FakeProcess] = {}
+        self.starts: list[Launch] = []
+        """Every launch, in order (restarts included)."""
+        self._pids = itertools.count(10_000)
+        self._ports = itertools.count(FIRST_PORT)
+
+    # -- fault injection -------------------------------------------------------------
+
+    def crash(self, instance: str) -> None:
+        """The instance's process exits now."""
+        self.by_instance[instance].alive = False
+
+    def sick(self, instance: str, sick: bool = True) -> None:
+        """The instance stops (or starts again) answering its health path."""
+        self.by_instance[instance].sick = sick
+
+    def answers(self, port: int) -> bool:
+        """Whether something on `port` answers its health path (MemoryRouter's probe)."""
+        now = self.clock()
+        return any(p.launch.port == port and p.answers(now) for p in self.processes.values())
+
+    def live(self) -> list[FakeProcess]:
+        now = self.clock()
+        return [p for p in self.processes.values() if p.running(now)]
+
+    # -- Target ----------------------------------------------------------------------
+
+    def prepare(self, digest: str, blob: Path) -> Path:
+        release = self.root / "releases" / digest.removeprefix("sha256:")[:32]
+        release.mkdir(parents=True, exist_ok=True)
+        return release
+
+    def start(self, launch: Launch) -> Handle:
+        process = FakeProcess(launch, next(self._pids), self.clock())
+        self.processes[process.pid] = process
+        self.by_instance[launch.instance] = process
+        self.starts.append(launch)
+        return Handle(process.pid, f"fake-{process.pid}")
+
+    def adopt(self, instance: str) -> Handle | None:
+        process = self.by_instance.get(instance)
+        if process is None or not process.running(self.clock()):
+            return None
+        return Handle(process.pid, f"fake-{process.pid}")
+
+    def alive(self, handle: Handle) -> bool:
+        process = self.processes.get(handle.pid)
+        return (
+            process is not None
+            and handle.started == f"fake-{process.pid}"
+            and process.running(self.clock())
+        )
+
+    async def healthy(self, port: int, path: str, timeout: float) -> bool:
+        return self.answers(port)
+
+    def terminate(self, handle: Handle, force: bool) -> None:
+        process = self.processes.get(handle.pid)
+        if process is None:
+            return
+        if force or not process.launch.env.get(IGNORE_TERM):
+            process.alive = False
+
+    def allocate_port(self) -> int:
+        return next(self._ports)
+
+    def forget(self, instance: str) -> None:
+        process = self.by_instance.pop(instance, None)
+        if process is not None:
+            self.processes.pop(process.pid, None)

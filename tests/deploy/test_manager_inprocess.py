@@ -1,0 +1,483 @@
+"""The deployment manager driven in-process: real SQLite (and PostgreSQL where leases and
+fencing are at stake), the shipped fakes for the target (FakeTarget: no processes, faults
+from the environment) and the router (MemoryRouter), and passes taken one at a time
+(`reconcile`), so every action is seen in order with no sleeps.
+
+Zero downtime against real HAProxy and real processes is proven by the other tests in
+this folder; these check the manager's logic: each strategy's action sequence, intent
+redo, lease takeover and fencing, and the faults a target can have.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor.artifacts.blobs import FileBlobStore
+from conveyor.deploy import records, requests
+from conveyor.deploy.context import Effect, EnvironmentLeaseLost
+from conveyor.deploy.effects import _launch
+from conveyor.deploy.manager import DeploymentManager
+from conveyor.deploy.planner import Act, Action
+from conveyor.deploy.router.memory import MemoryRouter
+from conveyor.deploy.targets.fake import CRASH_S, UNHEALTHY, FakeTarget
+from conveyor.domain.deploy import Control, Phase
+from conveyor.storage import artifacts, deployments, environments
+from conveyor.storage.artifacts import Provenance
+from conveyor.storage.database import Database, database_url
+from conveyor.storage.migrate import upgrade
+from conveyor.storage.tables import Deployment, Environment, Project, Team, as_utc, utcnow
+from tests.helpers import wait_until_async
+
+MAX_PASSES = 200
+
+
+def runtime(replicas: int = 2, **env: str) -> dict[str, Any]:
+    return {
+        "command": "serve --port $PORT",
+        "replicas": replicas,
+        "health": {
+            "path": "/healthz",
+            "interval": 1.0,
+            "timeout": 2.0,
+            "start_period": 0.0,
+            "failures": 2,
+            "max_restarts": 2,
+        },
+        "drain": 0.0,
+        "env": env,
+    }
+
+
+@dataclass
+class World:
+    """One project with one environment, a manager over the fakes, and what it did."""
+
+    db: Database
+    blobs: FileBlobStore
+    target: FakeTarget
+    router: MemoryRouter
+    project: Project
+    env_id: Any = None
+    acts: list[Act] = field(default_factory=list)
+    versions: int = 0
+
+    def manager(self, owner: str = "replica-a", lease_s: float = 30.0) -> DeploymentManager:
+        return DeploymentManager(
+            self.db, self.blobs, self.target, self.router, owner=owner, lease_s=lease_s
+        )
+
+    async def artifact(self) -> Any:
+        """A new artifact (its content differs per call), stored and recorded."""
+        self.versions += 1
+        data = io.BytesIO()
+        with tarfile.open(fileobj=data, mode="w") as tar:
+            body = f"version {self.versions}\n".encode()
+            info = tarfile.TarInfo("VERSION")
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+
+        async def chunks():  # type: ignore[no-untyped-def]
+            yield data.getvalue()
+
+        blob = await self.blobs.put(chunks(), limit=1 << 20)
+        async with self.db.transaction() as session:
+            row, _ = await artifacts.record(
+                session,
+                self.project,
+                "svc",
+                blob.digest,
+                blob.size,
+                "application/x-tar",
+                Provenance(uploaded_by="test"),
+            )
+        return row
+
+    async def deploy(self, strategy: dict[str, Any], **env: str) -> Deployment:
+        artifact = await self.artifact()
+        spec = requests.ArtifactSpec(runtime(**env), {})
+        async with self.db.transaction() as session:
+            found = await requests.environment(session, self.project, "prod", (18001, 18002))
+            made = await requests.deploy(session, found, artifact, spec, strategy, "test")
+        self.env_id = made.environment_id
+        return made
+
+    async def control(self, what: Control) -> Deployment:
+        async with self.db.transaction() as session:
+            env = await requests.find_environment(session, self.project, "prod")
+            return await requests.command(session, env, what)
+
+    async def env(self) -> Environment:
+        async with self.db.transaction() as session:
+            found = await deployments.environment(session, self.project.id, "prod")
+        assert found is not None
+        return found
+
+    async def deployment(self, number: int) -> Deployment:
+        async with self.db.transaction() as session:
+            found = await deployments.numbered(session, self.env_id, number)
+        assert found is not None
+        return found
+
+    async def drive(
+        self,
+        manager: DeploymentManager,
+        fence: int,
+        until: Phase | None = None,
+        *,
+        number: int = 1,
+        check_traffic: bool = True,
+    ) -> list[Act]:
+        """Passes until deployment `number` reaches `until` (or a pass does nothing).
+        After every pass that had a stable revision, a request in each slot's share
+        must find a serving instance: no pass ever leaves the traffic without one."""
+        taken: list[Act] = []
+        for _ in range(MAX_PASSES):
+            action = await manager.reconcile(self.env_id, fence)
+            if action is not None:
+                taken.append(action.act)
+            env = await self.env()
+            if check_traffic and env.revision > 0:
+                key = records.route_key(env)
+                for draw in (0.0, 0.9999):
+                    assert self.router.pick(key, draw) is not None, f"no server after {taken}"
+            if until is not None and (await self.deployment(number)).phase == until.value:
+                break
+            if until is None and action is None:
+                break
+        else:  # pragma: no cover - a loop in the planner
+            raise AssertionError(f"no end after {MAX_PASSES} passes: {taken[-20:]}")
+        self.acts += taken
+        return taken
+
+
+async def _world(db: Database, tmp_path: Path) -> World:
+    await upgrade(db)
+    async with db.transaction() as session:
+        team = Team(name="payments")
+        session.add(team)
+        await session.flush()
+        project = Project(team_id=team.id, name="api", repo_url="file:///r")
+        session.add(project)
+    target = FakeTarget(tmp_path / "target")
+    return World(
+        db, FileBlobStore(tmp_path / "blobs"), target, MemoryRouter(target.answers), project
+    )
+
+
+@pytest.fixture
+async def world(tmp_path: Path):  # type: ignore[no-untyped-def]
+    db = Database(database_url(tmp_path))
+    try:
+        yield await _world(db, tmp_path)
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture
+async def shared(database: Database, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The same world on SQLite and on PostgreSQL (the `database` fixture)."""
+    return await _world(database, tmp_path)
+
+
+async def claimed(manager: DeploymentManager, world: World) -> int:
+    async with world.db.transaction() as session:
+        free = await environments.claim_free(session, manager.owner, manager.lease_s)
+    (fence,) = [f for env_id, f in free if env_id == world.env_id]
+    return fence
+
+
+ROLLING = {"kind": "rolling", "max_surge": 1, "max_unavailable": 0}
+
+
+async def test_a_first_rolling_deploy_starts_readies_and_promotes(world: World):
+    await world.deploy(ROLLING)
+    manager = world.manager()
+    fence = await claimed(manager, world)
+    acts = await world.drive(manager, fence, Phase.SUCCEEDED)
+    # A healthy instance is made ready before the next one starts (rules in order).
+    assert acts == [
+        Act.BEGIN,
+        Act.START,
+        Act.READY,
+        Act.START,
+        Act.READY,
+        Act.PROMOTE,
+        Act.FINISH,
+    ]
+    env = await world.env()
+    assert (env.revision, env.stable_slot) == (1, "a")
+    assert len(world.target.live()) == 2
+
+
+async def test_rolling_replaces_in_place_one_at_a_time_within_the_surge(world: World):
+    await world.deploy(ROLLING)
+    manager = world.manager()
+    fence = await claimed(manager, world)
+    await world.drive(manager, fence, Phase.SUCCEEDED)
+    await world.deploy(ROLLING)
+    acts = await world.drive(manager, fence, Phase.SUCCEEDED, number=2)
+    # max_surge 1: one new instance at a time, each ready before an old one drains.
+    assert acts == [
+        Act.BEGIN,
+        Act.START,
+        Act.READY,
+        Act.DRAIN,
+        Act.STOP,
+        Act.START,
+        Act.READY,
+        Act.DRAIN,
+        Act.STOP,
+        Act.PROMOTE,
+        Act.FINISH,
+    ]
+    assert len(world.target.live()) == 2
+
+
+async def test_blue_green_waits_for_promotion_then_switches_and_keeps_the_old_warm(
+    world: World,
+):
+    manager = world.manager()
+    await world.deploy(ROLLING)
+    fence = await claimed(manager, world)
+    await world.drive(manager, fence, Phase.SUCCEEDED)
+    await world.deploy({"kind": "blue-green", "scale_down_delay": 30.0})
+    acts = await world.drive(manager, fence, Phase.PAUSED, number=2)
+    assert acts == [Act.BEGIN, Act.START, Act.READY, Act.START, Act.READY, Act.PAUSE]
+    assert (await world.env()).canary_share == 0, "the preview takes no traffic"
+    await world.control(Control.PROMOTE)
+    acts = await world.drive(manager, fence, Phase.SUCCEEDED, number=2)
+    assert acts == [Act.ADVANCE, Act.SPLIT, Act.PROMOTE, Act.FINISH]
+    env = await world.env()
+    assert (env.revision, env.stable_slot, env.canary_share) == (2, "b", 0)
+    assert env.warm_digest == (await world.deployment(1)).digest
+    assert len(world.target.live()) == 4, "the old stack stays warm for scale_down_delay"
+
+
+async def test_canary_moves_the_split_step_by_step(world: World):
+    manager = world.manager()
+    await world.deploy(ROLLING)
+    fence = await claimed(manager, world)
+    await world.drive(manager, fence, Phase.SUCCEEDED)
+    steps = [{"weight": 20.0}, {"pause": None}, {"weight": 50.0}]
+    await world.deploy({"kind": "canary", "steps": steps})
+    acts = await world.drive(manager, fence, Phase.PAUSED, number=2)
+    assert acts == [
+        Act.BEGIN,
+        Act.START,
+        Act.READY,
+        Act.START,
+        Act.READY,
+        Act.SPLIT,
+        Act.ADVANCE,
+        Act.PAUSE,
+    ]
+    assert (await world.env()).canary_share == 2_000
+    await world.control(Control.PROMOTE)
+    acts = await world.drive(manager, fence, Phase.SUCCEEDED, number=2)
+    assert acts == [
+        Act.ADVANCE,
+        Act.SPLIT,
+        Act.ADVANCE,
+        Act.SPLIT,
+        Act.PROMOTE,
+        Act.FINISH,
+    ]
+    assert (await world.env()).revision == 2
+
+
+async def test_an_unhealthy_canary_is_aborted_pinned_and_the_traffic_stays_stable(
+    world: World,
+):
+    manager = world.manager()
+    await world.deploy(ROLLING)
+    fence = await claimed(manager, world)
+    await world.drive(manager, fence, Phase.SUCCEEDED)
+    bad = await world.deploy({"kind": "canary", "steps": [{"weight": 50.0}]}, **{UNHEALTHY: "1"})
+    acts = await world.drive(manager, fence, Phase.ABORTED, number=2)
+    assert acts[:3] == [Act.BEGIN, Act.START, Act.START]
+    assert Act.SPLIT not in acts, "an instance that never became ready took no traffic"
+    assert acts[-1] is Act.FINISH
+    row = await world.deployment(2)
+    assert "failed 2 health checks" in row.message
+    async with world.db.transaction() as session:
+        pin = await deployments.pin_of(session, world.env_id, bad.digest)
+    assert pin is not None and pin.pinned_by == "conveyor (health check)"
+    acts = await world.drive(manager, fence)
+    assert acts.count(Act.STOP) == 2, "the canary's instances are removed"
+    assert (await world.env()).revision == 1
+
+
+async def test_a_crashing_canary_is_restarted_then_aborted(world: World):
+    manager = world.manager()
+    await world.deploy(ROLLING)
+    fence = await claimed(manager, world)
+    await world.drive(manager, fence, Phase.SUCCEEDED)
+    await world.deploy({"kind": "canary", "steps": [{"pause": None}]}, **{CRASH_S: "0"})
+    acts = await world.drive(manager, fence, Phase.ABORTED, number=2)
+    assert acts.count(Act.RESTART) >= 3, "max_restarts 2: restarted until past it"
+    assert "crashed" in (await world.deployment(2)).message
+
+
+async def test_a_dead_stable_instance_is_restarted(world: World):
+    manager = world.manager()
+    await world.deploy(ROLLING)
+    fence = await claimed(manager, world)
+    await world.drive(manager, fence, Phase.SUCCEEDED)
+    victim = next(iter(world.target.by_instance))
+    world.target.crash(victim)
+    acts = await world.drive(manager, fence, check_traffic=False)
+    assert acts == [Act.RESTART, Act.READY]
+    assert len(world.target.live()) == 2
+
+
+async def test_abort_sends_the_canary_share_back_first(world: World):
+    manager = world.manager()
+    await world.deploy(ROLLING)
+    fence = await claimed(manager, world)
+    await world.drive(manager, fence, Phase.SUCCEEDED)
+    await world.deploy({"kind": "canary", "steps": [{"weight": 30.0}, {"pause": None}]})
+    await world.drive(manager, fence, Phase.PAUSED, number=2)
+    await world.control(Control.ABORT)
+    acts = await world.drive(manager, fence, Phase.ABORTED, number=2)
+    assert acts == [Act.SPLIT, Act.FINISH]
+    assert (await world.env()).canary_share == 0
+
+
+async def test_pause_and_resume_go_through_the_guarded_phases(world: World):
+    manager = world.manager()
+    await world.deploy(ROLLING)
+    fence = await claimed(manager, world)
+    await world.drive(manager, fence, Phase.SUCCEEDED)
+    await world.deploy({"kind": "canary", "steps": [{"weight": 30.0}, {"weight": 60.0}]})
+    await world.manager().reconcile(world.env_id, fence)  # BEGIN
+    paused = await world.control(Control.PAUSE)
+    assert (paused.phase, paused.paused_by_user, paused.pause_reason) == ("paused", True, "user")
+    held = await world.drive(manager, fence)  # until a pass has nothing to do
+    assert held == [Act.START, Act.READY, Act.START, Act.READY], "instances, but no step"
+    assert (await world.deployment(2)).phase == "paused"
+    assert (await world.env()).canary_share == 0
+    resumed = await world.control(Control.RESUME)
+    assert (resumed.phase, resumed.paused_by_user) == ("progressing", False)
+    with pytest.raises(requests.DeployRefused, match="not paused by"):
+        await world.control(Control.RESUME)
+    await world.drive(manager, fence, Phase.SUCCEEDED, number=2)
+
+
+async def test_a_phase_change_outside_the_transitions_is_rejected(world: World):
+    made = await world.deploy(ROLLING)
+    async with world.db.transaction() as session:
+        with pytest.raises(deployments.PhaseChangeRejected):
+            await deployments.change_phase(session, made.id, Phase.SUCCEEDED)
+        assert not await deployments.change_phase(session, made.id, Phase.PAUSED, strict=False)
+    assert (await world.deployment(1)).phase == "pending"
+
+
+async def test_a_router_that_died_is_synced_again(world: World):
+    manager = world.manager()
+    await world.deploy(ROLLING)
+    fence = await claimed(manager, world)
+    await world.drive(manager, fence, Phase.SUCCEEDED)
+    world.router.crash()
+    await manager.reconcile(world.env_id, fence)  # sees it down (OSError), marks dirty
+    await manager.reconcile(world.env_id, fence)  # syncs every route again
+    assert world.router.running() and world.router.syncs == 2
+    key = records.route_key(await world.env())
+    assert world.router.pick(key, 0.5) is not None
+
+
+# -- intents, leases and fencing, on SQLite and PostgreSQL -----------------------------
+
+
+async def test_an_intent_left_open_by_a_dead_driver_is_done_once_by_the_next(shared: World):
+    world = shared
+    await world.deploy(ROLLING)
+    first = world.manager("replica-a", lease_s=0.2)
+    fence = await claimed(first, world)
+    async with world.db.transaction() as session:
+        driven = await first.load(session, world.env_id)
+    world_view, _ = await first._observe(world.env_id, fence, driven)
+    # Replica a records BEGIN's intent and dies before carrying it out.
+    await first._intend(world.env_id, fence, driven, Action(Act.BEGIN, numbers=(1,)), world_view)
+    second = world.manager("replica-b")
+    await _wait_lease_free(world)
+    taken = await claimed(second, world)
+    assert taken == fence + 1
+    redone = await second.reconcile(world.env_id, taken)
+    assert redone is not None and redone.act is Act.BEGIN
+    assert second.stats.redone == 1
+    assert (await world.deployment(1)).phase == "progressing"
+    acts = await world.drive(second, taken, Phase.SUCCEEDED)
+    assert Act.BEGIN not in acts, "the redone intent is not taken again"
+
+
+async def test_a_started_instance_is_adopted_not_started_twice_on_redo(shared: World):
+    world = shared
+    await world.deploy(ROLLING)
+    first = world.manager("replica-a", lease_s=0.2)
+    fence = await claimed(first, world)
+    await first.reconcile(world.env_id, fence)  # BEGIN
+    async with world.db.transaction() as session:
+        driven = await first.load(session, world.env_id)
+    view, _ = await first._observe(world.env_id, fence, driven)
+    start = Action(Act.START, slot="a", digest=driven.plan_row.digest)  # type: ignore[union-attr]
+    intent, params = await first._intend(world.env_id, fence, driven, start, view)
+    # The process started, and replica a died before marking the intent done.
+    async with world.db.transaction() as session:
+        row = await environments.instance(session, _uuid(params["new_instance"]))
+    assert row is not None
+
+    await _launch(first.context, Effect(world.env_id, fence, driven, start, params, intent), row)
+    assert len(world.target.starts) == 1
+    second = world.manager("replica-b")
+    await _wait_lease_free(world)
+    taken = await claimed(second, world)
+    await world.drive(second, taken, Phase.SUCCEEDED)
+    assert len(world.target.starts) == 2, "one adopted, one more started for replicas: 2"
+
+
+async def test_a_replica_that_lost_its_lease_writes_nothing(shared: World):
+    world = shared
+    await world.deploy(ROLLING)
+    stale = world.manager("replica-a", lease_s=0.2)
+    old = await claimed(stale, world)
+    await _wait_lease_free(world)
+    fresh = world.manager("replica-b")
+    new = await claimed(fresh, world)
+    assert new == old + 1
+    with pytest.raises(EnvironmentLeaseLost):
+        await stale.reconcile(world.env_id, old)
+    assert (await world.deployment(1)).phase == "pending", "the stale pass changed nothing"
+    async with world.db.transaction() as session:
+        assert not await environments.renew_lease(session, world.env_id, old, "replica-a", 1)
+        assert await environments.renew_lease(session, world.env_id, new, "replica-b", 30)
+    await world.drive(fresh, new, Phase.SUCCEEDED)
+
+
+async def test_a_free_environment_is_claimed_by_one_replica_only(shared: World):
+    world = shared
+    await world.deploy(ROLLING)
+    managers = [world.manager(f"replica-{n}") for n in range(3)]
+    claims = []
+    for manager in managers:
+        async with world.db.transaction() as session:
+            claims.append(await environments.claim_free(session, manager.owner, 30))
+    assert [len(c) for c in claims] == [1, 0, 0]
+
+
+async def _wait_lease_free(world: World) -> None:
+    async def free() -> bool:
+        env = await world.env()
+        return env.lease_until is None or as_utc(env.lease_until) < utcnow()
+
+    await wait_until_async(free, timeout=5)
+
+
+def _uuid(value: object) -> uuid.UUID:
+    return uuid.UUID(str(value))
