@@ -9,44 +9,31 @@ interval, and waiting runners are woken.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import uuid
-from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import psycopg
-from sqlalchemy import select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
-
+from conveyor.domain import fair_share
 from conveyor.domain.failure import FailureClass
 from conveyor.domain.retry import retry_due
 from conveyor.domain.status import JobStatus
-from conveyor.pipeline.plan import Plan, job_from_json
+from conveyor.pipeline.plan import Plan, PlannedJob, job_from_json
 from conveyor.pipeline.progress import settle
+from conveyor.pipeline.schema import ConcurrencyPolicy
 from conveyor.pipeline.triggers import EventKind
 from conveyor.protocol.errors import NotYours, StaleLease
 from conveyor.protocol.runner import Assignment, AttemptOutcome
-from conveyor.scheduler.queue import GROUP_FREE, lock_group, newest_wins, next_pending
-from conveyor.storage.database import Database
-from conveyor.storage.jobs import TransitionRejected, move_job, sources_of, try_move
+from conveyor.scheduler.wakeup import Wakeup
+from conveyor.storage import jobs, notify, queue
+from conveyor.storage.database import Database, Session
+from conveyor.storage.jobs import Ended, TransitionRejected, move_job, sources_of
 from conveyor.storage.logs import append_chunk, log_end
 from conveyor.storage.runs import CreatedRun, create_run, release_dedupe_key
 from conveyor.storage.secrets import SecretBox
-from conveyor.storage.tables import (
-    Job,
-    JobAttempt,
-    Project,
-    Run,
-    RunnerRow,
-    Secret,
-    Team,
-    utcnow,
-)
+from conveyor.storage.tables import Job, Project, RunnerRow, utcnow
 
 LEASE_S = 15.0
 NOTIFY_CHANNEL = "conveyor_jobs"
@@ -64,48 +51,14 @@ class RunStart:
     pipeline: str
 
 
-class Wakeup:
-    """Wakes long-polling runner requests in this process when jobs become pending: as
-    many as there are new jobs, oldest waiter first, not all of them: a herd of requests
-    that all query for one job costs the database for nothing. When runners of several
-    kinds (team, labels) wait, twice as many, since a woken runner may not fit the job.
-    A request that was not woken still looks again every `recheck_s`."""
-
-    SLACK = 2
-
-    def __init__(self) -> None:
-        self._waiters: deque[tuple[asyncio.Future[None], Hashable]] = deque()
-        self.generation = 0
-        """Counts announcements: a claim that found nothing at generation g will find
-        nothing again for the same kind of runner until it changes."""
-
-    def notify(self, jobs: int = 1) -> None:
-        self.generation += 1
-        kinds = {kind for _, kind in self._waiters}
-        wake = jobs * (self.SLACK if len(kinds) > 1 else 1)
-        woken = 0
-        while self._waiters and woken < wake:
-            waiter, _ = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                woken += 1
-
-    async def wait(self, timeout: float, kind: Hashable = None) -> None:
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (waiter, kind)
-        self._waiters.append(entry)
-        try:
-            await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            return
-        finally:
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(entry)
-
-
 def _kind(runner: RunnerRow) -> tuple[uuid.UUID | None, tuple[str, ...]]:
     """What decides which jobs a runner may take: its team and its labels."""
     return runner.team_id, tuple(sorted(runner.labels or ()))
+
+
+def newest_wins(job: PlannedJob) -> bool:
+    """A job whose concurrency group keeps only the newest pending job."""
+    return job.concurrency is not None and job.concurrency.policy is ConcurrencyPolicy.NEWEST_WINS
 
 
 def _owned(
@@ -149,31 +102,21 @@ class Scheduler:
 
     # -- wake-ups across replicas --------------------------------------------------------
 
-    async def _announce(self, session: AsyncSession, jobs: int = 1) -> None:
+    async def _announce(self, session: Session, count: int = 1) -> None:
         """On PostgreSQL, tell every replica (at commit) how many jobs became pending."""
         if not self.db.is_sqlite:
-            await session.execute(
-                text("SELECT pg_notify(:channel, :jobs)"),
-                {"channel": NOTIFY_CHANNEL, "jobs": f"{self.origin}:{jobs}"},
-            )
+            await notify.announce(session, NOTIFY_CHANNEL, f"{self.origin}:{count}")
 
     async def listen(self) -> None:
         """On PostgreSQL, wake this replica's waiting runners whenever any replica
-        announces pending jobs. Reconnects after errors; runs until cancelled."""
+        announces pending jobs (storage.notify reconnects after errors); runs until
+        cancelled."""
         if self.db.is_sqlite:
             return
-        conninfo = self.db.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    async for note in conn.notifies():
-                        origin, _, jobs = note.payload.rpartition(":")
-                        if origin != self.origin:
-                            self.wakeup.notify(int(jobs) if jobs.isdigit() else 1)
-            except psycopg.Error as exc:
-                log.warning("LISTEN %s lost (%s); reconnecting", NOTIFY_CHANNEL, exc)
-                await asyncio.sleep(1.0)
+        async for payload in notify.listen(self.db, NOTIFY_CHANNEL):
+            origin, _, count = payload.rpartition(":")
+            if origin != self.origin:
+                self.wakeup.notify(int(count) if count.isdigit() else 1)
 
     # -- runs ------------------------------------------------------------------------
 
@@ -226,27 +169,12 @@ class Scheduler:
         return out
 
     async def _supersede(
-        self, session: AsyncSession, project_id: uuid.UUID, ref: str, newest: uuid.UUID
+        self, session: Session, project_id: uuid.UUID, ref: str, newest: uuid.UUID
     ) -> int:
         """A new run on a ref cancels the unfinished `interruptible` jobs of the older runs
         on that ref (GitLab's auto-cancel); jobs that are not interruptible, such as
         deploys, carry on. Returns how many jobs of those runs became pending."""
-        unfinished = [s.value for s in JobStatus if not s.is_final]
-        # Only interruptible jobs are read: a backlog of others on the ref (deploys, or a
-        # project that turned interruptible off) costs nothing per new run.
-        rows = (
-            await session.execute(
-                select(Job.id, Job.run_id)
-                .join(Run, Run.id == Job.run_id)
-                .where(
-                    Run.project_id == project_id,
-                    Run.ref == ref,
-                    Run.id != newest,
-                    Job.status.in_(unfinished),
-                    Job.spec["interruptible"].as_boolean().is_(True),
-                )
-            )
-        ).all()
+        rows = await jobs.interruptible_on_ref(session, project_id, ref, newest)
         touched: set[uuid.UUID] = set()
         for job_id, run_id in rows:
             try:
@@ -272,30 +200,19 @@ class Scheduler:
             await self._announce(session)
         self.wakeup.notify()
 
-    async def advance(self, session: AsyncSession, run_id: uuid.UUID) -> int:
+    async def advance(self, session: Session, run_id: uuid.UUID) -> int:
         """Move every `created` job of a run that can move; returns how many became
         pending. Repeats until nothing changes, so skips cascade in one call.
 
         A run with no job left in `created` costs one indexed query; only then are the
         jobs' specs read, so finishing the jobs of a wide run stays linear."""
-        waiting = await session.scalar(
-            select(Job.id)
-            .where(Job.run_id == run_id, Job.status == JobStatus.CREATED.value)
-            .limit(1)
-        )
-        if waiting is None:
+        if not await jobs.has_created(session, run_id):
             return 0
-        rows = (
-            await session.execute(
-                select(Job.id, Job.name, Job.status, Job.spec).where(Job.run_id == run_id)
-            )
-        ).all()
+        rows = await jobs.run_jobs(session, run_id)
         ids = {row.name: row.id for row in rows}
-        statuses = {row.name: JobStatus(row.status) for row in rows}
+        statuses = {row.name: row.status for row in rows}
         created = {
-            row.name: job_from_json(row.spec)
-            for row in rows
-            if row.status == JobStatus.CREATED.value
+            row.name: job_from_json(row.spec) for row in rows if row.status is JobStatus.CREATED
         }
         moves = settle(
             created,
@@ -320,10 +237,7 @@ class Scheduler:
         """Cancel every job of the run that has not finished; returns how many."""
         count = 0
         async with self.db.transaction() as session:
-            rows = await session.execute(select(Job.id, Job.status).where(Job.run_id == run_id))
-            for job_id, status in rows.all():
-                if JobStatus(status).is_final:
-                    continue
+            for job_id in await jobs.unfinished_of_run(session, run_id):
                 await move_job(
                     session, job_id, JobStatus.CANCELED, reason="canceled", finished_at=utcnow()
                 )
@@ -346,58 +260,55 @@ class Scheduler:
     async def claim(self, runner: RunnerRow) -> Assignment | None:
         """Lease the next job to a runner, or None when nothing is pending for it.
 
-        Fair share: among the teams with pending jobs, the one with the fewest running
-        jobs goes first, then the one served least recently, so teams take turns and a
-        team that queues 10,000 jobs delays another team's single job by one pass at most.
-        Within a team, the oldest queued job goes first.
+        Fair share (domain.fair_share): among the teams with pending jobs and room under
+        their quota, the one with the fewest running jobs goes first, then the one served
+        least recently, so teams take turns and a team that queues 10,000 jobs delays
+        another team's single job by one pass at most. Within a team, the oldest queued
+        job goes first.
         """
         postgres = not self.db.is_sqlite
         generation = self.wakeup.generation
         # Not durable: a lease lost in a database crash leaves the job pending, and it
         # runs again (at least once, as after a lost runner).
         async with self.db.transaction(durable=False) as session:
-            now = utcnow()
-
-            async def take(job: Job) -> bool:
-                await lock_group(session, job, postgres=postgres)
-                return await try_move(
-                    session,
-                    job.id,
-                    JobStatus.RUNNING,
-                    expect_fence=job.fence,
-                    guard=GROUP_FREE,
-                    fence=job.fence + 1,
-                    attempt=job.attempt + 1,
-                    runner_id=runner.id,
-                    lease_expires_at=now + timedelta(seconds=self.lease_s),
-                    started_at=now,
-                )
-
             self.claims += 1
-            job = await next_pending(session, runner, take, postgres=postgres)
+            job = await self._lease_next(session, runner, postgres=postgres)
             if job is None:
                 self.empty_claims += 1
                 self._empty[_kind(runner)] = generation
                 return None
             return await self._assignment(session, job.id)
 
-    async def _supersede_group(self, session: AsyncSession, newest: uuid.UUID) -> int:
+    async def _lease_next(
+        self, session: Session, runner: RunnerRow, *, postgres: bool
+    ) -> Job | None:
+        """The first candidate, team by team in fair order, that the guarded UPDATE
+        leases to the runner."""
+        order = await queue.pending_teams(session, runner)
+        if fair_share.needs_turns(order):
+            running = await queue.running_by_team(session)
+            order = fair_share.eligible(order, running)
+            if len(order) > 1:
+                served = await queue.last_served(session, [q.team_id for q in order])
+                order = fair_share.fair_order(order, running, served)
+        now = utcnow()
+        for team in order:
+            for job in await queue.candidates(session, runner, team.team_id, postgres=postgres):
+                leased = await queue.lease(
+                    session, job, runner, lease_s=self.lease_s, now=now, postgres=postgres
+                )
+                if leased:
+                    return job
+        return None
+
+    async def _supersede_group(self, session: Session, newest: uuid.UUID) -> int:
         """`newest-wins`: a job that becomes pending skips the older pending jobs of its
         group (the running one finishes; the newest always runs next, so none starves).
         Returns how many jobs of their runs became pending (`when: always`)."""
-        job = await session.get(Job, newest)
+        job = await jobs.job(session, newest)
         if job is None or job.concurrency_group is None:
             return 0
-        older = (
-            await session.execute(
-                select(Job.id, Job.run_id).where(
-                    Job.team_id == job.team_id,
-                    Job.concurrency_group == job.concurrency_group,
-                    Job.status == JobStatus.PENDING.value,
-                    Job.id != newest,
-                )
-            )
-        ).all()
+        older = await jobs.pending_in_group(session, job.team_id, job.concurrency_group, newest)
         for job_id, _ in older:
             await move_job(
                 session,
@@ -408,22 +319,10 @@ class Scheduler:
             )
         return sum([await self.advance(session, run_id) for _, run_id in older])
 
-    async def _assignment(self, session: AsyncSession, job_id: uuid.UUID) -> Assignment:
-        # The job with its run, project, team and the project's secrets (one row each).
-        rows = (
-            await session.execute(
-                select(Job, Run, Project, Team, Secret)
-                .join(Run, Run.id == Job.run_id)
-                .join(Project, Project.id == Run.project_id)
-                .join(Team, Team.id == Job.team_id)
-                .outerjoin(Secret, Secret.project_id == Project.id)
-                .where(Job.id == job_id)
-                .execution_options(populate_existing=True)
-            )
-        ).all()
-        job, run, project, team, _ = rows[0]
-        found = [row[4] for row in rows if row[4] is not None]
-        secrets = self.secrets.open_all(project.id, found) if self.secrets else {}
+    async def _assignment(self, session: Session, job_id: uuid.UUID) -> Assignment:
+        found = await jobs.leased(session, job_id)
+        job, run, project, team = found.job, found.run, found.project, found.team
+        secrets = self.secrets.open_all(project.id, found.secrets) if self.secrets else {}
         return Assignment(
             secrets=secrets,
             # A first attempt's log starts empty; a retry continues after the last one's.
@@ -451,33 +350,21 @@ class Scheduler:
         Raises StaleLease when the runner no longer holds the job, NotYours when the job
         was never leased to `runner_id` (when given)."""
         async with self.db.transaction() as session:
-            guard = [Job.id == job_id, Job.fence == fence, Job.status == JobStatus.RUNNING.value]
-            if runner_id is not None:
-                guard.append(Job.runner_id == runner_id)
-            result = await session.execute(
-                update(Job)
-                .where(*guard)
-                .values(lease_expires_at=utcnow() + timedelta(seconds=self.lease_s))
-                .execution_options(synchronize_session=False)
-            )
-            if result.rowcount == 1:  # type: ignore[attr-defined]
+            until = utcnow() + timedelta(seconds=self.lease_s)
+            if await jobs.renew(session, job_id, fence, runner_id, until):
                 return False
             return await self._canceled_or_stale(session, job_id, fence, runner_id)
 
     async def _canceled_or_stale(
         self,
-        session: AsyncSession,
+        session: Session,
         job_id: uuid.UUID,
         fence: int,
         runner_id: uuid.UUID | None,
     ) -> bool:
-        row = (
-            await session.execute(
-                select(Job.status, Job.fence, Job.runner_id).where(Job.id == job_id)
-            )
-        ).first()
+        row = await jobs.lease_state(session, job_id)
         _owned(job_id, row.runner_id if row else None, runner_id, exists=row is not None)
-        if row is not None and row.fence == fence and row.status == JobStatus.CANCELED.value:
+        if row is not None and row.fence == fence and row.status is JobStatus.CANCELED:
             return True
         raise StaleLease(f"job {job_id}: fencing token {fence} is stale")
 
@@ -491,15 +378,9 @@ class Scheduler:
     ) -> None:
         """Store a log chunk at its byte offset; a re-sent chunk is written once."""
         async with self.db.transaction() as session:
-            row = (
-                await session.execute(
-                    select(Job.team_id, Job.fence, Job.status, Job.runner_id).where(
-                        Job.id == job_id
-                    )
-                )
-            ).first()
+            row = await jobs.lease_state(session, job_id)
             _owned(job_id, row.runner_id if row else None, runner_id, exists=row is not None)
-            live = (JobStatus.RUNNING.value, JobStatus.CANCELED.value)
+            live = (JobStatus.RUNNING, JobStatus.CANCELED)
             if row is None or row.fence != fence or row.status not in live:
                 raise StaleLease(f"job {job_id}: fencing token {fence} is stale")
             await append_chunk(session, row.team_id, job_id, offset, data)
@@ -524,7 +405,7 @@ class Scheduler:
                 self._record_attempt(session, ended, outcome)
                 ready = await self.advance(session, run_id)
             else:
-                job = await session.get(Job, job_id)
+                job = await jobs.job(session, job_id)
                 _owned(job_id, job.runner_id if job else None, runner_id, exists=job is not None)
                 if job is None or job.fence != fence:
                     raise StaleLease(f"job {job_id}: fencing token {fence} is stale")
@@ -547,12 +428,12 @@ class Scheduler:
 
     async def _end_directly(
         self,
-        session: AsyncSession,
+        session: Session,
         job_id: uuid.UUID,
         fence: int,
         outcome: AttemptOutcome,
         runner_id: uuid.UUID | None,
-    ) -> Any:
+    ) -> Ended | None:
         """End a running job held at `fence` with an outcome that is never retried (it did
         not fail), in one guarded UPDATE that returns what the attempt row needs; None
         when the job is not in that state (the caller finds out why)."""
@@ -560,27 +441,19 @@ class Scheduler:
             outcome.status
         ):
             return None
-        guard = [Job.id == job_id, Job.fence == fence, Job.status == JobStatus.RUNNING.value]
-        if runner_id is not None:
-            guard.append(Job.runner_id == runner_id)
         cls = outcome.failure_class
-        ended = await session.execute(
-            update(Job)
-            .where(*guard)
-            .values(
-                status=outcome.status.value,
-                finished_at=utcnow(),
-                reason=outcome.detail,
-                exit_code=outcome.exit_code,
-                failure_class=cls.value if cls else None,
-                lease_expires_at=None,
-            )
-            .returning(Job.id, Job.team_id, Job.run_id, Job.attempt, Job.runner_id, Job.started_at)
-            .execution_options(synchronize_session=False)
+        return await jobs.end_running(
+            session,
+            job_id,
+            fence,
+            runner_id,
+            outcome.status,
+            reason=outcome.detail,
+            exit_code=outcome.exit_code,
+            failure_class=cls.value if cls else None,
         )
-        return ended.first()
 
-    async def _settle(self, session: AsyncSession, job: Job, outcome: AttemptOutcome) -> JobStatus:
+    async def _settle(self, session: Session, job: Job, outcome: AttemptOutcome) -> JobStatus:
         self._record_attempt(session, job, outcome)
         spec = job_from_json(job.spec)
         cls = outcome.failure_class
@@ -616,20 +489,15 @@ class Scheduler:
         return outcome.status
 
     @staticmethod
-    def _record_attempt(session: AsyncSession, job: Any, outcome: AttemptOutcome) -> None:
-        session.add(
-            JobAttempt(
-                team_id=job.team_id,
-                job_id=job.id,
-                number=job.attempt,
-                status=outcome.status.value,
-                exit_code=outcome.exit_code,
-                failure_class=outcome.failure_class.value if outcome.failure_class else None,
-                detail=outcome.detail,
-                reports=outcome.reports,
-                runner_id=job.runner_id,
-                started_at=job.started_at,
-            )
+    def _record_attempt(session: Session, job: Job | Ended, outcome: AttemptOutcome) -> None:
+        jobs.record_attempt(
+            session,
+            job,
+            outcome.status,
+            exit_code=outcome.exit_code,
+            failure_class=outcome.failure_class.value if outcome.failure_class else None,
+            detail=outcome.detail,
+            reports=outcome.reports,
         )
 
     async def expire_leases(self, now: datetime | None = None) -> int:
@@ -637,12 +505,7 @@ class Scheduler:
         per the job's policy. Returns how many were expired."""
         moment = now or utcnow()
         async with self.db.transaction() as session:
-            query = select(Job.id, Job.fence).where(
-                Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < moment
-            )
-            if not self.db.is_sqlite:
-                query = query.with_for_update(skip_locked=True)
-            expired = (await session.execute(query)).all()
+            expired = await jobs.expired_leases(session, moment, skip_locked=not self.db.is_sqlite)
         lost = AttemptOutcome(
             status=JobStatus.FAILED,
             failure_class=FailureClass.RUNNER_LOST,

@@ -10,13 +10,15 @@ the same job.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.domain.status import JOB_TRANSITIONS, JobStatus
-from conveyor.storage.tables import Job
+from conveyor.storage.tables import Job, JobAttempt, Project, Run, Secret, Team, utcnow
 
 
 class TransitionRejected(Exception):
@@ -80,3 +82,221 @@ async def try_move(
         statement = statement.where(guard)
     result = await session.execute(statement.execution_options(synchronize_session=False))
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+# -- what the scheduler reads and writes about jobs ------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """A job of a run as `advance` needs it."""
+
+    id: uuid.UUID
+    name: str
+    status: JobStatus
+    spec: dict[str, Any]
+
+
+async def job(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
+    found: Job | None = await session.get(Job, job_id)
+    return found
+
+
+async def has_created(session: AsyncSession, run_id: uuid.UUID) -> bool:
+    """Whether any job of the run is still in `created` (one indexed query)."""
+    waiting = await session.scalar(
+        select(Job.id).where(Job.run_id == run_id, Job.status == JobStatus.CREATED.value).limit(1)
+    )
+    return waiting is not None
+
+
+async def run_jobs(session: AsyncSession, run_id: uuid.UUID) -> list[JobState]:
+    rows = await session.execute(
+        select(Job.id, Job.name, Job.status, Job.spec).where(Job.run_id == run_id)
+    )
+    return [JobState(r.id, r.name, JobStatus(r.status), r.spec) for r in rows.all()]
+
+
+async def unfinished_of_run(session: AsyncSession, run_id: uuid.UUID) -> list[uuid.UUID]:
+    rows = await session.execute(select(Job.id, Job.status).where(Job.run_id == run_id))
+    return [job_id for job_id, status in rows.all() if not JobStatus(status).is_final]
+
+
+async def interruptible_on_ref(
+    session: AsyncSession, project_id: uuid.UUID, ref: str, newest: uuid.UUID
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """(job, run) of the unfinished `interruptible` jobs of the project's other runs on
+    `ref`. Only those are read (the JSON test is in SQL): a backlog of others on the ref
+    costs nothing per new run."""
+    unfinished = [s.value for s in JobStatus if not s.is_final]
+    rows = await session.execute(
+        select(Job.id, Job.run_id)
+        .join(Run, Run.id == Job.run_id)
+        .where(
+            Run.project_id == project_id,
+            Run.ref == ref,
+            Run.id != newest,
+            Job.status.in_(unfinished),
+            Job.spec["interruptible"].as_boolean().is_(True),
+        )
+    )
+    return [(job_id, run_id) for job_id, run_id in rows.all()]
+
+
+async def pending_in_group(
+    session: AsyncSession, team_id: uuid.UUID, group: str, besides: uuid.UUID
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """(job, run) of the other pending jobs of a team's concurrency group."""
+    rows = await session.execute(
+        select(Job.id, Job.run_id).where(
+            Job.team_id == team_id,
+            Job.concurrency_group == group,
+            Job.status == JobStatus.PENDING.value,
+            Job.id != besides,
+        )
+    )
+    return [(job_id, run_id) for job_id, run_id in rows.all()]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseState:
+    """Who holds a job, under which fence, in which status."""
+
+    team_id: uuid.UUID
+    status: JobStatus
+    fence: int
+    runner_id: uuid.UUID | None
+
+
+async def lease_state(session: AsyncSession, job_id: uuid.UUID) -> LeaseState | None:
+    row = (
+        await session.execute(
+            select(Job.team_id, Job.status, Job.fence, Job.runner_id).where(Job.id == job_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    return LeaseState(row.team_id, JobStatus(row.status), row.fence, row.runner_id)
+
+
+async def renew(
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    fence: int,
+    runner_id: uuid.UUID | None,
+    until: datetime,
+) -> bool:
+    """Extend a running job's lease held at `fence` (by `runner_id`, when given)."""
+    guard = [Job.id == job_id, Job.fence == fence, Job.status == JobStatus.RUNNING.value]
+    if runner_id is not None:
+        guard.append(Job.runner_id == runner_id)
+    result = await session.execute(
+        update(Job)
+        .where(*guard)
+        .values(lease_expires_at=until)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """What the attempt row needs of a job that ended in one UPDATE … RETURNING."""
+
+    id: uuid.UUID
+    team_id: uuid.UUID
+    run_id: uuid.UUID
+    attempt: int
+    runner_id: uuid.UUID | None
+    started_at: datetime | None
+
+
+async def end_running(
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    fence: int,
+    runner_id: uuid.UUID | None,
+    status: JobStatus,
+    **values: Any,
+) -> Ended | None:
+    """End a running job held at `fence` in one guarded UPDATE that returns what the
+    attempt row needs; None when the job is not in that state."""
+    guard = [Job.id == job_id, Job.fence == fence, Job.status == JobStatus.RUNNING.value]
+    if runner_id is not None:
+        guard.append(Job.runner_id == runner_id)
+    ended = await session.execute(
+        update(Job)
+        .where(*guard)
+        .values(status=status.value, finished_at=utcnow(), lease_expires_at=None, **values)
+        .returning(Job.id, Job.team_id, Job.run_id, Job.attempt, Job.runner_id, Job.started_at)
+        .execution_options(synchronize_session=False)
+    )
+    row = ended.first()
+    return Ended(*row) if row is not None else None
+
+
+def record_attempt(
+    session: AsyncSession,
+    job: Job | Ended,
+    status: JobStatus,
+    *,
+    exit_code: int | None,
+    failure_class: str | None,
+    detail: str,
+    reports: dict[str, Any],
+) -> None:
+    """The attempt's row (written with the transaction that ends or retries the job)."""
+    session.add(
+        JobAttempt(
+            team_id=job.team_id,
+            job_id=job.id,
+            number=job.attempt,
+            status=status.value,
+            exit_code=exit_code,
+            failure_class=failure_class,
+            detail=detail,
+            reports=reports,
+            runner_id=job.runner_id,
+            started_at=job.started_at,
+        )
+    )
+
+
+async def expired_leases(
+    session: AsyncSession, moment: datetime, *, skip_locked: bool
+) -> list[tuple[uuid.UUID, int]]:
+    """(job, fence) of the running jobs whose lease ran out before `moment`."""
+    query = select(Job.id, Job.fence).where(
+        Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < moment
+    )
+    if skip_locked:
+        query = query.with_for_update(skip_locked=True)
+    return [(job_id, fence) for job_id, fence in (await session.execute(query)).all()]
+
+
+@dataclass(frozen=True)
+class Leased:
+    """A leased job with everything its assignment names."""
+
+    job: Job
+    run: Run
+    project: Project
+    team: Team
+    secrets: list[Secret]
+
+
+async def leased(session: AsyncSession, job_id: uuid.UUID) -> Leased:
+    """The job with its run, project, team and the project's secrets, in one join."""
+    rows = (
+        await session.execute(
+            select(Job, Run, Project, Team, Secret)
+            .join(Run, Run.id == Job.run_id)
+            .join(Project, Project.id == Run.project_id)
+            .join(Team, Team.id == Job.team_id)
+            .outerjoin(Secret, Secret.project_id == Project.id)
+            .where(Job.id == job_id)
+            .execution_options(populate_existing=True)
+        )
+    ).all()
+    job_row, run, project, team, _ = rows[0]
+    return Leased(job_row, run, project, team, [r[4] for r in rows if r[4] is not None])

@@ -1,0 +1,138 @@
+"""The queries of a claim: the teams with pending jobs and their quotas, running counts
+and turns, a team's candidate jobs (labels tested in SQL on PostgreSQL), and the guarded
+UPDATE that leases one. The order of the teams is decided by domain.fair_share."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, cast, exists, func, literal, or_, select, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import aliased
+
+from conveyor.domain.fair_share import TeamQueue
+from conveyor.domain.status import JobStatus
+from conveyor.storage.database import Session
+from conveyor.storage.jobs import try_move
+from conveyor.storage.tables import Job, RunnerRow, Team
+
+LABEL_SCAN = 50
+"""How many of a team's oldest pending jobs a claim looks through on SQLite for one whose
+labels the runner has."""
+
+
+def _pending(team_id: uuid.UUID | None) -> list[ColumnElement[bool]]:
+    where = [Job.status == JobStatus.PENDING.value]
+    if team_id is not None:
+        where.append(Job.team_id == team_id)
+    return where
+
+
+async def pending_teams(session: Session, runner: RunnerRow) -> list[TeamQueue]:
+    """The teams with pending jobs this runner may take, with each one's oldest queued
+    time and quota, in one aggregate over the (status, team, queued_at) index."""
+    found = await session.execute(
+        select(Job.team_id, func.min(Job.queued_at), Team.max_running)
+        .join(Team, Team.id == Job.team_id)
+        .where(*_pending(runner.team_id))
+        .group_by(Job.team_id, Team.max_running)
+    )
+    # A pending job always has its queued_at (every move to pending sets it).
+    return [TeamQueue(team, oldest, quota) for team, oldest, quota in found.all() if oldest]
+
+
+async def running_by_team(session: Session) -> dict[uuid.UUID, int]:
+    rows = await session.execute(
+        select(Job.team_id, func.count())
+        .where(Job.status == JobStatus.RUNNING.value)
+        .group_by(Job.team_id)
+    )
+    return {team: count for team, count in rows.all()}
+
+
+async def last_served(
+    session: Session, teams: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, datetime | None]:
+    """When each team's most recent job started, in one grouped query."""
+    rows = await session.execute(
+        select(Job.team_id, func.max(Job.started_at))
+        .where(Job.team_id.in_(list(teams)))
+        .group_by(Job.team_id)
+    )
+    served: dict[uuid.UUID, datetime | None] = dict.fromkeys(teams)
+    served.update({team: started for team, started in rows.all()})
+    return served
+
+
+def _group_free() -> ColumnElement[bool]:
+    other = aliased(Job)
+    busy = exists().where(
+        other.team_id == Job.team_id,
+        other.concurrency_group == Job.concurrency_group,
+        other.status == JobStatus.RUNNING.value,
+    )
+    return or_(Job.concurrency_group.is_(None), ~busy)
+
+
+GROUP_FREE = _group_free()
+"""True for a job outside any concurrency group, or whose group has nothing running.
+Built once: an aliased class costs more to make than the claim's queries to send."""
+
+
+async def candidates(
+    session: Session, runner: RunnerRow, team_id: uuid.UUID, *, postgres: bool
+) -> list[Job]:
+    """The team's oldest pending jobs whose group is free and whose labels the runner
+    has. On PostgreSQL the labels are tested in SQL and the one candidate is locked with
+    SKIP LOCKED, so concurrent claims each lock a different job and none fails its
+    UPDATE. SQLite has one writer at a time: LABEL_SCAN jobs are read and the labels
+    tested here; a candidate another claim took meanwhile then fails `lease`."""
+    have = set(runner.labels or [])
+    query = (
+        select(Job)
+        .where(*_pending(runner.team_id), GROUP_FREE, Job.team_id == team_id)
+        .order_by(Job.queued_at)  # the index order: the walk stops at the limit
+    )
+    if postgres:
+        labels = func.coalesce(cast(Job.spec, JSONB)["labels"], literal([], JSONB))
+        query = (
+            query.where(labels.contained_by(literal(sorted(have), JSONB)))
+            .limit(1)
+            .with_for_update(skip_locked=True, of=Job)
+        )
+    else:
+        query = query.limit(LABEL_SCAN)
+    jobs = (await session.execute(query)).scalars()
+    return [job for job in jobs if set(job.spec.get("labels", ())) <= have]
+
+
+async def lease(
+    session: Session,
+    job: Job,
+    runner: RunnerRow,
+    *,
+    lease_s: float,
+    now: datetime,
+    postgres: bool,
+) -> bool:
+    """Lease `job` to `runner`: pending → running with the next fencing token, guarded
+    by its status, its fence and its concurrency group being free. False when another
+    claim got there first. On PostgreSQL, claims of one concurrency group take turns
+    (an advisory lock until commit), so the guard sees the other claim's running job."""
+    if job.concurrency_group is not None and postgres:
+        key = f"{job.team_id}/{job.concurrency_group}"
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+    return await try_move(
+        session,
+        job.id,
+        JobStatus.RUNNING,
+        expect_fence=job.fence,
+        guard=GROUP_FREE,
+        fence=job.fence + 1,
+        attempt=job.attempt + 1,
+        runner_id=runner.id,
+        lease_expires_at=now + timedelta(seconds=lease_s),
+        started_at=now,
+    )
