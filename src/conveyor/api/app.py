@@ -40,7 +40,7 @@ from conveyor.domain.roles import Role
 from conveyor.filelock import exclusive
 from conveyor.intake.inbox import Intake
 from conveyor.intake.schedules import Schedules
-from conveyor.intake.statuses import Statuses
+from conveyor.notify.statuses import Statuses
 from conveyor.scheduler.service import LEASE_S, Scheduler
 from conveyor.storage import artifacts as artifacts_store
 from conveyor.storage.database import Database, database_url

@@ -21,11 +21,10 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, cast
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
-
+from conveyor.domain.delivery import DeliveryState
 from conveyor.ids import new_id
 from conveyor.intake.providers import PROVIDERS
 from conveyor.intake.providers.base import Change, Look, PayloadError
@@ -34,10 +33,11 @@ from conveyor.pipeline.loader import LoadedPipeline, parse_pipeline
 from conveyor.pipeline.plan import Plan, compile_plan
 from conveyor.pipeline.triggers import Event, EventKind
 from conveyor.scheduler.service import RunStart, Scheduler
-from conveyor.storage.inbox import DeliveryWriter
+from conveyor.storage import inbox, projects
+from conveyor.storage.inbox import DeliveryOutcome, DeliveryWriter
 from conveyor.storage.runs import CreatedRun
 from conveyor.storage.secrets import SecretBox
-from conveyor.storage.tables import Delivery, Project, Team, as_utc, utcnow
+from conveyor.storage.tables import Delivery, Project, as_utc, utcnow
 from conveyor.vcs import GitError, GitMirror
 
 log = logging.getLogger("conveyor.intake")
@@ -130,17 +130,6 @@ class HookTarget:
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """What processing a delivery came to, to record on it."""
-
-    delivery: uuid.UUID
-    state: str
-    """done | failed"""
-    lines: list[str]
-    runs: list[str]
-
-
-@dataclass(frozen=True)
 class Planned:
     """A change whose run is planned, to start with the rest of the batch."""
 
@@ -161,7 +150,7 @@ class Prepared:
     def planned(self) -> list[Planned]:
         return [line for line in self.lines if isinstance(line, Planned)]
 
-    def outcome(self, created: list[CreatedRun]) -> Outcome:
+    def outcome(self, created: list[CreatedRun]) -> DeliveryOutcome:
         """The outcome once its runs are started (`created`, in the order planned)."""
         out: list[str] = []
         runs: list[str] = []
@@ -174,11 +163,11 @@ class Prepared:
             verb = "started" if run.created else "already started by an earlier delivery:"
             out.append(f"{line.where}: run {verb} {run.run_id} ({line.how})")
             runs.append(str(run.run_id))
-        return Outcome(self.delivery, "done", out or ["nothing to do"], runs)
+        return DeliveryOutcome(self.delivery, DeliveryState.DONE, out or ["nothing to do"], runs)
 
-    def failed(self, reason: str) -> Outcome:
+    def failed(self, reason: str) -> DeliveryOutcome:
         done = [line for line in self.lines if isinstance(line, str)]
-        return Outcome(self.delivery, "failed", [*done, reason], [])
+        return DeliveryOutcome(self.delivery, DeliveryState.FAILED, [*done, reason], [])
 
 
 def _internal(exc: BaseException) -> str:
@@ -255,7 +244,7 @@ class Intake:
                 "event": look.event[:200],
                 "headers": {k: headers[k] for k in KEPT_HEADERS if k in headers},
                 "body": body,
-                "state": "received",
+                "state": DeliveryState.RECEIVED.value,
                 "attempts": 0,
                 "not_before": now,
                 "outcome": [],
@@ -276,11 +265,7 @@ class Intake:
         if cached is not None and cached.fetched > time.monotonic() - TARGET_TTL_S:
             return cached
         async with self.db.transaction() as session:
-            row = await session.scalar(
-                select(Project)
-                .join(Team, Team.id == Project.team_id)
-                .where(Team.name == team, Project.name == name)
-            )
+            row = await projects.by_name(session, team, name)
         if row is None:
             self._targets.pop((team, name), None)
             raise IntakeError(404, "not_found", f"no project {team}/{name}")
@@ -318,12 +303,12 @@ class Intake:
         to be claimed again, and starting their runs again finds the same runs (the
         dedupe key)."""
         claimed = await self._claim()
-        outcomes: list[Outcome] = []
+        outcomes: list[DeliveryOutcome] = []
         prepared: list[Prepared] = []
         for delivery, project in claimed:
             await self._acknowledgements_first()
             result = await self.prepare(delivery, project)
-            if isinstance(result, Outcome):
+            if isinstance(result, DeliveryOutcome):
                 outcomes.append(result)
             elif result is not None:
                 prepared.append(result)
@@ -342,35 +327,17 @@ class Intake:
 
     async def _claim(self) -> list[tuple[Delivery, Project]]:
         """The next batch of deliveries due, with their projects, claimed for CLAIM_S."""
-        now = utcnow()
         # Not durable: a claim lost in a database crash is made again.
         async with self.db.transaction(durable=False) as session:
-            query = (
-                select(Delivery, Project)
-                .join(Project, Project.id == Delivery.project_id)
-                .where(Delivery.state == "received", Delivery.not_before <= now)
-                .order_by(Delivery.not_before)
-                .limit(self.batch)
+            return await inbox.claim_due(
+                session, limit=self.batch, hold_s=CLAIM_S, skip_locked=not self.db.is_sqlite
             )
-            if not self.db.is_sqlite:
-                query = query.with_for_update(skip_locked=True, of=Delivery)
-            rows = [(delivery, project) for delivery, project in (await session.execute(query))]
-            ids = [delivery.id for delivery, _ in rows]
-            if ids:
-                await session.execute(
-                    update(Delivery)
-                    .where(Delivery.id.in_(ids))
-                    .values(
-                        not_before=now + timedelta(seconds=CLAIM_S),
-                        attempts=Delivery.attempts + 1,
-                    )
-                    .execution_options(synchronize_session=False)
-                )
-        return rows
 
-    async def prepare(self, delivery: Delivery, project: Project) -> Prepared | Outcome | None:
+    async def prepare(
+        self, delivery: Delivery, project: Project
+    ) -> Prepared | DeliveryOutcome | None:
         """Translate one claimed delivery and plan its runs: what is left is to start
-        them (Prepared), or the outcome already (Outcome), or None when it is left to
+        them (Prepared), or the outcome already (DeliveryOutcome), or None when it is left to
         retry."""
         lines: list[str | Planned] = []
         try:
@@ -381,7 +348,9 @@ class Intake:
             for change in translation.changes:
                 lines.append(await self._plan(project, change))
         except PayloadError as exc:
-            return Outcome(delivery.id, "failed", [f"unexpected payload: {exc}"], [])
+            return DeliveryOutcome(
+                delivery.id, DeliveryState.FAILED, [f"unexpected payload: {exc}"], []
+            )
         except GitError as exc:
             return await self._retry(delivery.id, delivery.attempts + 1, f"git: {exc}")
         except Exception as exc:  # a bug: record it on the delivery instead of retrying forever
@@ -389,7 +358,7 @@ class Intake:
             return Prepared(delivery.id, project, lines).failed(_internal(exc))
         return Prepared(delivery.id, project, lines)
 
-    async def _start_all(self, prepared: list[Prepared]) -> list[Outcome]:
+    async def _start_all(self, prepared: list[Prepared]) -> list[DeliveryOutcome]:
         """Start the planned runs of a batch in one transaction. Should that fail, each
         delivery is started on its own, so that one bad delivery fails alone."""
         starts = [
@@ -507,50 +476,27 @@ class Intake:
         files = await mirror.changed_files(merge_base, sha)
         return files, f"{len(files)} changed files since the merge-base with {branch}"
 
-    async def _finish(self, outcomes: list[Outcome]) -> None:
+    async def _finish(self, outcomes: list[DeliveryOutcome]) -> None:
         """Record the outcomes of a batch, in one statement run for each."""
         if not outcomes:
             return
-        table = cast(Table, Delivery.__table__)  # Core: one statement, many parameter sets
-        statement = (
-            update(table)
-            .where(table.c.id == bindparam("delivery"), table.c.state == "received")
-            .values(
-                state=bindparam("new_state"),
-                outcome=bindparam("lines"),
-                runs=bindparam("run_ids"),
-                processed_at=bindparam("at"),
-            )
-        )
-        now = utcnow()
         async with self.db.transaction() as session:
-            await session.execute(
-                statement,
-                [
-                    {
-                        "delivery": o.delivery,
-                        "new_state": o.state,
-                        "lines": o.lines,
-                        "run_ids": o.runs,
-                        "at": now,
-                    }
-                    for o in outcomes
-                ],
-            )
+            await inbox.record_outcomes(session, outcomes)
 
-    async def _retry(self, delivery_id: uuid.UUID, attempts: int, error: str) -> Outcome | None:
+    async def _retry(
+        self, delivery_id: uuid.UUID, attempts: int, error: str
+    ) -> DeliveryOutcome | None:
         """A passing failure (the repository could not be fetched): back off and retry,
         up to MAX_ATTEMPTS (then the outcome is a failure)."""
         if attempts >= MAX_ATTEMPTS:
-            return Outcome(
-                delivery_id, "failed", [f"gave up after {attempts} attempts: {error}"], []
+            return DeliveryOutcome(
+                delivery_id,
+                DeliveryState.FAILED,
+                [f"gave up after {attempts} attempts: {error}"],
+                [],
             )
         delay = min(2.0**attempts, 300.0)
         async with self.db.transaction() as session:
-            await session.execute(
-                update(Delivery)
-                .where(Delivery.id == delivery_id, Delivery.state == "received")
-                .values(not_before=utcnow() + timedelta(seconds=delay), outcome=[error])
-            )
+            await inbox.postpone(session, delivery_id, delay, error)
         log.warning("delivery %s: %s; retrying in %.0fs", delivery_id, error, delay)
         return None

@@ -22,14 +22,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from croniter import croniter
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from conveyor.intake.inbox import Intake
 from conveyor.pipeline.plan import compile_plan
 from conveyor.pipeline.schema import ScheduleEntry
 from conveyor.pipeline.triggers import Event, EventKind
-from conveyor.storage.tables import Project, ScheduleFire, as_utc, utcnow
+from conveyor.storage import projects, schedules
+from conveyor.storage.tables import Project, as_utc, utcnow
 from conveyor.vcs import GitError, GitMirror
 
 log = logging.getLogger("conveyor.schedules")
@@ -89,9 +88,9 @@ class Schedules:
         """One pass over every project's schedules."""
         moment = now or utcnow()
         async with self.db.transaction() as session:
-            projects = list((await session.scalars(select(Project))).all())
+            every = await projects.all_projects(session)
         fired: list[Fired] = []
-        for project in projects:
+        for project in every:
             try:
                 fired += await self._project(project, moment)
             except GitError as exc:
@@ -134,8 +133,7 @@ class Schedules:
 
     async def _handled(self, project: Project, key: str, slot: datetime) -> bool:
         async with self.db.transaction() as session:
-            found = await session.get(ScheduleFire, (project.id, key, slot))
-        return found is not None
+            return await schedules.fired(session, project.id, key, slot)
 
     async def _fire(
         self, project: Project, mirror: GitMirror, branch: str, key: str, slot: datetime
@@ -161,11 +159,5 @@ class Schedules:
                 outcome = f"run {run_id}" + ("" if created.created else " (fired elsewhere)")
             else:
                 outcome = "not triggered: " + "; ".join(plan.trigger.reasons)
-        try:
-            async with self.db.transaction() as session:
-                session.add(
-                    ScheduleFire(project_id=project.id, entry=key, slot=slot, run_id=run_id)
-                )
-        except IntegrityError:
-            pass  # another replica recorded the same slot; the run is the same one
+        await schedules.record_fire(self.db, project.id, key, slot, run_id)
         return outcome

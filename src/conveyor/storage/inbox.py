@@ -1,4 +1,7 @@
-"""Storing webhook deliveries with group commit.
+"""The inbox's rows: deliveries stored with group commit, claimed in batches for
+processing, and their outcomes recorded.
+
+Storing: each acknowledgement must wait until its delivery is durable, but one transaction per
 
 Each acknowledgement must wait until its delivery is durable, but one transaction per
 delivery makes the database round trips the bottleneck. Deliveries that arrive while a
@@ -11,11 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import timedelta
+from typing import Any, cast
 
-from conveyor.storage.database import Database, insert_for
-from conveyor.storage.tables import Delivery
+from sqlalchemy import Table, bindparam, select, update
+
+from conveyor.domain.delivery import DeliveryState
+from conveyor.storage.database import Database, Session, insert_for
+from conveyor.storage.tables import Delivery, Project, utcnow
 
 MAX_BATCH = 256
 KEY = ("project_id", "provider", "delivery_key")
@@ -84,3 +92,97 @@ class DeliveryWriter:
         for waiting in batch:
             new = waiting.key in inserted and first[waiting.key] is waiting
             waiting.done.set_result(waiting.values["id"] if new else None)
+
+
+# -- processing ------------------------------------------------------------------------
+
+
+async def claim_due(
+    session: Session, *, limit: int, hold_s: float, skip_locked: bool
+) -> list[tuple[Delivery, Project]]:
+    """The next deliveries due, oldest first, with their projects, claimed for `hold_s`
+    (their `not_before` pushed forward, one more attempt counted) in two statements."""
+    now = utcnow()
+    query = (
+        select(Delivery, Project)
+        .join(Project, Project.id == Delivery.project_id)
+        .where(Delivery.state == DeliveryState.RECEIVED.value, Delivery.not_before <= now)
+        .order_by(Delivery.not_before)
+        .limit(limit)
+    )
+    if skip_locked:
+        query = query.with_for_update(skip_locked=True, of=Delivery)
+    rows = [(delivery, project) for delivery, project in await session.execute(query)]
+    ids = [delivery.id for delivery, _ in rows]
+    if ids:
+        await session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids))
+            .values(not_before=now + timedelta(seconds=hold_s), attempts=Delivery.attempts + 1)
+            .execution_options(synchronize_session=False)
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    """What processing a delivery came to, to record on it."""
+
+    delivery: uuid.UUID
+    state: DeliveryState
+    lines: list[str]
+    runs: list[str]
+
+
+_RECORD = (
+    update(cast(Table, Delivery.__table__))  # Core: one statement, many parameter sets
+    .where(
+        cast(Table, Delivery.__table__).c.id == bindparam("delivery"),
+        cast(Table, Delivery.__table__).c.state == DeliveryState.RECEIVED.value,
+    )
+    .values(
+        state=bindparam("new_state"),
+        outcome=bindparam("lines"),
+        runs=bindparam("run_ids"),
+        processed_at=bindparam("at"),
+    )
+)
+
+
+async def record_outcomes(session: Session, outcomes: Sequence[DeliveryOutcome]) -> None:
+    """The outcomes of a batch, in one statement run for each (executemany)."""
+    now = utcnow()
+    await session.execute(
+        _RECORD,
+        [
+            {
+                "delivery": o.delivery,
+                "new_state": o.state.value,
+                "lines": o.lines,
+                "run_ids": o.runs,
+                "at": now,
+            }
+            for o in outcomes
+        ],
+    )
+
+
+async def postpone(session: Session, delivery_id: uuid.UUID, delay_s: float, note: str) -> None:
+    """Retry a received delivery after `delay_s`, noting why."""
+    await session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id, Delivery.state == DeliveryState.RECEIVED.value)
+        .values(not_before=utcnow() + timedelta(seconds=delay_s), outcome=[note])
+    )
+
+
+async def recent(session: Session, project_id: uuid.UUID, limit: int) -> list[Delivery]:
+    """The project's newest deliveries, newest first."""
+    return list(
+        await session.scalars(
+            select(Delivery)
+            .where(Delivery.project_id == project_id)
+            .order_by(Delivery.received_at.desc())
+            .limit(limit)
+        )
+    )

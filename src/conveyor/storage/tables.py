@@ -114,7 +114,7 @@ class Run(Base):
     reasons: Mapped[list[Any]] = mapped_column(default=list)
     status_reported: Mapped[str | None] = mapped_column(String(60), default=None)
     """The commit status last queued for the provider ("<run>|<required>"), for projects
-    that report statuses (intake.statuses)."""
+    that report statuses (notify.statuses)."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -35,7 +35,7 @@ from conveyor.api.state import Caller, Coordinator, State
 from conveyor.domain.roles import Role
 from conveyor.ids import new_id
 from conveyor.intake.inbox import new_hook_secret, seal_hook_secret
-from conveyor.intake.statuses import STATUS_TOKEN
+from conveyor.notify.statuses import STATUS_TOKEN
 from conveyor.pipeline.errors import PipelineInvalid
 from conveyor.pipeline.loader import parse_pipeline
 from conveyor.pipeline.plan import compile_plan

@@ -23,12 +23,12 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
 
-from conveyor.domain.status import JobOutcome, JobStatus, RunStatus, run_status
+from conveyor.domain.status import JobOutcome, RunStatus, run_status
+from conveyor.storage import jobs, statuses
 from conveyor.storage.database import Database
 from conveyor.storage.secrets import SecretBox
-from conveyor.storage.tables import Job, Project, Run, StatusReport, Team, utcnow
+from conveyor.storage.tables import Project, Run, StatusReport, Team, utcnow
 
 log = logging.getLogger("conveyor.statuses")
 STATUS_TOKEN = "status-token"
@@ -84,7 +84,7 @@ def is_bitbucket_data_center(api: str) -> bool:
 
 
 @dataclass(frozen=True)
-class Request:
+class StatusRequest:
     method: str
     url: str
     headers: dict[str, str]
@@ -93,7 +93,7 @@ class Request:
 
 def status_request(
     provider: str, api: str, repo: str, token: str, report: StatusReport, target_url: str
-) -> Request:
+) -> StatusRequest:
     """The HTTP request that reports one status, in the provider's documented format."""
     state = PROVIDER_STATE[provider][report.state]
     base = api.rstrip("/")
@@ -107,7 +107,7 @@ def status_request(
             if provider == "github"
             else {"Authorization": f"token {token}"}
         )
-        return Request(
+        return StatusRequest(
             "POST",
             f"{base}/repos/{repo}/statuses/{report.sha}",
             headers,
@@ -120,7 +120,7 @@ def status_request(
         )
     if provider == "gitlab":
         project = urllib.parse.quote(repo, safe="")
-        return Request(
+        return StatusRequest(
             "POST",
             f"{base}/projects/{project}/statuses/{report.sha}",
             {"PRIVATE-TOKEN": token},
@@ -135,7 +135,7 @@ def status_request(
     if provider == "bitbucket" and is_bitbucket_data_center(base):
         project_key, _, slug = repo.partition("/")
         quoted = [urllib.parse.quote(part, safe="") for part in (project_key, slug)]
-        return Request(
+        return StatusRequest(
             "POST",
             f"{base}/projects/{quoted[0]}/repos/{quoted[1]}/commits/{report.sha}/builds",
             {"Authorization": f"Bearer {token}"},
@@ -150,7 +150,7 @@ def status_request(
         )
     if provider == "bitbucket":
         key = report.context if len(report.context) <= 40 else report.context[-40:]
-        return Request(
+        return StatusRequest(
             "POST",
             f"{base}/repositories/{repo}/commit/{report.sha}/statuses/build",
             {"Authorization": f"Bearer {token}"},
@@ -205,62 +205,48 @@ class Statuses:
         """Queue a report for every active run whose state changed; returns how many."""
         queued = 0
         finished = [f"{a}|{b}" for a in FINAL for b in FINAL]
-        query = (
-            select(Run, Project, Team)
-            .join(Project, Project.id == Run.project_id)
-            .join(Team, Team.id == Run.team_id)
-            .where(
-                Project.status_api.is_not(None),
-                Project.provider != "git",
-                Run.created_at > utcnow() - timedelta(days=2),
-                Run.status_reported.is_(None) | Run.status_reported.not_in(finished),
-            )
-        )
-        if not self.db.is_sqlite:  # replicas reconcile different runs at the same time
-            query = query.with_for_update(skip_locked=True, of=Run)
+        since = utcnow() - timedelta(days=2)
         async with self.db.transaction() as session:
-            rows = (await session.execute(query)).all()
+            rows = await statuses.runs_to_reconcile(
+                session, finished, since, skip_locked=not self.db.is_sqlite
+            )
             for run, project, team in rows:
-                jobs = (
-                    await session.execute(
-                        select(Job.name, Job.status, Job.spec).where(Job.run_id == run.id)
-                    )
-                ).all()
-                outcomes = [
-                    (
-                        name,
-                        JobOutcome(JobStatus(status), bool(spec.get("allow_failure", False))),
-                    )
-                    for name, status, spec in jobs
-                ]
-                required = [
-                    (name, o)
-                    for (name, o), (_, _, spec) in zip(outcomes, jobs, strict=True)
-                    if spec.get("required_for_merge")
-                ]
-                overall = STATE[run_status(o for _, o in outcomes)]
-                gate = STATE[run_status(o for _, o in required)] if required else "skipped"
-                now_state = f"{overall}|{gate}"
-                if run.status_reported == now_state:
+                reports = self._reports(run, team, project, await jobs.run_jobs(session, run.id))
+                if reports is None:
                     continue
-                old_overall, _, old_gate = (run.status_reported or "|").partition("|")
-                if overall != old_overall:
-                    session.add(self._report(run, team, project, overall, _summary(outcomes)))
-                    queued += 1
-                if required and gate != old_gate:
-                    session.add(
-                        self._report(
-                            run,
-                            team,
-                            project,
-                            gate,
-                            _summary(required),
-                            f"conveyor/{team.name}/required",
-                        )
-                    )
-                    queued += 1
-                run.status_reported = now_state
+                state, due = reports
+                for report in due:
+                    statuses.queue_report(session, report)
+                queued += len(due)
+                await statuses.mark_reported(session, run, state)
         return queued
+
+    def _reports(
+        self, run: Run, team: Team, project: Project, states: list[jobs.JobState]
+    ) -> tuple[str, list[StatusReport]] | None:
+        """The run's state to record (`overall|required`) and the reports it makes due;
+        None when nothing changed since the last."""
+        outcomes = [
+            (j.name, JobOutcome(j.status, bool(j.spec.get("allow_failure", False)))) for j in states
+        ]
+        required = [
+            (name, o)
+            for (name, o), j in zip(outcomes, states, strict=True)
+            if j.spec.get("required_for_merge")
+        ]
+        overall = STATE[run_status(o for _, o in outcomes)]
+        gate = STATE[run_status(o for _, o in required)] if required else "skipped"
+        now_state = f"{overall}|{gate}"
+        if run.status_reported == now_state:
+            return None
+        old_overall, _, old_gate = (run.status_reported or "|").partition("|")
+        due = []
+        if overall != old_overall:
+            due.append(self._report(run, team, project, overall, _summary(outcomes)))
+        if required and gate != old_gate:
+            context = f"conveyor/{team.name}/required"
+            due.append(self._report(run, team, project, gate, _summary(required), context))
+        return now_state, due
 
     @staticmethod
     def _report(
@@ -284,23 +270,8 @@ class Statuses:
 
     async def send_due(self, limit: int = 50) -> int:
         """Send the reports that are due, oldest first; returns how many were sent."""
-        now = utcnow()
         async with self.db.transaction() as session:
-            query = (
-                select(StatusReport.id)
-                .where(StatusReport.sent_at.is_(None), StatusReport.next_at <= now)
-                .order_by(StatusReport.created_at)
-                .limit(limit)
-            )
-            if not self.db.is_sqlite:
-                query = query.with_for_update(skip_locked=True)
-            ids = list((await session.scalars(query)).all())
-            if ids:  # claimed: other replicas leave them alone for a minute
-                await session.execute(
-                    update(StatusReport)
-                    .where(StatusReport.id.in_(ids))
-                    .values(next_at=now + timedelta(seconds=60))
-                )
+            ids = await statuses.claim_due(session, limit, skip_locked=not self.db.is_sqlite)
         sent = 0
         for report_id in ids:
             sent += await self._send(report_id)
@@ -308,10 +279,11 @@ class Statuses:
 
     async def _send(self, report_id: uuid.UUID) -> int:
         async with self.db.transaction() as session:
-            report = await session.get(StatusReport, report_id)
-            project = await session.get(Project, report.project_id) if report else None
-        if report is None or project is None or not project.status_api:
+            found = await statuses.with_project(session, report_id)
+        if found is None or not found[1].status_api:
             return 0
+        report, project = found
+        assert project.status_api is not None
         token = (
             self.box.open_blob(project.id, STATUS_TOKEN, project.status_token)
             if project.status_token
@@ -335,20 +307,14 @@ class Statuses:
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
         async with self.db.transaction() as session:
-            row = await session.get(StatusReport, report_id)
-            if row is None:
-                return 0
-            row.attempts += 1
-            if not error:
-                row.sent_at = utcnow()
-                row.last_error = ""
-                return 1
-            row.last_error = error
-            if row.attempts >= MAX_ATTEMPTS:
-                row.sent_at = utcnow()
-                row.last_error = f"gave up after {row.attempts} attempts: {error}"
-            else:
-                delay = min(self.backoff_s * 2 ** (row.attempts - 1), 600.0)
-                row.next_at = utcnow() + timedelta(seconds=delay)
+            await statuses.record_send(
+                session, report_id, error, give_up_after=MAX_ATTEMPTS, delay_for=self._delay
+            )
+        if not error:
+            return 1
         log.warning("status %s to %s: %s", report_id, request.url, error)
         return 0
+
+    def _delay(self, attempts: int) -> float:
+        """Exponential backoff, at most 10 minutes."""
+        return float(min(self.backoff_s * 2 ** (attempts - 1), 600.0))

@@ -1,0 +1,103 @@
+"""The commit-status outbox's rows: the runs whose reported state may be stale, the
+queued reports, their claims, and what each send came to."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+
+from conveyor.storage.database import Session
+from conveyor.storage.tables import Project, Run, StatusReport, Team, utcnow
+
+CLAIM_S = 60
+"""A claimed report is left alone by other replicas this long."""
+
+
+async def runs_to_reconcile(
+    session: Session, finished: list[str], since: datetime, *, skip_locked: bool
+) -> list[tuple[Run, Project, Team]]:
+    """The runs since `since` of projects that report statuses, whose last reported
+    state is not one of `finished` (locked with SKIP LOCKED on PostgreSQL, so replicas
+    reconcile different runs at the same time)."""
+    query = (
+        select(Run, Project, Team)
+        .join(Project, Project.id == Run.project_id)
+        .join(Team, Team.id == Run.team_id)
+        .where(
+            Project.status_api.is_not(None),
+            Project.provider != "git",
+            Run.created_at > since,
+            Run.status_reported.is_(None) | Run.status_reported.not_in(finished),
+        )
+    )
+    if skip_locked:
+        query = query.with_for_update(skip_locked=True, of=Run)
+    return [(run, project, team) for run, project, team in (await session.execute(query)).all()]
+
+
+def queue_report(session: Session, report: StatusReport) -> None:
+    session.add(report)
+
+
+async def mark_reported(session: Session, run: Run, state: str) -> None:
+    """What was last queued for the run (`overall|required`)."""
+    await session.execute(update(Run).where(Run.id == run.id).values(status_reported=state))
+    run.status_reported = state
+
+
+async def claim_due(session: Session, limit: int, *, skip_locked: bool) -> list[uuid.UUID]:
+    """The reports due, oldest first, claimed for CLAIM_S."""
+    now = utcnow()
+    query = (
+        select(StatusReport.id)
+        .where(StatusReport.sent_at.is_(None), StatusReport.next_at <= now)
+        .order_by(StatusReport.created_at)
+        .limit(limit)
+    )
+    if skip_locked:
+        query = query.with_for_update(skip_locked=True)
+    ids = list((await session.scalars(query)).all())
+    if ids:
+        await session.execute(
+            update(StatusReport)
+            .where(StatusReport.id.in_(ids))
+            .values(next_at=now + timedelta(seconds=CLAIM_S))
+        )
+    return ids
+
+
+async def with_project(
+    session: Session, report_id: uuid.UUID
+) -> tuple[StatusReport, Project] | None:
+    report = await session.get(StatusReport, report_id)
+    project = await session.get(Project, report.project_id) if report else None
+    if report is None or project is None:
+        return None
+    return report, project
+
+
+async def record_send(
+    session: Session,
+    report_id: uuid.UUID,
+    error: str,
+    *,
+    give_up_after: int,
+    delay_for: Callable[[int], float],
+) -> None:
+    """One more attempt: sent (no `error`), given up after `give_up_after` attempts, or
+    due again after `delay_for(attempts)` seconds."""
+    row = await session.get(StatusReport, report_id)
+    if row is None:
+        return
+    row.attempts += 1
+    if not error:
+        row.sent_at, row.last_error = utcnow(), ""
+    elif row.attempts >= give_up_after:
+        row.sent_at = utcnow()
+        row.last_error = f"gave up after {row.attempts} attempts: {error}"
+    else:
+        row.last_error = error
+        row.next_at = utcnow() + timedelta(seconds=delay_for(row.attempts))
