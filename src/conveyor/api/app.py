@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI
-from sqlalchemy import select, text
 
 from conveyor import __version__
 from conveyor.api import errors, idempotency
@@ -43,15 +42,15 @@ from conveyor.intake.schedules import Schedules
 from conveyor.notify.statuses import Statuses
 from conveyor.scheduler.service import LEASE_S, Scheduler
 from conveyor.storage import artifacts as artifacts_store
-from conveyor.storage.database import Database, database_url
+from conveyor.storage import tokens
+from conveyor.storage.database import Database, database_url, ping
 from conveyor.storage.migrate import upgrade
 from conveyor.storage.secrets import SecretBox, load_key
-from conveyor.storage.tables import ApiToken, utcnow
+from conveyor.storage.tables import utcnow
 from conveyor.vcs import MirrorSet
 
 log = logging.getLogger("conveyor.api")
 ADMIN_TOKEN_FILE = "admin-token"
-BOOTSTRAP_LOCK = 0x436F6E77  # the advisory lock of the admin-token bootstrap
 
 
 @dataclass(frozen=True)
@@ -99,24 +98,16 @@ async def bootstrap_admin(db: Database, config: ServerConfig) -> str | None:
     or None when CONVEYOR_ADMIN_TOKEN was given or an admin token already existed."""
     async with db.transaction() as session:
         if not db.is_sqlite:
-            # Replicas starting together take turns here, so they neither collide on the
-            # same token nor each make an admin token of their own.
-            await session.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": BOOTSTRAP_LOCK}
-            )
+            await tokens.take_bootstrap_turn(session)
         if config.admin_token:
             digest = token_hash(config.admin_token)
-            if await session.scalar(select(ApiToken.id).where(ApiToken.token_hash == digest)):
-                return None
-            session.add(ApiToken(name="admin (env)", role=Role.ADMIN.label, token_hash=digest))
+            if await tokens.api_token(session, digest) is None:
+                tokens.add_api_token(session, None, "admin (env)", Role.ADMIN.label, digest)
             return None
-        exists = await session.scalar(
-            select(ApiToken.id).where(ApiToken.role == Role.ADMIN.label).limit(1)
-        )
-        if exists:
+        if await tokens.any_with_role(session, Role.ADMIN.label):
             return None
         token = new_token(ADMIN_PREFIX)
-        session.add(ApiToken(name="admin", role=Role.ADMIN.label, token_hash=token_hash(token)))
+        tokens.add_api_token(session, None, "admin", Role.ADMIN.label, token_hash(token))
     path = config.data_dir / ADMIN_TOKEN_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -321,7 +312,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def readyz() -> dict[str, str]:
         state: Coordinator = app.state.coordinator
         async with state.db.transaction() as session:
-            await session.scalar(select(1))
+            await ping(session)
         return {"status": "ready"}
 
     return app

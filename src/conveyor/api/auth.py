@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from fastapi import Request
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.api.errors import ApiError
 from conveyor.domain.roles import Role
-from conveyor.storage.tables import ApiToken, RunnerRow, as_utc, utcnow
+from conveyor.storage import tokens
+from conveyor.storage.database import Session
+from conveyor.storage.tables import RunnerRow, as_utc, utcnow
 
 ADMIN_PREFIX = "cvy_admin_"
 TEAM_PREFIX = "cvy_team_"
@@ -81,19 +81,17 @@ def bearer(request: Request) -> str:
     return token.strip()
 
 
-async def principal_for(session: AsyncSession, token: str) -> Principal:
+async def principal_for(session: Session, token: str) -> Principal:
     digest = token_hash(token)
     if token.startswith(RUNNER_PREFIX):
-        runner = await session.scalar(select(RunnerRow).where(RunnerRow.token_hash == digest))
+        runner = await tokens.runner(session, digest)
         if runner is None:
             raise ApiError(401, "unauthorized", "unknown runner token")
         now = utcnow()
-        if (
-            now - as_utc(runner.last_seen_at) > SEEN_EVERY
-        ):  # not a write on every request of a busy runner
-            runner.last_seen_at = now
+        if now - as_utc(runner.last_seen_at) > SEEN_EVERY:  # not a write per request
+            tokens.seen(runner, now)
         return Principal(role=Role.VIEWER, team_id=runner.team_id, runner=runner, subject=digest)
-    row = await session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
+    row = await tokens.api_token(session, digest)
     if row is None:
         raise ApiError(401, "unauthorized", "unknown or revoked token")
     return Principal(role=Role.parse(row.role), team_id=row.team_id, subject=digest)

@@ -5,16 +5,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
 from conveyor.artifacts.blobs import BlobError
 from conveyor.deploy.requests import DeployRefused
 from conveyor.protocol.errors import NotYours, StaleLease
+from conveyor.storage.database import UNAVAILABLE
+from conveyor.storage.deployments import PhaseChangeRejected
 from conveyor.storage.jobs import TransitionRejected
 from conveyor.storage.secrets import SecretKeyError
 
@@ -107,5 +107,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(SecretKeyError, _wrong_key)
     app.add_exception_handler(BlobError, _blob)
     app.add_exception_handler(DeployRefused, _refused)
-    for kind in (OperationalError, InterfaceError, psycopg.OperationalError, ConnectionError):
+    app.add_exception_handler(PhaseChangeRejected, _conflict)
+    for kind in UNAVAILABLE:
         app.add_exception_handler(kind, _database_down)

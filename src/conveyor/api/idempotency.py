@@ -24,14 +24,13 @@ from typing import Any
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
 
 from conveyor.api.auth import Principal
 from conveyor.api.errors import ApiError
 from conveyor.api.state import Coordinator
+from conveyor.storage import idempotency as records
 from conveyor.storage.database import Database
-from conveyor.storage.tables import IdempotencyRecord, utcnow
+from conveyor.storage.idempotency import KeyOf
 
 KEY_TTL = timedelta(hours=24)
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -39,11 +38,7 @@ _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 async def purge_expired(db: Database, now: datetime) -> int:
     """Delete every record older than KEY_TTL; returns how many."""
-    async with db.transaction() as session:
-        result = await session.execute(
-            delete(IdempotencyRecord).where(IdempotencyRecord.created_at < now - KEY_TTL)
-        )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return await records.purge_older(db, now - KEY_TTL)
 
 
 def parse_key(raw: str) -> str:
@@ -78,46 +73,27 @@ async def once(
     """Run `act` once per (caller, route, key); repeats get the stored answer."""
     key = parse_key(raw_key)
     print_ = fingerprint(route, body.model_dump(mode="json"))
-    where = (
-        IdempotencyRecord.owner == who.subject,
-        IdempotencyRecord.method == "POST",
-        IdempotencyRecord.route == route,
-        IdempotencyRecord.key == key,
-    )
-    async with state.db.transaction() as session:
-        await session.execute(
-            delete(IdempotencyRecord).where(
-                *where, IdempotencyRecord.created_at < utcnow() - KEY_TTL
-            )
-        )
-    try:
-        async with state.db.transaction() as session:
-            session.add(
-                IdempotencyRecord(
-                    owner=who.subject, method="POST", route=route, key=key, fingerprint=print_
-                )
-            )
-    except IntegrityError:
-        return await _repeat(state, where, print_)
+    of = KeyOf(who.subject, "POST", route, key)
+    if not await records.claim(state.db, of, print_, KEY_TTL):
+        return await _repeat(state, of, print_)
     try:
         result = await act()
     except ApiError as exc:
         if exc.status >= 500:
-            await _forget(state, where)
+            await records.forget(state.db, of)
             raise
-        await _remember(state, where, exc.status, {"error": exc.error, "detail": exc.detail})
+        await records.answer(state.db, of, exc.status, {"error": exc.error, "detail": exc.detail})
         raise
     except BaseException:
-        await _forget(state, where)
+        await records.forget(state.db, of)
         raise
     payload = result.model_dump(mode="json")
-    await _remember(state, where, status, payload)
+    await records.answer(state.db, of, status, payload)
     return JSONResponse(payload, status_code=status, headers={"Idempotency-Key": key})
 
 
-async def _repeat(state: Coordinator, where: Any, print_: str) -> JSONResponse:
-    async with state.db.transaction() as session:
-        record = await session.scalar(select(IdempotencyRecord).where(*where))
+async def _repeat(state: Coordinator, of: KeyOf, print_: str) -> JSONResponse:
+    record = await records.find(state.db, of)
     if record is None:  # expired and removed between our insert and this read
         raise ApiError(409, "conflict", "the request with this Idempotency-Key just expired")
     if record.fingerprint != print_:
@@ -137,16 +113,3 @@ async def _repeat(state: Coordinator, where: Any, print_: str) -> JSONResponse:
         status_code=record.status_code,
         headers={"Idempotency-Key": record.key, "Idempotent-Replayed": "true"},
     )
-
-
-async def _remember(state: Coordinator, where: Any, status: int, response: Any) -> None:
-    async with state.db.transaction() as session:
-        record = await session.scalar(select(IdempotencyRecord).where(*where))
-        if record is not None:
-            record.status_code = status
-            record.response = response
-
-
-async def _forget(state: Coordinator, where: Any) -> None:
-    async with state.db.transaction() as session:
-        await session.execute(delete(IdempotencyRecord).where(*where))

@@ -15,8 +15,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from conveyor.artifacts import tarballs
+from conveyor.cli.client import JsonOpt, Remote, ServerOpt, TokenOpt, show
 from conveyor.cli.console import err, out
-from conveyor.cli.remote import JsonOpt, Remote, ServerOpt, TokenOpt, show
 
 app = typer.Typer(
     help="Artifacts: immutable, content-addressed build outputs.", no_args_is_help=True

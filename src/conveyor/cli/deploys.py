@@ -11,8 +11,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from conveyor.cli.client import JsonOpt, Remote, ServerOpt, TokenOpt, show
 from conveyor.cli.console import err, out
-from conveyor.cli.remote import JsonOpt, Remote, ServerOpt, TokenOpt, show
 
 ProjectArg = Annotated[str, typer.Argument(help="TEAM/PROJECT", metavar="TEAM/PROJECT")]
 EnvOpt = Annotated[str, typer.Option("--env", "-e", help="The environment.")]

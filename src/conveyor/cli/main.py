@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from conveyor import __version__
-from conveyor.cli import artifacts, deploys, loadgen, remote
+from conveyor.cli import artifacts, client, deploys, loadgen, processes
 from conveyor.cli.console import err, out
 from conveyor.cli.render import LiveObserver, render_errors, render_plan, render_summary
 from conveyor.config import Settings
@@ -24,8 +23,6 @@ from conveyor.pipeline.schema import PipelineSpec
 from conveyor.pipeline.triggers import Event, EventKind
 from conveyor.runner.attempt import RunOptions
 from conveyor.runner.local import LocalRun, RunResult
-from conveyor.storage.database import Database, DatabaseUrlError, database_url
-from conveyor.storage.migrate import current_revision, upgrade
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -196,35 +193,6 @@ def _exit_code(result: RunResult) -> int:
     }.get(result.status.value, EXIT_FAILED)
 
 
-db_app = typer.Typer(help="The database: migrations.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-
-
-@db_app.command("upgrade")
-def db_upgrade(
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="[env CONVEYOR_DATA_DIR]")
-    ] = None,
-) -> None:
-    """Apply the database migrations (SQLite in the data dir, or CONVEYOR_DATABASE_URL)."""
-    settings = Settings()
-    try:
-        url = database_url(data_dir or settings.data_dir, settings.database_url)
-    except DatabaseUrlError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(EXIT_INVALID) from exc
-    revision = asyncio.run(_upgrade(Database(url)))
-    out.print(f"database {escape(url.render_as_string())} is at revision {revision}")
-
-
-async def _upgrade(database: Database) -> str | None:
-    try:
-        await upgrade(database)
-        return await current_revision(database)
-    finally:
-        await database.dispose()
-
-
 def _load(file: Path) -> LoadedPipeline:
     try:
         return load_pipeline(file)
@@ -290,7 +258,8 @@ def _plan_dict(plan: Plan) -> dict[str, object]:
     }
 
 
-remote.register(app)
+client.register(app)
+processes.register(app)
 app.add_typer(artifacts.app, name="artifacts")
 app.command("load")(loadgen.load)
 deploys.register(app)

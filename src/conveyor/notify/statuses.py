@@ -218,7 +218,7 @@ class Statuses:
                 for report in due:
                     statuses.queue_report(session, report)
                 queued += len(due)
-                await statuses.mark_reported(session, run, state)
+                statuses.mark_reported(run, state)
         return queued
 
     def _reports(

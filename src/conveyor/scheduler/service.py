@@ -362,7 +362,7 @@ class Scheduler:
         fence: int,
         runner_id: uuid.UUID | None,
     ) -> bool:
-        row = await jobs.lease_state(session, job_id)
+        row = await jobs.brief(session, job_id)
         _owned(job_id, row.runner_id if row else None, runner_id, exists=row is not None)
         if row is not None and row.fence == fence and row.status is JobStatus.CANCELED:
             return True
@@ -378,7 +378,7 @@ class Scheduler:
     ) -> None:
         """Store a log chunk at its byte offset; a re-sent chunk is written once."""
         async with self.db.transaction() as session:
-            row = await jobs.lease_state(session, job_id)
+            row = await jobs.brief(session, job_id)
             _owned(job_id, row.runner_id if row else None, runner_id, exists=row is not None)
             live = (JobStatus.RUNNING, JobStatus.CANCELED)
             if row is None or row.fence != fence or row.status not in live:

@@ -16,9 +16,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+import psycopg
+from sqlalchemy import event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -162,3 +164,17 @@ class Database:
         await self.engine.dispose()
         if self.quick_engine is not self.engine:
             await self.quick_engine.dispose()
+
+
+async def ping(session: Session) -> None:
+    """One round trip to the database (`/readyz`)."""
+    await session.scalar(select(1))
+
+
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    ConnectionError,
+)
+"""What a call that could not reach the database raises (answered 503 by the API)."""

@@ -93,10 +93,8 @@ async def lock(session: Session, env_id: uuid.UUID) -> None:
     )
 
 
-async def set_queue_policy(session: Session, env: Environment, policy: QueuePolicy) -> None:
-    await session.execute(
-        update(Environment).where(Environment.id == env.id).values(queue_policy=policy.value)
-    )
+def set_queue_policy(env: Environment, policy: QueuePolicy) -> None:
+    """A loaded environment's queue policy (written when its session commits)."""
     env.queue_policy = policy.value
 
 

@@ -182,7 +182,7 @@ async def recent(session: Session, project_id: uuid.UUID, limit: int) -> list[De
         await session.scalars(
             select(Delivery)
             .where(Delivery.project_id == project_id)
-            .order_by(Delivery.received_at.desc())
+            .order_by(Delivery.received_at.desc(), Delivery.id.desc())
             .limit(limit)
         )
     )

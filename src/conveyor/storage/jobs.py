@@ -159,24 +159,46 @@ async def pending_in_group(
 
 
 @dataclass(frozen=True, slots=True)
-class LeaseState:
-    """Who holds a job, under which fence, in which status."""
+class JobBrief:
+    """A job's team and run, and who holds it under which fence, in which status."""
 
     team_id: uuid.UUID
+    run_id: uuid.UUID
     status: JobStatus
     fence: int
     runner_id: uuid.UUID | None
 
 
-async def lease_state(session: AsyncSession, job_id: uuid.UUID) -> LeaseState | None:
+async def brief(session: AsyncSession, job_id: uuid.UUID) -> JobBrief | None:
     row = (
         await session.execute(
-            select(Job.team_id, Job.status, Job.fence, Job.runner_id).where(Job.id == job_id)
+            select(Job.team_id, Job.run_id, Job.status, Job.fence, Job.runner_id).where(
+                Job.id == job_id
+            )
         )
     ).first()
     if row is None:
         return None
-    return LeaseState(row.team_id, JobStatus(row.status), row.fence, row.runner_id)
+    return JobBrief(row.team_id, row.run_id, JobStatus(row.status), row.fence, row.runner_id)
+
+
+async def status_of(session: AsyncSession, job_id: uuid.UUID) -> JobStatus | None:
+    found = await session.scalar(select(Job.status).where(Job.id == job_id))
+    return JobStatus(found) if found is not None else None
+
+
+async def with_run(session: AsyncSession, job_id: uuid.UUID) -> tuple[Job, Run, Project, Team]:
+    """The job with its run, project and team (the job exists)."""
+    job_row, run, project, team = (
+        await session.execute(
+            select(Job, Run, Project, Team)
+            .join(Run, Run.id == Job.run_id)
+            .join(Project, Project.id == Run.project_id)
+            .join(Team, Team.id == Project.team_id)
+            .where(Job.id == job_id)
+        )
+    ).one()
+    return job_row, run, project, team
 
 
 async def renew(

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import uuid
+from typing import Any
 
-from conveyor.storage.database import Session
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from conveyor.storage.database import Database, Session
 from conveyor.storage.tables import Project, Team
 
 
@@ -32,3 +36,65 @@ async def with_team(session: Session, team: str, name: str) -> tuple[Project, Te
 
 async def all_projects(session: Session) -> list[Project]:
     return list((await session.scalars(select(Project))).all())
+
+
+class AlreadyExists(Exception):
+    """A team or project of that name exists."""
+
+
+async def team_named(session: Session, name: str) -> Team | None:
+    found: Team | None = await session.scalar(select(Team).where(Team.name == name))
+    return found
+
+
+async def teams(session: Session, *, only: uuid.UUID | None, every: bool = False) -> list[Team]:
+    """Every team by name (`every`), else only team `only` (none for None)."""
+    query = select(Team).order_by(Team.name)
+    if not every:
+        query = query.where(Team.id == only)
+    return list((await session.scalars(query)).all())
+
+
+async def create_team(db: Database, name: str, max_running: int | None) -> Team:
+    """A new team (in its own transaction); AlreadyExists when the name is taken."""
+    try:
+        async with db.transaction() as session:
+            team = Team(name=name, max_running=max_running)
+            session.add(team)
+    except IntegrityError as exc:
+        raise AlreadyExists(f"team {name!r} exists") from exc
+    return team
+
+
+def set_quota(team: Team, max_running: int | None) -> None:
+    """A loaded team's quota (written when its session commits)."""
+    team.max_running = max_running
+
+
+async def create_project(db: Database, project: Project, team: str) -> None:
+    """Store a new project (in its own transaction); AlreadyExists when its name is
+    taken in the team."""
+    try:
+        async with db.transaction() as session:
+            session.add(project)
+    except IntegrityError as exc:
+        raise AlreadyExists(f"project {team}/{project.name} exists") from exc
+
+
+def change(project: Project, **values: Any) -> None:
+    """Change a loaded project's columns (retention, webhook secrets), written when its
+    session commits."""
+    for name, value in values.items():
+        setattr(project, name, value)
+
+
+async def listing(
+    session: Session, *, only: uuid.UUID | None, every: bool = False
+) -> list[tuple[Project, Team]]:
+    """Every project with its team by name (`every`), else only team `only`'s (none for
+    None)."""
+    query = select(Project, Team).join(Team, Team.id == Project.team_id)
+    if not every:
+        query = query.where(Team.id == only)
+    rows = await session.execute(query.order_by(Team.name, Project.name))
+    return [(project, team) for project, team in rows.all()]

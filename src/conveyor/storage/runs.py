@@ -17,7 +17,7 @@ from conveyor.ids import new_id, run_dedupe_key
 from conveyor.pipeline.plan import Plan, job_to_json
 from conveyor.pipeline.progress import Move
 from conveyor.storage.database import insert_for
-from conveyor.storage.tables import Job, Project, Run, utcnow
+from conveyor.storage.tables import Job, JobAttempt, Project, Run, Team, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,3 +111,79 @@ async def release_dedupe_key(session: AsyncSession, run_id: uuid.UUID) -> None:
     run = await session.get(Run, run_id)
     if run is not None:
         run.dedupe_key = None
+
+
+# -- what the API reads ----------------------------------------------------------------
+
+
+async def with_project(
+    session: AsyncSession, run_id: uuid.UUID
+) -> tuple[Run, Project, Team] | None:
+    row = (
+        await session.execute(
+            select(Run, Project, Team)
+            .join(Project, Project.id == Run.project_id)
+            .join(Team, Team.id == Run.team_id)
+            .where(Run.id == run_id)
+        )
+    ).first()
+    return (row[0], row[1], row[2]) if row is not None else None
+
+
+async def jobs_and_attempts(
+    session: AsyncSession, run_id: uuid.UUID
+) -> tuple[list[Job], list[JobAttempt]]:
+    """The run's jobs in the order they were planned, and all their attempts by number."""
+    jobs = list(
+        (
+            await session.scalars(
+                select(Job).where(Job.run_id == run_id).order_by(Job.created_at, Job.id)
+            )
+        ).all()
+    )
+    attempts = list(
+        (
+            await session.scalars(
+                select(JobAttempt)
+                .where(JobAttempt.job_id.in_([j.id for j in jobs]))
+                .order_by(JobAttempt.number)
+            )
+        ).all()
+    )
+    return jobs, attempts
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    """Which runs a page lists."""
+
+    team_id: uuid.UUID | None
+    """Only this team's runs (none for None), unless `every_team`."""
+    every_team: bool = False
+    project_id: uuid.UUID | None = None
+    ref: str | None = None
+    event: str | None = None
+
+
+async def newest_first(
+    session: AsyncSession, query: RunQuery, before: uuid.UUID | None, limit: int
+) -> list[tuple[Run, Project, Team]]:
+    """Up to `limit` runs older than `before` (UUIDv7 ids sort by time), newest first."""
+    statement = (
+        select(Run, Project, Team)
+        .join(Project, Project.id == Run.project_id)
+        .join(Team, Team.id == Run.team_id)
+        .order_by(Run.id.desc())
+    )
+    if query.project_id is not None:
+        statement = statement.where(Run.project_id == query.project_id)
+    if not query.every_team:
+        statement = statement.where(Run.team_id == query.team_id)
+    if query.ref is not None:
+        statement = statement.where(Run.ref == query.ref)
+    if query.event is not None:
+        statement = statement.where(Run.event == query.event)
+    if before is not None:
+        statement = statement.where(Run.id < before)
+    rows = await session.execute(statement.limit(limit))
+    return [(run, project, team) for run, project, team in rows.all()]

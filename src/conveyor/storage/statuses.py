@@ -42,9 +42,9 @@ def queue_report(session: Session, report: StatusReport) -> None:
     session.add(report)
 
 
-async def mark_reported(session: Session, run: Run, state: str) -> None:
-    """What was last queued for the run (`overall|required`)."""
-    await session.execute(update(Run).where(Run.id == run.id).values(status_reported=state))
+def mark_reported(run: Run, state: str) -> None:
+    """What was last queued for the run (`overall|required`), written when the session
+    that loaded the run commits."""
     run.status_reported = state
 
 

@@ -115,7 +115,7 @@ async def _deploy(
     async with state.db.transaction() as session:
         env = await requests.environment(session, row, body.environment, ports)
         if body.queue_policy is not None:
-            await deployments.set_queue_policy(session, env, QueuePolicy(body.queue_policy))
+            deployments.set_queue_policy(env, QueuePolicy(body.queue_policy))
         made = await requests.deploy(session, env, artifact, spec, strategy, who.display)
     state.deploy.poke(env.id)
     return deployment_out(made, env.name)

@@ -8,9 +8,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.api.auth import Principal
 from conveyor.api.errors import ApiError
@@ -40,7 +37,10 @@ from conveyor.pipeline.errors import PipelineInvalid
 from conveyor.pipeline.loader import parse_pipeline
 from conveyor.pipeline.plan import compile_plan
 from conveyor.pipeline.triggers import Event, EventKind
-from conveyor.storage.tables import Delivery, Project, Team, utcnow
+from conveyor.storage import inbox, projects
+from conveyor.storage.database import Session
+from conveyor.storage.projects import AlreadyExists
+from conveyor.storage.tables import Project, Team, utcnow
 from conveyor.vcs import GitError
 
 router = APIRouter(prefix="/api/v1/projects", tags=["projects"])
@@ -64,15 +64,9 @@ def _out(project: Project, team: Team, secret: str | None = None) -> ProjectOut:
 
 
 async def project_named(
-    session: AsyncSession, who: Principal, team: str, name: str, role: Role
+    session: Session, who: Principal, team: str, name: str, role: Role
 ) -> tuple[Project, Team]:
-    row = (
-        await session.execute(
-            select(Project, Team)
-            .join(Team, Team.id == Project.team_id)
-            .where(Team.name == team, Project.name == name)
-        )
-    ).first()
+    row = await projects.with_team(session, team, name)
     if row is None or not who.can_see(row[1].id):
         raise ApiError(404, "not_found", f"no project {team}/{name}")
     who.require(row[1].id, role, f"project {team}/{name}")
@@ -84,28 +78,26 @@ async def create_project(body: ProjectIn, state: State, who: Caller) -> ProjectO
     """Create a project. Its webhook secret is the one given, or a generated one that
     this answer shows once."""
     secret = body.webhook_secret or new_hook_secret()
+    async with state.db.transaction() as session:
+        team = await team_named(session, who, body.team, Role.MAINTAINER)
+    project = Project(
+        id=new_id(),
+        team_id=team.id,
+        name=body.name,
+        repo_url=body.repo_url,
+        config_path=body.config_path,
+        provider=body.provider,
+        artifact_retention_days=body.artifact_retention_days,
+    )
+    project.hook_secret = seal_hook_secret(state.secrets, project.id, secret)
+    if body.status is not None:
+        project.status_api = body.status.api_url
+        project.status_repo = body.status.repository
+        project.status_token = state.secrets.seal_blob(project.id, STATUS_TOKEN, body.status.token)
     try:
-        async with state.db.transaction() as session:
-            team = await team_named(session, who, body.team, Role.MAINTAINER)
-            project = Project(
-                id=new_id(),
-                team_id=team.id,
-                name=body.name,
-                repo_url=body.repo_url,
-                config_path=body.config_path,
-                provider=body.provider,
-                artifact_retention_days=body.artifact_retention_days,
-            )
-            project.hook_secret = seal_hook_secret(state.secrets, project.id, secret)
-            if body.status is not None:
-                project.status_api = body.status.api_url
-                project.status_repo = body.status.repository
-                project.status_token = state.secrets.seal_blob(
-                    project.id, STATUS_TOKEN, body.status.token
-                )
-            session.add(project)
-    except IntegrityError as exc:
-        raise ApiError(409, "conflict", f"project {body.team}/{body.name} exists") from exc
+        await projects.create_project(state.db, project, body.team)
+    except AlreadyExists as exc:
+        raise ApiError(409, "conflict", str(exc)) from exc
     return _out(project, team, secret if body.webhook_secret is None else None)
 
 
@@ -116,7 +108,7 @@ async def update_project(
     """Change the project's artifact retention (days)."""
     async with state.db.transaction() as session:
         row, team_row = await project_named(session, who, team, project, Role.MAINTAINER)
-        row.artifact_retention_days = body.artifact_retention_days
+        projects.change(row, artifact_retention_days=body.artifact_retention_days)
     return _out(row, team_row)
 
 
@@ -130,9 +122,12 @@ async def rotate_webhook_secret(
     until = utcnow() + timedelta(seconds=body.grace_seconds)
     async with state.db.transaction() as session:
         row, _ = await project_named(session, who, team, project, Role.MAINTAINER)
-        row.hook_secret_old = row.hook_secret
-        row.hook_secret_old_until = until
-        row.hook_secret = seal_hook_secret(state.secrets, row.id, secret)
+        projects.change(
+            row,
+            hook_secret_old=row.hook_secret,
+            hook_secret_old_until=until,
+            hook_secret=seal_hook_secret(state.secrets, row.id, secret),
+        )
     state.intake.forget(team, project)
     return RotateOut(webhook_secret=secret, previous_valid_until=until.isoformat())
 
@@ -148,12 +143,7 @@ async def list_deliveries(
     """The project's latest webhook deliveries, newest first, with what each started."""
     async with state.db.transaction() as session:
         row, _ = await project_named(session, who, team, project, Role.VIEWER)
-        rows = await session.scalars(
-            select(Delivery)
-            .where(Delivery.project_id == row.id)
-            .order_by(Delivery.received_at.desc(), Delivery.id.desc())
-            .limit(limit)
-        )
+        rows = await inbox.recent(session, row.id, limit)
         return [
             DeliveryOut(
                 id=d.id,
@@ -174,10 +164,7 @@ async def list_deliveries(
 @router.get("")
 async def list_projects(state: State, who: Caller) -> list[ProjectOut]:
     async with state.db.transaction() as session:
-        query = select(Project, Team).join(Team, Team.id == Project.team_id)
-        if not who.is_admin:
-            query = query.where(Team.id == who.team_id)
-        rows = (await session.execute(query.order_by(Team.name, Project.name))).all()
+        rows = await projects.listing(session, only=who.team_id, every=who.is_admin)
     return [_out(p, t) for p, t in rows]
 
 

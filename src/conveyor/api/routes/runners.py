@@ -13,7 +13,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
-from sqlalchemy import select
 
 from conveyor.api.auth import RUNNER_PREFIX, Principal, new_token, token_hash
 from conveyor.api.errors import ApiError
@@ -22,6 +21,7 @@ from conveyor.api.routes.deployments import deployment_out
 from conveyor.api.schemas import ArtifactOut, DeploymentOut
 from conveyor.api.state import Caller, State
 from conveyor.deploy import requests
+from conveyor.domain.status import JobStatus
 from conveyor.pipeline.plan import job_from_json
 from conveyor.protocol.errors import StaleLease
 from conveyor.protocol.runner import (
@@ -34,15 +34,11 @@ from conveyor.protocol.runner import (
     RegisterReply,
     RegisterRequest,
 )
-from conveyor.storage import artifacts, caches, deployments
+from conveyor.storage import artifacts, caches, deployments, jobs, tokens
 from conveyor.storage.artifacts import Provenance
+from conveyor.storage.jobs import JobBrief
 from conveyor.storage.tables import (
-    Job,
-    Project,
-    Run,
     RunnerRow,
-    RunnerToken,
-    Team,
 )
 
 router = APIRouter(prefix="/api/v1/runners", tags=["runners"])
@@ -60,16 +56,11 @@ def _runner(who: Principal) -> RunnerRow:
 @router.post("/register", status_code=201)
 async def register(body: RegisterRequest, state: State) -> RegisterReply:
     async with state.db.transaction() as session:
-        grant = await session.scalar(
-            select(RunnerToken).where(RunnerToken.token_hash == token_hash(body.token))
-        )
+        grant = await tokens.registration(session, token_hash(body.token))
         if grant is None:
             raise ApiError(401, "unauthorized", "unknown registration token")
         token = new_token(RUNNER_PREFIX)
-        runner = RunnerRow(
-            team_id=grant.team_id, name=body.name, labels=body.labels, token_hash=token_hash(token)
-        )
-        session.add(runner)
+        runner = await tokens.add_runner(session, grant, body.name, body.labels, token_hash(token))
     return RegisterReply(id=runner.id, token=token)
 
 
@@ -101,12 +92,14 @@ async def request_job(
         await state.scheduler.wait(who.runner, min(left, state.recheck_s))
 
 
-async def _own_job(state: State, who: Principal, job_id: uuid.UUID) -> None:
-    _runner(who)
+async def _own_job(state: State, who: Principal, job_id: uuid.UUID) -> JobBrief:
+    """The job, if it was leased to this runner (404 otherwise)."""
+    runner = _runner(who)
     async with state.db.transaction() as session:
-        runner_id = await session.scalar(select(Job.runner_id).where(Job.id == job_id))
-    if who.runner is None or runner_id != who.runner.id:
+        found = await jobs.brief(session, job_id)
+    if found is None or found.runner_id != runner.id:
         raise ApiError(404, "not_found", "no such job for this runner")
+    return found
 
 
 @router.post("/jobs/{job_id}/heartbeat")
@@ -144,19 +137,13 @@ async def finish(job_id: uuid.UUID, body: FinishRequest, state: State, who: Call
     return FinishReply(status=status)
 
 
-async def _live_job(state: State, who: Principal, job_id: uuid.UUID, fence: int) -> uuid.UUID:
-    """The team of a job this runner holds at `fence` (409 for a stale fence)."""
-    await _own_job(state, who, job_id)
-    async with state.db.transaction() as session:
-        row = (
-            await session.execute(
-                select(Job.team_id, Job.fence, Job.status).where(Job.id == job_id)
-            )
-        ).one()
-    if row.fence != fence or row.status != "running":
+async def _live_job(state: State, who: Principal, job_id: uuid.UUID, fence: int) -> JobBrief:
+    """A job this runner holds at `fence` (404 when it is not the runner's, 409 for a
+    stale fence), in one query."""
+    found = await _own_job(state, who, job_id)
+    if found.fence != fence or found.status is not JobStatus.RUNNING:
         raise StaleLease(f"job {job_id}: fencing token {fence} is stale")
-    team_id: uuid.UUID = row.team_id
-    return team_id
+    return found
 
 
 @router.get("/jobs/{job_id}/cache/{key}")
@@ -168,7 +155,7 @@ async def get_cache(
     fence: Annotated[int, Query()],
 ) -> Response:
     """The job team's cache archive for `key` (404 on a miss); hits and misses count."""
-    team_id = await _live_job(state, who, job_id, fence)
+    team_id = (await _live_job(state, who, job_id, fence)).team_id
     async with state.db.transaction() as session:
         data = await caches.fetch(session, team_id, key)
     if data is None:
@@ -187,7 +174,7 @@ async def put_cache(
 ) -> Response:
     """Keep a cache archive for the job's team; the team's oldest archives are evicted
     past its quota."""
-    team_id = await _live_job(state, who, job_id, fence)
+    team_id = (await _live_job(state, who, job_id, fence)).team_id
     data = await request.body()
     if len(data) > state.cache_quota:
         raise ApiError(413, "too_large", f"a cache is at most {state.cache_quota} bytes")
@@ -209,15 +196,7 @@ async def publish_artifacts(
     await _live_job(state, who, job_id, fence)
     runner = _runner(who)
     async with state.db.transaction() as session:
-        job, run, project, team = (
-            await session.execute(
-                select(Job, Run, Project, Team)
-                .join(Run, Run.id == Job.run_id)
-                .join(Project, Project.id == Run.project_id)
-                .join(Team, Team.id == Project.team_id)
-                .where(Job.id == job_id)
-            )
-        ).one()
+        job, run, project, team = await jobs.with_run(session, job_id)
     provenance = Provenance(
         sha=run.sha,
         run_id=run.id,
@@ -239,11 +218,9 @@ async def fetch_artifacts(
     job: Annotated[str, Query(min_length=1, max_length=300)],
 ) -> FileResponse | StreamingResponse:
     """The tarball that job `job` of the same run published (404 when it published none)."""
-    await _live_job(state, who, job_id, fence)
+    live = await _live_job(state, who, job_id, fence)
     async with state.db.transaction() as session:
-        run_id = await session.scalar(select(Job.run_id).where(Job.id == job_id))
-        assert run_id is not None
-        row = await artifacts.of_run(session, run_id, job)
+        row = await artifacts.of_run(session, live.run_id, job)
     if row is None:
         raise ApiError(404, "not_found", f"job {job!r} of this run published no artifacts")
     return blob_response(state, row)
@@ -257,14 +234,7 @@ async def start_deploy(
     to the job's environment with its strategy. Asked again, it answers the same one."""
     await _live_job(state, who, job_id, fence)
     async with state.db.transaction() as session:
-        job, run, project = (
-            await session.execute(
-                select(Job, Run, Project)
-                .join(Run, Run.id == Job.run_id)
-                .join(Project, Project.id == Run.project_id)
-                .where(Job.id == job_id)
-            )
-        ).one()
+        job, run, project, _ = await jobs.with_run(session, job_id)
     planned = job_from_json(job.spec)
     if planned.deploy is None:
         raise ApiError(422, "invalid_request", f"job {job.name!r} has no `deploy`")

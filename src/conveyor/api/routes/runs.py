@@ -11,8 +11,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.api.auth import Principal
 from conveyor.api.errors import ApiError
@@ -20,9 +18,12 @@ from conveyor.api.schemas import AttemptOut, JobOut, RunFilter, RunOut, RunPage,
 from conveyor.api.state import Caller, State
 from conveyor.domain.roles import Role
 from conveyor.domain.status import JobStatus
+from conveyor.storage import jobs as job_rows
+from conveyor.storage import runs
+from conveyor.storage.database import Session
 from conveyor.storage.logs import read_log
-from conveyor.storage.runs import derived_status
-from conveyor.storage.tables import Job, JobAttempt, Project, Run, Team, as_utc
+from conveyor.storage.runs import RunQuery, derived_status
+from conveyor.storage.tables import Project, Run, Team, as_utc
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
 
@@ -31,7 +32,7 @@ def _iso(moment: datetime | None) -> str | None:
     return as_utc(moment).isoformat() if moment else None
 
 
-async def _summary(session: AsyncSession, run: Run, project: Project, team: Team) -> RunSummary:
+async def _summary(session: Session, run: Run, project: Project, team: Team) -> RunSummary:
     return RunSummary(
         id=run.id,
         team=team.name,
@@ -44,35 +45,17 @@ async def _summary(session: AsyncSession, run: Run, project: Project, team: Team
     )
 
 
-async def run_row(session: AsyncSession, run_id: uuid.UUID) -> tuple[Run, Project, Team]:
-    row = (
-        await session.execute(
-            select(Run, Project, Team)
-            .join(Project, Project.id == Run.project_id)
-            .join(Team, Team.id == Run.team_id)
-            .where(Run.id == run_id)
-        )
-    ).first()
-    if row is None:
+async def run_row(session: Session, run_id: uuid.UUID) -> tuple[Run, Project, Team]:
+    found = await runs.with_project(session, run_id)
+    if found is None:
         raise ApiError(404, "not_found", "no such run")
-    return row[0], row[1], row[2]
+    return found
 
 
-async def load_run(session: AsyncSession, run_id: uuid.UUID) -> RunOut:
+async def load_run(session: Session, run_id: uuid.UUID) -> RunOut:
     run, project, team = await run_row(session, run_id)
     summary = await _summary(session, run, project, team)
-    jobs = (
-        await session.scalars(
-            select(Job).where(Job.run_id == run_id).order_by(Job.created_at, Job.id)
-        )
-    ).all()
-    attempts = (
-        await session.scalars(
-            select(JobAttempt)
-            .where(JobAttempt.job_id.in_([j.id for j in jobs]))
-            .order_by(JobAttempt.number)
-        )
-    ).all()
+    jobs, attempts = await runs.jobs_and_attempts(session, run_id)
     history: dict[uuid.UUID, list[AttemptOut]] = {}
     for a in attempts:
         history.setdefault(a.job_id, []).append(
@@ -108,7 +91,7 @@ async def load_run(session: AsyncSession, run_id: uuid.UUID) -> RunOut:
 
 
 async def run_page(
-    session: AsyncSession,
+    session: Session,
     who: Principal,
     filters: RunFilter,
     *,
@@ -116,26 +99,18 @@ async def run_page(
 ) -> RunPage:
     """Runs, newest first (UUIDv7 ids sort by time); `next_cursor` continues the list.
     The status filter is applied after deriving each run's status."""
-    query = (
-        select(Run, Project, Team)
-        .join(Project, Project.id == Run.project_id)
-        .join(Team, Team.id == Run.team_id)
-        .order_by(Run.id.desc())
-    )
-    if project_id is not None:
-        query = query.where(Run.project_id == project_id)
-    if not who.is_admin:
-        query = query.where(Run.team_id == who.team_id)
     ref, limit, status, cursor = filters.ref, filters.limit, filters.status, filters.cursor
-    if ref is not None:
-        query = query.where(Run.ref == (ref if ref.startswith("refs/") else f"refs/heads/{ref}"))
-    if filters.event is not None:
-        query = query.where(Run.event == filters.event)
+    query = RunQuery(
+        team_id=who.team_id,
+        every_team=who.is_admin,
+        project_id=project_id,
+        ref=None if ref is None else ref if ref.startswith("refs/") else f"refs/heads/{ref}",
+        event=filters.event,
+    )
     items: list[RunSummary] = []
     last: uuid.UUID | None = None
     while len(items) < limit:
-        page = query if cursor is None else query.where(Run.id < cursor)
-        rows = (await session.execute(page.limit(limit))).all()
+        rows = await runs.newest_first(session, query, cursor, limit)
         if not rows:
             return RunPage(items=items, next_cursor=None)
         for run, project, team in rows:
@@ -180,9 +155,7 @@ async def job_log(
     """The job's log from byte `offset`; `X-Next-Offset` says where to continue, and
     `X-Job-Status` whether more may come."""
     async with state.db.transaction() as session:
-        row = (
-            await session.execute(select(Job.team_id, Job.status).where(Job.id == job_id))
-        ).first()
+        row = await job_rows.brief(session, job_id)
         if row is None or not who.can_see(row.team_id):
             raise ApiError(404, "not_found", "no such job")
         data = await read_log(session, job_id, offset)
@@ -197,9 +170,7 @@ async def job_log(
 async def play_job(job_id: uuid.UUID, state: State, who: Caller) -> RunOut:
     """Start a manual job."""
     async with state.db.transaction() as session:
-        row = (
-            await session.execute(select(Job.team_id, Job.run_id).where(Job.id == job_id))
-        ).first()
+        row = await job_rows.brief(session, job_id)
         if row is None or not who.can_see(row.team_id):
             raise ApiError(404, "not_found", "no such job")
         who.require(row.team_id, Role.DEVELOPER, "job")
@@ -223,7 +194,7 @@ async def job_log_stream(
     runner sends it (a quarter of a second behind at most, plus the runner's own flush
     interval); one `end` event carries the job's final status."""
     async with state.db.transaction() as session:
-        row = (await session.execute(select(Job.team_id).where(Job.id == job_id))).first()
+        row = await job_rows.brief(session, job_id)
     if row is None or not who.can_see(row.team_id):
         raise ApiError(404, "not_found", "no such job")
 
@@ -232,7 +203,7 @@ async def job_log_stream(
         while not await request.is_disconnected():
             async with state.db.transaction() as session:
                 data = await read_log(session, job_id, position)
-                status = await session.scalar(select(Job.status).where(Job.id == job_id))
+                status = await job_rows.status_of(session, job_id)
             if data:
                 text = data.decode("utf-8", "replace")
                 yield f"event: log\ndata: {json.dumps({'offset': position, 'text': text})}\n\n"

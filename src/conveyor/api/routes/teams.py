@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.api.auth import REGISTRATION_PREFIX, TEAM_PREFIX, Principal, new_token, token_hash
 from conveyor.api.errors import ApiError
 from conveyor.api.schemas import RunnerTokenIn, TeamIn, TeamOut, TeamPatch, TokenIn, TokenOut
 from conveyor.api.state import Caller, State
 from conveyor.domain.roles import Role
-from conveyor.storage.tables import ApiToken, RunnerToken, Team
+from conveyor.storage import projects, tokens
+from conveyor.storage.database import Session
+from conveyor.storage.projects import AlreadyExists
+from conveyor.storage.tables import Team
 
 router = APIRouter(prefix="/api/v1", tags=["teams"])
 
 
-async def team_named(session: AsyncSession, who: Principal, name: str, role: Role) -> Team:
+async def team_named(session: Session, who: Principal, name: str, role: Role) -> Team:
     """The team called `name`, if the caller may act on it with `role` (else 404/403)."""
-    team = await session.scalar(select(Team).where(Team.name == name))
+    team = await projects.team_named(session, name)
     if team is None:
         raise ApiError(404, "not_found", f"no team {name!r}")
     who.require(team.id, role, f"team {name!r}")
@@ -31,11 +31,9 @@ async def create_team(body: TeamIn, state: State, who: Caller) -> TeamOut:
     if not who.is_admin:
         raise ApiError(403, "forbidden", "only the admin creates teams")
     try:
-        async with state.db.transaction() as session:
-            team = Team(name=body.name, max_running=body.max_running)
-            session.add(team)
-    except IntegrityError as exc:
-        raise ApiError(409, "conflict", f"team {body.name!r} exists") from exc
+        team = await projects.create_team(state.db, body.name, body.max_running)
+    except AlreadyExists as exc:
+        raise ApiError(409, "conflict", str(exc)) from exc
     return TeamOut(id=team.id, name=team.name, max_running=team.max_running)
 
 
@@ -46,17 +44,14 @@ async def update_team(team: str, body: TeamPatch, state: State, who: Caller) -> 
         raise ApiError(403, "forbidden", "only the admin sets quotas")
     async with state.db.transaction() as session:
         row = await team_named(session, who, team, Role.ADMIN)
-        row.max_running = body.max_running
+        projects.set_quota(row, body.max_running)
     return TeamOut(id=row.id, name=row.name, max_running=row.max_running)
 
 
 @router.get("/teams")
 async def list_teams(state: State, who: Caller) -> list[TeamOut]:
     async with state.db.transaction() as session:
-        query = select(Team).order_by(Team.name)
-        if not who.is_admin:
-            query = query.where(Team.id == who.team_id)
-        rows = (await session.scalars(query)).all()
+        rows = await projects.teams(session, only=who.team_id, every=who.is_admin)
         return [
             TeamOut(
                 id=t.id,
@@ -74,13 +69,9 @@ async def create_token(team: str, body: TokenIn, state: State, who: Caller) -> T
     async with state.db.transaction() as session:
         row = await team_named(session, who, team, Role.OWNER)
         token = new_token(TEAM_PREFIX)
-        created = ApiToken(
-            team_id=row.id,
-            name=body.name,
-            role=body.parsed_role.label,
-            token_hash=token_hash(token),
+        created = tokens.add_api_token(
+            session, row.id, body.name, body.parsed_role.label, token_hash(token)
         )
-        session.add(created)
     return TokenOut(id=created.id, token=token)
 
 
@@ -93,6 +84,5 @@ async def create_runner_token(body: RunnerTokenIn, state: State, who: Caller) ->
         elif not who.is_admin:
             raise ApiError(403, "forbidden", "only the admin creates shared runner tokens")
         token = new_token(REGISTRATION_PREFIX)
-        created = RunnerToken(team_id=team_id, token_hash=token_hash(token))
-        session.add(created)
+        created = tokens.add_registration(session, team_id, token_hash(token))
     return TokenOut(id=created.id, token=token)

@@ -1,14 +1,12 @@
-"""The CLI's server commands: `serve`, `runner`, and the client commands that speak HTTP
-to a coordinator (`team`, `token`, `project`, `runner-token`, `trigger`, `runs`, `logs`,
-`cancel`)."""
+"""The CLI's client commands, which speak HTTP to a coordinator (`team`, `token`,
+`project`, `runner-token`, `secret`, `trigger`, `watch`, `runs`, `logs`, `cancel`,
+`retry`, `play`), and the small synchronous client they share (`Remote`). The commands
+that start processes are in processes.py."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -22,7 +20,6 @@ from rich.table import Table
 
 from conveyor.cli import githook
 from conveyor.cli.console import err, out
-from conveyor.config import Settings
 
 ServerOpt = Annotated[
     str, typer.Option("--server", envvar="CONVEYOR_SERVER", help="Coordinator URL.")
@@ -92,84 +89,6 @@ def secret_set(
 
 def show(data: Any, as_json: bool, line: str) -> None:
     out.print_json(json.dumps(data)) if as_json else out.print(line)
-
-
-def serve(
-    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port")] = 8080,
-    data_dir: DataDirOpt = None,
-    workers: Annotated[
-        int,
-        typer.Option(
-            "--workers",
-            min=1,
-            max=64,
-            help="Processes serving the API; each is a full replica (use the cores).",
-        ),
-    ] = 1,
-) -> None:
-    """Start the coordinator: API, scheduler, database migrations."""
-    import uvicorn
-
-    from conveyor.api.app import create_app, server_config
-
-    settings = Settings()
-    config = server_config(settings, data_dir)
-    options: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "log_level": "warning",
-        "timeout_graceful_shutdown": 5,
-    }
-    if workers == 1:
-        uvicorn.run(create_app(config), **options)
-        return
-    os.environ["CONVEYOR_DATA_DIR"] = str(config.data_dir)
-    os.environ["CONVEYOR_WORKERS"] = str(workers)
-    uvicorn.run("conveyor.api.app:app_from_environment", factory=True, workers=workers, **options)
-
-
-def runner_cmd(
-    server: ServerOpt,
-    token: TokenOpt,
-    labels: Annotated[str, typer.Option("--labels", help="Comma-separated labels.")] = "",
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64)] = 1,
-    name: Annotated[str | None, typer.Option("--name")] = None,
-    data_dir: DataDirOpt = None,
-) -> None:
-    """Run jobs for a coordinator. TOKEN is a registration token (cvy_reg_…) or a runner
-    token (cvy_runner_…)."""
-    from conveyor.runner.agent import Agent, RunnerConfig
-    from conveyor.runner.client import Client
-    from conveyor.runner.client import register as register_runner
-
-    settings = Settings()
-    config = RunnerConfig(
-        server=server,
-        token=token,
-        data_dir=(data_dir or settings.data_dir).resolve() / "runner",
-        labels=tuple(x for x in labels.split(",") if x),
-        concurrency=concurrency,
-        name=name or socket.gethostname(),
-    )
-
-    async def main() -> None:
-        runner_token = token
-        if token.startswith("cvy_reg_"):
-            runner_token = await register_runner(server, token, config.name, config.labels)
-        client = Client(server, runner_token)
-        agent = Agent(config, client)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, agent.stop)
-        out.print(f"runner {config.name} taking jobs from {server}")
-        try:
-            await agent.serve()
-        finally:
-            await client.close()
-        out.print(f"runner stopped after {agent.jobs_done} job(s)")
-
-    asyncio.run(main())
 
 
 @team.command("create")
@@ -436,28 +355,13 @@ def play(job_id: str, server: ServerOpt, token: TokenOpt, as_json: JsonOpt = Fal
     show(data, as_json, f"run {data['id']} {data['status']}")
 
 
-def down(data_dir: DataDirOpt = None) -> None:
-    """Stop the services the local deploy target runs for this data directory: every
-    instance, and HAProxy (they outlive `conveyor serve` on purpose)."""
-    from conveyor.deploy.router.haproxy import HAProxyRouter
-    from conveyor.deploy.targets.local import stop_everything
-
-    root = (data_dir or Settings().data_dir) / "deploy"
-    stopped = stop_everything(root)
-    asyncio.run(HAProxyRouter(root / "router").stop())
-    out.print(f"stopped {stopped} instance(s) and the router under {root}")
-
-
 def register(app: typer.Typer) -> None:
-    """Add the server and client commands to the `conveyor` app."""
+    """Add the client commands to the `conveyor` app."""
     app.add_typer(team, name="team")
     app.add_typer(token, name="token")
     app.add_typer(project, name="project")
     app.add_typer(runner_token, name="runner-token")
     app.add_typer(secret, name="secret")
-    app.command()(serve)
-    app.command("runner")(runner_cmd)
-    app.command("down")(down)
     app.command("git-hook", hidden=True)(git_hook)
     for command in (trigger, watch, runs, logs, cancel, retry, play):
         app.command()(command)

@@ -1,0 +1,151 @@
+"""The commands that start a process of Conveyor's: `serve` (a coordinator), `runner`,
+`down` (stops what the local deploy target left running) and `db upgrade`. Only these
+import the server, the runner or storage, and only when they run: the client commands
+load none of it (an import-linter contract and tests/unit/test_cli_imports.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from conveyor.cli.client import DataDirOpt, ServerOpt, TokenOpt
+from conveyor.cli.console import err, out
+from conveyor.config import Settings
+
+EXIT_INVALID = 2
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8080,
+    data_dir: DataDirOpt = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="Processes serving the API; each is a full replica (use the cores).",
+        ),
+    ] = 1,
+) -> None:
+    """Start the coordinator: API, scheduler, database migrations."""
+    import uvicorn
+
+    from conveyor.api.app import create_app, server_config
+
+    settings = Settings()
+    config = server_config(settings, data_dir)
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": "warning",
+        "timeout_graceful_shutdown": 5,
+    }
+    if workers == 1:
+        uvicorn.run(create_app(config), **options)
+        return
+    os.environ["CONVEYOR_DATA_DIR"] = str(config.data_dir)
+    os.environ["CONVEYOR_WORKERS"] = str(workers)
+    uvicorn.run("conveyor.api.app:app_from_environment", factory=True, workers=workers, **options)
+
+
+def runner_cmd(
+    server: ServerOpt,
+    token: TokenOpt,
+    labels: Annotated[str, typer.Option("--labels", help="Comma-separated labels.")] = "",
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64)] = 1,
+    name: Annotated[str | None, typer.Option("--name")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Run jobs for a coordinator. TOKEN is a registration token (cvy_reg_…) or a runner
+    token (cvy_runner_…)."""
+    from conveyor.runner.agent import Agent, RunnerConfig
+    from conveyor.runner.client import Client
+    from conveyor.runner.client import register as register_runner
+
+    settings = Settings()
+    config = RunnerConfig(
+        server=server,
+        token=token,
+        data_dir=(data_dir or settings.data_dir).resolve() / "runner",
+        labels=tuple(x for x in labels.split(",") if x),
+        concurrency=concurrency,
+        name=name or socket.gethostname(),
+    )
+
+    async def main() -> None:
+        runner_token = token
+        if token.startswith("cvy_reg_"):
+            runner_token = await register_runner(server, token, config.name, config.labels)
+        client = Client(server, runner_token)
+        agent = Agent(config, client)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agent.stop)
+        out.print(f"runner {config.name} taking jobs from {server}")
+        try:
+            await agent.serve()
+        finally:
+            await client.close()
+        out.print(f"runner stopped after {agent.jobs_done} job(s)")
+
+    asyncio.run(main())
+
+
+def down(data_dir: DataDirOpt = None) -> None:
+    """Stop the services the local deploy target runs for this data directory: every
+    instance, and HAProxy (they outlive `conveyor serve` on purpose)."""
+    from conveyor.deploy.router.haproxy import HAProxyRouter
+    from conveyor.deploy.targets.local import stop_everything
+
+    root = (data_dir or Settings().data_dir) / "deploy"
+    stopped = stop_everything(root)
+    asyncio.run(HAProxyRouter(root / "router").stop())
+    out.print(f"stopped {stopped} instance(s) and the router under {root}")
+
+
+db_app = typer.Typer(help="The database: migrations.", no_args_is_help=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="[env CONVEYOR_DATA_DIR]")
+    ] = None,
+) -> None:
+    """Apply the database migrations (SQLite in the data dir, or CONVEYOR_DATABASE_URL)."""
+    from conveyor.storage.database import Database, DatabaseUrlError, database_url
+    from conveyor.storage.migrate import current_revision, upgrade
+
+    settings = Settings()
+    try:
+        url = database_url(data_dir or settings.data_dir, settings.database_url)
+    except DatabaseUrlError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(EXIT_INVALID) from exc
+
+    async def migrate(database: Database) -> str | None:
+        try:
+            await upgrade(database)
+            return await current_revision(database)
+        finally:
+            await database.dispose()
+
+    revision = asyncio.run(migrate(Database(url)))
+    out.print(f"database {escape(url.render_as_string())} is at revision {revision}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the process commands to the `conveyor` app."""
+    app.command()(serve)
+    app.command("runner")(runner_cmd)
+    app.command("down")(down)
+    app.add_typer(db_app, name="db")
