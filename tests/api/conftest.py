@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from conveyor.api.app import ServerConfig, create_app
+from conveyor.api.app import create_app
+from conveyor.api.coordinator import ServerConfig
 
 ADMIN = "cvy_admin_test-token"
 PIPELINE = """\

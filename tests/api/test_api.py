@@ -11,8 +11,9 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import delete
 
-from conveyor.api.app import ADMIN_TOKEN_FILE, ServerConfig, create_app
+from conveyor.api.app import create_app
 from conveyor.api.auth import token_hash
+from conveyor.api.coordinator import ADMIN_TOKEN_FILE, ServerConfig
 from conveyor.storage.tables import ApiToken
 from tests.api.conftest import World
 

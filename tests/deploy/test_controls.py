@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 from tests.deploy.conftest import Stack
 from tests.helpers import conveyor, wait_until
@@ -109,4 +108,3 @@ def test_a_pin_is_cleared_with_an_audit_record_and_the_revision_deploys_again(st
     final = stack.wait_phase("staging", again["number"], {"succeeded"})
     assert final["digest"] == v2
     wait_until(lambda: stack.status("staging")["revision"] == again["number"], 10, "revision 4")
-    time.sleep(0)

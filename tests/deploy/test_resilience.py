@@ -100,7 +100,13 @@ def test_routing_comes_back_after_haproxy_restarts_mid_rollout(stack: Stack):
             return False
 
     wait_until(serving, 10, "HAProxy to be back")
-    time.sleep(1.5)  # the restart settles: health checks of the re-added servers pass
+
+    def settled() -> bool:
+        instances = stack.status("production")["instances"]
+        return len(instances) == 4 and all(i["healthy"] for i in instances)
+
+    # The restart settles: the health checks of every re-added server pass.
+    wait_until(settled, 15, "every instance healthy in the restarted HAProxy")
     with load(url, keepalive=True, seconds=4) as running:
         time.sleep(4)
     assert_no_failures(running.result, 1500)

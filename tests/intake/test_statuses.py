@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,8 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from conveyor.api.app import ServerConfig, create_app
+from conveyor.api.app import create_app
+from conveyor.api.coordinator import ServerConfig
 from conveyor.storage.tables import StatusReport
+from tests.helpers import wait_until
 from tests.intake.conftest import ADMIN, commit, git
 
 PIPELINE = """\
@@ -71,13 +72,7 @@ def recorder() -> Iterator[Recorder]:
 
 
 def _wait(check: Any, what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(check, timeout, what, every=0.05)
 
 
 def test_statuses_per_provider(tmp_path: Path, recorder: Recorder) -> None:

@@ -222,9 +222,14 @@ def test_a_job_made_ready_on_one_replica_wakes_a_runner_waiting_on_another(
             str(tmp_path / "r"),
         )
         with process(runner_args, tmp_path / "r.log", env):
-            time.sleep(2)  # the runner is now waiting in a long poll on replica B
-            run = json.loads(cli(env, "trigger", "a/api", "--ref", "main", "--json"))
             headers = {"Authorization": f"Bearer {ADMIN}"}
+
+            def polling_b() -> bool:
+                stats = httpx.get(f"{urls[1]}/api/v1/stats", headers=headers).json()
+                return int(stats["claims"]) >= 1
+
+            wait_until(polling_b, 30, "the runner's long poll on replica B")
+            run = json.loads(cli(env, "trigger", "a/api", "--ref", "main", "--json"))
 
             def build_started() -> dict | None:
                 body = httpx.get(f"{urls[0]}/api/v1/runs/{run['id']}", headers=headers).json()

@@ -49,7 +49,7 @@ def _event(spec: dict[str, Any] | None) -> Event:
 
 
 @dataclass
-class Outcome:
+class ScenarioOutcome:
     """What a scenario's run came to, whichever path ran it."""
 
     status: str
@@ -63,9 +63,9 @@ class Outcome:
 NOT_RUN = {"skipped", "manual", "canceled"}
 
 
-def _local(plan: Plan, options: RunOptions) -> Outcome:
+def _local(plan: Plan, options: RunOptions) -> ScenarioOutcome:
     result = asyncio.run(LocalRun(plan, options, RecordingObserver()).execute())
-    return Outcome(
+    return ScenarioOutcome(
         status=result.status.value,
         jobs={r.job.name: r.status.value for r in result.jobs},
         attempts={r.job.name: len(r.attempts) for r in result.jobs},
@@ -77,7 +77,7 @@ def _local(plan: Plan, options: RunOptions) -> Outcome:
     )
 
 
-async def _on_scheduler(plan: Plan, options: RunOptions, parallel: int) -> Outcome:
+async def _on_scheduler(plan: Plan, options: RunOptions, parallel: int) -> ScenarioOutcome:
     """The same plan through the server's Scheduler on SQLite, with `parallel` in-process
     runners that claim, run the attempt with the runner's own code, and finish."""
     db = Database(database_url(options.data_dir / "db"))
@@ -134,7 +134,7 @@ async def _on_scheduler(plan: Plan, options: RunOptions, parallel: int) -> Outco
                 ).all()
             )
             status = await derived_status(session, run_id)
-        return Outcome(
+        return ScenarioOutcome(
             status=status.value,
             jobs={j.name: j.status for j in jobs},
             attempts={j.name: counts.get(j.id, 0) for j in jobs},
@@ -145,7 +145,7 @@ async def _on_scheduler(plan: Plan, options: RunOptions, parallel: int) -> Outco
         await db.dispose()
 
 
-def _check(outcome: Outcome, expect: dict[str, Any]) -> None:
+def _check(outcome: ScenarioOutcome, expect: dict[str, Any]) -> None:
     assert outcome.status == expect["status"]
     assert outcome.jobs == expect["jobs"]
     for name, count in expect.get("attempts", {}).items():

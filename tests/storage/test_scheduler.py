@@ -7,7 +7,7 @@ import random
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from conveyor.domain.failure import FailureClass
 from conveyor.domain.status import JobStatus, RunStatus
@@ -19,6 +19,7 @@ from conveyor.storage.logs import read_log
 from conveyor.storage.runs import derived_status
 from conveyor.storage.tables import Job, JobAttempt, Project, RunnerRow, Team, utcnow
 from tests.conftest import event, plan_for
+from tests.helpers import wait_until_async
 
 CHAIN = """\
 jobs:
@@ -417,6 +418,17 @@ async def test_a_team_quota_caps_its_running_jobs(database: Database):
     assert await scheduler.claim(runner) is not None
 
 
+async def _listening(database: Database, count: int) -> bool:
+    async with database.transaction() as session:
+        found = await session.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+            )
+        )
+    return int(found or 0) >= count
+
+
 def test_retry_policy_and_runner_lost_default():
     from conveyor.domain.failure import FailureClass as F
     from conveyor.domain.retry import retry_due
@@ -497,7 +509,7 @@ async def test_replicas_hear_each_other_but_not_themselves(database: Database):
     project, _ = await setup(database)
     listeners = [asyncio.create_task(s.listen()) for s in (a, b)]
     try:
-        await asyncio.sleep(0.5)  # both LISTEN
+        await wait_until_async(lambda: _listening(database, 2), 10, "both replicas to LISTEN")
         await start(scheduler=a, project=project)
         deadline = asyncio.get_running_loop().time() + 5
         while b.wakeup.generation == 0 and asyncio.get_running_loop().time() < deadline:

@@ -10,6 +10,7 @@ import pytest
 from conveyor.protocol.errors import StaleLease
 from conveyor.runner.agent import LogShipper
 from conveyor.runner.client import Client, servers
+from tests.helpers import wait_until_async
 
 
 def client_with(handler) -> Client:  # type: ignore[no-untyped-def]
@@ -63,7 +64,10 @@ async def test_log_chunks_are_resent_at_the_same_offset_after_a_failure():
     shipper.job_log("j", "first")
     stop = asyncio.Event()
     task = asyncio.create_task(shipper.run(stop))
-    await asyncio.sleep(0.6)  # one failed tick, then a successful one
+    async def sent() -> bool:
+        return bool(calls)
+
+    await wait_until_async(sent, 5, "the first chunk (one failed tick, then a good one)")
     shipper.job_log("j", "second")
     stop.set()
     await task

@@ -1,25 +1,19 @@
-"""The coordinator's ASGI app: API, scheduler loops, bootstrap."""
+"""The coordinator's ASGI app: the routes, the error handlers and the body limits, over
+one coordinator replica (coordinator.py) that it starts and stops with its lifespan."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import io
-import logging
 import os
-import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 from fastapi import FastAPI
 
 from conveyor import __version__
-from conveyor.api import errors, idempotency
-from conveyor.api.auth import ADMIN_PREFIX, new_token, token_hash
+from conveyor.api import errors
+from conveyor.api.coordinator import ServerConfig, running, server_config
 from conveyor.api.errors import ApiError
-from conveyor.api.limits import BodyLimit, RateLimit
+from conveyor.api.limits import BodyLimit
 from conveyor.api.routes import (
     artifacts,
     deployments,
@@ -30,152 +24,8 @@ from conveyor.api.routes import (
     teams,
 )
 from conveyor.api.state import Caller, Coordinator
-from conveyor.artifacts.blobs import FileBlobStore
 from conveyor.config import Settings
-from conveyor.deploy.manager import DeploymentManager
-from conveyor.deploy.router.haproxy import HAProxyRouter
-from conveyor.deploy.targets.local import LocalTarget
-from conveyor.domain.roles import Role
-from conveyor.filelock import exclusive
-from conveyor.intake.inbox import Intake
-from conveyor.intake.schedules import Schedules
-from conveyor.notify.statuses import Statuses
-from conveyor.scheduler.service import LEASE_S, Scheduler
-from conveyor.storage import artifacts as artifacts_store
-from conveyor.storage import tokens
-from conveyor.storage.database import Database, database_url, ping
-from conveyor.storage.migrate import upgrade
-from conveyor.storage.secrets import SecretBox, load_key
-from conveyor.storage.tables import utcnow
-from conveyor.vcs import MirrorSet
-
-log = logging.getLogger("conveyor.api")
-ADMIN_TOKEN_FILE = "admin-token"
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    data_dir: Path
-    database_url: str | None = None
-    admin_token: str | None = None
-    secret_key: str | None = None
-    lease_s: float = LEASE_S
-    long_poll_s: float = 30.0
-    recheck_s: float = 1.0
-    workers: int = 1
-    """Processes serving this data directory (`serve --workers N`)."""
-    """How often a waiting runner request looks for jobs without being woken."""
-    sweep_s: float = 1.0
-    rate_limit: str = "50/second"
-    """Requests per API token (`limits` notation); runners are not limited."""
-    hook_rate_limit: str = "100/second"
-    """Webhook deliveries per project."""
-    redis_url: str | None = None
-    """Count rate limits in Redis (shared by replicas) instead of in memory."""
-    hook_body_mb: int = 25
-    """The largest webhook body (GitHub sends up to 25 MB)."""
-    cache_quota_mb: int = 256
-    """Each team's cache archives together, in MiB; the least recently used go first."""
-    artifact_max_mb: int = 2048
-    """The largest artifact, in MiB."""
-    inbox_poll_s: float = 1.0
-    schedule_check_s: float = 15.0
-    public_url: str = "http://127.0.0.1:8080"
-    """Where people reach this server: links in commit statuses."""
-    gc_every_s: float = 3600.0
-    """How often housekeeping runs: artifact retention and expired idempotency keys."""
-    deploy_tick_s: float = 0.1
-    """How often each environment's driver takes its next step."""
-    deploy_lease_s: float = 3.0
-    """How long a replica's hold on an environment lasts unless renewed."""
-    status_poll_s: float = 1.0
-    status_backoff_s: float = 5.0
-    """How often every replica looks for due `on.schedule` slots."""
-
-
-async def bootstrap_admin(db: Database, config: ServerConfig) -> str | None:
-    """Make sure an admin token exists. Returns a newly generated token (to print once),
-    or None when CONVEYOR_ADMIN_TOKEN was given or an admin token already existed."""
-    async with db.transaction() as session:
-        if not db.is_sqlite:
-            await tokens.take_bootstrap_turn(session)
-        if config.admin_token:
-            digest = token_hash(config.admin_token)
-            if await tokens.api_token(session, digest) is None:
-                tokens.add_api_token(session, None, "admin (env)", Role.ADMIN.label, digest)
-            return None
-        if await tokens.any_with_role(session, Role.ADMIN.label):
-            return None
-        token = new_token(ADMIN_PREFIX)
-        tokens.add_api_token(session, None, "admin", Role.ADMIN.label, token_hash(token))
-    path = config.data_dir / ADMIN_TOKEN_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(token + "\n")
-    return token
-
-
-SHUTDOWN_WAIT_S = 5.0
-
-
-def _dump_tasks_on_sigusr1() -> None:
-    """`kill -USR1 <pid>` writes every asyncio task's stack to the log: what a stuck
-    coordinator is waiting for."""
-    loop = asyncio.get_running_loop()
-
-    def dump() -> None:
-        out = io.StringIO()
-        for task in asyncio.all_tasks(loop):
-            task.print_stack(file=out)
-        log.warning("asyncio tasks of pid %d:\n%s", os.getpid(), out.getvalue())
-
-    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-        loop.add_signal_handler(signal.SIGUSR1, dump)
-
-
-async def _sweep(scheduler: Scheduler, every: float) -> None:
-    """Expire lost leases, on every replica (the guarded updates make that safe)."""
-    while True:
-        try:
-            await scheduler.expire_leases()
-        except Exception:  # pragma: no cover - logged, and the next pass retries
-            log.exception("lease sweep failed")
-        await asyncio.sleep(every)
-
-
-async def _housekeeping(state: Coordinator, every: float) -> None:
-    """Artifact retention and expired idempotency keys, on every replica (deleting what
-    is gone already is a no-op)."""
-    while True:
-        await asyncio.sleep(every)
-        try:
-            rows, blobs = await artifacts_store.collect_garbage(state.db, state.blobs, utcnow())
-            if rows or blobs:
-                log.info("artifact retention: %d artifact(s), %d blob(s) deleted", rows, blobs)
-            keys = await idempotency.purge_expired(state.db, utcnow())
-            if keys:
-                log.info("idempotency: %d expired key(s) deleted", keys)
-        except Exception:  # pragma: no cover - logged, and the next pass retries
-            log.exception("housekeeping failed")
-
-
-def server_config(settings: Settings, data_dir: Path | None = None) -> ServerConfig:
-    """The coordinator's configuration from Conveyor's settings (CONVEYOR_* variables)."""
-    return ServerConfig(
-        data_dir=(data_dir or settings.data_dir).resolve(),
-        database_url=settings.database_url,
-        admin_token=settings.admin_token,
-        secret_key=settings.secret_key,
-        recheck_s=settings.recheck_seconds,
-        workers=settings.workers,
-        rate_limit=settings.rate_limit,
-        hook_rate_limit=settings.hook_rate_limit,
-        redis_url=settings.redis_url,
-        cache_quota_mb=settings.cache_quota_mb,
-        artifact_max_mb=settings.artifact_max_mb,
-        public_url=settings.public_url,
-    )
+from conveyor.storage.database import ping
 
 
 def app_from_environment() -> FastAPI:
@@ -183,95 +33,12 @@ def app_from_environment() -> FastAPI:
     return create_app(server_config(Settings()))
 
 
-@contextlib.contextmanager
-def startup_lock(config: ServerConfig) -> Iterator[None]:
-    """Processes sharing one data directory (`serve --workers N` on SQLite) migrate and
-    bootstrap one at a time. PostgreSQL replicas use advisory locks instead."""
-    with exclusive(config.data_dir / "startup.lock"):
-        yield
-
-
 def create_app(config: ServerConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        _dump_tasks_on_sigusr1()
-        db = Database(database_url(config.data_dir, config.database_url))
-        with startup_lock(config):
-            await upgrade(db)
-            generated = await bootstrap_admin(db, config)
-        if generated:
-            print(
-                f"admin token (printed once, also in {config.data_dir / ADMIN_TOKEN_FILE}): "
-                f"{generated}",
-                flush=True,
-            )
-        box = SecretBox(load_key(config.data_dir, config.secret_key))
-        # Every announcement reaches every replica on PostgreSQL (NOTIFY); on SQLite only
-        # within one process, so several processes do not skip a look on that account.
-        scheduler = Scheduler(
-            db,
-            lease_s=config.lease_s,
-            secrets=box,
-            hints=not db.is_sqlite or config.workers == 1,
-        )
-        mirrors = MirrorSet(config.data_dir / "repos")
-        intake = Intake(scheduler, box, mirrors.get, poll_s=config.inbox_poll_s)
-        statuses = Statuses(
-            db,
-            box,
-            public_url=config.public_url,
-            poll_s=config.status_poll_s,
-            backoff_s=config.status_backoff_s,
-        )
-        blobs = FileBlobStore(config.data_dir / "artifacts")
-        target = LocalTarget(config.data_dir / "deploy")
-        manager = DeploymentManager(
-            db,
-            blobs,
-            target,
-            HAProxyRouter(config.data_dir / "deploy" / "router"),
-            tick_s=config.deploy_tick_s,
-            lease_s=config.deploy_lease_s,
-        )
-        app.state.coordinator = Coordinator(
-            db=db,
-            scheduler=scheduler,
-            data_dir=config.data_dir,
-            secrets=box,
-            rate_limit=RateLimit(config.rate_limit, redis_url=config.redis_url),
-            hook_limit=RateLimit(config.hook_rate_limit, scope="hooks", redis_url=config.redis_url),
-            intake=intake,
-            mirrors=mirrors,
-            cache_quota=config.cache_quota_mb * 1024 * 1024,
-            blobs=blobs,
-            deploy=manager,
-            artifact_limit=config.artifact_max_mb * 1024 * 1024,
-            long_poll_s=config.long_poll_s,
-            recheck_s=config.recheck_s,
-        )
-        tasks = [
-            asyncio.create_task(_sweep(scheduler, config.sweep_s)),
-            asyncio.create_task(scheduler.listen()),
-            asyncio.create_task(intake.work()),
-            asyncio.create_task(Schedules(intake, check_s=config.schedule_check_s).work()),
-            asyncio.create_task(statuses.work()),
-            asyncio.create_task(manager.work()),
-            asyncio.create_task(_housekeeping(app.state.coordinator, config.gc_every_s)),
-        ]
-        try:
+        async with running(config) as state:
+            app.state.coordinator = state
             yield
-        finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                    await asyncio.wait_for(task, SHUTDOWN_WAIT_S)
-                if not task.done():  # pragma: no cover - logged to find what hangs
-                    log.error("background task %s did not stop", task.get_coro())
-            await statuses.client.aclose()
-            await target.close()
-            await mirrors.close()
-            await db.dispose()
 
     app = FastAPI(title="Conveyor", version=__version__, lifespan=lifespan)
     app.add_middleware(

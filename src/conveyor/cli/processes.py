@@ -39,7 +39,8 @@ def serve(
     """Start the coordinator: API, scheduler, database migrations."""
     import uvicorn
 
-    from conveyor.api.app import create_app, server_config
+    from conveyor.api.app import create_app
+    from conveyor.api.coordinator import server_config
 
     settings = Settings()
     config = server_config(settings, data_dir)

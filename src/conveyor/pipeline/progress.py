@@ -16,7 +16,7 @@ from conveyor.pipeline.plan import PlannedJob
 from conveyor.pipeline.schema import When
 
 
-class Action(StrEnum):
+class Decision(StrEnum):
     WAIT = "wait"
     """A need has not finished."""
     RUN = "run"
@@ -27,7 +27,7 @@ class Action(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Next:
-    action: Action
+    action: Decision
     reason: str = ""
 
 
@@ -51,27 +51,27 @@ def next_action(
     """
     waiting = [n for n in job.needs if statuses[n] in _UNFINISHED]
     if waiting:
-        return Next(Action.WAIT, f"waits for {waiting[0]!r}")
+        return Next(Decision.WAIT, f"waits for {waiting[0]!r}")
     canceled = [n for n in job.needs if statuses[n] is JobStatus.CANCELED]
     if canceled:
-        return Next(Action.SKIP, f"{canceled[0]!r} was canceled")
+        return Next(Decision.SKIP, f"{canceled[0]!r} was canceled")
     failed = sorted(
         n for n in ancestors if statuses[n] is JobStatus.FAILED and not allow_failure.get(n, False)
     )
     if job.when is When.ALWAYS:
-        return Next(Action.RUN, "when: always")
+        return Next(Decision.RUN, "when: always")
     if job.when is When.ON_FAILURE:
         if failed:
-            return Next(Action.RUN, f"when: on_failure, and {failed[0]!r} failed")
-        return Next(Action.SKIP, "when: on_failure, and nothing upstream failed")
+            return Next(Decision.RUN, f"when: on_failure, and {failed[0]!r} failed")
+        return Next(Decision.SKIP, "when: on_failure, and nothing upstream failed")
     if failed:
-        return Next(Action.SKIP, f"{failed[0]!r} failed")
+        return Next(Decision.SKIP, f"{failed[0]!r} failed")
     not_run = [n for n in job.needs if statuses[n] in (JobStatus.SKIPPED, JobStatus.MANUAL)]
     if not_run:
-        return Next(Action.SKIP, f"needs {not_run[0]!r}, which did not run")
+        return Next(Decision.SKIP, f"needs {not_run[0]!r}, which did not run")
     if job.when is When.MANUAL and not played:
-        return Next(Action.MANUAL, "when: manual; waits for a person")
-    return Next(Action.RUN, "needs succeeded" if job.needs else "no needs")
+        return Next(Decision.MANUAL, "when: manual; waits for a person")
+    return Next(Decision.RUN, "needs succeeded" if job.needs else "no needs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +84,9 @@ class Move:
 
 
 STATUS_OF = {
-    Action.RUN: JobStatus.PENDING,
-    Action.SKIP: JobStatus.SKIPPED,
-    Action.MANUAL: JobStatus.MANUAL,
+    Decision.RUN: JobStatus.PENDING,
+    Decision.SKIP: JobStatus.SKIPPED,
+    Decision.MANUAL: JobStatus.MANUAL,
 }
 
 
@@ -159,6 +159,6 @@ def _move(
     played: bool,
 ) -> Move | None:
     decision = next_action(job, ancestors, statuses, allow_failure, played=played)
-    if decision.action is Action.WAIT:
+    if decision.action is Decision.WAIT:
         return None
     return Move(name, STATUS_OF[decision.action], decision.reason)

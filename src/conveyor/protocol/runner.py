@@ -26,33 +26,33 @@ MAX_DETAIL = 10_000
 """The longest `detail` an outcome may carry."""
 
 
-class Request(BaseModel):
+class RunnerRequest(BaseModel):
     """A body a runner sends: unknown fields are refused."""
 
     model_config = ConfigDict(extra="forbid")
 
 
-class Reply(BaseModel):
+class RunnerReply(BaseModel):
     """A body a runner reads: unknown fields are ignored (a newer coordinator may add
     some)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class RegisterRequest(Request):
+class RegisterRequest(RunnerRequest):
     token: str
     """A registration token made by `conveyor token create-runner`."""
     name: str = Field(min_length=1, max_length=200)
     labels: list[str] = Field(default_factory=list)
 
 
-class RegisterReply(Reply):
+class RegisterReply(RunnerReply):
     id: uuid.UUID
     token: str
     """The runner's own token, for every later request."""
 
 
-class Assignment(Reply):
+class Assignment(RunnerReply):
     """A job leased to a runner: everything it needs to run it."""
 
     job_id: uuid.UUID
@@ -78,23 +78,23 @@ class Assignment(Reply):
     """The project's secrets, decrypted, for this job only."""
 
 
-class Heartbeat(Request):
+class Heartbeat(RunnerRequest):
     fence: int
 
 
-class HeartbeatReply(Reply):
+class HeartbeatReply(RunnerReply):
     canceled: bool
     """True once the job was canceled: the runner stops it and reports the outcome."""
 
 
-class LogTail(Request):
+class LogTail(RunnerRequest):
     """The last part of a job's log, sent with its outcome: one request fewer per job."""
 
     offset: int = Field(ge=0)
     text: str = Field(max_length=MAX_LOG_CHUNK)
 
 
-class AttemptOutcome(Request):
+class AttemptOutcome(RunnerRequest):
     """What a runner reports when an attempt ends."""
 
     status: JobStatus
@@ -113,12 +113,12 @@ class FinishRequest(AttemptOutcome):
     log: LogTail | None = None
 
 
-class FinishReply(Reply):
+class FinishReply(RunnerReply):
     status: JobStatus
     """What the job became: the outcome's status, or `pending` when it is retried."""
 
 
-class DeploymentProgress(Reply):
+class DeploymentProgress(RunnerReply):
     """What a `deploy:` job follows of the deployment it started (a subset of the API's
     deployment body)."""
 

@@ -20,7 +20,7 @@ from conveyor.pipeline.triggers import Event
 from conveyor.runner.gates import GateVerdict, judge
 from conveyor.runner.masking import SecretMasker
 from conveyor.runner.reports import JUnitSummary, ReportError, parse_cobertura, parse_junit
-from conveyor.runner.shell import ExecResult, Outcome, ShellExecutor
+from conveyor.runner.shell import ExecOutcome, ExecResult, ShellExecutor
 from conveyor.runner.workspace import (
     JobArtifacts,
     JobCache,
@@ -279,7 +279,7 @@ async def _attempt(
         script_path=root / "script.sh",
     )
     sink.flush()
-    if executed.outcome is not Outcome.CANCELED and job.after_script:
+    if executed.outcome is not ExecOutcome.CANCELED and job.after_script:
         await _after_script(job, executor, workspace, env, root, sink)
     result = _result(number, executed)
     result.script_started_at = started
@@ -351,14 +351,14 @@ async def _after_script(
         script_path=root / "after_script.sh",
     )
     sink.flush()
-    if after.outcome is not Outcome.PASSED:
+    if after.outcome is not ExecOutcome.PASSED:
         sink.note(f"after_script did not pass ({after.detail}); the job's status is unchanged")
 
 
 def _result(number: int, executed: ExecResult) -> AttemptResult:
     status = {
-        Outcome.PASSED: JobStatus.SUCCESS,
-        Outcome.CANCELED: JobStatus.CANCELED,
+        ExecOutcome.PASSED: JobStatus.SUCCESS,
+        ExecOutcome.CANCELED: JobStatus.CANCELED,
     }.get(executed.outcome, JobStatus.FAILED)
     return AttemptResult(
         number,

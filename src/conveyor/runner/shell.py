@@ -23,7 +23,7 @@ DRAIN_TIMEOUT_S = 2.0
 group may still hold the pipe open)."""
 
 
-class Outcome(StrEnum):
+class ExecOutcome(StrEnum):
     PASSED = "passed"
     FAILED = "failed"
     TIMED_OUT = "timed_out"
@@ -33,7 +33,7 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ExecResult:
-    outcome: Outcome
+    outcome: ExecOutcome
     exit_code: int | None
     duration_s: float
     detail: str = ""
@@ -41,9 +41,9 @@ class ExecResult:
     @property
     def failure_class(self) -> FailureClass | None:
         return {
-            Outcome.FAILED: FailureClass.SCRIPT_FAILURE,
-            Outcome.TIMED_OUT: FailureClass.TIMEOUT,
-            Outcome.NOT_STARTED: FailureClass.INFRA,
+            ExecOutcome.FAILED: FailureClass.SCRIPT_FAILURE,
+            ExecOutcome.TIMED_OUT: FailureClass.TIMEOUT,
+            ExecOutcome.NOT_STARTED: FailureClass.INFRA,
         }.get(self.outcome)
 
 
@@ -117,7 +117,7 @@ class ShellExecutor:
             )
         except OSError as exc:
             os.close(read_fd)
-            return ExecResult(Outcome.NOT_STARTED, None, time.monotonic() - started, str(exc))
+            return ExecResult(ExecOutcome.NOT_STARTED, None, time.monotonic() - started, str(exc))
         finally:
             os.close(write_fd)
         stream, transport = await self._open_reader(read_fd)
@@ -135,12 +135,12 @@ class ShellExecutor:
             transport.close()
         duration = time.monotonic() - started
         code = proc.returncode
-        if outcome is Outcome.PASSED and code != 0:
-            outcome = Outcome.FAILED
+        if outcome is ExecOutcome.PASSED and code != 0:
+            outcome = ExecOutcome.FAILED
         detail = {
-            Outcome.TIMED_OUT: f"timed out after {timeout_s:g}s; process group killed",
-            Outcome.CANCELED: "canceled; process group killed",
-            Outcome.FAILED: f"exit code {code}",
+            ExecOutcome.TIMED_OUT: f"timed out after {timeout_s:g}s; process group killed",
+            ExecOutcome.CANCELED: "canceled; process group killed",
+            ExecOutcome.FAILED: f"exit code {code}",
         }.get(outcome, "")
         return ExecResult(outcome, code, duration, detail)
 
@@ -159,7 +159,7 @@ class ShellExecutor:
 
     async def _wait(
         self, proc: asyncio.subprocess.Process, timeout_s: float, cancel: asyncio.Event | None
-    ) -> Outcome:
+    ) -> ExecOutcome:
         waiter: asyncio.Task[object] = asyncio.create_task(proc.wait())
         watchers = {waiter}
         canceled: asyncio.Task[object] | None = None
@@ -174,9 +174,11 @@ class ShellExecutor:
             if canceled is not None:
                 canceled.cancel()
         if waiter in done:
-            return Outcome.PASSED
+            return ExecOutcome.PASSED
         outcome = (
-            Outcome.CANCELED if canceled is not None and canceled in done else Outcome.TIMED_OUT
+            ExecOutcome.CANCELED
+            if canceled is not None and canceled in done
+            else ExecOutcome.TIMED_OUT
         )
         await self._stop_group(proc.pid, only_leftovers=False)
         await waiter
