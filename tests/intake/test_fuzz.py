@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.intake.conftest import SECRET, Hooks
-from tests.intake.test_providers import CASES, FIXTURES, JSON, _mutate, _paths, _provider
+from tests.intake.payloads import CASES, FIXTURES, JSON, mutate, paths_in, provider_of
 
 EVENT_HEADERS = {
     "github": "X-GitHub-Event",
@@ -72,13 +72,13 @@ def test_the_endpoint_never_answers_500(
     sign: bool,
 ) -> None:
     path, headers, _ = case
-    provider = _provider(path)
+    provider = provider_of(path)
     payload = json.loads((FIXTURES / path).read_bytes())
-    paths = _paths(payload, [])
+    paths = paths_in(payload, [])
     body = (
         raw
         if raw is not None
-        else json.dumps(_mutate(payload, paths[pick % len(paths)], junk)).encode()
+        else json.dumps(mutate(payload, paths[pick % len(paths)], junk)).encode()
     )
     sent = {EVENT_HEADERS[provider]: next(iter(headers.values()))}
     if sign:

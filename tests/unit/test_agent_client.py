@@ -64,6 +64,7 @@ async def test_log_chunks_are_resent_at_the_same_offset_after_a_failure():
     shipper.job_log("j", "first")
     stop = asyncio.Event()
     task = asyncio.create_task(shipper.run(stop))
+
     async def sent() -> bool:
         return bool(calls)
 
