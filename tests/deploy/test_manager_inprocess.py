@@ -196,6 +196,15 @@ async def claimed(manager: DeploymentManager, world: World) -> int:
 ROLLING = {"kind": "rolling", "max_surge": 1, "max_unavailable": 0}
 
 
+async def serving_v1(world: World) -> tuple[DeploymentManager, int]:
+    """Given revision 1, rolled out by a manager that holds the environment."""
+    await world.deploy(ROLLING)
+    manager = world.manager()
+    fence = await claimed(manager, world)
+    await world.drive(manager, fence, Phase.SUCCEEDED)
+    return manager, fence
+
+
 async def test_a_first_rolling_deploy_starts_readies_and_promotes(world: World):
     await world.deploy(ROLLING)
     manager = world.manager()
@@ -217,10 +226,7 @@ async def test_a_first_rolling_deploy_starts_readies_and_promotes(world: World):
 
 
 async def test_rolling_replaces_in_place_one_at_a_time_within_the_surge(world: World):
-    await world.deploy(ROLLING)
-    manager = world.manager()
-    fence = await claimed(manager, world)
-    await world.drive(manager, fence, Phase.SUCCEEDED)
+    manager, fence = await serving_v1(world)
     await world.deploy(ROLLING)
     acts = await world.drive(manager, fence, Phase.SUCCEEDED, number=2)
     # max_surge 1: one new instance at a time, each ready before an old one drains.
@@ -243,10 +249,7 @@ async def test_rolling_replaces_in_place_one_at_a_time_within_the_surge(world: W
 async def test_blue_green_waits_for_promotion_then_switches_and_keeps_the_old_warm(
     world: World,
 ):
-    manager = world.manager()
-    await world.deploy(ROLLING)
-    fence = await claimed(manager, world)
-    await world.drive(manager, fence, Phase.SUCCEEDED)
+    manager, fence = await serving_v1(world)
     await world.deploy({"kind": "blue-green", "scale_down_delay": 30.0})
     acts = await world.drive(manager, fence, Phase.PAUSED, number=2)
     assert acts == [Act.BEGIN, Act.START, Act.READY, Act.START, Act.READY, Act.PAUSE]
@@ -261,10 +264,7 @@ async def test_blue_green_waits_for_promotion_then_switches_and_keeps_the_old_wa
 
 
 async def test_canary_moves_the_split_step_by_step(world: World):
-    manager = world.manager()
-    await world.deploy(ROLLING)
-    fence = await claimed(manager, world)
-    await world.drive(manager, fence, Phase.SUCCEEDED)
+    manager, fence = await serving_v1(world)
     steps = [{"weight": 20.0}, {"pause": None}, {"weight": 50.0}]
     await world.deploy({"kind": "canary", "steps": steps})
     acts = await world.drive(manager, fence, Phase.PAUSED, number=2)
@@ -295,10 +295,7 @@ async def test_canary_moves_the_split_step_by_step(world: World):
 async def test_an_unhealthy_canary_is_aborted_pinned_and_the_traffic_stays_stable(
     world: World,
 ):
-    manager = world.manager()
-    await world.deploy(ROLLING)
-    fence = await claimed(manager, world)
-    await world.drive(manager, fence, Phase.SUCCEEDED)
+    manager, fence = await serving_v1(world)
     bad = await world.deploy({"kind": "canary", "steps": [{"weight": 50.0}]}, **{UNHEALTHY: "1"})
     acts = await world.drive(manager, fence, Phase.ABORTED, number=2)
     assert acts[:3] == [Act.BEGIN, Act.START, Act.START]
@@ -315,10 +312,7 @@ async def test_an_unhealthy_canary_is_aborted_pinned_and_the_traffic_stays_stabl
 
 
 async def test_a_crashing_canary_is_restarted_then_aborted(world: World):
-    manager = world.manager()
-    await world.deploy(ROLLING)
-    fence = await claimed(manager, world)
-    await world.drive(manager, fence, Phase.SUCCEEDED)
+    manager, fence = await serving_v1(world)
     await world.deploy({"kind": "canary", "steps": [{"pause": None}]}, **{CRASH_S: "0"})
     acts = await world.drive(manager, fence, Phase.ABORTED, number=2)
     assert acts.count(Act.RESTART) >= 3, "max_restarts 2: restarted until past it"
@@ -326,10 +320,7 @@ async def test_a_crashing_canary_is_restarted_then_aborted(world: World):
 
 
 async def test_a_dead_stable_instance_is_restarted(world: World):
-    manager = world.manager()
-    await world.deploy(ROLLING)
-    fence = await claimed(manager, world)
-    await world.drive(manager, fence, Phase.SUCCEEDED)
+    manager, fence = await serving_v1(world)
     victim = next(iter(world.target.by_instance))
     world.target.crash(victim)
     acts = await world.drive(manager, fence, check_traffic=False)
@@ -338,10 +329,7 @@ async def test_a_dead_stable_instance_is_restarted(world: World):
 
 
 async def test_abort_sends_the_canary_share_back_first(world: World):
-    manager = world.manager()
-    await world.deploy(ROLLING)
-    fence = await claimed(manager, world)
-    await world.drive(manager, fence, Phase.SUCCEEDED)
+    manager, fence = await serving_v1(world)
     await world.deploy({"kind": "canary", "steps": [{"weight": 30.0}, {"pause": None}]})
     await world.drive(manager, fence, Phase.PAUSED, number=2)
     await world.control(Control.ABORT)
@@ -351,10 +339,7 @@ async def test_abort_sends_the_canary_share_back_first(world: World):
 
 
 async def test_pause_and_resume_go_through_the_guarded_phases(world: World):
-    manager = world.manager()
-    await world.deploy(ROLLING)
-    fence = await claimed(manager, world)
-    await world.drive(manager, fence, Phase.SUCCEEDED)
+    manager, fence = await serving_v1(world)
     await world.deploy({"kind": "canary", "steps": [{"weight": 30.0}, {"weight": 60.0}]})
     await world.manager().reconcile(world.env_id, fence)  # BEGIN
     paused = await world.control(Control.PAUSE)
@@ -380,10 +365,7 @@ async def test_a_phase_change_outside_the_transitions_is_rejected(world: World):
 
 
 async def test_a_router_that_died_is_synced_again(world: World):
-    manager = world.manager()
-    await world.deploy(ROLLING)
-    fence = await claimed(manager, world)
-    await world.drive(manager, fence, Phase.SUCCEEDED)
+    manager, fence = await serving_v1(world)
     world.router.crash()
     await manager.reconcile(world.env_id, fence)  # sees it down (OSError), marks dirty
     await manager.reconcile(world.env_id, fence)  # syncs every route again
