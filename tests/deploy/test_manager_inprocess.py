@@ -26,7 +26,7 @@ from conveyor.deploy.effects import _launch
 from conveyor.deploy.manager import DeploymentManager
 from conveyor.deploy.planner import Act, Action
 from conveyor.deploy.router.memory import MemoryRouter
-from conveyor.deploy.targets.fake import CRASH_S, UNHEALTHY, FakeTarget
+from conveyor.deploy.targets.fake import CRASH_S, START_S, UNHEALTHY, FakeTarget
 from conveyor.domain.deploy import Control, Phase
 from conveyor.storage import artifacts, deployments, environments
 from conveyor.storage.artifacts import Provenance
@@ -38,7 +38,7 @@ from tests.helpers import wait_until_async
 MAX_PASSES = 200
 
 
-def runtime(replicas: int = 2, **env: str) -> dict[str, Any]:
+def runtime(replicas: int = 2, start_period: float = 0.0, **env: str) -> dict[str, Any]:
     return {
         "command": "serve --port $PORT",
         "replicas": replicas,
@@ -46,7 +46,7 @@ def runtime(replicas: int = 2, **env: str) -> dict[str, Any]:
             "path": "/healthz",
             "interval": 1.0,
             "timeout": 2.0,
-            "start_period": 0.0,
+            "start_period": start_period,
             "failures": 2,
             "max_restarts": 2,
         },
@@ -99,9 +99,11 @@ class World:
             )
         return row
 
-    async def deploy(self, strategy: dict[str, Any], **env: str) -> Deployment:
+    async def deploy(
+        self, strategy: dict[str, Any], start_period: float = 0.0, **env: str
+    ) -> Deployment:
         artifact = await self.artifact()
-        spec = requests.ArtifactSpec(runtime(**env), {})
+        spec = requests.ArtifactSpec(runtime(start_period=start_period, **env), {})
         async with self.db.transaction() as session:
             found = await requests.environment(session, self.project, "prod", (18001, 18002))
             made = await requests.deploy(session, found, artifact, spec, strategy, "test")
@@ -157,6 +159,16 @@ class World:
         return taken
 
 
+class Clock:
+    """The fake target's time, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def _world(db: Database, tmp_path: Path) -> World:
     await upgrade(db)
     async with db.transaction() as session:
@@ -165,7 +177,7 @@ async def _world(db: Database, tmp_path: Path) -> World:
         await session.flush()
         project = Project(team_id=team.id, name="api", repo_url="file:///r")
         session.add(project)
-    target = FakeTarget(tmp_path / "target")
+    target = FakeTarget(tmp_path / "target", clock=Clock())
     return World(
         db, FileBlobStore(tmp_path / "blobs"), target, MemoryRouter(target.answers), project
     )
@@ -317,6 +329,22 @@ async def test_a_crashing_canary_is_restarted_then_aborted(world: World):
     acts = await world.drive(manager, fence, Phase.ABORTED, number=2)
     assert acts.count(Act.RESTART) >= 3, "max_restarts 2: restarted until past it"
     assert "crashed" in (await world.deployment(2)).message
+
+
+async def test_a_slow_start_within_the_start_period_waits_then_goes_on(world: World):
+    manager, fence = await serving_v1(world)
+    steps = [{"weight": 50.0}, {"pause": None}]
+    await world.deploy({"kind": "canary", "steps": steps}, start_period=60.0, **{START_S: "30"})
+    acts = await world.drive(manager, fence)  # until a pass has nothing to do
+    assert acts == [Act.BEGIN, Act.START, Act.START], "started, not answering yet"
+    assert (await world.deployment(2)).phase == "progressing"
+    assert (await world.env()).canary_share == 0, "no traffic to an instance not ready"
+    clock = world.target.clock
+    assert isinstance(clock, Clock)
+    clock.now += 30  # the new instances answer their health path now
+    acts = await world.drive(manager, fence, Phase.PAUSED, number=2)
+    assert acts == [Act.READY, Act.READY, Act.SPLIT, Act.ADVANCE, Act.PAUSE]
+    assert (await world.env()).canary_share == 5_000
 
 
 async def test_a_dead_stable_instance_is_restarted(world: World):

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from conveyor.domain.deploy import QueuePolicy
 from conveyor.domain.roles import Role
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
@@ -212,7 +213,7 @@ class DeployIn(Body):
     strategy: Literal["rolling", "blue-green", "canary"] | None = None
     steps: str | None = Field(None, max_length=500)
     """Canary steps, e.g. `10,pause=5s,50,pause,100`."""
-    queue_policy: Literal["ordered", "newest-wins"] | None = None
+    queue_policy: QueuePolicy | None = None
 
 
 class PromoteIn(Body):

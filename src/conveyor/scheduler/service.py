@@ -177,18 +177,15 @@ class Scheduler:
         rows = await jobs.interruptible_on_ref(session, project_id, ref, newest)
         touched: set[uuid.UUID] = set()
         for job_id, run_id in rows:
-            try:
-                async with session.begin_nested():
-                    await move_job(
-                        session,
-                        job_id,
-                        JobStatus.CANCELED,
-                        reason=f"superseded by run {newest}",
-                        finished_at=utcnow(),
-                    )
-            except TransitionRejected:
-                continue  # it finished meanwhile
-            touched.add(run_id)
+            canceled = await jobs.try_move(
+                session,
+                job_id,
+                JobStatus.CANCELED,
+                reason=f"superseded by run {newest}",
+                finished_at=utcnow(),
+            )
+            if canceled:  # else it finished meanwhile
+                touched.add(run_id)
         return sum([await self.advance(session, run_id) for run_id in touched])
 
     async def play(self, job_id: uuid.UUID) -> None:

@@ -24,6 +24,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from conveyor.domain.delivery import DeliveryState
+from conveyor.domain.deploy import InstanceState, Phase, QueuePolicy
+from conveyor.domain.status import JobStatus
 from conveyor.ids import new_id
 
 NAMING = {
@@ -134,7 +137,7 @@ class Job(Base):
     team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
     run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(300))
-    status: Mapped[str] = mapped_column(String(20), default="created")
+    status: Mapped[str] = mapped_column(String(20), default=JobStatus.CREATED.value)
     spec: Mapped[dict[str, Any]] = mapped_column()
     """The PlannedJob, as JSON: what a runner needs to execute the job."""
     concurrency_group: Mapped[str | None] = mapped_column(String(200), default=None)
@@ -285,7 +288,7 @@ class Delivery(Base):
     event: Mapped[str] = mapped_column(String(200))
     headers: Mapped[dict[str, Any]] = mapped_column()
     body: Mapped[bytes] = mapped_column(LargeBinary)
-    state: Mapped[str] = mapped_column(String(20), default="received")
+    state: Mapped[str] = mapped_column(String(20), default=DeliveryState.RECEIVED.value)
     """received → done | failed; `not_before` is when a worker may (re)take it."""
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     not_before: Mapped[datetime] = mapped_column(default=utcnow)
@@ -392,7 +395,7 @@ class Environment(Base):
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(100))
     target: Mapped[str] = mapped_column(String(20), default="local")
-    queue_policy: Mapped[str] = mapped_column(String(20), default="ordered")
+    queue_policy: Mapped[str] = mapped_column(String(20), default=QueuePolicy.ORDERED.value)
     """ordered: queued deployments run in turn; newest-wins: a newer one supersedes them."""
     port: Mapped[int] = mapped_column(Integer)
     """Where the environment serves traffic (the router's frontend)."""
@@ -446,7 +449,7 @@ class Deployment(Base):
     kind: Mapped[str] = mapped_column(String(20), default="deploy")
     """deploy | rollback"""
     rollback_of: Mapped[int | None] = mapped_column(Integer, default=None)
-    phase: Mapped[str] = mapped_column(String(20), default="pending")
+    phase: Mapped[str] = mapped_column(String(20), default=Phase.PENDING.value)
     step: Mapped[int] = mapped_column(Integer, default=0)
     step_started_at: Mapped[datetime | None] = mapped_column(default=None)
     pause_reason: Mapped[str | None] = mapped_column(String(20), default=None)
@@ -508,7 +511,7 @@ class Instance(Base):
     pid: Mapped[int | None] = mapped_column(Integer, default=None)
     pid_started: Mapped[str | None] = mapped_column(String(40), default=None)
     """The process's start time, so that a reused pid is not taken for it."""
-    state: Mapped[str] = mapped_column(String(20), default="starting")
+    state: Mapped[str] = mapped_column(String(20), default=InstanceState.STARTING.value)
     restarts: Mapped[int] = mapped_column(Integer, default=0)
     health_failures: Mapped[int] = mapped_column(Integer, default=0)
     drain_started_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -29,7 +29,7 @@ from conveyor.deploy import records, requests
 from conveyor.deploy.planner import traffic
 from conveyor.deploy.router.base import RouterError, ServerStatus
 from conveyor.deploy.router.haproxy import find_haproxy
-from conveyor.domain.deploy import Control, InstanceState, Phase, QueuePolicy
+from conveyor.domain.deploy import Control, InstanceState, Phase
 from conveyor.domain.roles import Role
 from conveyor.storage import artifacts, deployments
 from conveyor.storage.database import Session
@@ -115,7 +115,7 @@ async def _deploy(
     async with state.db.transaction() as session:
         env = await requests.environment(session, row, body.environment, ports)
         if body.queue_policy is not None:
-            deployments.set_queue_policy(env, QueuePolicy(body.queue_policy))
+            deployments.set_queue_policy(env, body.queue_policy)
         made = await requests.deploy(session, env, artifact, spec, strategy, who.display)
     state.deploy.poke(env.id)
     return deployment_out(made, env.name)
