@@ -115,6 +115,11 @@ class World:
             env = await requests.find_environment(session, self.project, "prod")
             return await requests.command(session, env, what)
 
+    async def rollback(self, to: int | None = None) -> Deployment:
+        async with self.db.transaction() as session:
+            env = await requests.find_environment(session, self.project, "prod")
+            return await requests.rollback(session, env, to, "test")
+
     async def env(self) -> Environment:
         async with self.db.transaction() as session:
             found = await deployments.environment(session, self.project.id, "prod")
@@ -273,6 +278,35 @@ async def test_blue_green_waits_for_promotion_then_switches_and_keeps_the_old_wa
     assert (env.revision, env.stable_slot, env.canary_share) == (2, "b", 0)
     assert env.warm_digest == (await world.deployment(1)).digest
     assert len(world.target.live()) == 4, "the old stack stays warm for scale_down_delay"
+
+
+async def test_a_rollback_to_the_warm_revision_is_a_traffic_switch(world: World):
+    manager, fence = await serving_v1(world)
+    await world.deploy({"kind": "blue-green", "scale_down_delay": 30.0, "auto_promote": True})
+    await world.drive(manager, fence, Phase.SUCCEEDED, number=2)
+    started = len(world.target.starts)
+    back = await world.rollback()
+    assert back.strategy == {"kind": "switch"}
+    acts = await world.drive(manager, fence, Phase.SUCCEEDED, number=back.number)
+    assert acts == [Act.BEGIN, Act.SPLIT, Act.PROMOTE, Act.FINISH]
+    assert len(world.target.starts) == started, "the warm instances take the traffic back"
+    env = await world.env()
+    assert (env.revision, env.stable_slot, env.digest) == (3, "a", back.digest)
+    async with world.db.transaction() as session:
+        pinned = await deployments.pin_of(session, world.env_id, (await world.deployment(2)).digest)
+    assert pinned is not None and "rolled back from revision 2" in pinned.reason
+
+
+async def test_a_rollback_to_a_cold_revision_redeploys_it_rolling(world: World):
+    manager, fence = await serving_v1(world)
+    await world.deploy(ROLLING)
+    await world.drive(manager, fence, Phase.SUCCEEDED, number=2)
+    back = await world.rollback()
+    assert back.strategy == {"kind": "rolling"}
+    acts = await world.drive(manager, fence, Phase.SUCCEEDED, number=back.number)
+    assert acts.count(Act.START) == 2 and acts.count(Act.STOP) == 2
+    assert acts[0] is Act.BEGIN and acts[-2:] == [Act.PROMOTE, Act.FINISH]
+    assert (await world.env()).digest == (await world.deployment(1)).digest
 
 
 async def test_canary_moves_the_split_step_by_step(world: World):
