@@ -130,3 +130,12 @@ async def test_a_refused_or_unreachable_deploy_fails_the_job_with_the_reason():
 
     ok, why = await RemoteDeployer(client_with(down), "job", 1).deploy(None, notes.append)  # type: ignore[arg-type]
     assert not ok and "cannot start the deployment" in why
+
+
+async def test_an_answer_that_does_not_fit_the_protocol_is_an_http_error():
+    """A coordinator's reply missing a field is retried like a transport error, not a
+    crash of the worker (`Agent._worker` catches httpx.HTTPError)."""
+    client = client_with(lambda request: httpx.Response(200, json={"job_id": "not-a-uuid"}))
+    with pytest.raises(httpx.DecodingError, match="answer does not fit Assignment"):
+        await client.request(0)
+    await client.close()

@@ -8,9 +8,10 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import ValidationError
 
 from conveyor.artifacts.tarballs import MEDIA_TYPE
 from conveyor.protocol.errors import StaleLease
@@ -24,6 +25,7 @@ from conveyor.protocol.runner import (
     LogTail,
     RegisterReply,
     RegisterRequest,
+    RunnerReply,
 )
 from conveyor.runner.attempt import AttemptResult
 
@@ -32,6 +34,23 @@ log = logging.getLogger("conveyor.runner")
 
 class DeployError(Exception):
     """The coordinator refused a `deploy:` job's deployment."""
+
+
+Reply = TypeVar("Reply", bound=RunnerReply)
+
+
+def _reply(model: type[Reply], response: httpx.Response) -> Reply:
+    """The coordinator's answer as `model`. An answer that does not fit is an HTTP error
+    like any other (httpx.DecodingError): the worker retries, a heartbeat is tried again,
+    a deploy job's follower counts it, instead of a crash."""
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise httpx.DecodingError(
+            f"{response.request.url.path}: the coordinator's answer does not fit "
+            f"{model.__name__}: {exc.error_count()} error(s), first: {exc.errors()[0]['msg']}",
+            request=response.request,
+        ) from exc
 
 
 def servers(spec: str) -> list[str]:
@@ -73,7 +92,7 @@ class Client:
         if response.status_code == 204:
             return None
         response.raise_for_status()
-        return Assignment.model_validate_json(response.content)
+        return _reply(Assignment, response)
 
     async def heartbeat(self, job_id: str, fence: int) -> bool:
         """Renew the lease; True when the job was canceled."""
@@ -83,7 +102,7 @@ class Client:
             json=Heartbeat(fence=fence).model_dump(mode="json"),
         )
         self._check(response)
-        return HeartbeatReply.model_validate_json(response.content).canceled
+        return _reply(HeartbeatReply, response).canceled
 
     async def log(self, job_id: str, fence: int, offset: int, data: bytes) -> None:
         response = await self._send(
@@ -180,7 +199,7 @@ class Client:
         if response.status_code in (404, 409, 410, 422):
             raise DeployError(str(response.json().get("detail", response.text)))
         self._check(response)
-        return DeploymentProgress.model_validate_json(response.content)
+        return _reply(DeploymentProgress, response)
 
     async def deploy_status(
         self, job_id: str, fence: int, environment: str, number: int
@@ -191,7 +210,7 @@ class Client:
             params={"fence": fence},
         )
         self._check(response)
-        return DeploymentProgress.model_validate_json(response.content)
+        return _reply(DeploymentProgress, response)
 
     @staticmethod
     def _check(response: httpx.Response) -> None:
@@ -206,4 +225,4 @@ async def register(server: str, token: str, name: str, labels: tuple[str, ...]) 
         body = RegisterRequest(token=token, name=name, labels=list(labels))
         response = await http.post("/api/v1/runners/register", json=body.model_dump(mode="json"))
         response.raise_for_status()
-        return RegisterReply.model_validate_json(response.content).token
+        return _reply(RegisterReply, response).token
