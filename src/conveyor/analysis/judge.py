@@ -1,0 +1,373 @@
+"""The judge: from measurements to `pass | fail | inconclusive`, with the reason as data.
+Pure functions and immutable values, tested with no I/O (STYLE.md: a verdict is a
+function from values to a result, as Argo Rollouts' assessMetricStatus).
+
+Three kinds of metric:
+- an **error rate**, against an absolute `max` (a one-sample test: is the canary's rate
+  above max?) and/or against the stable slot (`max_ratio`: of the two slots' errors, does
+  the canary serve more than its traffic share and the ratio allow?);
+- a **latency quantile**, against an absolute `max` (is P(latency > max) above 1 - q?)
+  and/or against the stable slot (`max_ratio` times an upper confidence bound of the
+  stable's quantile);
+- a **gauge** (RSS, an HTTP value, a job's exit status): each measurement within
+  `min`/`max`, no statistics.
+
+The count tests are anytime-valid (analysis.sequential): evaluated every second for as
+long as the analysis runs, each raises a false alarm with probability at most its alpha.
+No data, or fewer samples than `min_samples`, is inconclusive, never a pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from conveyor.analysis.sequential import (
+    canary_share_under_null,
+    one_sided,
+    quantile_upper_index,
+)
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    """Enough samples, and no evidence of a regression."""
+    FAIL = "fail"
+    """Evidence of a regression (or a gauge out of bounds): abort."""
+    INCONCLUSIVE = "inconclusive"
+    """Not enough data to say: no measurement, or fewer samples than min_samples."""
+
+
+SEVERITY = {Verdict.PASS: 0, Verdict.INCONCLUSIVE: 1, Verdict.FAIL: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class SlotCounts:
+    """One slot's requests and failed requests over the analysis window."""
+
+    requests: int = 0
+    errors: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.errors <= self.requests:
+            raise ValueError(f"need 0 <= errors <= requests, got {self.errors}/{self.requests}")
+
+    @property
+    def rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """One metric's verdict with everything that explains it."""
+
+    metric: str
+    verdict: Verdict
+    reason: str
+    method: str
+    canary: float | None = None
+    """The canary's observed value (a rate, a quantile in ms, a gauge)."""
+    stable: float | None = None
+    threshold: float | None = None
+    """The limit the canary's value was held to (absolute, or derived from stable)."""
+    samples: Mapping[str, int] = field(default_factory=dict)
+    """Samples per slot (`canary`, `stable`)."""
+    log_bayes_factor: float | None = None
+    """The test statistic (ln BF); a fail needs at least ln(1/alpha)."""
+    alpha: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRateRule:
+    max: float | None = None
+    """The highest acceptable error rate (0.01 = 1 %)."""
+    max_ratio: float | None = None
+    """The canary's error rate may be at most this many times the stable one's."""
+
+
+@dataclass(frozen=True, slots=True)
+class QuantileRule:
+    quantile: float
+    """0.99 for p99."""
+    max_ms: float | None = None
+    max_ratio: float | None = None
+    """The canary's quantile may be at most this many times the stable one's."""
+
+
+@dataclass(frozen=True, slots=True)
+class GaugeRule:
+    min: float | None = None
+    max: float | None = None
+
+
+def _worst(judgements: Sequence[Judgement]) -> Judgement:
+    return max(judgements, key=lambda j: SEVERITY[j.verdict])
+
+
+def _too_few(
+    metric: str, method: str, samples: Mapping[str, int], min_samples: int
+) -> Judgement | None:
+    short = {slot: n for slot, n in samples.items() if n < min_samples}
+    if not short:
+        return None
+    shown = ", ".join(f"{slot} {n}" for slot, n in short.items())
+    return Judgement(
+        metric,
+        Verdict.INCONCLUSIVE,
+        f"too few samples ({shown}; need {min_samples} per slot)",
+        method,
+        samples=dict(samples),
+    )
+
+
+def judge_error_rate(
+    metric: str,
+    rule: ErrorRateRule,
+    canary: SlotCounts,
+    stable: SlotCounts | None,
+    *,
+    share: float,
+    min_samples: int,
+    alpha: float,
+) -> Judgement:
+    """The canary's error rate against `rule`. `share` is the canary's share of the
+    requests (its traffic weight) while these counts were taken; `alpha` the false-alarm
+    rate allowed to this metric (split between its two tests when both apply)."""
+    tests = [t for t in (rule.max, rule.max_ratio) if t is not None]
+    if not tests:
+        raise ValueError(f"{metric}: an error-rate metric needs max or max_ratio")
+    each = alpha / len(tests)
+    samples = {"canary": canary.requests}
+    if rule.max_ratio is not None:
+        samples["stable"] = stable.requests if stable is not None else 0
+    short = _too_few(metric, "error rate", samples, min_samples)
+    if short is not None:
+        return short
+    found: list[Judgement] = []
+    if rule.max is not None:
+        found.append(_absolute_rate(metric, rule.max, canary, samples, each))
+    if rule.max_ratio is not None and stable is not None:
+        found.append(_relative_rate(metric, rule.max_ratio, canary, stable, share, samples, each))
+    return _worst(found)
+
+
+def _absolute_rate(
+    metric: str, limit: float, canary: SlotCounts, samples: Mapping[str, int], alpha: float
+) -> Judgement:
+    evidence = one_sided(canary.errors, canary.requests, limit, alpha)
+    verdict = Verdict.FAIL if evidence.alarm else Verdict.PASS
+    rate = canary.rate or 0.0
+    reason = (
+        f"the canary's error rate {rate:.2%} is above {limit:.2%} "
+        f"(BF {evidence.e_value:.3g} >= {1 / alpha:.3g})"
+        if evidence.alarm
+        else f"no evidence that the canary's error rate {rate:.2%} exceeds {limit:.2%}"
+    )
+    return Judgement(
+        metric,
+        verdict,
+        reason,
+        "one-sided Beta-binomial mixture SPRT (errors per request)",
+        canary=rate,
+        threshold=limit,
+        samples=dict(samples),
+        log_bayes_factor=evidence.log_bf,
+        alpha=alpha,
+    )
+
+
+def _relative_rate(
+    metric: str,
+    max_ratio: float,
+    canary: SlotCounts,
+    stable: SlotCounts,
+    share: float,
+    samples: Mapping[str, int],
+    alpha: float,
+) -> Judgement:
+    p0 = canary_share_under_null(share, max_ratio)
+    errors = canary.errors + stable.errors
+    evidence = one_sided(canary.errors, errors, p0, alpha)
+    c_rate, s_rate = canary.rate or 0.0, stable.rate or 0.0
+    if evidence.alarm:
+        reason = (
+            f"the canary serves {canary.errors} of {errors} errors, more than "
+            f"{p0:.1%} (its {share:.0%} of the traffic at {max_ratio:g}x the stable's "
+            f"rate allows): {c_rate:.2%} against {s_rate:.2%} "
+            f"(BF {evidence.e_value:.3g} >= {1 / alpha:.3g})"
+        )
+    else:
+        reason = (
+            f"no evidence that the canary's error rate {c_rate:.2%} exceeds "
+            f"{max_ratio:g}x the stable's {s_rate:.2%}"
+        )
+    return Judgement(
+        metric,
+        Verdict.FAIL if evidence.alarm else Verdict.PASS,
+        reason,
+        "one-sided Beta-binomial mixture SPRT on the slot of each error, conditioned on the "
+        "traffic split",
+        canary=c_rate,
+        stable=s_rate,
+        threshold=max_ratio * s_rate,
+        samples=dict(samples),
+        log_bayes_factor=evidence.log_bf,
+        alpha=alpha,
+    )
+
+
+def judge_quantile(
+    metric: str,
+    rule: QuantileRule,
+    canary_ms: Sequence[float],
+    stable_ms: Sequence[float] | None,
+    *,
+    min_samples: int,
+    alpha: float,
+) -> Judgement:
+    """The canary's latency quantile against `rule`, as a test on exceedances: under the
+    null, a canary request is slower than the threshold with probability at most 1 - q."""
+    if not 0.0 < rule.quantile < 1.0:
+        raise ValueError(f"{metric}: quantile must be in (0, 1), got {rule.quantile}")
+    tests = [t for t in (rule.max_ms, rule.max_ratio) if t is not None]
+    if not tests:
+        raise ValueError(f"{metric}: a quantile metric needs max or max_ratio")
+    each = alpha / len(tests)
+    samples = {"canary": len(canary_ms)}
+    if rule.max_ratio is not None:
+        samples["stable"] = len(stable_ms or ())
+    short = _too_few(metric, "quantile", samples, min_samples)
+    if short is not None:
+        return short
+    canary_q = _quantile(sorted(canary_ms), rule.quantile)
+    found: list[Judgement] = []
+    if rule.max_ms is not None:
+        found.append(
+            _exceedances(metric, rule, canary_ms, rule.max_ms, canary_q, None, samples, each)
+        )
+    if rule.max_ratio is not None and stable_ms:
+        ordered = sorted(stable_ms)
+        stable_q = _quantile(ordered, rule.quantile)
+        bound = ordered[quantile_upper_index(len(ordered), rule.quantile)]
+        limit = rule.max_ratio * bound
+        found.append(
+            _exceedances(metric, rule, canary_ms, limit, canary_q, stable_q, samples, each)
+        )
+    return _worst(found)
+
+
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _exceedances(
+    metric: str,
+    rule: QuantileRule,
+    canary_ms: Sequence[float],
+    limit: float,
+    canary_q: float,
+    stable_q: float | None,
+    samples: Mapping[str, int],
+    alpha: float,
+) -> Judgement:
+    slower = sum(1 for x in canary_ms if x > limit)
+    evidence = one_sided(slower, len(canary_ms), 1.0 - rule.quantile, alpha)
+    name = f"p{rule.quantile * 100:g}"
+    if evidence.alarm:
+        reason = (
+            f"the canary's {name} {canary_q:.1f} ms is above {limit:.1f} ms: {slower} of "
+            f"{len(canary_ms)} requests slower (BF {evidence.e_value:.3g} >= {1 / alpha:.3g})"
+        )
+    else:
+        reason = f"no evidence that the canary's {name} {canary_q:.1f} ms exceeds {limit:.1f} ms"
+    return Judgement(
+        metric,
+        Verdict.FAIL if evidence.alarm else Verdict.PASS,
+        reason,
+        "one-sided Beta-binomial mixture SPRT on requests slower than the threshold",
+        canary=canary_q,
+        stable=stable_q,
+        threshold=limit,
+        samples=dict(samples),
+        log_bayes_factor=evidence.log_bf,
+        alpha=alpha,
+    )
+
+
+def judge_gauge(metric: str, rule: GaugeRule, value: float | None) -> Judgement:
+    """One measurement against `min`/`max` (no measurement: inconclusive)."""
+    if value is None:
+        return Judgement(metric, Verdict.INCONCLUSIVE, "no measurement", "bounds")
+    if rule.max is not None and value > rule.max:
+        reason = f"{value:g} is above {rule.max:g}"
+        return Judgement(metric, Verdict.FAIL, reason, "bounds", canary=value, threshold=rule.max)
+    if rule.min is not None and value < rule.min:
+        reason = f"{value:g} is below {rule.min:g}"
+        return Judgement(metric, Verdict.FAIL, reason, "bounds", canary=value, threshold=rule.min)
+    return Judgement(metric, Verdict.PASS, f"{value:g} is within bounds", "bounds", canary=value)
+
+
+# -- a whole analysis --------------------------------------------------------------------
+
+
+class AnalysisPhase(StrEnum):
+    """Where an analysis is, after its latest evaluation."""
+
+    RUNNING = "running"
+    """Measuring: its duration has not passed (or it extends an inconclusive end)."""
+    PASSED = "passed"
+    FAILED = "failed"
+    """A metric failed more than failure_limit times: abort."""
+    INCONCLUSIVE = "inconclusive"
+    """Still inconclusive after inconclusive_limit more evaluations: pause for a person."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    duration_s: float
+    """`for`: how long the analysis judges before it may pass."""
+    failure_limit: int = 0
+    """Failed evaluations a metric may have; one more fails the analysis."""
+    inconclusive_limit: int = 30
+    """Evaluations past the duration that may stay inconclusive before it pauses."""
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """An analysis run as a fold over its evaluations: `observe` returns the next
+    state. Nothing in here reads a clock; the caller says how long it has run."""
+
+    limits: Limits
+    phase: AnalysisPhase = AnalysisPhase.RUNNING
+    failures: Mapping[str, int] = field(default_factory=dict)
+    extended: int = 0
+    """Evaluations past the duration that were inconclusive."""
+    latest: tuple[Judgement, ...] = ()
+    reason: str = ""
+
+    def observe(self, judgements: Sequence[Judgement], elapsed_s: float) -> Analysis:
+        if self.phase is not AnalysisPhase.RUNNING:
+            return self
+        if not judgements:
+            raise ValueError("an evaluation judges at least one metric")
+        failures = dict(self.failures)
+        for j in judgements:
+            if j.verdict is Verdict.FAIL:
+                failures[j.metric] = failures.get(j.metric, 0) + 1
+        state = replace(self, failures=failures, latest=tuple(judgements))
+        over = [j for j in judgements if failures.get(j.metric, 0) > self.limits.failure_limit]
+        if over:
+            return replace(
+                state, phase=AnalysisPhase.FAILED, reason=f"{over[0].metric}: {over[0].reason}"
+            )
+        if elapsed_s < self.limits.duration_s:
+            return state
+        unsure = [j for j in judgements if j.verdict is not Verdict.PASS]
+        if not unsure:
+            return replace(state, phase=AnalysisPhase.PASSED, reason="every metric passed")
+        extended = self.extended + 1
+        if extended > self.limits.inconclusive_limit:
+            why = f"{unsure[0].metric}: {unsure[0].reason}"
+            return replace(state, phase=AnalysisPhase.INCONCLUSIVE, extended=extended, reason=why)
+        return replace(state, extended=extended)
