@@ -57,6 +57,7 @@ def test_schema_is_json_schema_with_every_top_level_keyword():
     assert result.exit_code == 0
     schema = json.loads(result.stdout)
     assert set(schema["properties"]) == {
+        "analysis",
         "version",
         "service",
         "team",

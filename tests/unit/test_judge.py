@@ -90,8 +90,21 @@ def test_both_limits_split_alpha_and_the_worse_verdict_wins():
     assert "serves 100 of 109 errors" in found.reason
 
 
+def test_an_increase_in_percentage_points_over_stable():
+    rule = ErrorRateRule(max_increase=0.005)
+    # 1 % on stable; the canary at 3 %: more than 0.5 points above.
+    worse = rate(SlotCounts(3000, 90), SlotCounts(27000, 270), rule)
+    assert worse.verdict is Verdict.FAIL and worse.stable == pytest.approx(0.01)
+    assert "plus 0.50%" in worse.reason
+    # The canary at 1.2 %: within the half point.
+    close = rate(SlotCounts(3000, 36), SlotCounts(27000, 270), rule)
+    assert close.verdict is Verdict.PASS
+    assert close.reason.endswith("by more than 0.50%")
+    assert close.threshold is not None and 0.015 < close.threshold < 0.017
+
+
 def test_an_error_rate_metric_needs_a_limit():
-    with pytest.raises(ValueError, match="needs max or max_ratio"):
+    with pytest.raises(ValueError, match="needs max, max_ratio or max_increase"):
         rate(SlotCounts(1, 0), None, ErrorRateRule())
     with pytest.raises(ValueError, match="errors <= requests"):
         SlotCounts(1, 2)

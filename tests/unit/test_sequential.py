@@ -14,6 +14,7 @@ from conveyor.analysis.sequential import (
     log_bayes_factor,
     one_sided,
     quantile_upper_index,
+    rate_upper_bound,
 )
 
 
@@ -92,6 +93,14 @@ def test_bad_arguments_are_refused():
         canary_share_under_null(0.5, 0.0)
     with pytest.raises(ValueError, match="no samples"):
         quantile_upper_index(0, 0.99)
+    with pytest.raises(ValueError, match="no trials"):
+        rate_upper_bound(0, 0)
+
+
+def test_the_rate_bound_is_above_the_rate_and_tightens():
+    assert 0.01 < rate_upper_bound(100, 10_000) < 0.013
+    assert rate_upper_bound(1, 10) > rate_upper_bound(100, 1000) > 0.1
+    assert rate_upper_bound(0, 100) > 0 and rate_upper_bound(100, 100) == 1.0
 
 
 def test_the_canary_share_of_errors_under_the_null():

@@ -27,6 +27,7 @@ from conveyor.analysis.sequential import (
     canary_share_under_null,
     one_sided,
     quantile_upper_index,
+    rate_upper_bound,
 )
 
 
@@ -84,6 +85,9 @@ class ErrorRateRule:
     """The highest acceptable error rate (0.01 = 1 %)."""
     max_ratio: float | None = None
     """The canary's error rate may be at most this many times the stable one's."""
+    max_increase: float | None = None
+    """The canary's error rate may be at most this much above the stable one's (0.005 =
+    0.5 percentage points)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,12 +138,12 @@ def judge_error_rate(
     """The canary's error rate against `rule`. `share` is the canary's share of the
     requests (its traffic weight) while these counts were taken; `alpha` the false-alarm
     rate allowed to this metric (split between its two tests when both apply)."""
-    tests = [t for t in (rule.max, rule.max_ratio) if t is not None]
+    tests = [t for t in (rule.max, rule.max_ratio, rule.max_increase) if t is not None]
     if not tests:
-        raise ValueError(f"{metric}: an error-rate metric needs max or max_ratio")
+        raise ValueError(f"{metric}: an error-rate metric needs max, max_ratio or max_increase")
     each = alpha / len(tests)
     samples = {"canary": canary.requests}
-    if rule.max_ratio is not None:
+    if rule.max_ratio is not None or rule.max_increase is not None:
         samples["stable"] = stable.requests if stable is not None else 0
     short = _too_few(metric, "error rate", samples, min_samples)
     if short is not None:
@@ -149,7 +153,39 @@ def judge_error_rate(
         found.append(_absolute_rate(metric, rule.max, canary, samples, each))
     if rule.max_ratio is not None and stable is not None:
         found.append(_relative_rate(metric, rule.max_ratio, canary, stable, share, samples, each))
+    if rule.max_increase is not None and stable is not None:
+        found.append(_rate_increase(metric, rule.max_increase, canary, stable, samples, each))
     return _worst(found)
+
+
+def _rate_increase(
+    metric: str,
+    increase: float,
+    canary: SlotCounts,
+    stable: SlotCounts,
+    samples: Mapping[str, int],
+    alpha: float,
+) -> Judgement:
+    """The canary's rate against the stable one's plus `increase`: a one-sample test whose
+    limit is an upper 99 % confidence bound of the stable rate plus the increase (the
+    stable slot's larger sample makes the bound tight)."""
+    limit = min(0.999, rate_upper_bound(stable.errors, stable.requests) + increase)
+    found = _absolute_rate(metric, limit, canary, samples, alpha)
+    s_rate = stable.rate or 0.0
+    if found.verdict is Verdict.PASS:
+        reason = (
+            f"no evidence that the canary's error rate {found.canary or 0.0:.2%} exceeds the "
+            f"stable's {s_rate:.2%} by more than {increase:.2%}"
+        )
+    else:
+        reason = f"{found.reason}: the stable's {s_rate:.2%} plus {increase:.2%} and its margin"
+    return replace(
+        found,
+        reason=reason,
+        stable=s_rate,
+        method="one-sided Beta-binomial mixture SPRT against the stable rate's upper bound "
+        "plus the increase",
+    )
 
 
 def _absolute_rate(

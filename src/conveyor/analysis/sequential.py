@@ -104,3 +104,14 @@ def quantile_upper_index(count: int, q: float, z: float = Z_UPPER) -> int:
         raise ValueError("no samples")
     spread = z * math.sqrt(count * q * (1.0 - q))
     return min(count - 1, math.ceil(count * q + spread) - 1)
+
+
+def rate_upper_bound(k: int, n: int, z: float = Z_UPPER) -> float:
+    """Wilson's upper confidence bound of a proportion from k successes in n trials:
+    at least the true rate with probability about Phi(z)."""
+    if n <= 0:
+        raise ValueError("no trials")
+    p = k / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return min(1.0, (centre + spread) / (1 + z * z / n))

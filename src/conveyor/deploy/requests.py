@@ -110,7 +110,10 @@ def _normal(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
             value = step["pause"]
             out.append({"pause": None if value == "until-promoted" else float(value)})
         elif "analysis" in step:
-            out.append({"analysis": step["analysis"]})
+            entry: dict[str, Any] = {"analysis": step["analysis"]}
+            if step.get("for_") is not None:
+                entry["for"] = float(step["for_"])
+            out.append(entry)
         else:
             out.append({"weight": float(step["weight"])})
     return out

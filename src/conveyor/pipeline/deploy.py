@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
+from conveyor.pipeline.analysis import AnalysisRun
 from conveyor.pipeline.durations import parse_duration
 from conveyor.pipeline.fields import Duration, Env, Model, Name
 
@@ -61,25 +62,34 @@ def _pause(value: Any) -> Any:
 
 
 class CanaryStep(Model):
-    """One canary step: exactly one of `weight`, `pause` or `analysis`."""
+    """One canary step: exactly one of `weight`, `pause` or `analysis`. An analysis step
+    names a template of the `analysis` section and may say how long it judges
+    (`{analysis: http-health, for: 60s}`); `analysis: {}` waits for `promote`."""
 
     weight: float | None = Field(None, ge=0, le=100)
     pause: Annotated[
         float | Literal["until-promoted"] | None,
         BeforeValidator(_pause, json_schema_input_type=str | float | dict[str, Any]),
     ] = None
-    analysis: dict[str, Any] | None = None
+    analysis: Name | dict[str, Any] | None = None
+    for_: Duration | None = Field(None, alias="for")
 
     @model_validator(mode="before")
     @classmethod
     def _one_kind(cls, value: Any) -> Any:
-        if isinstance(value, dict) and len(value) != 1:
-            raise ValueError("a canary step has exactly one of: weight, pause, analysis")
+        if isinstance(value, dict):
+            kinds = [k for k in value if k != "for"]
+            if len(kinds) != 1:
+                raise ValueError("a canary step has exactly one of: weight, pause, analysis")
+            if "for" in value and kinds != ["analysis"]:
+                raise ValueError("`for` goes with an analysis step: {analysis: NAME, for: 60s}")
         return value
 
 
 class Canary(Model):
     steps: Annotated[list[CanaryStep], Field(min_length=1)]
+    background_analysis: Name | None = None
+    """A template judged through every step, from the first weight to promotion."""
 
 
 def _strategy_shorthand(value: Any) -> Any:
@@ -112,6 +122,8 @@ class Deploy(Model):
             json_schema_input_type=Literal["rolling", "blue-green"] | Strategy,
         ),
     ] = Field(default_factory=lambda: Strategy(rolling=Rolling()))
+    bake: AnalysisRun | None = None
+    """An analysis that keeps judging after promotion, while the old revision is warm."""
 
 
 class Health(Model):

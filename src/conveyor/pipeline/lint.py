@@ -66,7 +66,58 @@ def lint(data: Any) -> list[Finding]:
     findings += _check_stages(data, jobs)
     findings += _check_needs(jobs)
     findings += _check_cycles(jobs)
+    findings += _check_analysis(data, jobs)
     return findings
+
+
+def _templates(data: Any) -> dict[str, Any]:
+    section = data.get("analysis") if isinstance(data, dict) else None
+    templates = section.get("templates") if isinstance(section, dict) else None
+    return templates if isinstance(templates, dict) else {}
+
+
+def _analysis_references(name: str, job: Any) -> Iterator[tuple[PathKey, Any]]:
+    """(path, template name) of every analysis a job's `deploy` names."""
+    deploy = job.get("deploy") if isinstance(job, dict) else None
+    if not isinstance(deploy, dict):
+        return
+    base: PathKey = ("jobs", name, "deploy")
+    bake = deploy.get("bake")
+    if isinstance(bake, dict) and "analysis" in bake:
+        yield (*base, "bake", "analysis"), bake["analysis"]
+    strategy = deploy.get("strategy")
+    canary = strategy.get("canary") if isinstance(strategy, dict) else None
+    if not isinstance(canary, dict):
+        return
+    where: PathKey = (*base, "strategy", "canary")
+    if "background_analysis" in canary:
+        yield (*where, "background_analysis"), canary["background_analysis"]
+    steps = canary.get("steps")
+    for i, step in enumerate(steps if isinstance(steps, list) else []):
+        if isinstance(step, dict) and isinstance(step.get("analysis"), str):
+            yield (*where, "steps", i, "analysis"), step["analysis"]
+
+
+def _check_analysis(data: Any, jobs: dict[str, Any]) -> Iterator[Finding]:
+    templates = _templates(data)
+    names = [t for t in templates if isinstance(t, str)]
+    for name, job in jobs.items():
+        for path, wanted in _analysis_references(name, job):
+            if isinstance(wanted, str) and wanted not in templates:
+                yield Finding(
+                    path,
+                    f"no analysis template {wanted!r} in `analysis.templates`"
+                    + (suggest(wanted, names) if names else " (there are none)"),
+                )
+    for template, body in templates.items():
+        metrics = body.get("metrics") if isinstance(body, dict) else None
+        for i, metric in enumerate(metrics if isinstance(metrics, list) else []):
+            job = metric.get("job") if isinstance(metric, dict) else None
+            if isinstance(job, str) and job not in jobs:
+                yield Finding(
+                    ("analysis", "templates", template, "metrics", i, "job"),
+                    f"metric job {job!r} is not a job in this file" + suggest(job, list(jobs)),
+                )
 
 
 def _declared_stages(data: Any) -> list[str]:

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from conveyor.domain.failure import RETRYABLE_CLASSES, FailureClass
+from conveyor.pipeline.analysis import AnalysisSection
 from conveyor.pipeline.deploy import Deploy, Runtime
 from conveyor.pipeline.fields import (
     ENV_NAME_PATTERN,
@@ -394,6 +395,7 @@ class PipelineSpec(Model):
         AfterValidator(_some_jobs),
     ]
     runtime: Runtime | None = None
+    analysis: AnalysisSection = Field(default_factory=AnalysisSection)
 
     @property
     def stage_names(self) -> tuple[str, ...]:
