@@ -1,0 +1,71 @@
+"""The contract of a metric provider (STYLE.md: one small interface per outside system,
+as Argo Rollouts' metric/provider.go), and what every provider returns.
+
+A provider is asked for one metric of one analysis, for each slot it can measure, over
+a time window. It is called by the analysis loop of the environment's driver, once per
+`interval`, from one task at a time per analysis; it may be called again for the same
+window after a crash and must then answer the same way or with newer data (idempotent,
+no side effects on the service).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from conveyor.pipeline.analysis import Metric
+
+
+class Slot(StrEnum):
+    CANARY = "canary"
+    """The new revision (in a blue-green: its preview)."""
+    STABLE = "stable"
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One running instance of a slot, as the target runs it."""
+
+    pid: int
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class SlotTarget:
+    """What a provider may measure of one slot."""
+
+    slot: Slot
+    instances: tuple[Instance, ...] = ()
+    url: str | None = None
+    """Where the slot answers (the canary: its preview URL)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One value of one metric for one slot over [start, end] (monotonic seconds)."""
+
+    metric: str
+    slot: Slot
+    value: float | None
+    """None: nothing to measure (no instance, no answer)."""
+    samples: int
+    """How many observations the value stands on (requests, instances, 1 for a gauge)."""
+    start: float
+    end: float
+    detail: str = ""
+    parts: dict[str, float] = field(default_factory=dict)
+    """Per instance, where a provider measures several."""
+
+
+class MetricProvider(Protocol):
+    """Measures a metric for the slots of a rollout."""
+
+    async def measure(
+        self, metric: Metric, targets: Sequence[SlotTarget], start: float, end: float
+    ) -> list[Measurement]:
+        """One measurement per target, for the window [start, end]. Never raises for the
+        service's own failures (a dead instance, no answer): that is a measurement with
+        `value` None and a `detail`, which the judge counts as no data."""
+        ...
