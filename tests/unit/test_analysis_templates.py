@@ -145,6 +145,8 @@ def test_a_reference_with_no_templates_at_all():
         ("{name: e, compare: stable, max_increase: 1%}", "in percentage points"),
         ("{name: q, provider: prometheus}", "needs `query`"),
         ("{name: q, provider: http, max: 1}", "needs `url`"),
+        ("{name: q, provider: http, url: 'ftp://x', max: 1}", "should match pattern"),
+        ("{name: q, provider: http, url: 'http://x', json_path: '$[[', max: 1}", "not a JSONPath"),
         ("{name: q, provider: logs, pattern: '(', max: 1}", "not a regular expression"),
         ("{name: q, provider: http, url: 'http://x', quantile: 0.9, max: 1}", "`quantile` is for"),
         ("{name: q, provider: job, job: missing, max: 0}", "metric job 'missing' is not a job"),

@@ -21,6 +21,8 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any
 
+from jsonpath_ng.exceptions import JSONPathError
+from jsonpath_ng.parser import parse as jsonpath
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from conveyor.pipeline.durations import parse_duration
@@ -107,7 +109,7 @@ class Metric(Model):
     """How far above the stable slot's error rate the canary's may be (`0.5pp`)."""
     query: str | None = Field(None, min_length=1)
     """prometheus: PromQL; `{{ canary }}` and `{{ stable }}` name the slot's instances."""
-    url: str | None = Field(None, pattern=r"^https?://")
+    url: str | None = Field(None, pattern=r"^(https?://|\{\{ preview \}\})")
     """http: the URL to GET (`{{ preview }}` is the canary's preview URL)."""
     json_path: str | None = None
     """http: where the value is in the JSON answer (`$.status.errors`)."""
@@ -117,6 +119,16 @@ class Metric(Model):
     """process: `cpu` (share of one core) or `rss`."""
     pattern: str | None = None
     """logs: a regular expression that marks an error line."""
+
+    @field_validator("json_path")
+    @classmethod
+    def _json_path(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                jsonpath(value)
+            except JSONPathError as exc:
+                raise ValueError(f"not a JSONPath: {exc}") from exc
+        return value
 
     @field_validator("pattern")
     @classmethod
