@@ -41,6 +41,10 @@ class _Waiting:
         return tuple(self.values[k] for k in KEY)
 
 
+def _sort_key(key: tuple[Any, ...]) -> tuple[str, ...]:
+    return tuple(str(part) for part in key)
+
+
 class DeliveryWriter:
     """Inserts deliveries, one batch at a time; each caller learns whether its delivery
     was new (its id) or already stored (None)."""
@@ -82,10 +86,14 @@ class DeliveryWriter:
         first: dict[tuple[Any, ...], _Waiting] = {}
         for waiting in batch:
             first.setdefault(waiting.key, waiting)
+        # In key order: two replicas storing the same redelivered keys at the same moment
+        # then wait on each other's rows in one order, never in a cycle (on PostgreSQL,
+        # batches in arrival order deadlocked, and the loser's senders got 503).
+        rows = [first[key].values for key in sorted(first, key=_sort_key)]
         async with self.db.engine.begin() as conn:
             # executemany: one compiled (cached) statement, sent as multi-row INSERTs by
             # SQLAlchemy's "insertmanyvalues".
-            result = await conn.execute(self._insert, [w.values for w in first.values()])
+            result = await conn.execute(self._insert, rows)
             inserted = {tuple(row) for row in result}
         self.batches += 1
         self.stored += len(inserted)
