@@ -13,7 +13,15 @@ import typer
 
 from conveyor import __version__
 from conveyor.cli import artifacts, client, deploys, loadgen, processes
-from conveyor.cli.console import err, out
+from conveyor.cli.console import (
+    EXIT_CANCELED,
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_SKIPPED,
+    err,
+    out,
+)
 from conveyor.cli.render import LiveObserver, render_errors, render_plan, render_summary
 from conveyor.config import Settings
 from conveyor.pipeline.errors import PipelineInvalid
@@ -23,12 +31,6 @@ from conveyor.pipeline.schema import PipelineSpec
 from conveyor.pipeline.triggers import Event, EventKind
 from conveyor.runner.attempt import RunOptions
 from conveyor.runner.local import LocalRun, RunResult
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_INVALID = 2
-EXIT_SKIPPED = 3
-EXIT_CANCELED = 130
 
 app = typer.Typer(
     name="conveyor",

@@ -16,10 +16,8 @@ import typer
 from rich.markup import escape
 
 from conveyor.cli.client import DataDirOpt, ServerOpt, TokenOpt
-from conveyor.cli.console import err, out
+from conveyor.cli.console import EXIT_INVALID, err, out
 from conveyor.config import Settings
-
-EXIT_INVALID = 2
 
 
 def serve(

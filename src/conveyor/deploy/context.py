@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from conveyor.artifacts.blobs import BlobStore
 from conveyor.deploy.planner import Action, Rollout
-from conveyor.deploy.records import StrategyRecord, plan_of, runtime_of, strategy_of
+from conveyor.deploy.records import plan_of, runtime_of
 from conveyor.deploy.targets.base import Target
 from conveyor.pipeline.deploy import Runtime
 from conveyor.storage import environments
@@ -49,21 +49,24 @@ class DriverContext:
 
 @dataclass(frozen=True)
 class Driven:
-    """What one pass loaded, with the active deployment's strategy and runtime parsed."""
+    """What one pass loaded, with the runtimes parsed once."""
 
     rows: EnvironmentRows
     rollout: Rollout | None
     """The active deployment as the planner sees it."""
-    strategy: StrategyRecord | None
     runtime: Runtime | None
     """The active deployment's runtime."""
+    stable_runtime: Runtime | None
+    """The stable revision's runtime (None before the first deploy)."""
 
     @classmethod
     def of(cls, rows: EnvironmentRows) -> Driven:
+        stable = runtime_of(rows.env.runtime) if rows.env.runtime else None
         active = rows.active
         if active is None:
-            return cls(rows, None, None, None)
-        return cls(rows, plan_of(active), strategy_of(active.strategy), runtime_of(active.runtime))
+            return cls(rows, None, None, stable)
+        runtime = runtime_of(active.runtime)
+        return cls(rows, plan_of(active, runtime), runtime, stable)
 
     @property
     def env(self) -> Environment:
@@ -83,9 +86,7 @@ class Driven:
         None for a leftover of neither."""
         if self.plan_row is not None and self.plan_row.digest == digest:
             return self.runtime
-        if self.env.runtime:
-            return runtime_of(self.env.runtime)
-        return self.runtime
+        return self.stable_runtime or self.runtime
 
 
 @dataclass(frozen=True)

@@ -138,17 +138,16 @@ async def promote(ctx: DriverContext, effect: Effect) -> None:
     (traffic is already there) and keeps the old stack warm for `scale_down_delay`."""
     plan, env, rollout = effect.driven.plan_row, effect.driven.env, effect.driven.rollout
     assert plan is not None and rollout is not None
-    relabel = effect.action.slot != env.stable_slot and env.revision != plan.number
+    relabel: dict[str, Any] = {}
+    if effect.action.slot != env.stable_slot and env.revision != plan.number:
+        relabel = {
+            "new_slot": str(effect.action.slot),
+            "warm_digest": env.digest,
+            "warm_until": utcnow() + timedelta(seconds=rollout.scale_down_delay),
+        }
     async with ctx.fenced(effect.env_id, effect.fence) as session:
         await environments.make_stable(
-            session,
-            effect.env_id,
-            plan.number,
-            plan.digest,
-            plan.runtime,
-            new_slot=str(effect.action.slot) if relabel else None,
-            warm_digest=env.digest,
-            warm_until=utcnow() + timedelta(seconds=rollout.scale_down_delay),
+            session, effect.env_id, plan.number, plan.digest, plan.runtime, **relabel
         )
         await _done(session, effect)
 

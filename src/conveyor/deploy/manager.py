@@ -144,18 +144,12 @@ class DeploymentManager:
         finally:
             self.drivers.pop(env_id, None)
 
-    def fenced(
-        self, env_id: uuid.UUID, fence: int
-    ) -> contextlib.AbstractAsyncContextManager[Session]:
-        """A transaction under the environment's lease (DriverContext.fenced)."""
-        return self.context.fenced(env_id, fence)
-
     # -- one pass --------------------------------------------------------------------
 
     async def reconcile(self, env_id: uuid.UUID, fence: int) -> Action | None:
         """One pass: finish an open intent, or observe, decide and take one action."""
         self.stats.passes += 1
-        async with self.fenced(env_id, fence) as session:
+        async with self.context.fenced(env_id, fence) as session:
             driven = await self.load(session, env_id)
         await self._ensure_router()
         open_intent = driven.rows.open_intent
@@ -232,7 +226,7 @@ class DeploymentManager:
                 )
             )
         if probes:
-            async with self.fenced(env_id, fence) as session:
+            async with self.context.fenced(env_id, fence) as session:
                 await environments.count_failures(session, probes)
         plan_runtime = driven.plan_row.runtime if driven.plan_row is not None else None
         world = World(
@@ -286,7 +280,7 @@ class DeploymentManager:
             params["new_instance"] = str(new_id())
             params["port"] = self.target.allocate_port()
         plan_id = driven.plan_row.id if driven.plan_row is not None else None
-        async with self.fenced(env_id, fence) as session:
+        async with self.context.fenced(env_id, fence) as session:
             row = await environments.record_intent(
                 session, env_id, plan_id, action.act.value, params, fence=fence, driver=self.owner
             )

@@ -80,8 +80,10 @@ def _step(raw: dict[str, Any]) -> Step:
     return Step(StepKind.ANALYSIS)
 
 
-def plan_of(row: Deployment) -> Rollout:
-    strategy, runtime = strategy_of(row.strategy), runtime_of(row.runtime)
+def plan_of(row: Deployment, runtime: Runtime | None = None) -> Rollout:
+    """The planner's view of a deployment (`runtime`: its runtime, parsed already)."""
+    strategy = strategy_of(row.strategy)
+    runtime = runtime or runtime_of(row.runtime)
     health = runtime.health
     return Rollout(
         number=row.number,
@@ -117,7 +119,8 @@ def settled_of(env: Environment, plan_runtime: dict[str, Any] | None) -> Settled
         canary_share=env.canary_share,
         revision=env.revision,
         digest=env.digest,
-        replicas=runtime_of(env.runtime).replicas if env.runtime else 0,
+        # With a stable revision, the governing runtime is its own.
+        replicas=runtime.replicas if env.runtime and runtime is not None else 0,
         warm_digest=env.warm_digest,
         warm_until=as_utc(env.warm_until) if env.warm_until else None,
         drain_s=runtime.drain if runtime is not None else DEFAULT_DRAIN_S,

@@ -142,11 +142,12 @@ class DeliveryOutcome:
     runs: list[str]
 
 
+_DELIVERIES = cast(Table, Delivery.__table__)  # Core: one statement, many parameter sets
 _RECORD = (
-    update(cast(Table, Delivery.__table__))  # Core: one statement, many parameter sets
+    update(_DELIVERIES)
     .where(
-        cast(Table, Delivery.__table__).c.id == bindparam("delivery"),
-        cast(Table, Delivery.__table__).c.state == DeliveryState.RECEIVED.value,
+        _DELIVERIES.c.id == bindparam("delivery"),
+        _DELIVERIES.c.state == DeliveryState.RECEIVED.value,
     )
     .values(
         state=bindparam("new_state"),
