@@ -27,6 +27,7 @@ import pytest
 from conveyor.cli.loadgen import Load
 from conveyor.deploy.router.haproxy import HAProxyRouter
 from conveyor.deploy.targets.local import stop_everything
+from tests.deploy.backends import Backend
 from tests.helpers import conveyor, free_port, healthy, wait_until
 
 ADMIN = "cvy_admin_deploytests"
@@ -248,3 +249,11 @@ def load(
 def assert_no_failures(result: dict[str, Any], at_least: int) -> None:
     assert result["requests"] >= at_least, result
     assert result["failed"] == 0, json.dumps(result, indent=2)
+
+
+@pytest.fixture
+def backends() -> Iterator[tuple[Backend, Backend]]:
+    a, b = Backend("a"), Backend("b")
+    yield a, b
+    a.close()
+    b.close()

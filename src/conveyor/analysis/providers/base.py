@@ -40,6 +40,15 @@ class SlotTarget:
     instances: tuple[Instance, ...] = ()
     url: str | None = None
     """Where the slot answers (the canary: its preview URL)."""
+    route: str | None = None
+    """The environment's name in the traffic router (deploy.records.route_key)."""
+    side: str | None = None
+    """Which of the router's two backends (`a`, `b`) serves the slot now."""
+    environment: str | None = None
+    """`team/project/environment`: how alerts and metrics outside Conveyor name it."""
+    preview: bool = False
+    """Judge the requests that came through the preview URL (a blue-green preview that
+    takes no traffic yet), not the environment's URL."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +66,40 @@ class Measurement:
     detail: str = ""
     parts: dict[str, float] = field(default_factory=dict)
     """Per instance, where a provider measures several."""
+    failures: int = 0
+    """Of `samples`, how many failed (an error rate's failed requests)."""
+    latencies_ms: tuple[float, ...] = ()
+    """Each request's time, for a latency quantile judged over the whole analysis."""
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """One request as the traffic router served it."""
+
+    at: float
+    """When the router reported it (wall clock, seconds)."""
+    status: int
+    """The HTTP status sent to the client (HAProxy's 503/504 for a refused or timed-out
+    server; -1 when the client went away before an answer)."""
+    ms: float
+    """Total active time of the request in the router, milliseconds."""
+    preview: bool = False
+    """Came in through the preview URL rather than the environment's URL."""
+
+    @property
+    def failed(self) -> bool:
+        """A server-side failure: 5xx, or no answer (a refused or timed-out server)."""
+        return self.status >= 500
+
+
+class RequestSource(Protocol):
+    """The traffic router's per-request record (HAProxy's request log), read by the
+    `router` provider."""
+
+    def served(self, route: str, side: str, start: float, end: float) -> list[Served]:
+        """The requests a route's backend `side` answered that were reported within
+        [start, end) (wall clock). Cheap and synchronous: it reads what was collected."""
+        ...
 
 
 class MetricProvider(Protocol):

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
+from conveyor.analysis.providers.base import Served
+
 
 class RouterError(Exception):
     """The router is missing, refused its config, or answered a command with an error."""
@@ -116,6 +118,12 @@ class TrafficRouter(Protocol):
 
     async def status(self, key: str) -> dict[str, ServerStatus]:
         """The route's servers as the router sees them, by name."""
+        ...
+
+    def served(self, route: str, side: str, start: float, end: float) -> list[Served]:
+        """The requests the route's backend `side` answered, reported within [start, end)
+        (wall clock): the `router` analysis provider's data (analysis.providers.base's
+        RequestSource). Reads what the router's request log collected; never blocks."""
         ...
 
     async def stop(self) -> None:

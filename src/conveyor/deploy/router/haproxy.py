@@ -26,6 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from conveyor.analysis.providers.base import Served
 from conveyor.deploy.router.base import (
     HealthCheck,
     Route,
@@ -34,6 +35,7 @@ from conveyor.deploy.router.base import (
     ServerState,
     ServerStatus,
 )
+from conveyor.deploy.router.request_log import LOG_FORMAT, RING, RequestLog
 from conveyor.filelock import exclusive
 
 log = logging.getLogger("conveyor.deploy.haproxy")
@@ -53,6 +55,21 @@ def find_haproxy() -> str:
     if found is None:
         raise RouterError(PACKAGE_HINT)
     return found
+
+
+RING_BYTES = 4 << 20
+"""The request ring: about four minutes of lines at 200 requests per second, far more
+than a reader that reconnects after a reload needs."""
+REQUEST_LOG = (
+    # Every request to the ring the coordinator reads, and only failed ones (at `err`,
+    # by log-separate-errors) to the log file; the defaults' log lines are not inherited.
+    "    no log",
+    "    no option dontlog-normal",
+    "    option log-separate-errors",
+    f"    log ring@{RING} format raw local0 info",
+    "    log stdout format raw local0 err",
+    f'    log-format "{LOG_FORMAT}"',
+)
 
 
 def check_args(health: HealthCheck) -> str:
@@ -79,6 +96,12 @@ def render(routes: Sequence[Route], run: Path) -> str:
     maxconn 4096
     log stdout format raw local0 info
 
+ring {RING}
+    description "every request of the environments' frontends (the router provider)"
+    format raw
+    maxlen 1024
+    size {RING_BYTES}
+
 defaults
     mode http
     log global
@@ -104,6 +127,7 @@ def _route(route: Route, run: Path) -> str:
     lines = [
         f"frontend fe_{key}",
         f"    bind 127.0.0.1:{route.port}",
+        *REQUEST_LOG,
         "    http-request set-var(txn.roll) rand(10000)",
         f"    http-request set-var(txn.share_b) str({key}),map_str_int({split},0)",
         f"    http-request set-var(txn.canary) str({key}),map_str({canary},b)",
@@ -125,6 +149,7 @@ def _route(route: Route, run: Path) -> str:
         "",
         f"frontend fe_{key}_preview",
         f"    bind 127.0.0.1:{route.preview_port}",
+        *REQUEST_LOG,
         f"    http-request set-var(txn.canary) str({key}),map_str({canary},b)",
         f"    use_backend be_{key}_a if {{ var(txn.canary) -m str a }}",
         f"    default_backend be_{key}_b",
@@ -205,6 +230,8 @@ class HAProxyRouter:
         self.starts = 0
         self._process: subprocess.Popen[bytes] | None = None
         """The master this object started (kept to reap it once it exits)."""
+        self.requests = RequestLog(self.admin)
+        """Every request, read from HAProxy's request ring while the analysis asks."""
 
     # -- process ---------------------------------------------------------------------
 
@@ -320,7 +347,12 @@ class HAProxyRouter:
                     found.append(int(entry.name))
         return sorted(found)
 
+    def served(self, route: str, side: str, start: float, end: float) -> list[Served]:
+        self.requests.start()  # read from the first time the analysis asks
+        return self.requests.served(route, side, start, end)
+
     async def stop(self) -> None:
+        await self.requests.close()
         for pid in self.processes():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)

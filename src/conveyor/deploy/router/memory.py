@@ -14,7 +14,9 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from conveyor.analysis.providers.base import Served
 from conveyor.deploy.router.base import (
     SHARE_SCALE,
     Route,
@@ -23,6 +25,7 @@ from conveyor.deploy.router.base import (
     ServerState,
     ServerStatus,
 )
+from conveyor.deploy.router.request_log import RequestLog
 
 
 @dataclass
@@ -47,6 +50,8 @@ class MemoryRouter:
         self._running = False
         self._checks: dict[tuple[str, str], _Check] = {}
         self._failing = 0
+        self.requests = RequestLog(Path("/nonexistent"))
+        """Requests filed by `record` (its reader is never started)."""
 
     # -- fault injection -------------------------------------------------------------
 
@@ -94,6 +99,13 @@ class MemoryRouter:
             for server in route.slot(slot):
                 out[server.name] = self._check(route, slot, server)
         return out
+
+    def served(self, route: str, side: str, start: float, end: float) -> list[Served]:
+        return self.requests.served(route, side, start, end)
+
+    def record(self, route: str, side: str, status: int, ms: float, *, at: float = 0.0) -> None:
+        """One request the slot answered (`at`: when, else now), as HAProxy would log it."""
+        self.requests.record(route, side, Served(at, status, ms))
 
     async def stop(self) -> None:
         self.crash()

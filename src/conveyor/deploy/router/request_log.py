@@ -1,0 +1,225 @@
+"""HAProxy's per-request log, read live: the data of the `router` analysis provider.
+
+Every environment's frontends log each request (`%f %b %ST %Ta %tsc`) to a ring named
+`requests` inside HAProxy (haproxy.render). A reader keeps one connection to the admin
+socket with `show events requests -w`, which streams each new line as it is logged, and
+files every request under its environment and backend slot with the time it arrived.
+Any replica on the host can read the same ring, so whichever holds an environment's
+lease measures it.
+
+A reload starts a new worker with a new ring while the old worker's connection stays
+open and silent. The reader therefore compares, every second, the worker it streams from
+with the one `show info` names (and reconnects at the line the old worker logs when its
+frontends stop); after a reload it reads the new ring from its start, so the requests
+since the reload are not lost. Lines it cannot parse (HAProxy's own notices) are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import re
+import time
+from pathlib import Path
+
+from conveyor.analysis.providers.base import Served
+
+log = logging.getLogger("conveyor.deploy.requests")
+RING = "requests"
+LOG_FORMAT = "%Ts.%ms %f %b %ST %Ta %tsc %{+Q}r"
+"""What each request's line says: accept time, frontend, backend, status, total active
+time (ms), termination state, and the request line (last, for people reading errors)."""
+BACKEND = re.compile(r"^be_(?P<key>\w+)_(?P<side>[ab])$")
+RETENTION_S = 300.0
+"""How long requests are kept: the analysis reads each window once, within seconds."""
+PER_SLOT = 200_000
+"""At most this many requests kept per slot (the oldest go first)."""
+CHECK_S = 1.0
+
+
+def parse_line(line: str) -> tuple[str, str, Served] | None:
+    """(route key, side, request) from one log line, or None for anything else."""
+    parts = line.split(" ", 6)
+    if len(parts) < 6:
+        return None
+    found = BACKEND.match(parts[2])
+    if found is None:
+        return None
+    try:
+        status, active = int(parts[3]), float(parts[4])
+    except ValueError:
+        return None
+    preview = parts[1].endswith("_preview")
+    return found["key"], found["side"], Served(0.0, status, max(active, 0.0), preview)
+
+
+class Timeline:
+    """Requests of one slot in the order they arrived."""
+
+    __slots__ = ("served", "times")
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.served: list[Served] = []
+
+    def add(self, served: Served) -> None:
+        self.times.append(served.at)
+        self.served.append(served)
+
+    def trim(self, before: float, keep: int) -> None:
+        cut = max(bisect.bisect_left(self.times, before), len(self.times) - keep)
+        if cut > 0:
+            del self.times[:cut]
+            del self.served[:cut]
+
+    def between(self, start: float, end: float) -> list[Served]:
+        low = bisect.bisect_left(self.times, start)
+        high = bisect.bisect_left(self.times, end)
+        return self.served[low:high]
+
+
+class RequestLog:
+    """The requests of every slot, kept for `retention_s`; `start` reads them from
+    HAProxy's request ring through the admin socket (`record` files one by hand)."""
+
+    def __init__(self, admin: Path, retention_s: float = RETENTION_S) -> None:
+        self.admin = admin
+        self.retention_s = retention_s
+        self.slots: dict[tuple[str, str], Timeline] = {}
+        self.lines = 0
+        self.reconnects = 0
+        self._task: asyncio.Task[None] | None = None
+        self._last = 0.0
+        self._connected = asyncio.Event()
+
+    # -- what the analysis reads -----------------------------------------------------
+
+    def served(self, route: str, side: str, start: float, end: float) -> list[Served]:
+        timeline = self.slots.get((route, side))
+        return timeline.between(start, end) if timeline is not None else []
+
+    def record(self, key: str, side: str, served: Served) -> None:
+        """File one request under its slot, stamped now (never earlier than the last)."""
+        self._last = max(self._last, time.time())
+        timeline = self.slots.setdefault((key, side), Timeline())
+        timeline.add(
+            Served(self._last, served.status, served.ms, served.preview)
+            if served.at == 0.0
+            else served
+        )
+        self.lines += 1
+        if self.lines % 1024 == 0:
+            self._trim()
+
+    def _trim(self) -> None:
+        before = time.time() - self.retention_s
+        for timeline in self.slots.values():
+            timeline.trim(before, PER_SLOT)
+
+    # -- the reader ------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is not None and not self._task.done():
+            return
+        with contextlib.suppress(RuntimeError):  # no running loop: nobody to read for
+            self._task = asyncio.get_running_loop().create_task(self._read_forever())
+
+    async def wait_connected(self, timeout: float = 5.0) -> None:
+        self.start()
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _read_forever(self) -> None:
+        worker: str | None = None
+        while True:
+            try:
+                worker = await self._stream(worker)
+            except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                log.debug("request log: %s; reconnecting", exc)
+            self._connected.clear()
+            self.reconnects += 1
+            await asyncio.sleep(0.1)
+
+    async def _stream(self, previous: str | None) -> str | None:
+        """Stream one worker's ring until that worker is replaced; returns its pid."""
+        worker = _pid(await _ask(self.admin, "show info"))
+        # The first connection, or the same worker again (after an error): only what is
+        # new. Another worker (a reload): its whole ring, which holds the requests since
+        # the reload.
+        skip = " -n" if previous is None or worker == previous else ""
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_unix_connection(str(self.admin), limit=1 << 20), timeout=5
+        )
+        try:
+            writer.write(f"show events {RING} -w{skip}\n".encode())
+            await writer.drain()
+            self._connected.set()
+            watch = asyncio.create_task(self._replaced(worker))
+            try:
+                await self._lines(reader, watch)
+            finally:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError, OSError, TimeoutError):
+                    await watch
+            return worker
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _lines(self, reader: asyncio.StreamReader, watch: asyncio.Task[None]) -> None:
+        while not watch.done():
+            read = asyncio.ensure_future(reader.readline())
+            done, _ = await asyncio.wait({read, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if read not in done:
+                read.cancel()
+                return
+            raw = read.result()
+            if not raw:
+                return
+            line = raw.decode(errors="replace").rstrip("\n")
+            parsed = parse_line(line)
+            if parsed is not None:
+                self.record(parsed[0], parsed[1], parsed[2])
+            elif " stopped (cumulated conns" in line:
+                return  # this worker's frontends stopped: a reload replaced it
+
+    async def _replaced(self, worker: str | None) -> None:
+        """Returns once `show info` names another worker than `worker`."""
+        while True:
+            await asyncio.sleep(CHECK_S)
+            try:
+                now = _pid(await _ask(self.admin, "show info"))
+            except (OSError, TimeoutError):
+                return
+            if now != worker:
+                return
+
+
+async def _ask(admin: Path, command: str) -> bytes:
+    reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(admin)), 5)
+    try:
+        writer.write(command.encode() + b"\n")
+        await writer.drain()
+        writer.write_eof()
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+def _pid(info: bytes) -> str | None:
+    for line in info.decode(errors="replace").splitlines():
+        if line.startswith("Pid:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
