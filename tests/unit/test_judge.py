@@ -39,12 +39,40 @@ def test_no_data_is_inconclusive_never_a_pass():
     assert "too few samples (canary 0, stable 0; need 200 per slot)" in found.reason
 
 
-def test_fewer_samples_than_min_samples_is_inconclusive_even_when_all_failed():
-    found = rate(SlotCounts(150, 150), SlotCounts(5000, 0))
+def test_fewer_samples_than_min_samples_is_never_a_pass():
+    found = rate(SlotCounts(150, 1), SlotCounts(5000, 50))
     assert found.verdict is Verdict.INCONCLUSIVE and found.samples == {
         "canary": 150,
         "stable": 5000,
     }
+    assert "too few samples (canary 150; need 200 per slot)" in found.reason
+
+
+def test_evidence_fails_before_min_samples():
+    # The test is anytime-valid: ten failed requests out of ten is evidence already.
+    found = rate(SlotCounts(10, 10), SlotCounts(90, 0))
+    assert found.verdict is Verdict.FAIL and found.samples == {"canary": 10, "stable": 90}
+    assert found.log_bayes_factor is not None and found.log_bayes_factor >= 6.9
+
+
+def test_a_sparse_spike_before_min_samples_is_inconclusive_not_a_fail():
+    found = rate(SlotCounts(60, 2), SlotCounts(540, 0))
+    assert found.verdict is Verdict.INCONCLUSIVE
+
+
+def test_no_split_in_force_means_nothing_to_compare_with():
+    for share in (None, 0.0, 1.0):
+        found = judge_error_rate(
+            "error-rate",
+            RATIO,
+            SlotCounts(500, 5),
+            SlotCounts(500, 5),
+            share=share,
+            min_samples=200,
+            alpha=ALPHA,
+        )
+        assert found.verdict is Verdict.INCONCLUSIVE
+        assert "nothing to compare with" in found.reason
 
 
 def test_every_canary_request_failing_fails():
@@ -144,9 +172,11 @@ def test_an_absolute_latency_limit():
     assert quantile(latencies(rng, 500, 20), None, rule).verdict is Verdict.PASS
 
 
-def test_too_few_latency_samples_is_inconclusive():
-    found = quantile([5000.0] * 10, [1.0] * 1000)
-    assert found.verdict is Verdict.INCONCLUSIVE
+def test_too_few_latency_samples_is_inconclusive_unless_they_are_evidence():
+    assert quantile([1.2] * 10, [1.0] * 1000).verdict is Verdict.INCONCLUSIVE
+    assert quantile([], [1.0] * 1000).verdict is Verdict.INCONCLUSIVE
+    # Every one of ten requests five thousand times slower than stable's p99 bound.
+    assert quantile([5000.0] * 10, [1.0] * 1000).verdict is Verdict.FAIL
 
 
 def test_a_quantile_metric_needs_a_quantile_and_a_limit():

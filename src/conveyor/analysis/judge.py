@@ -29,6 +29,7 @@ from conveyor.analysis.sequential import (
     quantile_upper_index,
     rate_upper_bound,
 )
+from conveyor.domain.analysis import AnalysisPhase
 
 
 class Verdict(StrEnum):
@@ -131,31 +132,62 @@ def judge_error_rate(
     canary: SlotCounts,
     stable: SlotCounts | None,
     *,
-    share: float,
+    share: float | None,
     min_samples: int,
     alpha: float,
 ) -> Judgement:
     """The canary's error rate against `rule`. `share` is the canary's share of the
-    requests (its traffic weight) while these counts were taken; `alpha` the false-alarm
-    rate allowed to this metric (split between its two tests when both apply)."""
+    requests (its traffic weight) while these counts were taken, None when no split is
+    in force (the relative limits are then not tested); `alpha` the false-alarm rate
+    allowed to this metric (split between its tests).
+
+    Evidence fails a canary at any sample size (each test is anytime-valid), but fewer
+    than `min_samples` on a slot a test reads is never a pass: it is inconclusive."""
     tests = [t for t in (rule.max, rule.max_ratio, rule.max_increase) if t is not None]
     if not tests:
         raise ValueError(f"{metric}: an error-rate metric needs max, max_ratio or max_increase")
     each = alpha / len(tests)
     samples = {"canary": canary.requests}
-    if rule.max_ratio is not None or rule.max_increase is not None:
+    relative = rule.max_ratio is not None or rule.max_increase is not None
+    if relative:
         samples["stable"] = stable.requests if stable is not None else 0
-    short = _too_few(metric, "error rate", samples, min_samples)
-    if short is not None:
-        return short
     found: list[Judgement] = []
     if rule.max is not None:
         found.append(_absolute_rate(metric, rule.max, canary, samples, each))
-    if rule.max_ratio is not None and stable is not None:
-        found.append(_relative_rate(metric, rule.max_ratio, canary, stable, share, samples, each))
-    if rule.max_increase is not None and stable is not None:
-        found.append(_rate_increase(metric, rule.max_increase, canary, stable, samples, each))
-    return _worst(found)
+    if stable is not None and stable.requests:
+        if rule.max_ratio is not None and share is not None and 0.0 < share < 1.0:
+            found.append(
+                _relative_rate(metric, rule.max_ratio, canary, stable, share, samples, each)
+            )
+        if rule.max_increase is not None:
+            found.append(_rate_increase(metric, rule.max_increase, canary, stable, samples, each))
+    return _verdict(metric, "error rate", found, samples, min_samples)
+
+
+def _verdict(
+    metric: str,
+    method: str,
+    found: Sequence[Judgement],
+    samples: Mapping[str, int],
+    min_samples: int,
+) -> Judgement:
+    """The worst of a metric's tests, except that without a failure, too few samples
+    (or no test that could run) is inconclusive."""
+    worst = _worst(found) if found else None
+    if worst is not None and worst.verdict is Verdict.FAIL:
+        return worst
+    short = _too_few(metric, method, samples, min_samples)
+    if short is not None:
+        return short
+    if worst is None:
+        return Judgement(
+            metric,
+            Verdict.INCONCLUSIVE,
+            "nothing to compare with: no traffic split is in force",
+            method,
+            samples=dict(samples),
+        )
+    return worst
 
 
 def _rate_increase(
@@ -263,7 +295,8 @@ def judge_quantile(
     alpha: float,
 ) -> Judgement:
     """The canary's latency quantile against `rule`, as a test on exceedances: under the
-    null, a canary request is slower than the threshold with probability at most 1 - q."""
+    null, a canary request is slower than the threshold with probability at most 1 - q.
+    As for error rates, evidence fails at any sample size; too few is never a pass."""
     if not 0.0 < rule.quantile < 1.0:
         raise ValueError(f"{metric}: quantile must be in (0, 1), got {rule.quantile}")
     tests = [t for t in (rule.max_ms, rule.max_ratio) if t is not None]
@@ -273,24 +306,22 @@ def judge_quantile(
     samples = {"canary": len(canary_ms)}
     if rule.max_ratio is not None:
         samples["stable"] = len(stable_ms or ())
-    short = _too_few(metric, "quantile", samples, min_samples)
-    if short is not None:
-        return short
-    canary_q = _quantile(sorted(canary_ms), rule.quantile)
     found: list[Judgement] = []
-    if rule.max_ms is not None:
-        found.append(
-            _exceedances(metric, rule, canary_ms, rule.max_ms, canary_q, None, samples, each)
-        )
-    if rule.max_ratio is not None and stable_ms:
-        ordered = sorted(stable_ms)
-        stable_q = _quantile(ordered, rule.quantile)
-        bound = ordered[quantile_upper_index(len(ordered), rule.quantile)]
-        limit = rule.max_ratio * bound
-        found.append(
-            _exceedances(metric, rule, canary_ms, limit, canary_q, stable_q, samples, each)
-        )
-    return _worst(found)
+    if canary_ms:
+        canary_q = _quantile(sorted(canary_ms), rule.quantile)
+        if rule.max_ms is not None:
+            found.append(
+                _exceedances(metric, rule, canary_ms, rule.max_ms, canary_q, None, samples, each)
+            )
+        if rule.max_ratio is not None and stable_ms:
+            ordered = sorted(stable_ms)
+            stable_q = _quantile(ordered, rule.quantile)
+            bound = ordered[quantile_upper_index(len(ordered), rule.quantile)]
+            limit = rule.max_ratio * bound
+            found.append(
+                _exceedances(metric, rule, canary_ms, limit, canary_q, stable_q, samples, each)
+            )
+    return _verdict(metric, "quantile", found, samples, min_samples)
 
 
 def _quantile(ordered: Sequence[float], q: float) -> float:
@@ -345,18 +376,6 @@ def judge_gauge(metric: str, rule: GaugeRule, value: float | None) -> Judgement:
 
 
 # -- a whole analysis --------------------------------------------------------------------
-
-
-class AnalysisPhase(StrEnum):
-    """Where an analysis is, after its latest evaluation."""
-
-    RUNNING = "running"
-    """Measuring: its duration has not passed (or it extends an inconclusive end)."""
-    PASSED = "passed"
-    FAILED = "failed"
-    """A metric failed more than failure_limit times: abort."""
-    INCONCLUSIVE = "inconclusive"
-    """Still inconclusive after inconclusive_limit more evaluations: pause for a person."""
 
 
 @dataclass(frozen=True, slots=True)

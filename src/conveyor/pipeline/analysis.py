@@ -84,7 +84,15 @@ def parse_limit(value: object) -> tuple[float, Unit]:
 
 
 def _limit(value: Any) -> Any:
-    return None if value is None else parse_limit(value)
+    """A limit as written, or as stored: `[0.01, "%"]` (a deployment keeps its templates
+    parsed, as model_dump wrote them)."""
+    if value is None:
+        return None
+    if isinstance(value, list | tuple) and len(value) == 2 and isinstance(value[1], str):
+        number, unit = value
+        if isinstance(number, int | float) and not isinstance(number, bool):
+            return float(number), Unit(unit)
+    return parse_limit(value)
 
 
 Limit = Annotated[
@@ -213,6 +221,9 @@ class Template(Model):
 
     interval: Duration = 1.0
     """Between measurements."""
+    warmup: Duration = 5.0
+    """The canary's latency in its first seconds of traffic is not judged (caches and
+    connection pools fill then); its errors always are."""
     min_samples: int = Field(200, ge=1)
     """Per slot, before any verdict that is not inconclusive."""
     failure_limit: int = Field(0, ge=0)

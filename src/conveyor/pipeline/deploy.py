@@ -43,6 +43,9 @@ class BlueGreen(Model):
     scale_down_delay: Duration = SCALE_DOWN_DELAY_S
     auto_promote: bool = False
     preview_port: int | None = Field(None, ge=1, le=65535)
+    pre_promotion: AnalysisRun | None = None
+    """An analysis of the preview before any traffic moves to it (Argo Rollouts'
+    prePromotionAnalysis); `deploy.bake` judges it after the switch."""
 
 
 UNTIL_PROMOTED = "until-promoted"

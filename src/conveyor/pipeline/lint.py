@@ -86,6 +86,11 @@ def _analysis_references(name: str, job: Any) -> Iterator[tuple[PathKey, Any]]:
     if isinstance(bake, dict) and "analysis" in bake:
         yield (*base, "bake", "analysis"), bake["analysis"]
     strategy = deploy.get("strategy")
+    blue_green = strategy.get("blue-green") if isinstance(strategy, dict) else None
+    before = blue_green.get("pre_promotion") if isinstance(blue_green, dict) else None
+    if isinstance(before, dict) and "analysis" in before:
+        path: PathKey = (*base, "strategy", "blue-green", "pre_promotion", "analysis")
+        yield path, before["analysis"]
     canary = strategy.get("canary") if isinstance(strategy, dict) else None
     if not isinstance(canary, dict):
         return

@@ -455,6 +455,8 @@ class Deployment(Base):
     pause_reason: Mapped[str | None] = mapped_column(String(20), default=None)
     request: Mapped[str | None] = mapped_column(String(20), default=None)
     """A person's pending command for the driver: promote | promote-full | abort."""
+    requested_by: Mapped[str | None] = mapped_column(String(200), default=None)
+    """Who gave the latest command (promote, abort, pause, resume)."""
     desired: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     observed: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     """What the driver wanted and saw when it took its latest action for this deployment
@@ -538,3 +540,54 @@ class RevisionPin(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     cleared_by: Mapped[str | None] = mapped_column(String(200), default=None)
     cleared_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class AnalysisRun(Base):
+    """One analysis of a deployment: a canary step's, its background analysis, a
+    blue-green preview's, or the bake after promotion (docs/analysis.md). Its phase is
+    what analysis.judge.Analysis folded from its evaluations; the driver reads it."""
+
+    __tablename__ = "analysis_runs"
+    __table_args__ = (UniqueConstraint("deployment_id", "key"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    deployment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE")
+    )
+    key: Mapped[str] = mapped_column(String(40))
+    """`step-<i>`, `background` or `bake`: one run per key and deployment."""
+    template: Mapped[str] = mapped_column(String(100))
+    spec: Mapped[dict[str, Any]] = mapped_column()
+    """The template (pipeline.analysis.Template) as the deployment stored it."""
+    duration_s: Mapped[float | None] = mapped_column(default=None)
+    """`for`: None for a background analysis, which never passes by itself."""
+    phase: Mapped[str] = mapped_column(String(20), default="running")
+    failures: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    extended: Mapped[int] = mapped_column(Integer, default=0)
+    evaluations: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    latest: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    """The judgements of its latest evaluation."""
+    ended_by: Mapped[str | None] = mapped_column(String(200), default=None)
+    """A person who ended it without a verdict (promoted past it, aborted)."""
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_at: Mapped[datetime | None] = mapped_column(default=None)
+    decided_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class AnalysisEvaluation(Base):
+    """One evaluation of an analysis run: its measurements and judgements, kept for the
+    newest `storage.analysis.KEPT` evaluations of each run."""
+
+    __tablename__ = "analysis_evaluations"
+    __table_args__ = (UniqueConstraint("run_id", "seq"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("analysis_runs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    elapsed_s: Mapped[float] = mapped_column()
+    verdict: Mapped[str] = mapped_column(String(20))
+    judgements: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    measurements: Mapped[list[Any]] = mapped_column(JSON, default=list)

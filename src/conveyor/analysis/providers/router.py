@@ -65,4 +65,3 @@ def window_quantile(values: Sequence[float], q: float) -> float:
     """The q-quantile of `values` (the smallest value at or above a share q of them)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-

@@ -222,4 +222,3 @@ def _pid(info: bytes) -> str | None:
         if line.startswith("Pid:"):
             return line.split(":", 1)[1].strip()
     return None
-

@@ -1,0 +1,83 @@
+"""analysis runs and their evaluations; who gave a deployment's latest command
+
+Revision ID: 0010
+Revises: 0009
+Create Date: 2026-12-06 10:40:00.000000
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0010"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "analysis_runs",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("team_id", sa.Uuid(), nullable=False),
+        sa.Column("deployment_id", sa.Uuid(), nullable=False),
+        sa.Column("key", sa.String(length=40), nullable=False),
+        sa.Column("template", sa.String(length=100), nullable=False),
+        sa.Column("spec", sa.JSON(), nullable=False),
+        sa.Column("duration_s", sa.Float(), nullable=True),
+        sa.Column("phase", sa.String(length=20), nullable=False),
+        sa.Column("failures", sa.JSON(), nullable=False),
+        sa.Column("extended", sa.Integer(), nullable=False),
+        sa.Column("evaluations", sa.Integer(), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("latest", sa.JSON(), nullable=False),
+        sa.Column("ended_by", sa.String(length=200), nullable=True),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["deployment_id"],
+            ["deployments.id"],
+            name=op.f("fk_analysis_runs_deployment_id_deployments"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["team_id"],
+            ["teams.id"],
+            name=op.f("fk_analysis_runs_team_id_teams"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_analysis_runs")),
+        sa.UniqueConstraint(
+            "deployment_id", "key", name=op.f("uq_analysis_runs_deployment_id_key")
+        ),
+    )
+    op.create_table(
+        "analysis_evaluations",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("run_id", sa.Uuid(), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("elapsed_s", sa.Float(), nullable=False),
+        sa.Column("verdict", sa.String(length=20), nullable=False),
+        sa.Column("judgements", sa.JSON(), nullable=False),
+        sa.Column("measurements", sa.JSON(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["run_id"],
+            ["analysis_runs.id"],
+            name=op.f("fk_analysis_evaluations_run_id_analysis_runs"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_analysis_evaluations")),
+        sa.UniqueConstraint("run_id", "seq", name=op.f("uq_analysis_evaluations_run_id_seq")),
+    )
+    with op.batch_alter_table("deployments", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("requested_by", sa.String(length=200), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("deployments", schema=None) as batch_op:
+        batch_op.drop_column("requested_by")
+    op.drop_table("analysis_evaluations")
+    op.drop_table("analysis_runs")
