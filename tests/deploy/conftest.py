@@ -27,7 +27,9 @@ import pytest
 from conveyor.cli.loadgen import Load
 from conveyor.deploy.router.haproxy import HAProxyRouter
 from conveyor.deploy.targets.local import stop_everything
+from conveyor.storage.database import Database, database_url
 from tests.deploy.backends import Backend
+from tests.deploy.inprocess import make_world
 from tests.helpers import conveyor, free_port, healthy, wait_until
 
 ADMIN = "cvy_admin_deploytests"
@@ -257,3 +259,18 @@ def backends() -> Iterator[tuple[Backend, Backend]]:
     yield a, b
     a.close()
     b.close()
+
+
+@pytest.fixture
+async def world(tmp_path: Path):  # type: ignore[no-untyped-def]
+    db = Database(database_url(tmp_path))
+    try:
+        yield await make_world(db, tmp_path)
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture
+async def shared(database: Database, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The same world on SQLite and on PostgreSQL (the `database` fixture)."""
+    return await make_world(database, tmp_path)

@@ -10,216 +10,26 @@ redo, lease takeover and fencing, and the faults a target can have.
 
 from __future__ import annotations
 
-import io
-import tarfile
 import uuid
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from conveyor.artifacts.blobs import FileBlobStore
 from conveyor.deploy import records, requests
 from conveyor.deploy.context import Effect, EnvironmentLeaseLost
 from conveyor.deploy.effects import _launch
-from conveyor.deploy.manager import DeploymentManager
 from conveyor.deploy.planner import Act, Action
-from conveyor.deploy.router.memory import MemoryRouter
-from conveyor.deploy.targets.fake import CRASH_S, START_S, UNHEALTHY, FakeTarget
+from conveyor.deploy.targets.fake import CRASH_S, START_S, UNHEALTHY
 from conveyor.domain.deploy import Control, Phase
-from conveyor.storage import artifacts, deployments, environments
-from conveyor.storage.artifacts import Provenance
-from conveyor.storage.database import Database, database_url
-from conveyor.storage.migrate import upgrade
-from conveyor.storage.tables import Deployment, Environment, Project, Team, as_utc, utcnow
+from conveyor.storage import deployments, environments
+from conveyor.storage.tables import as_utc, utcnow
+from tests.deploy.inprocess import (
+    ROLLING,
+    Clock,
+    World,
+    claimed,
+    serving_v1,
+)
 from tests.helpers import wait_until_async
-
-MAX_PASSES = 200
-
-
-def runtime(replicas: int = 2, start_period: float = 0.0, **env: str) -> dict[str, Any]:
-    return {
-        "command": "serve --port $PORT",
-        "replicas": replicas,
-        "health": {
-            "path": "/healthz",
-            "interval": 1.0,
-            "timeout": 2.0,
-            "start_period": start_period,
-            "failures": 2,
-            "max_restarts": 2,
-        },
-        "drain": 0.0,
-        "env": env,
-    }
-
-
-@dataclass
-class World:
-    """One project with one environment, a manager over the fakes, and what it did."""
-
-    db: Database
-    blobs: FileBlobStore
-    target: FakeTarget
-    router: MemoryRouter
-    project: Project
-    env_id: Any = None
-    acts: list[Act] = field(default_factory=list)
-    versions: int = 0
-
-    def manager(self, owner: str = "replica-a", lease_s: float = 30.0) -> DeploymentManager:
-        return DeploymentManager(
-            self.db, self.blobs, self.target, self.router, owner=owner, lease_s=lease_s
-        )
-
-    async def artifact(self) -> Any:
-        """A new artifact (its content differs per call), stored and recorded."""
-        self.versions += 1
-        data = io.BytesIO()
-        with tarfile.open(fileobj=data, mode="w") as tar:
-            body = f"version {self.versions}\n".encode()
-            info = tarfile.TarInfo("VERSION")
-            info.size = len(body)
-            tar.addfile(info, io.BytesIO(body))
-
-        async def chunks():  # type: ignore[no-untyped-def]
-            yield data.getvalue()
-
-        blob = await self.blobs.put(chunks(), limit=1 << 20)
-        async with self.db.transaction() as session:
-            row, _ = await artifacts.record(
-                session,
-                self.project,
-                "svc",
-                blob.digest,
-                blob.size,
-                "application/x-tar",
-                Provenance(uploaded_by="test"),
-            )
-        return row
-
-    async def deploy(
-        self, strategy: dict[str, Any], start_period: float = 0.0, **env: str
-    ) -> Deployment:
-        artifact = await self.artifact()
-        spec = requests.ArtifactSpec(runtime(start_period=start_period, **env), {})
-        async with self.db.transaction() as session:
-            found = await requests.environment(session, self.project, "prod", (18001, 18002))
-            made = await requests.deploy(session, found, artifact, spec, strategy, "test")
-        self.env_id = made.environment_id
-        return made
-
-    async def control(self, what: Control) -> Deployment:
-        async with self.db.transaction() as session:
-            env = await requests.find_environment(session, self.project, "prod")
-            return await requests.command(session, env, what)
-
-    async def rollback(self, to: int | None = None) -> Deployment:
-        async with self.db.transaction() as session:
-            env = await requests.find_environment(session, self.project, "prod")
-            return await requests.rollback(session, env, to, "test")
-
-    async def env(self) -> Environment:
-        async with self.db.transaction() as session:
-            found = await deployments.environment(session, self.project.id, "prod")
-        assert found is not None
-        return found
-
-    async def deployment(self, number: int) -> Deployment:
-        async with self.db.transaction() as session:
-            found = await deployments.numbered(session, self.env_id, number)
-        assert found is not None
-        return found
-
-    async def drive(
-        self,
-        manager: DeploymentManager,
-        fence: int,
-        until: Phase | None = None,
-        *,
-        number: int = 1,
-        check_traffic: bool = True,
-    ) -> list[Act]:
-        """Passes until deployment `number` reaches `until` (or a pass does nothing).
-        After every pass that had a stable revision, a request in each slot's share
-        must find a serving instance: no pass ever leaves the traffic without one."""
-        taken: list[Act] = []
-        for _ in range(MAX_PASSES):
-            action = await manager.reconcile(self.env_id, fence)
-            if action is not None:
-                taken.append(action.act)
-            env = await self.env()
-            if check_traffic and env.revision > 0:
-                key = records.route_key(env)
-                for draw in (0.0, 0.9999):
-                    assert self.router.pick(key, draw) is not None, f"no server after {taken}"
-            if until is not None and (await self.deployment(number)).phase == until.value:
-                break
-            if until is None and action is None:
-                break
-        else:  # pragma: no cover - a loop in the planner
-            raise AssertionError(f"no end after {MAX_PASSES} passes: {taken[-20:]}")
-        self.acts += taken
-        return taken
-
-
-class Clock:
-    """The fake target's time, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def _world(db: Database, tmp_path: Path) -> World:
-    await upgrade(db)
-    async with db.transaction() as session:
-        team = Team(name="payments")
-        session.add(team)
-        await session.flush()
-        project = Project(team_id=team.id, name="api", repo_url="file:///r")
-        session.add(project)
-    target = FakeTarget(tmp_path / "target", clock=Clock())
-    return World(
-        db, FileBlobStore(tmp_path / "blobs"), target, MemoryRouter(target.answers), project
-    )
-
-
-@pytest.fixture
-async def world(tmp_path: Path):  # type: ignore[no-untyped-def]
-    db = Database(database_url(tmp_path))
-    try:
-        yield await _world(db, tmp_path)
-    finally:
-        await db.dispose()
-
-
-@pytest.fixture
-async def shared(database: Database, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """The same world on SQLite and on PostgreSQL (the `database` fixture)."""
-    return await _world(database, tmp_path)
-
-
-async def claimed(manager: DeploymentManager, world: World) -> int:
-    async with world.db.transaction() as session:
-        free = await environments.claim_free(session, manager.owner, manager.lease_s)
-    (fence,) = [f for env_id, f in free if env_id == world.env_id]
-    return fence
-
-
-ROLLING = {"kind": "rolling", "max_surge": 1, "max_unavailable": 0}
-
-
-async def serving_v1(world: World) -> tuple[DeploymentManager, int]:
-    """Given revision 1, rolled out by a manager that holds the environment."""
-    await world.deploy(ROLLING)
-    manager = world.manager()
-    fence = await claimed(manager, world)
-    await world.drive(manager, fence, Phase.SUCCEEDED)
-    return manager, fence
 
 
 async def test_a_first_rolling_deploy_starts_readies_and_promotes(world: World):

@@ -91,6 +91,15 @@ def judged(template: Template, compare: bool) -> list[Metric]:
     return out
 
 
+NOTHING_TO_JUDGE = Judgement(
+    "-",
+    Verdict.INCONCLUSIVE,
+    "every metric of the template compares with the stable slot, and none serves beside "
+    "the new revision after promotion: give a metric an absolute limit (`max`) to bake",
+    "none",
+)
+
+
 class Evaluation:
     """The tallies of one analysis run, kept by the driver between evaluations."""
 
@@ -117,6 +126,8 @@ class Evaluation:
             self.share = share
         for m in measurements:
             self._fold(m)
+        if not self.metrics:
+            return [NOTHING_TO_JUDGE]
         return [self._judge(metric) for metric in self.metrics]
 
     def _fold(self, m: Measurement) -> None:

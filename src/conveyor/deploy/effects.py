@@ -14,9 +14,10 @@ from typing import Any
 
 from conveyor.deploy.context import DriverContext, Effect
 from conveyor.deploy.planner import Act
+from conveyor.deploy.requests import queue_rollback
 from conveyor.deploy.targets.base import Handle, Launch
 from conveyor.domain.deploy import DriverRequest, InstanceState, Phase
-from conveyor.storage import deployments, environments
+from conveyor.storage import analysis, deployments, environments
 from conveyor.storage.database import Session
 from conveyor.storage.tables import Instance, utcnow
 
@@ -26,7 +27,11 @@ Handler = Callable[[DriverContext, Effect], Awaitable[AfterRoute]]
 CHANGES_ROUTES = frozenset({Act.READY, Act.DRAIN, Act.STOP, Act.RESTART, Act.SPLIT, Act.PROMOTE})
 """Actions after which the router's config file is rewritten (not reloaded), so that a
 reload or restart of the router comes back with the current routing."""
-PINNED_BY_HEALTH = "conveyor (health check)"
+
+
+def pinned_by(rule: str) -> str:
+    """Who pinned a revision that a rule stopped: `conveyor (health check)`."""
+    return f"conveyor ({rule})"
 
 
 class ArtifactGone(Exception):
@@ -143,7 +148,9 @@ async def promote(ctx: DriverContext, effect: Effect) -> None:
         relabel = {
             "new_slot": str(effect.action.slot),
             "warm_digest": env.digest,
-            "warm_until": utcnow() + timedelta(seconds=rollout.scale_down_delay),
+            # A bake keeps the old stack warm as long as it judges, when that is longer.
+            "warm_until": utcnow()
+            + timedelta(seconds=max(rollout.scale_down_delay, rollout.bake_s)),
         }
     async with ctx.fenced(effect.env_id, effect.fence) as session:
         await environments.make_stable(
@@ -204,10 +211,47 @@ async def finish(ctx: DriverContext, effect: Effect) -> None:
             request=None,
             pause_reason=None,
         )
+        await analysis.end_running(
+            session, plan.id, f"the deployment ended: {effect.action.reason}"
+        )
         if effect.action.pin:
             deployments.pin(
-                session, effect.env_id, plan.digest, effect.action.reason, PINNED_BY_HEALTH
+                session,
+                effect.env_id,
+                plan.digest,
+                effect.action.reason,
+                pinned_by(effect.action.pin),
             )
+        await _done(session, effect)
+
+
+async def rollback(ctx: DriverContext, effect: Effect) -> None:
+    """A promoted deployment whose bake failed (or that a person aborted during it) ends
+    aborted, and a rollback to the previous revision is queued in the same transaction:
+    a traffic switch while that revision is warm, else a rolling redeploy of it."""
+    plan, env = effect.driven.plan_row, effect.driven.env
+    assert plan is not None
+    async with ctx.fenced(effect.env_id, effect.fence) as session:
+        moved = await deployments.change_phase(
+            session,
+            plan.id,
+            Phase.ABORTED,
+            strict=False,
+            finished_at=utcnow(),
+            message=effect.action.reason,
+            request=None,
+            pause_reason=None,
+        )
+        if moved:
+            await analysis.end_running(session, plan.id, "the deployment was rolled back")
+            if effect.action.pin:
+                by = pinned_by(effect.action.pin)
+                deployments.pin(session, env.id, plan.digest, effect.action.reason, by)
+            target = await deployments.last_good_before(session, env)
+            if target is not None:
+                await queue_rollback(
+                    session, env, target, warm=effect.action.warm, who=pinned_by("bake")
+                )
         await _done(session, effect)
 
 
@@ -252,6 +296,7 @@ HANDLERS: dict[Act, Handler] = {
     Act.ADVANCE: advance,
     Act.PAUSE: pause,
     Act.FINISH: finish,
+    Act.ROLLBACK: rollback,
     Act.BEGIN: begin,
     Act.SUPERSEDE: supersede,
 }

@@ -17,19 +17,23 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from conveyor.analysis.providers.base import MetricProvider
 from conveyor.artifacts.blobs import BlobStore
 from conveyor.deploy import records
+from conveyor.deploy.analyses import Analyses, default_providers
 from conveyor.deploy.context import Driven, DriverContext, Effect, EnvironmentLeaseLost
 from conveyor.deploy.effects import CHANGES_ROUTES, HANDLERS
-from conveyor.deploy.planner import Act, Action, Seen, World, decide, states
+from conveyor.deploy.planner import HEALTH_RULE, Act, Action, Seen, World, decide, states
 from conveyor.deploy.router.base import RouterError, ServerStatus, TrafficRouter
 from conveyor.deploy.targets.base import Handle, Target
 from conveyor.domain.deploy import InstanceState, Phase, QueuePolicy
 from conveyor.ids import new_id
+from conveyor.pipeline.analysis import Provider
 from conveyor.pipeline.deploy import Health
 from conveyor.storage import environments
 from conveyor.storage.database import Database, Session
@@ -65,6 +69,7 @@ class DeploymentManager:
         lease_s: float = 3.0,
         tick_s: float = 0.1,
         claim_s: float = 0.5,
+        providers: Mapping[Provider, MetricProvider] | None = None,
     ) -> None:
         self.db = db
         self.blobs = blobs
@@ -76,6 +81,7 @@ class DeploymentManager:
         self.claim_s = claim_s
         self.context = DriverContext(db, blobs, target, self.owner, lease_s)
         """What the action handlers are given (effects.py)."""
+        self.analyses = Analyses(self.context, providers or default_providers(router))
         self.drivers: dict[uuid.UUID, asyncio.Task[None]] = {}
         self.wakeups: dict[uuid.UUID, asyncio.Event] = {}
         self.stats = ManagerStats()
@@ -98,6 +104,7 @@ class DeploymentManager:
             for task in list(self.drivers.values()):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await self.analyses.close()
 
     async def claim(self) -> list[uuid.UUID]:
         """Take every environment whose lease is free or has run out."""
@@ -161,6 +168,7 @@ class DeploymentManager:
             )
             return redo
         world, statuses = await self._observe(env_id, fence, driven)
+        world = await self.analyses.judge(env_id, fence, driven, world)
         action = decide(world)
         if action is None:
             await self.apply(driven, statuses)
@@ -336,5 +344,12 @@ def _action_of(row: DeploymentAction) -> Action:
         phase=Phase(params["phase"]) if params.get("phase") else None,
         numbers=tuple(params.get("numbers", ())),
         reason=params.get("reason", ""),
-        pin=bool(params.get("pin", False)),
+        pin=_pin_rule(params.get("pin")),
     )
+
+
+def _pin_rule(recorded: object) -> str:
+    """The rule an intent pins by (intents written before rules had names said True)."""
+    if recorded is True:
+        return HEALTH_RULE
+    return str(recorded) if recorded else ""

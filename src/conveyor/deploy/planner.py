@@ -13,12 +13,13 @@ old stable stack stays whole (and warm for `scale_down_delay`) until then.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from conveyor.deploy.router.base import SHARE_SCALE, ServerStatus
+from conveyor.domain.analysis import AnalysisPhase
 from conveyor.domain.deploy import DriverRequest, InstanceState, PauseReason, Phase
 from conveyor.pipeline.deploy import SCALE_DOWN_DELAY_S
 
@@ -42,14 +43,21 @@ class Step:
     kind: StepKind
     weight: float | None = None
     seconds: float | None = None
-    """A pause's length; None waits until promoted."""
+    """A pause's length (None waits until promoted), or how long an analysis judges."""
+    template: str | None = None
+    """An analysis step's template; None waits for `promote`."""
+    preview: bool = False
+    """An analysis of the preview's own requests (blue-green, before any traffic)."""
 
     def describe(self) -> str:
         if self.kind is StepKind.WEIGHT:
             return f"weight {self.weight:g}%"
         if self.kind is StepKind.PAUSE:
             return "pause until promoted" if self.seconds is None else f"pause {self.seconds:g}s"
-        return "analysis"
+        if self.template is None:
+            return "analysis (until promoted)"
+        where = " of the preview" if self.preview else ""
+        return f"analysis {self.template}{where} for {self.seconds or 0:g}s"
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,11 @@ class Rollout:
     max_restarts: int = 3
     health_failures: int = 3
     start_period: float = 10.0
+    background: str | None = None
+    """A template judged from the canary's first traffic until promotion."""
+    bake: str | None = None
+    """A template judged after promotion while the old revision is warm."""
+    bake_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -134,6 +147,31 @@ class World:
     """Numbers of queued deployments, oldest first."""
     newest_wins: bool = False
     pinned: frozenset[str] = frozenset()
+    analyses: Mapping[str, Judged] = field(default_factory=dict)
+    """The active deployment's analysis runs by key (analyses_due), as last judged."""
+
+
+@dataclass(frozen=True)
+class Judged:
+    """Where one analysis run of the active deployment stands."""
+
+    phase: AnalysisPhase
+    template: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Due:
+    """An analysis the active deployment needs now."""
+
+    key: str
+    """`step-<i>`, `background` or `bake`: one run per key and deployment."""
+    template: str
+    seconds: float | None
+    """How long it judges before it may pass; None: until the deployment moves on."""
+    preview: bool = False
+    promoted: bool = False
+    """After promotion: the new revision serves alone, nothing to compare it with."""
 
 
 class Act(StrEnum):
@@ -149,6 +187,9 @@ class Act(StrEnum):
     ADVANCE = "advance"
     PAUSE = "pause"
     FINISH = "finish"
+    ROLLBACK = "rollback"
+    """End a promoted deployment whose bake failed (or a person aborted), and queue a
+    rollback to the previous revision: a traffic switch while it is warm."""
 
 
 @dataclass(frozen=True)
@@ -162,8 +203,11 @@ class Action:
     phase: Phase | None = None
     numbers: tuple[int, ...] = ()
     reason: str = ""
-    pin: bool = False
-    """FINISH: pin the plan's digest as bad (an automatic abort)."""
+    pin: str = ""
+    """FINISH, ROLLBACK: pin the plan's digest as bad, by this rule (HEALTH_RULE,
+    ANALYSIS_RULE): an automatic abort."""
+    warm: bool = False
+    """ROLLBACK: the previous revision still runs in the other slot."""
 
     def params(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -176,6 +220,7 @@ class Action:
             "numbers": list(self.numbers),
             "reason": self.reason,
             "pin": self.pin,
+            "warm": self.warm,
         }
         return {k: v for k, v in out.items() if v not in (None, [], "", False)}
 
@@ -233,8 +278,18 @@ def warm(world: World, seen: Seen) -> bool:
         and world.now < env.warm_until
         and seen.digest == env.warm_digest
         and seen.digest not in world.pinned
-        and (world.plan is None or target_slot(world) == env.stable_slot or _switching(world))
+        and (
+            world.plan is None
+            or target_slot(world) == env.stable_slot
+            or _switching(world)
+            or promoted(world)
+        )
     )
+
+
+def promoted(world: World) -> bool:
+    """The active deployment's revision is stable already (it bakes)."""
+    return world.plan is not None and world.env.revision == world.plan.number
 
 
 def _switching(world: World) -> bool:
@@ -286,7 +341,8 @@ def _abort(world: World) -> Action | None:
     plan = world.plan
     if plan is None or not plan.phase.is_active or world.env.revision == plan.number:
         return None
-    reason = _unhealthy(world)
+    unhealthy, failed = _unhealthy(world), _failed_analysis(world)
+    reason = unhealthy or failed
     if plan.request is not DriverRequest.ABORT and reason is None:
         return None
     if not in_place(world) and world.env.canary_share != 0:
@@ -295,7 +351,7 @@ def _abort(world: World) -> Action | None:
         Act.FINISH,
         phase=Phase.ABORTED,
         reason=reason or "aborted by request",
-        pin=reason is not None,
+        pin=HEALTH_RULE if unhealthy else ANALYSIS_RULE if failed else "",
     )
 
 
@@ -312,6 +368,17 @@ def _unhealthy(world: World) -> str | None:
             return f"instance {seen.id[:8]} failed {seen.health_failures} health checks"
         if seen.router_down:
             return f"instance {seen.id[:8]} failed its health checks in the router"
+    return None
+
+
+HEALTH_RULE = "health check"
+ANALYSIS_RULE = "analysis"
+
+
+def _failed_analysis(world: World) -> str | None:
+    for key, run in sorted(world.analyses.items()):
+        if run.phase is AnalysisPhase.FAILED and key != BAKE:
+            return f"analysis {run.template} failed: {run.reason}"
     return None
 
 
@@ -364,7 +431,7 @@ def _progress(world: World) -> Action | None:
     if plan is None or not plan.phase.is_active:
         return None
     if world.env.revision == plan.number:
-        return Action(Act.FINISH, phase=Phase.SUCCEEDED, reason="promoted")
+        return _bake(world, plan)
     slot = target_slot(world)
     if not _complete(world, slot, plan.digest, plan.replicas):
         return None
@@ -381,15 +448,41 @@ def _progress(world: World) -> Action | None:
     return _step(world, plan, plan.steps[plan.step])
 
 
+def _bake(world: World, plan: Rollout) -> Action | None:
+    """After promotion: done, unless a bake analysis judges the new revision while the
+    old one is warm; a failed bake (or a person's abort) rolls back by itself."""
+    ready = any(warm(world, s) and s.state is InstanceState.READY for s in world.instances)
+    if plan.request is DriverRequest.ABORT:
+        return Action(Act.ROLLBACK, reason="aborted by request during the bake", warm=ready)
+    run = world.analyses.get(BAKE)
+    if plan.bake is None or _promote_requested(plan):
+        return Action(Act.FINISH, phase=Phase.SUCCEEDED, reason="promoted")
+    if run is None or run.phase is AnalysisPhase.RUNNING:
+        return None
+    if run.phase is AnalysisPhase.PASSED:
+        return Action(Act.FINISH, phase=Phase.SUCCEEDED, reason="promoted; the bake passed")
+    if run.phase is AnalysisPhase.FAILED:
+        why = f"bake analysis {run.template} failed: {run.reason}"
+        return Action(Act.ROLLBACK, reason=why, pin=ANALYSIS_RULE, warm=ready)
+    if plan.phase is not Phase.PAUSED or plan.pause_reason is not PauseReason.ANALYSIS:
+        return Action(Act.PAUSE, reason=PauseReason.ANALYSIS.value)
+    return None
+
+
+def _promote_requested(plan: Rollout) -> bool:
+    return plan.request in (DriverRequest.PROMOTE, DriverRequest.PROMOTE_FULL)
+
+
 def _step(world: World, plan: Rollout, step: Step) -> Action | None:
-    promoted = plan.request in (DriverRequest.PROMOTE, DriverRequest.PROMOTE_FULL)
     if step.kind is StepKind.WEIGHT:
         share = share_of(step.weight or 0.0)
         if world.env.canary_share != share:
             return Action(Act.SPLIT, share=share)
         return Action(Act.ADVANCE, step=plan.step + 1)
-    if promoted:
+    if _promote_requested(plan):
         return Action(Act.ADVANCE, step=plan.step + 1, reason="promoted")
+    if step.kind is StepKind.ANALYSIS and step.template is not None:
+        return _judged_step(world, plan)
     if step.kind is StepKind.PAUSE and step.seconds is not None:
         started = plan.step_started or world.now
         if world.now >= started + timedelta(seconds=step.seconds):
@@ -400,6 +493,45 @@ def _step(world: World, plan: Rollout, step: Step) -> Action | None:
     if plan.phase is not Phase.PAUSED or plan.pause_reason is not reason:
         return Action(Act.PAUSE, reason=reason.value)
     return None
+
+
+def _judged_step(world: World, plan: Rollout) -> Action | None:
+    """An analysis step: on when it passed, paused when it stayed inconclusive (a failed
+    one is aborted by `_abort`)."""
+    run = world.analyses.get(step_key(plan.step))
+    if run is not None and run.phase is AnalysisPhase.PASSED:
+        return Action(Act.ADVANCE, step=plan.step + 1, reason="analysis passed")
+    if run is not None and run.phase is AnalysisPhase.INCONCLUSIVE:
+        if plan.phase is not Phase.PAUSED or plan.pause_reason is not PauseReason.ANALYSIS:
+            return Action(Act.PAUSE, reason=PauseReason.ANALYSIS.value)
+    return None
+
+
+BAKE = "bake"
+BACKGROUND = "background"
+
+
+def step_key(index: int) -> str:
+    return f"step-{index}"
+
+
+def analyses_due(world: World) -> list[Due]:
+    """The analyses the active deployment needs now: before promotion its current
+    analysis step and, while the canary takes traffic, its background analysis; after
+    promotion, its bake."""
+    plan = world.plan
+    if plan is None or not plan.phase.is_active:
+        return []
+    if promoted(world):
+        return [Due(BAKE, plan.bake, plan.bake_s, promoted=True)] if plan.bake else []
+    due: list[Due] = []
+    if plan.step < len(plan.steps):
+        step = plan.steps[plan.step]
+        if step.kind is StepKind.ANALYSIS and step.template is not None:
+            due.append(Due(step_key(plan.step), step.template, step.seconds, step.preview))
+    if plan.background and not in_place(world) and world.env.canary_share > 0:
+        due.append(Due(BACKGROUND, plan.background, None))
+    return due
 
 
 def _complete(world: World, slot: str, digest: str, count: int) -> bool:

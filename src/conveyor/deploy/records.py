@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from conveyor.deploy.planner import Kind, Rollout, Settled, Step, StepKind, resolve
 from conveyor.deploy.router.base import SHARE_SCALE, HealthCheck, Route, Server, ServerState
 from conveyor.domain.deploy import DriverRequest, InstanceState, PauseReason, Phase
+from conveyor.pipeline.analysis import AnalysisRun, Template
 from conveyor.pipeline.deploy import (
     MAX_SURGE,
     MAX_UNAVAILABLE,
@@ -28,6 +29,7 @@ from conveyor.storage.environments import RouteRows
 from conveyor.storage.tables import Deployment, Environment, Instance, as_utc
 
 FULL_WEIGHT = 100
+DEFAULT_ANALYSIS_S = AnalysisRun.model_fields["for_"].default
 DEFAULT_HEALTH = Health()
 DEFAULT_DRAIN_S = Runtime.model_fields["drain"].default
 
@@ -39,18 +41,33 @@ class StrategyRecord(BaseModel):
 
     kind: Kind
     steps: tuple[dict[str, Any], ...] = ()
-    """Canary steps: `{"weight": %}`, `{"pause": seconds | None}`, `{"analysis": {}}`."""
+    """Canary steps: `{"weight": %}`, `{"pause": seconds | None}`, `{"analysis": NAME,
+    "for": seconds}`, or `{"analysis": {}}` (waits for `promote`)."""
     max_surge: int | str = MAX_SURGE
     max_unavailable: int | str = MAX_UNAVAILABLE
     scale_down_delay: float = SCALE_DOWN_DELAY_S
     auto_promote: bool = False
+    background_analysis: str | None = None
+    pre_promotion: dict[str, Any] | None = None
+    """Blue-green: `{"analysis": NAME, "for": seconds}` of the preview before the switch."""
+    bake: dict[str, Any] | None = None
+    """`{"analysis": NAME, "for": seconds}` after promotion."""
+    templates: dict[str, dict[str, Any]] = {}
+    """The analysis templates the strategy names, as the artifact's conveyor.yml had them."""
 
     def planned_steps(self) -> tuple[Step, ...]:
         if self.kind is Kind.CANARY:
             return tuple(_step(raw) for raw in self.steps)
+        steps: list[Step] = []
+        if self.kind is Kind.BLUE_GREEN and self.pre_promotion is not None:
+            steps.append(_analysis(self.pre_promotion, preview=True))
         if self.kind is Kind.BLUE_GREEN and not self.auto_promote:
-            return (Step(StepKind.PAUSE),)
-        return ()
+            steps.append(Step(StepKind.PAUSE))
+        return tuple(steps)
+
+    def template(self, name: str) -> Template:
+        """A named template (KeyError when the strategy does not carry it)."""
+        return Template.model_validate(self.templates[name])
 
 
 def strategy_of(stored: dict[str, Any]) -> StrategyRecord:
@@ -77,7 +94,17 @@ def _step(raw: dict[str, Any]) -> Step:
     if "pause" in raw:
         seconds = raw["pause"]
         return Step(StepKind.PAUSE, seconds=None if seconds is None else float(seconds))
-    return Step(StepKind.ANALYSIS)
+    return _analysis(raw)
+
+
+def _analysis(raw: dict[str, Any], preview: bool = False) -> Step:
+    """`{"analysis": NAME, "for": s}` judges for s seconds (60 unless said); a bare
+    `{"analysis": {}}` waits for `promote`."""
+    name = raw.get("analysis")
+    if not isinstance(name, str):
+        return Step(StepKind.ANALYSIS)
+    seconds = float(raw.get("for", DEFAULT_ANALYSIS_S))
+    return Step(StepKind.ANALYSIS, seconds=seconds, template=name, preview=preview)
 
 
 def plan_of(row: Deployment, runtime: Runtime | None = None) -> Rollout:
@@ -103,6 +130,9 @@ def plan_of(row: Deployment, runtime: Runtime | None = None) -> Rollout:
         max_restarts=health.max_restarts,
         health_failures=health.failures,
         start_period=health.start_period,
+        background=strategy.background_analysis,
+        bake=strategy.bake["analysis"] if strategy.bake else None,
+        bake_s=float(strategy.bake.get("for", DEFAULT_ANALYSIS_S)) if strategy.bake else 0.0,
     )
 
 

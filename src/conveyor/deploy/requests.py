@@ -13,13 +13,14 @@ from __future__ import annotations
 import re
 import tarfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from conveyor.deploy.planner import Kind
 from conveyor.domain.deploy import Control, DriverRequest, PauseReason, Phase
+from conveyor.pipeline.analysis import AnalysisRun
 from conveyor.pipeline.deploy import Strategy
 from conveyor.pipeline.durations import parse_duration
 from conveyor.pipeline.errors import PipelineInvalid
@@ -47,6 +48,8 @@ class ArtifactSpec:
     runtime: dict[str, Any]
     strategies: dict[str, dict[str, Any]]
     """Per environment: the strategy of the pipeline job that deploys there."""
+    templates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Its `analysis.templates`, parsed (as a deployment stores the ones it names)."""
 
 
 def read_spec(blob: Path, digest: str) -> ArtifactSpec:
@@ -80,26 +83,69 @@ def read_spec(blob: Path, digest: str) -> ArtifactSpec:
             f"{name}:1:1: no `runtime` section: it says how to start the service "
             "(command with $PORT, replicas, health path, drain)",
         )
-    return ArtifactSpec(spec.runtime.model_dump(mode="json"), _strategies(spec))
+    templates = {
+        name: template.model_dump(mode="json", by_alias=True)
+        for name, template in spec.analysis.templates.items()
+    }
+    return ArtifactSpec(spec.runtime.model_dump(mode="json"), _strategies(spec), templates)
 
 
 def _strategies(spec: PipelineSpec) -> dict[str, dict[str, Any]]:
     return {
-        job.deploy.environment: strategy_dict(job.deploy.strategy)
+        job.deploy.environment: strategy_dict(job.deploy.strategy, job.deploy.bake)
         for job in spec.jobs.values()
         if job.deploy is not None
     }
 
 
-def strategy_dict(strategy: Strategy) -> dict[str, Any]:
-    """A pipeline's `deploy.strategy` as a deployment stores it."""
+def strategy_dict(strategy: Strategy, bake: AnalysisRun | None = None) -> dict[str, Any]:
+    """A pipeline's `deploy.strategy` (and `deploy.bake`) as a deployment stores it."""
+    out: dict[str, Any]
     if strategy.canary is not None:
         steps = [s.model_dump(exclude_none=True) for s in strategy.canary.steps]
-        return {"kind": "canary", "steps": _normal(steps)}
-    if strategy.blue_green is not None:
-        return {"kind": "blue-green"} | strategy.blue_green.model_dump(exclude_none=True)
-    rolling = strategy.rolling.model_dump() if strategy.rolling is not None else {}
-    return {"kind": "rolling"} | rolling
+        out = {"kind": "canary", "steps": _normal(steps)}
+        if strategy.canary.background_analysis is not None:
+            out["background_analysis"] = strategy.canary.background_analysis
+    elif strategy.blue_green is not None:
+        out = {"kind": "blue-green"} | strategy.blue_green.model_dump(
+            exclude_none=True, exclude={"pre_promotion"}
+        )
+        if strategy.blue_green.pre_promotion is not None:
+            out["pre_promotion"] = _run(strategy.blue_green.pre_promotion)
+    else:
+        rolling = strategy.rolling.model_dump() if strategy.rolling is not None else {}
+        out = {"kind": "rolling"} | rolling
+    if bake is not None:
+        out["bake"] = _run(bake)
+    return out
+
+
+def _run(run: AnalysisRun) -> dict[str, Any]:
+    return {"analysis": run.analysis, "for": run.for_}
+
+
+def named_templates(strategy: dict[str, Any]) -> list[str]:
+    """Every analysis template a stored strategy names, in order."""
+    names = [s["analysis"] for s in strategy.get("steps", ()) if isinstance(s.get("analysis"), str)]
+    names += [strategy[k] for k in ("background_analysis",) if strategy.get(k)]
+    names += [strategy[k]["analysis"] for k in ("pre_promotion", "bake") if strategy.get(k)]
+    return list(dict.fromkeys(names))
+
+
+def with_templates(strategy: dict[str, Any], spec: ArtifactSpec) -> dict[str, Any]:
+    """The strategy carrying the templates it names, from the artifact's conveyor.yml,
+    so that a deployment judges as the revision it deploys says (422 for one missing)."""
+    names = named_templates(strategy)
+    missing = [n for n in names if n not in spec.templates]
+    if missing:
+        raise DeployRefused(
+            422,
+            f"the strategy names analysis template(s) {', '.join(map(repr, missing))}, which "
+            f"the artifact's {PIPELINE_FILE} does not define in `analysis.templates`",
+        )
+    if not names:
+        return strategy
+    return strategy | {"templates": {n: spec.templates[n] for n in names}}
 
 
 def _normal(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -158,20 +204,18 @@ def choose_strategy(
         kind = "canary"
     if kind is None:
         return spec.strategies.get(environment, {"kind": "rolling"})
+    named = spec.strategies.get(environment, {})
     if kind == "canary":
-        parsed = parse_steps(steps) if steps else _canary_steps(spec, environment)
+        if steps is None and named.get("kind") == "canary":
+            return dict(named)  # with its analyses
+        parsed = parse_steps(steps) if steps else list(DEFAULT_CANARY_STEPS)
         return {"kind": "canary", "steps": parsed}
     if steps is not None:
         raise DeployRefused(422, "--steps goes with the canary strategy")
-    base = spec.strategies.get(environment, {})
-    return ({k: v for k, v in base.items() if base.get("kind") == kind}) | {"kind": kind}
+    return ({k: v for k, v in named.items() if named.get("kind") == kind}) | {"kind": kind}
 
 
-def _canary_steps(spec: ArtifactSpec, environment: str) -> list[dict[str, Any]]:
-    named = spec.strategies.get(environment, {})
-    if named.get("kind") == "canary":
-        return list(named["steps"])
-    return [{"weight": 10.0}, {"pause": None}, {"weight": 50.0}, {"pause": None}]
+DEFAULT_CANARY_STEPS = ({"weight": 10.0}, {"pause": None}, {"weight": 50.0}, {"pause": None})
 
 
 async def environment(
@@ -208,6 +252,7 @@ async def deploy(
             "pin first (`conveyor unpin`)",
         )
     await _check_order(session, env, artifact)
+    strategy = with_templates(strategy, spec)
     return await deployments.queue(
         session,
         env,
@@ -245,9 +290,10 @@ CONTROL_REQUESTS = {
 """The controls that the driver carries out, left on the deployment as its request."""
 
 
-async def command(session: Session, env: Environment, what: Control) -> Deployment:
+async def command(session: Session, env: Environment, what: Control, who: str = "") -> Deployment:
     """A control for the environment's current deployment (409 when none is in
-    progress). Every phase change is guarded by domain.deploy.PHASE_TRANSITIONS."""
+    progress), recorded with who gave it. Every phase change is guarded by
+    domain.deploy.PHASE_TRANSITIONS."""
     await deployments.lock(session, env.id)
     current = await deployments.in_progress(session, env.id)
     if current is None:
@@ -258,7 +304,8 @@ async def command(session: Session, env: Environment, what: Control) -> Deployme
                 pending,
                 Phase.ABORTED,
                 finished_at=utcnow(),
-                message="aborted before it started",
+                message=f"aborted before it started by {who or 'request'}",
+                requested_by=who or None,
             )
             return pending
         raise DeployRefused(409, f"no deployment is in progress in {env.name}")
@@ -266,29 +313,37 @@ async def command(session: Session, env: Environment, what: Control) -> Deployme
     if request is not None:
         if current.request == DriverRequest.ABORT.value and request is not DriverRequest.ABORT:
             raise DeployRefused(409, f"revision {current.number} is being aborted")
-        values: dict[str, Any] = {"request": request.value}
+        values: dict[str, Any] = {"request": request.value, "requested_by": who or None}
         if request is not DriverRequest.ABORT:
             values["paused_by_user"] = False
         await deployments.set_fields(session, current, **values)
     elif what is Control.PAUSE:
-        await _pause(session, current)
+        await _pause(session, current, who)
     else:
         if not current.paused_by_user:
             raise DeployRefused(409, f"revision {current.number} was not paused by `pause`")
-        await _resume(session, current)
+        await _resume(session, current, who)
     return current
 
 
-async def _pause(session: Session, current: Deployment) -> None:
-    held: dict[str, Any] = {"paused_by_user": True, "pause_reason": PauseReason.USER.value}
+async def _pause(session: Session, current: Deployment, who: str) -> None:
+    held: dict[str, Any] = {
+        "paused_by_user": True,
+        "pause_reason": PauseReason.USER.value,
+        "requested_by": who or None,
+    }
     if Phase(current.phase) is Phase.PAUSED:  # paused already, by a step: now by the user
         await deployments.set_fields(session, current, **held)
     else:
         await deployments.change_phase(session, current, Phase.PAUSED, **held)
 
 
-async def _resume(session: Session, current: Deployment) -> None:
-    released: dict[str, Any] = {"paused_by_user": False, "pause_reason": None}
+async def _resume(session: Session, current: Deployment, who: str) -> None:
+    released: dict[str, Any] = {
+        "paused_by_user": False,
+        "pause_reason": None,
+        "requested_by": who or None,
+    }
     if Phase(current.phase) is Phase.PROGRESSING:
         await deployments.set_fields(session, current, **released)
     else:
@@ -312,21 +367,41 @@ async def rollback(session: Session, env: Environment, to: int | None, who: str)
                 finished_at=utcnow(),
                 message="superseded by a rollback",
             )
+        elif row.number == env.revision:  # promoted already, baking: this is its end
+            await deployments.change_phase(
+                session,
+                row,
+                Phase.ABORTED,
+                finished_at=utcnow(),
+                message=f"rolled back by {who} during the bake",
+                request=None,
+                pause_reason=None,
+            )
         else:
-            await deployments.set_fields(session, row, request=DriverRequest.ABORT.value)
-    if env.digest and env.digest != target.digest:
-        deployments.pin(
-            session,
-            env.id,
-            env.digest,
-            f"rolled back from revision {env.revision} to {target.number}",
-            who,
-        )
+            await deployments.set_fields(
+                session, row, request=DriverRequest.ABORT.value, requested_by=who
+            )
     warm = (
         env.warm_digest == target.digest
         and env.warm_until is not None
         and as_utc(env.warm_until) > utcnow() + timedelta(seconds=1)
     )
+    return await queue_rollback(session, env, target, warm=warm, who=who)
+
+
+async def queue_rollback(
+    session: Session, env: Environment, target: Deployment, *, warm: bool, who: str
+) -> Deployment:
+    """Queue a rollback to `target`'s revision, pinning the one rolled back from: a
+    traffic switch when `target` is warm in the other slot, else a rolling redeploy of
+    its stored artifact."""
+    if env.digest and env.digest != target.digest:
+        reason = f"rolled back from revision {env.revision} to {target.number}"
+        if await deployments.pin_of(session, env.id, env.digest) is None:
+            deployments.pin(session, env.id, env.digest, reason, who)
+    if warm and env.warm_until is not None:
+        # Keep it warm for the switch (a bake may have judged past its window).
+        deployments.keep_warm(env, utcnow() + timedelta(seconds=WARM_FOR_SWITCH_S))
     strategy = {"kind": (Kind.SWITCH if warm else Kind.ROLLING).value}
     return await deployments.queue(
         session,
@@ -340,6 +415,9 @@ async def rollback(session: Session, env: Environment, to: int | None, who: str)
         kind="rollback",
         rollback_of=env.revision,
     )
+
+
+WARM_FOR_SWITCH_S = 60.0
 
 
 async def _rollback_target(session: Session, env: Environment, to: int | None) -> Deployment:

@@ -131,6 +131,16 @@ async def end(
     return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
 
 
+async def end_running(session: Session, deployment_id: uuid.UUID, reason: str) -> None:
+    """Stop every run of a deployment that has ended (its background analysis when it
+    is aborted, say)."""
+    await session.execute(
+        update(AnalysisRun)
+        .where(AnalysisRun.deployment_id == deployment_id, AnalysisRun.phase == RUNNING)
+        .values(phase=AnalysisPhase.STOPPED.value, reason=reason, decided_at=utcnow())
+    )
+
+
 async def evaluations(
     session: Session, run_id: uuid.UUID, *, after: int = 0, limit: int = 100
 ) -> list[AnalysisEvaluation]:

@@ -25,6 +25,7 @@ from conveyor.storage.tables import (
     Project,
     RevisionPin,
     Run,
+    as_utc,
     utcnow,
 )
 
@@ -96,6 +97,13 @@ async def lock(session: Session, env_id: uuid.UUID) -> None:
 def set_queue_policy(env: Environment, policy: QueuePolicy) -> None:
     """A loaded environment's queue policy (written when its session commits)."""
     env.queue_policy = policy.value
+
+
+def keep_warm(env: Environment, until: datetime) -> None:
+    """Keep the previous revision warm at least until `until` (written at commit)."""
+    current = env.warm_until
+    if current is None or as_utc(current) < until:
+        env.warm_until = until
 
 
 # -- deployments -----------------------------------------------------------------------

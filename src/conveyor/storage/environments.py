@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
 
 from conveyor.domain.deploy import InstanceState, Phase, instance_sources
+from conveyor.storage import analysis
 from conveyor.storage.database import Session
 from conveyor.storage.tables import (
+    AnalysisRun,
     Deployment,
     DeploymentAction,
     Environment,
@@ -97,6 +99,8 @@ class EnvironmentRows:
     """Digests pinned as bad."""
     open_intent: DeploymentAction | None
     """The last action recorded but not marked done (a driver died in it)."""
+    analyses: list[AnalysisRun] = field(default_factory=list)
+    """The analysis runs of the active deployment."""
 
 
 async def load(session: Session, env_id: uuid.UUID) -> EnvironmentRows:
@@ -131,13 +135,15 @@ async def load(session: Session, env_id: uuid.UUID) -> EnvironmentRows:
         .order_by(DeploymentAction.seq.desc())
         .limit(1)
     )
+    active = next((r for r in rows if Phase(r.phase).is_active), None)
     return EnvironmentRows(
         env=env,
-        active=next((r for r in rows if Phase(r.phase).is_active), None),
+        active=active,
         instances=instances,
         pending=tuple(r.number for r in rows if r.phase == Phase.PENDING.value),
         pinned=frozenset(pins),
         open_intent=intent,
+        analyses=await analysis.runs(session, [active.id]) if active is not None else [],
     )
 
 

@@ -112,3 +112,7 @@ class MetricProvider(Protocol):
         service's own failures (a dead instance, no answer): that is a measurement with
         `value` None and a `detail`, which the judge counts as no data."""
         ...
+
+    async def close(self) -> None:
+        """Release what it holds (connections), when its coordinator stops. Idempotent."""
+        ...

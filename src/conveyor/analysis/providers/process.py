@@ -22,6 +22,9 @@ class ProcessProvider:
         self._seen: dict[int, psutil.Process] = {}
         """Per pid, the Process object whose last cpu_percent call starts the next window."""
 
+    async def close(self) -> None:
+        return None
+
     async def measure(
         self, metric: Metric, targets: Sequence[SlotTarget], start: float, end: float
     ) -> list[Measurement]:

@@ -21,6 +21,9 @@ class RouterProvider:
     def __init__(self, source: RequestSource) -> None:
         self.source = source
 
+    async def close(self) -> None:
+        return None
+
     async def measure(
         self, metric: Metric, targets: Sequence[SlotTarget], start: float, end: float
     ) -> list[Measurement]:

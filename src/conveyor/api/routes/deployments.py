@@ -174,7 +174,7 @@ async def _command(
 ) -> DeploymentOut:
     async with state.db.transaction() as session:
         _, _, env = await _env(session, who, team, project, environment, Role.DEVELOPER)
-        current = await requests.command(session, env, what)
+        current = await requests.command(session, env, what, who.display)
     state.deploy.poke(env.id)
     return deployment_out(current, environment)
 

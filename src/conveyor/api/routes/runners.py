@@ -258,7 +258,7 @@ async def start_deploy(
     if blob is None:
         raise ApiError(410, "gone", f"the content of {artifact.digest} is no longer stored")
     spec = await asyncio.to_thread(requests.read_spec, blob, artifact.digest)
-    strategy = requests.strategy_dict(planned.deploy.strategy)
+    strategy = requests.strategy_dict(planned.deploy.strategy, planned.deploy.bake)
     ports = (state.deploy.target.allocate_port(), state.deploy.target.allocate_port())
     async with state.db.transaction() as session:
         env = await requests.environment(session, project, environment, ports)

@@ -152,6 +152,18 @@ class MemoryRouter:
             if s.state is ServerState.READY and s.weight > 0 and self.probe(s.port)
         ]
 
+    def send(self, key: str, answer: Callable[[int], tuple[int, float]]) -> int:
+        """One request through the split, answered by `answer(port)` (status, ms) and
+        filed in the request log as HAProxy would; 503 when no server takes it."""
+        route = self.routes.get(key)
+        chosen = self.pick(key)
+        if route is None or chosen is None:
+            return 503
+        side = "a" if chosen in route.slot("a") else "b"
+        status, ms = answer(chosen.port)
+        self.record(key, side, status, ms)
+        return status
+
     def pick(self, key: str, draw: float | None = None) -> Server | None:
         """Where one request goes: to slot b with probability share_b (a slot with no
         server gives its share to the other, as the HAProxy config does); None for a

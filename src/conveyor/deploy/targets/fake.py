@@ -6,6 +6,8 @@ takes its faults from the instance's environment (the service's `runtime.env`):
     FAKE_UNHEALTHY=1     never answers its health path
     FAKE_CRASH_S=1.5     its process exits 1.5 s after it started
     FAKE_IGNORE_TERM=1   ignores SIGTERM (only a kill stops it)
+    FAKE_FAIL_RATE=0.2   answers that share of its requests with 500 (`serve`)
+    FAKE_LATENCY_MS=200  takes that long over the usual 10 ms to answer one
 
 and from calls: `crash(instance)` ends one instance's process now, `sick(instance)`
 makes it stop answering. Time is the monotonic clock, or `clock` when given.
@@ -14,6 +16,7 @@ makes it stop answering. Time is the monotonic clock, or `clock` when given.
 from __future__ import annotations
 
 import itertools
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +28,9 @@ START_S = "FAKE_START_S"
 UNHEALTHY = "FAKE_UNHEALTHY"
 CRASH_S = "FAKE_CRASH_S"
 IGNORE_TERM = "FAKE_IGNORE_TERM"
+FAIL_RATE = "FAKE_FAIL_RATE"
+LATENCY_MS = "FAKE_LATENCY_MS"
+BASE_MS = 10.0
 FIRST_PORT = 40_000
 
 
@@ -64,6 +70,7 @@ class FakeTarget:
         self.starts: list[Launch] = []
         """Every launch, in order (restarts included)."""
         self._pids = itertools.count(10_000)
+        self._random = random.Random(7)
         self._ports = itertools.count(FIRST_PORT)
 
     # -- fault injection -------------------------------------------------------------
@@ -80,6 +87,20 @@ class FakeTarget:
         """Whether something on `port` answers its health path (MemoryRouter's probe)."""
         now = self.clock()
         return any(p.launch.port == port and p.answers(now) for p in self.processes.values())
+
+    def serve(self, port: int) -> tuple[int, float]:
+        """How the instance on `port` answers one request: (status, milliseconds), per
+        its FAKE_FAIL_RATE and FAKE_LATENCY_MS; (503, 0) when none runs there."""
+        now = self.clock()
+        found = next(
+            (p for p in self.processes.values() if p.launch.port == port and p.running(now)),
+            None,
+        )
+        if found is None:
+            return 503, 0.0
+        rate = float(found.launch.env.get(FAIL_RATE) or 0)
+        status = 500 if self._random.random() < rate else 200
+        return status, BASE_MS + float(found.launch.env.get(LATENCY_MS) or 0)
 
     def live(self) -> list[FakeProcess]:
         now = self.clock()

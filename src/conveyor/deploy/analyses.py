@@ -1,0 +1,288 @@
+"""The driver's analyses: on every pass, the runs the planner says are due
+(planner.analyses_due) are started, the ones no longer due are stopped, and each running
+one is measured and judged once per `interval` (analysis.evaluation), its evaluation and
+new phase stored under the environment's lease. The planner then reads their phases:
+a failed run aborts the deployment (or, after promotion, rolls it back), an inconclusive
+one pauses it, a passed step goes on.
+
+The tallies of a run live in the memory of the replica that drives the environment. A
+replica that takes over starts them again from its first window (each count test is
+anytime-valid, so a new start costs time to a verdict, never its error rate), and keeps
+the stored failures and the extension count.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from conveyor.analysis.evaluation import Evaluation, judgement_json, measurement_json, worst
+from conveyor.analysis.judge import Analysis, Judgement, Limits
+from conveyor.analysis.providers.base import (
+    Instance,
+    Measurement,
+    MetricProvider,
+    RequestSource,
+    Slot,
+    SlotTarget,
+)
+from conveyor.analysis.providers.http import HttpProvider
+from conveyor.analysis.providers.process import ProcessProvider
+from conveyor.analysis.providers.router import RouterProvider
+from conveyor.deploy import records
+from conveyor.deploy.context import Driven, DriverContext
+from conveyor.deploy.planner import Due, Judged, World, analyses_due, target_slot
+from conveyor.deploy.router.base import SHARE_SCALE
+from conveyor.domain.analysis import AnalysisPhase
+from conveyor.domain.deploy import InstanceState
+from conveyor.pipeline.analysis import Metric, Provider, Template
+from conveyor.storage import analysis
+from conveyor.storage.tables import AnalysisRun, as_utc
+
+log = logging.getLogger("conveyor.deploy.analysis")
+
+
+@dataclass
+class _Live:
+    """What this replica keeps of one running analysis between evaluations."""
+
+    evaluation: Evaluation
+    window_start: float
+    """Wall clock: where the next measurement's window begins."""
+    started: float
+    """Wall clock: when the run started (its stored start)."""
+
+
+class Analyses:
+    """Judges the analyses of the environments one manager drives."""
+
+    def __init__(
+        self, context: DriverContext, providers: Mapping[Provider, MetricProvider]
+    ) -> None:
+        self.context = context
+        self.providers = providers
+        self._live: dict[uuid.UUID, _Live] = {}
+        self.evaluated = 0
+
+    async def close(self) -> None:
+        """Release what the providers hold (HTTP connections)."""
+        for provider in self.providers.values():
+            await provider.close()
+
+    async def judge(self, env_id: uuid.UUID, fence: int, driven: Driven, world: World) -> World:
+        """Start, stop and evaluate the active deployment's analyses; the world with
+        their phases for the planner."""
+        plan = driven.plan_row
+        if plan is None:
+            return world
+        due = {d.key: d for d in analyses_due(world)}
+        stored = {run.key: run for run in driven.rows.analyses}
+        judged = {key: _judged(run) for key, run in stored.items()}
+        stale = [r for k, r in stored.items() if r.phase == analysis.RUNNING and k not in due]
+        missing = [d for k, d in due.items() if k not in stored]
+        if stale or missing:
+            async with self.context.fenced(env_id, fence) as session:
+                for run in stale:
+                    await analysis.end(
+                        session,
+                        run.id,
+                        AnalysisPhase.STOPPED.value,
+                        "the deployment moved on before a verdict",
+                        plan.requested_by,
+                    )
+                    judged[run.key] = Judged(AnalysisPhase.STOPPED, run.template)
+                    self._live.pop(run.id, None)
+                for d in missing:
+                    strategy = records.strategy_of(plan.strategy)
+                    stored[d.key] = await analysis.start(
+                        session,
+                        plan,
+                        key=d.key,
+                        template=d.template,
+                        spec=strategy.templates.get(d.template, {}),
+                        duration_s=d.seconds,
+                    )
+                    judged[d.key] = Judged(AnalysisPhase.RUNNING, d.template)
+        for key, d in due.items():
+            run = stored[key]
+            if run.phase == analysis.RUNNING:
+                found = await self._evaluate(env_id, fence, driven, world, d, run)
+                if found is not None:
+                    judged[key] = found
+        return replace(world, analyses=judged)
+
+    async def _evaluate(
+        self,
+        env_id: uuid.UUID,
+        fence: int,
+        driven: Driven,
+        world: World,
+        due: Due,
+        run: AnalysisRun,
+    ) -> Judged | None:
+        """One evaluation of `run` when its interval has passed; its new standing."""
+        live = self._live.get(run.id)
+        now = time.time()
+        if live is None:
+            template = _template(run)
+            if template is None:
+                return await self._broken(env_id, fence, run, now)
+            live = self._live[run.id] = _Live(
+                Evaluation(template, compare=not due.promoted),
+                window_start=now,
+                started=as_utc(run.started_at).timestamp(),
+            )
+            return None
+        template = live.evaluation.template
+        if now - live.window_start < template.interval:
+            return None
+        targets = _targets(driven, world, due)
+        measurements = await self._measure(template, targets, live.window_start, now)
+        share = None if due.promoted or due.preview else world.env.canary_share / SHARE_SCALE
+        judgements = live.evaluation.add(measurements, share)
+        live.window_start = now
+        return await self._record(env_id, fence, run, live, judgements, measurements, now)
+
+    async def _record(
+        self,
+        env_id: uuid.UUID,
+        fence: int,
+        run: AnalysisRun,
+        live: _Live,
+        judgements: Sequence[Judgement],
+        measurements: Sequence[Measurement],
+        now: float,
+    ) -> Judged:
+        template = live.evaluation.template
+        limits = Limits(
+            duration_s=run.duration_s if run.duration_s is not None else math.inf,
+            failure_limit=template.failure_limit,
+            inconclusive_limit=template.inconclusive_limit,
+        )
+        before = Analysis(limits, failures=dict(run.failures), extended=run.extended)
+        after = before.observe(judgements, now - live.started)
+        async with self.context.fenced(env_id, fence) as session:
+            await analysis.record(
+                session,
+                run,
+                elapsed_s=now - live.started,
+                verdict=worst(judgements).value,
+                judgements=[judgement_json(j) for j in judgements],
+                measurements=[measurement_json(m) for m in measurements],
+                phase=after.phase.value,
+                failures=dict(after.failures),
+                extended=after.extended,
+                reason=after.reason,
+            )
+        # The row moves on in the database; this pass's copy follows it.
+        run.evaluations += 1
+        run.failures = dict(after.failures)
+        run.extended = after.extended
+        self.evaluated += 1
+        if after.phase is not AnalysisPhase.RUNNING:
+            self._live.pop(run.id, None)
+            log.info("analysis %s of %s: %s (%s)", run.key, env_id, after.phase, after.reason)
+        return Judged(after.phase, run.template, after.reason)
+
+    async def _broken(self, env_id: uuid.UUID, fence: int, run: AnalysisRun, now: float) -> Judged:
+        """A run whose template the deployment does not carry cannot judge: it pauses
+        the deployment as inconclusive at once, saying so."""
+        reason = f"the deployment carries no analysis template {run.template!r}"
+        async with self.context.fenced(env_id, fence) as session:
+            await analysis.end(session, run.id, AnalysisPhase.INCONCLUSIVE.value, reason)
+        return Judged(AnalysisPhase.INCONCLUSIVE, run.template, reason)
+
+    async def _measure(
+        self, template: Template, targets: Sequence[SlotTarget], start: float, end: float
+    ) -> list[Measurement]:
+        out: list[Measurement] = []
+        for metric in template.metrics:
+            out += await self._one(metric, targets, start, end)
+        return out
+
+    async def _one(
+        self, metric: Metric, targets: Sequence[SlotTarget], start: float, end: float
+    ) -> list[Measurement]:
+        provider = self.providers.get(metric.provider)
+        if provider is None:
+            detail = f"the {metric.provider.value} provider is not set up on this coordinator"
+            return [Measurement(metric.name, Slot.CANARY, None, 0, start, end, detail)]
+        try:
+            return await provider.measure(metric, targets, start, end)
+        except Exception as exc:  # a provider's bug must not stop the driver
+            log.exception("the %s provider failed on %s", metric.provider, metric.name)
+            detail = f"the {metric.provider.value} provider failed: {type(exc).__name__}"
+            return [Measurement(metric.name, Slot.CANARY, None, 0, start, end, detail)]
+
+
+def default_providers(router: RequestSource) -> dict[Provider, MetricProvider]:
+    """The providers every coordinator has: the router's request log, the instances'
+    processes, and HTTP."""
+    return {
+        Provider.ROUTER: RouterProvider(router),
+        Provider.PROCESS: ProcessProvider(),
+        Provider.HTTP: HttpProvider(),
+    }
+
+
+def _judged(run: AnalysisRun) -> Judged:
+    return Judged(AnalysisPhase(run.phase), run.template, run.reason)
+
+
+def _template(run: AnalysisRun) -> Template | None:
+    if not run.spec:
+        return None
+    return Template.model_validate(run.spec)
+
+
+def _targets(driven: Driven, world: World, due: Due) -> list[SlotTarget]:
+    """The slots an analysis measures: after promotion the new revision alone (in the
+    stable slot); before, the canary (or the preview) and the stable slot."""
+    env = driven.env
+    plan = driven.plan_row
+    assert plan is not None
+    route = records.route_key(env)
+    if due.promoted:
+        canary_side = env.stable_slot
+        url = f"http://127.0.0.1:{env.port}"
+    else:
+        canary_side = target_slot(world)
+        url = f"http://127.0.0.1:{env.preview_port}"
+    out = [
+        SlotTarget(
+            Slot.CANARY,
+            _instances(driven, canary_side, plan.digest),
+            url=url,
+            route=route,
+            side=canary_side,
+            environment=env.name,
+            preview=due.preview,
+        )
+    ]
+    if not due.promoted and env.digest is not None:
+        out.append(
+            SlotTarget(
+                Slot.STABLE,
+                _instances(driven, env.stable_slot, env.digest),
+                url=f"http://127.0.0.1:{env.port}",
+                route=route,
+                side=env.stable_slot,
+                environment=env.name,
+            )
+        )
+    return out
+
+
+def _instances(driven: Driven, slot: str, digest: str) -> tuple[Instance, ...]:
+    return tuple(
+        Instance(row.pid, row.port)
+        for row in driven.instances
+        if row.slot == slot
+        and row.digest == digest
+        and row.pid
+        and InstanceState(row.state) in (InstanceState.READY, InstanceState.STARTING)
+    )

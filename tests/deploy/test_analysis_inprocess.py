@@ -1,0 +1,174 @@
+"""Rollouts judged by their analyses, driven in-process: the real DeploymentManager and
+its analyses over the shipped fakes, the router's request log fed by requests sent
+through the split and answered by the fake instances (FAKE_FAIL_RATE, FAKE_LATENCY_MS).
+
+Given a canary with an analysis step, when the canary is healthy the step passes and the
+rollout goes on; when it fails, the deployment is aborted at once (traffic to 0 first)
+and pinned; when nothing can be measured, the deployment pauses with the reason. After
+promotion, a failing bake rolls back by itself with a traffic switch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from conveyor.deploy.manager import DeploymentManager
+from conveyor.deploy.planner import Act
+from conveyor.deploy.requests import DeployRefused
+from conveyor.domain.deploy import Control, PauseReason, Phase
+from conveyor.storage import analysis, deployments
+from tests.deploy.inprocess import ROLLING, World, serving_v1
+
+HEALTH = {
+    "interval": "50ms",
+    "min_samples": 40,
+    "warmup": "0s",
+    "inconclusive_limit": 3,
+    "metrics": [
+        {"name": "errors", "max": "5%", "compare": "stable", "max_ratio": 1.5},
+        {"name": "p99", "quantile": 0.99, "max": "100ms"},
+    ],
+}
+CANARY = {
+    "kind": "canary",
+    "steps": [{"weight": 20.0}, {"analysis": "health", "for": 0.6}, {"weight": 50.0}],
+}
+
+
+async def drive(
+    world: World,
+    manager: DeploymentManager,
+    fence: int,
+    until: Phase | PauseReason,
+    *,
+    number: int,
+    requests: int = 25,
+    seconds: float = 15.0,
+) -> list[Act]:
+    """Passes with traffic between them, until deployment `number` reaches `until` (a
+    phase, or a pause for that reason)."""
+    taken: list[Act] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        action = await manager.reconcile(world.env_id, fence)
+        if action is not None:
+            taken.append(action.act)
+            continue
+        row = await world.deployment(number)
+        if row.phase == until or (row.phase == Phase.PAUSED and row.pause_reason == until):
+            world.acts += taken
+            return taken
+        await world.traffic(requests)
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"deployment {number} never reached {until}: {taken[-20:]}")
+
+
+async def runs(world: World, number: int) -> dict[str, Any]:
+    row = await world.deployment(number)
+    async with world.db.transaction() as session:
+        found = await analysis.runs(session, [row.id])
+        return {r.key: (r.phase, r.reason, r.evaluations, r.ended_by) for r in found}
+
+
+async def test_a_healthy_canary_passes_its_analysis_step_and_is_promoted(world: World):
+    manager, fence = await serving_v1(world)
+    await world.deploy(CANARY, templates={"health": HEALTH})
+    acts = await drive(world, manager, fence, Phase.SUCCEEDED, number=2)
+    assert acts.count(Act.SPLIT) == 3 and Act.PROMOTE in acts and Act.PAUSE not in acts
+    ((key, (phase, reason, evaluations, _)),) = (await runs(world, 2)).items()
+    assert (key, phase, reason) == ("step-1", "passed", "every metric passed")
+    assert evaluations >= 0.6 / 0.05 - 2  # about one an interval for 0.6 s
+
+
+async def test_a_failing_canary_is_aborted_at_once_and_pinned(world: World):
+    manager, fence = await serving_v1(world)
+    await world.deploy(CANARY, templates={"health": HEALTH}, FAKE_FAIL_RATE="1")
+    acts = await drive(world, manager, fence, Phase.ABORTED, number=2)
+    # Traffic back to stable first, then the canary drained away.
+    first = acts.index(Act.SPLIT, acts.index(Act.SPLIT) + 1)
+    assert acts[first : first + 2] == [Act.SPLIT, Act.FINISH] or acts[first] is Act.SPLIT
+    env = await world.env()
+    assert env.canary_share == 0 and env.revision == 1
+    row = await world.deployment(2)
+    assert row.message.startswith("analysis health failed: errors: the canary")
+    async with world.db.transaction() as session:
+        pin = await deployments.pin_of(session, env.id, row.digest)
+    assert pin is not None and pin.pinned_by == "conveyor (analysis)"
+    assert (await runs(world, 2))["step-1"][0] == "failed"
+    # Every request after the abort is served by the stable revision.
+    assert set(await world.traffic(200)) == {200}
+
+
+async def test_no_traffic_is_inconclusive_and_pauses_then_a_person_promotes(world: World):
+    manager, fence = await serving_v1(world)
+    await world.deploy(CANARY, templates={"health": HEALTH})
+    await drive(world, manager, fence, PauseReason.ANALYSIS, number=2, requests=0)
+    phase, reason, _, _ = (await runs(world, 2))["step-1"]
+    assert phase == "inconclusive"
+    assert "too few samples (canary 0, stable 0; need 40 per slot)" in reason
+    await world.control(Control.PROMOTE)
+    await drive(world, manager, fence, Phase.SUCCEEDED, number=2)
+    assert (await world.deployment(2)).requested_by == "test"
+
+
+async def test_a_failing_background_analysis_aborts_at_any_step(world: World):
+    manager, fence = await serving_v1(world)
+    strategy = {
+        "kind": "canary",
+        "steps": [{"weight": 10.0}, {"pause": None}],
+        "background_analysis": "health",
+    }
+    await world.deploy(strategy, templates={"health": HEALTH}, FAKE_LATENCY_MS="500")
+    await drive(world, manager, fence, Phase.ABORTED, number=2)
+    row = await world.deployment(2)
+    assert "p99" in row.message and "above 100.0 ms" in row.message
+    assert (await runs(world, 2))["background"][0] == "failed"
+
+
+async def test_a_failing_bake_rolls_back_to_the_warm_revision_by_itself(world: World):
+    manager, fence = await serving_v1(world)
+    strategy = {
+        "kind": "canary",
+        "steps": [{"weight": 100.0}],
+        "bake": {"analysis": "health", "for": 5.0},
+    }
+    # Bad only in the bake: 30 % errors, above the 5 % limit (the canary steps have no
+    # analysis of their own here).
+    await world.deploy(strategy, templates={"health": HEALTH}, FAKE_FAIL_RATE="0.3")
+    acts = await drive(world, manager, fence, Phase.ABORTED, number=2)
+    row = await world.deployment(2)
+    assert row.message.startswith("bake analysis health failed: errors")
+    # The rollback is queued as a traffic switch in the same transaction, and carried
+    # out back to back: the old revision was still warm, so nothing starts.
+    after = acts[acts.index(Act.PROMOTE) + 1 :]
+    assert after[:5] == [Act.ROLLBACK, Act.BEGIN, Act.SPLIT, Act.PROMOTE, Act.FINISH]
+    assert Act.START not in after
+    back = await world.deployment(3)
+    assert back.phase == Phase.SUCCEEDED
+    assert (back.kind, back.strategy["kind"], back.rollback_of) == ("rollback", "switch", 2)
+    env = await world.env()
+    assert env.revision == 3 and env.digest == (await world.deployment(1)).digest
+    assert set(await world.traffic(200)) == {200}
+    async with world.db.transaction() as session:
+        pin = await deployments.pin_of(session, env.id, row.digest)
+    assert pin is not None and pin.pinned_by == "conveyor (analysis)"
+
+
+async def test_a_passing_bake_ends_the_deployment_and_the_old_stack_is_retired(world: World):
+    manager, fence = await serving_v1(world)
+    strategy = dict(ROLLING, bake={"analysis": "health", "for": 0.5})
+    await world.deploy(strategy, templates={"health": HEALTH})
+    await drive(world, manager, fence, Phase.SUCCEEDED, number=2, requests=60)
+    phase, reason, _, _ = (await runs(world, 2))["bake"]
+    assert (phase, reason) == ("passed", "every metric passed")
+    assert (await world.deployment(2)).message == "promoted; the bake passed"
+
+
+async def test_a_template_missing_from_the_artifact_is_refused(world: World):
+    await serving_v1(world)
+    with pytest.raises(DeployRefused, match=r"'health'.*does not define"):
+        await world.deploy(CANARY)
