@@ -37,9 +37,12 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "payments-api"
 QUOTE = "/api/v1/quote?amount=12.5&currency=EUR"
 
 
-def service_dir(root: Path, version: str, replicas: int = 2, **env: str) -> Path:
-    """The example service with a conveyor.yml whose runtime names its version."""
-    path = root / f"svc-{version}-{len(env)}"
+def service_dir(
+    root: Path, version: str, replicas: int = 2, extra: str = "", jobs: str = "", **env: str
+) -> Path:
+    """The example service with a conveyor.yml whose runtime names its version (`extra`:
+    more top-level sections, e.g. `analysis`; `jobs`: more jobs, e.g. one that deploys)."""
+    path = root / f"svc-{version}-{len(env)}-{len(extra)}-{len(jobs)}"
     if path.exists():
         return path
     shutil.copytree(EXAMPLE / "payments", path / "payments")
@@ -47,11 +50,12 @@ def service_dir(root: Path, version: str, replicas: int = 2, **env: str) -> Path
     lines = "".join(f"      {k}: {json.dumps(v)}\n" for k, v in variables.items())
     (path / "conveyor.yml").write_text(
         "version: 1\nservice: payments-api\nteam: a\njobs:\n  noop: {script: 'true'}\n"
-        "runtime:\n  command: python3 -m payments.app --port $PORT\n"
+        + jobs
+        + "runtime:\n  command: python3 -m payments.app --port $PORT\n"
         f"  replicas: {replicas}\n"
         "  health: {path: /healthz, start_period: 3s, failures: 3}\n"
         "  drain: 3s\n"
-        f"  env:\n{lines}"
+        f"  env:\n{lines}" + extra
     )
     return path
 
@@ -105,8 +109,8 @@ class Stack:
                 continue
         raise AssertionError("no replica answered")
 
-    def upload(self, version: str, **env: str) -> str:
-        folder = service_dir(self.root, version, **env)
+    def upload(self, version: str, extra: str = "", jobs: str = "", **env: str) -> str:
+        folder = service_dir(self.root, version, extra=extra, jobs=jobs, **env)
         return self.cli("artifacts", "upload", "a/pay", str(folder)).stdout.strip().splitlines()[-1]
 
     def deploy(self, environment: str, digest: str, **body: Any) -> dict[str, Any]:

@@ -35,3 +35,11 @@ def test_bad_request_is_400():
 
 def test_unknown_route_is_404():
     assert get("/nope")[0] == 404
+
+
+def test_metrics_count_the_api_requests_by_status():
+    get("/api/v1/quote?amount=10&currency=EUR")
+    with urllib.request.urlopen(BASE_URL + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    assert 'payments_requests_total{code="200",version="dev"}' in text
+    assert 'payments_request_duration_seconds_bucket{le="+Inf",version="dev"}' in text

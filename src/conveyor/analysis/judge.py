@@ -161,6 +161,8 @@ def judge_error_rate(
             )
         if rule.max_increase is not None:
             found.append(_rate_increase(metric, rule.max_increase, canary, stable, samples, each))
+        # Every verdict shows the stable slot's rate beside the canary's.
+        found = [j if j.stable is not None else replace(j, stable=stable.rate) for j in found]
     return _verdict(metric, "error rate", found, samples, min_samples)
 
 

@@ -15,6 +15,7 @@ from conveyor.api.coordinator import ServerConfig, running, server_config
 from conveyor.api.errors import ApiError
 from conveyor.api.limits import BodyLimit
 from conveyor.api.routes import (
+    analysis,
     artifacts,
     deployments,
     hooks,
@@ -50,7 +51,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         },
     )
     errors.install(app)
-    for module in (teams, projects, runs, runners, hooks, artifacts, deployments):
+    for module in (teams, projects, runs, runners, hooks, artifacts, deployments, analysis):
         app.include_router(module.router)
     app.include_router(projects.retry_router)
 

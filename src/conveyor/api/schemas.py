@@ -225,6 +225,8 @@ class RollbackIn(Body):
 
 
 class DeploymentOut(BaseModel):
+    id: str
+    """For `GET /api/v1/deployments/{id}/analysis`."""
     number: int
     environment: str
     digest: str
@@ -236,8 +238,11 @@ class DeploymentOut(BaseModel):
     steps: list[str]
     pause_reason: str | None
     request: str | None
+    requested_by: str | None
+    """Who gave the latest command (promote, pause, resume, abort)."""
     started_by: str
     message: str
+    """Why it ended (or paused): an abort's reason, an analysis verdict."""
     rollback_of: int | None
     desired: dict[str, Any]
     observed: dict[str, Any]
@@ -285,3 +290,64 @@ class EnvironmentOut(BaseModel):
     deployment: DeploymentOut | None
     history: list[DeploymentOut]
     pins: list[PinOut]
+
+
+class JudgementOut(BaseModel):
+    """One metric's verdict with what explains it (analysis.judge.Judgement)."""
+
+    metric: str
+    verdict: str
+    """pass, fail or inconclusive."""
+    reason: str
+    method: str
+    canary: float | None = None
+    stable: float | None = None
+    threshold: float | None = None
+    samples: dict[str, int] = Field(default_factory=dict)
+    log_bayes_factor: float | None = None
+    """The sequential test's statistic, ln BF: a fail needs at least ln(1/alpha)."""
+    alpha: float | None = None
+
+
+class MeasurementOut(BaseModel):
+    metric: str
+    slot: str
+    value: float | None
+    samples: int
+    failures: int = 0
+    start: float
+    end: float
+    detail: str = ""
+
+
+class EvaluationOut(BaseModel):
+    seq: int
+    at: str
+    elapsed_s: float
+    verdict: str
+    judgements: list[JudgementOut]
+    measurements: list[MeasurementOut]
+
+
+class AnalysisRunOut(BaseModel):
+    key: str
+    """step-<i> (a canary step, or a blue-green preview), background, or bake."""
+    template: str
+    phase: str
+    """running, passed, failed, inconclusive, or stopped."""
+    reason: str
+    duration_s: float | None
+    evaluations: int
+    failures: dict[str, int]
+    ended_by: str | None
+    started_at: str
+    last_at: str | None
+    decided_at: str | None
+    latest: list[JudgementOut]
+    history: list[EvaluationOut]
+    """Its newest evaluations (`?evaluations=N`), or those after `?after=SEQ`."""
+
+
+class AnalysisOut(BaseModel):
+    deployment: DeploymentOut
+    runs: list[AnalysisRunOut]

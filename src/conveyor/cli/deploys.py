@@ -19,7 +19,7 @@ EnvOpt = Annotated[str, typer.Option("--env", "-e", help="The environment.")]
 FINAL = {"succeeded", "aborted", "failed"}
 
 
-def _env_path(project: str, env: str) -> str:
+def env_path(project: str, env: str) -> str:
     return f"/api/v1/projects/{project}/environments/{env}"
 
 
@@ -71,8 +71,8 @@ def follow(remote: Remote, project: str, env: str, number: int) -> dict[str, Any
     """Print each change of phase, step and split until the deployment ends."""
     last = ""
     while True:
-        row = remote.call("GET", f"{_env_path(project, env)}/deployments/{number}").json()
-        status = remote.call("GET", _env_path(project, env)).json()
+        row = remote.call("GET", f"{env_path(project, env)}/deployments/{number}").json()
+        status = remote.call("GET", env_path(project, env)).json()
         traffic = status["traffic"]
         step = (
             status["step"]
@@ -102,7 +102,7 @@ def _command(
 ) -> None:
     data = (
         Remote(server, token, err)
-        .call("POST", f"{_env_path(project, env)}/{what}", json=body or {})
+        .call("POST", f"{env_path(project, env)}/{what}", json=body or {})
         .json()
     )
     show(data, as_json, f"{env} revision {data['number']}: {what} → {data['phase']}")
@@ -154,7 +154,7 @@ def rollback(
 ) -> None:
     """Back to an earlier revision, pinning the current one as bad."""
     remote = Remote(server, token, err)
-    made = remote.call("POST", f"{_env_path(project, env)}/rollback", json={"to": to}).json()
+    made = remote.call("POST", f"{env_path(project, env)}/rollback", json={"to": to}).json()
     err.print(
         f"{env}: rollback to {made['digest'][:19]}… as revision {made['number']} "
         f"({'traffic switch' if made['strategy'] == 'switch' else 'rolling redeploy'})"
@@ -174,7 +174,7 @@ def unpin(
     token: TokenOpt,
 ) -> None:
     """Clear a revision's bad pin (who and when are recorded)."""
-    Remote(server, token, err).call("DELETE", f"{_env_path(project, env)}/pins/{digest}")
+    Remote(server, token, err).call("DELETE", f"{env_path(project, env)}/pins/{digest}")
     out.print(f"{digest} may be deployed to {env} again")
 
 
@@ -188,7 +188,7 @@ def status(
     """Revision, URL, phase, step, traffic split, instances with health, and history."""
     remote = Remote(server, token, err)
     if env is not None:
-        data: Any = remote.call("GET", _env_path(project, env)).json()
+        data: Any = remote.call("GET", env_path(project, env)).json()
         if as_json:
             show(data, True, "")
             return
@@ -211,6 +211,10 @@ def _render(data: dict[str, Any]) -> None:
     )
     out.print(f"  url {data['url']}  (preview {data['preview_url']})")
     out.print(f"  traffic: stable {traffic['stable']:g}%  canary {traffic['canary']:g}%")
+    current = data["deployment"]
+    if current is not None and current["message"]:
+        why = "paused" if current["phase"] == "paused" else current["phase"]
+        out.print(f"  revision {current['number']} {why}: {escape(current['message'])}")
     for pin in data["pins"]:
         out.print(f"  [red]pinned[/] {pin['digest'][:19]}… {escape(pin['reason'])}")
     table = Table("revision", "role", "port", "state", "healthy", "restarts")

@@ -57,6 +57,10 @@ class Tally:
             "errors": dict(self.errors),
             "versions": dict(self.versions),
             "first_failures": [f"{t:.2f}s {what}" for t, what in self.failures[:10]],
+            # When failures began and ended (seconds into the load): how long a bad
+            # revision was served before it was stopped.
+            "failures_from_s": round(self.failures[0][0], 3) if self.failures else None,
+            "failures_until_s": round(self.failures[-1][0], 3) if self.failures else None,
         }
 
 

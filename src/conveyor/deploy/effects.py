@@ -184,6 +184,7 @@ async def advance(ctx: DriverContext, effect: Effect) -> None:
         "step": effect.action.step,
         "step_started_at": utcnow(),
         "pause_reason": None,
+        "message": "",
     }
     if plan.request in (DriverRequest.PROMOTE.value, DriverRequest.PROMOTE_FULL.value):
         values["request"] = None
@@ -194,7 +195,9 @@ async def advance(ctx: DriverContext, effect: Effect) -> None:
 
 
 async def pause(ctx: DriverContext, effect: Effect) -> None:
-    await _change_phase(ctx, effect, Phase.PAUSED, pause_reason=effect.action.reason)
+    await _change_phase(
+        ctx, effect, Phase.PAUSED, pause_reason=effect.action.reason, message=effect.action.message
+    )
 
 
 async def finish(ctx: DriverContext, effect: Effect) -> None:

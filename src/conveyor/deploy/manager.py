@@ -345,6 +345,8 @@ def _action_of(row: DeploymentAction) -> Action:
         numbers=tuple(params.get("numbers", ())),
         reason=params.get("reason", ""),
         pin=_pin_rule(params.get("pin")),
+        warm=bool(params.get("warm", False)),
+        message=str(params.get("message", "")),
     )
 
 

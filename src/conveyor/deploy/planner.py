@@ -208,6 +208,8 @@ class Action:
     ANALYSIS_RULE): an automatic abort."""
     warm: bool = False
     """ROLLBACK: the previous revision still runs in the other slot."""
+    message: str = ""
+    """PAUSE: why, in words, for the deployment's message."""
 
     def params(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -221,6 +223,7 @@ class Action:
             "reason": self.reason,
             "pin": self.pin,
             "warm": self.warm,
+            "message": self.message,
         }
         return {k: v for k, v in out.items() if v not in (None, [], "", False)}
 
@@ -464,9 +467,14 @@ def _bake(world: World, plan: Rollout) -> Action | None:
     if run.phase is AnalysisPhase.FAILED:
         why = f"bake analysis {run.template} failed: {run.reason}"
         return Action(Act.ROLLBACK, reason=why, pin=ANALYSIS_RULE, warm=ready)
-    if plan.phase is not Phase.PAUSED or plan.pause_reason is not PauseReason.ANALYSIS:
-        return Action(Act.PAUSE, reason=PauseReason.ANALYSIS.value)
-    return None
+    return _pause_inconclusive(plan, run)
+
+
+def _pause_inconclusive(plan: Rollout, run: Judged) -> Action | None:
+    if plan.phase is Phase.PAUSED and plan.pause_reason is PauseReason.ANALYSIS:
+        return None
+    why = f"analysis {run.template} is inconclusive: {run.reason}; `promote` or `abort`"
+    return Action(Act.PAUSE, reason=PauseReason.ANALYSIS.value, message=why)
 
 
 def _promote_requested(plan: Rollout) -> bool:
@@ -502,8 +510,7 @@ def _judged_step(world: World, plan: Rollout) -> Action | None:
     if run is not None and run.phase is AnalysisPhase.PASSED:
         return Action(Act.ADVANCE, step=plan.step + 1, reason="analysis passed")
     if run is not None and run.phase is AnalysisPhase.INCONCLUSIVE:
-        if plan.phase is not Phase.PAUSED or plan.pause_reason is not PauseReason.ANALYSIS:
-            return Action(Act.PAUSE, reason=PauseReason.ANALYSIS.value)
+        return _pause_inconclusive(plan, run)
     return None
 
 

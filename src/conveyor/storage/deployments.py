@@ -149,6 +149,17 @@ async def queue(
     return row
 
 
+async def by_id(session: Session, deployment_id: uuid.UUID) -> Deployment | None:
+    found: Deployment | None = await session.get(Deployment, deployment_id)
+    return found
+
+
+async def environment_of(session: Session, deployment: Deployment) -> Environment:
+    found = await session.get(Environment, deployment.environment_id)
+    assert found is not None, "a deployment's environment is deleted with it"
+    return found
+
+
 async def numbered(session: Session, env_id: uuid.UUID, number: int) -> Deployment | None:
     found: Deployment | None = await session.scalar(
         select(Deployment).where(Deployment.environment_id == env_id, Deployment.number == number)

@@ -46,6 +46,7 @@ def _iso(moment: object) -> str | None:
 def deployment_out(row: Deployment, environment: str) -> DeploymentOut:
     steps = [s.describe() for s in records.steps_of(row.strategy)]
     return DeploymentOut(
+        id=str(row.id),
         number=row.number,
         environment=environment,
         digest=row.digest,
@@ -57,6 +58,7 @@ def deployment_out(row: Deployment, environment: str) -> DeploymentOut:
         steps=steps,
         pause_reason=row.pause_reason,
         request=row.request,
+        requested_by=row.requested_by,
         started_by=row.started_by,
         message=row.message,
         rollback_of=row.rollback_of,
