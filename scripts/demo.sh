@@ -3,7 +3,8 @@
 # runner, HAProxy), the example project from this very repository pushed to a bare git
 # repository, its pipeline building one artifact and deploying it to staging (rolling)
 # and production (canary), then v2 rolled out as a canary under load, promoted, with no
-# failed request. Every process it starts is stopped on exit (`conveyor down` stops the
+# failed request, then a bad v3 rolled back by its own analysis within seconds. Every
+# process it starts is stopped on exit (`conveyor down` stops the
 # instances and HAProxy, which outlive the coordinator on purpose).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -102,31 +103,36 @@ conveyor status payments/payments-api --env production
 URL=$(conveyor status payments/payments-api --env production --json \
   | python -c 'import json, sys; print(json.load(sys.stdin)["url"])')
 
-step "v2: a commit changes the service; under a steady load, its canary goes 20 % → pause 5s → 50 % → analysis"
+step "v2: a commit changes the service; under a steady load, its canary goes 20 % → pause 5s → 50 % → analysis, judged every second"
 git -C "$WORK" checkout -q main
 sed -i 's/PAYMENTS_VERSION: v1/PAYMENTS_VERSION: v2/' "$WORK/examples/payments-api/conveyor.yml"
 git -C "$WORK" -c user.email=demo@example.com -c user.name=demo commit -qam "payments-api v2"
-conveyor load "$URL/api/v1/quote?amount=42&currency=EUR" --rate 300 --seconds 120 \
+conveyor load "$URL/api/v1/quote?amount=42&currency=EUR" --rate 300 --seconds 180 \
   > "$DATA/load.json" &
 LOAD=$!
 pids+=($LOAD)
 git -C "$WORK" push -q origin main
-for _ in $(seq 1 600); do
-  STEP=$(conveyor status payments/payments-api --env production --json \
-    | python -c 'import json, sys; d = json.load(sys.stdin); print(d["phase"], d["step"] or "")')
-  case "$STEP" in "paused 4/4"*) break ;; esac
-  sleep 0.5
-done
-conveyor status payments/payments-api --env production
-
-step "conveyor promote: the canary takes all traffic, the old stack stays warm for a fast switch back"
-conveyor promote payments/payments-api --env production
-RUN=$(conveyor runs payments/payments-api --json | python -c 'import json, sys; print(json.load(sys.stdin)["items"][0]["id"])')
+newest_run() {
+  conveyor runs payments/payments-api --json | python -c 'import json, sys; print(json.load(sys.stdin)["items"][0]["id"])'
+}
+wait_new_run() {  # the run the push just started (not the one before it)
+  local before=$1 run
+  for _ in $(seq 1 100); do
+    run=$(newest_run)
+    [ "$run" != "$before" ] && { echo "$run"; return; }
+    sleep 0.1
+  done
+  echo "no new run started" >&2; exit 1
+}
+RUN=$(wait_new_run "$RUN")
 conveyor watch "$RUN" > /dev/null
 kill -TERM "$LOAD"; wait "$LOAD" || true
 conveyor status payments/payments-api --env production
 
-step "the load generator's count, across the whole rollout"
+step "its analysis: every metric passed, so v2 was promoted, then baked while v1 stayed warm"
+conveyor analysis payments/payments-api --env production
+
+step "the load generator's count, across the whole rollout of v2"
 python - "$DATA/load.json" <<'PY'
 import json, sys
 summary = json.load(open(sys.argv[1]))
@@ -135,4 +141,48 @@ print(f"{summary['requests']} requests, {summary['failed']} failed, "
 if summary["failed"]:
     print(f"statuses {summary['statuses']}, errors {summary['errors']}")
 sys.exit(1 if summary["failed"] else 0)
+PY
+
+step "v3 has a bug: 20 % of its answers fail and each takes 200 ms longer; it goes out as a canary under the same load"
+sed -i 's/PAYMENTS_VERSION: v2/PAYMENTS_VERSION: v3\n    PAYMENTS_FAIL_RATE: "0.2"\n    PAYMENTS_LATENCY_MS: "200"/' \
+  "$WORK/examples/payments-api/conveyor.yml"
+git -C "$WORK" -c user.email=demo@example.com -c user.name=demo commit -qam "payments-api v3 (a bad one)"
+conveyor load "$URL/api/v1/quote?amount=42&currency=EUR" --rate 300 --seconds 180 \
+  > "$DATA/load-v3.json" &
+LOAD=$!
+pids+=($LOAD)
+git -C "$WORK" push -q origin main
+RUN=$(wait_new_run "$RUN")
+conveyor watch "$RUN" > /dev/null || true   # its production deploy job fails, with the verdict
+sleep 1
+kill -TERM "$LOAD"; wait "$LOAD" || true
+
+step "nobody touched anything: the analysis failed v3, its traffic went back to v2, and v3 is pinned"
+conveyor status payments/payments-api --env production
+conveyor analysis payments/payments-api --env production
+
+step "what the load saw of v3: only requests the canary served failed, for a few seconds"
+conveyor status payments/payments-api --env production --json > "$DATA/status.json"
+python - "$DATA/load-v3.json" "$DATA/status.json" <<'PY'
+import json, sys
+summary = json.load(open(sys.argv[1]))
+status = json.load(open(sys.argv[2]))
+aborted = next(d for d in status["history"] if d["phase"] == "aborted")
+print(f"verdict: revision {aborted['number']} aborted: {aborted['message']}")
+print(f"load: {summary['requests']} requests, {summary['failed']} failed "
+      f"(statuses {summary['statuses']}), served by {summary['versions']}")
+window = (summary["failures_until_s"] or 0) - (summary["failures_from_s"] or 0)
+print(f"the failures lasted {window:.1f} s, from the canary's first bad answer to its last")
+problems = []
+if status["revision"] == aborted["number"] or status["traffic"]["canary"] != 0:
+    problems.append("v3 is still taking traffic")
+if not aborted["message"].startswith("analysis http-health failed"):
+    problems.append("v3 was not stopped by its analysis")
+if set(summary["statuses"]) - {"200", "500"} or summary["failed"] != summary["statuses"].get("500", 0):
+    problems.append("requests failed that the canary did not answer")
+if window > 10:
+    problems.append("the canary was served bad answers for more than 10 s")
+for problem in problems:
+    print(f"FAILED: {problem}")
+sys.exit(1 if problems else 0)
 PY

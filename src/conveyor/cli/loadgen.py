@@ -102,9 +102,11 @@ class Load:
 
     async def run(self) -> dict[str, object]:
         self._started = time.monotonic()
+        wall = time.time()
         workers = [asyncio.create_task(self._worker(i)) for i in range(self.connections)]
         await asyncio.gather(*workers)
-        return self.tally.summary(time.monotonic() - self._started)
+        # The wall clock at its start: a failure's time is started_at + its seconds.
+        return self.tally.summary(time.monotonic() - self._started) | {"started_at": wall}
 
     async def _worker(self, index: int) -> None:
         interval = self.connections / self.rate
