@@ -252,6 +252,13 @@ async def deploy(
             "pin first (`conveyor unpin`)",
         )
     await _check_order(session, env, artifact)
+    if (
+        env.revision == 0
+        and "bake" in strategy
+        and await deployments.next_pending(session, env.id) is None
+    ):
+        # A first deploy has no earlier revision to go back to: nothing to bake for.
+        strategy = {k: v for k, v in strategy.items() if k != "bake"}
     strategy = with_templates(strategy, spec)
     return await deployments.queue(
         session,
