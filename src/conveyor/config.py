@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     secret_key: str | None = None
     """AES-256 key for secrets at rest (32 bytes, URL-safe base64); unset means a key file
     `<data-dir>/secret-key` is generated. Every replica needs the same key."""
+    prometheus_url: str | None = None
+    """`http://host:9090`: the Prometheus that `prometheus` analysis metrics query unless
+    a metric names its own `address`."""
     secrets: str = ""
     """Names of environment variables whose values are secrets: handed to jobs and masked
     in every log line. Comma or space separated."""

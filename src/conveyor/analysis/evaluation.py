@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from conveyor.analysis.judge import (
     ErrorRateRule,
@@ -76,6 +76,12 @@ def gauge_rule(metric: Metric) -> GaugeRule:
     return GaugeRule(
         min=metric.min[0] if metric.min else None, max=metric.max[0] if metric.max else None
     )
+
+
+def gauge_unit(metric: Metric) -> str:
+    if metric.provider is Provider.PROCESS:
+        return "bytes" if metric.measure == "rss" else "ratio"
+    return ""
 
 
 def judged(template: Template, compare: bool) -> list[Metric]:
@@ -190,11 +196,10 @@ class Evaluation:
                 alpha=self._alpha(),
             )
         latest = self.latest.get(metric.name)
-        found = judge_gauge(metric.name, gauge_rule(metric), latest.value if latest else None)
+        value = latest.value if latest else None
+        found = judge_gauge(metric.name, gauge_rule(metric), value, gauge_unit(metric))
         if latest is not None and latest.value is None and latest.detail:
-            return Judgement(
-                found.metric, found.verdict, f"no measurement: {latest.detail}", found.method
-            )
+            return replace(found, reason=f"no measurement: {latest.detail}")
         return found
 
 

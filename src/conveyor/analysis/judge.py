@@ -76,8 +76,11 @@ class Judgement:
     samples: Mapping[str, int] = field(default_factory=dict)
     """Samples per slot (`canary`, `stable`)."""
     log_bayes_factor: float | None = None
-    """The test statistic (ln BF); a fail needs at least ln(1/alpha)."""
+    """The test statistic: ln BF against the canary (0 when it does no worse than the
+    limit); a fail needs at least ln(1/alpha)."""
     alpha: float | None = None
+    unit: str = ""
+    """How its values read: `ratio` (an error rate), `ms`, `bytes`, or plain."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +166,7 @@ def judge_error_rate(
             found.append(_rate_increase(metric, rule.max_increase, canary, stable, samples, each))
         # Every verdict shows the stable slot's rate beside the canary's.
         found = [j if j.stable is not None else replace(j, stable=stable.rate) for j in found]
-    return _verdict(metric, "error rate", found, samples, min_samples)
+    return replace(_verdict(metric, "error rate", found, samples, min_samples), unit="ratio")
 
 
 def _verdict(
@@ -242,7 +245,7 @@ def _absolute_rate(
         canary=rate,
         threshold=limit,
         samples=dict(samples),
-        log_bayes_factor=evidence.log_bf,
+        log_bayes_factor=evidence.against,
         alpha=alpha,
     )
 
@@ -282,7 +285,7 @@ def _relative_rate(
         stable=s_rate,
         threshold=max_ratio * s_rate,
         samples=dict(samples),
-        log_bayes_factor=evidence.log_bf,
+        log_bayes_factor=evidence.against,
         alpha=alpha,
     )
 
@@ -323,7 +326,7 @@ def judge_quantile(
             found.append(
                 _exceedances(metric, rule, canary_ms, limit, canary_q, stable_q, samples, each)
             )
-    return _verdict(metric, "quantile", found, samples, min_samples)
+    return replace(_verdict(metric, "quantile", found, samples, min_samples), unit="ms")
 
 
 def _quantile(ordered: Sequence[float], q: float) -> float:
@@ -359,22 +362,40 @@ def _exceedances(
         stable=stable_q,
         threshold=limit,
         samples=dict(samples),
-        log_bayes_factor=evidence.log_bf,
+        log_bayes_factor=evidence.against,
         alpha=alpha,
     )
 
 
-def judge_gauge(metric: str, rule: GaugeRule, value: float | None) -> Judgement:
+def judge_gauge(metric: str, rule: GaugeRule, value: float | None, unit: str = "") -> Judgement:
     """One measurement against `min`/`max` (no measurement: inconclusive)."""
     if value is None:
-        return Judgement(metric, Verdict.INCONCLUSIVE, "no measurement", "bounds")
+        return Judgement(metric, Verdict.INCONCLUSIVE, "no measurement", "bounds", unit=unit)
+    shown = in_unit(value, unit)
     if rule.max is not None and value > rule.max:
-        reason = f"{value:g} is above {rule.max:g}"
-        return Judgement(metric, Verdict.FAIL, reason, "bounds", canary=value, threshold=rule.max)
+        reason = f"{shown} is above {in_unit(rule.max, unit)}"
+        return Judgement(
+            metric, Verdict.FAIL, reason, "bounds", canary=value, threshold=rule.max, unit=unit
+        )
     if rule.min is not None and value < rule.min:
-        reason = f"{value:g} is below {rule.min:g}"
-        return Judgement(metric, Verdict.FAIL, reason, "bounds", canary=value, threshold=rule.min)
-    return Judgement(metric, Verdict.PASS, f"{value:g} is within bounds", "bounds", canary=value)
+        reason = f"{shown} is below {in_unit(rule.min, unit)}"
+        return Judgement(
+            metric, Verdict.FAIL, reason, "bounds", canary=value, threshold=rule.min, unit=unit
+        )
+    return Judgement(
+        metric, Verdict.PASS, f"{shown} is within bounds", "bounds", canary=value, unit=unit
+    )
+
+
+def in_unit(value: float, unit: str) -> str:
+    """A value as people read it in its unit."""
+    if unit == "ratio":
+        return f"{value:.2%}"
+    if unit == "ms":
+        return f"{value:.1f} ms"
+    if unit == "bytes":
+        return f"{value / 2**20:.1f} MiB"
+    return f"{value:g}"
 
 
 # -- a whole analysis --------------------------------------------------------------------

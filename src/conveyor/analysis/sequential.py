@@ -65,6 +65,12 @@ class Evidence:
         return self.n > 0 and self.k > self.p0 * self.n and self.log_bf >= -math.log(self.alpha)
 
     @property
+    def against(self) -> float:
+        """ln BF as evidence that the rate is above p0: 0 when the observed rate is not
+        (a mixture also favours rates below p0, which is no evidence of a regression)."""
+        return self.log_bf if self.n > 0 and self.k > self.p0 * self.n else 0.0
+
+    @property
     def e_value(self) -> float:
         """BF itself (capped for display): how many times more likely the data are under
         the alternative mixture than under the null."""

@@ -34,7 +34,9 @@ from conveyor.api.limits import RateLimit
 from conveyor.api.state import Coordinator
 from conveyor.artifacts.blobs import FileBlobStore
 from conveyor.config import Settings
+from conveyor.deploy.analyses import default_providers
 from conveyor.deploy.manager import DeploymentManager
+from conveyor.deploy.metrics_targets import METRICS_TARGETS
 from conveyor.deploy.router.haproxy import HAProxyRouter
 from conveyor.deploy.targets.local import LocalTarget
 from conveyor.domain.roles import Role
@@ -92,6 +94,8 @@ class ServerConfig:
     """How long a replica's hold on an environment lasts unless renewed."""
     status_poll_s: float = 1.0
     status_backoff_s: float = 5.0
+    prometheus_url: str | None = None
+    """The Prometheus of `prometheus` analysis metrics without an `address`."""
     """How often every replica looks for due `on.schedule` slots."""
 
 
@@ -177,6 +181,7 @@ def server_config(settings: Settings, data_dir: Path | None = None) -> ServerCon
         cache_quota_mb=settings.cache_quota_mb,
         artifact_max_mb=settings.artifact_max_mb,
         public_url=settings.public_url,
+        prometheus_url=settings.prometheus_url,
     )
 
 
@@ -223,13 +228,16 @@ async def running(config: ServerConfig) -> AsyncIterator[Coordinator]:
     )
     blobs = FileBlobStore(config.data_dir / "artifacts")
     target = LocalTarget(config.data_dir / "deploy")
+    router = HAProxyRouter(config.data_dir / "deploy" / "router")
     manager = DeploymentManager(
         db,
         blobs,
         target,
-        HAProxyRouter(config.data_dir / "deploy" / "router"),
+        router,
         tick_s=config.deploy_tick_s,
         lease_s=config.deploy_lease_s,
+        providers=default_providers(router, prometheus_url=config.prometheus_url),
+        metrics_targets=config.data_dir / "deploy" / METRICS_TARGETS,
     )
     state = Coordinator(
         db=db,

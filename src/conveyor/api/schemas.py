@@ -305,8 +305,11 @@ class JudgementOut(BaseModel):
     threshold: float | None = None
     samples: dict[str, int] = Field(default_factory=dict)
     log_bayes_factor: float | None = None
-    """The sequential test's statistic, ln BF: a fail needs at least ln(1/alpha)."""
+    """The sequential test's statistic, ln BF against the canary: a fail needs at least
+    ln(1/alpha)."""
     alpha: float | None = None
+    unit: str = ""
+    """ratio (an error rate: 0.01 is 1 %), ms, bytes, or plain."""
 
 
 class MeasurementOut(BaseModel):

@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from conveyor.analysis.judge import in_unit
 from conveyor.cli.client import JsonOpt, Remote, ServerOpt, TokenOpt, show
 from conveyor.cli.console import err, out
 from conveyor.cli.deploys import FINAL, EnvOpt, ProjectArg, env_path
@@ -75,12 +76,13 @@ def render(data: dict[str, Any]) -> None:
         table = Table("metric", "verdict", "canary", "stable", "threshold", "samples", "ln BF")
         for j in run["latest"]:
             samples = j["samples"]
+            unit = j.get("unit", "")
             table.add_row(
                 escape(j["metric"]),
                 _verdict(j["verdict"]),
-                _number(j["canary"]),
-                _number(j["stable"]),
-                _number(j["threshold"]),
+                _number(j["canary"], unit),
+                _number(j["stable"], unit),
+                _number(j["threshold"], unit),
                 " / ".join(f"{samples[k]}" for k in ("canary", "stable") if k in samples),
                 _number(j["log_bayes_factor"]),
             )
@@ -100,8 +102,13 @@ def _follow(remote: Remote, path: str) -> None:
                     continue
                 seen[run["key"]] = evaluation["seq"]
                 parts = [
-                    f"{escape(j['metric'])} {_verdict(j['verdict'])} {_number(j['canary'])}"
-                    + (f"/{_number(j['stable'])}" if j["stable"] is not None else "")
+                    f"{escape(j['metric'])} {_verdict(j['verdict'])} "
+                    f"{_number(j['canary'], j.get('unit', ''))}"
+                    + (
+                        f"/{_number(j['stable'], j.get('unit', ''))}"
+                        if j["stable"] is not None
+                        else ""
+                    )
                     for j in evaluation["judgements"]
                 ]
                 out.print(
@@ -125,9 +132,11 @@ def _verdict(verdict: str) -> str:
     return f"[{colour}]{verdict}[/]" if colour else verdict
 
 
-def _number(value: float | None) -> str:
+def _number(value: float | None, unit: str = "") -> str:
     if value is None:
         return "-"
+    if unit in ("ratio", "ms", "bytes"):
+        return in_unit(value, unit)
     if abs(value) >= 100 or value == int(value):
         return f"{value:.0f}"
     return f"{value:.4g}"

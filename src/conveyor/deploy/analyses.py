@@ -32,6 +32,7 @@ from conveyor.analysis.providers.base import (
 )
 from conveyor.analysis.providers.http import HttpProvider
 from conveyor.analysis.providers.process import ProcessProvider
+from conveyor.analysis.providers.prometheus import PrometheusProvider
 from conveyor.analysis.providers.router import RouterProvider
 from conveyor.deploy import records
 from conveyor.deploy.context import Driven, DriverContext
@@ -219,13 +220,16 @@ class Analyses:
             return [Measurement(metric.name, Slot.CANARY, None, 0, start, end, detail)]
 
 
-def default_providers(router: RequestSource) -> dict[Provider, MetricProvider]:
+def default_providers(
+    router: RequestSource, *, prometheus_url: str | None = None
+) -> dict[Provider, MetricProvider]:
     """The providers every coordinator has: the router's request log, the instances'
-    processes, and HTTP."""
+    processes, HTTP, and Prometheus (at `prometheus_url`, or each metric's `address`)."""
     return {
         Provider.ROUTER: RouterProvider(router),
         Provider.PROCESS: ProcessProvider(),
         Provider.HTTP: HttpProvider(),
+        Provider.PROMETHEUS: PrometheusProvider(prometheus_url),
     }
 
 

@@ -20,11 +20,12 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from conveyor.analysis.providers.base import MetricProvider
 from conveyor.artifacts.blobs import BlobStore
-from conveyor.deploy import records
+from conveyor.deploy import metrics_targets, records
 from conveyor.deploy.analyses import Analyses, default_providers
 from conveyor.deploy.context import Driven, DriverContext, Effect, EnvironmentLeaseLost
 from conveyor.deploy.effects import CHANGES_ROUTES, HANDLERS
@@ -70,6 +71,7 @@ class DeploymentManager:
         tick_s: float = 0.1,
         claim_s: float = 0.5,
         providers: Mapping[Provider, MetricProvider] | None = None,
+        metrics_targets: Path | None = None,
     ) -> None:
         self.db = db
         self.blobs = blobs
@@ -82,6 +84,8 @@ class DeploymentManager:
         self.context = DriverContext(db, blobs, target, self.owner, lease_s)
         """What the action handlers are given (effects.py)."""
         self.analyses = Analyses(self.context, providers or default_providers(router))
+        self.metrics_targets = metrics_targets
+        """Where the instances are listed for Prometheus (metrics_targets.py), if anywhere."""
         self.drivers: dict[uuid.UUID, asyncio.Task[None]] = {}
         self.wakeups: dict[uuid.UUID, asyncio.Event] = {}
         self.stats = ManagerStats()
@@ -186,6 +190,8 @@ class DeploymentManager:
             async with self.db.transaction() as session:
                 rows = await environments.route_rows(session)
             await self.router.sync(records.routes_of(rows))
+            if self.metrics_targets is not None:
+                await asyncio.to_thread(metrics_targets.write, self.metrics_targets, rows)
             self._routes_dirty = False
 
     async def _observe(

@@ -117,6 +117,8 @@ class Metric(Model):
     """How far above the stable slot's error rate the canary's may be (`0.5pp`)."""
     query: str | None = Field(None, min_length=1)
     """prometheus: PromQL; `{{ canary }}` and `{{ stable }}` name the slot's instances."""
+    address: str | None = Field(None, pattern=r"^https?://")
+    """prometheus: the server (default: the coordinator's CONVEYOR_PROMETHEUS_URL)."""
     url: str | None = Field(None, pattern=r"^(https?://|\{\{ preview \}\})")
     """http: the URL to GET (`{{ preview }}` is the canary's preview URL)."""
     json_path: str | None = None

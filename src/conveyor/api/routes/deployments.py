@@ -256,7 +256,7 @@ async def environment_status(
         url=f"http://127.0.0.1:{env.port}",
         preview_url=f"http://127.0.0.1:{env.preview_port}",
         phase=live.phase if live is not None else "pending",
-        step=_step_text(live),
+        step=_step_text(live, env),
         traffic=TrafficOut(stable=split.stable, canary=split.canary),
         instances=[_instance(i, env, seen.get(i.server)) for i in instances],
         deployment=deployment_out(live, env.name) if live is not None else None,
@@ -273,12 +273,15 @@ async def environment_status(
     )
 
 
-def _step_text(row: Deployment | None) -> str | None:
+def _step_text(row: Deployment | None, env: Environment) -> str | None:
     if row is None or not Phase(row.phase).is_active:
         return None
     steps = records.steps_of(row.strategy)
     if row.step < len(steps):
         return f"{row.step + 1}/{len(steps)}: {steps[row.step].describe()}"
+    if row.number == env.revision:
+        bake = records.strategy_of(row.strategy).bake or {}
+        return f"{len(steps)}/{len(steps)}: promoted, baking ({bake.get('analysis', '')})"
     return f"{len(steps)}/{len(steps)}: promoting"
 
 
