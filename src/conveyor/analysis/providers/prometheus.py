@@ -33,10 +33,12 @@ NOWHERE = "^$"
 
 
 def instances_pattern(target: SlotTarget | None) -> str:
-    """The slot's instances as a regular expression of `127.0.0.1:PORT` addresses."""
+    """The slot's instances as a regular expression of `127.0.0.1:PORT` addresses. No
+    backslashes, so that it fits a PromQL string quoted either way (its dots match any
+    character, and Prometheus anchors the whole pattern: no other address matches)."""
     if target is None or not target.instances:
         return NOWHERE
-    return "|".join(re.escape(f"127.0.0.1:{i.port}") for i in target.instances)
+    return "|".join(f"127.0.0.1:{i.port}" for i in target.instances)
 
 
 def render(query: str, targets: Sequence[SlotTarget]) -> str:
