@@ -11,10 +11,14 @@ with only the requests the canary served failing.
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 
 from tests.deploy.conftest import QUOTE, Stack, load
+from tests.monitoring import alertmanager
 
 ANALYSIS = """\
 analysis:
@@ -102,3 +106,68 @@ def test_a_failing_canary_is_rolled_back_within_seconds_and_pinned(stack: Stack)
 def test_the_analysis_of_an_unknown_deployment_is_not_found(stack: Stack):
     missing = stack.api("GET", "/api/v1/deployments/0190a0a0-0000-7000-8000-000000000000/analysis")
     assert missing.status_code == 404 and "no deployment" in missing.json()["detail"]
+
+
+ALERTING = """\
+analysis:
+  templates:
+    paged:
+      interval: 1s
+      metrics:
+        - {name: paged, provider: alert}
+"""
+PAGED_JOBS = JOBS.replace("analysis: health, for: 8s", "analysis: paged, for: 60s")
+
+
+def alertmanager_config(stack: Stack, token: str) -> str:
+    return (
+        "route:\n"
+        "  receiver: conveyor\n"
+        "  group_by: [alertname]\n"
+        "  group_wait: 0s\n"
+        "  group_interval: 1s\n"
+        "  repeat_interval: 1h\n"
+        "receivers:\n"
+        "  - name: conveyor\n"
+        "    webhook_configs:\n"
+        f"      - url: {stack.url}/hooks/alertmanager/a/pay\n"
+        "        send_resolved: true\n"
+        "        http_config:\n"
+        f"          authorization: {{type: Bearer, credentials: {token}}}\n"
+    )
+
+
+def test_an_alert_from_alertmanager_fails_the_canary_at_once(stack: Stack, tmp_path: Path):
+    url = serving_v1(stack)
+    token = stack.cli("token", "create", "--team", "a", "--name", "am", "--role", "developer")
+    v2 = stack.upload("v2", extra=ALERTING, jobs=PAGED_JOBS)
+    with (
+        alertmanager(
+            tmp_path / "alertmanager", alertmanager_config(stack, token.stdout.strip())
+        ) as am,
+        load(url, keepalive=True, rate=100) as running,
+    ):
+        made = stack.deploy("production", v2)
+        stack.wait_step("production", "analysis paged")
+        time.sleep(2)  # judged healthy for a while: no alert fires yet
+        assert stack.deployment("production", made["number"])["phase"] == "progressing"
+        began = time.monotonic()
+        sent = httpx.post(
+            f"{am}/api/v2/alerts",
+            json=[
+                {
+                    "labels": {"alertname": "PaymentsDown", "conveyor_environment": "production"},
+                    "annotations": {"summary": "payments are failing"},
+                    "startsAt": datetime.now(UTC).isoformat(),
+                }
+            ],
+        )
+        assert sent.status_code == 200, sent.text
+        ended = stack.wait_phase("production", made["number"], {"aborted"}, timeout=30)
+        reacted = time.monotonic() - began
+    assert running.result["failed"] == 0
+    assert ended["message"] == (
+        "analysis paged failed: paged: 1 is above 0 (firing: PaymentsDown)"
+    ), ended["message"]
+    assert reacted < 10, reacted  # Alertmanager's group_wait 0 s, then the next evaluation
+    assert stack.status("production")["traffic"]["canary"] == 0.0

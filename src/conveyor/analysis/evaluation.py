@@ -198,8 +198,11 @@ class Evaluation:
         latest = self.latest.get(metric.name)
         value = latest.value if latest else None
         found = judge_gauge(metric.name, gauge_rule(metric), value, gauge_unit(metric))
-        if latest is not None and latest.value is None and latest.detail:
-            return replace(found, reason=f"no measurement: {latest.detail}")
+        if latest is not None and latest.detail:
+            if latest.value is None:
+                return replace(found, reason=f"no measurement: {latest.detail}")
+            if found.verdict is Verdict.FAIL:
+                return replace(found, reason=f"{found.reason} ({latest.detail})")
         return found
 
 

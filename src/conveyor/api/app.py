@@ -15,6 +15,7 @@ from conveyor.api.coordinator import ServerConfig, running, server_config
 from conveyor.api.errors import ApiError
 from conveyor.api.limits import BodyLimit
 from conveyor.api.routes import (
+    alerts,
     analysis,
     artifacts,
     deployments,
@@ -51,7 +52,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         },
     )
     errors.install(app)
-    for module in (teams, projects, runs, runners, hooks, artifacts, deployments, analysis):
+    # alerts before hooks: /hooks/alertmanager/… is not a source-control provider.
+    modules = (teams, projects, runs, runners, alerts, hooks, artifacts, deployments, analysis)
+    for module in modules:
         app.include_router(module.router)
     app.include_router(projects.retry_router)
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 
 from conveyor.analysis.evaluation import Evaluation, judgement_json, measurement_json, worst
 from conveyor.analysis.judge import Analysis, Judgement, Limits
+from conveyor.analysis.providers.alert import AlertProvider
 from conveyor.analysis.providers.base import (
     Instance,
     Measurement,
@@ -42,6 +43,7 @@ from conveyor.domain.analysis import AnalysisPhase
 from conveyor.domain.deploy import InstanceState
 from conveyor.pipeline.analysis import Metric, Provider, Template
 from conveyor.storage import analysis
+from conveyor.storage.database import Database
 from conveyor.storage.tables import AnalysisRun, as_utc
 
 log = logging.getLogger("conveyor.deploy.analysis")
@@ -221,15 +223,17 @@ class Analyses:
 
 
 def default_providers(
-    router: RequestSource, *, prometheus_url: str | None = None
+    router: RequestSource, db: Database, *, prometheus_url: str | None = None
 ) -> dict[Provider, MetricProvider]:
     """The providers every coordinator has: the router's request log, the instances'
-    processes, HTTP, and Prometheus (at `prometheus_url`, or each metric's `address`)."""
+    processes, HTTP, Prometheus (at `prometheus_url`, or each metric's `address`), and
+    the alerts Alertmanager sent."""
     return {
         Provider.ROUTER: RouterProvider(router),
         Provider.PROCESS: ProcessProvider(),
         Provider.HTTP: HttpProvider(),
         Provider.PROMETHEUS: PrometheusProvider(prometheus_url),
+        Provider.ALERT: AlertProvider(db),
     }
 
 
@@ -250,6 +254,7 @@ def _targets(driven: Driven, world: World, due: Due) -> list[SlotTarget]:
     plan = driven.plan_row
     assert plan is not None
     route = records.route_key(env)
+    since = as_utc(plan.started_at).timestamp() if plan.started_at else None
     if due.promoted:
         canary_side = env.stable_slot
         url = f"http://127.0.0.1:{env.port}"
@@ -263,7 +268,8 @@ def _targets(driven: Driven, world: World, due: Due) -> list[SlotTarget]:
             url=url,
             route=route,
             side=canary_side,
-            environment=env.name,
+            environment_id=str(env.id),
+            since=since,
             preview=due.preview,
         )
     ]
@@ -275,7 +281,8 @@ def _targets(driven: Driven, world: World, due: Due) -> list[SlotTarget]:
                 url=f"http://127.0.0.1:{env.port}",
                 route=route,
                 side=env.stable_slot,
-                environment=env.name,
+                environment_id=str(env.id),
+                since=since,
             )
         )
     return out

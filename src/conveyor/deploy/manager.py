@@ -83,7 +83,7 @@ class DeploymentManager:
         self.claim_s = claim_s
         self.context = DriverContext(db, blobs, target, self.owner, lease_s)
         """What the action handlers are given (effects.py)."""
-        self.analyses = Analyses(self.context, providers or default_providers(router))
+        self.analyses = Analyses(self.context, providers or default_providers(router, db))
         self.metrics_targets = metrics_targets
         """Where the instances are listed for Prometheus (metrics_targets.py), if anywhere."""
         self.drivers: dict[uuid.UUID, asyncio.Task[None]] = {}

@@ -591,3 +591,32 @@ class AnalysisEvaluation(Base):
     verdict: Mapped[str] = mapped_column(String(20))
     judgements: Mapped[list[Any]] = mapped_column(JSON, default=list)
     measurements: Mapped[list[Any]] = mapped_column(JSON, default=list)
+
+
+class Alert(Base):
+    """An alert that Prometheus's Alertmanager sent about an environment (`POST
+    /hooks/alertmanager/{team}/{project}`): the `alert` analysis provider fails a
+    deployment of that environment while one that began during it fires."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        UniqueConstraint("environment_id", "fingerprint", "starts_at"),
+        Index(None, "environment_id", "status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    environment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("environments.id", ondelete="CASCADE")
+    )
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    """Alertmanager's fingerprint of the alert's labels."""
+    name: Mapped[str] = mapped_column(String(200))
+    """Its `alertname`."""
+    status: Mapped[str] = mapped_column(String(20))
+    """firing | resolved"""
+    labels: Mapped[dict[str, Any]] = mapped_column()
+    annotations: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    starts_at: Mapped[datetime] = mapped_column()
+    ends_at: Mapped[datetime | None] = mapped_column(default=None)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)

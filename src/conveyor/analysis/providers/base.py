@@ -44,8 +44,11 @@ class SlotTarget:
     """The environment's name in the traffic router (deploy.records.route_key)."""
     side: str | None = None
     """Which of the router's two backends (`a`, `b`) serves the slot now."""
-    environment: str | None = None
-    """`team/project/environment`: how alerts and metrics outside Conveyor name it."""
+    environment_id: str | None = None
+    """The environment's id: where alerts about it are kept."""
+    since: float | None = None
+    """When the deployment began (wall clock): what happened before is not the new
+    revision's doing (an alert that was already firing, older log lines)."""
     preview: bool = False
     """Judge the requests that came through the preview URL (a blue-green preview that
     takes no traffic yet), not the environment's URL."""

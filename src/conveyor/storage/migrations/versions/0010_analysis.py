@@ -1,4 +1,5 @@
-"""analysis runs and their evaluations; who gave a deployment's latest command
+"""analysis runs and their evaluations, alerts from Alertmanager; who gave a
+deployment's latest command
 
 Revision ID: 0010
 Revises: 0009
@@ -72,6 +73,40 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_analysis_evaluations")),
         sa.UniqueConstraint("run_id", "seq", name=op.f("uq_analysis_evaluations_run_id_seq")),
     )
+    op.create_table(
+        "alerts",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("team_id", sa.Uuid(), nullable=False),
+        sa.Column("environment_id", sa.Uuid(), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("labels", sa.JSON(), nullable=False),
+        sa.Column("annotations", sa.JSON(), nullable=False),
+        sa.Column("starts_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("ends_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["environment_id"],
+            ["environments.id"],
+            name=op.f("fk_alerts_environment_id_environments"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["team_id"], ["teams.id"], name=op.f("fk_alerts_team_id_teams"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_alerts")),
+        sa.UniqueConstraint(
+            "environment_id",
+            "fingerprint",
+            "starts_at",
+            name=op.f("uq_alerts_environment_id_fingerprint_starts_at"),
+        ),
+    )
+    with op.batch_alter_table("alerts", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_alerts_environment_id_status"), ["environment_id", "status"]
+        )
     with op.batch_alter_table("deployments", schema=None) as batch_op:
         batch_op.add_column(sa.Column("requested_by", sa.String(length=200), nullable=True))
 
@@ -79,5 +114,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("deployments", schema=None) as batch_op:
         batch_op.drop_column("requested_by")
+    op.drop_table("alerts")
     op.drop_table("analysis_evaluations")
     op.drop_table("analysis_runs")
