@@ -32,6 +32,7 @@ from conveyor.analysis.providers.base import (
     SlotTarget,
 )
 from conveyor.analysis.providers.http import HttpProvider
+from conveyor.analysis.providers.logs import LogsProvider
 from conveyor.analysis.providers.process import ProcessProvider
 from conveyor.analysis.providers.prometheus import PrometheusProvider
 from conveyor.analysis.providers.router import RouterProvider
@@ -39,6 +40,7 @@ from conveyor.deploy import records
 from conveyor.deploy.context import Driven, DriverContext
 from conveyor.deploy.planner import Due, Judged, World, analyses_due, target_slot
 from conveyor.deploy.router.base import SHARE_SCALE
+from conveyor.deploy.targets.base import Target
 from conveyor.domain.analysis import AnalysisPhase
 from conveyor.domain.deploy import InstanceState
 from conveyor.pipeline.analysis import Metric, Provider, Template
@@ -143,7 +145,7 @@ class Analyses:
         template = live.evaluation.template
         if now - live.window_start < template.interval:
             return None
-        targets = _targets(driven, world, due)
+        targets = _targets(driven, world, due, self.context.target)
         measurements = await self._measure(template, targets, live.window_start, now)
         share = None if due.promoted or due.preview else world.env.canary_share / SHARE_SCALE
         judgements = live.evaluation.add(measurements, share)
@@ -234,6 +236,7 @@ def default_providers(
         Provider.HTTP: HttpProvider(),
         Provider.PROMETHEUS: PrometheusProvider(prometheus_url),
         Provider.ALERT: AlertProvider(db),
+        Provider.LOGS: LogsProvider(),
     }
 
 
@@ -247,7 +250,12 @@ def _template(run: AnalysisRun) -> Template | None:
     return Template.model_validate(run.spec)
 
 
-def _targets(driven: Driven, world: World, due: Due) -> list[SlotTarget]:
+def _log(target: Target, instance: str) -> str | None:
+    path = target.log_path(instance)
+    return str(path) if path is not None else None
+
+
+def _targets(driven: Driven, world: World, due: Due, target: Target) -> list[SlotTarget]:
     """The slots an analysis measures: after promotion the new revision alone (in the
     stable slot); before, the canary (or the preview) and the stable slot."""
     env = driven.env
@@ -264,7 +272,7 @@ def _targets(driven: Driven, world: World, due: Due) -> list[SlotTarget]:
     out = [
         SlotTarget(
             Slot.CANARY,
-            _instances(driven, canary_side, plan.digest),
+            _instances(driven, canary_side, plan.digest, target),
             url=url,
             route=route,
             side=canary_side,
@@ -277,7 +285,7 @@ def _targets(driven: Driven, world: World, due: Due) -> list[SlotTarget]:
         out.append(
             SlotTarget(
                 Slot.STABLE,
-                _instances(driven, env.stable_slot, env.digest),
+                _instances(driven, env.stable_slot, env.digest, target),
                 url=f"http://127.0.0.1:{env.port}",
                 route=route,
                 side=env.stable_slot,
@@ -288,9 +296,9 @@ def _targets(driven: Driven, world: World, due: Due) -> list[SlotTarget]:
     return out
 
 
-def _instances(driven: Driven, slot: str, digest: str) -> tuple[Instance, ...]:
+def _instances(driven: Driven, slot: str, digest: str, target: Target) -> tuple[Instance, ...]:
     return tuple(
-        Instance(row.pid, row.port)
+        Instance(row.pid, row.port, _log(target, str(row.id)))
         for row in driven.instances
         if row.slot == slot
         and row.digest == digest

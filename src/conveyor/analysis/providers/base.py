@@ -30,6 +30,8 @@ class Instance:
 
     pid: int
     port: int
+    log: str | None = None
+    """Where the target keeps its output (a file), if it does."""
 
 
 @dataclass(frozen=True, slots=True)

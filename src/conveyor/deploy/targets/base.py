@@ -65,3 +65,8 @@ class Target(Protocol):
     def forget(self, instance: str) -> None:
         """Drop what the target keeps about a stopped instance. Idempotent."""
         ...
+
+    def log_path(self, instance: str) -> Path | None:
+        """The file the instance's output goes to, when the target keeps one on this
+        host (the `logs` analysis provider reads it)."""
+        ...

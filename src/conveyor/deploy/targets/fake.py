@@ -147,6 +147,9 @@ class FakeTarget:
     def allocate_port(self) -> int:
         return next(self._ports)
 
+    def log_path(self, instance: str) -> Path | None:
+        return None  # the fake's instances print nothing
+
     def forget(self, instance: str) -> None:
         process = self.by_instance.pop(instance, None)
         if process is not None:
