@@ -44,6 +44,10 @@ def runtime(replicas: int = 2, start_period: float = 0.0, **env: str) -> dict[st
     }
 
 
+def with_pre_deploy(spec: dict[str, Any], *commands: str) -> dict[str, Any]:
+    return spec | {"pre_deploy": [{"command": c, "timeout": 30.0} for c in commands]}
+
+
 @dataclass
 class World:
     """One project with one environment, a manager over the fakes, and what it did."""
@@ -93,6 +97,7 @@ class World:
         strategy: dict[str, Any],
         start_period: float = 0.0,
         templates: dict[str, Any] | None = None,
+        pre_deploy: tuple[str, ...] = (),
         **env: str,
     ) -> Deployment:
         """Queue a deployment of a new artifact; `templates` are its conveyor.yml's
@@ -102,7 +107,8 @@ class World:
             name: Template.model_validate(body).model_dump(mode="json", by_alias=True)
             for name, body in (templates or {}).items()
         }
-        spec = requests.ArtifactSpec(runtime(start_period=start_period, **env), {}, parsed)
+        run = with_pre_deploy(runtime(start_period=start_period, **env), *pre_deploy)
+        spec = requests.ArtifactSpec(run, {}, parsed)
         async with self.db.transaction() as session:
             found = await requests.environment(session, self.project, "prod", (18001, 18002))
             made = await requests.deploy(session, found, artifact, spec, strategy, "test")

@@ -171,3 +171,29 @@ def test_an_alert_from_alertmanager_fails_the_canary_at_once(stack: Stack, tmp_p
     ), ended["message"]
     assert reacted < 10, reacted  # Alertmanager's group_wait 0 s, then the next evaluation
     assert stack.status("production")["traffic"]["canary"] == 0.0
+
+
+FAILING_CHECK = """\
+  pre_deploy:
+    - echo checking the configuration
+    - {command: "echo 'DATABASE_URL is not set' >&2; exit 3", timeout: 10s}
+"""
+
+
+def test_a_failing_pre_deploy_check_aborts_before_any_request_reaches_the_revision(
+    stack: Stack,
+):
+    url = serving_v1(stack)
+    v2 = stack.upload("v2", extra=FAILING_CHECK)
+    with load(url, keepalive=True, rate=100) as running:
+        made = stack.deploy("production", v2, strategy="canary", steps="50,pause")
+        ended = stack.wait_phase("production", made["number"], {"aborted"}, timeout=60)
+    assert ended["message"].startswith(
+        "pre_deploy `echo 'DATABASE_URL is not set' >&2; exit 3` failed (exit 3):"
+    )
+    assert ended["message"].endswith("DATABASE_URL is not set"), ended["message"]
+    assert "$ echo checking the configuration" in ended["message"]
+    assert running.result["failed"] == 0 and set(running.result["versions"]) == {"v1"}
+    status = stack.status("production")
+    assert {i["revision"] for i in status["instances"]} == {1}
+    assert status["pins"] == []  # a check that failed is not the artifact's fault alone

@@ -21,7 +21,7 @@ from conveyor.deploy.planner import Act
 from conveyor.deploy.requests import DeployRefused
 from conveyor.domain.deploy import Control, PauseReason, Phase
 from conveyor.storage import analysis, deployments
-from tests.deploy.inprocess import ROLLING, World, serving_v1
+from tests.deploy.inprocess import ROLLING, World, claimed, serving_v1
 
 HEALTH = {
     "interval": "50ms",
@@ -172,3 +172,42 @@ async def test_a_template_missing_from_the_artifact_is_refused(world: World):
     await serving_v1(world)
     with pytest.raises(DeployRefused, match=r"'health'.*does not define"):
         await world.deploy(CANARY)
+
+
+async def test_pre_deploy_commands_run_once_before_the_first_instance_starts(world: World):
+    manager, fence = await serving_v1(world)
+    await world.deploy(CANARY, templates={"health": HEALTH}, pre_deploy=("./migrate.sh",))
+    acts = await drive(world, manager, fence, Phase.SUCCEEDED, number=2)
+    assert acts[:4] == [Act.BEGIN, Act.PRE_DEPLOY, Act.CHECKED, Act.START]
+    (task,) = world.target.tasks.values()
+    assert task.commands == (("./migrate.sh", 30.0),)
+    assert (await world.deployment(2)).pre_deploy == "passed"
+
+
+async def test_a_failing_pre_deploy_command_aborts_before_any_instance_starts(world: World):
+    manager, fence = await serving_v1(world)
+    started = len(world.target.starts)
+    await world.deploy(
+        CANARY, templates={"health": HEALTH}, pre_deploy=("./migrate.sh",), FAKE_TASK_EXIT="3"
+    )
+    acts = await drive(world, manager, fence, Phase.ABORTED, number=2)
+    assert acts == [Act.BEGIN, Act.PRE_DEPLOY, Act.CHECKED]
+    assert len(world.target.starts) == started  # no instance of revision 2 ever ran
+    row = await world.deployment(2)
+    assert (row.pre_deploy, row.message) == (
+        "failed",
+        "pre_deploy `./migrate.sh` failed (exit 3): ./migrate.sh: failed",
+    )
+    assert (await world.env()).revision == 1
+
+
+async def test_a_rollback_does_not_run_pre_deploy_again(world: World):
+    await world.deploy(ROLLING, pre_deploy=("./migrate.sh",))
+    manager = world.manager()
+    fence = await claimed(manager, world)
+    await drive(world, manager, fence, Phase.SUCCEEDED, number=1)
+    await world.deploy(ROLLING, pre_deploy=("./migrate.sh",))
+    await drive(world, manager, fence, Phase.SUCCEEDED, number=2)
+    back = await world.rollback()
+    acts = await drive(world, manager, fence, Phase.SUCCEEDED, number=back.number)
+    assert Act.PRE_DEPLOY not in acts and len(world.target.tasks) == 2

@@ -15,7 +15,7 @@ from typing import Any
 from conveyor.deploy.context import DriverContext, Effect
 from conveyor.deploy.planner import Act
 from conveyor.deploy.requests import queue_rollback
-from conveyor.deploy.targets.base import Handle, Launch
+from conveyor.deploy.targets.base import Handle, Launch, Task
 from conveyor.domain.deploy import DriverRequest, InstanceState, Phase
 from conveyor.storage import analysis, deployments, environments
 from conveyor.storage.database import Session
@@ -258,6 +258,57 @@ async def rollback(ctx: DriverContext, effect: Effect) -> None:
         await _done(session, effect)
 
 
+def task_id(deployment_id: uuid.UUID) -> str:
+    """The target's task of a deployment's pre_deploy commands."""
+    return f"pre-deploy-{deployment_id}"
+
+
+async def pre_deploy(ctx: DriverContext, effect: Effect) -> None:
+    """Start the plan's pre_deploy commands in its release directory (once per task id,
+    so a redo does not run them twice)."""
+    plan, runtime = effect.driven.plan_row, effect.driven.runtime
+    assert plan is not None and runtime is not None
+    blob = ctx.blobs.local_path(plan.digest)
+    if blob is None:
+        raise ArtifactGone(f"artifact {plan.digest} is not in the store")
+    release = await asyncio.to_thread(ctx.target.prepare, plan.digest, blob)
+    task = Task(
+        id=task_id(plan.id),
+        release=release,
+        commands=tuple((c.command, c.timeout) for c in runtime.pre_deploy),
+        env=dict(runtime.env),
+    )
+    await asyncio.to_thread(ctx.target.start_task, task)
+    async with ctx.fenced(effect.env_id, effect.fence) as session:
+        await deployments.set_pre_deploy(session, plan.id, "running", before=None)
+        await _done(session, effect)
+
+
+async def checked(ctx: DriverContext, effect: Effect) -> None:
+    """The pre_deploy task ended: passed, or failed and the deployment is aborted
+    before any of its instances started, with the failure as the reason."""
+    plan = effect.driven.plan_row
+    assert plan is not None
+    failed = bool(effect.action.reason)
+    async with ctx.fenced(effect.env_id, effect.fence) as session:
+        await deployments.set_pre_deploy(
+            session, plan.id, "failed" if failed else "passed", before="running"
+        )
+        if failed:
+            await deployments.change_phase(
+                session,
+                plan.id,
+                Phase.ABORTED,
+                strict=False,
+                finished_at=utcnow(),
+                message=effect.action.reason,
+                request=None,
+                pause_reason=None,
+            )
+            await analysis.end_running(session, plan.id, "the deployment ended")
+        await _done(session, effect)
+
+
 async def begin(ctx: DriverContext, effect: Effect) -> None:
     now = utcnow()
     async with ctx.fenced(effect.env_id, effect.fence) as session:
@@ -300,6 +351,8 @@ HANDLERS: dict[Act, Handler] = {
     Act.PAUSE: pause,
     Act.FINISH: finish,
     Act.ROLLBACK: rollback,
+    Act.PRE_DEPLOY: pre_deploy,
+    Act.CHECKED: checked,
     Act.BEGIN: begin,
     Act.SUPERSEDE: supersede,
 }

@@ -28,8 +28,17 @@ from conveyor.artifacts.blobs import BlobStore
 from conveyor.deploy import metrics_targets, records
 from conveyor.deploy.analyses import Analyses, default_providers
 from conveyor.deploy.context import Driven, DriverContext, Effect, EnvironmentLeaseLost
-from conveyor.deploy.effects import CHANGES_ROUTES, HANDLERS
-from conveyor.deploy.planner import HEALTH_RULE, Act, Action, Seen, World, decide, states
+from conveyor.deploy.effects import CHANGES_ROUTES, HANDLERS, task_id
+from conveyor.deploy.planner import (
+    HEALTH_RULE,
+    RUNNING,
+    Act,
+    Action,
+    Seen,
+    World,
+    decide,
+    states,
+)
 from conveyor.deploy.router.base import RouterError, ServerStatus, TrafficRouter
 from conveyor.deploy.targets.base import Handle, Target
 from conveyor.domain.deploy import InstanceState, Phase, QueuePolicy
@@ -243,6 +252,9 @@ class DeploymentManager:
             async with self.context.fenced(env_id, fence) as session:
                 await environments.count_failures(session, probes)
         plan_runtime = driven.plan_row.runtime if driven.plan_row is not None else None
+        task = None
+        if driven.plan_row is not None and driven.plan_row.pre_deploy == RUNNING:
+            task = self.target.task_result(task_id(driven.plan_row.id))
         world = World(
             env=records.settled_of(driven.env, plan_runtime),
             plan=driven.rollout,
@@ -251,6 +263,7 @@ class DeploymentManager:
             pending=driven.rows.pending,
             newest_wins=driven.env.queue_policy == QueuePolicy.NEWEST_WINS.value,
             pinned=driven.rows.pinned,
+            task=task,
         )
         return world, statuses
 

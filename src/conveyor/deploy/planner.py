@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from conveyor.deploy.router.base import SHARE_SCALE, ServerStatus
+from conveyor.deploy.targets.base import TaskResult
 from conveyor.domain.analysis import AnalysisPhase
 from conveyor.domain.deploy import DriverRequest, InstanceState, PauseReason, Phase
 from conveyor.pipeline.deploy import SCALE_DOWN_DELAY_S
@@ -86,6 +87,10 @@ class Rollout:
     bake: str | None = None
     """A template judged after promotion while the old revision is warm."""
     bake_s: float = 0.0
+    pre_deploy: bool = False
+    """Its runtime has `pre_deploy` commands to run before its first instance starts."""
+    pre_deploy_state: str | None = None
+    """running | passed | failed, or None before they start."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,8 @@ class World:
     pinned: frozenset[str] = frozenset()
     analyses: Mapping[str, Judged] = field(default_factory=dict)
     """The active deployment's analysis runs by key (analyses_due), as last judged."""
+    task: TaskResult | None = None
+    """How the active deployment's pre_deploy task ended, once it has."""
 
 
 @dataclass(frozen=True)
@@ -187,6 +194,11 @@ class Act(StrEnum):
     ADVANCE = "advance"
     PAUSE = "pause"
     FINISH = "finish"
+    PRE_DEPLOY = "pre-deploy"
+    """Start the plan's `pre_deploy` commands on the target."""
+    CHECKED = "checked"
+    """Record how they ended: passed, or failed (the deployment is aborted with the
+    output's tail as the reason)."""
     ROLLBACK = "rollback"
     """End a promoted deployment whose bake failed (or a person aborted), and queue a
     rollback to the previous revision: a traffic switch while it is warm."""
@@ -548,10 +560,44 @@ def _complete(world: World, slot: str, digest: str, count: int) -> bool:
     return len(serving) == count and len(members) == count
 
 
+PASSED = "passed"
+RUNNING = "running"
+
+
+def _checks(world: World) -> Action | None:
+    """The plan's pre_deploy commands, once, before its first instance starts."""
+    plan = world.plan
+    if plan is None or not plan.phase.is_active or not plan.pre_deploy or promoted(world):
+        return None
+    if plan.pre_deploy_state is None:
+        return Action(Act.PRE_DEPLOY)
+    task = world.task
+    if plan.pre_deploy_state != RUNNING or task is None:
+        return None
+    if task.ok:
+        return Action(Act.CHECKED)
+    why = "timed out" if task.exit_code == 124 else f"failed (exit {task.exit_code})"
+    reason = f"pre_deploy `{task.command}` {why}: {task.output}".strip()
+    return Action(Act.CHECKED, reason=reason)
+
+
+def _blocked(world: World, digest: str) -> bool:
+    """The plan's revision waits for its pre_deploy commands to pass."""
+    plan = world.plan
+    return (
+        plan is not None
+        and digest == plan.digest
+        and plan.pre_deploy
+        and plan.pre_deploy_state != PASSED
+    )
+
+
 def _start(world: World) -> Action | None:
     plan = world.plan
     surge = plan.surge if plan is not None and in_place(world) else 1
     for slot, (digest, count) in sorted(wanted(world).items()):
+        if _blocked(world, digest):
+            continue
         members = [s for s in world.instances if s.slot == slot]
         have = [s for s in members if s.digest == digest and s.state is not InstanceState.DRAINING]
         if len(have) >= count:
@@ -588,7 +634,17 @@ def _serves_traffic(world: World, slot: str) -> bool:
     return share < SHARE_SCALE if slot == world.env.stable_slot else share > 0
 
 
-RULES: Sequence[Rule] = (_queue, _abort, _heal, _ready, _drained, _progress, _start, _retire)
+RULES: Sequence[Rule] = (
+    _queue,
+    _abort,
+    _heal,
+    _ready,
+    _drained,
+    _progress,
+    _checks,
+    _start,
+    _retire,
+)
 
 
 def states(world: World) -> tuple[dict[str, object], dict[str, object]]:

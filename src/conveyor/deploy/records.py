@@ -29,6 +29,7 @@ from conveyor.storage.environments import RouteRows
 from conveyor.storage.tables import Deployment, Environment, Instance, as_utc
 
 FULL_WEIGHT = 100
+ROLLBACK_KIND = "rollback"
 DEFAULT_ANALYSIS_S = AnalysisRun.model_fields["for_"].default
 DEFAULT_HEALTH = Health()
 DEFAULT_DRAIN_S = Runtime.model_fields["drain"].default
@@ -133,6 +134,9 @@ def plan_of(row: Deployment, runtime: Runtime | None = None) -> Rollout:
         background=strategy.background_analysis,
         bake=strategy.bake["analysis"] if strategy.bake else None,
         bake_s=float(strategy.bake.get("for", DEFAULT_ANALYSIS_S)) if strategy.bake else 0.0,
+        # A rollback returns to a revision whose checks passed when it was deployed.
+        pre_deploy=bool(runtime.pre_deploy) and row.kind != ROLLBACK_KIND,
+        pre_deploy_state=row.pre_deploy,
     )
 
 

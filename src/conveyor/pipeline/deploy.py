@@ -141,6 +141,19 @@ class Health(Model):
     max_restarts: int = Field(3, ge=0, le=100)
 
 
+def _command(value: Any) -> Any:
+    """`- ./migrate.sh` is `- {command: ./migrate.sh}`."""
+    return {"command": value} if isinstance(value, str) else value
+
+
+class PreDeploy(Model):
+    """A check run once per deployment before the new revision starts: a migration, a
+    configuration check. It fails on a non-zero exit or when its timeout passes."""
+
+    command: Annotated[str, Field(min_length=1)]
+    timeout: Duration = 60.0
+
+
 class Runtime(Model):
     """`runtime`: how to start the service; `$PORT` is the port it must listen on."""
 
@@ -149,6 +162,11 @@ class Runtime(Model):
     health: Health = Field(default_factory=Health)
     drain: Duration = 10.0
     env: Env = Field(default_factory=dict)
+    pre_deploy: list[
+        Annotated[PreDeploy, BeforeValidator(_command, json_schema_input_type=str | dict[str, Any])]
+    ] = Field(default_factory=list, max_length=20)
+    """Run in order, in the release's directory with the service's `env`, before the
+    deployment's first instance starts; the first that fails aborts the deployment."""
 
     @model_validator(mode="after")
     def _uses_port(self) -> Runtime:

@@ -306,6 +306,21 @@ async def change_phase(
     return False
 
 
+async def set_pre_deploy(
+    session: Session, deployment_id: uuid.UUID, state: str, *, before: str | None
+) -> bool:
+    """Move a deployment's pre_deploy state from `before` (guarded: a redo changes
+    nothing)."""
+    current = Deployment.pre_deploy.is_(None) if before is None else Deployment.pre_deploy == before
+    moved = await session.execute(
+        update(Deployment)
+        .where(Deployment.id == deployment_id, current)
+        .values(pre_deploy=state)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
+
+
 async def set_fields(session: Session, deployment: Deployment, **values: Any) -> None:
     """Change what is not the phase (a request left for the driver, the user's pause)."""
     await session.execute(

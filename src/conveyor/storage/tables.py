@@ -457,6 +457,8 @@ class Deployment(Base):
     """A person's pending command for the driver: promote | promote-full | abort."""
     requested_by: Mapped[str | None] = mapped_column(String(200), default=None)
     """Who gave the latest command (promote, abort, pause, resume)."""
+    pre_deploy: Mapped[str | None] = mapped_column(String(20), default=None)
+    """Its runtime's `pre_deploy` commands: running | passed | failed (None: not yet)."""
     desired: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     observed: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     """What the driver wanted and saw when it took its latest action for this deployment

@@ -22,6 +22,35 @@ class Launch:
 
 
 @dataclass(frozen=True)
+class Task:
+    """A one-off job on the target: a deployment's `pre_deploy` commands, run in order
+    in the release's directory with the service's environment."""
+
+    id: str
+    release: Path
+    commands: tuple[tuple[str, float], ...]
+    """(command, timeout in seconds), in order; the first that fails ends the task."""
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """How a task ended."""
+
+    exit_code: int
+    """0: every command succeeded; 124: the failed one timed out; -1: the task's process
+    ended without saying how."""
+    command: str = ""
+    """The command that failed."""
+    output: str = ""
+    """The tail of the task's output."""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+@dataclass(frozen=True)
 class Handle:
     """How the target finds a started instance again, even from another coordinator."""
 
@@ -64,6 +93,14 @@ class Target(Protocol):
 
     def forget(self, instance: str) -> None:
         """Drop what the target keeps about a stopped instance. Idempotent."""
+        ...
+
+    def start_task(self, task: Task) -> None:
+        """Start `task` unless it was started before (idempotent: a driver's redo)."""
+        ...
+
+    def task_result(self, task_id: str) -> TaskResult | None:
+        """How the task ended, or None while it runs."""
         ...
 
     def log_path(self, instance: str) -> Path | None:

@@ -8,6 +8,7 @@ takes its faults from the instance's environment (the service's `runtime.env`):
     FAKE_IGNORE_TERM=1   ignores SIGTERM (only a kill stops it)
     FAKE_FAIL_RATE=0.2   answers that share of its requests with 500 (`serve`)
     FAKE_LATENCY_MS=200  takes that long over the usual 10 ms to answer one
+    FAKE_TASK_EXIT=1     its `pre_deploy` task ends with that exit code (at once)
 
 and from calls: `crash(instance)` ends one instance's process now, `sick(instance)`
 makes it stop answering. Time is the monotonic clock, or `clock` when given.
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from conveyor.deploy.targets.base import Handle, Launch
+from conveyor.deploy.targets.base import Handle, Launch, Task, TaskResult
 
 START_S = "FAKE_START_S"
 UNHEALTHY = "FAKE_UNHEALTHY"
@@ -30,6 +31,7 @@ CRASH_S = "FAKE_CRASH_S"
 IGNORE_TERM = "FAKE_IGNORE_TERM"
 FAIL_RATE = "FAKE_FAIL_RATE"
 LATENCY_MS = "FAKE_LATENCY_MS"
+TASK_EXIT = "FAKE_TASK_EXIT"
 BASE_MS = 10.0
 FIRST_PORT = 40_000
 
@@ -68,6 +70,8 @@ class FakeTarget:
         self.processes: dict[int, FakeProcess] = {}
         self.by_instance: dict[str, FakeProcess] = {}
         self.starts: list[Launch] = []
+        self.tasks: dict[str, Task] = {}
+        """Every task started, by id."""
         """Every launch, in order (restarts included)."""
         self._pids = itertools.count(10_000)
         self._random = random.Random(7)
@@ -149,6 +153,18 @@ class FakeTarget:
 
     def log_path(self, instance: str) -> Path | None:
         return None  # the fake's instances print nothing
+
+    def start_task(self, task: Task) -> None:
+        self.tasks.setdefault(task.id, task)
+
+    def task_result(self, task_id: str) -> TaskResult | None:
+        task = self.tasks.get(task_id)
+        if task is None:
+            return None
+        code = int(task.env.get(TASK_EXIT) or 0)
+        if code == 0:
+            return TaskResult(0)
+        return TaskResult(code, task.commands[0][0], f"{task.commands[0][0]}: failed")
 
     def forget(self, instance: str) -> None:
         process = self.by_instance.pop(instance, None)

@@ -7,7 +7,9 @@ instance under `<data-dir>/deploy/logs`; every pid is recorded under `pids/` so 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -17,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from conveyor.artifacts import tarballs
-from conveyor.deploy.targets.base import Handle, Launch
+from conveyor.deploy.targets.base import Handle, Launch, Task, TaskResult
 
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV")
 
@@ -41,6 +43,7 @@ class LocalTarget:
         self.releases = root / "releases"
         self.logs = root / "logs"
         self.pids = root / "pids"
+        self.tasks = root / "tasks"
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._http = httpx.AsyncClient()
 
@@ -124,6 +127,98 @@ class LocalTarget:
 
     def log_path(self, instance: str) -> Path:
         return self.logs / f"{instance}.log"
+
+    # -- tasks -----------------------------------------------------------------------
+
+    def start_task(self, task: Task) -> None:
+        """Run the commands in a shell script of their own session, which writes
+        `result` (`<index> <exit code>`; -1 0 when every command passed) when it ends; started once per task id."""
+        folder = self.tasks / task.id
+        if (folder / "pid").exists():
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "commands.json").write_text(json.dumps([c for c, _ in task.commands]))
+        script = folder / "run.sh"
+        script.write_text(_task_script(task, folder))
+        env = {k: os.environ[k] for k in BASE_ENV if k in os.environ} | task.env
+        with (folder / "output.log").open("ab") as out:
+            proc = subprocess.Popen(
+                ["bash", str(script)],
+                cwd=task.release,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._children[proc.pid] = proc
+        started = process_start_time(proc.pid) or "0"
+        (folder / "pid").write_text(f"{proc.pid} {started}\n")
+
+    def task_result(self, task_id: str) -> TaskResult | None:
+        folder = self.tasks / task_id
+        try:
+            index_text, code_text = (folder / "result").read_text().split()
+        except (OSError, ValueError):
+            return self._lost(folder)
+        self._reap(folder)
+        code, index = int(code_text), int(index_text)
+        if code == 0:
+            return TaskResult(0)
+        commands = json.loads((folder / "commands.json").read_text())
+        command = commands[index] if 0 <= index < len(commands) else ""
+        return TaskResult(code, command, _tail(folder / "output.log"))
+
+    def _reap(self, folder: Path) -> None:
+        """Wait for an ended task's process, if this target started it."""
+        with contextlib.suppress(OSError, ValueError):
+            child = self._children.pop(int((folder / "pid").read_text().split()[0]), None)
+            if child is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(timeout=5)
+
+    def _lost(self, folder: Path) -> TaskResult | None:
+        """None while the task's process runs; a failure when it ended with no result."""
+        try:
+            pid_text, started = (folder / "pid").read_text().split()
+        except (OSError, ValueError):
+            return None
+        handle = Handle(int(pid_text), started)
+        if self.alive(handle) or (folder / "result").exists():
+            return None
+        self._reap(folder)
+        return TaskResult(
+            -1, "", _tail(folder / "output.log") + "\n(the task ended without a result)"
+        )
+
+
+TAIL_BYTES = 2000
+"""How much of a failed task's output becomes the deployment's reason."""
+
+
+def _tail(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - TAIL_BYTES))
+            return handle.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _task_script(task: Task, folder: Path) -> str:
+    """Each command under `timeout`, echoed first; the first failure is the result."""
+    result = shlex.quote(str(folder / "result"))
+    lines = ["#!/usr/bin/env bash"]
+    for index, (command, seconds) in enumerate(task.commands):
+        lines += [
+            f"echo {shlex.quote('$ ' + command)}",
+            f"timeout --kill-after=5 {seconds:g} bash -c {shlex.quote(command)}",
+            "code=$?",
+            f'if [ "$code" -ne 0 ]; then echo "{index} $code" > {result}.partial; '
+            f"mv {result}.partial {result}; exit 0; fi",
+        ]
+    lines.append(f"echo '-1 0' > {result}.partial && mv {result}.partial {result}")
+    return "\n".join(lines) + "\n"
 
 
 def stop_everything(root: Path) -> int:

@@ -1,5 +1,5 @@
 """analysis runs and their evaluations, alerts from Alertmanager; who gave a
-deployment's latest command
+deployment's latest command, and where its pre_deploy commands are
 
 Revision ID: 0010
 Revises: 0009
@@ -109,10 +109,12 @@ def upgrade() -> None:
         )
     with op.batch_alter_table("deployments", schema=None) as batch_op:
         batch_op.add_column(sa.Column("requested_by", sa.String(length=200), nullable=True))
+        batch_op.add_column(sa.Column("pre_deploy", sa.String(length=20), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("deployments", schema=None) as batch_op:
+        batch_op.drop_column("pre_deploy")
         batch_op.drop_column("requested_by")
     op.drop_table("alerts")
     op.drop_table("analysis_evaluations")
