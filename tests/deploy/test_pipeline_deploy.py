@@ -4,6 +4,7 @@ job published in the same run, and the job follows the deployment to its end."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 from tests.api.conftest import repo_with
@@ -61,3 +62,73 @@ def test_a_deploy_job_ships_the_artifact_built_earlier_in_the_run(stack: Stack, 
         assert httpx.get(status["url"] + QUOTE).json()["version"] == "from-pipeline"
     history = stack.api("GET", "/api/v1/projects/a/svc/environments/production").json()["history"]
     assert history[0]["started_by"].startswith("job deploy-production of run ")
+
+
+SMOKED = """\
+version: 1
+service: payments-api
+team: a
+analysis:
+  templates:
+    smoke:
+      interval: 1s
+      metrics: [{name: smoke, provider: job, job: smoke-test, max: 0}]
+jobs:
+  package:
+    script: ["python3 -m compileall -q payments"]
+    artifacts: {paths: [conveyor.yml, payments/]}
+  smoke-test:
+    when: manual   # runs only when an analysis starts it, against the canary
+    script:
+      - python3 -c "import os, urllib.request; print(urllib.request.urlopen(os.environ['CONVEYOR_PREVIEW_URL'] + '/api/v1/quote?amount=1').read().decode())"
+  deploy-production:
+    needs: [package]
+    deploy:
+      environment: production
+      strategy: {canary: {steps: [{weight: 10}, {analysis: smoke, for: 2s}, {weight: 100}]}}
+runtime:
+  command: python3 -m payments.app --port $PORT
+  replicas: 1
+  health: {path: /healthz, start_period: 3s}
+  drain: 2s
+  env: {PAYMENTS_VERSION: @version@}
+"""
+
+
+def test_a_smoke_job_judges_the_canary_through_its_preview(stack: Stack, tmp_path: Path):
+    source = tmp_path / "svc"
+    shutil.copytree(EXAMPLE / "payments", source / "payments")
+    repo_with(source, SMOKED.replace("@version@", "v1"))
+    stack.cli("project", "create", "a/svc", "--repo", f"file://{source}")
+    registration = stack.cli("runner-token", "create", "--team", "a").stdout.strip()
+    runner = conveyor(
+        "runner", "--token", registration, "--concurrency", "2", "--data-dir", str(tmp_path / "r")
+    )
+    with process(runner, tmp_path / "runner.log", stack.env):
+        first = stack.cli("trigger", "a/svc", "--ref", "main", "--wait", check=False)
+        assert first.returncode == 0, first.stdout + first.stderr
+        # v2: PAYMENTS_FAIL_RATE makes its every quote fail, so the smoke job fails.
+        (source / "conveyor.yml").write_text(
+            SMOKED.replace("@version@", "v2").replace(
+                "env: {PAYMENTS_VERSION: v2}",
+                'env: {PAYMENTS_VERSION: v2, PAYMENTS_FAIL_RATE: "1"}',
+            )
+        )
+        for args in (
+            ["add", "-A"],
+            ["-c", "user.email=t@x", "-c", "user.name=t", "commit", "-qm", "v2"],
+        ):
+            subprocess.run(["git", *args], cwd=source, check=True)
+        second = stack.cli("trigger", "a/svc", "--ref", "main", "--wait", check=False)
+    assert second.returncode != 0, second.stdout
+    history = stack.api("GET", "/api/v1/projects/a/svc/environments/production").json()["history"]
+    assert history[0]["phase"] == "aborted", history[0]
+    assert history[0]["message"].startswith(
+        "analysis smoke failed: smoke: 1 is above 0 (job smoke-test failed"
+    )
+    runs = stack.api("GET", "/api/v1/projects/a/svc/runs").json()["items"]
+    (smoke,) = [r for r in runs if r["ref"].startswith("refs/conveyor/analysis/")]
+    assert smoke["ref"].endswith("/step-1") and smoke["status"] == "failed"
+    # The deploy job of v2's pipeline failed with the verdict (the smoke run, on a ref
+    # of its own, superseded nothing of it).
+    assert "analysis smoke failed" in second.stdout, second.stdout

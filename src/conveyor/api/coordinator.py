@@ -236,7 +236,13 @@ async def running(config: ServerConfig) -> AsyncIterator[Coordinator]:
         router,
         tick_s=config.deploy_tick_s,
         lease_s=config.deploy_lease_s,
-        providers=default_providers(router, db, prometheus_url=config.prometheus_url),
+        providers=default_providers(
+            router,
+            db,
+            prometheus_url=config.prometheus_url,
+            scheduler=scheduler,
+            mirror=mirrors.get,
+        ),
         metrics_targets=config.data_dir / "deploy" / METRICS_TARGETS,
     )
     state = Coordinator(

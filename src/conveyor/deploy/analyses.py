@@ -17,7 +17,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from conveyor.analysis.evaluation import Evaluation, judgement_json, measurement_json, worst
@@ -32,6 +32,7 @@ from conveyor.analysis.providers.base import (
     SlotTarget,
 )
 from conveyor.analysis.providers.http import HttpProvider
+from conveyor.analysis.providers.job import JobProvider
 from conveyor.analysis.providers.logs import LogsProvider
 from conveyor.analysis.providers.process import ProcessProvider
 from conveyor.analysis.providers.prometheus import PrometheusProvider
@@ -44,9 +45,11 @@ from conveyor.deploy.targets.base import Target
 from conveyor.domain.analysis import AnalysisPhase
 from conveyor.domain.deploy import InstanceState
 from conveyor.pipeline.analysis import Metric, Provider, Template
+from conveyor.scheduler.service import Scheduler
 from conveyor.storage import analysis
 from conveyor.storage.database import Database
 from conveyor.storage.tables import AnalysisRun, as_utc
+from conveyor.vcs import GitMirror
 
 log = logging.getLogger("conveyor.deploy.analysis")
 
@@ -225,12 +228,20 @@ class Analyses:
 
 
 def default_providers(
-    router: RequestSource, db: Database, *, prometheus_url: str | None = None
+    router: RequestSource,
+    db: Database,
+    *,
+    prometheus_url: str | None = None,
+    scheduler: Scheduler | None = None,
+    mirror: Callable[[str], GitMirror] | None = None,
 ) -> dict[Provider, MetricProvider]:
     """The providers every coordinator has: the router's request log, the instances'
-    processes, HTTP, Prometheus (at `prometheus_url`, or each metric's `address`), and
-    the alerts Alertmanager sent."""
-    return {
+    processes, HTTP, Prometheus (at `prometheus_url`, or each metric's `address`), the
+    alerts Alertmanager sent, the instances' logs, and (with a scheduler) jobs."""
+    more: dict[Provider, MetricProvider] = {}
+    if scheduler is not None and mirror is not None:
+        more[Provider.JOB] = JobProvider(db, scheduler, mirror)
+    return more | {
         Provider.ROUTER: RouterProvider(router),
         Provider.PROCESS: ProcessProvider(),
         Provider.HTTP: HttpProvider(),
@@ -276,9 +287,12 @@ def _targets(driven: Driven, world: World, due: Due, target: Target) -> list[Slo
             url=url,
             route=route,
             side=canary_side,
+            environment=env.name,
             environment_id=str(env.id),
             since=since,
             preview=due.preview,
+            deployment_id=str(plan.id),
+            analysis=due.key,
         )
     ]
     if not due.promoted and env.digest is not None:
@@ -289,8 +303,11 @@ def _targets(driven: Driven, world: World, due: Due, target: Target) -> list[Slo
                 url=f"http://127.0.0.1:{env.port}",
                 route=route,
                 side=env.stable_slot,
+                environment=env.name,
                 environment_id=str(env.id),
                 since=since,
+                deployment_id=str(plan.id),
+                analysis=due.key,
             )
         )
     return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import graphlib
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -112,6 +112,29 @@ def compile_plan(spec: PipelineSpec, event: Event) -> Plan:
     if not trigger.included:
         return plan
     return _Compiler(spec, event, trigger).compile()
+
+
+def plan_single(
+    spec: PipelineSpec, event: Event, name: str, env: dict[str, str], reason: str
+) -> Plan:
+    """A run of job `name` alone, whatever `on`, `if`, `needs` and `when: manual` say,
+    with `env` added: the smoke test an analysis runs against a canary (a matrix job
+    runs its first cell). Such a job is usually `when: manual` in the pipeline, so that
+    its ordinary runs do not start it."""
+    job = spec.jobs[name]
+    trigger = Decision(True, (reason,))
+    compiler = _Compiler(spec, event, trigger)
+    cell = matrix_combinations(job)[0]
+    planned = compiler._planned(name, name, job, cell, (), (), (reason,))
+    planned = replace(planned, env={**planned.env, **env}, when=When.ON_SUCCESS)
+    return Plan(
+        service=spec.service,
+        team=spec.team,
+        event=event,
+        trigger=trigger,
+        jobs=(planned,),
+        ancestors={name: frozenset()},
+    )
 
 
 def _stage_node(index: int) -> str:

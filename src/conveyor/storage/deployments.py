@@ -154,6 +154,21 @@ async def by_id(session: Session, deployment_id: uuid.UUID) -> Deployment | None
     return found
 
 
+async def with_origin(
+    session: Session, deployment_id: uuid.UUID
+) -> tuple[Deployment, Project, str | None] | None:
+    """A deployment with its project and the ref of the run that made it, if any."""
+    found = (
+        await session.execute(
+            select(Deployment, Project, Run.ref)
+            .join(Project, Project.id == Deployment.project_id)
+            .outerjoin(Run, Run.id == Deployment.run_id)
+            .where(Deployment.id == deployment_id)
+        )
+    ).first()
+    return (found[0], found[1], found[2]) if found is not None else None
+
+
 async def environment_of(session: Session, deployment: Deployment) -> Environment:
     found = await session.get(Environment, deployment.environment_id)
     assert found is not None, "a deployment's environment is deleted with it"

@@ -46,6 +46,8 @@ class SlotTarget:
     """The environment's name in the traffic router (deploy.records.route_key)."""
     side: str | None = None
     """Which of the router's two backends (`a`, `b`) serves the slot now."""
+    environment: str | None = None
+    """The environment's name."""
     environment_id: str | None = None
     """The environment's id: where alerts about it are kept."""
     since: float | None = None
@@ -54,6 +56,10 @@ class SlotTarget:
     preview: bool = False
     """Judge the requests that came through the preview URL (a blue-green preview that
     takes no traffic yet), not the environment's URL."""
+    deployment_id: str | None = None
+    analysis: str | None = None
+    """The analysis run measured (its key: step-1, background, bake): a job runs once
+    per run."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,7 +132,8 @@ class LocalTarget:
 
     def start_task(self, task: Task) -> None:
         """Run the commands in a shell script of their own session, which writes
-        `result` (`<index> <exit code>`; -1 0 when every command passed) when it ends; started once per task id."""
+        `result` when it ends (`<index> <exit code>` of the failed command, `-1 0` when
+        every one passed); started once per task id."""
         folder = self.tasks / task.id
         if (folder / "pid").exists():
             return
