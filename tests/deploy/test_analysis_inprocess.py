@@ -81,7 +81,15 @@ async def test_a_healthy_canary_passes_its_analysis_step_and_is_promoted(world: 
     assert acts.count(Act.SPLIT) == 3 and Act.PROMOTE in acts and Act.PAUSE not in acts
     ((key, (phase, reason, evaluations, _)),) = (await runs(world, 2)).items()
     assert (key, phase, reason) == ("step-1", "passed", "every metric passed")
-    assert evaluations >= 0.6 / 0.05 - 2  # about one an interval for 0.6 s
+    # It judged every interval and could pass only once its 0.6 s had passed.
+    row = await world.deployment(2)
+    async with world.db.transaction() as session:
+        (run,) = await analysis.runs(session, [row.id])
+        stored = await analysis.evaluations(session, run.id, limit=100)
+    assert evaluations == len(stored) >= 2
+    assert [e.seq for e in stored] == list(range(1, evaluations + 1))
+    assert stored[-1].elapsed_s >= 0.6 > stored[0].elapsed_s
+    assert all(e.verdict != "fail" for e in stored)
 
 
 async def test_a_failing_canary_is_aborted_at_once_and_pinned(world: World):

@@ -252,7 +252,7 @@ def test_example_pipeline_passes_end_to_end(tmp_path):
     }
     assert jobs["unit"]["reports"]["coverage_percent"] >= 90
     assert all(g["passed"] for g in jobs["unit"]["gates"])
-    assert jobs["functional"]["reports"]["junit"]["passed"] == 4
+    assert jobs["functional"]["reports"]["junit"]["passed"] == 5
     packed = {a["path"] for a in jobs["package"]["artifacts"]}
     assert {"conveyor.yml", "pyproject.toml", "payments/app.py"} <= packed
     assert all(a["digest"].startswith("sha256:") for a in jobs["package"]["artifacts"])

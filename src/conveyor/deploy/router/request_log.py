@@ -7,11 +7,12 @@ files every request under its environment and backend slot with the time it arri
 Any replica on the host can read the same ring, so whichever holds an environment's
 lease measures it.
 
-A reload starts a new worker with a new ring while the old worker's connection stays
-open and silent. The reader therefore compares, every second, the worker it streams from
-with the one `show info` names (and reconnects at the line the old worker logs when its
-frontends stop); after a reload it reads the new ring from its start, so the requests
-since the reload are not lost. Lines it cannot parse (HAProxy's own notices) are skipped.
+A reload starts a new worker with a new ring, while the old one finishes what it had.
+Every second the reader asks `show info` which worker the admin socket reaches, and
+streams any it does not stream yet, from the start of its ring (the requests since the
+reload); the old worker's stream goes on until that worker logs that its frontends
+stopped, so its last requests are read too. Lines it cannot parse (HAProxy's notices)
+are skipped.
 """
 
 from __future__ import annotations
@@ -93,6 +94,10 @@ class RequestLog:
         self._task: asyncio.Task[None] | None = None
         self._last = 0.0
         self._connected = asyncio.Event()
+        self._streaming: set[str] = set()
+        """Workers (pids) whose ring a stream reads now."""
+        self._seen: set[str] = set()
+        """Workers streamed before."""
 
     # -- what the analysis reads -----------------------------------------------------
 
@@ -127,6 +132,7 @@ class RequestLog:
             self._task = asyncio.get_running_loop().create_task(self._read_forever())
 
     async def wait_connected(self, timeout: float = 5.0) -> None:
+        """Until a stream reads a worker's ring (tests)."""
         self.start()
         await asyncio.wait_for(self._connected.wait(), timeout)
 
@@ -138,70 +144,75 @@ class RequestLog:
                 await task
 
     async def _read_forever(self) -> None:
-        worker: str | None = None
-        while True:
-            try:
-                worker = await self._stream(worker)
-            except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
-                log.debug("request log: %s; reconnecting", exc)
-            self._connected.clear()
-            self.reconnects += 1
-            await asyncio.sleep(0.1)
-
-    async def _stream(self, previous: str | None) -> str | None:
-        """Stream one worker's ring until that worker is replaced; returns its pid."""
-        worker = _pid(await _ask(self.admin, "show info"))
-        # The first connection, or the same worker again (after an error): only what is
-        # new. Another worker (a reload): its whole ring, which holds the requests since
-        # the reload.
-        skip = " -n" if previous is None or worker == previous else ""
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(str(self.admin), limit=1 << 20), timeout=5
-        )
+        """Every CHECK_S, make sure the worker that `show info` names is streamed. A
+        worker's stream ends when its frontends stop (a reload replaced it), so the old
+        worker's last requests are read too while the new one's are."""
+        streams: set[asyncio.Task[None]] = set()
         try:
+            while True:
+                try:
+                    current = _pid(await _ask(self.admin, "show info"))
+                except (OSError, TimeoutError):
+                    current = None
+                if current is not None and current not in self._streaming:
+                    task = asyncio.create_task(self._stream())
+                    streams.add(task)
+                    task.add_done_callback(streams.discard)
+                await asyncio.sleep(CHECK_S)
+        finally:
+            for task in list(streams):
+                task.cancel()
+            for task in list(streams):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _stream(self) -> None:
+        """Stream the ring of the worker this connection reaches, until that worker's
+        frontends stop or the connection ends. In the CLI's interactive mode, so that
+        the worker is known before the stream starts: a worker seen before, or the
+        first one of this process, from what is new; another one (a reload) from the
+        start of its ring, which holds the requests since the reload."""
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(str(self.admin), limit=1 << 20), timeout=5
+            )
+        except (OSError, TimeoutError) as exc:
+            log.debug("request log: %s", exc)
+            return
+        worker: str | None = None
+        try:
+            writer.write(b"prompt\nshow info\n")
+            await writer.drain()
+            worker = _pid(await asyncio.wait_for(reader.readuntil(b"\n\n"), 5))
+            if worker is None or worker in self._streaming:
+                return  # another stream reads this worker already
+            skip = " -n" if not self._seen or worker in self._seen else ""
+            self._seen.add(worker)
+            self._streaming.add(worker)
+            self._connected.set()
             writer.write(f"show events {RING} -w{skip}\n".encode())
             await writer.drain()
-            self._connected.set()
-            watch = asyncio.create_task(self._replaced(worker))
-            try:
-                await self._lines(reader, watch)
-            finally:
-                watch.cancel()
-                with contextlib.suppress(asyncio.CancelledError, OSError, TimeoutError):
-                    await watch
-            return worker
+            while raw := await reader.readline():
+                line = raw.decode(errors="replace").lstrip("> ").rstrip("\n")
+                parsed = parse_line(line)
+                if parsed is not None:
+                    self.record(parsed[0], parsed[1], parsed[2])
+                elif " stopped (cumulated conns" in line:
+                    return  # this worker's frontends stopped: a reload replaced it
+        except (
+            OSError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            TimeoutError,
+        ) as exc:
+            log.debug("request log: %s", exc)
         finally:
+            if worker is not None:
+                self._streaming.discard(worker)
+            self.reconnects += 1
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
-
-    async def _lines(self, reader: asyncio.StreamReader, watch: asyncio.Task[None]) -> None:
-        while not watch.done():
-            read = asyncio.ensure_future(reader.readline())
-            done, _ = await asyncio.wait({read, watch}, return_when=asyncio.FIRST_COMPLETED)
-            if read not in done:
-                read.cancel()
-                return
-            raw = read.result()
-            if not raw:
-                return
-            line = raw.decode(errors="replace").rstrip("\n")
-            parsed = parse_line(line)
-            if parsed is not None:
-                self.record(parsed[0], parsed[1], parsed[2])
-            elif " stopped (cumulated conns" in line:
-                return  # this worker's frontends stopped: a reload replaced it
-
-    async def _replaced(self, worker: str | None) -> None:
-        """Returns once `show info` names another worker than `worker`."""
-        while True:
-            await asyncio.sleep(CHECK_S)
-            try:
-                now = _pid(await _ask(self.admin, "show info"))
-            except (OSError, TimeoutError):
-                return
-            if now != worker:
-                return
 
 
 async def _ask(admin: Path, command: str) -> bytes:
