@@ -13,9 +13,9 @@ from typing import Any
 from conveyor.artifacts.blobs import FileBlobStore
 from conveyor.deploy import records, requests
 from conveyor.deploy.manager import DeploymentManager
-from conveyor.deploy.planner import Act
 from conveyor.deploy.router.memory import MemoryRouter
 from conveyor.deploy.targets.fake import FakeTarget
+from conveyor.deploy.world import Act
 from conveyor.domain.deploy import Control, Phase
 from conveyor.pipeline.analysis import Template
 from conveyor.storage import artifacts, deployments, environments

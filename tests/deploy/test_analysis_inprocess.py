@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from conveyor.deploy.manager import DeploymentManager
-from conveyor.deploy.planner import Act
 from conveyor.deploy.requests import DeployRefused
+from conveyor.deploy.world import Act
 from conveyor.domain.deploy import Control, PauseReason, Phase
 from conveyor.storage import analysis, deployments
 from tests.deploy.inprocess import ROLLING, World, claimed, serving_v1

@@ -17,8 +17,8 @@ import pytest
 from conveyor.deploy import records, requests
 from conveyor.deploy.context import Effect, EnvironmentLeaseLost
 from conveyor.deploy.effects import _launch
-from conveyor.deploy.planner import Act, Action
 from conveyor.deploy.targets.fake import CRASH_S, START_S, UNHEALTHY
+from conveyor.deploy.world import Act, Action
 from conveyor.domain.deploy import Control, Phase
 from conveyor.storage import deployments, environments
 from conveyor.storage.tables import as_utc, utcnow

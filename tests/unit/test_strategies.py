@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from conveyor.deploy.planner import (
-    RESTART_DOWN_AFTER_S,
+from conveyor.deploy.planner import RESTART_DOWN_AFTER_S, decide
+from conveyor.deploy.router.base import RouterError, ServerStatus
+from conveyor.deploy.world import (
     Act,
     Kind,
     Rollout,
@@ -17,12 +18,10 @@ from conveyor.deploy.planner import (
     Step,
     StepKind,
     World,
-    decide,
     resolve,
     share_of,
     traffic,
 )
-from conveyor.deploy.router.base import RouterError, ServerStatus
 from conveyor.domain.deploy import DriverRequest, InstanceState, PauseReason, Phase
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)

@@ -39,9 +39,10 @@ from conveyor.analysis.providers.prometheus import PrometheusProvider
 from conveyor.analysis.providers.router import RouterProvider
 from conveyor.deploy import records
 from conveyor.deploy.context import Driven, DriverContext
-from conveyor.deploy.planner import Due, Judged, World, analyses_due, target_slot
+from conveyor.deploy.planner import analyses_due, target_slot
 from conveyor.deploy.router.base import SHARE_SCALE
 from conveyor.deploy.targets.base import Target
+from conveyor.deploy.world import Due, Judged, World
 from conveyor.domain.analysis import AnalysisPhase
 from conveyor.domain.deploy import InstanceState
 from conveyor.pipeline.analysis import Metric, Provider, Template

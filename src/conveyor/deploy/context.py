@@ -12,9 +12,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from conveyor.artifacts.blobs import BlobStore
-from conveyor.deploy.planner import Action, Rollout
 from conveyor.deploy.records import plan_of, runtime_of
 from conveyor.deploy.targets.base import Target
+from conveyor.deploy.world import Action, Rollout
 from conveyor.pipeline.deploy import Runtime
 from conveyor.storage import environments
 from conveyor.storage.database import Database, Session

@@ -13,9 +13,9 @@ from datetime import timedelta
 from typing import Any
 
 from conveyor.deploy.context import DriverContext, Effect
-from conveyor.deploy.planner import Act
 from conveyor.deploy.requests import queue_rollback
 from conveyor.deploy.targets.base import Handle, Launch, Task
+from conveyor.deploy.world import Act
 from conveyor.domain.deploy import DriverRequest, InstanceState, Phase
 from conveyor.storage import analysis, deployments, environments
 from conveyor.storage.database import Session

@@ -29,18 +29,10 @@ from conveyor.deploy import metrics_targets, records
 from conveyor.deploy.analyses import Analyses, default_providers
 from conveyor.deploy.context import Driven, DriverContext, Effect, EnvironmentLeaseLost
 from conveyor.deploy.effects import CHANGES_ROUTES, HANDLERS, task_id
-from conveyor.deploy.planner import (
-    HEALTH_RULE,
-    RUNNING,
-    Act,
-    Action,
-    Seen,
-    World,
-    decide,
-    states,
-)
+from conveyor.deploy.planner import HEALTH_RULE, RUNNING, decide, states
 from conveyor.deploy.router.base import RouterError, ServerStatus, TrafficRouter
 from conveyor.deploy.targets.base import Handle, Target
+from conveyor.deploy.world import Act, Action, Seen, World
 from conveyor.domain.deploy import InstanceState, Phase, QueuePolicy
 from conveyor.ids import new_id
 from conveyor.pipeline.analysis import Provider

@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from conveyor.deploy.planner import Kind, Rollout, Settled, Step, StepKind, resolve
 from conveyor.deploy.router.base import SHARE_SCALE, HealthCheck, Route, Server, ServerState
+from conveyor.deploy.world import Kind, Rollout, Settled, Step, StepKind, resolve
 from conveyor.domain.deploy import DriverRequest, InstanceState, PauseReason, Phase
 from conveyor.pipeline.analysis import AnalysisRun, Template
 from conveyor.pipeline.deploy import (

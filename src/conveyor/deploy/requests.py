@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from conveyor.deploy.planner import Kind
+from conveyor.deploy.world import Kind
 from conveyor.domain.deploy import Control, DriverRequest, PauseReason, Phase
 from conveyor.pipeline.analysis import AnalysisRun
 from conveyor.pipeline.deploy import Strategy

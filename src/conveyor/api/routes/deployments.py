@@ -26,9 +26,9 @@ from conveyor.api.schemas import (
 )
 from conveyor.api.state import Caller, Coordinator, State
 from conveyor.deploy import records, requests
-from conveyor.deploy.planner import traffic
 from conveyor.deploy.router.base import RouterError, ServerStatus
 from conveyor.deploy.router.haproxy import find_haproxy
+from conveyor.deploy.world import traffic
 from conveyor.domain.deploy import Control, InstanceState, Phase
 from conveyor.domain.roles import Role
 from conveyor.storage import artifacts, deployments
