@@ -131,6 +131,20 @@ class World:
         key = records.route_key(env)
         return [self.router.send(key, self.target.serve) for _ in range(requests_)]
 
+    async def preview_traffic(self, requests_: int) -> list[int]:
+        """Send requests to the preview (the canary slot, whatever the split)."""
+        env = await self.env()
+        key = records.route_key(env)
+        side = "b" if env.stable_slot == "a" else "a"
+        route = self.router.routes.get(key)
+        servers = route.slot(side) if route is not None else ()
+        out = []
+        for i in range(requests_ if servers else 0):
+            status, ms = self.target.serve(servers[i % len(servers)].port)
+            self.router.record(key, side, status, ms, preview=True)
+            out.append(status)
+        return out
+
     async def env(self) -> Environment:
         async with self.db.transaction() as session:
             found = await deployments.environment(session, self.project.id, "prod")

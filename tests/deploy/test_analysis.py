@@ -98,6 +98,11 @@ def test_a_failing_canary_is_rolled_back_within_seconds_and_pinned(stack: Stack)
     # People read it with `conveyor analysis` and `conveyor status`.
     text = stack.cli("analysis", "a/pay", "--env", "production").stdout
     assert "step-1 health for 8s: failed" in text and "error-rate" in text
+    followed = stack.cli("analysis", "a/pay", "--env", "production", "-f").stdout.splitlines()
+    assert "step-1" in followed[0] and "error-rate fail" in followed[-2]
+    assert followed[-1].startswith("aborted: analysis health failed")
+    data = json.loads(stack.cli("analysis", "a/pay", "--env", "production", "--json").stdout)
+    assert data["deployment"]["number"] == 2 and data["runs"][0]["history"]
     assert "revision 2 aborted: analysis health failed" in stack.cli(
         "status", "a/pay", "--env", "production"
     ).stdout.replace("\n", " ")

@@ -48,6 +48,7 @@ async def drive(
     number: int,
     requests: int = 25,
     seconds: float = 15.0,
+    preview: bool = False,
 ) -> list[Act]:
     """Passes with traffic between them, until deployment `number` reaches `until` (a
     phase, or a pause for that reason)."""
@@ -63,6 +64,8 @@ async def drive(
             world.acts += taken
             return taken
         await world.traffic(requests)
+        if preview:
+            await world.preview_traffic(requests)
         await asyncio.sleep(0.02)
     raise AssertionError(f"deployment {number} never reached {until}: {taken[-20:]}")
 
@@ -219,3 +222,27 @@ async def test_a_rollback_does_not_run_pre_deploy_again(world: World):
     back = await world.rollback()
     acts = await drive(world, manager, fence, Phase.SUCCEEDED, number=back.number)
     assert Act.PRE_DEPLOY not in acts and len(world.target.tasks) == 2
+
+
+BLUE_GREEN = {"kind": "blue-green", "pre_promotion": {"analysis": "health", "for": 0.5}}
+PREVIEW_ONLY = dict(HEALTH, metrics=[{"name": "errors", "max": "5%"}], min_samples=20)
+
+
+async def test_a_blue_green_preview_is_judged_before_the_switch(world: World):
+    manager, fence = await serving_v1(world)
+    await world.deploy(BLUE_GREEN, templates={"health": PREVIEW_ONLY})
+    acts = await drive(world, manager, fence, PauseReason.PROMOTION, number=2, preview=True)
+    assert Act.ADVANCE in acts and Act.SPLIT not in acts  # judged, no traffic moved yet
+    assert (await runs(world, 2))["step-0"][:2] == ("passed", "every metric passed")
+    await world.control(Control.PROMOTE)
+    await drive(world, manager, fence, Phase.SUCCEEDED, number=2)
+
+
+async def test_a_failing_blue_green_preview_never_takes_traffic(world: World):
+    manager, fence = await serving_v1(world)
+    await world.deploy(BLUE_GREEN, templates={"health": PREVIEW_ONLY}, FAKE_FAIL_RATE="1")
+    acts = await drive(world, manager, fence, Phase.ABORTED, number=2, preview=True)
+    assert Act.SPLIT not in acts and Act.PROMOTE not in acts
+    row = await world.deployment(2)
+    assert row.message.startswith("analysis health failed: errors: the canary's error rate")
+    assert (await world.env()).revision == 1

@@ -151,6 +151,11 @@ def test_a_reference_with_no_templates_at_all():
         ("{name: q, provider: http, url: 'http://x', quantile: 0.9, max: 1}", "`quantile` is for"),
         ("{name: q, provider: job, job: missing, max: 0}", "metric job 'missing' is not a job"),
         ("{name: e, max: lots}", "expected a number"),
+        (
+            "{name: r, provider: http, url: 'http://x', measure: requests, max: 1}",
+            "is not for http",
+        ),
+        ("{name: r, measure: requests, compare: stable, max_ratio: 2}", "`min`/`max` only"),
     ],
 )
 def test_a_bad_metric_is_an_error_that_says_why(metric: str, message: str):

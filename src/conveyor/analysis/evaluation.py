@@ -44,7 +44,8 @@ class Tally:
 
 
 def _count_metric(metric: Metric) -> bool:
-    return metric.provider is Provider.ROUTER
+    """Judged by a count test over the whole analysis (not a gauge)."""
+    return metric.is_error_rate or metric.is_latency
 
 
 def error_rule(metric: Metric, compare: bool) -> ErrorRateRule | None:

@@ -125,8 +125,9 @@ class Metric(Model):
     """http: where the value is in the JSON answer (`$.status.errors`)."""
     job: str | None = None
     """job: the pipeline job that tests the canary (its exit status is the value)."""
-    measure: str | None = Field(None, pattern="^(cpu|rss)$")
-    """process: `cpu` (share of one core) or `rss`."""
+    measure: str | None = Field(None, pattern="^(cpu|rss|requests)$")
+    """process: `cpu` (share of one core) or `rss`; router: `requests`, the canary's
+    requests per second (a router metric is otherwise its error rate, or a quantile)."""
     pattern: str | None = None
     """logs: a regular expression that marks an error line."""
 
@@ -174,7 +175,7 @@ class Metric(Model):
 
     @property
     def is_error_rate(self) -> bool:
-        return self.provider is Provider.ROUTER and self.quantile is None
+        return self.provider is Provider.ROUTER and self.quantile is None and self.measure is None
 
     @property
     def is_latency(self) -> bool:
@@ -196,6 +197,14 @@ def _needs_fields(metric: Metric) -> None:
         raise ValueError(f"a {metric.provider} metric needs `{required}`")
     if metric.quantile is not None and metric.provider is not Provider.ROUTER:
         raise ValueError("`quantile` is for router metrics (per-request latency)")
+    wanted = {Provider.ROUTER: ("requests",), Provider.PROCESS: ("cpu", "rss")}
+    if metric.measure is not None and metric.measure not in wanted.get(metric.provider, ()):
+        raise ValueError(
+            f"`measure: {metric.measure}` is not for {metric.provider} metrics "
+            "(router: requests; process: cpu, rss)"
+        )
+    if metric.measure == "requests" and (metric.quantile is not None or metric.compare):
+        raise ValueError("`measure: requests` is the canary's request rate: `min`/`max` only")
 
 
 def _units(metric: Metric) -> frozenset[Unit]:

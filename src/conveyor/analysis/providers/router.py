@@ -2,7 +2,8 @@
 router served them, from its per-request log (HAProxy logs every request of an
 environment's frontend to a ring that the coordinator reads; deploy/router/requests.py).
 
-For an error rate, a measurement counts the slot's requests in the window and those that
+For a request rate (`measure: requests`), it is the slot's requests per second. For an
+error rate, a measurement counts the slot's requests in the window and those that
 failed (a 5xx, including HAProxy's 503 for a refused connection and 504 for a timed-out
 server); for a latency quantile, it carries every request's time so that the judge can
 test the whole analysis, and its value is the window's quantile.
@@ -36,6 +37,10 @@ class RouterProvider:
             for s in self.source.served(target.route, target.side, start, end)
             if s.preview is target.preview
         ]
+        if metric.measure == "requests":
+            rate = len(served) / max(end - start, 1e-3)
+            detail = f"{len(served)} requests in {end - start:.1f} s"
+            return Measurement(metric.name, target.slot, rate, len(served), start, end, detail)
         if not served:
             return Measurement(metric.name, target.slot, None, 0, start, end, "no requests")
         if metric.quantile is None:

@@ -103,9 +103,19 @@ class MemoryRouter:
     def served(self, route: str, side: str, start: float, end: float) -> list[Served]:
         return self.requests.served(route, side, start, end)
 
-    def record(self, route: str, side: str, status: int, ms: float, *, at: float = 0.0) -> None:
-        """One request the slot answered (`at`: when, else now), as HAProxy would log it."""
-        self.requests.record(route, side, Served(at, status, ms))
+    def record(
+        self,
+        route: str,
+        side: str,
+        status: int,
+        ms: float,
+        *,
+        at: float = 0.0,
+        preview: bool = False,
+    ) -> None:
+        """One request the slot answered (`at`: when, else now; `preview`: through the
+        preview URL), as HAProxy would log it."""
+        self.requests.record(route, side, Served(at, status, ms, preview))
 
     async def stop(self) -> None:
         self.crash()
