@@ -46,40 +46,39 @@ def ready(url: str) -> bool:
 
 
 @contextmanager
-def prometheus(root: Path, config: str) -> Iterator[str]:
-    """Prometheus with `config` (YAML); yields its URL."""
-    binary = require_tool("prometheus", "prometheus")
+def _server(binary: str, root: Path, config: str, flags: list[str]) -> Iterator[str]:
+    """`binary --config.file=<root>/<binary>.yml … --web.listen-address=<free port>`,
+    ready once `/-/ready` answers; yields its URL."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "prometheus.yml").write_text(config)
+    name = Path(binary).name
+    (root / f"{name}.yml").write_text(config)
     url = f"http://127.0.0.1:{free_port()}"
     args = [
         binary,
-        f"--config.file={root / 'prometheus.yml'}",
-        f"--storage.tsdb.path={root / 'data'}",
+        f"--config.file={root / f'{name}.yml'}",
         f"--web.listen-address={url.removeprefix('http://')}",
-        "--storage.tsdb.retention.time=1h",
+        *flags,
     ]
-    with process(args, root / "prometheus.log", dict(os.environ)):
-        wait_until(lambda: ready(url), 30, "Prometheus to be ready")
+    with process(args, root / f"{name}.log", dict(os.environ)):
+        wait_until(lambda: ready(url), 30, f"{name} to be ready")
+        yield url
+
+
+@contextmanager
+def prometheus(root: Path, config: str) -> Iterator[str]:
+    """Prometheus with `config` (YAML); yields its URL."""
+    binary = require_tool("prometheus", "prometheus")
+    flags = [f"--storage.tsdb.path={root / 'data'}", "--storage.tsdb.retention.time=1h"]
+    with _server(binary, root, config, flags) as url:
         yield url
 
 
 @contextmanager
 def alertmanager(root: Path, config: str) -> Iterator[str]:
-    """Alertmanager with `config` (YAML); yields its URL."""
+    """Alertmanager with `config` (YAML), without a cluster; yields its URL."""
     binary = require_tool("prometheus-alertmanager", "prometheus-alertmanager")
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "alertmanager.yml").write_text(config)
-    url = f"http://127.0.0.1:{free_port()}"
-    args = [
-        binary,
-        f"--config.file={root / 'alertmanager.yml'}",
-        f"--storage.path={root / 'data'}",
-        f"--web.listen-address={url.removeprefix('http://')}",
-        "--cluster.listen-address=",  # no cluster: nothing listens beyond loopback
-    ]
-    with process(args, root / "alertmanager.log", dict(os.environ)):
-        wait_until(lambda: ready(url), 30, "Alertmanager to be ready")
+    flags = [f"--storage.path={root / 'data'}", "--cluster.listen-address="]
+    with _server(binary, root, config, flags) as url:
         yield url
 
 

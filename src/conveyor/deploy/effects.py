@@ -200,31 +200,33 @@ async def pause(ctx: DriverContext, effect: Effect) -> None:
     )
 
 
-async def finish(ctx: DriverContext, effect: Effect) -> None:
+async def _end(session: Session, effect: Effect, phase: Phase) -> bool:
+    """The active deployment ends in `phase` with the action's reason as its message,
+    its running analyses stopped, and its revision pinned when the action says so;
+    False when it had ended already (a redo)."""
     plan = effect.driven.plan_row
-    assert plan is not None and effect.action.phase is not None
+    assert plan is not None
+    moved = await deployments.change_phase(
+        session,
+        plan.id,
+        phase,
+        strict=False,
+        finished_at=utcnow(),
+        message=effect.action.reason,
+        request=None,
+        pause_reason=None,
+    )
+    await analysis.end_running(session, plan.id, f"the deployment ended: {effect.action.reason}")
+    if moved and effect.action.pin:
+        by = pinned_by(effect.action.pin)
+        deployments.pin(session, effect.env_id, plan.digest, effect.action.reason, by)
+    return moved
+
+
+async def finish(ctx: DriverContext, effect: Effect) -> None:
+    assert effect.action.phase is not None
     async with ctx.fenced(effect.env_id, effect.fence) as session:
-        await deployments.change_phase(
-            session,
-            plan.id,
-            effect.action.phase,
-            strict=False,
-            finished_at=utcnow(),
-            message=effect.action.reason,
-            request=None,
-            pause_reason=None,
-        )
-        await analysis.end_running(
-            session, plan.id, f"the deployment ended: {effect.action.reason}"
-        )
-        if effect.action.pin:
-            deployments.pin(
-                session,
-                effect.env_id,
-                plan.digest,
-                effect.action.reason,
-                pinned_by(effect.action.pin),
-            )
+        await _end(session, effect, effect.action.phase)
         await _done(session, effect)
 
 
@@ -232,24 +234,9 @@ async def rollback(ctx: DriverContext, effect: Effect) -> None:
     """A promoted deployment whose bake failed (or that a person aborted during it) ends
     aborted, and a rollback to the previous revision is queued in the same transaction:
     a traffic switch while that revision is warm, else a rolling redeploy of it."""
-    plan, env = effect.driven.plan_row, effect.driven.env
-    assert plan is not None
+    env = effect.driven.env
     async with ctx.fenced(effect.env_id, effect.fence) as session:
-        moved = await deployments.change_phase(
-            session,
-            plan.id,
-            Phase.ABORTED,
-            strict=False,
-            finished_at=utcnow(),
-            message=effect.action.reason,
-            request=None,
-            pause_reason=None,
-        )
-        if moved:
-            await analysis.end_running(session, plan.id, "the deployment was rolled back")
-            if effect.action.pin:
-                by = pinned_by(effect.action.pin)
-                deployments.pin(session, env.id, plan.digest, effect.action.reason, by)
+        if await _end(session, effect, Phase.ABORTED):
             target = await deployments.last_good_before(session, env)
             if target is not None:
                 await queue_rollback(
@@ -295,17 +282,7 @@ async def checked(ctx: DriverContext, effect: Effect) -> None:
             session, plan.id, "failed" if failed else "passed", before="running"
         )
         if failed:
-            await deployments.change_phase(
-                session,
-                plan.id,
-                Phase.ABORTED,
-                strict=False,
-                finished_at=utcnow(),
-                message=effect.action.reason,
-                request=None,
-                pause_reason=None,
-            )
-            await analysis.end_running(session, plan.id, "the deployment ended")
+            await _end(session, effect, Phase.ABORTED)
         await _done(session, effect)
 
 
