@@ -109,9 +109,10 @@ def test_a_bare_pause_and_an_analysis_wait_for_promote():
     ):
         waiting = plan(steps=(step,), phase=Phase.PAUSED, pause_reason=reason)
         assert decide(world(stable(), waiting, *V1, *CANARY)) is None
-        promoted = replace(waiting, request=DriverRequest.PROMOTE)
+        promoted = replace(waiting, request=DriverRequest.PROMOTE, requested_by="alice")
         action = decide(world(stable(), promoted, *V1, *CANARY))
-        assert action is not None and action.act is Act.ADVANCE and action.reason == "promoted"
+        assert action is not None and action.act is Act.ADVANCE
+        assert action.reason == "promoted by alice"
 
 
 def test_promote_full_skips_every_step_and_the_end_promotes_by_relabelling():

@@ -141,7 +141,7 @@ def _abort(world: World) -> Action | None:
     return Action(
         Act.FINISH,
         phase=Phase.ABORTED,
-        reason=reason or "aborted by request",
+        reason=reason or f"aborted by {_who(plan)}",
         pin=HEALTH_RULE if unhealthy else ANALYSIS_RULE if failed else "",
     )
 
@@ -244,7 +244,8 @@ def _bake(world: World, plan: Rollout) -> Action | None:
     old one is warm; a failed bake (or a person's abort) rolls back by itself."""
     ready = any(warm(world, s) and s.state is InstanceState.READY for s in world.instances)
     if plan.request is DriverRequest.ABORT:
-        return Action(Act.ROLLBACK, reason="aborted by request during the bake", warm=ready)
+        why = f"aborted by {_who(plan)} during the bake"
+        return Action(Act.ROLLBACK, reason=why, warm=ready)
     run = world.analyses.get(BAKE)
     if plan.bake is None or _promote_requested(plan):
         return Action(Act.FINISH, phase=Phase.SUCCEEDED, reason="promoted")
@@ -265,6 +266,10 @@ def _pause_inconclusive(plan: Rollout, run: Judged) -> Action | None:
     return Action(Act.PAUSE, reason=PauseReason.ANALYSIS.value, message=why)
 
 
+def _who(plan: Rollout) -> str:
+    return plan.requested_by or "request"
+
+
 def _promote_requested(plan: Rollout) -> bool:
     return plan.request in (DriverRequest.PROMOTE, DriverRequest.PROMOTE_FULL)
 
@@ -276,7 +281,7 @@ def _step(world: World, plan: Rollout, step: Step) -> Action | None:
             return Action(Act.SPLIT, share=share)
         return Action(Act.ADVANCE, step=plan.step + 1)
     if _promote_requested(plan):
-        return Action(Act.ADVANCE, step=plan.step + 1, reason="promoted")
+        return Action(Act.ADVANCE, step=plan.step + 1, reason=f"promoted by {_who(plan)}")
     if step.kind is StepKind.ANALYSIS and step.template is not None:
         return _judged_step(world, plan)
     if step.kind is StepKind.PAUSE and step.seconds is not None:

@@ -126,6 +126,7 @@ def plan_of(row: Deployment, runtime: Runtime | None = None) -> Rollout:
         unavailable=resolve(strategy.max_unavailable, runtime.replicas, round_up=False),
         scale_down_delay=strategy.scale_down_delay,
         request=DriverRequest(row.request) if row.request else None,
+        requested_by=row.requested_by,
         paused_by_user=row.paused_by_user,
         pause_reason=PauseReason(row.pause_reason) if row.pause_reason else None,
         max_restarts=health.max_restarts,

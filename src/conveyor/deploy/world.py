@@ -73,6 +73,8 @@ class Rollout:
     unavailable: int = 0
     scale_down_delay: float = SCALE_DOWN_DELAY_S
     request: DriverRequest | None = None
+    requested_by: str | None = None
+    """Who gave `request` (a person's promote or abort)."""
     paused_by_user: bool = False
     pause_reason: PauseReason | None = None
     max_restarts: int = 3
