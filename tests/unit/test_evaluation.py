@@ -4,7 +4,13 @@ the canary's warm-up latency is left out, its errors never are."""
 
 from __future__ import annotations
 
-from conveyor.analysis.evaluation import Evaluation, judged, judgement_json, worst
+from conveyor.analysis.evaluation import (
+    LATENCIES_KEPT,
+    Evaluation,
+    judged,
+    judgement_json,
+    worst,
+)
 from conveyor.analysis.judge import Verdict
 from conveyor.analysis.providers.base import Measurement, Slot
 from conveyor.pipeline.analysis import Template
@@ -118,3 +124,11 @@ def test_without_a_stable_slot_only_absolute_limits_are_judged():
     found = by_name(run.add([errors(Slot.CANARY, 200, 0, 1.0)], None))
     assert set(found) == {"errors", "rss"}
     assert found["errors"].verdict is Verdict.PASS and found["errors"].samples == {"canary": 200}
+
+
+def test_each_slot_keeps_its_newest_latencies_only():
+    run = Evaluation(TEMPLATE, compare=True)
+    for t in range(1, 4):
+        run.add([latency(Slot.CANARY, [float(t)] * 60_000, float(t * 10))], 0.1)
+    kept = run.tallies[("p99", Slot.CANARY)].latencies
+    assert len(kept) == LATENCIES_KEPT and kept[0] == 2.0 and kept[-1] == 3.0

@@ -29,9 +29,11 @@ from conveyor.analysis.judge import (
 from conveyor.analysis.providers.base import Measurement, Slot
 from conveyor.pipeline.analysis import Metric, Provider, Template
 
-STABLE_LATENCIES = 50_000
-"""The stable slot's newest latencies kept for its quantile's bound (it serves most of
-the traffic; its quantile is steady long before this many)."""
+LATENCIES_KEPT = 100_000
+"""Each slot's newest latencies kept for its quantile and exceedances. The stable slot's
+quantile is steady long before this many; a canary judged beyond it (a long bake at full
+traffic) is judged on its newest 100,000 requests, which keeps an evaluation's sort
+within milliseconds."""
 
 
 @dataclass
@@ -40,7 +42,7 @@ class Tally:
 
     requests: int = 0
     errors: int = 0
-    latencies: deque[float] = field(default_factory=deque)
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCIES_KEPT))
 
 
 def _count_metric(metric: Metric) -> bool:
@@ -151,9 +153,6 @@ class Evaluation:
             if m.slot is Slot.CANARY and self._warming(m):
                 return
             tally.latencies.extend(m.latencies_ms)
-            if m.slot is Slot.STABLE:
-                while len(tally.latencies) > STABLE_LATENCIES:
-                    tally.latencies.popleft()
             tally.requests += m.samples
         else:
             tally.requests += m.samples
