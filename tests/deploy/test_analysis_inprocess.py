@@ -246,3 +246,20 @@ async def test_a_failing_blue_green_preview_never_takes_traffic(world: World):
     row = await world.deployment(2)
     assert row.message.startswith("analysis health failed: errors: the canary's error rate")
     assert (await world.env()).revision == 1
+
+
+async def test_a_failing_bake_after_a_rolling_deploy_redeploys_the_previous_revision(
+    world: World,
+):
+    manager, fence = await serving_v1(world)
+    strategy = dict(ROLLING, bake={"analysis": "health", "for": 5.0})
+    await world.deploy(strategy, templates={"health": HEALTH}, FAKE_FAIL_RATE="0.3")
+    acts = await drive(world, manager, fence, Phase.ABORTED, number=2, requests=60)
+    assert Act.ROLLBACK in acts
+    # Nothing of revision 1 was left warm (rolling replaced it in place): the rollback
+    # is a rolling redeploy of its artifact.
+    back = await world.deployment(3)
+    assert (back.kind, back.strategy["kind"]) == ("rollback", "rolling")
+    await drive(world, manager, fence, Phase.SUCCEEDED, number=3)
+    assert (await world.env()).digest == (await world.deployment(1)).digest
+    assert set(await world.traffic(100)) == {200}
