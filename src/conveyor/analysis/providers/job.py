@@ -12,6 +12,7 @@ no commit (an artifact uploaded by hand) cannot run a job of its pipeline: no da
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Sequence
 
@@ -42,11 +43,13 @@ class JobProvider:
         self.db = db
         self.scheduler = scheduler
         self.mirror = mirror
-        self._runs: dict[tuple[str, str], uuid.UUID] = {}
-        """(analysis, metric) → the job's id, once started."""
+        self._runs: dict[tuple[str, str], asyncio.Task[tuple[uuid.UUID | None, str]]] = {}
+        """(analysis, metric) → starting its run (a git fetch may take a while, and a
+        measurement may not), then the job's id."""
 
     async def close(self) -> None:
-        return None
+        for task in self._runs.values():
+            task.cancel()
 
     async def measure(
         self, metric: Metric, targets: Sequence[SlotTarget], start: float, end: float
@@ -56,12 +59,18 @@ class JobProvider:
         if canary is None or canary.deployment_id is None or canary.analysis is None:
             return []
         key = (f"{canary.deployment_id}/{canary.analysis}", metric.name)
-        job_id = self._runs.get(key)
+        starting = self._runs.get(key)
+        if starting is None:
+            starting = self._runs[key] = asyncio.create_task(self._start(metric.job, canary))
+        if not starting.done():
+            return [self._none(metric, start, end, f"starting job {metric.job}")]
+        try:
+            job_id, why = starting.result()
+        except Exception as exc:  # tried again at the next measurement
+            del self._runs[key]
+            return [self._none(metric, start, end, f"could not start job: {exc}")]
         if job_id is None:
-            job_id, why = await self._start(metric.job, canary)
-            if job_id is None:
-                return [self._none(metric, start, end, why)]
-            self._runs[key] = job_id
+            return [self._none(metric, start, end, why)]
         async with self.db.transaction() as session:
             row = await jobs.job(session, job_id)
         if row is None:

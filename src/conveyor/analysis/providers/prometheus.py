@@ -26,7 +26,8 @@ import httpx
 from conveyor.analysis.providers.base import Measurement, Slot, SlotTarget
 from conveyor.pipeline.analysis import Metric
 
-TIMEOUT_S = 5.0
+TIMEOUT_S = 1.5
+"""Below the driver's limit on one measurement (deploy.analyses.MEASURE_TIMEOUT_S)."""
 PLACEHOLDER = re.compile(r"\{\{\s*(canary|stable)\s*\}\}")
 NOWHERE = "^$"
 """What a slot with no instance expands to: matches no instance."""
