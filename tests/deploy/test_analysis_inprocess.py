@@ -20,6 +20,7 @@ from conveyor.deploy.manager import DeploymentManager
 from conveyor.deploy.requests import DeployRefused
 from conveyor.deploy.world import Act
 from conveyor.domain.deploy import Control, PauseReason, Phase
+from conveyor.pipeline.analysis import Provider
 from conveyor.storage import analysis, deployments
 from tests.deploy.inprocess import ROLLING, World, claimed, serving_v1
 
@@ -263,3 +264,58 @@ async def test_a_failing_bake_after_a_rolling_deploy_redeploys_the_previous_revi
     await drive(world, manager, fence, Phase.SUCCEEDED, number=3)
     assert (await world.env()).digest == (await world.deployment(1)).digest
     assert set(await world.traffic(100)) == {200}
+
+
+class Stuck:
+    """A provider that never answers in time, or that raises."""
+
+    def __init__(self, raises: bool = False) -> None:
+        self.raises = raises
+
+    async def close(self) -> None:
+        return None
+
+    async def measure(self, metric, targets, start, end):  # type: ignore[no-untyped-def]
+        if self.raises:
+            raise RuntimeError("a provider's bug")
+        await asyncio.sleep(5)
+        return []
+
+
+async def test_a_provider_that_hangs_or_breaks_is_no_data_not_a_stuck_driver(
+    world: World, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr("conveyor.deploy.analyses.MEASURE_TIMEOUT_S", 0.05)
+    _, fence = await serving_v1(world)
+    manager = DeploymentManager(
+        world.db,
+        world.blobs,
+        world.target,
+        world.router,
+        owner="replica-a",
+        lease_s=30.0,
+        providers={Provider.HTTP: Stuck(), Provider.PROMETHEUS: Stuck(raises=True)},
+    )
+    template = {
+        "interval": "50ms",
+        "inconclusive_limit": 1,
+        "metrics": [
+            {"name": "api", "provider": "http", "url": "http://127.0.0.1:9/", "max": 1},
+            {"name": "prom", "provider": "prometheus", "query": "up", "max": 1},
+            {"name": "rss", "provider": "process", "measure": "rss", "max": "1GiB"},
+        ],
+    }
+    steps = {"kind": "canary", "steps": [{"weight": 10.0}, {"analysis": "slow", "for": 0.2}]}
+    await world.deploy(steps, templates={"slow": template})
+    began = time.monotonic()
+    await drive(world, manager, fence, PauseReason.ANALYSIS, number=2)
+    assert time.monotonic() - began < 10
+    row = await world.deployment(2)
+    async with world.db.transaction() as session:
+        (run,) = await analysis.runs(session, [row.id])
+    reasons = {j["metric"]: j["reason"] for j in run.latest}
+    assert reasons["api"] == "no measurement: the http provider did not answer within 0.05 s"
+    assert reasons["prom"] == "no measurement: the prometheus provider failed: RuntimeError"
+    assert (
+        reasons["rss"] == "no measurement: the process provider is not set up on this coordinator"
+    )
