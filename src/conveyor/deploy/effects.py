@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from conveyor.deploy.context import DriverContext, Effect
@@ -46,14 +47,19 @@ def _instance_id(effect: Effect) -> uuid.UUID:
     return uuid.UUID(str(effect.action.instance))
 
 
-async def _launch(ctx: DriverContext, effect: Effect, row: Instance) -> Handle:
-    blob = ctx.blobs.local_path(row.digest)
+async def _release(ctx: DriverContext, digest: str) -> Path:
+    """The artifact unpacked on the target."""
+    blob = ctx.blobs.local_path(digest)
     if blob is None:
-        raise ArtifactGone(f"artifact {row.digest} is not in the store")
+        raise ArtifactGone(f"artifact {digest} is not in the store")
+    return await asyncio.to_thread(ctx.target.prepare, digest, blob)
+
+
+async def _launch(ctx: DriverContext, effect: Effect, row: Instance) -> Handle:
     runtime = effect.driven.runtime_for(row.digest)
     if runtime is None:
         raise ArtifactGone(f"no runtime is recorded for {row.digest}")
-    release = await asyncio.to_thread(ctx.target.prepare, row.digest, blob)
+    release = await _release(ctx, row.digest)
     launch = Launch(
         instance=str(row.id),
         release=release,
@@ -255,10 +261,7 @@ async def pre_deploy(ctx: DriverContext, effect: Effect) -> None:
     so a redo does not run them twice)."""
     plan, runtime = effect.driven.plan_row, effect.driven.runtime
     assert plan is not None and runtime is not None
-    blob = ctx.blobs.local_path(plan.digest)
-    if blob is None:
-        raise ArtifactGone(f"artifact {plan.digest} is not in the store")
-    release = await asyncio.to_thread(ctx.target.prepare, plan.digest, blob)
+    release = await _release(ctx, plan.digest)
     task = Task(
         id=task_id(plan.id),
         release=release,

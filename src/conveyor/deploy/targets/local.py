@@ -68,19 +68,32 @@ class LocalTarget:
             folder.mkdir(parents=True, exist_ok=True)
         env = {k: os.environ[k] for k in BASE_ENV if k in os.environ}
         env |= launch.env | {"PORT": str(launch.port), "CONVEYOR_INSTANCE": launch.instance}
-        with (self.logs / f"{launch.instance}.log").open("ab") as log:
+        return self._spawn(
+            ["bash", "-c", f"exec {launch.command}"],
+            launch.release,
+            env,
+            self.logs / f"{launch.instance}.log",
+            self.pids / f"{launch.instance}.pid",
+        )
+
+    def _spawn(
+        self, args: list[str], cwd: Path, env: dict[str, str], output: Path, record: Path
+    ) -> Handle:
+        """A process in a session of its own (it outlives the coordinator), its output
+        appended to `output`, its pid and start time written to `record`."""
+        with output.open("ab") as out:
             proc = subprocess.Popen(
-                ["bash", "-c", f"exec {launch.command}"],
-                cwd=launch.release,
+                args,
+                cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
-                stdout=log,
+                stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         self._children[proc.pid] = proc
         started = process_start_time(proc.pid) or "0"
-        (self.pids / f"{launch.instance}.pid").write_text(f"{proc.pid} {started}\n")
+        record.write_text(f"{proc.pid} {started}\n")
         return Handle(proc.pid, started)
 
     def alive(self, handle: Handle) -> bool:
@@ -142,19 +155,7 @@ class LocalTarget:
         script = folder / "run.sh"
         script.write_text(_task_script(task, folder))
         env = {k: os.environ[k] for k in BASE_ENV if k in os.environ} | task.env
-        with (folder / "output.log").open("ab") as out:
-            proc = subprocess.Popen(
-                ["bash", str(script)],
-                cwd=task.release,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self._children[proc.pid] = proc
-        started = process_start_time(proc.pid) or "0"
-        (folder / "pid").write_text(f"{proc.pid} {started}\n")
+        self._spawn(["bash", str(script)], task.release, env, folder / "output.log", folder / "pid")
 
     def task_result(self, task_id: str) -> TaskResult | None:
         folder = self.tasks / task_id
