@@ -10,9 +10,9 @@ lease measures it.
 A reload starts a new worker with a new ring, while the old one finishes what it had.
 Every second the reader asks `show info` which worker the admin socket reaches, and
 streams any it does not stream yet, from the start of its ring (the requests since the
-reload); the old worker's stream goes on until that worker logs that its frontends
-stopped, so its last requests are read too. Lines it cannot parse (HAProxy's notices)
-are skipped.
+reload); the old worker's stream goes on for STOP_GRACE_S after that worker logs that
+its frontends stopped, since it still answers requests on the keep-alive connections it
+holds. Lines it cannot parse (HAProxy's notices) are skipped.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ RETENTION_S = 300.0
 PER_SLOT = 200_000
 """At most this many requests kept per slot (the oldest go first)."""
 CHECK_S = 1.0
+STOP_GRACE_S = 10.0
+"""How long an old worker's ring is still read after its frontends stopped (HAProxy's
+`timeout http-keep-alive`): the requests it still answers on open connections."""
 
 
 def parse_line(line: str) -> tuple[str, str, Served] | None:
@@ -136,6 +139,11 @@ class RequestLog:
         with contextlib.suppress(RuntimeError):  # no running loop: nobody to read for
             self._task = asyncio.get_running_loop().create_task(self._read_forever())
 
+    @property
+    def workers(self) -> int:
+        """How many HAProxy workers (one more per reload) have been read."""
+        return len(self._seen)
+
     async def wait_connected(self, timeout: float = 5.0) -> None:
         """Until a stream reads a worker's ring (tests)."""
         self.start()
@@ -197,13 +205,7 @@ class RequestLog:
             self._connected.set()
             writer.write(f"show events {RING} -w{skip}\n".encode())
             await writer.drain()
-            while raw := await reader.readline():
-                line = raw.decode(errors="replace").lstrip("> ").rstrip("\n")
-                parsed = parse_line(line)
-                if parsed is not None:
-                    self.record(parsed[0], parsed[1], parsed[2])
-                elif " stopped (cumulated conns" in line:
-                    return  # this worker's frontends stopped: a reload replaced it
+            await self._read(reader)
         except (
             OSError,
             asyncio.IncompleteReadError,
@@ -218,6 +220,28 @@ class RequestLog:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        """File each line, until the connection ends or, once the worker's frontends
+        stopped (a reload replaced it), STOP_GRACE_S later: it still answers the
+        requests already on its open keep-alive connections, and logs them."""
+        until: float | None = None
+        while True:
+            wait = None if until is None else until - time.monotonic()
+            if wait is not None and wait <= 0:
+                return
+            try:
+                raw = await asyncio.wait_for(reader.readline(), wait)
+            except TimeoutError:
+                return
+            if not raw:
+                return
+            line = raw.decode(errors="replace").lstrip("> ").rstrip("\n")
+            parsed = parse_line(line)
+            if parsed is not None:
+                self.record(parsed[0], parsed[1], parsed[2])
+            elif until is None and " stopped (cumulated conns" in line:
+                until = time.monotonic() + STOP_GRACE_S
 
 
 async def _ask(admin: Path, command: str) -> bytes:
