@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     prometheus_url: str | None = None
     """`http://host:9090`: the Prometheus that `prometheus` analysis metrics query unless
     a metric names its own `address`."""
+    metrics_token: str | None = None
+    """A bearer token that may read `/metrics` (an admin token always may)."""
+    metrics_address: str | None = None
+    """`host:port`: `conveyor serve` also answers `/metrics` there, with no token (for a
+    Prometheus on a trusted network)."""
     secrets: str = ""
     """Names of environment variables whose values are secrets: handed to jobs and masked
     in every log line. Comma or space separated."""

@@ -7,13 +7,14 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 
 from conveyor import __version__
 from conveyor.api import errors
 from conveyor.api.coordinator import ServerConfig, running, server_config
 from conveyor.api.errors import ApiError
 from conveyor.api.limits import BodyLimit
+from conveyor.api.metrics import RequestMetrics, authorise, exposition
 from conveyor.api.routes import (
     alerts,
     analysis,
@@ -51,6 +52,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             "/artifacts": config.artifact_max_mb * 1024 * 1024,
         },
     )
+    app.add_middleware(RequestMetrics)
     errors.install(app)
     # alerts before hooks: /hooks/alertmanager/… is not a source-control provider.
     modules = (teams, projects, runs, runners, alerts, hooks, artifacts, deployments, analysis)
@@ -78,6 +80,14 @@ def create_app(config: ServerConfig) -> FastAPI:
             "deliveries_stored": state.intake.writer.stored,
             "delivery_batches": state.intake.writer.batches,
         }
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    async def metrics_page(request: Request) -> Response:
+        """Conveyor's metrics in Prometheus's text format (docs/metrics.md), for the scrape
+        token (`CONVEYOR_METRICS_TOKEN`) or an admin token."""
+        state: Coordinator = app.state.coordinator
+        await authorise(request, state.db, config.metrics_token)
+        return exposition()
 
     @app.get("/readyz", tags=["health"])
     async def readyz() -> dict[str, str]:

@@ -9,6 +9,7 @@ the background loops every replica runs beside the API:
     statuses       queue and send commit statuses
     deployments    claim environments and drive their deployments
     housekeeping   artifact retention and expired idempotency keys (hourly)
+    metrics        the gauges of /metrics counted from the database (every 5 s)
 
 `running(config)` builds them, starts the loops, and stops everything on exit; the ASGI
 app (app.py) keeps what it yields for the request handlers.
@@ -31,6 +32,7 @@ from typing import Any
 from conveyor.api import idempotency
 from conveyor.api.auth import ADMIN_PREFIX, new_token, token_hash
 from conveyor.api.limits import RateLimit
+from conveyor.api.metrics import refresh_forever
 from conveyor.api.state import Coordinator
 from conveyor.artifacts.blobs import FileBlobStore
 from conveyor.config import Settings
@@ -96,6 +98,10 @@ class ServerConfig:
     status_backoff_s: float = 5.0
     prometheus_url: str | None = None
     """The Prometheus of `prometheus` analysis metrics without an `address`."""
+    metrics_token: str | None = None
+    """A bearer token that may read `/metrics` besides admin tokens."""
+    metrics_every_s: float = 5.0
+    """How often the gauges counted from the database are refreshed."""
     """How often every replica looks for due `on.schedule` slots."""
 
 
@@ -182,6 +188,7 @@ def server_config(settings: Settings, data_dir: Path | None = None) -> ServerCon
         artifact_max_mb=settings.artifact_max_mb,
         public_url=settings.public_url,
         prometheus_url=settings.prometheus_url,
+        metrics_token=settings.metrics_token,
     )
 
 
@@ -269,6 +276,7 @@ async def running(config: ServerConfig) -> AsyncIterator[Coordinator]:
         "statuses": statuses.work(),
         "deployments": manager.work(),
         "housekeeping": _housekeeping(state, config.gc_every_s),
+        "metrics": refresh_forever(db, config.metrics_every_s),
     }
     tasks = [asyncio.create_task(loop, name=name) for name, loop in loops.items()]
     try:

@@ -6,9 +6,13 @@ load none of it (an import-linter contract and tests/unit/test_cli_imports.py)."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import signal
 import socket
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,25 +39,51 @@ def serve(
     ] = 1,
 ) -> None:
     """Start the coordinator: API, scheduler, database migrations."""
-    import uvicorn
-
-    from conveyor.api.app import create_app
-    from conveyor.api.coordinator import server_config
-
     settings = Settings()
-    config = server_config(settings, data_dir)
-    options: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "log_level": "warning",
-        "timeout_graceful_shutdown": 5,
-    }
+    root = (data_dir or settings.data_dir).resolve()
+    with _metrics_dir(root, workers):
+        # Imported only now: with several workers, prometheus-client must find its
+        # shared directory in the environment when it is first imported.
+        import uvicorn
+
+        from conveyor.api.app import create_app
+        from conveyor.api.coordinator import server_config
+        from conveyor.observability.metrics import serve_open
+
+        config = server_config(settings, data_dir)
+        if settings.metrics_address:
+            serve_open(settings.metrics_address)
+        options: dict[str, Any] = {
+            "host": host,
+            "port": port,
+            "log_level": "warning",
+            "timeout_graceful_shutdown": 5,
+        }
+        if workers == 1:
+            uvicorn.run(create_app(config), **options)
+            return
+        os.environ["CONVEYOR_DATA_DIR"] = str(config.data_dir)
+        os.environ["CONVEYOR_WORKERS"] = str(workers)
+        uvicorn.run(
+            "conveyor.api.app:app_from_environment", factory=True, workers=workers, **options
+        )
+
+
+@contextlib.contextmanager
+def _metrics_dir(root: Path, workers: int) -> Iterator[None]:
+    """Several workers count their metrics in one directory of their own (prometheus-
+    client's multiprocess mode), emptied at start and removed at the end."""
     if workers == 1:
-        uvicorn.run(create_app(config), **options)
+        yield
         return
-    os.environ["CONVEYOR_DATA_DIR"] = str(config.data_dir)
-    os.environ["CONVEYOR_WORKERS"] = str(workers)
-    uvicorn.run("conveyor.api.app:app_from_environment", factory=True, workers=workers, **options)
+    root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="metrics-", dir=root))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    try:
+        yield
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def runner_cmd(

@@ -46,11 +46,12 @@ from conveyor.deploy.targets.base import Target
 from conveyor.deploy.world import Due, Judged, World
 from conveyor.domain.analysis import AnalysisPhase
 from conveyor.domain.deploy import InstanceState
+from conveyor.observability import metrics
 from conveyor.pipeline.analysis import Metric, Provider, Template
 from conveyor.scheduler.service import Scheduler
-from conveyor.storage import analysis
-from conveyor.storage.database import Database
-from conveyor.storage.tables import AnalysisRun, as_utc
+from conveyor.storage import analysis, names
+from conveyor.storage.database import Database, Session
+from conveyor.storage.tables import AnalysisRun, Environment, as_utc
 from conveyor.vcs import GitMirror
 
 log = logging.getLogger("conveyor.deploy.analysis")
@@ -157,7 +158,9 @@ class Analyses:
         share = None if due.promoted or due.preview else world.env.canary_share / SHARE_SCALE
         judgements = live.evaluation.add(measurements, share)
         live.window_start = now
-        return await self._record(env_id, fence, run, live, judgements, measurements, now)
+        return await self._record(
+            env_id, fence, run, live, judgements, measurements, now, driven.env
+        )
 
     async def _record(
         self,
@@ -168,6 +171,7 @@ class Analyses:
         judgements: Sequence[Judgement],
         measurements: Sequence[Measurement],
         now: float,
+        env: Environment,
     ) -> Judged:
         template = live.evaluation.template
         limits = Limits(
@@ -178,7 +182,7 @@ class Analyses:
         before = Analysis(limits, failures=dict(run.failures), extended=run.extended)
         after = before.observe(judgements, now - live.started)
         async with self.context.fenced(env_id, fence) as session:
-            await analysis.record(
+            recorded = await analysis.record(
                 session,
                 run,
                 elapsed_s=now - live.started,
@@ -190,6 +194,8 @@ class Analyses:
                 extended=after.extended,
                 reason=after.reason,
             )
+            if recorded and after.phase is not AnalysisPhase.RUNNING:
+                await _count_verdict(session, env, after.phase, now - live.started)
         # The row moves on in the database; this pass's copy follows it.
         run.evaluations += 1
         run.failures = dict(after.failures)
@@ -263,6 +269,16 @@ def default_providers(
         Provider.ALERT: AlertProvider(db),
         Provider.LOGS: LogsProvider(),
     }
+
+
+async def _count_verdict(
+    session: Session, env: Environment, phase: AnalysisPhase, seconds: float
+) -> None:
+    team = await names.team(session, env.team_id)
+    project = await names.project(session, env.project_id)
+    metrics.analysis_verdicts.labels(team, project, env.name, phase.value).inc()
+    if phase is AnalysisPhase.FAILED:
+        metrics.analysis_time_to_detect.observe(max(seconds, 0.0))
 
 
 def _judged(run: AnalysisRun) -> Judged:

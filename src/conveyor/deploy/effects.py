@@ -18,9 +18,10 @@ from conveyor.deploy.requests import queue_rollback
 from conveyor.deploy.targets.base import Handle, Launch, Task
 from conveyor.deploy.world import Act
 from conveyor.domain.deploy import DriverRequest, InstanceState, Phase
-from conveyor.storage import analysis, deployments, environments
+from conveyor.observability import metrics
+from conveyor.storage import analysis, deployments, environments, names
 from conveyor.storage.database import Session
-from conveyor.storage.tables import Instance, utcnow
+from conveyor.storage.tables import Instance, as_utc, utcnow
 
 AfterRoute = Callable[[], None] | None
 """What a handler leaves to do once the router holds the new rows (stop: SIGTERM)."""
@@ -226,7 +227,21 @@ async def _end(session: Session, effect: Effect, phase: Phase) -> bool:
     if moved and effect.action.pin:
         by = pinned_by(effect.action.pin)
         deployments.pin(session, effect.env_id, plan.digest, effect.action.reason, by)
+    if moved:
+        await _count_end(session, effect, phase)
     return moved
+
+
+async def _count_end(session: Session, effect: Effect, phase: Phase) -> None:
+    plan, env = effect.driven.plan_row, effect.driven.env
+    assert plan is not None
+    team = await names.team(session, env.team_id)
+    project = await names.project(session, env.project_id)
+    strategy = str(plan.strategy.get("kind", ""))
+    metrics.deployments_finished.labels(team, project, env.name, strategy, phase.value).inc()
+    if plan.started_at is not None:
+        took = (utcnow() - as_utc(plan.started_at)).total_seconds()
+        metrics.deployment_duration.labels(strategy, phase.value).observe(max(took, 0.0))
 
 
 async def finish(ctx: DriverContext, effect: Effect) -> None:
@@ -246,7 +261,12 @@ async def rollback(ctx: DriverContext, effect: Effect) -> None:
             target = await deployments.last_good_before(session, env)
             if target is not None:
                 await queue_rollback(
-                    session, env, target, warm=effect.action.warm, who=pinned_by("bake")
+                    session,
+                    env,
+                    target,
+                    warm=effect.action.warm,
+                    who=pinned_by("bake"),
+                    automatic=bool(effect.action.pin),
                 )
         await _done(session, effect)
 

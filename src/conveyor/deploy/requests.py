@@ -20,13 +20,14 @@ from typing import Any
 
 from conveyor.deploy.world import Kind
 from conveyor.domain.deploy import Control, DriverRequest, PauseReason, Phase
+from conveyor.observability import metrics
 from conveyor.pipeline.analysis import AnalysisRun
 from conveyor.pipeline.deploy import Strategy
 from conveyor.pipeline.durations import parse_duration
 from conveyor.pipeline.errors import PipelineInvalid
 from conveyor.pipeline.loader import MAX_FILE_BYTES, parse_pipeline
 from conveyor.pipeline.schema import PipelineSpec
-from conveyor.storage import deployments
+from conveyor.storage import deployments, names
 from conveyor.storage.database import Session
 from conveyor.storage.tables import Artifact, Deployment, Environment, Project, as_utc, utcnow
 
@@ -397,11 +398,21 @@ async def rollback(session: Session, env: Environment, to: int | None, who: str)
 
 
 async def queue_rollback(
-    session: Session, env: Environment, target: Deployment, *, warm: bool, who: str
+    session: Session,
+    env: Environment,
+    target: Deployment,
+    *,
+    warm: bool,
+    who: str,
+    automatic: bool = False,
 ) -> Deployment:
     """Queue a rollback to `target`'s revision, pinning the one rolled back from: a
     traffic switch when `target` is warm in the other slot, else a rolling redeploy of
-    its stored artifact."""
+    its stored artifact. `automatic`: a failed bake asks for it, not a person."""
+    team = await names.team(session, env.team_id)
+    project = await names.project(session, env.project_id)
+    trigger = "automatic" if automatic else "manual"
+    metrics.rollbacks.labels(team, project, env.name, trigger).inc()
     if env.digest and env.digest != target.digest:
         reason = f"rolled back from revision {env.revision} to {target.number}"
         if await deployments.pin_of(session, env.id, env.digest) is None:

@@ -28,6 +28,7 @@ from conveyor.domain.delivery import DeliveryState
 from conveyor.ids import new_id
 from conveyor.intake.providers import PROVIDERS
 from conveyor.intake.providers.base import Change, Look, PayloadError
+from conveyor.observability import metrics
 from conveyor.pipeline.errors import PipelineInvalid
 from conveyor.pipeline.loader import LoadedPipeline, parse_pipeline
 from conveyor.pipeline.plan import Plan, compile_plan
@@ -145,6 +146,8 @@ class Prepared:
     delivery: uuid.UUID
     project: Project
     lines: list[str | Planned]
+    received_at: datetime | None = None
+    """When the delivery arrived: its runs' push → start is timed from here."""
 
     @property
     def planned(self) -> list[Planned]:
@@ -207,10 +210,19 @@ class Intake:
     ) -> Receipt:
         """Verify, store, acknowledge. Raises IntakeError for a refused delivery."""
         self._receiving += 1
+        outcome = "refused"
         try:
-            return await self._receive(provider_name, team, project, headers, body)
+            receipt = await self._receive(provider_name, team, project, headers, body)
+            outcome = str(receipt.body.get("status", "accepted"))
+            return receipt
+        except IntakeError as exc:
+            outcome = "unavailable" if exc.status == 503 else "refused"
+            raise
         finally:
             self._receiving -= 1
+            # Only a known provider is a label: a made-up name must not add series.
+            provider = provider_name if provider_name in PROVIDERS else "unknown"
+            metrics.webhook_deliveries.labels(provider, outcome).inc()
 
     async def _receive(
         self, provider_name: str, team: str, project: str, headers: Mapping[str, str], body: bytes
@@ -308,6 +320,8 @@ class Intake:
         for delivery, project in claimed:
             await self._acknowledgements_first()
             result = await self.prepare(delivery, project)
+            lag = (utcnow() - as_utc(delivery.received_at)).total_seconds()
+            metrics.intake_lag.labels(delivery.provider).observe(max(lag, 0.0))
             if isinstance(result, DeliveryOutcome):
                 outcomes.append(result)
             elif result is not None:
@@ -356,13 +370,13 @@ class Intake:
         except Exception as exc:  # a bug: record it on the delivery instead of retrying forever
             log.exception("delivery %s", delivery.id)
             return Prepared(delivery.id, project, lines).failed(_internal(exc))
-        return Prepared(delivery.id, project, lines)
+        return Prepared(delivery.id, project, lines, as_utc(delivery.received_at))
 
     async def _start_all(self, prepared: list[Prepared]) -> list[DeliveryOutcome]:
         """Start the planned runs of a batch in one transaction. Should that fail, each
         delivery is started on its own, so that one bad delivery fails alone."""
         starts = [
-            RunStart(p.project, line.plan, p.project.config_path)
+            RunStart(p.project, line.plan, p.project.config_path, p.received_at)
             for p in prepared
             for line in p.planned
         ]

@@ -20,6 +20,7 @@ from conveyor.domain import fair_share
 from conveyor.domain.failure import FailureClass
 from conveyor.domain.retry import retry_due
 from conveyor.domain.status import JobStatus
+from conveyor.observability import metrics
 from conveyor.pipeline.plan import Plan, PlannedJob, job_from_json
 from conveyor.pipeline.progress import settle
 from conveyor.pipeline.schema import ConcurrencyPolicy
@@ -27,13 +28,13 @@ from conveyor.pipeline.triggers import EventKind
 from conveyor.protocol.errors import NotYours, StaleLease
 from conveyor.protocol.runner import Assignment, AttemptOutcome
 from conveyor.scheduler.wakeup import Wakeup
-from conveyor.storage import jobs, notify, queue
+from conveyor.storage import jobs, names, notify, queue
 from conveyor.storage.database import Database, Session
 from conveyor.storage.jobs import Ended, TransitionRejected, move_job, sources_of
 from conveyor.storage.logs import append_chunk, log_end
 from conveyor.storage.runs import CreatedRun, create_run, release_dedupe_key
 from conveyor.storage.secrets import SecretBox
-from conveyor.storage.tables import Job, Project, RunnerRow, utcnow
+from conveyor.storage.tables import Job, Project, Run, RunnerRow, as_utc, utcnow
 
 LEASE_S = 15.0
 NOTIFY_CHANNEL = "conveyor_jobs"
@@ -49,6 +50,33 @@ class RunStart:
     project: Project
     plan: Plan
     pipeline: str
+    received_at: datetime | None = None
+    """When the delivery that asks for it arrived (push → start is timed from here)."""
+
+
+def _count_start(job: Job, run: Run, team: str) -> None:
+    """A job's wait in the queue; for a first job of its run (one with no needs, on its
+    first attempt), the time since its push arrived."""
+    started = as_utc(job.started_at) if job.started_at else utcnow()
+    if job.queued_at is not None:
+        wait = (started - as_utc(job.queued_at)).total_seconds()
+        metrics.job_queue_wait.labels(team).observe(max(wait, 0.0))
+    if job.attempt == 1 and not job.spec.get("needs"):
+        pushed = as_utc(run.received_at or run.created_at)
+        metrics.push_to_start.labels(team).observe(max((started - pushed).total_seconds(), 0.0))
+
+
+async def _count_end(
+    session: Session, job: Job | Ended, attempt: JobStatus, status: JobStatus
+) -> None:
+    """An attempt's duration by stage, and the job's end when it is final."""
+    team = await names.team(session, job.team_id)
+    stage = job.stage if isinstance(job, Ended) else str(job.spec.get("stage", ""))
+    if job.started_at is not None:
+        ran = (utcnow() - as_utc(job.started_at)).total_seconds()
+        metrics.job_duration.labels(team, stage, attempt.value).observe(max(ran, 0.0))
+    if status.is_final:
+        metrics.jobs_finished.labels(team, status.value).inc()
 
 
 def _kind(runner: RunnerRow) -> tuple[uuid.UUID | None, tuple[str, ...]]:
@@ -149,7 +177,12 @@ class Scheduler:
             for start, (jobs, moves, pending) in zip(starts, settled, strict=True):
                 project, plan = start.project, start.plan
                 created = await create_run(
-                    session, project, plan, pipeline=start.pipeline, initial=moves
+                    session,
+                    project,
+                    plan,
+                    pipeline=start.pipeline,
+                    initial=moves,
+                    received_at=start.received_at,
                 )
                 out.append(created)
                 if not created.created:
@@ -319,6 +352,7 @@ class Scheduler:
     async def _assignment(self, session: Session, job_id: uuid.UUID) -> Assignment:
         found = await jobs.leased(session, job_id)
         job, run, project, team = found.job, found.run, found.project, found.team
+        _count_start(job, run, team.name)
         secrets = self.secrets.open_all(project.id, found.secrets) if self.secrets else {}
         return Assignment(
             secrets=secrets,
@@ -395,7 +429,9 @@ class Scheduler:
         `log`, the last chunk of its log (offset, bytes), is stored with it."""
         async with self.db.transaction() as session:
             ended = await self._end_directly(session, job_id, fence, outcome, runner_id)
+            row: Job | Ended
             if ended is not None:  # the common case: one UPDATE … RETURNING
+                row = ended
                 status, run_id = outcome.status, ended.run_id
                 if log is not None:
                     await append_chunk(session, ended.team_id, job_id, log[0], log[1])
@@ -404,6 +440,7 @@ class Scheduler:
             else:
                 job = await jobs.job(session, job_id)
                 _owned(job_id, job.runner_id if job else None, runner_id, exists=job is not None)
+                assert job is not None  # _owned raised otherwise
                 if job is None or job.fence != fence:
                     raise StaleLease(f"job {job_id}: fencing token {fence} is stale")
                 if log is not None:  # rolled back below if the job is not live
@@ -413,11 +450,13 @@ class Scheduler:
                     return JobStatus.CANCELED
                 if job.status != JobStatus.RUNNING.value:
                     raise StaleLease(f"job {job_id} is {job.status}, not running")
+                row = job
                 status = await self._settle(session, job, outcome)
                 ready = await self.advance(session, job.run_id)
             woken = ready + (1 if status is JobStatus.PENDING else 0)
             if woken:
                 await self._announce(session, woken)
+            await _count_end(session, row, outcome.status, status)
         self.finished += 1
         if woken:
             self.wakeup.notify(woken)
@@ -513,6 +552,7 @@ class Scheduler:
             try:
                 await self.finish(job_id, fence, lost)
                 count += 1
+                metrics.lease_expiries.inc()
             except (StaleLease, TransitionRejected):
                 continue  # the runner finished, or another replica got there first
         return count

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +28,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+from conveyor.observability import metrics
 
 Session = AsyncSession
 """The handle of one transaction (`Database.transaction`). Code above storage passes it
@@ -125,6 +128,7 @@ class Database:
 
     def _count(self, *_: Any) -> None:
         self.statements += 1
+        metrics.db_statements.inc()
 
     @asynccontextmanager
     async def transaction(self, *, durable: bool = True) -> AsyncIterator[AsyncSession]:
@@ -137,6 +141,7 @@ class Database:
         within `wal_writer_delay`). WAL order still holds: a durable commit made later
         makes every earlier one durable too. Decision 0014."""
         factory = self.sessions if durable else self.quick_sessions
+        began = time.perf_counter()
         async with self._turn():
             mark = _IN_TRANSACTION.set(True)
             try:
@@ -144,6 +149,7 @@ class Database:
                     yield session
             finally:
                 _IN_TRANSACTION.reset(mark)
+                metrics.db_transaction_duration.observe(time.perf_counter() - began)
 
     def _turn(self) -> contextlib.AbstractAsyncContextManager[object]:
         """What a transaction waits for first. SQLite has one writer at a time, and a

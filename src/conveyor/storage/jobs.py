@@ -231,6 +231,7 @@ class Ended:
     attempt: int
     runner_id: uuid.UUID | None
     started_at: datetime | None
+    stage: str = ""
 
 
 async def end_running(
@@ -250,11 +251,22 @@ async def end_running(
         update(Job)
         .where(*guard)
         .values(status=status.value, finished_at=utcnow(), lease_expires_at=None, **values)
-        .returning(Job.id, Job.team_id, Job.run_id, Job.attempt, Job.runner_id, Job.started_at)
+        .returning(
+            Job.id,
+            Job.team_id,
+            Job.run_id,
+            Job.attempt,
+            Job.runner_id,
+            Job.started_at,
+            Job.spec["stage"].as_string(),
+        )
         .execution_options(synchronize_session=False)
     )
     row = ended.first()
-    return Ended(*row) if row is not None else None
+    if row is None:
+        return None
+    job, team, run, attempt, runner, started, stage = row
+    return Ended(job, team, run, attempt, runner, started, stage or "")
 
 
 def record_attempt(

@@ -6,10 +6,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert as sa_insert
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.domain.status import JobOutcome, JobStatus, RunStatus, run_status
@@ -36,6 +37,7 @@ async def create_run(
     *,
     pipeline: str,
     initial: Sequence[Move] = (),
+    received_at: datetime | None = None,
 ) -> CreatedRun:
     """Store a run and its planned jobs, or return the run that already exists for the same
     (project, event, ref, sha, pipeline). A canceled run does not count as a match.
@@ -50,6 +52,7 @@ async def create_run(
         str(project.id), event.effective_kind.value, event.ref, event.sha, pipeline
     )
     run_id = new_id()
+    now = utcnow()
     stored = await session.scalar(
         insert_for(session)(Run)
         .values(
@@ -61,7 +64,8 @@ async def create_run(
             sha=event.sha,
             dedupe_key=key,
             reasons=list(plan.trigger.reasons),
-            created_at=utcnow(),
+            created_at=now,
+            received_at=received_at or now,
         )
         .on_conflict_do_nothing()
         .returning(Run.id)
@@ -104,6 +108,50 @@ async def derived_status(session: AsyncSession, run_id: uuid.UUID) -> RunStatus:
         select(Job.status, Job.spec["allow_failure"]).where(Job.run_id == run_id)
     )
     return run_status(JobOutcome(JobStatus(status), bool(allow)) for status, allow in rows.all())
+
+
+MOVING = (JobStatus.CREATED, JobStatus.PENDING, JobStatus.RUNNING, JobStatus.BLOCKED)
+"""Job statuses that keep a run open (domain.status.run_status)."""
+
+
+@dataclass(frozen=True)
+class Finished:
+    run_id: uuid.UUID
+    team_id: uuid.UUID
+    project_id: uuid.UUID
+    status: RunStatus
+
+
+async def newly_finished(
+    session: AsyncSession, since: datetime, now: datetime | None = None, limit: int = 500
+) -> list[Finished]:
+    """The runs created after `since` that finished and are not marked so yet, each
+    marked now by a guarded UPDATE: whichever replica marks a run first counts it, once."""
+    moment = now or utcnow()
+    moving = [s.value for s in MOVING]
+    candidates = await session.scalars(
+        select(Run.id)
+        .where(
+            Run.finished_at.is_(None),
+            Run.created_at > since,
+            ~select(Job.id).where(Job.run_id == Run.id, Job.status.in_(moving)).exists(),
+        )
+        .limit(limit)
+    )
+    out: list[Finished] = []
+    for run_id in list(candidates):
+        marked = await session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.finished_at.is_(None))
+            .values(finished_at=moment)
+            .returning(Run.team_id, Run.project_id)
+            .execution_options(synchronize_session=False)
+        )
+        row = marked.first()
+        if row is not None:
+            status = await derived_status(session, run_id)
+            out.append(Finished(run_id, row[0], row[1], status))
+    return out
 
 
 async def release_dedupe_key(session: AsyncSession, run_id: uuid.UUID) -> None:

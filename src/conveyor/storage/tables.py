@@ -102,6 +102,7 @@ class Run(Base):
     __tablename__ = "runs"
     __table_args__ = (
         Index(None, "team_id", "project_id", "created_at"),
+        Index(None, "finished_at", "created_at"),
         UniqueConstraint("dedupe_key"),
     )
 
@@ -119,6 +120,10 @@ class Run(Base):
     """The commit status last queued for the provider ("<run>|<required>"), for projects
     that report statuses (notify.statuses)."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    received_at: Mapped[datetime | None] = mapped_column(default=None)
+    """When the webhook delivery that started it arrived (a trigger: its creation)."""
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    """When Conveyor saw every job of it final (storage.runs.newly_finished)."""
 
 
 class Job(Base):

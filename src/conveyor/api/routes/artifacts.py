@@ -17,7 +17,8 @@ from conveyor.api.state import Caller, Coordinator, State
 from conveyor.artifacts.blobs import check_digest
 from conveyor.artifacts.tarballs import MEDIA_TYPE
 from conveyor.domain.roles import Role
-from conveyor.storage import artifacts
+from conveyor.observability import metrics
+from conveyor.storage import artifacts, names
 from conveyor.storage.artifacts import Provenance
 from conveyor.storage.tables import Artifact, Project
 
@@ -60,6 +61,8 @@ async def store(
         raise ApiError(400, "invalid_request", f"Content-Type {media[:100]!r} is not a media type")
     blob = await state.blobs.put(request.stream(), limit=state.artifact_limit, expected=expected)
     async with state.db.transaction() as session:
+        team = await names.team(session, project.team_id)
+        metrics.artifact_bytes.labels(team, "upload").inc(blob.size)
         return await artifacts.record(
             session, project, name, blob.digest, blob.size, media, provenance
         )
@@ -127,10 +130,12 @@ async def download(
 ) -> FileResponse | StreamingResponse:
     """The artifact's bytes, streamed; the `Digest` header lets the client verify them."""
     row = await find(state, who, team, project, digest)
-    return blob_response(state, row)
+    return blob_response(state, row, team)
 
 
-def blob_response(state: Coordinator, row: Artifact) -> FileResponse | StreamingResponse:
+def blob_response(state: Coordinator, row: Artifact, team: str) -> FileResponse | StreamingResponse:
+    """The artifact's bytes (counted as downloaded by `team`)."""
+    metrics.artifact_bytes.labels(team, "download").inc(row.size)
     headers = {"X-Conveyor-Digest": row.digest, "ETag": f'"{row.digest}"'}
     path = state.blobs.local_path(row.digest)
     if path is not None:

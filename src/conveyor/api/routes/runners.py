@@ -22,6 +22,7 @@ from conveyor.api.schemas import ArtifactOut, DeploymentOut
 from conveyor.api.state import Caller, State
 from conveyor.deploy import requests
 from conveyor.domain.status import JobStatus
+from conveyor.observability import metrics
 from conveyor.pipeline.plan import job_from_json
 from conveyor.protocol.errors import StaleLease
 from conveyor.protocol.runner import (
@@ -34,7 +35,7 @@ from conveyor.protocol.runner import (
     RegisterReply,
     RegisterRequest,
 )
-from conveyor.storage import artifacts, caches, deployments, jobs, tokens
+from conveyor.storage import artifacts, caches, deployments, jobs, names, tokens
 from conveyor.storage.artifacts import Provenance
 from conveyor.storage.jobs import JobBrief
 from conveyor.storage.tables import (
@@ -158,6 +159,8 @@ async def get_cache(
     team_id = (await _live_job(state, who, job_id, fence)).team_id
     async with state.db.transaction() as session:
         data = await caches.fetch(session, team_id, key)
+        team = await names.team(session, team_id)
+    metrics.cache_requests.labels(team, "miss" if data is None else "hit").inc()
     if data is None:
         raise ApiError(404, "not_found", f"no cache for key {key}")
     return Response(content=data, media_type="application/x-tar")
@@ -221,9 +224,10 @@ async def fetch_artifacts(
     live = await _live_job(state, who, job_id, fence)
     async with state.db.transaction() as session:
         row = await artifacts.of_run(session, live.run_id, job)
+        team = await names.team(session, live.team_id)
     if row is None:
         raise ApiError(404, "not_found", f"job {job!r} of this run published no artifacts")
-    return blob_response(state, row)
+    return blob_response(state, row, team)
 
 
 @router.post("/jobs/{job_id}/deploy", status_code=201)

@@ -1,0 +1,101 @@
+"""`/metrics` on the API: every request timed by route template (the ASGI middleware),
+the exposition itself, protected by the scrape token (`CONVEYOR_METRICS_TOKEN`) or an
+admin token, and the loop that refreshes the gauges counted from the database. An open
+listener on another address (`CONVEYOR_METRICS_ADDRESS`) is started by `conveyor serve`
+(cli/processes.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from conveyor.api.auth import bearer, principal_for
+from conveyor.api.errors import ApiError
+from conveyor.observability import metrics
+from conveyor.storage import gauges, names, runs
+from conveyor.storage.database import Database
+from conveyor.storage.tables import utcnow
+
+log = logging.getLogger("conveyor.api.metrics")
+UNMATCHED = "unmatched"
+
+
+class RequestMetrics:
+    """Times every HTTP request by method, route template and status code."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route: Any = scope.get("route")
+            template = getattr(route, "path", None) or UNMATCHED
+            metrics.http_request_duration.labels(
+                scope.get("method", ""), template, str(status)
+            ).observe(time.perf_counter() - began)
+
+
+async def authorise(request: Request, db: Database, token: str | None) -> None:
+    """The scrape token, or an admin token: 401 without either."""
+    given = bearer(request)
+    if token and hmac.compare_digest(given.encode(), token.encode()):
+        return
+    async with db.transaction() as session:
+        who = await principal_for(session, given)
+    if not who.is_admin:
+        raise ApiError(403, "forbidden", "metrics need the scrape token or an admin token")
+
+
+def exposition() -> Response:
+    return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)
+
+
+FINISHED_WITHIN = timedelta(days=2)
+"""Runs created longer ago that are still open are not watched for their end."""
+
+
+async def refresh(db: Database) -> None:
+    """The gauges counted from the database, now; and the runs that finished since the
+    last time (each counted once, by whichever replica marks it)."""
+    async with db.transaction() as session:
+        found = await gauges.counts(session)
+        for run in await runs.newly_finished(session, utcnow() - FINISHED_WITHIN):
+            team = await names.team(session, run.team_id)
+            project = await names.project(session, run.project_id)
+            metrics.runs_finished.labels(team, project, run.status.value).inc()
+    metrics.set_gauge(metrics.jobs_waiting, found.jobs)
+    metrics.set_gauge(metrics.runners_online, found.runners)
+    metrics.set_gauge(metrics.deployments_active, found.deployments)
+    metrics.set_gauge(metrics.deployment_oldest_active, found.oldest)
+
+
+async def refresh_forever(db: Database, every: float) -> None:
+    """The coordinator's `metrics` loop."""
+    while True:
+        try:
+            await refresh(db)
+        except Exception:  # pragma: no cover - logged; the next round tries again
+            log.exception("refreshing the metrics' gauges failed")
+        await asyncio.sleep(every)

@@ -1,0 +1,1 @@
+"""Conveyor watching itself: its metrics for Prometheus (`metrics`)."""
