@@ -18,7 +18,6 @@ import os
 from collections.abc import Iterable
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
     Counter,
@@ -28,9 +27,11 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+"""The text format every Prometheus reads (2.x included)."""
 
 FAST = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Buckets for requests and short waits, in seconds."""
