@@ -161,6 +161,12 @@ step "nobody touched anything: the analysis failed v3, its traffic went back to 
 conveyor status payments/payments-api --env production
 conveyor analysis payments/payments-api --env production
 
+step "Conveyor's own metrics (docs/metrics.md): $CONVEYOR_SERVER/metrics, for an admin or the scrape token"
+curl -fsS -H "Authorization: Bearer $CONVEYOR_TOKEN" "$CONVEYOR_SERVER/metrics" \
+  | grep -E '^conveyor_(deployments_finished_total|rollbacks_total|analysis_verdicts_total|runs_finished_total)' \
+  | sort
+echo "(alert rules: deploy/prometheus/alerts.yml; a Grafana dashboard: deploy/grafana/conveyor.json)"
+
 step "what the load saw of v3: only requests the canary served failed, for a few seconds"
 conveyor status payments/payments-api --env production --json > "$DATA/status.json"
 python - "$DATA/load-v3.json" "$DATA/status.json" <<'PY'

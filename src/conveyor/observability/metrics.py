@@ -23,12 +23,14 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
     start_http_server,
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series: they double the page and nobody reads them
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 """The text format every Prometheus reads (2.x included)."""
@@ -175,12 +177,21 @@ db_transaction_duration = Histogram(
 )
 
 
+_seen: dict[int, set[tuple[str, ...]]] = {}
+"""Per gauge, the label values set before: set to 0 when they have none any more."""
+
+
 def set_gauge(gauge: Gauge, values: Iterable[tuple[tuple[str, ...], float]]) -> None:
-    """Replace every labelled value of a gauge computed when scraped (a team that has
-    none left disappears rather than staying at its last value)."""
-    gauge.clear()
-    for labels, value in values:
+    """Every labelled value of a gauge computed from the database. Label values that had
+    a value before and have none now go to 0 rather than away: with several worker
+    processes a value cannot be removed, only overwritten (the most recent wins)."""
+    now = dict(values)
+    name = id(gauge)
+    for labels in _seen.get(name, set()) - now.keys():
+        gauge.labels(*labels).set(0)
+    for labels, value in now.items():
         gauge.labels(*labels).set(value)
+    _seen[name] = _seen.get(name, set()) | now.keys()
 
 
 def multiprocess_dir() -> str | None:
