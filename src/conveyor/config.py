@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -46,6 +47,9 @@ class Settings(BaseSettings):
     prometheus_url: str | None = None
     """`http://host:9090`: the Prometheus that `prometheus` analysis metrics query unless
     a metric names its own `address`."""
+    log_format: Literal["auto", "json", "console"] = "auto"
+    """Log lines as JSON, or readable on a terminal; `auto`: readable on a terminal only."""
+    log_level: str = "INFO"
     metrics_token: str | None = None
     """A bearer token that may read `/metrics` (an admin token always may)."""
     metrics_address: str | None = None

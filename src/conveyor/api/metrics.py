@@ -10,6 +10,7 @@ import asyncio
 import hmac
 import logging
 import time
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -20,16 +21,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from conveyor.api.auth import bearer, principal_for
 from conveyor.api.errors import ApiError
 from conveyor.observability import metrics
+from conveyor.observability.logs import bound
 from conveyor.storage import gauges, names, runs
 from conveyor.storage.database import Database
 from conveyor.storage.tables import utcnow
 
-log = logging.getLogger("conveyor.api.metrics")
+log = logging.getLogger("conveyor.api")
 UNMATCHED = "unmatched"
 
 
 class RequestMetrics:
-    """Times every HTTP request by method, route template and status code."""
+    """Every HTTP request: timed by method, route template and status code; given a
+    request id (the client's `X-Request-Id`, or a new one), bound to every log line it
+    causes and sent back; and logged in one line when it ends."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -40,21 +44,47 @@ class RequestMetrics:
             return
         began = time.perf_counter()
         status = 500
+        request_id = _request_id(scope)
 
         async def sending(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID, request_id)]
             await send(message)
 
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            route: Any = scope.get("route")
-            template = getattr(route, "path", None) or UNMATCHED
-            metrics.http_request_duration.labels(
-                scope.get("method", ""), template, str(status)
-            ).observe(time.perf_counter() - began)
+        with bound(request_id=request_id.decode()):
+            try:
+                await self.app(scope, receive, sending)
+            finally:
+                route: Any = scope.get("route")
+                template = getattr(route, "path", None) or UNMATCHED
+                took = time.perf_counter() - began
+                method = scope.get("method", "")
+                metrics.http_request_duration.labels(method, template, str(status)).observe(took)
+                if template not in QUIET:
+                    params = {k: str(v) for k, v in scope.get("path_params", {}).items()}
+                    log.info(
+                        "%s %s %s %.1f ms",
+                        method,
+                        template,
+                        status,
+                        took * 1000,
+                        extra={"route": template, "status": status, "ms": round(took * 1000, 1)}
+                        | params,
+                    )
+
+
+REQUEST_ID = b"x-request-id"
+QUIET = frozenset({"/healthz", "/readyz", "/metrics"})
+"""Routes asked every few seconds by probes and scrapers: not logged."""
+
+
+def _request_id(scope: Scope) -> bytes:
+    for name, value in scope.get("headers", ()):
+        if name == REQUEST_ID and 0 < len(value) <= 128 and value.isascii():
+            return bytes(value)
+    return uuid.uuid4().hex.encode()
 
 
 async def authorise(request: Request, db: Database, token: str | None) -> None:

@@ -40,6 +40,7 @@ def serve(
 ) -> None:
     """Start the coordinator: API, scheduler, database migrations."""
     settings = Settings()
+    _logs(settings)
     root = (data_dir or settings.data_dir).resolve()
     with _metrics_dir(root, workers):
         # Imported only now: with several workers, prometheus-client must find its
@@ -86,6 +87,12 @@ def _metrics_dir(root: Path, workers: int) -> Iterator[None]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _logs(settings: Settings) -> None:
+    from conveyor.observability.logs import configure
+
+    configure(settings.log_format, settings.log_level)
+
+
 def runner_cmd(
     server: ServerOpt,
     token: TokenOpt,
@@ -101,6 +108,7 @@ def runner_cmd(
     from conveyor.runner.client import register as register_runner
 
     settings = Settings()
+    _logs(settings)
     config = RunnerConfig(
         server=server,
         token=token,

@@ -23,6 +23,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from structlog.contextvars import bind_contextvars
+
 from conveyor.analysis.providers.base import MetricProvider
 from conveyor.artifacts.blobs import BlobStore
 from conveyor.deploy import metrics_targets, records
@@ -35,6 +37,7 @@ from conveyor.deploy.targets.base import Handle, Target
 from conveyor.deploy.world import Act, Action, Seen, World
 from conveyor.domain.deploy import InstanceState, Phase, QueuePolicy
 from conveyor.ids import new_id
+from conveyor.observability.logs import bound
 from conveyor.pipeline.analysis import Provider
 from conveyor.pipeline.deploy import Health
 from conveyor.storage import environments
@@ -133,6 +136,7 @@ class DeploymentManager:
         (a switch back is four actions); with nothing to do, it waits `tick_s` or a poke."""
         self._routes_dirty = True
         in_a_row = 0
+        bind_contextvars(environment_id=str(env_id))  # this task's lines (its own context)
         try:
             while True:
                 acted = None
@@ -172,6 +176,11 @@ class DeploymentManager:
                 Effect(env_id, fence, driven, redo, dict(open_intent.params), open_intent.id)
             )
             return redo
+        plan_id = driven.plan_row.id if driven.plan_row is not None else None
+        with bound(deployment_id=plan_id):
+            return await self._decide_and_act(env_id, fence, driven)
+
+    async def _decide_and_act(self, env_id: uuid.UUID, fence: int, driven: Driven) -> Action | None:
         world, statuses = await self._observe(env_id, fence, driven)
         world = await self.analyses.judge(env_id, fence, driven, world)
         action = decide(world)

@@ -29,6 +29,7 @@ from conveyor.ids import new_id
 from conveyor.intake.providers import PROVIDERS
 from conveyor.intake.providers.base import Change, Look, PayloadError
 from conveyor.observability import metrics
+from conveyor.observability.logs import bound
 from conveyor.pipeline.errors import PipelineInvalid
 from conveyor.pipeline.loader import LoadedPipeline, parse_pipeline
 from conveyor.pipeline.plan import Plan, compile_plan
@@ -319,7 +320,8 @@ class Intake:
         prepared: list[Prepared] = []
         for delivery, project in claimed:
             await self._acknowledgements_first()
-            result = await self.prepare(delivery, project)
+            with bound(delivery_id=delivery.id):
+                result = await self.prepare(delivery, project)
             lag = (utcnow() - as_utc(delivery.received_at)).total_seconds()
             metrics.intake_lag.labels(delivery.provider).observe(max(lag, 0.0))
             if isinstance(result, DeliveryOutcome):

@@ -22,6 +22,7 @@ import httpx
 
 from conveyor.domain.failure import FailureClass
 from conveyor.domain.status import JobStatus
+from conveyor.observability.logs import bound
 from conveyor.pipeline.plan import job_from_json
 from conveyor.pipeline.triggers import Event
 from conveyor.protocol.errors import StaleLease
@@ -152,6 +153,10 @@ class Agent:
         return None
 
     async def execute(self, assignment: Assignment) -> None:
+        with bound(job_id=assignment.job_id, run_id=assignment.run_id):
+            await self._execute(assignment)
+
+    async def _execute(self, assignment: Assignment) -> None:
         job_id, fence = str(assignment.job_id), assignment.fence
         shipper = LogShipper(self.client, job_id, fence, assignment.log_offset)
         cancel = asyncio.Event()
