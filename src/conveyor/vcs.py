@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from datetime import UTC, datetime
 from pathlib import Path
 
 GIT_TIMEOUT_S = 120.0
@@ -170,10 +171,21 @@ class GitMirror:
 
     async def message(self, sha: str) -> str:
         """A commit's full message."""
-        found = await self.objects.get(f"{sha}^{{commit}}")
+        return (await self._commit(sha)).partition(b"\n\n")[2].decode(errors="replace")
+
+    async def committed_at(self, sha: str) -> datetime:
+        """When a commit was made (its committer's time)."""
+        header = (await self._commit(sha)).partition(b"\n\n")[0]
+        for line in header.decode(errors="replace").splitlines():
+            if line.startswith("committer "):
+                return datetime.fromtimestamp(int(line.rsplit(" ", 2)[1]), UTC)
+        raise GitError(f"commit {sha[:12]} names no committer")
+
+    async def _commit(self, sha: str) -> bytes:
+        found = await self.objects.get(f"{sha}^{{commit}}") if self.path.exists() else None
         if found is None:
             raise GitError(f"{sha} is not a commit in {self.url}")
-        return found[2].partition(b"\n\n")[2].decode(errors="replace")
+        return found[2]
 
 
 class MirrorSet:

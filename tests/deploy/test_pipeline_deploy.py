@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from tests.api.conftest import repo_with
 from tests.deploy.conftest import EXAMPLE, QUOTE, Stack
@@ -36,6 +39,14 @@ runtime:
 """
 
 
+def git_time(source: Path) -> datetime:
+    """HEAD's committer time."""
+    stamp = subprocess.run(
+        ["git", "log", "-1", "--format=%ct"], cwd=source, capture_output=True, text=True
+    ).stdout
+    return datetime.fromtimestamp(int(stamp), UTC)
+
+
 def repo(path: Path) -> Path:
     shutil.copytree(EXAMPLE / "payments", path / "payments")
     return repo_with(path, PIPELINE)
@@ -62,6 +73,10 @@ def test_a_deploy_job_ships_the_artifact_built_earlier_in_the_run(stack: Stack, 
         assert httpx.get(status["url"] + QUOTE).json()["version"] == "from-pipeline"
     history = stack.api("GET", "/api/v1/projects/a/svc/environments/production").json()["history"]
     assert history[0]["started_by"].startswith("job deploy-production of run ")
+    # DORA's lead time starts at the commit: its time, read from the project's mirror.
+    committed = git_time(source)
+    assert datetime.fromisoformat(history[0]["committed_at"]) == committed
+    assert history[0]["fix"] is False
 
 
 SMOKED = """\
@@ -132,3 +147,18 @@ def test_a_smoke_job_judges_the_canary_through_its_preview(stack: Stack, tmp_pat
     # The deploy job of v2's pipeline failed with the verdict (the smoke run, on a ref
     # of its own, superseded nothing of it).
     assert "analysis smoke failed" in second.stdout, second.stdout
+    # DORA: v1 went to production; v2 changed production (its canary took traffic) and
+    # an analysis aborted it, a failed change recovered when the abort ended.
+    v1, v2 = history[1], history[0]
+    dora = stack.api("GET", "/api/v1/teams/a/dora", params={"window": "1d"}).json()
+    keys = dora["services"]["svc"]
+    assert (keys["deployments"], keys["changes"], keys["failures"]) == (1, 2, 1)
+    assert keys["change_failure_rate"] == 0.5 and keys["bands"]["change_failure_rate"] == "low"
+    lead = datetime.fromisoformat(v1["finished_at"]) - datetime.fromisoformat(v1["committed_at"])
+    assert keys["lead_times"] == 1
+    assert keys["lead_time_seconds"] == pytest.approx(lead.total_seconds(), abs=0.01)
+    outage = datetime.fromisoformat(v2["finished_at"]) - datetime.fromisoformat(v2["started_at"])
+    assert keys["recovery_seconds"] == pytest.approx(outage.total_seconds(), abs=0.01)
+    assert dora["overall"] == keys
+    cli = stack.cli("dora", "a", "--window", "1d")
+    assert "svc" in cli.stdout and "50% (1/2)" in cli.stdout, cli.stdout

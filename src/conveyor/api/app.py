@@ -20,6 +20,7 @@ from conveyor.api.routes import (
     analysis,
     artifacts,
     deployments,
+    dora,
     hooks,
     projects,
     runners,
@@ -55,7 +56,18 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.add_middleware(RequestMetrics)
     errors.install(app)
     # alerts before hooks: /hooks/alertmanager/… is not a source-control provider.
-    modules = (teams, projects, runs, runners, alerts, hooks, artifacts, deployments, analysis)
+    modules = (
+        teams,
+        projects,
+        runs,
+        runners,
+        alerts,
+        hooks,
+        artifacts,
+        deployments,
+        analysis,
+        dora,
+    )
     for module in modules:
         app.include_router(module.router)
     app.include_router(projects.retry_router)

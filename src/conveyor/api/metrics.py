@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import time
 import uuid
+from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
@@ -20,9 +22,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conveyor.api.auth import bearer, principal_for
 from conveyor.api.errors import ApiError
+from conveyor.domain.dora import Change, figures
 from conveyor.observability import metrics
 from conveyor.observability.logs import bound
-from conveyor.storage import gauges, names, runs
+from conveyor.storage import dora, gauges, names, runs
 from conveyor.storage.database import Database
 from conveyor.storage.tables import utcnow
 
@@ -121,11 +124,41 @@ async def refresh(db: Database) -> None:
     metrics.set_gauge(metrics.deployment_oldest_active, found.oldest)
 
 
+DORA_EVERY_S = 60.0
+"""DORA's figures move by the day: computed once a minute, not at every refresh."""
+
+
+async def refresh_dora(db: Database) -> None:
+    """The `conveyor_dora` gauges: each team's four keys over the last 30 days."""
+    days = float(metrics.DORA_WINDOW_DAYS)
+    end = utcnow()
+    async with db.transaction() as session:
+        found = await dora.changes(session, None, end - timedelta(days=days), end)
+    by_team: dict[str, list[Change]] = defaultdict(list)
+    for change in found:
+        by_team[change.team].append(change)
+    values: list[tuple[tuple[str, str], float]] = []
+    for team, changes in sorted(by_team.items()):
+        keys = figures(changes, days)
+        for key, value in (
+            ("deploys_per_day", keys.per_day),
+            ("lead_time_seconds", keys.lead_time_s),
+            ("change_failure_rate", keys.failure_rate),
+            ("recovery_seconds", keys.recovery_s),
+        ):
+            values.append(((team, key), math.nan if value is None else value))
+    metrics.set_gauge(metrics.dora, values)
+
+
 async def refresh_forever(db: Database, every: float) -> None:
     """The coordinator's `metrics` loop."""
+    dora_due = 0.0
     while True:
         try:
             await refresh(db)
+            if time.monotonic() >= dora_due:
+                await refresh_dora(db)
+                dora_due = time.monotonic() + DORA_EVERY_S
         except Exception:  # pragma: no cover - logged; the next round tries again
             log.exception("refreshing the metrics' gauges failed")
         await asyncio.sleep(every)

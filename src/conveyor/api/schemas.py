@@ -4,7 +4,7 @@ in conveyor.protocol.runner."""
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,6 +12,7 @@ from conveyor.domain.deploy import QueuePolicy
 from conveyor.domain.roles import Role
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+EnvName = Annotated[str, Field(pattern=NAME, max_length=100)]
 
 
 class Body(BaseModel):
@@ -73,10 +74,15 @@ class ProjectIn(Body):
     status: StatusTarget | None = None
     artifact_retention_days: int = Field(30, ge=1, le=3650)
     """Artifacts older than this are collected, unless a recent deployment names them."""
+    production: list[EnvName] | None = Field(None, min_length=1, max_length=20)
+    """The environments whose deployments DORA counts; omitted: `production` and `prod`."""
 
 
 class ProjectPatch(Body):
-    artifact_retention_days: int = Field(ge=1, le=3650)
+    """The fields given change; the others stay."""
+
+    artifact_retention_days: int | None = Field(None, ge=1, le=3650)
+    production: list[EnvName] | None = Field(None, min_length=1, max_length=20)
 
 
 class ProjectOut(BaseModel):
@@ -92,6 +98,8 @@ class ProjectOut(BaseModel):
     """Only in the answer that created or rotated it."""
     statuses_to: str | None = None
     artifact_retention_days: int = 30
+    production: list[str] = []
+    """The environments whose deployments DORA counts."""
 
 
 class RotateIn(Body):
@@ -214,6 +222,9 @@ class DeployIn(Body):
     steps: str | None = Field(None, max_length=500)
     """Canary steps, e.g. `10,pause=5s,50,pause,100`."""
     queue_policy: QueuePolicy | None = None
+    fix: bool = False
+    """It fixes the revision deployed before it, which then counts as a failed change
+    (DORA's change failure rate and recovery time)."""
 
 
 class PromoteIn(Body):
@@ -244,6 +255,10 @@ class DeploymentOut(BaseModel):
     message: str
     """Why it ended (or paused): an abort's reason, an analysis verdict."""
     rollback_of: int | None
+    fix: bool
+    """Marked as fixing the revision before it (DORA)."""
+    committed_at: str | None
+    """When its commit was made, when the project's mirror holds it (DORA's lead time)."""
     desired: dict[str, Any]
     observed: dict[str, Any]
     created_at: str
@@ -354,3 +369,35 @@ class AnalysisRunOut(BaseModel):
 class AnalysisOut(BaseModel):
     deployment: DeploymentOut
     runs: list[AnalysisRunOut]
+
+
+class DoraFigures(BaseModel):
+    """DORA's four keys over a window (docs/dora.md), with each one's band."""
+
+    deployments: int
+    """Production deploys that succeeded."""
+    deploys_per_day: float
+    lead_time_seconds: float | None
+    """Median commit → production; None when no deploy knows its commit's time."""
+    lead_times: int
+    changes: int
+    """Production deploys that changed production (the failure rate's denominator)."""
+    failures: int
+    change_failure_rate: float | None
+    recovery_seconds: float | None
+    """Median failed-deployment recovery time."""
+    recoveries: int
+    bands: dict[str, str | None]
+    """Per key: elite, high, medium or low (the 2023 State of DevOps report)."""
+    band: str | None
+    """The lowest of the keys' bands."""
+
+
+class DoraOut(BaseModel):
+    team: str
+    window_days: float
+    start: str
+    end: str
+    overall: DoraFigures
+    services: dict[str, DoraFigures]
+    """Per project."""

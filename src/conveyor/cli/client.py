@@ -185,6 +185,38 @@ def project_create(
     show(data, as_json, "\n".join(lines))
 
 
+@project.command("set")
+def project_set(
+    name: Annotated[str, typer.Argument(help="TEAM/PROJECT")],
+    server: ServerOpt,
+    token: TokenOpt,
+    retention_days: Annotated[
+        int | None, typer.Option("--retention-days", help="Days artifacts are kept.")
+    ] = None,
+    production: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--production",
+            help="An environment whose deploys DORA counts (repeat; default: production, prod).",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a project's artifact retention or its production environments."""
+    body: dict[str, Any] = {}
+    if retention_days is not None:
+        body["artifact_retention_days"] = retention_days
+    if production:
+        body["production"] = production
+    data = Remote(server, token, err).call("PATCH", f"/api/v1/projects/{name}", json=body).json()
+    show(
+        data,
+        as_json,
+        f"{name}: artifacts kept {data['artifact_retention_days']} days; "
+        f"production: {', '.join(data['production'])}",
+    )
+
+
 @project.command("rotate-secret")
 def project_rotate_secret(
     name: Annotated[str, typer.Argument(help="TEAM/PROJECT")],

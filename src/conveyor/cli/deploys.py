@@ -43,11 +43,17 @@ def deploy(
     queue: Annotated[str | None, typer.Option("--queue", help="ordered | newest-wins")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow it to the end.")] = False,
     idempotency_key: Annotated[str | None, typer.Option("--idempotency-key")] = None,
+    fix: Annotated[
+        bool,
+        typer.Option("--fix", help="It fixes the revision before it, a failed change for DORA."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Deploy an artifact to an environment (created at its first deploy)."""
     remote = Remote(server, token, err)
     body: dict[str, Any] = {"environment": env, "artifact": artifact}
+    if fix:
+        body["fix"] = True
     if strategy:
         body["strategy"] = strategy
     if steps:

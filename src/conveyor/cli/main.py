@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from conveyor import __version__
-from conveyor.cli import analysis, artifacts, client, deploys, loadgen, processes
+from conveyor.cli import analysis, artifacts, client, deploys, dora, loadgen, processes
 from conveyor.cli.console import (
     EXIT_CANCELED,
     EXIT_FAILED,
@@ -266,6 +266,7 @@ app.add_typer(artifacts.app, name="artifacts")
 app.command("load")(loadgen.load)
 deploys.register(app)
 analysis.register(app)
+dora.register(app)
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import re
 import tarfile
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from conveyor.pipeline.schema import PipelineSpec
 from conveyor.storage import deployments, names
 from conveyor.storage.database import Session
 from conveyor.storage.tables import Artifact, Deployment, Environment, Project, as_utc, utcnow
+from conveyor.vcs import GitError, GitMirror
 
 PIPELINE_FILE = "conveyor.yml"
 
@@ -233,6 +234,17 @@ async def find_environment(session: Session, project: Project, name: str) -> Env
     return found
 
 
+async def commit_time(mirror: GitMirror, sha: str | None) -> datetime | None:
+    """When an artifact's commit was made (DORA's lead time starts there); None without a
+    commit, or when the project's mirror does not hold it (an uploaded artifact)."""
+    if sha is None:
+        return None
+    try:
+        return await mirror.committed_at(sha)
+    except GitError:
+        return None
+
+
 async def deploy(
     session: Session,
     env: Environment,
@@ -241,9 +253,13 @@ async def deploy(
     strategy: dict[str, Any],
     started_by: str,
     run_id: uuid.UUID | None = None,
+    *,
+    committed_at: datetime | None = None,
+    fix: bool = False,
 ) -> Deployment:
     """Queue a deployment of `artifact`. Refused (409) for a pinned revision, or for an
-    artifact built before the one deployed or queued (use rollback for that)."""
+    artifact built before the one deployed or queued (use rollback for that).
+    `committed_at`: its commit's time; `fix`: it fixes the revision before it (DORA)."""
     await deployments.lock(session, env.id)
     pin = await deployments.pin_of(session, env.id, artifact.digest)
     if pin is not None:
@@ -271,6 +287,8 @@ async def deploy(
         strategy=strategy,
         started_by=started_by,
         run_id=run_id,
+        committed_at=committed_at,
+        fix=fix,
     )
 
 

@@ -164,6 +164,18 @@ deployment_oldest_active = Gauge(
     multiprocess_mode="mostrecent",
 )
 
+# -- DORA's four keys (docs/dora.md) ----------------------------------------------------
+
+DORA_WINDOW_DAYS = 30
+dora = Gauge(
+    "conveyor_dora",
+    "DORA's four keys per team over the last 30 days of production deployments: "
+    "key=deploys_per_day, lead_time_seconds, change_failure_rate or recovery_seconds "
+    "(NaN: no deploy to measure); refreshed each minute.",
+    ["team", "key"],
+    multiprocess_mode="mostrecent",
+)
+
 # -- the database ------------------------------------------------------------------------
 
 db_statements = Counter(

@@ -122,6 +122,8 @@ async def queue(
     run_id: uuid.UUID | None = None,
     kind: str = "deploy",
     rollback_of: int | None = None,
+    committed_at: datetime | None = None,
+    fix: bool = False,
 ) -> Deployment:
     """A new deployment, pending, numbered after the environment's last one."""
     number = await session.scalar(
@@ -143,6 +145,8 @@ async def queue(
         rollback_of=rollback_of,
         started_by=started_by,
         run_id=run_id,
+        committed_at=committed_at,
+        fix=fix,
     )
     session.add(row)
     await session.flush()

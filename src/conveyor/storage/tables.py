@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -45,6 +46,11 @@ def utcnow() -> datetime:
 def as_utc(moment: datetime) -> datetime:
     """SQLite hands back naive datetimes; every stored time is UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """A stored time as ISO 8601 with its UTC offset (None stays None)."""
+    return as_utc(moment).isoformat() if moment is not None else None
 
 
 class Base(DeclarativeBase):
@@ -93,6 +99,9 @@ class Project(Base):
     status_token: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     artifact_retention_days: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
     """Artifacts older than this are collected, unless a recent deployment names them."""
+    production: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    """The environments whose deployments count as production (DORA); None: the ones
+    named `production` or `prod`."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -464,6 +473,10 @@ class Deployment(Base):
     """Who gave the latest command (promote, abort, pause, resume)."""
     pre_deploy: Mapped[str | None] = mapped_column(String(20), default=None)
     """Its runtime's `pre_deploy` commands: running | passed | failed (None: not yet)."""
+    committed_at: Mapped[datetime | None] = mapped_column(default=None)
+    """When its commit was made (DORA's lead time starts there); None without a commit."""
+    fix: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Deployed to fix the revision before it: that one counts as a failed change."""
     desired: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     observed: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     """What the driver wanted and saw when it took its latest action for this deployment

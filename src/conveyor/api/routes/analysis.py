@@ -22,13 +22,9 @@ from conveyor.api.state import Caller, State
 from conveyor.domain.roles import Role
 from conveyor.storage import analysis, deployments
 from conveyor.storage.analysis import KEPT
-from conveyor.storage.tables import AnalysisEvaluation, AnalysisRun
+from conveyor.storage.tables import AnalysisEvaluation, AnalysisRun, as_utc, iso
 
 router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
-
-
-def _iso(moment: object) -> str | None:
-    return moment.isoformat() if moment is not None else None  # type: ignore[attr-defined]
 
 
 @router.get("/{deployment_id}/analysis")
@@ -70,14 +66,14 @@ def _run(run: AnalysisRun, history: list[AnalysisEvaluation]) -> AnalysisRunOut:
         evaluations=run.evaluations,
         failures=dict(run.failures),
         ended_by=run.ended_by,
-        started_at=run.started_at.isoformat(),
-        last_at=_iso(run.last_at),
-        decided_at=_iso(run.decided_at),
+        started_at=as_utc(run.started_at).isoformat(),
+        last_at=iso(run.last_at),
+        decided_at=iso(run.decided_at),
         latest=[JudgementOut.model_validate(j) for j in run.latest],
         history=[
             EvaluationOut(
                 seq=e.seq,
-                at=e.at.isoformat(),
+                at=as_utc(e.at).isoformat(),
                 elapsed_s=e.elapsed_s,
                 verdict=e.verdict,
                 judgements=[JudgementOut.model_validate(j) for j in e.judgements],

@@ -20,7 +20,7 @@ from conveyor.domain.roles import Role
 from conveyor.observability import metrics
 from conveyor.storage import artifacts, names
 from conveyor.storage.artifacts import Provenance
-from conveyor.storage.tables import Artifact, Project
+from conveyor.storage.tables import Artifact, Project, as_utc
 
 router = APIRouter(prefix="/api/v1/projects/{team}/{project}/artifacts", tags=["artifacts"])
 
@@ -43,7 +43,7 @@ def artifact_out(row: Artifact, team: str, project: str) -> ArtifactOut:
         job_name=row.job_name,
         runner=row.runner,
         uploaded_by=row.uploaded_by,
-        created_at=row.created_at.isoformat(),
+        created_at=as_utc(row.created_at).isoformat(),
     )
 
 

@@ -33,14 +33,18 @@ from conveyor.domain.deploy import Control, InstanceState, Phase
 from conveyor.domain.roles import Role
 from conveyor.storage import artifacts, deployments
 from conveyor.storage.database import Session
-from conveyor.storage.tables import Deployment, Environment, Instance, Project, Team
+from conveyor.storage.tables import (
+    Deployment,
+    Environment,
+    Instance,
+    Project,
+    Team,
+    as_utc,
+    iso,
+)
 
 router = APIRouter(prefix="/api/v1/projects/{team}/{project}", tags=["deployments"])
 HISTORY = 10
-
-
-def _iso(moment: object) -> str | None:
-    return moment.isoformat() if moment is not None else None  # type: ignore[attr-defined]
 
 
 def deployment_out(row: Deployment, environment: str) -> DeploymentOut:
@@ -62,11 +66,13 @@ def deployment_out(row: Deployment, environment: str) -> DeploymentOut:
         started_by=row.started_by,
         message=row.message,
         rollback_of=row.rollback_of,
+        fix=row.fix,
+        committed_at=iso(row.committed_at),
         desired=row.desired or {},
         observed=row.observed or {},
-        created_at=row.created_at.isoformat(),
-        started_at=_iso(row.started_at),
-        finished_at=_iso(row.finished_at),
+        created_at=as_utc(row.created_at).isoformat(),
+        started_at=iso(row.started_at),
+        finished_at=iso(row.finished_at),
     )
 
 
@@ -113,12 +119,22 @@ async def _deploy(
         raise ApiError(410, "gone", f"the content of {artifact.digest} is no longer stored")
     spec = await asyncio.to_thread(requests.read_spec, blob, artifact.digest)
     strategy = requests.choose_strategy(body.strategy, body.steps, spec, body.environment)
+    committed_at = await requests.commit_time(state.mirror(row.repo_url), artifact.sha)
     ports = (state.deploy.target.allocate_port(), state.deploy.target.allocate_port())
     async with state.db.transaction() as session:
         env = await requests.environment(session, row, body.environment, ports)
         if body.queue_policy is not None:
             deployments.set_queue_policy(env, body.queue_policy)
-        made = await requests.deploy(session, env, artifact, spec, strategy, who.display)
+        made = await requests.deploy(
+            session,
+            env,
+            artifact,
+            spec,
+            strategy,
+            who.display,
+            committed_at=committed_at,
+            fix=body.fix,
+        )
     state.deploy.poke(env.id)
     return deployment_out(made, env.name)
 
@@ -266,7 +282,7 @@ async def environment_status(
                 digest=p.digest,
                 reason=p.reason,
                 pinned_by=p.pinned_by,
-                created_at=p.created_at.isoformat(),
+                created_at=as_utc(p.created_at).isoformat(),
             )
             for p in pins
         ],

@@ -39,8 +39,9 @@ from conveyor.pipeline.plan import compile_plan
 from conveyor.pipeline.triggers import Event, EventKind
 from conveyor.storage import inbox, projects
 from conveyor.storage.database import Session
+from conveyor.storage.dora import production_names
 from conveyor.storage.projects import AlreadyExists
-from conveyor.storage.tables import Project, Team, utcnow
+from conveyor.storage.tables import Project, Team, as_utc, iso, utcnow
 from conveyor.vcs import GitError
 
 router = APIRouter(prefix="/api/v1/projects", tags=["projects"])
@@ -60,6 +61,7 @@ def _out(project: Project, team: Team, secret: str | None = None) -> ProjectOut:
         webhook_secret=secret,
         statuses_to=project.status_api,
         artifact_retention_days=project.artifact_retention_days,
+        production=list(production_names(project)),
     )
 
 
@@ -88,6 +90,7 @@ async def create_project(body: ProjectIn, state: State, who: Caller) -> ProjectO
         config_path=body.config_path,
         provider=body.provider,
         artifact_retention_days=body.artifact_retention_days,
+        production=body.production,
     )
     project.hook_secret = seal_hook_secret(state.secrets, project.id, secret)
     if body.status is not None:
@@ -105,10 +108,13 @@ async def create_project(body: ProjectIn, state: State, who: Caller) -> ProjectO
 async def update_project(
     team: str, project: str, body: ProjectPatch, state: State, who: Caller
 ) -> ProjectOut:
-    """Change the project's artifact retention (days)."""
+    """Change the project's artifact retention (days) or its production environments."""
+    given = body.model_dump(exclude_none=True)
+    if not given:
+        raise ApiError(422, "invalid_request", "nothing to change: give a field to change")
     async with state.db.transaction() as session:
         row, team_row = await project_named(session, who, team, project, Role.MAINTAINER)
-        projects.change(row, artifact_retention_days=body.artifact_retention_days)
+        projects.change(row, **given)
     return _out(row, team_row)
 
 
@@ -154,8 +160,8 @@ async def list_deliveries(
                 attempts=d.attempts,
                 outcome=[str(x) for x in d.outcome],
                 runs=[str(x) for x in d.runs],
-                received_at=d.received_at.isoformat(),
-                processed_at=d.processed_at.isoformat() if d.processed_at else None,
+                received_at=as_utc(d.received_at).isoformat(),
+                processed_at=iso(d.processed_at),
             )
             for d in rows
         ]

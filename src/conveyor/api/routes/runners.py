@@ -263,11 +263,19 @@ async def start_deploy(
         raise ApiError(410, "gone", f"the content of {artifact.digest} is no longer stored")
     spec = await asyncio.to_thread(requests.read_spec, blob, artifact.digest)
     strategy = requests.strategy_dict(planned.deploy.strategy, planned.deploy.bake)
+    committed_at = await requests.commit_time(state.mirror(project.repo_url), artifact.sha)
     ports = (state.deploy.target.allocate_port(), state.deploy.target.allocate_port())
     async with state.db.transaction() as session:
         env = await requests.environment(session, project, environment, ports)
         made = await requests.deploy(
-            session, env, artifact, spec, strategy, started_by, run_id=run.id
+            session,
+            env,
+            artifact,
+            spec,
+            strategy,
+            started_by,
+            run_id=run.id,
+            committed_at=committed_at,
         )
     state.deploy.poke(env.id)
     return deployment_out(made, environment)

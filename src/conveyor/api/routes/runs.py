@@ -6,7 +6,6 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -23,13 +22,9 @@ from conveyor.storage import runs
 from conveyor.storage.database import Session
 from conveyor.storage.logs import read_log
 from conveyor.storage.runs import RunQuery, derived_status
-from conveyor.storage.tables import Project, Run, Team, as_utc
+from conveyor.storage.tables import Project, Run, Team, as_utc, iso
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return as_utc(moment).isoformat() if moment else None
 
 
 async def _summary(session: Session, run: Run, project: Project, team: Team) -> RunSummary:
@@ -80,9 +75,9 @@ async def load_run(session: Session, run_id: uuid.UUID) -> RunOut:
                 exit_code=j.exit_code,
                 failure_class=j.failure_class,
                 reason=j.reason,
-                queued_at=_iso(j.queued_at),
-                started_at=_iso(j.started_at),
-                finished_at=_iso(j.finished_at),
+                queued_at=iso(j.queued_at),
+                started_at=iso(j.started_at),
+                finished_at=iso(j.finished_at),
                 history=history.get(j.id, []),
             )
             for j in jobs

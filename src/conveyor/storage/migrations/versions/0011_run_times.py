@@ -1,4 +1,5 @@
-"""when a run's push arrived and when it finished
+"""when a run's push arrived and when it finished; a deployment's commit time and fix
+flag, and a project's production environments (DORA)
 
 Revision ID: 0011
 Revises: 0010
@@ -26,6 +27,13 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_runs_finished_at_created_at"), ["finished_at", "created_at"]
         )
+    with op.batch_alter_table("deployments", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("committed_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(
+            sa.Column("fix", sa.Boolean(), server_default=sa.false(), nullable=False)
+        )
+    with op.batch_alter_table("projects", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("production", sa.JSON(), nullable=True))
     # Runs that finished before this release count as finished when they were created,
     # so that the metrics do not count them again as they are first seen.
     moving = ", ".join(f"'{status}'" for status in MOVING)
@@ -36,6 +44,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("projects", schema=None) as batch_op:
+        batch_op.drop_column("production")
+    with op.batch_alter_table("deployments", schema=None) as batch_op:
+        batch_op.drop_column("fix")
+        batch_op.drop_column("committed_at")
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_runs_finished_at_created_at"))
         batch_op.drop_column("finished_at")
