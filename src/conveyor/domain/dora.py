@@ -6,7 +6,7 @@ was recovered; this module counts.
 - lead time for changes: the median, over those deploys, of the time from their commit
   to their success (pairs of 0 or less excluded, as fourkeys does: automated changes);
 - change failure rate: of the deploys that changed production (succeeded, or aborted
-  by an analysis or the health-check rule while they took traffic), the share that
+  by an analysis or the health-check rule), the share that
   failed: aborted that way, rolled back later, or fixed by a later deploy marked `fix`;
 - failed-deployment recovery time: the median time from a failure's start (a rolled
   back or fixed revision's promotion; an aborted one's start) to its recovery (the
@@ -50,14 +50,14 @@ class Change:
     team: str = ""
     committed_at: datetime | None = None
     aborted_by_rule: bool = False
-    """Aborted by an analysis or the health-check rule while it took traffic."""
+    """Aborted by an analysis or the health-check rule (not by a person)."""
     recovered_at: datetime | None = None
     """When a failure of it was recovered: a rollback or a fix succeeded (None when it
     was neither rolled back nor fixed)."""
 
     @property
     def counts(self) -> bool:
-        """It changed production: it succeeded, or a rule aborted it under traffic."""
+        """It changed production: it succeeded, or a rule aborted it."""
         return self.succeeded or self.aborted_by_rule
 
     @property
