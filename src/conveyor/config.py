@@ -52,6 +52,16 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     metrics_token: str | None = None
     """A bearer token that may read `/metrics` (an admin token always may)."""
+    nats_url: str | None = None
+    """`nats://127.0.0.1:4222`: lifecycle events also go to NATS JetStream, as CDEvents."""
+    nats_stream: str = "CONVEYOR_EVENTS"
+    """The JetStream stream (created when missing) that takes `<prefix>.>`."""
+    nats_subject_prefix: str = "conveyor"
+    """Subjects are `<prefix>.<team>.<project>.<event type>`."""
+    notify_backoff_max_s: float = 300.0
+    """The longest wait between two tries of a webhook delivery."""
+    notify_give_up_s: float = 86_400.0
+    """A webhook not delivered this long after its event is given up."""
     metrics_address: str | None = None
     """`host:port`: `conveyor serve` also answers `/metrics` there, with no token (for a
     Prometheus on a trusted network)."""

@@ -25,6 +25,7 @@ from conveyor.api.routes import (
     projects,
     runners,
     runs,
+    subscriptions,
     teams,
 )
 from conveyor.api.state import Caller, Coordinator
@@ -67,6 +68,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         deployments,
         analysis,
         dora,
+        subscriptions,
     )
     for module in modules:
         app.include_router(module.router)

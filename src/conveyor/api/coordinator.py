@@ -26,6 +26,7 @@ import signal
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,12 @@ from conveyor.domain.roles import Role
 from conveyor.filelock import exclusive
 from conveyor.intake.inbox import Intake
 from conveyor.intake.schedules import Schedules
+from conveyor.notify.bus import EventBus, NatsPublisher
 from conveyor.notify.statuses import Statuses
+from conveyor.notify.webhooks import Webhooks
 from conveyor.scheduler.service import LEASE_S, Scheduler
 from conveyor.storage import artifacts as artifacts_store
-from conveyor.storage import tokens
+from conveyor.storage import events, tokens
 from conveyor.storage.database import Database, database_url
 from conveyor.storage.migrate import upgrade
 from conveyor.storage.secrets import SecretBox, load_key
@@ -102,6 +105,19 @@ class ServerConfig:
     """A bearer token that may read `/metrics` besides admin tokens."""
     metrics_every_s: float = 5.0
     """How often the gauges counted from the database are refreshed."""
+    notify_poll_s: float = 1.0
+    """How often each replica fans out new events and posts the webhooks due."""
+    notify_backoff_s: float = 1.0
+    notify_backoff_max_s: float = 300.0
+    """A failed webhook is retried after 1, 2, 4 … seconds, at most this long apart."""
+    notify_give_up_s: float = 86_400.0
+    """A webhook not delivered this long after its event is given up."""
+    nats_url: str | None = None
+    """`nats://host:4222`: lifecycle events also go to NATS JetStream as CDEvents."""
+    nats_stream: str = "CONVEYOR_EVENTS"
+    nats_subject_prefix: str = "conveyor"
+    events_keep_days: int = 14
+    """Events (and their deliveries) older than this are deleted by housekeeping."""
     """How often every replica looks for due `on.schedule` slots."""
 
 
@@ -156,7 +172,7 @@ async def _sweep(scheduler: Scheduler, every: float) -> None:
         await asyncio.sleep(every)
 
 
-async def _housekeeping(state: Coordinator, every: float) -> None:
+async def _housekeeping(state: Coordinator, every: float, keep_days: int) -> None:
     """Artifact retention and expired idempotency keys, on every replica (deleting what
     is gone already is a no-op)."""
     while True:
@@ -168,6 +184,10 @@ async def _housekeeping(state: Coordinator, every: float) -> None:
             keys = await idempotency.purge_expired(state.db, utcnow())
             if keys:
                 log.info("idempotency: %d expired key(s) deleted", keys)
+            async with state.db.transaction() as session:
+                old = await events.prune(session, utcnow() - timedelta(days=keep_days))
+            if old:
+                log.info("events: %d older than %d days deleted", old, keep_days)
         except Exception:  # pragma: no cover - logged, and the next pass retries
             log.exception("housekeeping failed")
 
@@ -189,6 +209,11 @@ def server_config(settings: Settings, data_dir: Path | None = None) -> ServerCon
         public_url=settings.public_url,
         prometheus_url=settings.prometheus_url,
         metrics_token=settings.metrics_token,
+        nats_url=settings.nats_url,
+        nats_stream=settings.nats_stream,
+        nats_subject_prefix=settings.nats_subject_prefix,
+        notify_backoff_max_s=settings.notify_backoff_max_s,
+        notify_give_up_s=settings.notify_give_up_s,
     )
 
 
@@ -275,9 +300,23 @@ async def running(config: ServerConfig) -> AsyncIterator[Coordinator]:
         "schedules": Schedules(intake, check_s=config.schedule_check_s).work(),
         "statuses": statuses.work(),
         "deployments": manager.work(),
-        "housekeeping": _housekeeping(state, config.gc_every_s),
+        "housekeeping": _housekeeping(state, config.gc_every_s, config.events_keep_days),
         "metrics": refresh_forever(db, config.metrics_every_s),
+        "webhooks": Webhooks(
+            db,
+            box,
+            public_url=config.public_url,
+            poll_s=config.notify_poll_s,
+            backoff_s=config.notify_backoff_s,
+            backoff_max_s=config.notify_backoff_max_s,
+            give_up_s=config.notify_give_up_s,
+        ).work(),
     }
+    if config.nats_url:
+        prefix = config.nats_subject_prefix
+        publisher = NatsPublisher(config.nats_url, config.nats_stream, prefix)
+        bus = EventBus(db, publisher, public_url=config.public_url, prefix=prefix)
+        loops["bus"] = bus.work()
     tasks = [asyncio.create_task(loop, name=name) for name, loop in loops.items()]
     try:
         yield state

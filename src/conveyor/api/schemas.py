@@ -401,3 +401,41 @@ class DoraOut(BaseModel):
     overall: DoraFigures
     services: dict[str, DoraFigures]
     """Per project."""
+
+
+class SubscriptionIn(Body):
+    url: str = Field(min_length=1, max_length=2000, pattern=r"^https?://")
+    """Where the events are posted."""
+    events: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=50)
+    """Event types (`deployment.succeeded`), prefixes (`deployment.*`) or `*`."""
+    format: Literal["standard", "slack"] = "standard"
+    """standard: Conveyor's JSON (type, timestamp, data); slack: a Slack `text` body."""
+    secret: str | None = Field(None, pattern=r"^whsec_[A-Za-z0-9+/=]{24,200}$")
+    """Standard Webhooks' `whsec_…`; omitted: one is generated and shown once."""
+
+
+class SubscriptionOut(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    format: str
+    created_by: str
+    created_at: str
+    secret: str | None = None
+    """Only in the answer that created it."""
+    pending: int = 0
+    """Deliveries not answered yet (retried with backoff)."""
+    sent: int = 0
+    failed: int = 0
+    """Deliveries given up."""
+    last_error: str = ""
+
+
+class EventOut(BaseModel):
+    id: str
+    type: str
+    subject: str
+    created_at: str
+    data: dict[str, Any]
+    published: bool
+    """Acknowledged by the event bus (always False without one)."""

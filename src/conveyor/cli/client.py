@@ -217,6 +217,85 @@ def project_set(
     )
 
 
+@project.command("subscribe")
+def project_subscribe(
+    name: Annotated[str, typer.Argument(help="TEAM/PROJECT")],
+    url: Annotated[str, typer.Option("--url", help="Where the events are posted.")],
+    server: ServerOpt,
+    token: TokenOpt,
+    events: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--event", help="A type (deployment.succeeded), a prefix (deployment.*); repeat."
+        ),
+    ] = None,
+    form: Annotated[str, typer.Option("--format", help="standard or slack.")] = "standard",
+    as_json: JsonOpt = False,
+) -> None:
+    """Post the project's lifecycle events to a URL, signed (Standard Webhooks)."""
+    body: dict[str, Any] = {"url": url, "format": form, "events": events or ["*"]}
+    data = (
+        Remote(server, token, err)
+        .call("POST", f"/api/v1/projects/{name}/subscriptions", json=body)
+        .json()
+    )
+    show(
+        data,
+        as_json,
+        f"subscription {data['id']}: {', '.join(data['events'])} → {data['url']}\n"
+        f"signing secret (shown once): {data['secret']}",
+    )
+
+
+@project.command("subscriptions")
+def project_subscriptions(
+    name: Annotated[str, typer.Argument(help="TEAM/PROJECT")],
+    server: ServerOpt,
+    token: TokenOpt,
+    as_json: JsonOpt = False,
+) -> None:
+    """The project's webhook subscriptions and how their deliveries stand."""
+    data = Remote(server, token, err).call("GET", f"/api/v1/projects/{name}/subscriptions").json()
+    lines = [
+        f"{s['id']} {s['format']} {','.join(s['events'])} → {s['url']}: {s['sent']} sent, "
+        f"{s['pending']} pending, {s['failed']} given up"
+        + (f" (last error: {s['last_error']})" if s["last_error"] else "")
+        for s in data
+    ]
+    show(data, as_json, "\n".join(lines) or "no subscriptions")
+
+
+@project.command("unsubscribe")
+def project_unsubscribe(
+    name: Annotated[str, typer.Argument(help="TEAM/PROJECT")],
+    subscription: Annotated[str, typer.Argument(help="The subscription's id.")],
+    server: ServerOpt,
+    token: TokenOpt,
+) -> None:
+    """Stop posting events to a subscription's URL."""
+    Remote(server, token, err).call(
+        "DELETE", f"/api/v1/projects/{name}/subscriptions/{subscription}"
+    )
+    out.print(f"subscription {subscription} deleted")
+
+
+@project.command("events")
+def project_events(
+    name: Annotated[str, typer.Argument(help="TEAM/PROJECT")],
+    server: ServerOpt,
+    token: TokenOpt,
+    limit: Annotated[int, typer.Option("--limit")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """The project's latest lifecycle events, newest first."""
+    data = (
+        Remote(server, token, err)
+        .call("GET", f"/api/v1/projects/{name}/events", params={"limit": limit})
+        .json()
+    )
+    show(data, as_json, "\n".join(f"{e['created_at']} {e['type']} {e['subject']}" for e in data))
+
+
 @project.command("rotate-secret")
 def project_rotate_secret(
     name: Annotated[str, typer.Argument(help="TEAM/PROJECT")],

@@ -15,6 +15,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from conveyor.domain.deploy import InstanceState, Phase, QueuePolicy, phase_sources
+from conveyor.domain.events import DEPLOYMENT_STARTED
+from conveyor.storage import events
 from conveyor.storage.database import Session
 from conveyor.storage.environments import ACTIVE_PHASES
 from conveyor.storage.tables import (
@@ -310,6 +312,12 @@ async def change_phase(
     allowed = phase_sources(target)
     if among is not None:
         allowed &= frozenset(among)
+    resumed = False
+    if target is Phase.PROGRESSING:  # resumed from a pause, or the next step: which?
+        before = await session.scalar(
+            select(Deployment.phase).where(Deployment.id == deployment_id)
+        )
+        resumed = before == Phase.PAUSED.value
     moved = await session.execute(
         update(Deployment)
         .where(Deployment.id == deployment_id, Deployment.phase.in_([p.value for p in allowed]))
@@ -317,6 +325,7 @@ async def change_phase(
         .execution_options(synchronize_session=False)
     )
     if moved.rowcount == 1:  # type: ignore[attr-defined]
+        await events.deployment_moved(session, deployment_id, target, resumed=resumed)
         if not isinstance(deployment, uuid.UUID):
             await session.refresh(deployment)
         return True
@@ -364,16 +373,27 @@ async def change_phase_by_number(
     (guarded by PHASE_TRANSITIONS); returns how many moved."""
     if origin not in phase_sources(target):
         raise PhaseChangeRejected(f"a deployment cannot go from {origin} to {target}")
-    moved = await session.execute(
-        update(Deployment)
-        .where(
-            Deployment.environment_id == env_id,
-            Deployment.number.in_(list(numbers)),
-            Deployment.phase == origin.value,
+    moved = list(
+        await session.scalars(
+            update(Deployment)
+            .where(
+                Deployment.environment_id == env_id,
+                Deployment.number.in_(list(numbers)),
+                Deployment.phase == origin.value,
+            )
+            .values(phase=target.value, **values)
+            .returning(Deployment.id)
+            .execution_options(synchronize_session=False)
         )
-        .values(phase=target.value, **values)
     )
-    return int(moved.rowcount)  # type: ignore[attr-defined]
+    for deployment_id in moved:
+        if origin is Phase.PENDING and target is Phase.PROGRESSING:
+            row = await session.get(Deployment, deployment_id, populate_existing=True)
+            assert row is not None
+            await events.deployment_event(session, DEPLOYMENT_STARTED, row)
+        else:
+            await events.deployment_moved(session, deployment_id, target)
+    return len(moved)
 
 
 # -- pins ------------------------------------------------------------------------------

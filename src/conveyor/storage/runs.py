@@ -13,10 +13,12 @@ from sqlalchemy import insert as sa_insert
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from conveyor.domain import events as types
 from conveyor.domain.status import JobOutcome, JobStatus, RunStatus, run_status
 from conveyor.ids import new_id, run_dedupe_key
 from conveyor.pipeline.plan import Plan, job_to_json
 from conveyor.pipeline.progress import Move
+from conveyor.storage import events
 from conveyor.storage.database import insert_for
 from conveyor.storage.tables import Job, JobAttempt, Project, Run, Team, utcnow
 
@@ -99,6 +101,10 @@ async def create_run(
         )
     if rows:
         await session.execute(sa_insert(Job), rows)
+    facts = events.RunFacts(
+        run_id, project.team_id, project.id, event.effective_kind.value, event.ref, event.sha, now
+    )
+    await events.run_event(session, types.RUN_QUEUED, facts, RunStatus.QUEUED.value, None)
     return CreatedRun(run_id, created=True, jobs=ids)
 
 
@@ -144,13 +150,15 @@ async def newly_finished(
             update(Run)
             .where(Run.id == run_id, Run.finished_at.is_(None))
             .values(finished_at=moment)
-            .returning(Run.team_id, Run.project_id)
+            .returning(Run.team_id, Run.project_id, Run.event, Run.ref, Run.sha, Run.created_at)
             .execution_options(synchronize_session=False)
         )
         row = marked.first()
         if row is not None:
             status = await derived_status(session, run_id)
             out.append(Finished(run_id, row[0], row[1], status))
+            facts = events.RunFacts(run_id, *row)
+            await events.run_event(session, types.RUN_FINISHED, facts, status.value, moment)
     return out
 
 

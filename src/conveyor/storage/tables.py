@@ -369,6 +369,81 @@ class StatusReport(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Event(Base):
+    """A lifecycle event (docs/events.md), written in the transaction of the change it
+    tells of: the outbox that webhook subscriptions and the event bus are served from."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index(None, "fanned_out", "created_at"),
+        Index(None, "published_at", "bus_next_at"),
+        Index(None, "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    """UUIDv7: the id every copy of the event carries (`webhook-id`, `Nats-Msg-Id`)."""
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(60))
+    """run.queued, run.finished, deployment.started, … (notify.events.TYPES)."""
+    subject: Mapped[str] = mapped_column(String(200))
+    """What it is about: `runs/<id>` or `deployments/<id>`."""
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    fanned_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Its deliveries to the matching subscriptions are queued."""
+    published_at: Mapped[datetime | None] = mapped_column(default=None)
+    """Acknowledged by the event bus (None: not yet, or no bus)."""
+    bus_next_at: Mapped[datetime] = mapped_column(default=utcnow)
+    """When the bus publisher may take it (a claim pushes it forward; so does a failure)."""
+    bus_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class Subscription(Base):
+    """A project's webhook subscription: its events are posted to `url`, signed the
+    Standard Webhooks way with its secret."""
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[Any]] = mapped_column(JSON)
+    """Event types, or prefixes ending in `.*` (`deployment.*`), or `*` for all."""
+    format: Mapped[str] = mapped_column(String(20), default="standard")
+    """standard (Conveyor's JSON) | slack (a Slack-compatible `text` body)."""
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    """The signing secret (`whsec_…`), sealed with the project's key."""
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EventDelivery(Base):
+    """One event to one subscription: the webhook outbox, retried with backoff."""
+
+    __tablename__ = "event_deliveries"
+    __table_args__ = (
+        Index(None, "sent_at", "next_at"),
+        UniqueConstraint("event_id", "subscription_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    subscription_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("subscriptions.id", ondelete="CASCADE"), index=True
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    """Answered 2xx, or given up (then `last_error` says so)."""
+    status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Artifact(Base):
     """An immutable artifact: metadata and provenance of a blob in the blob store
     (artifacts.blobs). Identical content is one blob, however many rows name it."""
