@@ -117,6 +117,25 @@ def redis_url() -> str:
     return url
 
 
+@pytest.fixture
+def nats_url() -> str:
+    """NATS (with JetStream) from CONVEYOR_TEST_NATS_URL (default nats://127.0.0.1:4222):
+    required when the variable is set, else the test is skipped when NATS is unreachable."""
+    import socket
+
+    configured = os.environ.get("CONVEYOR_TEST_NATS_URL")
+    url = configured or "nats://127.0.0.1:4222"
+    host, _, port = url.removeprefix("nats://").partition(":")
+    try:
+        with socket.create_connection((host, int(port or 4222)), timeout=2) as sock:
+            assert sock.recv(4096).startswith(b"INFO ")
+    except (OSError, AssertionError) as exc:
+        if configured:
+            pytest.fail(f"CONVEYOR_TEST_NATS_URL is set but NATS is unreachable: {exc}")
+        pytest.skip(f"NATS not reachable at {url}")
+    return url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     if request.param == "sqlite":

@@ -20,7 +20,7 @@ from conveyor.deploy.effects import _launch
 from conveyor.deploy.targets.fake import CRASH_S, START_S, UNHEALTHY
 from conveyor.deploy.world import Act, Action
 from conveyor.domain.deploy import Control, Phase
-from conveyor.storage import deployments, environments
+from conveyor.storage import deployments, environments, events
 from conveyor.storage.tables import as_utc, utcnow
 from tests.deploy.inprocess import (
     ROLLING,
@@ -335,3 +335,42 @@ async def _wait_lease_free(world: World) -> None:
 
 def _uuid(value: object) -> uuid.UUID:
     return uuid.UUID(str(value))
+
+
+async def test_each_deployment_tells_its_life_in_events(world: World):
+    """started, paused, resumed, succeeded (the first `first`), aborted, rolled back:
+    written with the phase changes, each once, however many steps a rollout takes."""
+    manager, fence = await serving_v1(world)
+    await world.deploy({"kind": "canary", "steps": [{"weight": 30.0}, {"weight": 60.0}]})
+    await world.manager().reconcile(world.env_id, fence)  # BEGIN
+    await world.control(Control.PAUSE)
+    await world.drive(manager, fence)
+    await world.control(Control.RESUME)
+    await world.drive(manager, fence, Phase.SUCCEEDED, number=2)
+    await world.deploy({"kind": "canary", "steps": [{"weight": 30.0}, {"pause": None}]})
+    await world.drive(manager, fence, Phase.PAUSED, number=3)
+    await world.control(Control.ABORT)
+    await world.drive(manager, fence, Phase.ABORTED, number=3)
+    back = await world.rollback()
+    await world.drive(manager, fence, Phase.SUCCEEDED, number=back.number)
+    async with world.db.transaction() as session:
+        found = await events.latest(session, world.project.id, 100)
+    told = [(e.type, e.data["deployment"]["number"]) for e in reversed(found)]
+    assert told == [
+        ("deployment.started", 1),
+        ("deployment.succeeded", 1),
+        ("deployment.started", 2),
+        ("deployment.paused", 2),
+        ("deployment.resumed", 2),
+        ("deployment.succeeded", 2),
+        ("deployment.started", 3),
+        ("deployment.paused", 3),
+        ("deployment.aborted", 3),
+        ("deployment.started", 4),
+        ("deployment.rolled_back", 4),
+    ]
+    first, second = (e for e in reversed(found) if e.type == "deployment.succeeded")
+    assert first.data["deployment"]["first"] and not second.data["deployment"]["first"]
+    assert {e.data["environment"] for e in found} == {"prod"}
+    aborted = next(e for e in found if e.type == "deployment.aborted")
+    assert aborted.data["deployment"]["message"].startswith("aborted by")
