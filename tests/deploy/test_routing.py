@@ -31,10 +31,13 @@ def test_the_track_header_and_the_preview_url_reach_the_chosen_slot(stack: Stack
             client.get(url, headers={"X-Conveyor-Track": "stable"}).json()["version"]
             for _ in range(20)
         }
-        plain = {client.get(url).json()["version"] for _ in range(50)}
+        plain = [client.get(url).json()["version"] for _ in range(100)]
         previewed = {client.get(preview).json()["version"] for _ in range(10)}
     assert (canary, stable, previewed) == ({"v2"}, {"v1"}, {"v2"})
-    assert plain == {"v1"}  # 0.01 %: 50 requests almost surely all go to stable
+    # 0.01 % to the canary: each plain request is a 1-in-10,000 draw (rand(10000) in
+    # HAProxy), so one of 100 landing on v2 happens about once in 100 runs; two or more,
+    # about once in 20,000.
+    assert plain.count("v1") >= 99 and set(plain) <= {"v1", "v2"}
     stack.command("production", "promote")
     stack.wait_phase("production", made["number"], {"succeeded"})
     with httpx.Client() as client:
