@@ -11,9 +11,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy.engine import make_url
 
 from conveyor.domain.status import JobStatus
+from conveyor.observability import tracing
 from conveyor.pipeline.loader import LoadedPipeline, parse_pipeline
 from conveyor.pipeline.plan import Plan, compile_plan
 from conveyor.pipeline.triggers import Event, EventKind
@@ -147,3 +152,16 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         yield db
     finally:
         await db.dispose()
+
+
+@pytest.fixture
+def spans(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
+    """Conveyor's spans, recorded by the SDK's in-memory exporter for this test only (the
+    process-wide tracer provider stays the no-op one). Ask for it before a fixture that
+    makes an app, so that the app's request spans are recorded too."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: "conveyor-test"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(tracing, "TRACER", provider.get_tracer("conveyor"))
+    monkeypatch.setattr(tracing, "PROVIDER", provider)  # FastAPI's spans: apps made after
+    return exporter

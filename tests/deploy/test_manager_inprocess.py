@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from conveyor.deploy import records, requests
 from conveyor.deploy.context import Effect, EnvironmentLeaseLost
@@ -20,6 +21,7 @@ from conveyor.deploy.effects import _launch
 from conveyor.deploy.targets.fake import CRASH_S, START_S, UNHEALTHY
 from conveyor.deploy.world import Act, Action
 from conveyor.domain.deploy import Control, Phase
+from conveyor.observability import tracing
 from conveyor.storage import deployments, environments, events
 from conveyor.storage.tables import as_utc, utcnow
 from tests.deploy.inprocess import (
@@ -374,3 +376,27 @@ async def test_each_deployment_tells_its_life_in_events(world: World):
     assert {e.data["environment"] for e in found} == {"prod"}
     aborted = next(e for e in found if e.type == "deployment.aborted")
     assert aborted.data["deployment"]["message"].startswith("aborted by")
+
+
+async def test_a_deployment_s_actions_join_the_trace_it_was_queued_in(
+    world: World, spans: InMemorySpanExporter
+):
+    """Each action the driver takes is a span in the trace of the request that queued the
+    deployment (here a span standing for that request), however many passes later."""
+    manager, fence = await serving_v1(world)
+    spans.clear()
+    with tracing.span("POST /api/v1/projects/{team}/{project}/deployments") as request:
+        queued = await world.deploy({"kind": "canary", "steps": [{"weight": 50.0}]})
+    assert queued.traceparent is not None
+    await world.drive(manager, fence, Phase.SUCCEEDED, number=queued.number)
+    trace_id = request.get_span_context().trace_id
+    actions = [s for s in spans.get_finished_spans() if s.name.startswith("deploy.")]
+    assert {s.name for s in actions} >= {"deploy.begin", "deploy.start", "deploy.split"}
+    for action in actions:
+        assert action.context is not None and action.context.trace_id == trace_id
+        assert action.parent is not None
+        assert action.parent.span_id == request.get_span_context().span_id
+        assert action.attributes is not None
+        assert action.attributes["conveyor.deployment"] == queued.number
+    shares = [s.attributes["conveyor.share"] for s in actions if s.name == "deploy.split"]
+    assert shares and shares[0] == 5000  # in hundredths of a percent

@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import cast
 
 from fastapi import FastAPI, Request, Response
+from fastapi.telemetry import TelemetryConfig
 
 from conveyor import __version__
 from conveyor.api import errors
@@ -30,6 +32,7 @@ from conveyor.api.routes import (
 )
 from conveyor.api.state import Caller, Coordinator
 from conveyor.config import Settings
+from conveyor.observability import tracing
 from conveyor.storage.database import ping
 
 
@@ -45,7 +48,12 @@ def create_app(config: ServerConfig) -> FastAPI:
             app.state.coordinator = state
             yield
 
-    app = FastAPI(title="Conveyor", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="Conveyor",
+        version=__version__,
+        lifespan=lifespan,
+        telemetry=cast(TelemetryConfig, tracing.fastapi_telemetry()),
+    )
     app.add_middleware(
         BodyLimit,
         larger={

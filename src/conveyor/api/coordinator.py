@@ -49,6 +49,7 @@ from conveyor.intake.schedules import Schedules
 from conveyor.notify.bus import EventBus, NatsPublisher
 from conveyor.notify.statuses import Statuses
 from conveyor.notify.webhooks import Webhooks
+from conveyor.observability import tracing
 from conveyor.scheduler.service import LEASE_S, Scheduler
 from conveyor.storage import artifacts as artifacts_store
 from conveyor.storage import events, tokens
@@ -230,6 +231,7 @@ async def running(config: ServerConfig) -> AsyncIterator[Coordinator]:
     """One coordinator replica: the migrated database, the bootstrap admin token, every
     component and the background loops; all of it stopped on exit."""
     _dump_tasks_on_sigusr1()
+    traces = tracing.configure("conveyor-coordinator")
     db = Database(database_url(config.data_dir, config.database_url))
     with startup_lock(config):
         await upgrade(db)
@@ -332,3 +334,5 @@ async def running(config: ServerConfig) -> AsyncIterator[Coordinator]:
         await target.close()
         await mirrors.close()
         await db.dispose()
+        if traces is not None:  # sends the spans still buffered
+            await asyncio.to_thread(traces.shutdown)

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from conveyor.api.auth import bearer, principal_for
 from conveyor.api.errors import ApiError
 from conveyor.domain.dora import Change, figures
-from conveyor.observability import metrics
+from conveyor.observability import metrics, tracing
 from conveyor.observability.logs import bound
 from conveyor.storage import dora, gauges, names, runs
 from conveyor.storage.database import Database
@@ -56,6 +56,9 @@ class RequestMetrics:
                 message["headers"] = [*message.get("headers", []), (REQUEST_ID, request_id)]
             await send(message)
 
+        method = scope.get("method", "")
+        # FastAPI's server span for this request is current here (tracing.fastapi_telemetry).
+        tracing.annotate({"conveyor.request_id": request_id.decode()})
         with bound(request_id=request_id.decode()):
             try:
                 await self.app(scope, receive, sending)
@@ -63,7 +66,6 @@ class RequestMetrics:
                 route: Any = scope.get("route")
                 template = getattr(route, "path", None) or UNMATCHED
                 took = time.perf_counter() - began
-                method = scope.get("method", "")
                 metrics.http_request_duration.labels(method, template, str(status)).observe(took)
                 if template not in QUIET:
                     params = {k: str(v) for k, v in scope.get("path_params", {}).items()}

@@ -88,9 +88,16 @@ def _metrics_dir(root: Path, workers: int) -> Iterator[None]:
 
 
 def _logs(settings: Settings) -> None:
+    """Logs as configured; and the tracing environment checked before anything starts."""
     from conveyor.observability.logs import configure
+    from conveyor.observability.tracing import wanted_exporters
 
     configure(settings.log_format, settings.log_level)
+    try:
+        wanted_exporters()
+    except ValueError as exc:
+        err.print(f"error: {escape(str(exc))}")
+        raise typer.Exit(EXIT_INVALID) from None
 
 
 def runner_cmd(
@@ -103,12 +110,14 @@ def runner_cmd(
 ) -> None:
     """Run jobs for a coordinator. TOKEN is a registration token (cvy_reg_…) or a runner
     token (cvy_runner_…)."""
+    from conveyor.observability.tracing import configure
     from conveyor.runner.agent import Agent, RunnerConfig
     from conveyor.runner.client import Client
     from conveyor.runner.client import register as register_runner
 
     settings = Settings()
     _logs(settings)
+    traces = configure("conveyor-runner")
     config = RunnerConfig(
         server=server,
         token=token,
@@ -134,7 +143,11 @@ def runner_cmd(
             await client.close()
         out.print(f"runner stopped after {agent.jobs_done} job(s)")
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if traces is not None:  # sends the spans still buffered
+            traces.shutdown()
 
 
 def down(data_dir: DataDirOpt = None) -> None:

@@ -37,10 +37,11 @@ from conveyor.deploy.targets.base import Handle, Target
 from conveyor.deploy.world import Act, Action, Seen, World
 from conveyor.domain.deploy import InstanceState, Phase, QueuePolicy
 from conveyor.ids import new_id
+from conveyor.observability import tracing
 from conveyor.observability.logs import bound
 from conveyor.pipeline.analysis import Provider
 from conveyor.pipeline.deploy import Health
-from conveyor.storage import environments
+from conveyor.storage import deployments, environments
 from conveyor.storage.database import Database, Session
 from conveyor.storage.tables import DeploymentAction, Instance, as_utc, utcnow
 
@@ -341,6 +342,26 @@ class DeploymentManager:
         )
 
     async def _execute(self, effect: Effect) -> None:
+        deployment = effect.driven.plan_row
+        if effect.action.act is Act.BEGIN and effect.action.numbers:
+            # The deployment it begins is still pending: not yet the active one.
+            async with self.db.transaction() as session:
+                deployment = await deployments.numbered(
+                    session, effect.env_id, effect.action.numbers[0]
+                )
+        with tracing.span(
+            f"deploy.{effect.action.act.value}",
+            deployment.traceparent if deployment is not None else None,
+            attributes={
+                "conveyor.environment_id": str(effect.env_id),
+                "conveyor.deployment": deployment.number if deployment is not None else None,
+                "conveyor.slot": str(effect.action.slot) if effect.action.slot else None,
+                "conveyor.share": effect.action.share,
+            },
+        ):
+            await self._carry_out(effect)
+
+    async def _carry_out(self, effect: Effect) -> None:
         after = await HANDLERS[effect.action.act](self.context, effect)
         if effect.action.act in CHANGES_ROUTES:
             self._routes_dirty = True

@@ -20,7 +20,7 @@ from typing import Any
 
 from conveyor.deploy.world import Kind
 from conveyor.domain.deploy import Control, DriverRequest, PauseReason, Phase
-from conveyor.observability import metrics
+from conveyor.observability import metrics, tracing
 from conveyor.pipeline.analysis import AnalysisRun
 from conveyor.pipeline.deploy import Strategy
 from conveyor.pipeline.durations import parse_duration
@@ -289,6 +289,7 @@ async def deploy(
         run_id=run_id,
         committed_at=committed_at,
         fix=fix,
+        traceparent=tracing.traceparent(),
     )
 
 
@@ -450,6 +451,7 @@ async def queue_rollback(
         started_by=who,
         kind="rollback",
         rollback_of=env.revision,
+        traceparent=tracing.traceparent(),
     )
 
 

@@ -28,7 +28,7 @@ from conveyor.domain.delivery import DeliveryState
 from conveyor.ids import new_id
 from conveyor.intake.providers import PROVIDERS
 from conveyor.intake.providers.base import Change, Look, PayloadError
-from conveyor.observability import metrics
+from conveyor.observability import metrics, tracing
 from conveyor.observability.logs import bound
 from conveyor.pipeline.errors import PipelineInvalid
 from conveyor.pipeline.loader import LoadedPipeline, parse_pipeline
@@ -149,6 +149,8 @@ class Prepared:
     lines: list[str | Planned]
     received_at: datetime | None = None
     """When the delivery arrived: its runs' push → start is timed from here."""
+    traceparent: str | None = None
+    """The trace context of its translation: its runs join that trace."""
 
     @property
     def planned(self) -> list[Planned]:
@@ -263,6 +265,7 @@ class Intake:
                 "outcome": [],
                 "runs": [],
                 "received_at": now,
+                "traceparent": tracing.traceparent(),
             }
         )
         if stored is None:
@@ -320,7 +323,17 @@ class Intake:
         prepared: list[Prepared] = []
         for delivery, project in claimed:
             await self._acknowledgements_first()
-            with bound(delivery_id=delivery.id):
+            with (
+                bound(delivery_id=delivery.id),
+                tracing.span(
+                    "inbox.translate",
+                    delivery.traceparent,
+                    attributes={
+                        "conveyor.delivery_id": str(delivery.id),
+                        "conveyor.event": delivery.event,
+                    },
+                ),
+            ):
                 result = await self.prepare(delivery, project)
             lag = (utcnow() - as_utc(delivery.received_at)).total_seconds()
             metrics.intake_lag.labels(delivery.provider).observe(max(lag, 0.0))
@@ -372,13 +385,15 @@ class Intake:
         except Exception as exc:  # a bug: record it on the delivery instead of retrying forever
             log.exception("delivery %s", delivery.id)
             return Prepared(delivery.id, project, lines).failed(_internal(exc))
-        return Prepared(delivery.id, project, lines, as_utc(delivery.received_at))
+        return Prepared(
+            delivery.id, project, lines, as_utc(delivery.received_at), tracing.traceparent()
+        )
 
     async def _start_all(self, prepared: list[Prepared]) -> list[DeliveryOutcome]:
         """Start the planned runs of a batch in one transaction. Should that fail, each
         delivery is started on its own, so that one bad delivery fails alone."""
         starts = [
-            RunStart(p.project, line.plan, p.project.config_path, p.received_at)
+            RunStart(p.project, line.plan, p.project.config_path, p.received_at, p.traceparent)
             for p in prepared
             for line in p.planned
         ]

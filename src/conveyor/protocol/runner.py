@@ -76,6 +76,9 @@ class Assignment(RunnerReply):
     """Where this attempt's log continues: earlier attempts' output stays in front."""
     secrets: dict[str, str] = Field(default_factory=dict)
     """The project's secrets, decrypted, for this job only."""
+    traceparent: str | None = None
+    """The W3C trace context of its claim (None when Conveyor is not traced): the
+    runner's attempt and its calls back join that trace."""
 
 
 class Heartbeat(RunnerRequest):

@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from opentelemetry.trace import SpanKind
 
 from conveyor.domain.failure import FailureClass
 from conveyor.domain.status import JobStatus
+from conveyor.observability import tracing
 from conveyor.observability.logs import bound
 from conveyor.pipeline.plan import job_from_json
 from conveyor.pipeline.triggers import Event
@@ -153,7 +155,20 @@ class Agent:
         return None
 
     async def execute(self, assignment: Assignment) -> None:
-        with bound(job_id=assignment.job_id, run_id=assignment.run_id):
+        with (
+            bound(job_id=assignment.job_id, run_id=assignment.run_id),
+            tracing.span(
+                "job.attempt",
+                assignment.traceparent,
+                SpanKind.CONSUMER,
+                attributes={
+                    "conveyor.job_id": str(assignment.job_id),
+                    "conveyor.run_id": str(assignment.run_id),
+                    "conveyor.attempt": assignment.attempt,
+                    "conveyor.project": assignment.project,
+                },
+            ),
+        ):
             await self._execute(assignment)
 
     async def _execute(self, assignment: Assignment) -> None:
@@ -167,6 +182,9 @@ class Agent:
         root = self.config.data_dir / "jobs" / job_id
         try:
             result = await self._attempt(assignment, root, shipper, cancel)
+            tracing.annotate(
+                {"conveyor.status": result.status.value, "conveyor.exit_code": result.exit_code}
+            )
         finally:
             done.set()
             await asyncio.gather(beats, shipping, return_exceptions=True)

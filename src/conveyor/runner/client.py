@@ -14,6 +14,7 @@ import httpx
 from pydantic import ValidationError
 
 from conveyor.artifacts.tarballs import MEDIA_TYPE
+from conveyor.observability import tracing
 from conveyor.protocol.errors import StaleLease
 from conveyor.protocol.runner import (
     MAX_DETAIL,
@@ -70,6 +71,7 @@ class Client:
         self.http = httpx.AsyncClient(
             headers={"Authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(15.0, read=75.0),
+            event_hooks={"request": [tracing.inject]},
         )
 
     async def close(self) -> None:

@@ -20,7 +20,7 @@ from conveyor.domain import fair_share
 from conveyor.domain.failure import FailureClass
 from conveyor.domain.retry import retry_due
 from conveyor.domain.status import JobStatus
-from conveyor.observability import metrics
+from conveyor.observability import metrics, tracing
 from conveyor.pipeline.plan import Plan, PlannedJob, job_from_json
 from conveyor.pipeline.progress import settle
 from conveyor.pipeline.schema import ConcurrencyPolicy
@@ -52,6 +52,8 @@ class RunStart:
     pipeline: str
     received_at: datetime | None = None
     """When the delivery that asks for it arrived (push → start is timed from here)."""
+    traceparent: str | None = None
+    """The trace it is started in; else the current span's (observability.tracing)."""
 
 
 def _count_start(job: Job, run: Run, team: str) -> None:
@@ -183,6 +185,7 @@ class Scheduler:
                     pipeline=start.pipeline,
                     initial=moves,
                     received_at=start.received_at,
+                    traceparent=start.traceparent or tracing.traceparent(),
                 )
                 out.append(created)
                 if not created.created:
@@ -354,8 +357,21 @@ class Scheduler:
         job, run, project, team = found.job, found.run, found.project, found.team
         _count_start(job, run, team.name)
         secrets = self.secrets.open_all(project.id, found.secrets) if self.secrets else {}
+        with tracing.span(
+            "job.claim",
+            run.traceparent,
+            attributes={
+                "conveyor.job_id": str(job.id),
+                "conveyor.run_id": str(run.id),
+                "conveyor.job": job.name,
+                "conveyor.attempt": job.attempt,
+                "conveyor.project": project.name,
+            },
+        ):
+            traceparent = tracing.traceparent()
         return Assignment(
             secrets=secrets,
+            traceparent=traceparent,
             # A first attempt's log starts empty; a retry continues after the last one's.
             log_offset=await log_end(session, job.id) if job.attempt > 1 else 0,
             job_id=job.id,

@@ -126,6 +126,7 @@ async def queue(
     rollback_of: int | None = None,
     committed_at: datetime | None = None,
     fix: bool = False,
+    traceparent: str | None = None,
 ) -> Deployment:
     """A new deployment, pending, numbered after the environment's last one."""
     number = await session.scalar(
@@ -149,6 +150,7 @@ async def queue(
         run_id=run_id,
         committed_at=committed_at,
         fix=fix,
+        traceparent=traceparent,
     )
     session.add(row)
     await session.flush()

@@ -40,6 +40,7 @@ async def create_run(
     pipeline: str,
     initial: Sequence[Move] = (),
     received_at: datetime | None = None,
+    traceparent: str | None = None,
 ) -> CreatedRun:
     """Store a run and its planned jobs, or return the run that already exists for the same
     (project, event, ref, sha, pipeline). A canceled run does not count as a match.
@@ -68,6 +69,7 @@ async def create_run(
             reasons=list(plan.trigger.reasons),
             created_at=now,
             received_at=received_at or now,
+            traceparent=traceparent,
         )
         .on_conflict_do_nothing()
         .returning(Run.id)

@@ -133,6 +133,9 @@ class Run(Base):
     """When the webhook delivery that started it arrived (a trigger: its creation)."""
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     """When Conveyor saw every job of it final (storage.runs.newly_finished)."""
+    traceparent: Mapped[str | None] = mapped_column(String(64), default=None)
+    """The W3C trace context it was started in (None when not traced): its jobs' claims
+    and attempts join that trace (observability.tracing)."""
 
 
 class Job(Base):
@@ -310,6 +313,8 @@ class Delivery(Base):
     runs: Mapped[list[Any]] = mapped_column(default=list)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(default=None)
+    traceparent: Mapped[str | None] = mapped_column(String(64), default=None)
+    """The trace context of the request that stored it (None when not traced)."""
 
 
 class IdempotencyRecord(Base):
@@ -563,6 +568,8 @@ class Deployment(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    traceparent: Mapped[str | None] = mapped_column(String(64), default=None)
+    """The trace context of the request that queued it: its driver's actions join it."""
 
 
 class DeploymentAction(Base):
