@@ -21,7 +21,7 @@ from conveyor.deploy.requests import DeployRefused
 from conveyor.deploy.world import Act
 from conveyor.domain.deploy import Control, PauseReason, Phase
 from conveyor.pipeline.analysis import Provider
-from conveyor.storage import analysis, deployments
+from conveyor.storage import analysis, audit, deployments
 from tests.deploy.inprocess import ROLLING, World, claimed, serving_v1
 
 HEALTH = {
@@ -109,7 +109,13 @@ async def test_a_failing_canary_is_aborted_at_once_and_pinned(world: World):
     assert row.message.startswith("analysis health failed: errors: the canary")
     async with world.db.transaction() as session:
         pin = await deployments.pin_of(session, env.id, row.digest)
+        chain = await audit.page(session, audit.chain_of(env.team_id))
     assert pin is not None and pin.pinned_by == "conveyor (analysis)"
+    pinned = [e for e in chain.entries if e.action == "pin"]
+    assert [(e.actor, e.target.endswith("#2"), e.detail["digest"]) for e in pinned] == [
+        ("conveyor (analysis)", True, row.digest)
+    ]
+    assert pinned[0].detail["reason"] == row.message
     assert (await runs(world, 2))["step-1"][0] == "failed"
     # Every request after the abort is served by the stable revision.
     assert set(await world.traffic(200)) == {200}

@@ -22,7 +22,7 @@ from conveyor.deploy.targets.fake import CRASH_S, START_S, UNHEALTHY
 from conveyor.deploy.world import Act, Action
 from conveyor.domain.deploy import Control, Phase
 from conveyor.observability import tracing
-from conveyor.storage import deployments, environments, events
+from conveyor.storage import audit, deployments, environments, events
 from conveyor.storage.tables import as_utc, utcnow
 from tests.deploy.inprocess import (
     ROLLING,
@@ -376,6 +376,27 @@ async def test_each_deployment_tells_its_life_in_events(world: World):
     assert {e.data["environment"] for e in found} == {"prod"}
     aborted = next(e for e in found if e.type == "deployment.aborted")
     assert aborted.data["deployment"]["message"].startswith("aborted by")
+    async with world.db.transaction() as session:
+        chain = await audit.page(session, audit.chain_of(world.project.team_id))
+    audited = [
+        (e.action, e.target.rsplit("#", 1)[1], e.detail.get("command")) for e in chain.entries
+    ]
+    assert audited == [
+        ("deploy", "1", None),
+        ("deploy", "2", None),
+        ("control", "2", "pause"),
+        ("control", "2", "resume"),
+        ("deploy", "3", None),
+        ("control", "3", "abort"),
+        ("rollback", "4", None),
+    ]
+    rolled = chain.entries[-1]
+    assert rolled.detail["pinned"] == chain.entries[1].detail["digest"]  # revision 2's
+    assert (rolled.detail["from"], rolled.detail["to"], rolled.detail["trigger"]) == (
+        2,
+        1,
+        "manual",
+    )
 
 
 async def test_a_deployment_s_actions_join_the_trace_it_was_queued_in(

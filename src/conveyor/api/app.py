@@ -21,6 +21,7 @@ from conveyor.api.routes import (
     alerts,
     analysis,
     artifacts,
+    audit,
     deployments,
     dora,
     hooks,
@@ -77,6 +78,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         analysis,
         dora,
         subscriptions,
+        audit,
     )
     for module in modules:
         app.include_router(module.router)

@@ -46,6 +46,8 @@ class Principal:
     runner: RunnerRow | None = None
     subject: str = ""
     """Who is calling, stably: the sha256 of the token (scopes idempotency keys)."""
+    name: str = ""
+    """The token's name, as its creator gave it."""
 
     @property
     def is_admin(self) -> bool:
@@ -56,7 +58,9 @@ class Principal:
         """Who did it, for provenance and audit fields: never the token itself."""
         if self.runner is not None:
             return f"runner {self.runner.name}"
-        return "admin" if self.is_admin else f"token {self.subject[:12]}"
+        named = f"token {self.name!r} " if self.name else "token "
+        role = "admin" if self.is_admin else self.role.label
+        return f"{named}({role}) {self.subject[:12]}"
 
     def can_see(self, team_id: uuid.UUID) -> bool:
         return self.is_admin or (self.runner is None and self.team_id == team_id)
@@ -94,7 +98,7 @@ async def principal_for(session: Session, token: str) -> Principal:
     row = await tokens.api_token(session, digest)
     if row is None:
         raise ApiError(401, "unauthorized", "unknown or revoked token")
-    return Principal(role=Role.parse(row.role), team_id=row.team_id, subject=digest)
+    return Principal(role=Role.parse(row.role), team_id=row.team_id, subject=digest, name=row.name)
 
 
 class PrincipalCache:

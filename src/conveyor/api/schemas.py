@@ -439,3 +439,36 @@ class EventOut(BaseModel):
     data: dict[str, Any]
     published: bool
     """Acknowledged by the event bus (always False without one)."""
+
+
+class AuditEntryOut(BaseModel):
+    """One audit entry, every field its hash covers (domain.audit.HASHED) and the hashes."""
+
+    seq: int
+    id: str
+    team: str | None
+    at: str
+    """UTC, microseconds, `Z`: exactly as hashed."""
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+    request_id: str | None
+    prev_hash: str
+    hash: str
+
+
+class AuditHeadOut(BaseModel):
+    seq: int
+    """The chain's last entry (0: none yet)."""
+    hash: str
+
+
+class AuditPage(BaseModel):
+    team: str | None
+    """None: the company's chain."""
+    items: list[AuditEntryOut]
+    """Oldest first, numbered after `after`."""
+    head: AuditHeadOut
+    next: int | None
+    """Ask again with `after` = this for the entries that follow (None: this was the last)."""

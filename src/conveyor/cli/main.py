@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from conveyor import __version__
-from conveyor.cli import analysis, artifacts, client, deploys, dora, loadgen, processes
+from conveyor.cli import analysis, artifacts, audit, client, deploys, dora, loadgen, processes
 from conveyor.cli.console import (
     EXIT_CANCELED,
     EXIT_FAILED,
@@ -267,6 +267,7 @@ app.command("load")(loadgen.load)
 deploys.register(app)
 analysis.register(app)
 dora.register(app)
+audit.register(app)
 
 
 def main() -> None:

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.deploy.context import DriverContext, Effect
-from conveyor.deploy.requests import queue_rollback
+from conveyor.deploy.requests import audited, queue_rollback
 from conveyor.deploy.targets.base import Handle, Launch, Task
 from conveyor.deploy.world import Act
+from conveyor.domain.audit import Action
 from conveyor.domain.deploy import DriverRequest, InstanceState, Phase
 from conveyor.observability import metrics
 from conveyor.storage import analysis, deployments, environments, names
@@ -227,6 +228,8 @@ async def _end(session: Session, effect: Effect, phase: Phase) -> bool:
     if moved and effect.action.pin:
         by = pinned_by(effect.action.pin)
         deployments.pin(session, effect.env_id, plan.digest, effect.action.reason, by)
+        detail = {"digest": plan.digest, "reason": effect.action.reason}
+        await audited(session, effect.driven.env, by, Action.PIN, plan.number, detail)
     if moved:
         await _count_end(session, effect, phase)
     return moved

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.deploy.world import Kind
+from conveyor.domain.audit import Action
 from conveyor.domain.deploy import Control, DriverRequest, PauseReason, Phase
 from conveyor.observability import metrics, tracing
 from conveyor.pipeline.analysis import AnalysisRun
@@ -27,7 +28,7 @@ from conveyor.pipeline.durations import parse_duration
 from conveyor.pipeline.errors import PipelineInvalid
 from conveyor.pipeline.loader import MAX_FILE_BYTES, parse_pipeline
 from conveyor.pipeline.schema import PipelineSpec
-from conveyor.storage import deployments, names
+from conveyor.storage import audit, deployments, names
 from conveyor.storage.database import Session
 from conveyor.storage.tables import Artifact, Deployment, Environment, Project, as_utc, utcnow
 from conveyor.vcs import GitError, GitMirror
@@ -277,7 +278,7 @@ async def deploy(
         # A first deploy has no earlier revision to go back to: nothing to bake for.
         strategy = {k: v for k, v in strategy.items() if k != "bake"}
     strategy = with_templates(strategy, spec)
-    return await deployments.queue(
+    made = await deployments.queue(
         session,
         env,
         digest=artifact.digest,
@@ -291,6 +292,29 @@ async def deploy(
         fix=fix,
         traceparent=tracing.traceparent(),
     )
+    detail = {"digest": artifact.digest, "sha": artifact.sha, "strategy": strategy.get("kind")}
+    if run_id is not None:
+        detail["run_id"] = str(run_id)
+    if fix:
+        detail["fix"] = True
+    await audited(session, env, started_by, Action.DEPLOY, made.number, detail)
+    return made
+
+
+async def audited(
+    session: Session,
+    env: Environment,
+    who: str,
+    action: Action,
+    number: int | None,
+    detail: dict[str, Any],
+) -> None:
+    """An audit entry about the environment (or one of its revisions), in the team's
+    chain: `team/project/environment#number`."""
+    team = await names.team(session, env.team_id)
+    project = await names.project(session, env.project_id)
+    target = f"{team}/{project}/{env.name}" + (f"#{number}" if number is not None else "")
+    await audit.record(session, env.team_id, who, action, target, detail)
 
 
 async def _check_order(session: Session, env: Environment, artifact: Artifact) -> None:
@@ -319,8 +343,15 @@ CONTROL_REQUESTS = {
 
 async def command(session: Session, env: Environment, what: Control, who: str = "") -> Deployment:
     """A control for the environment's current deployment (409 when none is in
-    progress), recorded with who gave it. Every phase change is guarded by
+    progress), recorded with who gave it, and audited. Every phase change is guarded by
     domain.deploy.PHASE_TRANSITIONS."""
+    moved = await _command(session, env, what, who)
+    detail = {"command": what.value, "digest": moved.digest}
+    await audited(session, env, who or "request", Action.CONTROL, moved.number, detail)
+    return moved
+
+
+async def _command(session: Session, env: Environment, what: Control, who: str) -> Deployment:
     await deployments.lock(session, env.id)
     current = await deployments.in_progress(session, env.id)
     if current is None:
@@ -432,15 +463,17 @@ async def queue_rollback(
     project = await names.project(session, env.project_id)
     trigger = "automatic" if automatic else "manual"
     metrics.rollbacks.labels(team, project, env.name, trigger).inc()
+    pinned = None
     if env.digest and env.digest != target.digest:
         reason = f"rolled back from revision {env.revision} to {target.number}"
         if await deployments.pin_of(session, env.id, env.digest) is None:
             deployments.pin(session, env.id, env.digest, reason, who)
+            pinned = env.digest
     if warm and env.warm_until is not None:
         # Keep it warm for the switch (a bake may have judged past its window).
         deployments.keep_warm(env, utcnow() + timedelta(seconds=WARM_FOR_SWITCH_S))
     strategy = {"kind": (Kind.SWITCH if warm else Kind.ROLLING).value}
-    return await deployments.queue(
+    made = await deployments.queue(
         session,
         env,
         digest=target.digest,
@@ -453,6 +486,16 @@ async def queue_rollback(
         rollback_of=env.revision,
         traceparent=tracing.traceparent(),
     )
+    detail: dict[str, Any] = {
+        "from": env.revision,
+        "to": target.number,
+        "digest": target.digest,
+        "trigger": trigger,
+    }
+    if pinned is not None:
+        detail["pinned"] = pinned
+    await audited(session, env, who, Action.ROLLBACK, made.number, detail)
+    return made
 
 
 WARM_FOR_SWITCH_S = 60.0
@@ -477,4 +520,5 @@ async def unpin(session: Session, env: Environment, digest: str, who: str) -> in
     cleared = await deployments.clear_pins(session, env.id, digest, who)
     if not cleared:
         raise DeployRefused(404, f"{digest} is not pinned in {env.name}")
+    await audited(session, env, who, Action.UNPIN, None, {"digest": digest})
     return cleared

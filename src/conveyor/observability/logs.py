@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any, Literal, TextIO
 
 import structlog
-from structlog.contextvars import bind_contextvars, reset_contextvars
+from structlog.contextvars import bind_contextvars, get_contextvars, reset_contextvars
 
 Format = Literal["auto", "json", "console"]
 IDS = ("request_id", "run_id", "job_id", "deployment_id", "environment_id", "delivery_id")
@@ -78,3 +78,9 @@ def bound(**ids: object) -> Iterator[None]:
         yield
     finally:
         reset_contextvars(**tokens)
+
+
+def bound_value(name: str) -> str | None:
+    """What `bound` holds for `name` in this task now (the request id of an audit entry)."""
+    value = get_contextvars().get(name)
+    return None if value is None else str(value)

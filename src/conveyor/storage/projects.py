@@ -8,6 +8,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from conveyor.domain.audit import Action
+from conveyor.ids import new_id
+from conveyor.storage import audit
 from conveyor.storage.database import Database, Session
 from conveyor.storage.tables import Project, Team
 
@@ -55,12 +58,16 @@ async def teams(session: Session, *, only: uuid.UUID | None, every: bool = False
     return list((await session.scalars(query)).all())
 
 
-async def create_team(db: Database, name: str, max_running: int | None) -> Team:
-    """A new team (in its own transaction); AlreadyExists when the name is taken."""
+async def create_team(db: Database, name: str, max_running: int | None, actor: str) -> Team:
+    """A new team (in its own transaction, audited in the company's chain);
+    AlreadyExists when the name is taken."""
     try:
         async with db.transaction() as session:
-            team = Team(name=name, max_running=max_running)
+            team = Team(id=new_id(), name=name, max_running=max_running)
             session.add(team)
+            await session.flush()
+            detail = {"max_running": max_running}
+            await audit.record(session, None, actor, Action.TEAM_CREATE, name, detail)
     except IntegrityError as exc:
         raise AlreadyExists(f"team {name!r} exists") from exc
     return team
@@ -71,12 +78,18 @@ def set_quota(team: Team, max_running: int | None) -> None:
     team.max_running = max_running
 
 
-async def create_project(db: Database, project: Project, team: str) -> None:
-    """Store a new project (in its own transaction); AlreadyExists when its name is
-    taken in the team."""
+async def create_project(db: Database, project: Project, team: str, actor: str) -> None:
+    """Store a new project (in its own transaction, audited); AlreadyExists when its
+    name is taken in the team."""
     try:
         async with db.transaction() as session:
             session.add(project)
+            await session.flush()
+            detail = {"repo_url": project.repo_url, "provider": project.provider}
+            target = f"{team}/{project.name}"
+            await audit.record(
+                session, project.team_id, actor, Action.PROJECT_CREATE, target, detail
+            )
     except IntegrityError as exc:
         raise AlreadyExists(f"project {team}/{project.name} exists") from exc
 

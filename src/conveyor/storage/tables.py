@@ -722,3 +722,41 @@ class Alert(Base):
     starts_at: Mapped[datetime] = mapped_column()
     ends_at: Mapped[datetime | None] = mapped_column(default=None)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEntry(Base):
+    """One entry of the audit log: who did what, when, in which request. Append-only (a
+    trigger refuses UPDATE and DELETE), and chained per team by its hash
+    (domain.audit; docs/ids.md)."""
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (UniqueConstraint("chain", "seq"), Index(None, "chain", "at"))
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    chain: Mapped[str] = mapped_column(String(36))
+    """The team's id, or `company` for what belongs to no team."""
+    seq: Mapped[int] = mapped_column(Integer)
+    """1, 2, 3, … within its chain."""
+    team: Mapped[str | None] = mapped_column(String(100), default=None)
+    """The team's name when it was written (None: the company's chain)."""
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(40))
+    """domain.audit.Action"""
+    target: Mapped[str] = mapped_column(String(300))
+    """What it acted on: `team/project/environment#number`, `team/project` secret `NAME`, …"""
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    request_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The last entry of each audit chain, its number and hash: a removed last entry
+    shows, and appending locks this row so that a chain never forks."""
+
+    __tablename__ = "audit_heads"
+
+    chain: Mapped[str] = mapped_column(String(36), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, default=0)
+    hash: Mapped[str] = mapped_column(String(64))

@@ -29,6 +29,7 @@ from conveyor.api.schemas import (
     TriggerIn,
 )
 from conveyor.api.state import Caller, Coordinator, State
+from conveyor.domain.audit import Action
 from conveyor.domain.roles import Role
 from conveyor.ids import new_id
 from conveyor.intake.inbox import new_hook_secret, seal_hook_secret
@@ -37,7 +38,7 @@ from conveyor.pipeline.errors import PipelineInvalid
 from conveyor.pipeline.loader import parse_pipeline
 from conveyor.pipeline.plan import compile_plan
 from conveyor.pipeline.triggers import Event, EventKind
-from conveyor.storage import inbox, projects
+from conveyor.storage import audit, inbox, projects
 from conveyor.storage.database import Session
 from conveyor.storage.dora import production_names
 from conveyor.storage.projects import AlreadyExists
@@ -98,7 +99,7 @@ async def create_project(body: ProjectIn, state: State, who: Caller) -> ProjectO
         project.status_repo = body.status.repository
         project.status_token = state.secrets.seal_blob(project.id, STATUS_TOKEN, body.status.token)
     try:
-        await projects.create_project(state.db, project, body.team)
+        await projects.create_project(state.db, project, body.team, who.display)
     except AlreadyExists as exc:
         raise ApiError(409, "conflict", str(exc)) from exc
     return _out(project, team, secret if body.webhook_secret is None else None)
@@ -115,6 +116,8 @@ async def update_project(
     async with state.db.transaction() as session:
         row, team_row = await project_named(session, who, team, project, Role.MAINTAINER)
         projects.change(row, **given)
+        target = f"{team}/{project}"
+        await audit.record(session, row.team_id, who.display, Action.PROJECT_CHANGE, target, given)
     return _out(row, team_row)
 
 
@@ -134,6 +137,9 @@ async def rotate_webhook_secret(
             hook_secret_old_until=until,
             hook_secret=seal_hook_secret(state.secrets, row.id, secret),
         )
+        detail = {"grace_seconds": body.grace_seconds}
+        action = Action.WEBHOOK_SECRET_ROTATE
+        await audit.record(session, row.team_id, who.display, action, f"{team}/{project}", detail)
     state.intake.forget(team, project)
     return RotateOut(webhook_secret=secret, previous_valid_until=until.isoformat())
 
@@ -291,6 +297,9 @@ async def set_secret(
     async with state.db.transaction() as session:
         row, _ = await project_named(session, who, team, project, Role.MAINTAINER)
         await state.secrets.put(session, row.team_id, row.id, body.name, body.value)
+        detail = {"name": body.name}  # never its value
+        target = f"{team}/{project}"
+        await audit.record(session, row.team_id, who.display, Action.SECRET_SET, target, detail)
         return SecretNames(names=await state.secrets.names(session, row.id))
 
 

@@ -6,18 +6,22 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query, Response
 
+from conveyor.api.auth import Principal
 from conveyor.api.errors import ApiError
 from conveyor.api.routes.projects import project_named
 from conveyor.api.schemas import EventOut, SubscriptionIn, SubscriptionOut
 from conveyor.api.state import Caller, State
+from conveyor.domain.audit import Action
 from conveyor.domain.events import check_patterns
 from conveyor.domain.roles import Role
 from conveyor.ids import new_id
 from conveyor.notify.webhooks import SECRET_NAME, new_secret
-from conveyor.storage import events
+from conveyor.storage import audit, events
+from conveyor.storage.database import Session
 from conveyor.storage.events import DeliveryCounts
 from conveyor.storage.tables import Subscription, as_utc
 
@@ -67,7 +71,17 @@ async def create_subscription(
         )
         events.add_subscription(session, sub)
         await session.flush()
+        await _audit(session, who, Action.SUBSCRIPTION_CREATE, f"{team}/{project}", sub)
     return _out(sub, secret=None if body.secret else secret)
+
+
+async def _audit(
+    session: Session, who: Principal, action: Action, target: str, sub: Subscription
+) -> None:
+    """Audited with the URL's host only: the rest of it may hold a token, and the
+    audit log keeps what it is given for good."""
+    detail = {"id": str(sub.id), "host": urlsplit(sub.url).hostname, "events": sub.events}
+    await audit.record(session, sub.team_id, who.display, action, target, detail)
 
 
 @router.get("/{team}/{project}/subscriptions")
@@ -93,6 +107,7 @@ async def delete_subscription(
         if sub is None:
             raise ApiError(404, "not_found", f"no subscription {subscription_id} here")
         await events.delete_subscription(session, sub)
+        await _audit(session, who, Action.SUBSCRIPTION_DELETE, f"{team}/{project}", sub)
     return Response(status_code=204)
 
 

@@ -8,8 +8,9 @@ from conveyor.api.auth import REGISTRATION_PREFIX, TEAM_PREFIX, Principal, new_t
 from conveyor.api.errors import ApiError
 from conveyor.api.schemas import RunnerTokenIn, TeamIn, TeamOut, TeamPatch, TokenIn, TokenOut
 from conveyor.api.state import Caller, State
+from conveyor.domain.audit import Action
 from conveyor.domain.roles import Role
-from conveyor.storage import projects, tokens
+from conveyor.storage import audit, projects, tokens
 from conveyor.storage.database import Session
 from conveyor.storage.projects import AlreadyExists
 from conveyor.storage.tables import Team
@@ -31,7 +32,7 @@ async def create_team(body: TeamIn, state: State, who: Caller) -> TeamOut:
     if not who.is_admin:
         raise ApiError(403, "forbidden", "only the admin creates teams")
     try:
-        team = await projects.create_team(state.db, body.name, body.max_running)
+        team = await projects.create_team(state.db, body.name, body.max_running, who.display)
     except AlreadyExists as exc:
         raise ApiError(409, "conflict", str(exc)) from exc
     return TeamOut(id=team.id, name=team.name, max_running=team.max_running)
@@ -45,6 +46,8 @@ async def update_team(team: str, body: TeamPatch, state: State, who: Caller) -> 
     async with state.db.transaction() as session:
         row = await team_named(session, who, team, Role.ADMIN)
         projects.set_quota(row, body.max_running)
+        detail = {"max_running": body.max_running}
+        await audit.record(session, row.id, who.display, Action.TEAM_CHANGE, row.name, detail)
     return TeamOut(id=row.id, name=row.name, max_running=row.max_running)
 
 
@@ -72,6 +75,8 @@ async def create_token(team: str, body: TokenIn, state: State, who: Caller) -> T
         created = tokens.add_api_token(
             session, row.id, body.name, body.parsed_role.label, token_hash(token)
         )
+        detail = {"name": body.name, "role": body.parsed_role.label}
+        await audit.record(session, row.id, who.display, Action.TOKEN_CREATE, row.name, detail)
     return TokenOut(id=created.id, token=token)
 
 
@@ -85,4 +90,7 @@ async def create_runner_token(body: RunnerTokenIn, state: State, who: Caller) ->
             raise ApiError(403, "forbidden", "only the admin creates shared runner tokens")
         token = new_token(REGISTRATION_PREFIX)
         created = tokens.add_registration(session, team_id, token_hash(token))
+        target = body.team or "shared runners"
+        action = Action.RUNNER_TOKEN_CREATE
+        await audit.record(session, team_id, who.display, action, target, {"id": str(created.id)})
     return TokenOut(id=created.id, token=token)
