@@ -159,6 +159,22 @@ class GitMirror:
         out = await git("diff", "--name-only", "--no-renames", "-z", base, head, cwd=self.path)
         return tuple(p for p in out.decode(errors="replace").split("\0") if p)
 
+    async def diff_stat(self, base: str, head: str) -> list[tuple[str, int, int]]:
+        """Each path that differs between two commits with its lines added and removed
+        (a binary file counts 0 and 0; renames count as both paths)."""
+        out = await git("diff", "--numstat", "--no-renames", "-z", base, head, cwd=self.path)
+        stats = []
+        for line in out.decode(errors="replace").split("\0"):
+            added, _, rest = line.partition("\t")
+            removed, _, path = rest.partition("\t")
+            if path:
+                count = (
+                    int(added) if added.isdigit() else 0,
+                    int(removed) if removed.isdigit() else 0,
+                )
+                stats.append((path, *count))
+        return stats
+
     async def default_branch(self) -> str | None:
         """The branch the mirror's HEAD names (the remote's default branch)."""
         try:

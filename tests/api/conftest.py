@@ -63,7 +63,16 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    app = create_app(ServerConfig(data_dir=tmp_path / "server", admin_token=ADMIN, long_poll_s=0.5))
+    # No rate limit in the way: the cross-team walk sends hundreds of requests per token,
+    # and a 429 would pass its checks for the wrong reason (test_a_token_over_its_rate_gets_429
+    # tests the limit on an app of its own).
+    config = ServerConfig(
+        data_dir=tmp_path / "server",
+        admin_token=ADMIN,
+        long_poll_s=0.5,
+        rate_limit="100000/second",
+    )
+    app = create_app(config)
     with TestClient(app) as client:
         tokens = {"admin": ADMIN}
         repos = {}

@@ -341,7 +341,9 @@ def test_no_route_leaks_team_a_to_team_b(world: World):
                 assert anonymous.status_code == 401, (method, url)
     assert checked > 40
     for who in ("b:viewer", "b:owner"):
-        assert all(r["team"] == "b" for r in world.call(who, "GET", "/api/v1/runs").json()["items"])
+        listed = world.call(who, "GET", "/api/v1/runs")
+        assert listed.status_code == 200, listed.text
+        assert all(r["team"] == "b" for r in listed.json()["items"])
         assert all(p["team"] == "b" for p in world.call(who, "GET", "/api/v1/projects").json())
         assert [t["name"] for t in world.call(who, "GET", "/api/v1/teams").json()] == ["b"]
 

@@ -11,6 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from conveyor.domain.deploy import QueuePolicy
 from conveyor.domain.roles import Role
 
+DIGEST = r"^sha256:[0-9a-f]{64}$"
+"""An artifact's digest."""
+
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 EnvName = Annotated[str, Field(pattern=NAME, max_length=100)]
 
@@ -217,7 +220,7 @@ class ArtifactOut(BaseModel):
 
 class DeployIn(Body):
     environment: str = Field(pattern=NAME, max_length=100)
-    artifact: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    artifact: str = Field(pattern=DIGEST)
     strategy: Literal["rolling", "blue-green", "canary"] | None = None
     steps: str | None = Field(None, max_length=500)
     """Canary steps, e.g. `10,pause=5s,50,pause,100`."""
@@ -472,3 +475,22 @@ class AuditPage(BaseModel):
     head: AuditHeadOut
     next: int | None
     """Ask again with `after` = this for the entries that follow (None: this was the last)."""
+
+
+class RiskFactorOut(BaseModel):
+    name: str
+    value: str
+    """What was found, in words."""
+    weight: int
+    """The most it adds."""
+    contribution: float
+
+
+class RiskOut(BaseModel):
+    environment: str
+    artifact: str
+    score: int
+    """0-100: the sum of the contributions, rounded (docs/policy.md, "Risk score")."""
+    at: str
+    """The time it was judged for (the timing factor's), UTC."""
+    factors: list[RiskFactorOut]

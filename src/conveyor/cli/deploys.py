@@ -1,4 +1,4 @@
-"""`conveyor deploy|promote|pause|resume|abort|rollback|status|unpin`: the deployment
+"""`conveyor deploy|promote|pause|resume|abort|rollback|status|unpin|risk`: the deployment
 manager from the command line, over HTTP. `deploy --wait` exits 0 when the deployment
 succeeded and 1 when it was aborted or failed."""
 
@@ -248,6 +248,36 @@ def _render(data: dict[str, Any]) -> None:
     out.print(history)
 
 
+def risk(
+    project: ProjectArg,
+    env: EnvOpt,
+    artifact: Annotated[str, typer.Option("--artifact", help="The digest sha256:….")],
+    server: ServerOpt,
+    token: TokenOpt,
+    as_json: JsonOpt = False,
+) -> None:
+    """The risk score (0-100) of deploying an artifact to an environment now, with each
+    factor's value, weight and contribution."""
+    data = (
+        Remote(server, token, err)
+        .call("GET", f"{env_path(project, env)}/risk", params={"artifact": artifact})
+        .json()
+    )
+    if as_json:
+        show(data, True, "")
+        return
+    out.print(f"[bold]risk {data['score']}[/] of {artifact[:19]}… to {escape(env)} at {data['at']}")
+    table = Table("factor", "found", "weight", "adds")
+    for factor in data["factors"]:
+        table.add_row(
+            factor["name"],
+            escape(factor["value"]),
+            str(factor["weight"]),
+            f"{factor['contribution']:g}",
+        )
+    out.print(table)
+
+
 def register(app: typer.Typer) -> None:
-    for command in (deploy, promote, pause, resume, abort, rollback, status, unpin):
+    for command in (deploy, promote, pause, resume, abort, rollback, status, unpin, risk):
         app.command()(command)

@@ -53,6 +53,13 @@ class ArtifactSpec:
     """Per environment: the strategy of the pipeline job that deploys there."""
     templates: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Its `analysis.templates`, parsed (as a deployment stores the ones it names)."""
+    sensitive_paths: tuple[str, ...] = ()
+    """Its `risk.sensitive_paths`."""
+
+    @property
+    def pre_deploy(self) -> list[str]:
+        """The commands its `runtime.pre_deploy` runs before traffic."""
+        return [str(task["command"]) for task in self.runtime.get("pre_deploy") or ()]
 
 
 def read_spec(blob: Path, digest: str) -> ArtifactSpec:
@@ -90,7 +97,12 @@ def read_spec(blob: Path, digest: str) -> ArtifactSpec:
         name: template.model_dump(mode="json", by_alias=True)
         for name, template in spec.analysis.templates.items()
     }
-    return ArtifactSpec(spec.runtime.model_dump(mode="json"), _strategies(spec), templates)
+    return ArtifactSpec(
+        spec.runtime.model_dump(mode="json"),
+        _strategies(spec),
+        templates,
+        tuple(spec.risk.sensitive_paths or ()),
+    )
 
 
 def _strategies(spec: PipelineSpec) -> dict[str, dict[str, Any]]:

@@ -377,6 +377,13 @@ def _some_jobs(jobs: dict[str, Job]) -> dict[str, Job]:
 JobName = Annotated[str, Field(pattern=JOB_NAME_PATTERN, max_length=100)]
 
 
+class RiskSection(Model):
+    """What makes a change to this service risky (docs/policy.md, "Risk score")."""
+
+    sensitive_paths: Globs | None = None
+    """Changed files matching these (`migrations/**`, `**/payments/**`) raise the score."""
+
+
 class PipelineSpec(Model):
     """A whole `conveyor.yml`."""
 
@@ -396,6 +403,7 @@ class PipelineSpec(Model):
     ]
     runtime: Runtime | None = None
     analysis: AnalysisSection = Field(default_factory=AnalysisSection)
+    risk: RiskSection = Field(default_factory=RiskSection)
 
     @property
     def stage_names(self) -> tuple[str, ...]:

@@ -455,3 +455,38 @@ async def live_instances(session: Session, env_id: uuid.UUID) -> list[Instance]:
             .order_by(Instance.slot, Instance.created_at)
         )
     )
+
+
+async def recent_failures(
+    session: Session, env_id: uuid.UUID | None, limit: int
+) -> tuple[int, int]:
+    """Of the environment's last `limit` deploys that ended (rollbacks themselves not
+    counted), how many were aborted, failed or later rolled back; and how many there were."""
+    if env_id is None:
+        return 0, 0
+    ended = (Phase.SUCCEEDED.value, Phase.ABORTED.value, Phase.FAILED.value)
+    rows = (
+        await session.execute(
+            select(Deployment.number, Deployment.phase)
+            .where(
+                Deployment.environment_id == env_id,
+                Deployment.kind == "deploy",
+                Deployment.phase.in_(ended),
+            )
+            .order_by(Deployment.number.desc())
+            .limit(limit)
+        )
+    ).all()
+    rolled_back = set(
+        await session.scalars(
+            select(Deployment.rollback_of).where(
+                Deployment.environment_id == env_id,
+                Deployment.kind == "rollback",
+                Deployment.rollback_of.is_not(None),
+            )
+        )
+    )
+    failed = sum(
+        1 for number, phase in rows if phase != Phase.SUCCEEDED.value or number in rolled_back
+    )
+    return failed, len(rows)

@@ -245,3 +245,29 @@ async def newest_first(
         statement = statement.where(Run.id < before)
     rows = await session.execute(statement.limit(limit))
     return [(run, project, team) for run, project, team in rows.all()]
+
+
+async def coverage(session: AsyncSession, run_id: uuid.UUID) -> float | None:
+    """The line coverage a run reported: the highest of its jobs' last attempts' (None
+    when no job reported one)."""
+    rows = await session.execute(
+        select(JobAttempt.job_id, JobAttempt.number, JobAttempt.reports)
+        .join(Job, Job.id == JobAttempt.job_id)
+        .where(Job.run_id == run_id)
+    )
+    last: dict[uuid.UUID, tuple[int, Any]] = {}
+    for job_id, number, reports in rows.all():
+        if job_id not in last or number > last[job_id][0]:
+            last[job_id] = (number, (reports or {}).get("coverage_percent"))
+    found = [float(value) for _, value in last.values() if isinstance(value, int | float)]
+    return max(found) if found else None
+
+
+async def allowed_failures(session: AsyncSession, run_id: uuid.UUID) -> list[str]:
+    """The jobs of a run that failed and were allowed to (`allow_failure`), by name."""
+    rows = await session.execute(
+        select(Job.name, Job.spec)
+        .where(Job.run_id == run_id, Job.status == JobStatus.FAILED.value)
+        .order_by(Job.name)
+    )
+    return [name for name, spec in rows.all() if (spec or {}).get("allow_failure")]

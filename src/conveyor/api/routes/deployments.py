@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
 from conveyor.api.auth import Principal
@@ -15,12 +15,15 @@ from conveyor.api.errors import ApiError
 from conveyor.api.idempotency import once, parse_key
 from conveyor.api.routes.projects import project_named
 from conveyor.api.schemas import (
+    DIGEST,
     DeployIn,
     DeploymentOut,
     EnvironmentOut,
     InstanceOut,
     PinOut,
     PromoteIn,
+    RiskFactorOut,
+    RiskOut,
     RollbackIn,
     TrafficOut,
 )
@@ -29,8 +32,10 @@ from conveyor.deploy import records, requests
 from conveyor.deploy.router.base import RouterError, ServerStatus
 from conveyor.deploy.router.haproxy import find_haproxy
 from conveyor.deploy.world import traffic
+from conveyor.domain import risk
 from conveyor.domain.deploy import Control, InstanceState, Phase
 from conveyor.domain.roles import Role
+from conveyor.policy.risk import facts as risk_facts
 from conveyor.storage import artifacts, deployments
 from conveyor.storage.database import Session
 from conveyor.storage.tables import (
@@ -41,6 +46,7 @@ from conveyor.storage.tables import (
     Team,
     as_utc,
     iso,
+    utcnow,
 )
 
 router = APIRouter(prefix="/api/v1/projects/{team}/{project}", tags=["deployments"])
@@ -164,6 +170,54 @@ async def show_environment(
     async with state.db.transaction() as session:
         row, team_row, env = await _env(session, who, team, project, environment, Role.VIEWER)
     return await environment_status(state, team_row, row, env)
+
+
+@router.get("/environments/{environment}/risk")
+async def show_risk(
+    team: str,
+    project: str,
+    environment: str,
+    state: State,
+    who: Caller,
+    artifact: Annotated[str, Query(pattern=DIGEST, description="sha256:…")],
+) -> RiskOut:
+    """The risk score of deploying `artifact` to the environment now, factor by factor
+    (an environment not deployed to yet has no diff and no history to weigh)."""
+    async with state.db.transaction() as session:
+        row, _ = await project_named(session, who, team, project, Role.VIEWER)
+        found = await artifacts.by_digest(session, row.id, artifact)
+        env = await deployments.environment(session, row.id, environment)
+    if found is None:
+        raise ApiError(404, "not_found", f"no artifact {artifact} in {team}/{project}")
+    blob = state.blobs.local_path(found.digest)
+    if blob is None:
+        raise ApiError(410, "gone", f"the content of {found.digest} is no longer stored")
+    spec = await asyncio.to_thread(requests.read_spec, blob, found.digest)
+    target = env or Environment(
+        team_id=row.team_id, project_id=row.id, name=environment, digest=None
+    )
+    at = utcnow()
+    async with state.db.transaction() as session:
+        known = await risk_facts(
+            session,
+            state.mirror(row.repo_url),
+            target,
+            found,
+            sensitive_paths=spec.sensitive_paths,
+            pre_deploy=spec.pre_deploy,
+            at=at,
+        )
+    scored = risk.score(known)
+    return RiskOut(
+        environment=environment,
+        artifact=found.digest,
+        score=scored.score,
+        at=iso(at) or "",
+        factors=[
+            RiskFactorOut(name=f.name, value=f.value, weight=f.weight, contribution=f.contribution)
+            for f in scored.factors
+        ],
+    )
 
 
 @router.get("/environments/{environment}/deployments/{number}")
