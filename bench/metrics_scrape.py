@@ -202,6 +202,16 @@ def main() -> None:
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
+            # The seeded environments make the deployment manager start HAProxy, which
+            # outlives `serve` on purpose: stop it.
+            subprocess.run(
+                [sys.executable, "-m", "conveyor", "down", "--data-dir", str(data)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=False,
+                timeout=60,
+            )
     ms = sorted(t * 1000 for t in took)
     print(
         json.dumps(

@@ -22,7 +22,7 @@ from conveyor.domain.retry import retry_due
 from conveyor.domain.status import JobStatus
 from conveyor.observability import metrics, tracing
 from conveyor.pipeline.plan import Plan, PlannedJob, job_from_json
-from conveyor.pipeline.progress import settle
+from conveyor.pipeline.progress import Move, settle
 from conveyor.pipeline.schema import ConcurrencyPolicy
 from conveyor.pipeline.triggers import EventKind
 from conveyor.protocol.errors import NotYours, StaleLease
@@ -174,35 +174,46 @@ class Scheduler:
             )
             settled.append((jobs, moves, [m.name for m in moves if m.status is JobStatus.PENDING]))
         out: list[CreatedRun] = []
-        ready = 0
         async with self.db.transaction(durable=durable) as session:
-            for start, (jobs, moves, pending) in zip(starts, settled, strict=True):
-                project, plan = start.project, start.plan
-                created = await create_run(
-                    session,
-                    project,
-                    plan,
-                    pipeline=start.pipeline,
-                    initial=moves,
-                    received_at=start.received_at,
-                    traceparent=start.traceparent or tracing.traceparent(),
-                )
-                out.append(created)
-                if not created.created:
-                    continue
-                ready += len(pending)
-                for name in pending:
-                    if newest_wins(jobs[name]):
-                        ready += await self._supersede_group(session, created.jobs[name])
-                if plan.event.effective_kind in SUPERSEDING_EVENTS:
-                    ready += await self._supersede(
-                        session, project.id, plan.event.ref, created.run_id
-                    )
+            # Each run's `run.queued` event waits for the commit, so that a batch's events
+            # go in as one INSERT rather than one each (nothing here reads them back).
+            with session.sync_session.no_autoflush:
+                ready = await self._start_each(session, starts, settled, out)
             if ready:
                 await self._announce(session, ready)
         if ready:
             self.wakeup.notify(ready)
         return out
+
+    async def _start_each(
+        self,
+        session: Session,
+        starts: Sequence[RunStart],
+        settled: list[tuple[dict[str, PlannedJob], list[Move], list[str]]],
+        out: list[CreatedRun],
+    ) -> int:
+        ready = 0
+        for start, (planned, moves, pending) in zip(starts, settled, strict=True):
+            project, plan = start.project, start.plan
+            created = await create_run(
+                session,
+                project,
+                plan,
+                pipeline=start.pipeline,
+                initial=moves,
+                received_at=start.received_at,
+                traceparent=start.traceparent or tracing.traceparent(),
+            )
+            out.append(created)
+            if not created.created:
+                continue
+            ready += len(pending)
+            for name in pending:
+                if newest_wins(planned[name]):
+                    ready += await self._supersede_group(session, created.jobs[name])
+            if plan.event.effective_kind in SUPERSEDING_EVENTS:
+                ready += await self._supersede(session, project.id, plan.event.ref, created.run_id)
+        return ready
 
     async def _supersede(
         self, session: Session, project_id: uuid.UUID, ref: str, newest: uuid.UUID

@@ -206,35 +206,49 @@ async def delivery_counts(session: Session, subscription_id: uuid.UUID) -> Deliv
 
 async def fan_out(session: Session, limit: int, *, skip_locked: bool) -> int:
     """Queue a delivery of each event not fanned out yet to every subscription of its
-    project that wants it; returns how many events were fanned out."""
-    query = select(Event).where(Event.fanned_out.is_(False)).order_by(Event.created_at).limit(limit)
+    project that wants it; returns how many events were fanned out. Events of projects
+    with no subscription are marked in one UPDATE, without being read."""
+    subscribed = select(Subscription.project_id)
+    unheard = await session.execute(
+        update(Event)
+        .where(Event.fanned_out.is_(False), Event.project_id.not_in(subscribed))
+        .values(fanned_out=True)
+        .execution_options(synchronize_session=False)
+    )
+    marked = int(getattr(unheard, "rowcount", 0) or 0)
+    query = (
+        select(Event.id, Event.project_id, Event.type)
+        .where(Event.fanned_out.is_(False))
+        .order_by(Event.created_at)
+        .limit(limit)
+    )
     if skip_locked:
         query = query.with_for_update(skip_locked=True)
-    found = list(await session.scalars(query))
+    found = (await session.execute(query)).all()
     if not found:
-        return 0
-    projects = {e.project_id for e in found}
+        return marked
+    projects = {project_id for _, project_id, _ in found}
     subs: dict[uuid.UUID, list[Subscription]] = {p: [] for p in projects}
     for sub in await session.scalars(
         select(Subscription).where(Subscription.project_id.in_(list(projects)))
     ):
         subs[sub.project_id].append(sub)
     now = utcnow()
-    for event in found:
-        for sub in subs[event.project_id]:
-            if types.matches(sub.events, event.type):
+    for event_id, project_id, event_type in found:
+        for sub in subs[project_id]:
+            if types.matches(sub.events, event_type):
                 session.add(
                     EventDelivery(
-                        event_id=event.id, subscription_id=sub.id, next_at=now, created_at=now
+                        event_id=event_id, subscription_id=sub.id, next_at=now, created_at=now
                     )
                 )
     await session.execute(
         update(Event)
-        .where(Event.id.in_([e.id for e in found]))
+        .where(Event.id.in_([event_id for event_id, _, _ in found]))
         .values(fanned_out=True)
         .execution_options(synchronize_session=False)
     )
-    return len(found)
+    return marked + len(found)
 
 
 async def claim_deliveries(session: Session, limit: int, *, skip_locked: bool) -> list[uuid.UUID]:

@@ -133,34 +133,52 @@ class Finished:
 async def newly_finished(
     session: AsyncSession, since: datetime, now: datetime | None = None, limit: int = 500
 ) -> list[Finished]:
-    """The runs created after `since` that finished and are not marked so yet, each
-    marked now by a guarded UPDATE: whichever replica marks a run first counts it, once."""
+    """The runs created after `since` that finished and are not marked so yet, marked now
+    by one guarded UPDATE: whichever replica marks a run first counts it, once. Four
+    statements however many runs finished (the candidates, the marks, their jobs'
+    statuses, their events)."""
     moment = now or utcnow()
     moving = [s.value for s in MOVING]
-    candidates = await session.scalars(
-        select(Run.id)
-        .where(
-            Run.finished_at.is_(None),
-            Run.created_at > since,
-            ~select(Job.id).where(Job.run_id == Run.id, Job.status.in_(moving)).exists(),
+    candidates = list(
+        await session.scalars(
+            select(Run.id)
+            .where(
+                Run.finished_at.is_(None),
+                Run.created_at > since,
+                ~select(Job.id).where(Job.run_id == Run.id, Job.status.in_(moving)).exists(),
+            )
+            .limit(limit)
         )
-        .limit(limit)
     )
-    out: list[Finished] = []
-    for run_id in list(candidates):
-        marked = await session.execute(
+    if not candidates:
+        return []
+    marked = (
+        await session.execute(
             update(Run)
-            .where(Run.id == run_id, Run.finished_at.is_(None))
+            .where(Run.id.in_(candidates), Run.finished_at.is_(None))
             .values(finished_at=moment)
-            .returning(Run.team_id, Run.project_id, Run.event, Run.ref, Run.sha, Run.created_at)
+            .returning(
+                Run.id, Run.team_id, Run.project_id, Run.event, Run.ref, Run.sha, Run.created_at
+            )
             .execution_options(synchronize_session=False)
         )
-        row = marked.first()
-        if row is not None:
-            status = await derived_status(session, run_id)
-            out.append(Finished(run_id, row[0], row[1], status))
-            facts = events.RunFacts(run_id, *row)
-            await events.run_event(session, types.RUN_FINISHED, facts, status.value, moment)
+    ).all()
+    if not marked:
+        return []
+    outcomes: dict[uuid.UUID, list[JobOutcome]] = {row[0]: [] for row in marked}
+    for run_id, status, allow in await session.execute(
+        select(Job.run_id, Job.status, Job.spec["allow_failure"]).where(
+            Job.run_id.in_(list(outcomes))
+        )
+    ):
+        outcomes[run_id].append(JobOutcome(JobStatus(status), bool(allow)))
+    out: list[Finished] = []
+    for row in sorted(marked, key=lambda r: r[0]):  # UUIDv7: in the order they were made
+        status = run_status(outcomes[row[0]])
+        out.append(Finished(row[0], row[1], row[2], status))
+        await events.run_event(
+            session, types.RUN_FINISHED, events.RunFacts(*row), status.value, moment
+        )
     return out
 
 
