@@ -67,3 +67,16 @@ def test_a_terminal_gets_readable_lines(restored: None):
         logging.getLogger("conveyor.test").info("promoted")
     text = stream.getvalue()
     assert "promoted" in text and "deployment_id=d-3" in text and not text.startswith("{")
+
+
+def test_runner_calls_are_logged_at_debug_unless_refused():
+    import logging
+
+    from conveyor.api.metrics import _level
+
+    finish = "/api/v1/runners/jobs/{job_id}/finish"
+    assert _level(finish, 200) == logging.DEBUG
+    assert _level(finish, 409) == logging.INFO  # a stale lease is worth a line
+    assert _level("/api/v1/runners/register", 201) == logging.INFO
+    assert _level("/api/v1/projects/{team}/{project}/runs", 201) == logging.INFO
+    assert _level("/metrics", 200) is None and _level("/healthz", 503) is None

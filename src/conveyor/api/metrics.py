@@ -57,9 +57,11 @@ class RequestMetrics:
             await send(message)
 
         method = scope.get("method", "")
+        ident = request_id.decode()
         # FastAPI's server span for this request is current here (tracing.fastapi_telemetry).
-        tracing.annotate({"conveyor.request_id": request_id.decode()})
-        with bound(request_id=request_id.decode()):
+        if tracing.recording():
+            tracing.annotate({"conveyor.request_id": ident})
+        with bound(request_id=ident):
             try:
                 await self.app(scope, receive, sending)
             finally:
@@ -67,9 +69,11 @@ class RequestMetrics:
                 template = getattr(route, "path", None) or UNMATCHED
                 took = time.perf_counter() - began
                 metrics.http_request_duration.labels(method, template, str(status)).observe(took)
-                if template not in QUIET:
+                level = _level(template, status)
+                if level is not None and log.isEnabledFor(level):
                     params = {k: str(v) for k, v in scope.get("path_params", {}).items()}
-                    log.info(
+                    log.log(
+                        level,
                         "%s %s %s %.1f ms",
                         method,
                         template,
@@ -83,6 +87,18 @@ class RequestMetrics:
 REQUEST_ID = b"x-request-id"
 QUIET = frozenset({"/healthz", "/readyz", "/metrics"})
 """Routes asked every few seconds by probes and scrapers: not logged."""
+RUNNER_ROUTES = "/api/v1/runners/jobs/"
+"""The runner protocol's calls (claims, heartbeats, log chunks, finishes): several per job,
+logged at DEBUG when they succeed; people's requests and every refusal at INFO."""
+
+
+def _level(template: str, status: int) -> int | None:
+    """The level of a request's log line (None: not logged)."""
+    if template in QUIET:
+        return None
+    if template.startswith(RUNNER_ROUTES) and status < 400:
+        return logging.DEBUG
+    return logging.INFO
 
 
 def _request_id(scope: Scope) -> bytes:

@@ -98,6 +98,11 @@ def traceparent() -> str | None:
     return carrier.get(HEADER)
 
 
+def recording() -> bool:
+    """Whether the current span records (tracing is on and this trace is sampled)."""
+    return trace.get_current_span().is_recording()
+
+
 def annotate(attributes: Mapping[str, Any]) -> None:
     """Add attributes to the current span (nothing when it is not recording)."""
     current = trace.get_current_span()
