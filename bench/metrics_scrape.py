@@ -5,14 +5,16 @@ Stores, in a fresh SQLite or PostgreSQL database, --teams teams of --projects/--
 projects each; per project one production environment with a succeeded deployment (the
 DORA gauges) and three finished runs (success, failed, canceled: the series of
 `conveyor_runs_finished_total`, 3 per project); per team two pending jobs and one running
-(the queue gauges). Then `conveyor serve` (with --workers N, prometheus-client's
-multiprocess mode) counts them as it does every 5 s, and the benchmark waits until every
-run is counted, so the scrape carries every series. It then scrapes --scrapes times with
-the scrape token over one keep-alive connection, as Prometheus does, and reports the
-time of each scrape on the client's clock (median, p95, max), the body's size and its
-number of series. Prints one JSON object; asserts nothing; loopback only; stops the
-server it started.
-Run: `python bench/metrics_scrape.py [--db sqlite|postgres] [--workers 1] [--scrapes 200]`.
+(the queue gauges); `--no-environments` leaves the environments out. Then `conveyor
+serve` (with --workers N, prometheus-client's multiprocess mode) counts them as it does
+every 5 s, and the benchmark waits until every run is counted, so the scrape carries
+every series. It then scrapes --scrapes times with the scrape token over one keep-alive
+connection, as Prometheus does, and reports the time of each scrape on the client's
+clock (median, p95, max), the body's size and its number of series. Prints one JSON
+object; asserts nothing; loopback only; stops the server it started and the HAProxy it
+left.
+Run: `python bench/metrics_scrape.py [--db sqlite|postgres] [--workers 1] [--scrapes 200]
+[--no-environments]`.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ FINISHED = ("success", "failed", "canceled")
 DEADLINE_S = 120.0
 
 
-async def store(db: Database, teams: int, projects: int) -> int:
+async def store(db: Database, teams: int, projects: int, environments: bool) -> int:
     """The seeded history; returns how many runs finished (each one becomes counted)."""
     await upgrade(db)
     now = utcnow()
@@ -80,32 +82,35 @@ async def store(db: Database, teams: int, projects: int) -> int:
                     size=1,
                     media_type="application/x-tar",
                 )
-                env = Environment(
-                    team_id=team.id,
-                    project_id=project.id,
-                    name="production",
-                    port=20000 + t * 100 + p,
-                    preview_port=30000 + t * 100 + p,
-                )
-                session.add_all([artifact, env])
+                session.add(artifact)
                 await session.flush()
-                session.add(
-                    Deployment(
+                if environments:
+                    env = Environment(
                         team_id=team.id,
                         project_id=project.id,
-                        environment_id=env.id,
-                        number=1,
-                        digest=artifact.digest,
-                        artifact_id=artifact.id,
-                        runtime={},
-                        strategy={"kind": "rolling"},
-                        phase="succeeded",
-                        created_at=now - timedelta(hours=2),
-                        started_at=now - timedelta(hours=2),
-                        finished_at=now - timedelta(hours=1),
-                        committed_at=now - timedelta(hours=3),
+                        name="production",
+                        port=20000 + t * 100 + p,
+                        preview_port=30000 + t * 100 + p,
                     )
-                )
+                    session.add(env)
+                    await session.flush()
+                    session.add(
+                        Deployment(
+                            team_id=team.id,
+                            project_id=project.id,
+                            environment_id=env.id,
+                            number=1,
+                            digest=artifact.digest,
+                            artifact_id=artifact.id,
+                            runtime={},
+                            strategy={"kind": "rolling"},
+                            phase="succeeded",
+                            created_at=now - timedelta(hours=2),
+                            started_at=now - timedelta(hours=2),
+                            finished_at=now - timedelta(hours=1),
+                            committed_at=now - timedelta(hours=3),
+                        )
+                    )
                 for n, status in enumerate(FINISHED):
                     run = Run(
                         team_id=team.id,
@@ -148,6 +153,11 @@ def main() -> None:
     parser.add_argument("--projects", type=int, default=500)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--scrapes", type=int, default=200)
+    parser.add_argument(
+        "--no-environments",
+        action="store_true",
+        help="No production environment per project (no deployment driver per environment).",
+    )
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="conveyor-scrape-") as tmp,
@@ -159,7 +169,8 @@ def main() -> None:
         if url:
             env["CONVEYOR_DATABASE_URL"] = url
         db = Database(database_url(data, url))
-        finished = asyncio.run(store(db, args.teams, args.projects))
+        environments = not args.no_environments
+        finished = asyncio.run(store(db, args.teams, args.projects, environments))
         asyncio.run(db.dispose())
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -187,7 +198,8 @@ def main() -> None:
                         for line in body.splitlines()
                         if line.startswith("conveyor_runs_finished_total{")
                     )
-                    if counted >= finished and series(body, "conveyor_dora") >= args.teams * 4:
+                    dora_due = args.teams * 4 if environments else 0
+                    if counted >= finished and series(body, "conveyor_dora") >= dora_due:
                         break
                     time.sleep(0.5)
                 took: list[float] = []
@@ -221,6 +233,7 @@ def main() -> None:
                 "workers": args.workers,
                 "teams": args.teams,
                 "projects": args.projects,
+                "environments": args.projects if environments else 0,
                 "runs_counted": finished,
                 "scrapes": len(ms),
                 "scrape_ms_median": round(statistics.median(ms), 2),
