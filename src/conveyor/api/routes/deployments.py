@@ -39,6 +39,7 @@ from conveyor.policy.risk import facts as risk_facts
 from conveyor.storage import artifacts, deployments
 from conveyor.storage.database import Session
 from conveyor.storage.tables import (
+    Artifact,
     Deployment,
     Environment,
     Instance,
@@ -115,15 +116,9 @@ async def _deploy(
         find_haproxy()
     except RouterError as exc:
         raise ApiError(503, "router_missing", str(exc)) from exc
-    async with state.db.transaction() as session:
-        row, _ = await project_named(session, who, team, project, Role.DEVELOPER)
-        artifact = await artifacts.by_digest(session, row.id, body.artifact)
-    if artifact is None:
-        raise ApiError(404, "not_found", f"no artifact {body.artifact} in {team}/{project}")
-    blob = state.blobs.local_path(artifact.digest)
-    if blob is None:
-        raise ApiError(410, "gone", f"the content of {artifact.digest} is no longer stored")
-    spec = await asyncio.to_thread(requests.read_spec, blob, artifact.digest)
+    row, artifact, spec = await _artifact_spec(
+        state, who, team, project, body.artifact, Role.DEVELOPER
+    )
     strategy = requests.choose_strategy(body.strategy, body.steps, spec, body.environment)
     committed_at = await requests.commit_time(state.mirror(row.repo_url), artifact.sha)
     ports = (state.deploy.target.allocate_port(), state.deploy.target.allocate_port())
@@ -143,6 +138,24 @@ async def _deploy(
         )
     state.deploy.poke(env.id)
     return deployment_out(made, env.name)
+
+
+async def _artifact_spec(
+    state: Coordinator, who: Principal, team: str, project: str, digest: str, role: Role
+) -> tuple[Project, Artifact, requests.ArtifactSpec]:
+    """The project (for `role`), its artifact `digest` and what the artifact's own
+    conveyor.yml says: 404 for an unknown artifact, 410 for one whose content is gone,
+    422 for one without a valid conveyor.yml and runtime."""
+    async with state.db.transaction() as session:
+        row, _ = await project_named(session, who, team, project, role)
+        artifact = await artifacts.by_digest(session, row.id, digest)
+    if artifact is None:
+        raise ApiError(404, "not_found", f"no artifact {digest} in {team}/{project}")
+    blob = state.blobs.local_path(artifact.digest)
+    if blob is None:
+        raise ApiError(410, "gone", f"the content of {artifact.digest} is no longer stored")
+    spec = await asyncio.to_thread(requests.read_spec, blob, artifact.digest)
+    return row, artifact, spec
 
 
 async def _env(
@@ -183,16 +196,9 @@ async def show_risk(
 ) -> RiskOut:
     """The risk score of deploying `artifact` to the environment now, factor by factor
     (an environment not deployed to yet has no diff and no history to weigh)."""
+    row, found, spec = await _artifact_spec(state, who, team, project, artifact, Role.VIEWER)
     async with state.db.transaction() as session:
-        row, _ = await project_named(session, who, team, project, Role.VIEWER)
-        found = await artifacts.by_digest(session, row.id, artifact)
         env = await deployments.environment(session, row.id, environment)
-    if found is None:
-        raise ApiError(404, "not_found", f"no artifact {artifact} in {team}/{project}")
-    blob = state.blobs.local_path(found.digest)
-    if blob is None:
-        raise ApiError(410, "gone", f"the content of {found.digest} is no longer stored")
-    spec = await asyncio.to_thread(requests.read_spec, blob, found.digest)
     target = env or Environment(
         team_id=row.team_id, project_id=row.id, name=environment, digest=None
     )
