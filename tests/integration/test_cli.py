@@ -67,6 +67,7 @@ def test_schema_is_json_schema_with_every_top_level_keyword():
         "env",
         "jobs",
         "runtime",
+        "risk",
     }
     job = schema["$defs"]["Job"]["properties"]
     assert "if" in job and "script" in job
