@@ -167,6 +167,11 @@ curl -fsS -H "Authorization: Bearer $CONVEYOR_TOKEN" "$CONVEYOR_SERVER/metrics" 
   | sort
 echo "(alert rules: deploy/prometheus/alerts.yml; a Grafana dashboard: deploy/grafana/conveyor.json)"
 
+step "the team's DORA figures (docs/dora.md), and its audit log: every deploy, rollback and pin, chained by hash (docs/policy.md)"
+conveyor dora payments
+conveyor audit list payments --limit 100 | tail -n 8
+conveyor audit verify payments
+
 step "what the load saw of v3: only requests the canary served failed, for a few seconds"
 conveyor status payments/payments-api --env production --json > "$DATA/status.json"
 python - "$DATA/load-v3.json" "$DATA/status.json" <<'PY'
