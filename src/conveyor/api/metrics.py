@@ -59,8 +59,7 @@ class RequestMetrics:
         method = scope.get("method", "")
         ident = request_id.decode()
         # FastAPI's server span for this request is current here (tracing.fastapi_telemetry).
-        if tracing.recording():
-            tracing.annotate({"conveyor.request_id": ident})
+        tracing.annotate({"conveyor.request_id": ident})
         with bound(request_id=ident):
             try:
                 await self.app(scope, receive, sending)

@@ -343,8 +343,9 @@ class DeploymentManager:
 
     async def _execute(self, effect: Effect) -> None:
         deployment = effect.driven.plan_row
-        if effect.action.act is Act.BEGIN and effect.action.numbers:
-            # The deployment it begins is still pending: not yet the active one.
+        if effect.action.act is Act.BEGIN and effect.action.numbers and tracing.on():
+            # The deployment it begins is still pending, not yet the active one: its
+            # stored context is read only when there are spans to hang from it.
             async with self.db.transaction() as session:
                 deployment = await deployments.numbered(
                     session, effect.env_id, effect.action.numbers[0]

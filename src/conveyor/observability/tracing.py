@@ -98,9 +98,12 @@ def traceparent() -> str | None:
     return carrier.get(HEADER)
 
 
-def recording() -> bool:
-    """Whether the current span records (tracing is on and this trace is sampled)."""
-    return trace.get_current_span().is_recording()
+def on() -> bool:
+    """Whether spans are recorded in this process (`configure` installed a provider, or
+    a test gave this module one): when not, no stored context is worth reading."""
+    return PROVIDER is not None or not isinstance(
+        trace.get_tracer_provider(), trace.ProxyTracerProvider
+    )
 
 
 def annotate(attributes: Mapping[str, Any]) -> None:
@@ -115,27 +118,17 @@ async def inject(request: Any) -> None:
     propagate.inject(request.headers)
 
 
-def headers() -> dict[str, str]:
-    """The headers that carry the current context to another process."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return carrier
-
-
 @contextmanager
 def span(
     name: str,
-    parent: str | Mapping[str, str] | None = None,
+    parent: str | None = None,
     kind: SpanKind = SpanKind.INTERNAL,
     attributes: Mapping[str, Any] | None = None,
 ) -> Iterator[Span]:
-    """A span, current inside the block: a child of `parent` (a stored `traceparent`, or
-    a request's headers) when given, else of the current span."""
-    context = None
-    if isinstance(parent, str):
-        context = propagate.extract({HEADER: parent})
-    elif parent is not None:
-        context = propagate.extract(parent)
+    """A span, current inside the block: a child of `parent` (a stored `traceparent`)
+    when given, else of the current span. (A request's own context comes in through
+    FastAPI's server span, see `fastapi_telemetry`.)"""
+    context = propagate.extract({HEADER: parent}) if parent else None
     attrs = {k: v for k, v in (attributes or {}).items() if v is not None}
     with TRACER.start_as_current_span(name, context=context, kind=kind, attributes=attrs) as made:
         yield made
