@@ -18,7 +18,7 @@ from sqlalchemy import delete, select, update
 
 from conveyor.domain import events as types
 from conveyor.domain.deploy import Phase
-from conveyor.storage import names
+from conveyor.storage import names, outbox
 from conveyor.storage.database import Session
 from conveyor.storage.tables import (
     Deployment,
@@ -253,23 +253,9 @@ async def fan_out(session: Session, limit: int, *, skip_locked: bool) -> int:
 
 async def claim_deliveries(session: Session, limit: int, *, skip_locked: bool) -> list[uuid.UUID]:
     """The deliveries due, oldest first, claimed for CLAIM_S."""
-    now = utcnow()
-    query = (
-        select(EventDelivery.id)
-        .where(EventDelivery.sent_at.is_(None), EventDelivery.next_at <= now)
-        .order_by(EventDelivery.created_at)
-        .limit(limit)
+    return await outbox.claim_due(
+        session, EventDelivery, limit, skip_locked=skip_locked, hold_s=CLAIM_S
     )
-    if skip_locked:
-        query = query.with_for_update(skip_locked=True)
-    ids = list((await session.scalars(query)).all())
-    if ids:
-        await session.execute(
-            update(EventDelivery)
-            .where(EventDelivery.id.in_(ids))
-            .values(next_at=now + timedelta(seconds=CLAIM_S))
-        )
-    return ids
 
 
 async def delivery(

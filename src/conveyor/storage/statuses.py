@@ -7,8 +7,9 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
+from conveyor.storage import outbox
 from conveyor.storage.database import Session
 from conveyor.storage.tables import Project, Run, StatusReport, Team, utcnow
 
@@ -50,23 +51,9 @@ def mark_reported(run: Run, state: str) -> None:
 
 async def claim_due(session: Session, limit: int, *, skip_locked: bool) -> list[uuid.UUID]:
     """The reports due, oldest first, claimed for CLAIM_S."""
-    now = utcnow()
-    query = (
-        select(StatusReport.id)
-        .where(StatusReport.sent_at.is_(None), StatusReport.next_at <= now)
-        .order_by(StatusReport.created_at)
-        .limit(limit)
+    return await outbox.claim_due(
+        session, StatusReport, limit, skip_locked=skip_locked, hold_s=CLAIM_S
     )
-    if skip_locked:
-        query = query.with_for_update(skip_locked=True)
-    ids = list((await session.scalars(query)).all())
-    if ids:
-        await session.execute(
-            update(StatusReport)
-            .where(StatusReport.id.in_(ids))
-            .values(next_at=now + timedelta(seconds=CLAIM_S))
-        )
-    return ids
 
 
 async def with_project(
