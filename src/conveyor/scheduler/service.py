@@ -173,12 +173,11 @@ class Scheduler:
                 {job.name: job.allow_failure for job in start.plan.jobs},
             )
             settled.append((jobs, moves, [m.name for m in moves if m.status is JobStatus.PENDING]))
-        out: list[CreatedRun] = []
         async with self.db.transaction(durable=durable) as session:
             # Each run's `run.queued` event waits for the commit, so that a batch's events
             # go in as one INSERT rather than one each (nothing here reads them back).
             with session.sync_session.no_autoflush:
-                ready = await self._start_each(session, starts, settled, out)
+                out, ready = await self._start_each(session, starts, settled)
             if ready:
                 await self._announce(session, ready)
         if ready:
@@ -190,8 +189,9 @@ class Scheduler:
         session: Session,
         starts: Sequence[RunStart],
         settled: list[tuple[dict[str, PlannedJob], list[Move], list[str]]],
-        out: list[CreatedRun],
-    ) -> int:
+    ) -> tuple[list[CreatedRun], int]:
+        """Each run in turn; returns them, and how many of their jobs became pending."""
+        out: list[CreatedRun] = []
         ready = 0
         for start, (planned, moves, pending) in zip(starts, settled, strict=True):
             project, plan = start.project, start.plan
@@ -213,7 +213,7 @@ class Scheduler:
                     ready += await self._supersede_group(session, created.jobs[name])
             if plan.event.effective_kind in SUPERSEDING_EVENTS:
                 ready += await self._supersede(session, project.id, plan.event.ref, created.run_id)
-        return ready
+        return out, ready
 
     async def _supersede(
         self, session: Session, project_id: uuid.UUID, ref: str, newest: uuid.UUID

@@ -9,7 +9,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from conveyor.domain.audit import Action
-from conveyor.ids import new_id
 from conveyor.storage import audit
 from conveyor.storage.database import Database, Session
 from conveyor.storage.tables import Project, Team
@@ -63,9 +62,8 @@ async def create_team(db: Database, name: str, max_running: int | None, actor: s
     AlreadyExists when the name is taken."""
     try:
         async with db.transaction() as session:
-            team = Team(id=new_id(), name=name, max_running=max_running)
+            team = Team(name=name, max_running=max_running)
             session.add(team)
-            await session.flush()
             detail = {"max_running": max_running}
             await audit.record(session, None, actor, Action.TEAM_CREATE, name, detail)
     except IntegrityError as exc:
