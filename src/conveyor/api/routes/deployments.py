@@ -151,11 +151,16 @@ async def _artifact_spec(
         artifact = await artifacts.by_digest(session, row.id, digest)
     if artifact is None:
         raise ApiError(404, "not_found", f"no artifact {digest} in {team}/{project}")
+    return row, artifact, await artifact_spec(state, artifact)
+
+
+async def artifact_spec(state: Coordinator, artifact: Artifact) -> requests.ArtifactSpec:
+    """What an artifact's own conveyor.yml says: 410 when its content is gone, 422
+    without a valid conveyor.yml and runtime."""
     blob = state.blobs.local_path(artifact.digest)
     if blob is None:
         raise ApiError(410, "gone", f"the content of {artifact.digest} is no longer stored")
-    spec = await asyncio.to_thread(requests.read_spec, blob, artifact.digest)
-    return row, artifact, spec
+    return await asyncio.to_thread(requests.read_spec, blob, artifact.digest)
 
 
 async def _env(

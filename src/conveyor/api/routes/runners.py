@@ -6,7 +6,6 @@ the lease it was given; a write with a stale token gets 409 and changes nothing.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from typing import Annotated
@@ -17,7 +16,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from conveyor.api.auth import RUNNER_PREFIX, Principal, new_token, token_hash
 from conveyor.api.errors import ApiError
 from conveyor.api.routes.artifacts import artifact_out, blob_response, store
-from conveyor.api.routes.deployments import deployment_out
+from conveyor.api.routes.deployments import artifact_spec, deployment_out
 from conveyor.api.schemas import ArtifactOut, DeploymentOut
 from conveyor.api.state import Caller, State
 from conveyor.deploy import requests
@@ -258,10 +257,7 @@ async def start_deploy(
             f"job {job.name!r} deploys the artifact of a job it needs, and none of "
             f"{list(planned.artifacts_from) or 'its needs'} published one in this run",
         )
-    blob = state.blobs.local_path(artifact.digest)
-    if blob is None:
-        raise ApiError(410, "gone", f"the content of {artifact.digest} is no longer stored")
-    spec = await asyncio.to_thread(requests.read_spec, blob, artifact.digest)
+    spec = await artifact_spec(state, artifact)
     strategy = requests.strategy_dict(planned.deploy.strategy, planned.deploy.bake)
     committed_at = await requests.commit_time(state.mirror(project.repo_url), artifact.sha)
     ports = (state.deploy.target.allocate_port(), state.deploy.target.allocate_port())
