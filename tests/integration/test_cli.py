@@ -292,11 +292,12 @@ def test_example_service_fail_switch():
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=10)
+            # Generous: a loaded CI machine once took longer than 10 s.
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            pytest.fail("payments.app did not stop within 10 s of SIGTERM")
+            pytest.fail("payments.app did not stop within 30 s of SIGTERM")
 
 
 def test_db_upgrade_creates_the_sqlite_database(tmp_path):

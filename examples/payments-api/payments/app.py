@@ -156,17 +156,26 @@ class Server(ThreadingHTTPServer):
 def serve(port: int, host: str = "127.0.0.1") -> None:
     """Serve until SIGTERM or SIGINT, then stop accepting connections and exit.
 
-    The signals are blocked and taken with sigwait() in the main thread while a
-    second thread serves: no Python signal handler runs in the middle of other
-    code, so stopping cannot deadlock on a lock that code held.
+    A second thread serves. The handlers only set a flag, which takes no lock, so a
+    signal arriving in the middle of other code cannot deadlock; the main thread
+    sleeps in short steps and looks at the flag. Python runs signal handlers in the
+    main thread whichever thread the kernel delivered the signal to, so no thread's
+    signal mask matters (with sigwait(), a thread that did not block the signal could
+    take it and leave the main thread waiting forever).
     """
-    stops = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    stopping: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     server = Server((host, port), Handler)
     serving = threading.Thread(target=server.serve_forever, args=(0.2,), name="serve")
     serving.start()
     print(f"payments-api {VERSION} listening on {host}:{port}", flush=True)
-    signal.sigwait(stops)
+    while not stopping:
+        time.sleep(0.1)
     server.shutdown()
     serving.join()
     server.server_close()
