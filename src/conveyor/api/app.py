@@ -25,6 +25,7 @@ from conveyor.api.routes import (
     deployments,
     dora,
     hooks,
+    policy,
     projects,
     runners,
     runs,
@@ -79,6 +80,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         dora,
         subscriptions,
         audit,
+        policy,
     )
     for module in modules:
         app.include_router(module.router)

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 
 from conveyor.artifacts.blobs import BlobError
 from conveyor.deploy.requests import DeployRefused
+from conveyor.policy.gates import PolicyRefused
 from conveyor.protocol.errors import NotYours, StaleLease
 from conveyor.storage.database import UNAVAILABLE
 from conveyor.storage.deployments import PhaseChangeRejected
@@ -92,8 +93,10 @@ async def _blob(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _refused(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, DeployRefused)
-    error = {404: "not_found", 409: "conflict", 422: "invalid_request"}.get(exc.status, "refused")
+    assert isinstance(exc, DeployRefused | PolicyRefused)
+    error = {403: "forbidden", 404: "not_found", 409: "conflict", 422: "invalid_request"}.get(
+        exc.status, "refused"
+    )
     return _json(exc.status, error, str(exc))
 
 
@@ -107,6 +110,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(SecretKeyError, _wrong_key)
     app.add_exception_handler(BlobError, _blob)
     app.add_exception_handler(DeployRefused, _refused)
+    app.add_exception_handler(PolicyRefused, _refused)
     app.add_exception_handler(PhaseChangeRejected, _conflict)
     for kind in UNAVAILABLE:
         app.add_exception_handler(kind, _database_down)

@@ -228,6 +228,10 @@ class DeployIn(Body):
     fix: bool = False
     """It fixes the revision deployed before it, which then counts as a failed change
     (DORA's change failure rate and recovery time)."""
+    emergency: str | None = Field(None, min_length=3, max_length=1000)
+    """An emergency deploy, with its reason: it passes freezes and approvals and skips
+    the rollout's pauses and analyses (never health checks or draining); it needs the
+    environment's `emergency_role`, and is audited and announced."""
 
 
 class PromoteIn(Body):
@@ -236,6 +240,29 @@ class PromoteIn(Body):
 
 class RollbackIn(Body):
     to: int | None = Field(None, ge=1)
+    emergency: str | None = Field(None, min_length=3, max_length=1000)
+    """An emergency rollback, with its reason (audited and announced as one; a rollback
+    passes freezes, approvals and stop-the-line anyway)."""
+
+
+class DecisionOut(BaseModel):
+    decision: str
+    """approve | reject"""
+    by: str
+    comment: str
+    at: str
+
+
+class ApprovalStateOut(BaseModel):
+    required: int
+    approver_role: str
+    risk: int | None
+    reasons: list[str]
+    approved_at: str | None
+    decisions: list[DecisionOut] = []
+    deadline: str | None = None
+    """When it is rejected (or approved, as the rules say) without its approvals."""
+    on_timeout: str = "reject"
 
 
 class DeploymentOut(BaseModel):
@@ -267,6 +294,104 @@ class DeploymentOut(BaseModel):
     created_at: str
     started_at: str | None
     finished_at: str | None
+    approval: ApprovalStateOut | None = None
+    """What its environment's rules required of it, and the decisions so far."""
+    awaiting_approval: bool = False
+    """It waits for approvals (`GET /api/v1/approvals`); a pipeline's deploy job waits
+    `blocked` meanwhile."""
+    emergency: str | None = None
+    """An emergency deploy's or rollback's reason."""
+
+
+class ApprovalItemOut(BaseModel):
+    """A deployment in the approvals inbox."""
+
+    id: str
+    team: str
+    project: str
+    environment: str
+    number: int
+    digest: str
+    sha: str | None
+    started_by: str
+    phase: str
+    created_at: str
+    approval: ApprovalStateOut
+    can_approve: bool
+    """The caller may decide it (role, not its own request, not decided already)."""
+    why_not: str | None = None
+
+
+class DecideIn(Body):
+    comment: str = Field("", max_length=2000)
+
+
+class RulesIn(Body):
+    """An environment's protection rules (only the fields given are set on the server;
+    the others come from the artifact's conveyor.yml `environments:`)."""
+
+    required_approvals: int | None = Field(None, ge=0, le=10)
+    approver_role: Literal["viewer", "developer", "maintainer", "owner", "admin"] | None = None
+    allowed_branches: list[str] | None = Field(None, max_length=50)
+    wait_timer: float | None = Field(None, ge=0, le=30 * 86400)
+    """Seconds."""
+    approval_timeout: float | None = Field(None, ge=60, le=90 * 86400)
+    """Seconds."""
+    on_timeout: Literal["reject", "approve"] | None = None
+    auto_approve_below: int | None = Field(None, ge=0, le=100)
+    emergency_role: Literal["viewer", "developer", "maintainer", "owner", "admin"] | None = None
+    timezone: str | None = Field(None, max_length=64)
+
+
+class ProtectionOut(BaseModel):
+    environment: str
+    server: dict[str, Any]
+    """The fields set on the server."""
+    effective: dict[str, Any] | None
+    """The rules in force for the artifact deployed there now (its conveyor.yml's, with
+    the server's winning), or the server's alone before a first deploy."""
+    updated_by: str
+    updated_at: str
+
+
+class FreezeIn(Body):
+    cron: str = Field(max_length=100)
+    """When it starts, five fields on the wall clock of `timezone`: `0 18 * * 5`."""
+    duration: str = Field(max_length=20)
+    """How long: `62h`, `3d`."""
+    timezone: str = Field("UTC", max_length=64)
+    action: Literal["queue", "refuse"] = "queue"
+    reason: str = Field("", max_length=1000)
+    environment: str | None = Field(None, pattern=NAME, max_length=100)
+    """A project's freeze: its environment (only under a project's route)."""
+
+
+class FreezeOut(BaseModel):
+    id: str
+    scope: str
+    """company, team NAME, or TEAM/PROJECT/ENVIRONMENT."""
+    cron: str
+    duration_s: int
+    timezone: str
+    action: str
+    reason: str
+    created_by: str
+    created_at: str
+    active_until: str | None
+    """When the occurrence in force now ends; None when it is not in force."""
+    next_start: str
+
+
+class StopIn(Body):
+    on: bool
+    reason: str = Field("", max_length=1000)
+
+
+class StopOut(BaseModel):
+    on: bool
+    reason: str
+    changed_by: str
+    changed_at: str | None
 
 
 class InstanceOut(BaseModel):

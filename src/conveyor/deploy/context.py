@@ -12,9 +12,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from conveyor.artifacts.blobs import BlobStore
-from conveyor.deploy.records import plan_of, runtime_of
+from conveyor.deploy.records import gate_of, plan_of, runtime_of
 from conveyor.deploy.targets.base import Target
 from conveyor.deploy.world import Action, Rollout
+from conveyor.domain.policy import Gate
 from conveyor.pipeline.deploy import Runtime
 from conveyor.storage import environments
 from conveyor.storage.database import Database, Session
@@ -58,15 +59,20 @@ class Driven:
     """The active deployment's runtime."""
     stable_runtime: Runtime | None
     """The stable revision's runtime (None before the first deploy)."""
+    next_gate: Gate | None = None
+    """What the gate of the deployment queued next sees."""
 
     @classmethod
     def of(cls, rows: EnvironmentRows) -> Driven:
         stable = runtime_of(rows.env.runtime) if rows.env.runtime else None
         active = rows.active
         if active is None:
-            return cls(rows, None, None, stable)
+            first = rows.first_pending
+            gate = gate_of(first, rows.stopped, rows.freezes) if first is not None else None
+            return cls(rows, None, None, stable, gate)
         runtime = runtime_of(active.runtime)
-        return cls(rows, plan_of(active, runtime), runtime, stable)
+        plan = plan_of(active, runtime, stopped=rows.stopped, freezes=rows.freezes)
+        return cls(rows, plan, runtime, stable)
 
     @property
     def env(self) -> Environment:

@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from conveyor.deploy.approvals import unblock
 from conveyor.deploy.context import DriverContext, Effect
 from conveyor.deploy.requests import audited, queue_rollback
 from conveyor.deploy.targets.base import Handle, Launch, Task
@@ -203,8 +204,30 @@ async def advance(ctx: DriverContext, effect: Effect) -> None:
 
 
 async def pause(ctx: DriverContext, effect: Effect) -> None:
+    plan = effect.driven.plan_row
+    assert plan is not None
+    if plan.phase == Phase.PAUSED.value:  # paused already, for another reason
+        async with ctx.fenced(effect.env_id, effect.fence) as session:
+            reason, message = effect.action.reason, effect.action.message
+            await deployments.repause(session, plan.id, reason, message)
+            await _done(session, effect)
+        return
     await _change_phase(
         ctx, effect, Phase.PAUSED, pause_reason=effect.action.reason, message=effect.action.message
+    )
+
+
+async def release(ctx: DriverContext, effect: Effect) -> None:
+    """Past its gate (or the stop-the-line switch lifted): the deployment goes on, and
+    its start is now."""
+    plan = effect.driven.plan_row
+    assert plan is not None
+    now = utcnow()
+    values: dict[str, Any] = {"pause_reason": None, "message": "", "step_started_at": now}
+    if plan.released_at is None:
+        values |= {"released_at": now, "started_at": now}
+    await _change_phase(
+        ctx, effect, Phase.PROGRESSING, among=(Phase.PROGRESSING, Phase.PAUSED), **values
     )
 
 
@@ -232,6 +255,7 @@ async def _end(session: Session, effect: Effect, phase: Phase) -> bool:
         await audited(session, effect.driven.env, by, Action.PIN, plan.number, detail)
     if moved:
         await _count_end(session, effect, phase)
+        await unblock(session, plan)  # a deploy job blocked on its approvals follows it
     return moved
 
 
@@ -313,7 +337,10 @@ async def checked(ctx: DriverContext, effect: Effect) -> None:
 
 
 async def begin(ctx: DriverContext, effect: Effect) -> None:
+    """The queued deployment becomes the active one: past its gate already when the
+    planner found it open (else the gate rule holds it, paused, until it opens)."""
     now = utcnow()
+    released = {"released_at": now} if effect.action.released else {}
     async with ctx.fenced(effect.env_id, effect.fence) as session:
         await deployments.change_phase_by_number(
             session,
@@ -324,6 +351,7 @@ async def begin(ctx: DriverContext, effect: Effect) -> None:
             started_at=now,
             step=0,
             step_started_at=now,
+            **released,
         )
         await _done(session, effect)
 
@@ -354,6 +382,7 @@ HANDLERS: dict[Act, Handler] = {
     Act.PAUSE: pause,
     Act.FINISH: finish,
     Act.ROLLBACK: rollback,
+    Act.RELEASE: release,
     Act.PRE_DEPLOY: pre_deploy,
     Act.CHECKED: checked,
     Act.BEGIN: begin,

@@ -266,6 +266,7 @@ class DeploymentManager:
             newest_wins=driven.env.queue_policy == QueuePolicy.NEWEST_WINS.value,
             pinned=driven.rows.pinned,
             task=task,
+            next_gate=driven.next_gate,
         )
         return world, statuses
 
@@ -389,6 +390,7 @@ def _action_of(row: DeploymentAction) -> Action:
         pin=_pin_rule(params.get("pin")),
         warm=bool(params.get("warm", False)),
         message=str(params.get("message", "")),
+        released=bool(params.get("released", False)),
     )
 
 

@@ -30,6 +30,7 @@ from conveyor.deploy.world import (
     other,
     share_of,
 )
+from conveyor.domain import policy
 from conveyor.domain.analysis import AnalysisPhase
 from conveyor.domain.deploy import DriverRequest, InstanceState, PauseReason, Phase
 
@@ -55,7 +56,7 @@ def wanted(world: World) -> dict[str, tuple[str, int]]:
     env, plan = world.env, world.plan
     if env.digest is not None and env.replicas > 0:
         out[env.stable_slot] = (env.digest, env.replicas)
-    if plan is not None and plan.phase.is_active and env.revision != plan.number:
+    if plan is not None and plan.released and plan.phase.is_active and env.revision != plan.number:
         out[target_slot(world)] = (plan.digest, plan.replicas)
     return out
 
@@ -124,7 +125,10 @@ def _queue(world: World) -> Action | None:
         return None
     if world.newest_wins and len(world.pending) > 1:
         return Action(Act.SUPERSEDE, numbers=world.pending[:-1], reason="superseded")
-    return Action(Act.BEGIN, numbers=(world.pending[0],))
+    gate = world.next_gate
+    verdict = policy.judge(gate, world.now) if gate is not None else None
+    opened = verdict is not None and verdict.hold is None and not verdict.timed_out
+    return Action(Act.BEGIN, numbers=(world.pending[0],), released=opened)
 
 
 def _abort(world: World) -> Action | None:
@@ -138,12 +142,47 @@ def _abort(world: World) -> Action | None:
         return None
     if not in_place(world) and world.env.canary_share != 0:
         return Action(Act.SPLIT, share=0, reason="abort")
+    who = _who(plan)
     return Action(
         Act.FINISH,
         phase=Phase.ABORTED,
-        reason=reason or f"aborted by {_who(plan)}",
+        reason=reason or (who if who.startswith("rejected by") else f"aborted by {who}"),
         pin=HEALTH_RULE if unhealthy else ANALYSIS_RULE if failed else "",
     )
+
+
+def _gate(world: World) -> Action | None:
+    """A deployment that has not passed its gate (docs/policy.md) waits there, paused
+    with why, and changes nothing; once the gate opens it is released. Its approvals
+    timing out ends it (or, when the rules say `approve`, releases it)."""
+    plan = world.plan
+    if plan is None or plan.released or not plan.phase.is_active or plan.paused_by_user:
+        return None
+    verdict = policy.judge(plan.gate, world.now)
+    if verdict.timed_out:
+        return Action(Act.FINISH, phase=Phase.ABORTED, reason=verdict.message)
+    if verdict.hold is None:
+        return Action(Act.RELEASE)
+    if plan.phase is Phase.PAUSED and plan.pause_reason is verdict.hold:
+        return None
+    return Action(Act.PAUSE, reason=verdict.hold.value, message=verdict.message)
+
+
+def _stop_the_line(world: World, plan: Rollout) -> Action | None:
+    """The stop-the-line switch holds a released deployment before its next step (a
+    rollback and an emergency deploy go on); lifted, the deployment goes on. A person's
+    `pause` outranks it."""
+    if plan.paused_by_user:
+        return None
+    if plan.gate.stopped and not plan.gate.bypass:
+        if plan.phase is Phase.PAUSED and plan.pause_reason is PauseReason.STOP:
+            return None
+        return Action(
+            Act.PAUSE, reason=PauseReason.STOP.value, message="stop-the-line is on: held here"
+        )
+    if plan.phase is Phase.PAUSED and plan.pause_reason is PauseReason.STOP:
+        return Action(Act.RELEASE)
+    return None
 
 
 def _unhealthy(world: World) -> str | None:
@@ -219,10 +258,13 @@ def _drained(world: World) -> Action | None:
 
 def _progress(world: World) -> Action | None:
     plan = world.plan
-    if plan is None or not plan.phase.is_active:
+    if plan is None or not plan.released or not plan.phase.is_active:
         return None
     if world.env.revision == plan.number:
         return _bake(world, plan)
+    held = _stop_the_line(world, plan)
+    if held is not None or plan.pause_reason is PauseReason.STOP:
+        return held
     slot = target_slot(world)
     if not _complete(world, slot, plan.digest, plan.replicas):
         return None
@@ -320,7 +362,7 @@ def analyses_due(world: World) -> list[Due]:
     analysis step and, while the canary takes traffic, its background analysis; after
     promotion, its bake."""
     plan = world.plan
-    if plan is None or not plan.phase.is_active:
+    if plan is None or not plan.released or not plan.phase.is_active:
         return []
     if promoted(world):
         return [Due(BAKE, plan.bake, plan.bake_s, promoted=True)] if plan.bake else []
@@ -348,7 +390,13 @@ RUNNING = "running"
 def _checks(world: World) -> Action | None:
     """The plan's pre_deploy commands, once, before its first instance starts."""
     plan = world.plan
-    if plan is None or not plan.phase.is_active or not plan.pre_deploy or promoted(world):
+    if (
+        plan is None
+        or not plan.released
+        or not plan.phase.is_active
+        or not plan.pre_deploy
+        or promoted(world)
+    ):
         return None
     if plan.pre_deploy_state is None:
         return Action(Act.PRE_DEPLOY)
@@ -376,8 +424,9 @@ def _blocked(world: World, digest: str) -> bool:
 def _start(world: World) -> Action | None:
     plan = world.plan
     surge = plan.surge if plan is not None and in_place(world) else 1
+    held = plan is not None and plan.pause_reason is PauseReason.STOP
     for slot, (digest, count) in sorted(wanted(world).items()):
-        if _blocked(world, digest):
+        if _blocked(world, digest) or (held and plan is not None and digest == plan.digest):
             continue
         members = [s for s in world.instances if s.slot == slot]
         have = [s for s in members if s.digest == digest and s.state is not InstanceState.DRAINING]
@@ -418,6 +467,7 @@ def _serves_traffic(world: World, slot: str) -> bool:
 RULES: Sequence[Rule] = (
     _queue,
     _abort,
+    _gate,
     _heal,
     _ready,
     _drained,

@@ -10,6 +10,7 @@ one the pipeline schema declares and nothing downstream re-reads a dict.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -17,6 +18,8 @@ from pydantic import BaseModel, ConfigDict
 from conveyor.deploy.router.base import SHARE_SCALE, HealthCheck, Route, Server, ServerState
 from conveyor.deploy.world import Kind, Rollout, Settled, Step, StepKind, resolve
 from conveyor.domain.deploy import DriverRequest, InstanceState, PauseReason, Phase
+from conveyor.domain.freeze import Window
+from conveyor.domain.policy import Decision, Gate
 from conveyor.pipeline.analysis import AnalysisRun, Template
 from conveyor.pipeline.deploy import (
     MAX_SURGE,
@@ -26,7 +29,7 @@ from conveyor.pipeline.deploy import (
     Runtime,
 )
 from conveyor.storage.environments import RouteRows
-from conveyor.storage.tables import Deployment, Environment, Instance, as_utc
+from conveyor.storage.tables import Deployment, Environment, FreezeWindow, Instance, as_utc
 
 FULL_WEIGHT = 100
 ROLLBACK_KIND = "rollback"
@@ -108,8 +111,15 @@ def _analysis(raw: dict[str, Any], preview: bool = False) -> Step:
     return Step(StepKind.ANALYSIS, seconds=seconds, template=name, preview=preview)
 
 
-def plan_of(row: Deployment, runtime: Runtime | None = None) -> Rollout:
-    """The planner's view of a deployment (`runtime`: its runtime, parsed already)."""
+def plan_of(
+    row: Deployment,
+    runtime: Runtime | None = None,
+    *,
+    stopped: bool = False,
+    freezes: Sequence[FreezeWindow] = (),
+) -> Rollout:
+    """The planner's view of a deployment (`runtime`: its runtime, parsed already), with
+    what its gate sees: the stop-the-line switch and the freeze windows over it."""
     strategy = strategy_of(row.strategy)
     runtime = runtime or runtime_of(row.runtime)
     health = runtime.health
@@ -138,7 +148,24 @@ def plan_of(row: Deployment, runtime: Runtime | None = None) -> Rollout:
         # A rollback returns to a revision whose checks passed when it was deployed.
         pre_deploy=bool(runtime.pre_deploy) and row.kind != ROLLBACK_KIND,
         pre_deploy_state=row.pre_deploy,
+        released=row.released_at is not None,
+        gate=gate_of(row, stopped, freezes),
     )
+
+
+def gate_of(row: Deployment, stopped: bool, freezes: Sequence[FreezeWindow]) -> Gate:
+    return Gate(
+        decision=Decision.load(row.policy),
+        requested_at=as_utc(row.created_at),
+        approved_at=as_utc(row.approved_at) if row.approved_at else None,
+        bypass=row.kind == ROLLBACK_KIND or row.emergency is not None,
+        freezes=tuple(window_of(w) for w in freezes),
+        stopped=stopped,
+    )
+
+
+def window_of(row: FreezeWindow) -> Window:
+    return Window(row.cron, timedelta(seconds=row.duration_s), row.timezone)
 
 
 def governing_runtime(env: Environment, plan_runtime: dict[str, Any] | None) -> Runtime | None:

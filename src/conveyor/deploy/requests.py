@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.deploy.world import Kind
+from conveyor.domain import events as event_types
 from conveyor.domain.audit import Action
 from conveyor.domain.deploy import Control, DriverRequest, PauseReason, Phase
+from conveyor.domain.policy import Decision
 from conveyor.observability import metrics, tracing
 from conveyor.pipeline.analysis import AnalysisRun
 from conveyor.pipeline.deploy import Strategy
@@ -28,7 +30,7 @@ from conveyor.pipeline.durations import parse_duration
 from conveyor.pipeline.errors import PipelineInvalid
 from conveyor.pipeline.loader import MAX_FILE_BYTES, parse_pipeline
 from conveyor.pipeline.schema import PipelineSpec
-from conveyor.storage import audit, deployments, names
+from conveyor.storage import audit, deployments, events, names
 from conveyor.storage.database import Session
 from conveyor.storage.tables import Artifact, Deployment, Environment, Project, as_utc, utcnow
 from conveyor.vcs import GitError, GitMirror
@@ -55,6 +57,8 @@ class ArtifactSpec:
     """Its `analysis.templates`, parsed (as a deployment stores the ones it names)."""
     sensitive_paths: tuple[str, ...] = ()
     """Its `risk.sensitive_paths`."""
+    environments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Its `environments:` protection rules, per environment (domain.policy.parse)."""
 
     @property
     def pre_deploy(self) -> list[str]:
@@ -102,6 +106,7 @@ def read_spec(blob: Path, digest: str) -> ArtifactSpec:
         _strategies(spec),
         templates,
         tuple(spec.risk.sensitive_paths or ()),
+        {name: rules.declared() for name, rules in spec.environments.items()},
     )
 
 
@@ -269,10 +274,18 @@ async def deploy(
     *,
     committed_at: datetime | None = None,
     fix: bool = False,
+    decision: Decision | None = None,
+    requester: str | None = None,
+    job_id: uuid.UUID | None = None,
+    emergency: str | None = None,
 ) -> Deployment:
     """Queue a deployment of `artifact`. Refused (409) for a pinned revision, or for an
     artifact built before the one deployed or queued (use rollback for that).
-    `committed_at`: its commit's time; `fix`: it fixes the revision before it (DORA)."""
+    `committed_at`: its commit's time; `fix`: it fixes the revision before it (DORA).
+    `decision`: what the environment's rules decided (policy.gates), kept on it for its
+    gate; an emergency one skips the rollout's pauses and analyses (never its health
+    checks or draining); `emergency` is its reason. `requester`: who asked, stably
+    (they may not approve it)."""
     await deployments.lock(session, env.id)
     pin = await deployments.pin_of(session, env.id, artifact.digest)
     if pin is not None:
@@ -289,6 +302,9 @@ async def deploy(
     ):
         # A first deploy has no earlier revision to go back to: nothing to bake for.
         strategy = {k: v for k, v in strategy.items() if k != "bake"}
+    decision = decision or Decision()
+    if decision.emergency:
+        strategy = without_pauses(strategy)
     strategy = with_templates(strategy, spec)
     made = await deployments.queue(
         session,
@@ -303,14 +319,52 @@ async def deploy(
         committed_at=committed_at,
         fix=fix,
         traceparent=tracing.traceparent(),
+        policy=decision.stored(),
+        requester=requester,
+        approved_at=None if decision.required else utcnow(),
+        job_id=job_id,
+        emergency=emergency,
     )
-    detail = {"digest": artifact.digest, "sha": artifact.sha, "strategy": strategy.get("kind")}
+    detail: dict[str, Any] = {
+        "digest": artifact.digest,
+        "sha": artifact.sha,
+        "strategy": strategy.get("kind"),
+    }
     if run_id is not None:
         detail["run_id"] = str(run_id)
     if fix:
         detail["fix"] = True
-    await audited(session, env, started_by, Action.DEPLOY, made.number, detail)
+    if decision.required:
+        detail |= {"approvals_required": decision.required, "risk": decision.risk}
+    action = Action.DEPLOY
+    if emergency is not None:
+        action, detail["reason"] = Action.EMERGENCY, emergency
+    await audited(session, env, started_by, action, made.number, detail)
+    await announce(session, made)
     return made
+
+
+async def announce(session: Session, made: Deployment) -> None:
+    """A new deployment's own events: an emergency, or one that waits for approvals."""
+    await session.flush()
+    if made.emergency is not None:
+        await events.deployment_event(session, event_types.DEPLOYMENT_EMERGENCY, made)
+    elif made.approved_at is None:
+        await events.deployment_event(session, event_types.DEPLOYMENT_APPROVAL_REQUESTED, made)
+
+
+GATED_STEPS = ("pause", "analysis")
+
+
+def without_pauses(strategy: dict[str, Any]) -> dict[str, Any]:
+    """An emergency's strategy: its weights without the pauses and analyses between them,
+    no background analysis, no bake, a blue-green that promotes itself."""
+    out = {k: v for k, v in strategy.items() if k not in ("background_analysis", "bake")}
+    if "steps" in out:
+        out["steps"] = [s for s in out["steps"] if not any(k in s for k in GATED_STEPS)]
+    if out.get("kind") == "blue-green":
+        out = {k: v for k, v in out.items() if k != "pre_promotion"} | {"auto_promote": True}
+    return out
 
 
 async def audited(
@@ -420,7 +474,14 @@ async def _resume(session: Session, current: Deployment, who: str) -> None:
         await deployments.change_phase(session, current, Phase.PROGRESSING, **released)
 
 
-async def rollback(session: Session, env: Environment, to: int | None, who: str) -> Deployment:
+async def rollback(
+    session: Session,
+    env: Environment,
+    to: int | None,
+    who: str,
+    *,
+    emergency: str | None = None,
+) -> Deployment:
     """Back to revision `to` (default: the one before the current). The revision rolled
     back from is pinned as bad. A revision still warm in the other slot comes back by a
     traffic switch; an older one by a rolling deploy of its stored artifact."""
@@ -456,7 +517,7 @@ async def rollback(session: Session, env: Environment, to: int | None, who: str)
         and env.warm_until is not None
         and as_utc(env.warm_until) > utcnow() + timedelta(seconds=1)
     )
-    return await queue_rollback(session, env, target, warm=warm, who=who)
+    return await queue_rollback(session, env, target, warm=warm, who=who, emergency=emergency)
 
 
 async def queue_rollback(
@@ -467,6 +528,7 @@ async def queue_rollback(
     warm: bool,
     who: str,
     automatic: bool = False,
+    emergency: str | None = None,
 ) -> Deployment:
     """Queue a rollback to `target`'s revision, pinning the one rolled back from: a
     traffic switch when `target` is warm in the other slot, else a rolling redeploy of
@@ -497,6 +559,8 @@ async def queue_rollback(
         kind="rollback",
         rollback_of=env.revision,
         traceparent=tracing.traceparent(),
+        approved_at=utcnow(),
+        emergency=emergency,
     )
     detail: dict[str, Any] = {
         "from": env.revision,
@@ -506,7 +570,11 @@ async def queue_rollback(
     }
     if pinned is not None:
         detail["pinned"] = pinned
-    await audited(session, env, who, Action.ROLLBACK, made.number, detail)
+    action = Action.ROLLBACK
+    if emergency is not None:
+        action, detail["reason"] = Action.EMERGENCY, emergency
+        await announce(session, made)
+    await audited(session, env, who, action, made.number, detail)
     return made
 
 

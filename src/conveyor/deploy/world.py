@@ -18,6 +18,7 @@ from conveyor.deploy.router.base import SHARE_SCALE, ServerStatus
 from conveyor.deploy.targets.base import TaskResult
 from conveyor.domain.analysis import AnalysisPhase
 from conveyor.domain.deploy import DriverRequest, InstanceState, PauseReason, Phase
+from conveyor.domain.policy import Gate
 from conveyor.pipeline.deploy import SCALE_DOWN_DELAY_S
 
 
@@ -89,6 +90,10 @@ class Rollout:
     """Its runtime has `pre_deploy` commands to run before its first instance starts."""
     pre_deploy_state: str | None = None
     """running | passed | failed, or None before they start."""
+    released: bool = True
+    """It has passed its gate (domain.policy) and may change the environment."""
+    gate: Gate = field(default_factory=Gate)
+    """What its gate sees (the stop-the-line switch holds a released one too)."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,9 @@ class World:
     """The active deployment's analysis runs by key (analyses_due), as last judged."""
     task: TaskResult | None = None
     """How the active deployment's pre_deploy task ended, once it has."""
+    next_gate: Gate | None = None
+    """What the gate of the first queued deployment sees (it begins released when the
+    gate is open, and waits at it otherwise)."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +205,8 @@ class Act(StrEnum):
     CHECKED = "checked"
     """Record how they ended: passed, or failed (the deployment is aborted with the
     output's tail as the reason)."""
+    RELEASE = "release"
+    """The deployment passed its gate (or the stop-the-line switch was lifted): on."""
     ROLLBACK = "rollback"
     """End a promoted deployment whose bake failed (or a person aborted), and queue a
     rollback to the previous revision: a traffic switch while it is warm."""
@@ -220,6 +230,8 @@ class Action:
     """ROLLBACK: the previous revision still runs in the other slot."""
     message: str = ""
     """PAUSE: why, in words, for the deployment's message."""
+    released: bool = False
+    """BEGIN: its gate is open, so it begins past it (domain.policy)."""
 
     def params(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -234,6 +246,7 @@ class Action:
             "pin": self.pin,
             "warm": self.warm,
             "message": self.message,
+            "released": self.released,
         }
         return {k: v for k, v in out.items() if v not in (None, [], "", False)}
 

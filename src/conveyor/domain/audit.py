@@ -50,6 +50,14 @@ class Action(StrEnum):
     PROJECT_CHANGE = "project.change"
     SUBSCRIPTION_CREATE = "subscription.create"
     SUBSCRIPTION_DELETE = "subscription.delete"
+    APPROVE = "approve"
+    REJECT = "reject"
+    EMERGENCY = "emergency"
+    """A deploy or rollback with `--emergency`: past freezes and approvals."""
+    PROTECTION_SET = "protection.set"
+    FREEZE_CREATE = "freeze.create"
+    FREEZE_DELETE = "freeze.delete"
+    STOP_THE_LINE = "stop-the-line"
 
 
 def timestamp(moment: datetime) -> str:

@@ -61,6 +61,24 @@ class PauseReason(StrEnum):
     """An `analysis` step: recorded, and waits like a bare pause until analysis exists."""
     USER = "user"
     """`conveyor pause`: waits for `resume`."""
+    APPROVAL = "approval"
+    """At its gate, before it changes anything: waits for its approvals."""
+    WAIT = "wait-timer"
+    """At its gate: the environment's wait timer runs."""
+    FREEZE = "freeze"
+    """At its gate: a freeze window holds it until the window ends."""
+    STOP = "stop-the-line"
+    """The company's stop-the-line switch holds it (at its gate, or at its next step)."""
+
+    @property
+    def gate(self) -> bool:
+        """A hold of the policy gate (domain.policy), not of the rollout's steps."""
+        return self in GATE_HOLDS
+
+
+GATE_HOLDS = frozenset(
+    {PauseReason.APPROVAL, PauseReason.WAIT, PauseReason.FREEZE, PauseReason.STOP}
+)
 
 
 class Control(StrEnum):

@@ -17,6 +17,13 @@ DEPLOYMENT_ROLLED_BACK = "deployment.rolled_back"
 """A rollback deployment succeeded: the environment is back on an earlier revision."""
 DEPLOYMENT_ABORTED = "deployment.aborted"
 DEPLOYMENT_FAILED = "deployment.failed"
+DEPLOYMENT_APPROVAL_REQUESTED = "deployment.approval_requested"
+"""It waits for approvals (its `approval` says how many, by whom, and why)."""
+DEPLOYMENT_APPROVED = "deployment.approved"
+"""Its last required approval came."""
+DEPLOYMENT_REJECTED = "deployment.rejected"
+DEPLOYMENT_EMERGENCY = "deployment.emergency"
+"""An emergency deploy or rollback was asked for (past freezes and approvals)."""
 
 TYPES = (
     RUN_QUEUED,
@@ -28,6 +35,10 @@ TYPES = (
     DEPLOYMENT_ROLLED_BACK,
     DEPLOYMENT_ABORTED,
     DEPLOYMENT_FAILED,
+    DEPLOYMENT_APPROVAL_REQUESTED,
+    DEPLOYMENT_APPROVED,
+    DEPLOYMENT_REJECTED,
+    DEPLOYMENT_EMERGENCY,
 )
 ALL = "*"
 

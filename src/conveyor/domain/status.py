@@ -53,7 +53,13 @@ JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.BLOCKED: frozenset({JobStatus.PENDING, JobStatus.SKIPPED, JobStatus.CANCELED}),
     JobStatus.PENDING: frozenset({JobStatus.RUNNING, JobStatus.CANCELED, JobStatus.SKIPPED}),
     JobStatus.RUNNING: frozenset(
-        {JobStatus.SUCCESS, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.PENDING}
+        {
+            JobStatus.SUCCESS,
+            JobStatus.FAILED,
+            JobStatus.CANCELED,
+            JobStatus.PENDING,
+            JobStatus.BLOCKED,
+        }
     ),
     JobStatus.SUCCESS: frozenset(),
     JobStatus.FAILED: frozenset(),
@@ -61,7 +67,8 @@ JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.SKIPPED: frozenset(),
 }
 """Allowed moves. RUNNING → PENDING is a retry (a new attempt); PENDING → SKIPPED is a job
-superseded in a `newest-wins` concurrency group."""
+superseded in a `newest-wins` concurrency group; RUNNING → BLOCKED is a deploy job handed
+back while its deployment waits for approvals (BLOCKED → PENDING once decided)."""
 
 
 class IllegalTransition(Exception):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -377,11 +378,41 @@ def _some_jobs(jobs: dict[str, Job]) -> dict[str, Job]:
 JobName = Annotated[str, Field(pattern=JOB_NAME_PATTERN, max_length=100)]
 
 
+def _timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not an IANA time zone (like Europe/Berlin)") from None
+    return value
+
+
 class RiskSection(Model):
     """What makes a change to this service risky (docs/policy.md, "Risk score")."""
 
     sensitive_paths: Globs | None = None
     """Changed files matching these (`migrations/**`, `**/payments/**`) raise the score."""
+
+
+RoleName = Literal["viewer", "developer", "maintainer", "owner", "admin"]
+
+
+class EnvironmentRules(Model):
+    """An environment's protection rules as the service declares them (docs/policy.md);
+    a project maintainer's settings on the server win over them, field by field."""
+
+    required_approvals: Annotated[int, Field(ge=0, le=10)] | None = None
+    approver_role: RoleName | None = None
+    allowed_branches: Globs | None = None
+    wait_timer: Duration | None = None
+    approval_timeout: Duration | None = None
+    on_timeout: Literal["reject", "approve"] | None = None
+    auto_approve_below: Annotated[int, Field(ge=0, le=100)] | None = None
+    emergency_role: RoleName | None = None
+    timezone: Annotated[str, AfterValidator(_timezone)] | None = None
+
+    def declared(self) -> dict[str, Any]:
+        """The fields it sets, as domain.policy.parse reads them."""
+        return self.model_dump(exclude_none=True)
 
 
 class PipelineSpec(Model):
@@ -404,6 +435,7 @@ class PipelineSpec(Model):
     runtime: Runtime | None = None
     analysis: AnalysisSection = Field(default_factory=AnalysisSection)
     risk: RiskSection = Field(default_factory=RiskSection)
+    environments: dict[Name, EnvironmentRules] = Field(default_factory=dict)
 
     @property
     def stage_names(self) -> tuple[str, ...]:

@@ -133,3 +133,5 @@ class DeploymentProgress(RunnerReply):
     step: int
     steps: list[str]
     message: str = ""
+    awaiting_approval: bool = False
+    """It waits for approvals: the job has been handed back and waits `blocked`."""

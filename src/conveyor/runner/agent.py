@@ -189,6 +189,9 @@ class Agent:
             done.set()
             await asyncio.gather(beats, shipping, return_exceptions=True)
             shutil.rmtree(root, ignore_errors=True)
+        if result.status is JobStatus.BLOCKED:
+            log.info("job %s: handed back, blocked: %s", job_id, result.detail)
+            return
         try:
             await self.client.finish(job_id, fence, result, await shipper.tail())
         except StaleLease:

@@ -39,6 +39,11 @@ BASE_ENV_NAMES = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TE
 """What a job inherits from the environment Conveyor runs in; everything else is clean."""
 
 
+class HandedBack(Exception):
+    """The coordinator took the job back (its deployment waits for approvals): the
+    attempt ends without an outcome to report."""
+
+
 class RunObserver(Protocol):
     """Receives what a run does, as it happens. Called from the event loop's thread."""
 
@@ -302,7 +307,11 @@ async def _deploy(
             "coordinator (`conveyor serve`), not by a local run"
         )
         return
-    succeeded, detail = await ctx.deployer.deploy(job, sink.note)
+    try:
+        succeeded, detail = await ctx.deployer.deploy(job, sink.note)
+    except HandedBack as exc:
+        result.status, result.detail = JobStatus.BLOCKED, str(exc)
+        return
     if not succeeded:
         result.status = JobStatus.FAILED
         result.failure_class = FailureClass.DEPLOY

@@ -14,6 +14,7 @@ from conveyor.artifacts import tarballs
 from conveyor.domain.deploy import Phase
 from conveyor.pipeline.plan import PlannedJob
 from conveyor.protocol.errors import StaleLease
+from conveyor.runner.attempt import HandedBack
 from conveyor.runner.client import Client, DeployError
 from conveyor.runner.workspace import (
     StoredFile,
@@ -49,6 +50,12 @@ class RemoteDeployer:
             note(f"cannot start the deployment: {exc}")
             return False, f"cannot start the deployment: {exc}"
         environment, number = made.environment, made.number
+        if made.awaiting_approval:
+            note(
+                f"{environment} revision {number} waits for approval: {made.message}; the job "
+                "waits blocked, without a runner, and is taken up again once it is decided"
+            )
+            raise HandedBack(f"{environment} revision {number} waits for approval")
         note(f"deploying {made.digest} to {environment} as revision {number} ({made.strategy})")
         last, errors = "", 0
         while True:

@@ -127,8 +127,14 @@ async def queue(
     committed_at: datetime | None = None,
     fix: bool = False,
     traceparent: str | None = None,
+    policy: dict[str, Any] | None = None,
+    requester: str | None = None,
+    approved_at: datetime | None = None,
+    job_id: uuid.UUID | None = None,
+    emergency: str | None = None,
 ) -> Deployment:
-    """A new deployment, pending, numbered after the environment's last one."""
+    """A new deployment, pending, numbered after the environment's last one (with what
+    its gate needs: the rules' decision, who asked, when it was approved)."""
     number = await session.scalar(
         select(func.coalesce(func.max(Deployment.number), 0)).where(
             Deployment.environment_id == env.id
@@ -151,6 +157,11 @@ async def queue(
         committed_at=committed_at,
         fix=fix,
         traceparent=traceparent,
+        policy=policy,
+        requester=requester,
+        approved_at=approved_at,
+        job_id=job_id,
+        emergency=emergency,
     )
     session.add(row)
     await session.flush()
@@ -346,6 +357,18 @@ async def set_pre_deploy(
         update(Deployment)
         .where(Deployment.id == deployment_id, current)
         .values(pre_deploy=state)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def repause(session: Session, deployment_id: uuid.UUID, reason: str, message: str) -> bool:
+    """A paused deployment waits for something else now (at its gate: an approval, then
+    its wait timer, then a freeze); it stays paused."""
+    moved = await session.execute(
+        update(Deployment)
+        .where(Deployment.id == deployment_id, Deployment.phase == Phase.PAUSED.value)
+        .values(pause_reason=reason, message=message)
         .execution_options(synchronize_session=False)
     )
     return bool(moved.rowcount == 1)  # type: ignore[attr-defined]

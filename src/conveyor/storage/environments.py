@@ -17,13 +17,14 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from conveyor.domain.deploy import InstanceState, Phase, instance_sources
-from conveyor.storage import analysis
+from conveyor.storage import analysis, policy
 from conveyor.storage.database import Session
 from conveyor.storage.tables import (
     AnalysisRun,
     Deployment,
     DeploymentAction,
     Environment,
+    FreezeWindow,
     Instance,
     RevisionPin,
     utcnow,
@@ -101,6 +102,13 @@ class EnvironmentRows:
     """The last action recorded but not marked done (a driver died in it)."""
     analyses: list[AnalysisRun] = field(default_factory=list)
     """The analysis runs of the active deployment."""
+    stopped: bool = False
+    """The company's stop-the-line switch is on (read only with an active deployment)."""
+    freezes: list[FreezeWindow] = field(default_factory=list)
+    """The freeze windows over the environment (read only while a deployment waits at
+    its gate)."""
+    first_pending: Deployment | None = None
+    """The deployment queued next (its gate decides whether it begins released)."""
 
 
 async def load(session: Session, env_id: uuid.UUID) -> EnvironmentRows:
@@ -136,6 +144,13 @@ async def load(session: Session, env_id: uuid.UUID) -> EnvironmentRows:
         .limit(1)
     )
     active = next((r for r in rows if Phase(r.phase).is_active), None)
+    first = next((r for r in rows if r.phase == Phase.PENDING.value), None)
+    stopped, freezes = False, []
+    if active is not None or first is not None:
+        stopped = await policy.is_on(session)
+        waiting = active or first
+        if waiting is not None and waiting.released_at is None:
+            freezes = await policy.windows_over(session, env)
     return EnvironmentRows(
         env=env,
         active=active,
@@ -144,6 +159,9 @@ async def load(session: Session, env_id: uuid.UUID) -> EnvironmentRows:
         pinned=frozenset(pins),
         open_intent=intent,
         analyses=await analysis.runs(session, [active.id]) if active is not None else [],
+        stopped=stopped,
+        freezes=freezes,
+        first_pending=first,
     )
 
 

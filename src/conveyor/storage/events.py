@@ -111,6 +111,16 @@ async def deployment_event(session: Session, event_type: str, row: Deployment) -
             "finished_at": iso(row.finished_at),
         },
     }
+    if row.policy and row.policy.get("required"):
+        data["approval"] = {
+            "required": row.policy["required"],
+            "approver_role": row.policy.get("approver_role"),
+            "risk": row.policy.get("risk"),
+            "reasons": row.policy.get("reasons", []),
+            "approved_at": iso(row.approved_at),
+        }
+    if row.emergency is not None:
+        data["deployment"]["emergency"] = row.emergency
     if event_type == types.DEPLOYMENT_SUCCEEDED:
         data["deployment"]["first"] = await first_deploy(session, row)
     return record(

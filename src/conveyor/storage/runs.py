@@ -265,6 +265,12 @@ async def newest_first(
     return [(run, project, team) for run, project, team in rows.all()]
 
 
+async def ref_of(session: AsyncSession, run_id: uuid.UUID) -> str | None:
+    """The git ref a run built (None for an unknown run)."""
+    found: str | None = await session.scalar(select(Run.ref).where(Run.id == run_id))
+    return found
+
+
 async def coverage(session: AsyncSession, run_id: uuid.UUID) -> float | None:
     """The line coverage a run reported: the highest of its jobs' last attempts' (None
     when no job reported one)."""

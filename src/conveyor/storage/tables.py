@@ -570,6 +570,20 @@ class Deployment(Base):
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     traceparent: Mapped[str | None] = mapped_column(String(64), default=None)
     """The trace context of the request that queued it: its driver's actions join it."""
+    policy: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    """What the environment's protection rules decided when it was asked for
+    (policy.gates.Decision.stored): approvals required, risk, timeout, wait timer."""
+    requester: Mapped[str | None] = mapped_column(String(64), default=None)
+    """Who asked for it, stably (a token's subject): it may not approve it."""
+    approved_at: Mapped[datetime | None] = mapped_column(default=None)
+    """When its last required approval came (or it needed none)."""
+    released_at: Mapped[datetime | None] = mapped_column(default=None)
+    """When it passed its gate (approvals, wait timer, freeze, stop-the-line) and began
+    to change the environment; None while it waits there."""
+    emergency: Mapped[str | None] = mapped_column(Text, default=None)
+    """The reason of an emergency deploy or rollback: it passes freezes and approvals."""
+    job_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    """The pipeline's `deploy:` job that asked for it (blocked while it waits)."""
 
 
 class DeploymentAction(Base):
@@ -760,3 +774,77 @@ class AuditHead(Base):
     chain: Mapped[str] = mapped_column(String(36), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, default=0)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class Protection(Base):
+    """An environment's protection rules as its project's maintainers set them (they win
+    over the artifact's conveyor.yml `environments:`, field by field)."""
+
+    __tablename__ = "protections"
+    __table_args__ = (UniqueConstraint("project_id", "environment"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    environment: Mapped[str] = mapped_column(String(100))
+    rules: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """domain.policy.Rules fields that were set; the others come from conveyor.yml."""
+    updated_by: Mapped[str] = mapped_column(String(200), default="")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Approval(Base):
+    """One person's decision on a deployment that waits for approval."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (UniqueConstraint("deployment_id", "subject"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    deployment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE")
+    )
+    decision: Mapped[str] = mapped_column(String(10))
+    """approve | reject"""
+    subject: Mapped[str] = mapped_column(String(64))
+    """Who, stably (a token's subject): one decision per person."""
+    approver: Mapped[str] = mapped_column(String(200))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FreezeWindow(Base):
+    """A deploy freeze: a cron start and a duration in a time zone (domain.freeze), for
+    the whole company (no team), a team, or one environment of a project."""
+
+    __tablename__ = "freeze_windows"
+    __table_args__ = (Index(None, "team_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), default=None
+    )
+    project_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), default=None
+    )
+    environment: Mapped[str | None] = mapped_column(String(100), default=None)
+    cron: Mapped[str] = mapped_column(String(100))
+    duration_s: Mapped[int] = mapped_column(Integer)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    action: Mapped[str] = mapped_column(String(10), default="queue")
+    """queue: deploys wait for its end; refuse: they are refused (409)."""
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Switch(Base):
+    """A company-wide switch: `stop-the-line` halts every progressing rollout."""
+
+    __tablename__ = "switches"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    on: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    changed_by: Mapped[str] = mapped_column(String(200), default="")
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -5,7 +5,10 @@ deployment manager carries them out (deploy/manager.py)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Literal
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
@@ -16,6 +19,8 @@ from conveyor.api.idempotency import once, parse_key
 from conveyor.api.routes.projects import project_named
 from conveyor.api.schemas import (
     DIGEST,
+    ApprovalStateOut,
+    DecisionOut,
     DeployIn,
     DeploymentOut,
     EnvironmentOut,
@@ -28,17 +33,20 @@ from conveyor.api.schemas import (
     TrafficOut,
 )
 from conveyor.api.state import Caller, Coordinator, State
-from conveyor.deploy import records, requests
+from conveyor.deploy import approvals, records, requests
 from conveyor.deploy.router.base import RouterError, ServerStatus
 from conveyor.deploy.router.haproxy import find_haproxy
 from conveyor.deploy.world import traffic
 from conveyor.domain import risk
 from conveyor.domain.deploy import Control, InstanceState, Phase
+from conveyor.domain.policy import Decision, Rules
 from conveyor.domain.roles import Role
+from conveyor.policy import gates
 from conveyor.policy.risk import facts as risk_facts
 from conveyor.storage import artifacts, deployments
 from conveyor.storage.database import Session
 from conveyor.storage.tables import (
+    Approval,
     Artifact,
     Deployment,
     Environment,
@@ -49,12 +57,43 @@ from conveyor.storage.tables import (
     iso,
     utcnow,
 )
+from conveyor.vcs import GitMirror
 
 router = APIRouter(prefix="/api/v1/projects/{team}/{project}", tags=["deployments"])
 HISTORY = 10
 
 
-def deployment_out(row: Deployment, environment: str) -> DeploymentOut:
+def approval_out(row: Deployment, decided: Sequence[Approval] = ()) -> ApprovalStateOut | None:
+    """What the environment's rules required of a deployment (None: nothing)."""
+    decision = Decision.load(row.policy)
+    if not decision.required and not decision.reasons:
+        return None
+    deadline = None
+    if decision.required and row.approved_at is None:
+        deadline = as_utc(row.created_at) + timedelta(seconds=decision.approval_timeout)
+    return ApprovalStateOut(
+        required=decision.required,
+        approver_role=decision.approver_role.label,
+        risk=decision.risk,
+        reasons=list(decision.reasons),
+        approved_at=iso(row.approved_at),
+        decisions=[
+            DecisionOut(
+                decision=a.decision,
+                by=a.approver,
+                comment=a.comment,
+                at=as_utc(a.created_at).isoformat(),
+            )
+            for a in decided
+        ],
+        deadline=iso(deadline),
+        on_timeout=decision.on_timeout.value,
+    )
+
+
+def deployment_out(
+    row: Deployment, environment: str, decided: Sequence[Approval] = ()
+) -> DeploymentOut:
     steps = [s.describe() for s in records.steps_of(row.strategy)]
     return DeploymentOut(
         id=str(row.id),
@@ -80,6 +119,9 @@ def deployment_out(row: Deployment, environment: str) -> DeploymentOut:
         created_at=as_utc(row.created_at).isoformat(),
         started_at=iso(row.started_at),
         finished_at=iso(row.finished_at),
+        approval=approval_out(row, decided),
+        awaiting_approval=approvals.awaiting(row),
+        emergency=row.emergency,
     )
 
 
@@ -120,7 +162,11 @@ async def _deploy(
         state, who, team, project, body.artifact, Role.DEVELOPER
     )
     strategy = requests.choose_strategy(body.strategy, body.steps, spec, body.environment)
-    committed_at = await requests.commit_time(state.mirror(row.repo_url), artifact.sha)
+    mirror = state.mirror(row.repo_url)
+    committed_at = await requests.commit_time(mirror, artifact.sha)
+    decision = await gate_decision(
+        state, mirror, row, body.environment, artifact, spec, who, body.emergency
+    )
     ports = (state.deploy.target.allocate_port(), state.deploy.target.allocate_port())
     async with state.db.transaction() as session:
         env = await requests.environment(session, row, body.environment, ports)
@@ -135,9 +181,46 @@ async def _deploy(
             who.display,
             committed_at=committed_at,
             fix=body.fix,
+            decision=decision,
+            requester=who.subject or None,
+            emergency=body.emergency,
         )
     state.deploy.poke(env.id)
     return deployment_out(made, env.name)
+
+
+async def gate_decision(
+    state: Coordinator,
+    mirror: GitMirror | None,
+    project: Project,
+    environment: str,
+    artifact: Artifact,
+    spec: requests.ArtifactSpec,
+    who: Principal,
+    emergency: str | None,
+) -> Decision:
+    """What the environment's rules decide for deploying `artifact` (policy.gates):
+    409 for a branch they do not allow or a refusing freeze, 403 for an emergency by a
+    role below `emergency_role`."""
+    async with state.db.transaction() as session:
+        env = await deployments.environment(session, project.id, environment)
+        asked = gates.Asked(
+            project=project,
+            environment=environment,
+            env=env,
+            artifact=artifact,
+            declared=spec.environments.get(environment, {}),
+            sensitive_paths=spec.sensitive_paths,
+            pre_deploy=tuple(spec.pre_deploy),
+            role=role_in(who, project.team_id),
+            emergency=emergency,
+        )
+        return await gates.decide(session, mirror, asked, utcnow())
+
+
+def role_in(who: Principal, team_id: uuid.UUID) -> Role:
+    """The caller's role in a team it may see (a runner acts for a pipeline: developer)."""
+    return Role.DEVELOPER if who.runner is not None else who.role
 
 
 async def _artifact_spec(
@@ -277,9 +360,15 @@ async def rollback(
     stored artifact."""
 
     async def act() -> DeploymentOut:
+        if body.emergency is not None:
+            async with state.db.transaction() as session:
+                row, _, env = await _env(session, who, team, project, environment, Role.DEVELOPER)
+            await _emergency_allowed(state, row, env, who)
         async with state.db.transaction() as session:
-            _, _, env = await _env(session, who, team, project, environment, Role.DEVELOPER)
-            made = await requests.rollback(session, env, body.to, who.display)
+            row, _, env = await _env(session, who, team, project, environment, Role.DEVELOPER)
+            made = await requests.rollback(
+                session, env, body.to, who.display, emergency=body.emergency
+            )
         state.deploy.poke(env.id)
         return deployment_out(made, environment)
 
@@ -288,6 +377,32 @@ async def rollback(
     parse_key(idempotency_key)
     route = f"/api/v1/projects/{team}/{project}/environments/{environment}/rollback"
     return await once(state, who, route, idempotency_key, body, 201, act)
+
+
+async def rules_now(state: Coordinator, project: Project, env: Environment) -> Rules:
+    """The rules in force in an environment: the deployed artifact's conveyor.yml
+    `environments:` (none before a first deploy), with the server's winning."""
+    async with state.db.transaction() as session:
+        found = await artifacts.by_digest(session, project.id, env.digest) if env.digest else None
+    declared: dict[str, Any] = {}
+    if found is not None and state.blobs.local_path(found.digest) is not None:
+        declared = (await artifact_spec(state, found)).environments.get(env.name, {})
+    async with state.db.transaction() as session:
+        return await gates.rules_for(session, project, env.name, declared)
+
+
+async def _emergency_allowed(
+    state: Coordinator, project: Project, env: Environment, who: Principal
+) -> None:
+    """403 unless the caller has the environment's `emergency_role`."""
+    rules = await rules_now(state, project, env)
+    if role_in(who, project.team_id) < rules.emergency_role:
+        raise ApiError(
+            403,
+            "forbidden",
+            f"an emergency rollback of {env.name} needs the {rules.emergency_role.label} "
+            "role (emergency_role)",
+        )
 
 
 @router.post("/environments/{environment}/{command}")

@@ -16,10 +16,10 @@ from fastapi.responses import FileResponse, StreamingResponse
 from conveyor.api.auth import RUNNER_PREFIX, Principal, new_token, token_hash
 from conveyor.api.errors import ApiError
 from conveyor.api.routes.artifacts import artifact_out, blob_response, store
-from conveyor.api.routes.deployments import artifact_spec, deployment_out
+from conveyor.api.routes.deployments import artifact_spec, deployment_out, gate_decision
 from conveyor.api.schemas import ArtifactOut, DeploymentOut
-from conveyor.api.state import Caller, State
-from conveyor.deploy import requests
+from conveyor.api.state import Caller, Coordinator, State
+from conveyor.deploy import approvals, requests
 from conveyor.domain.status import JobStatus
 from conveyor.observability import metrics
 from conveyor.pipeline.plan import job_from_json
@@ -38,6 +38,7 @@ from conveyor.storage import artifacts, caches, deployments, jobs, names, tokens
 from conveyor.storage.artifacts import Provenance
 from conveyor.storage.jobs import JobBrief
 from conveyor.storage.tables import (
+    Deployment,
     RunnerRow,
 )
 
@@ -249,7 +250,7 @@ async def start_deploy(
         for needed in planned.artifacts_from:
             artifact = artifact or await artifacts.of_run(session, run.id, needed)
     if found is not None:
-        return deployment_out(found, environment)
+        return await _blocked_while_waiting(state, found, environment, job_id, fence)
     if artifact is None:
         raise ApiError(
             422,
@@ -259,7 +260,9 @@ async def start_deploy(
         )
     spec = await artifact_spec(state, artifact)
     strategy = requests.strategy_dict(planned.deploy.strategy, planned.deploy.bake)
-    committed_at = await requests.commit_time(state.mirror(project.repo_url), artifact.sha)
+    mirror = state.mirror(project.repo_url)
+    committed_at = await requests.commit_time(mirror, artifact.sha)
+    decision = await gate_decision(state, mirror, project, environment, artifact, spec, who, None)
     ports = (state.deploy.target.allocate_port(), state.deploy.target.allocate_port())
     async with state.db.transaction() as session:
         env = await requests.environment(session, project, environment, ports)
@@ -272,8 +275,21 @@ async def start_deploy(
             started_by,
             run_id=run.id,
             committed_at=committed_at,
+            decision=decision,
+            job_id=job_id,
         )
     state.deploy.poke(env.id)
+    return await _blocked_while_waiting(state, made, environment, job_id, fence)
+
+
+async def _blocked_while_waiting(
+    state: Coordinator, made: Deployment, environment: str, job_id: uuid.UUID, fence: int
+) -> DeploymentOut:
+    """A deploy job whose deployment waits for approvals is handed back: it waits
+    `blocked`, holding no runner, until the deployment is approved or rejected."""
+    if approvals.awaiting(made):
+        async with state.db.transaction() as session:
+            await approvals.block(session, made, job_id, fence)
     return deployment_out(made, environment)
 
 

@@ -1,0 +1,370 @@
+"""Deployment policy (docs/policy.md): environments' protection rules, the approvals
+inbox and decisions, freeze windows (company, team, environment) and the company's
+stop-the-line switch. Every change is audited."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from conveyor.api.auth import Principal
+from conveyor.api.errors import ApiError
+from conveyor.api.routes.deployments import deployment_out, rules_now
+from conveyor.api.routes.projects import project_named
+from conveyor.api.routes.teams import team_named
+from conveyor.api.schemas import (
+    ApprovalItemOut,
+    DecideIn,
+    DeploymentOut,
+    FreezeIn,
+    FreezeOut,
+    ProtectionOut,
+    RulesIn,
+    StopIn,
+    StopOut,
+)
+from conveyor.api.state import Caller, Coordinator, State
+from conveyor.deploy import approvals
+from conveyor.deploy.approvals import Approver
+from conveyor.domain import freeze, policy
+from conveyor.domain.audit import Action
+from conveyor.domain.roles import Role
+from conveyor.pipeline.durations import parse_duration
+from conveyor.storage import audit, deployments, names
+from conveyor.storage import policy as rows
+from conveyor.storage.database import Session
+from conveyor.storage.tables import Deployment, FreezeWindow, Project, as_utc, iso, utcnow
+
+router = APIRouter(prefix="/api/v1", tags=["policy"])
+
+
+# -- protection rules --------------------------------------------------------------------
+
+
+@router.get("/projects/{team}/{project}/environments/{environment}/protection")
+async def show_protection(
+    team: str, project: str, environment: str, state: State, who: Caller
+) -> ProtectionOut:
+    """The environment's rules: those set on the server, and those in force."""
+    async with state.db.transaction() as session:
+        row, _ = await project_named(session, who, team, project, Role.VIEWER)
+    return await _protection(state, row, environment)
+
+
+@router.put("/projects/{team}/{project}/environments/{environment}/protection")
+async def set_protection(
+    team: str, project: str, environment: str, body: RulesIn, state: State, who: Caller
+) -> ProtectionOut:
+    """Set the server's rules for the environment (maintainer): the fields given replace
+    what the server had; they win over the artifact's conveyor.yml field by field. An
+    empty body clears the server's rules."""
+    given = body.model_dump(exclude_none=True)
+    try:
+        policy.parse(given, "rules")
+    except policy.RuleError as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from exc
+    async with state.db.transaction() as session:
+        row, _ = await project_named(session, who, team, project, Role.MAINTAINER)
+        await rows.set_protection(session, row, environment, given, who.display)
+        target = f"{team}/{project}/{environment}"
+        await audit.record(session, row.team_id, who.display, Action.PROTECTION_SET, target, given)
+    return await _protection(state, row, environment)
+
+
+async def _protection(state: Coordinator, project: Project, environment: str) -> ProtectionOut:
+    async with state.db.transaction() as session:
+        stored = await rows.protection(session, project.id, environment)
+        env = await deployments.environment(session, project.id, environment)
+    server = stored.rules if stored is not None else {}
+    if env is not None:
+        effective = await rules_now(state, project, env)
+    else:
+        effective = policy.merged({}, server)
+    return ProtectionOut(
+        environment=environment,
+        server=server,
+        effective=effective.stored(),
+        updated_by=stored.updated_by if stored is not None else "",
+        updated_at=as_utc(stored.updated_at).isoformat() if stored is not None else "",
+    )
+
+
+# -- approvals ---------------------------------------------------------------------------
+
+
+def _approver(who: Principal) -> Approver:
+    if who.runner is not None:
+        raise ApiError(403, "forbidden", "a runner does not approve deployments")
+    return Approver(subject=who.subject, display=who.display, role=who.role)
+
+
+@router.get("/approvals")
+async def inbox(
+    state: State,
+    who: Caller,
+    all_: Annotated[bool, Query(alias="all")] = False,
+) -> list[ApprovalItemOut]:
+    """Deployments that wait for approvals: those the caller may decide (with `all`,
+    every one it can see, with why it may not decide the others)."""
+    approver = _approver(who)
+    teams = None if who.is_admin else [who.team_id] if who.team_id else []
+    async with state.db.transaction() as session:
+        waiting = await rows.waiting(session, teams)
+        decided = await rows.approvals(session, [w.deployment.id for w in waiting])
+    out = []
+    for item in waiting:
+        mine = [a for a in decided if a.deployment_id == item.deployment.id]
+        refused = approvals.why_not(item.deployment, approver, mine)
+        if refused is not None and not all_:
+            continue
+        shown = deployment_out(item.deployment, item.environment, mine)
+        assert shown.approval is not None
+        out.append(
+            ApprovalItemOut(
+                id=str(item.deployment.id),
+                team=item.team,
+                project=item.project,
+                environment=item.environment,
+                number=item.deployment.number,
+                digest=item.deployment.digest,
+                sha=item.deployment.sha,
+                started_by=item.deployment.started_by,
+                phase=item.deployment.phase,
+                created_at=shown.created_at,
+                approval=shown.approval,
+                can_approve=refused is None,
+                why_not=refused,
+            )
+        )
+    return out
+
+
+@router.get("/deployments/{deployment_id}")
+async def show_deployment(deployment_id: uuid.UUID, state: State, who: Caller) -> DeploymentOut:
+    """One deployment by its id, with its approvals."""
+    async with state.db.transaction() as session:
+        row = await _visible(session, who, deployment_id)
+        env = await deployments.environment_of(session, row)
+        decided = await rows.approvals(session, [row.id])
+    return deployment_out(row, env.name, decided)
+
+
+async def _visible(session: Session, who: Principal, deployment_id: uuid.UUID) -> Deployment:
+    row = await deployments.by_id(session, deployment_id)
+    if row is None or not who.can_see(row.team_id):
+        raise ApiError(404, "not_found", f"no deployment {deployment_id}")
+    return row
+
+
+@router.post("/deployments/{deployment_id}/approve")
+async def approve(
+    deployment_id: uuid.UUID, body: DecideIn, state: State, who: Caller
+) -> DeploymentOut:
+    """Approve a deployment that waits (the environment's `approver_role`; not the
+    person who asked for it). The last approval needed lets it start."""
+    return await _decide(state, who, deployment_id, approvals.APPROVE, body.comment)
+
+
+@router.post("/deployments/{deployment_id}/reject")
+async def reject(
+    deployment_id: uuid.UUID, body: DecideIn, state: State, who: Caller
+) -> DeploymentOut:
+    """Reject a deployment that waits: it ends aborted, with the comment as its reason."""
+    return await _decide(state, who, deployment_id, approvals.REJECT, body.comment)
+
+
+async def _decide(
+    state: Coordinator, who: Principal, deployment_id: uuid.UUID, verdict: str, comment: str
+) -> DeploymentOut:
+    approver = _approver(who)
+    async with state.db.transaction() as session:
+        row = await _visible(session, who, deployment_id)
+        decided = await approvals.decide(session, row, approver, verdict, comment)
+        env = await deployments.environment_of(session, decided)
+        given = await rows.approvals(session, [decided.id])
+    state.deploy.poke(env.id)
+    return deployment_out(decided, env.name, given)
+
+
+# -- freeze windows ----------------------------------------------------------------------
+
+
+def _window(body: FreezeIn) -> tuple[freeze.Window, int]:
+    try:
+        seconds = parse_duration(body.duration)
+        window = freeze.Window(body.cron, timedelta(seconds=seconds), body.timezone)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from exc
+    return window, int(seconds)
+
+
+def freeze_out(row: FreezeWindow, scope: str) -> FreezeOut:
+    window = freeze.Window(row.cron, timedelta(seconds=row.duration_s), row.timezone)
+    now = utcnow()
+    held = window.containing(now)
+    return FreezeOut(
+        id=str(row.id),
+        scope=scope,
+        cron=row.cron,
+        duration_s=row.duration_s,
+        timezone=row.timezone,
+        action=row.action,
+        reason=row.reason,
+        created_by=row.created_by,
+        created_at=as_utc(row.created_at).isoformat(),
+        active_until=iso(held[1]) if held is not None else None,
+        next_start=window.next_start(now).isoformat(),
+    )
+
+
+async def _add_window(
+    session: Session,
+    body: FreezeIn,
+    who: Principal,
+    *,
+    team_id: uuid.UUID | None,
+    project: Project | None,
+    scope: str,
+) -> FreezeOut:
+    _, seconds = _window(body)
+    row = rows.add_window(
+        session,
+        FreezeWindow(
+            team_id=team_id,
+            project_id=project.id if project is not None else None,
+            environment=body.environment if project is not None else None,
+            cron=body.cron,
+            duration_s=seconds,
+            timezone=body.timezone,
+            action=body.action,
+            reason=body.reason,
+            created_by=who.display,
+        ),
+    )
+    await session.flush()
+    detail = {
+        "id": str(row.id),
+        "cron": body.cron,
+        "duration_s": seconds,
+        "timezone": body.timezone,
+        "action": body.action,
+        "reason": body.reason,
+    }
+    await audit.record(session, team_id, who.display, Action.FREEZE_CREATE, scope, detail)
+    return freeze_out(row, scope)
+
+
+@router.get("/freezes")
+async def company_freezes(state: State, who: Caller) -> list[FreezeOut]:
+    """The company-wide freeze windows (every token may read them)."""
+    async with state.db.transaction() as session:
+        found = await rows.windows(session, company=True)
+    return [freeze_out(w, "company") for w in found]
+
+
+@router.post("/freezes", status_code=201)
+async def add_company_freeze(body: FreezeIn, state: State, who: Caller) -> FreezeOut:
+    """A company-wide freeze window (admin)."""
+    if not who.is_admin:
+        raise ApiError(403, "forbidden", "only the admin sets company-wide freezes")
+    if body.environment is not None:
+        raise ApiError(422, "invalid_request", "environment: only a project's freeze names one")
+    async with state.db.transaction() as session:
+        return await _add_window(session, body, who, team_id=None, project=None, scope="company")
+
+
+@router.get("/teams/{team}/freezes")
+async def team_freezes(team: str, state: State, who: Caller) -> list[FreezeOut]:
+    async with state.db.transaction() as session:
+        row = await team_named(session, who, team, Role.VIEWER)
+        found = await rows.windows(session, team_id=row.id)
+    return [freeze_out(w, f"team {team}") for w in found]
+
+
+@router.post("/teams/{team}/freezes", status_code=201)
+async def add_team_freeze(team: str, body: FreezeIn, state: State, who: Caller) -> FreezeOut:
+    """A freeze window over every environment of the team's projects (maintainer)."""
+    if body.environment is not None:
+        raise ApiError(422, "invalid_request", "environment: only a project's freeze names one")
+    async with state.db.transaction() as session:
+        row = await team_named(session, who, team, Role.MAINTAINER)
+        return await _add_window(
+            session, body, who, team_id=row.id, project=None, scope=f"team {team}"
+        )
+
+
+@router.get("/projects/{team}/{project}/freezes")
+async def project_freezes(team: str, project: str, state: State, who: Caller) -> list[FreezeOut]:
+    async with state.db.transaction() as session:
+        row, _ = await project_named(session, who, team, project, Role.VIEWER)
+        found = await rows.windows(session, project_id=row.id)
+    return [freeze_out(w, f"{team}/{project}/{w.environment}") for w in found]
+
+
+@router.post("/projects/{team}/{project}/freezes", status_code=201)
+async def add_project_freeze(
+    team: str, project: str, body: FreezeIn, state: State, who: Caller
+) -> FreezeOut:
+    """A freeze window over one environment of the project (maintainer)."""
+    if body.environment is None:
+        raise ApiError(422, "invalid_request", "environment: a project's freeze names one")
+    async with state.db.transaction() as session:
+        row, _ = await project_named(session, who, team, project, Role.MAINTAINER)
+        scope = f"{team}/{project}/{body.environment}"
+        return await _add_window(session, body, who, team_id=row.team_id, project=row, scope=scope)
+
+
+@router.delete("/freezes/{window_id}", status_code=204)
+async def delete_freeze(window_id: uuid.UUID, state: State, who: Caller) -> Response:
+    """Remove a freeze window (the admin for the company's; a maintainer of its team)."""
+    async with state.db.transaction() as session:
+        row = await rows.window(session, window_id)
+        if row is None or (row.team_id is not None and not who.can_see(row.team_id)):
+            raise ApiError(404, "not_found", f"no freeze window {window_id}")
+        if row.team_id is None and not who.is_admin:
+            raise ApiError(403, "forbidden", "only the admin removes company-wide freezes")
+        if row.team_id is not None:
+            who.require(row.team_id, Role.MAINTAINER, "freeze window")
+        scope = "company"
+        if row.team_id is not None:
+            scope = f"team {await names.team(session, row.team_id)}"
+        detail = {"id": str(row.id), "cron": row.cron, "duration_s": row.duration_s}
+        await rows.remove_window(session, row.id)
+        await audit.record(session, row.team_id, who.display, Action.FREEZE_DELETE, scope, detail)
+    return Response(status_code=204)
+
+
+# -- stop-the-line -----------------------------------------------------------------------
+
+
+@router.get("/stop-the-line")
+async def show_stop(state: State, who: Caller) -> StopOut:
+    async with state.db.transaction() as session:
+        row = await rows.switch(session)
+    if row is None:
+        return StopOut(on=False, reason="", changed_by="", changed_at=None)
+    return StopOut(
+        on=row.on, reason=row.reason, changed_by=row.changed_by, changed_at=iso(row.changed_at)
+    )
+
+
+@router.put("/stop-the-line")
+async def set_stop(body: StopIn, state: State, who: Caller) -> StopOut:
+    """Turn the company-wide stop-the-line switch on (every progressing rollout halts
+    before its next step; new ones wait at their gate; rollbacks and emergencies go on)
+    or off (admin)."""
+    if not who.is_admin:
+        raise ApiError(403, "forbidden", "only the admin stops the line")
+    if body.on and not body.reason:
+        raise ApiError(422, "invalid_request", "reason: say why the line stops")
+    async with state.db.transaction() as session:
+        row = await rows.set_switch(session, body.on, body.reason, who.display)
+        detail = {"on": body.on, "reason": body.reason}
+        await audit.record(session, None, who.display, Action.STOP_THE_LINE, "company", detail)
+    return StopOut(
+        on=row.on, reason=row.reason, changed_by=row.changed_by, changed_at=iso(row.changed_at)
+    )

@@ -1,0 +1,131 @@
+"""Approvals: a person's decision on a deployment that waits for them (docs/policy.md).
+
+A decision is taken under the environment's lock, so two approvers racing for the last
+approval count once: the second finds the deployment approved already. The approval is
+a row, so it survives restarts; the deployment's gate (deploy.planner) sees
+`approved_at` on its next pass. A pipeline's deploy job waits `blocked` meanwhile, and
+goes back to `pending` once the deployment is approved or rejected, for a runner to
+follow it to its end.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor.deploy.requests import DeployRefused, audited
+from conveyor.domain import events as event_types
+from conveyor.domain.audit import Action
+from conveyor.domain.deploy import DriverRequest, Phase
+from conveyor.domain.policy import Decision
+from conveyor.domain.roles import Role
+from conveyor.domain.status import JobStatus
+from conveyor.storage import deployments, events, jobs
+from conveyor.storage import policy as rows
+from conveyor.storage.database import Session
+from conveyor.storage.tables import Approval, Deployment, utcnow
+
+APPROVE, REJECT = "approve", "reject"
+
+
+@dataclass(frozen=True)
+class Approver:
+    """Who decides: stably (a token's subject), for display, and with which role."""
+
+    subject: str
+    display: str
+    role: Role
+
+
+def awaiting(row: Deployment) -> bool:
+    """It needs approvals it does not have yet, and has not ended or been released."""
+    return (
+        Decision.load(row.policy).required > 0
+        and row.approved_at is None
+        and row.released_at is None
+        and not Phase(row.phase).is_final
+        and row.request != DriverRequest.ABORT.value
+    )
+
+
+def why_not(row: Deployment, who: Approver, decided: list[Approval]) -> str | None:
+    """Why `who` may not decide the deployment now (None: they may)."""
+    decision = Decision.load(row.policy)
+    if not awaiting(row):
+        if row.approved_at is not None and decision.required:
+            return "it is approved already"
+        return "it does not wait for an approval"
+    if who.role < decision.approver_role:
+        return f"approving needs the {decision.approver_role.label} role"
+    if row.requester is not None and row.requester == who.subject:
+        return "whoever asked for a deployment cannot approve it"
+    if any(a.subject == who.subject for a in decided):
+        return "you have decided on it already"
+    return None
+
+
+async def decide(
+    session: Session, deployment: Deployment, who: Approver, verdict: str, comment: str
+) -> Deployment:
+    """Record `who`'s approval or rejection. The last approval needed marks the
+    deployment approved; a rejection ends it (at once while queued, else by its
+    driver). DeployRefused: 409 when it does not wait (or `who` decided already), 403
+    for a role below `approver_role` or for the person who asked for it."""
+    env = await deployments.environment_of(session, deployment)
+    await deployments.lock(session, env.id)
+    await session.refresh(deployment)
+    decided = await rows.approvals(session, [deployment.id])
+    refused = why_not(deployment, who, decided)
+    if refused is not None:
+        status = 403 if "role" in refused or "asked" in refused else 409
+        raise DeployRefused(status, f"revision {deployment.number} of {env.name}: {refused}")
+    rows.add_approval(session, deployment, verdict, who.subject, who.display, comment)
+    detail: dict[str, Any] = {"digest": deployment.digest, "comment": comment}
+    if verdict == APPROVE:
+        given = 1 + sum(1 for a in decided if a.decision == APPROVE)
+        needed = Decision.load(deployment.policy).required
+        detail |= {"approvals": given, "required": needed}
+        if given >= needed:
+            await rows.mark_approved(session, deployment, utcnow())
+            await unblock(session, deployment)
+            await session.refresh(deployment)
+            await events.deployment_event(session, event_types.DEPLOYMENT_APPROVED, deployment)
+        await audited(session, env, who.display, Action.APPROVE, deployment.number, detail)
+    else:
+        await _reject(session, deployment, who, comment)
+        await unblock(session, deployment)
+        await events.deployment_event(session, event_types.DEPLOYMENT_REJECTED, deployment)
+        await audited(session, env, who.display, Action.REJECT, deployment.number, detail)
+    await session.refresh(deployment)
+    return deployment
+
+
+async def _reject(session: Session, deployment: Deployment, who: Approver, comment: str) -> None:
+    why = f"rejected by {who.display}" + (f": {comment}" if comment else "")
+    if deployment.phase == Phase.PENDING.value:
+        await deployments.change_phase(
+            session,
+            deployment,
+            Phase.ABORTED,
+            finished_at=utcnow(),
+            message=why,
+            requested_by=who.display,
+        )
+    else:  # waiting at its gate: its driver ends it on the next pass
+        await deployments.set_fields(
+            session, deployment, request=DriverRequest.ABORT.value, requested_by=why
+        )
+
+
+async def unblock(session: Session, deployment: Deployment) -> None:
+    """The deploy job that waits for this deployment goes back to pending, for a runner
+    to follow the deployment to its end."""
+    if deployment.job_id is not None:
+        await jobs.try_move(session, deployment.job_id, JobStatus.PENDING, queued_at=utcnow())
+
+
+async def block(session: Session, deployment: Deployment, job_id: uuid.UUID, fence: int) -> bool:
+    """Hand a running deploy job back while its deployment waits for approvals: it
+    waits `blocked`, holding no runner (its attempt does not count)."""
+    return await jobs.hand_back(session, job_id, fence, JobStatus.BLOCKED)

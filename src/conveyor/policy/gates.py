@@ -1,0 +1,162 @@
+"""What an environment's protection rules decide for a deployment when it is asked for
+(domain.policy decides; this gathers the facts): the rules in force, the artifact's
+branch, the freeze windows over the environment, and the risk score when the rules
+weigh it. The deployment stores the decision; its gate (deploy.planner) enforces it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from conveyor.domain import policy, risk
+from conveyor.domain.freeze import Window, frozen, hours_until
+from conveyor.domain.policy import Decision, Rules
+from conveyor.domain.roles import Role
+from conveyor.pipeline.patterns import glob_matches
+from conveyor.policy.risk import facts as risk_facts
+from conveyor.storage import policy as rows
+from conveyor.storage import runs
+from conveyor.storage.database import Session
+from conveyor.storage.tables import Artifact, Environment, FreezeWindow, Project
+from conveyor.vcs import GitMirror
+
+BRANCH_PREFIX = "refs/heads/"
+
+
+class PolicyRefused(Exception):
+    """The rules refuse the request; `status` is its HTTP answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def rules_for(
+    session: Session, project: Project, environment: str, declared: dict[str, Any]
+) -> Rules:
+    """The rules in force: the artifact's conveyor.yml `environments.<name>`, with the
+    server's settings winning field by field."""
+    stored = await rows.protection(session, project.id, environment)
+    try:
+        return policy.merged(declared, stored.rules if stored is not None else {})
+    except policy.RuleError as exc:
+        raise PolicyRefused(422, str(exc)) from exc
+
+
+def target_of(project: Project, environment: str, env: Environment | None) -> Environment:
+    """The environment row, or one not saved yet (before its first deploy)."""
+    return env or Environment(
+        team_id=project.team_id, project_id=project.id, name=environment, digest=None
+    )
+
+
+def windows_of(found: list[FreezeWindow]) -> list[Window]:
+    return [Window(w.cron, timedelta(seconds=w.duration_s), w.timezone) for w in found]
+
+
+async def risk_score(
+    session: Session,
+    mirror: GitMirror | None,
+    env: Environment,
+    artifact: Artifact,
+    *,
+    rules: Rules,
+    sensitive_paths: tuple[str, ...],
+    pre_deploy: list[str],
+    at: datetime,
+) -> risk.Risk:
+    """The risk of deploying `artifact` to `env` at `at`, timed on the environment's
+    clock and against the freeze windows over it."""
+    windows = windows_of(await rows.windows_over(session, env))
+    known = await risk_facts(
+        session,
+        mirror,
+        env,
+        artifact,
+        sensitive_paths=sensitive_paths,
+        pre_deploy=pre_deploy,
+        at=at.astimezone(ZoneInfo(rules.timezone)),
+    )
+    return risk.score(replace(known, hours_to_freeze=hours_until(windows, at)))
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A deploy request, as its gate needs it."""
+
+    project: Project
+    environment: str
+    env: Environment | None
+    artifact: Artifact
+    declared: dict[str, Any]
+    """The artifact's conveyor.yml `environments.<name>`."""
+    sensitive_paths: tuple[str, ...] = ()
+    pre_deploy: tuple[str, ...] = ()
+    role: Role = Role.DEVELOPER
+    """The caller's role in the team (a runner's job: developer)."""
+    emergency: str | None = None
+    """The reason of an emergency request."""
+
+
+async def decide(
+    session: Session, mirror: GitMirror | None, asked: Asked, at: datetime
+) -> Decision:
+    """What the rules decide for a deploy: PolicyRefused (409) for a branch they do not
+    allow or a refusing freeze window in force, (403) for an emergency by a role below
+    the environment's `emergency_role`; else the approvals it needs and why."""
+    rules = await rules_for(session, asked.project, asked.environment, asked.declared)
+    env = target_of(asked.project, asked.environment, asked.env)
+    if asked.emergency is not None and asked.role < rules.emergency_role:
+        raise PolicyRefused(
+            403,
+            f"an emergency deploy to {asked.environment} needs the "
+            f"{rules.emergency_role.label} role (emergency_role)",
+        )
+    if asked.emergency is None:
+        await refuse_if_frozen(session, env, at)
+    branch = None
+    if asked.artifact.run_id is not None:
+        ref = await runs.ref_of(session, asked.artifact.run_id)
+        if ref is not None and ref.startswith(BRANCH_PREFIX):
+            branch = ref.removeprefix(BRANCH_PREFIX)
+    score = None
+    if rules.required_approvals and rules.auto_approve_below is not None:
+        scored = await risk_score(
+            session,
+            mirror,
+            env,
+            asked.artifact,
+            rules=rules,
+            sensitive_paths=asked.sensitive_paths,
+            pre_deploy=list(asked.pre_deploy),
+            at=at,
+        )
+        score = scored.score
+    try:
+        return policy.decide(
+            rules,
+            asked.environment,
+            branch=branch,
+            risk=score,
+            emergency=asked.emergency is not None,
+            branch_allowed=glob_matches,
+        )
+    except policy.Refused as exc:
+        raise PolicyRefused(409, str(exc)) from exc
+
+
+async def refuse_if_frozen(session: Session, env: Environment, at: datetime) -> None:
+    """409 when a freeze window that refuses deploys is in force over the environment."""
+    refusing = [w for w in await rows.windows_over(session, env) if w.action == "refuse"]
+    held = frozen(windows_of(refusing), at)
+    if held is not None:
+        row = refusing[windows_of(refusing).index(held[0])]
+        why = f" ({row.reason})" if row.reason else ""
+        raise PolicyRefused(
+            409,
+            f"{env.name} is frozen until {held[1].isoformat()}{why}: deploys are refused "
+            "(an emergency deploy passes: `--emergency --reason`)",
+        )

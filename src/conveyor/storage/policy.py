@@ -1,0 +1,231 @@
+"""Deployment policy's rows: environments' protection rules, approvals, freeze windows and
+the company's switches (docs/policy.md)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, or_, select, update
+
+from conveyor.domain.deploy import Phase
+from conveyor.storage.database import Session
+from conveyor.storage.tables import (
+    Approval,
+    Deployment,
+    Environment,
+    FreezeWindow,
+    Project,
+    Protection,
+    Switch,
+    Team,
+    utcnow,
+)
+
+STOP_THE_LINE = "stop-the-line"
+WAITING_PHASES = (Phase.PENDING.value, Phase.PAUSED.value, Phase.PROGRESSING.value)
+
+
+# -- protection rules --------------------------------------------------------------------
+
+
+async def protection(
+    session: Session, project_id: uuid.UUID, environment: str
+) -> Protection | None:
+    found: Protection | None = await session.scalar(
+        select(Protection).where(
+            Protection.project_id == project_id, Protection.environment == environment
+        )
+    )
+    return found
+
+
+async def protections(session: Session, project_id: uuid.UUID) -> list[Protection]:
+    return list(
+        await session.scalars(
+            select(Protection)
+            .where(Protection.project_id == project_id)
+            .order_by(Protection.environment)
+        )
+    )
+
+
+async def set_protection(
+    session: Session, project: Project, environment: str, rules: dict[str, Any], who: str
+) -> Protection:
+    """Replace the server's rules for the environment (an empty dict clears them)."""
+    row = await protection(session, project.id, environment)
+    if row is None:
+        row = Protection(team_id=project.team_id, project_id=project.id, environment=environment)
+        session.add(row)
+    row.rules = rules
+    row.updated_by = who
+    row.updated_at = utcnow()
+    await session.flush()
+    return row
+
+
+# -- approvals ---------------------------------------------------------------------------
+
+
+async def approvals(session: Session, deployment_ids: Sequence[uuid.UUID]) -> list[Approval]:
+    if not deployment_ids:
+        return []
+    return list(
+        await session.scalars(
+            select(Approval)
+            .where(Approval.deployment_id.in_(deployment_ids))
+            .order_by(Approval.created_at, Approval.id)
+        )
+    )
+
+
+def add_approval(
+    session: Session,
+    deployment: Deployment,
+    decision: str,
+    subject: str,
+    approver: str,
+    comment: str,
+) -> Approval:
+    row = Approval(
+        team_id=deployment.team_id,
+        deployment_id=deployment.id,
+        decision=decision,
+        subject=subject,
+        approver=approver,
+        comment=comment,
+    )
+    session.add(row)
+    return row
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A deployment that waits for approvals, with where it is."""
+
+    deployment: Deployment
+    team: str
+    project: str
+    environment: str
+
+
+async def waiting(session: Session, team_ids: Sequence[uuid.UUID] | None) -> list[Waiting]:
+    """Deployments not yet approved whose rules require approvals (of the given teams;
+    None: every team), oldest first."""
+    query = (
+        select(Deployment, Team.name, Project.name, Environment.name)
+        .join(Environment, Environment.id == Deployment.environment_id)
+        .join(Project, Project.id == Deployment.project_id)
+        .join(Team, Team.id == Deployment.team_id)
+        .where(
+            Deployment.phase.in_(
+                [Phase.PENDING.value, Phase.PAUSED.value, Phase.PROGRESSING.value]
+            ),
+            Deployment.approved_at.is_(None),
+            Deployment.released_at.is_(None),
+            Deployment.policy.is_not(None),
+            Deployment.request.is_(None),
+        )
+        .order_by(Deployment.created_at)
+    )
+    if team_ids is not None:
+        query = query.where(Deployment.team_id.in_(team_ids))
+    rows = (await session.execute(query)).all()
+    return [
+        Waiting(row, team, project, env)
+        for row, team, project, env in rows
+        if int((row.policy or {}).get("required", 0)) > 0
+    ]
+
+
+# -- freeze windows ----------------------------------------------------------------------
+
+
+def add_window(session: Session, window: FreezeWindow) -> FreezeWindow:
+    session.add(window)
+    return window
+
+
+async def windows(
+    session: Session,
+    *,
+    team_id: uuid.UUID | None = None,
+    project_id: uuid.UUID | None = None,
+    company: bool = False,
+) -> list[FreezeWindow]:
+    """The windows set at one level: the company's, a team's, or a project's
+    environments'."""
+    query = select(FreezeWindow).order_by(FreezeWindow.created_at, FreezeWindow.id)
+    if company:
+        query = query.where(FreezeWindow.team_id.is_(None))
+    elif project_id is not None:
+        query = query.where(FreezeWindow.project_id == project_id)
+    else:
+        query = query.where(FreezeWindow.team_id == team_id, FreezeWindow.project_id.is_(None))
+    return list(await session.scalars(query))
+
+
+async def window(session: Session, window_id: uuid.UUID) -> FreezeWindow | None:
+    return await session.get(FreezeWindow, window_id)
+
+
+async def remove_window(session: Session, window_id: uuid.UUID) -> None:
+    await session.execute(delete(FreezeWindow).where(FreezeWindow.id == window_id))
+
+
+async def windows_over(session: Session, env: Environment) -> list[FreezeWindow]:
+    """Every window that covers the environment: the company's, its team's, and its own."""
+    return list(
+        await session.scalars(
+            select(FreezeWindow)
+            .where(
+                or_(
+                    FreezeWindow.team_id.is_(None),
+                    and_(FreezeWindow.team_id == env.team_id, FreezeWindow.project_id.is_(None)),
+                    and_(
+                        FreezeWindow.project_id == env.project_id,
+                        FreezeWindow.environment == env.name,
+                    ),
+                )
+            )
+            .order_by(FreezeWindow.created_at, FreezeWindow.id)
+        )
+    )
+
+
+# -- switches ----------------------------------------------------------------------------
+
+
+async def switch(session: Session, name: str = STOP_THE_LINE) -> Switch | None:
+    found: Switch | None = await session.get(Switch, name, populate_existing=True)
+    return found
+
+
+async def is_on(session: Session, name: str = STOP_THE_LINE) -> bool:
+    return bool(await session.scalar(select(Switch.on).where(Switch.name == name)))
+
+
+async def set_switch(session: Session, on: bool, reason: str, who: str) -> Switch:
+    row = await switch(session)
+    if row is None:
+        row = Switch(name=STOP_THE_LINE)
+        session.add(row)
+    row.on, row.reason, row.changed_by, row.changed_at = on, reason, who, utcnow()
+    await session.flush()
+    return row
+
+
+async def mark_approved(session: Session, deployment: Deployment, at: datetime) -> bool:
+    """Record that the deployment has every approval it needs: once (a guarded UPDATE,
+    so two approvals racing for the last one count once)."""
+    result = await session.execute(
+        update(Deployment)
+        .where(Deployment.id == deployment.id, Deployment.approved_at.is_(None))
+        .values(approved_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
