@@ -47,11 +47,15 @@ def deploy(
         bool,
         typer.Option("--fix", help="It fixes the revision before it, a failed change for DORA."),
     ] = False,
+    emergency: EmergencyOpt = False,
+    reason: ReasonOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Deploy an artifact to an environment (created at its first deploy)."""
+    """Deploy an artifact to an environment (created at its first deploy). It may wait
+    at its gate: for approvals, a wait timer, a freeze window (docs/policy.md)."""
     remote = Remote(server, token, err)
     body: dict[str, Any] = {"environment": env, "artifact": artifact}
+    body |= emergency_body(emergency, reason)
     if fix:
         body["fix"] = True
     if strategy:
@@ -64,6 +68,11 @@ def deploy(
     made = remote.call(
         "POST", f"/api/v1/projects/{project}/deployments", json=body, headers=headers
     ).json()
+    if made.get("awaiting_approval"):
+        err.print(
+            f"{env} revision {made['number']} waits for approval "
+            f"({'; '.join(made['approval']['reasons'])}): `conveyor approve {made['id']}`"
+        )
     if not wait:
         show(made, as_json, f"{env} revision {made['number']} {made['phase']} ({made['strategy']})")
         return
@@ -71,6 +80,26 @@ def deploy(
     final = follow(remote, project, env, int(made["number"]))
     show(final, as_json, f"{env} revision {final['number']} {final['phase']}")
     raise typer.Exit(0 if final["phase"] == "succeeded" else 1)
+
+
+EmergencyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--emergency",
+        help="Past freezes and approvals, without the rollout's pauses and analyses "
+        "(never its health checks or draining); needs the environment's emergency_role "
+        "and --reason; audited and announced.",
+    ),
+]
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (an emergency's).")]
+
+
+def emergency_body(emergency: bool, reason: str | None) -> dict[str, Any]:
+    if not emergency:
+        return {}
+    if not reason:
+        raise typer.BadParameter("an emergency needs --reason", param_hint="--reason")
+    return {"emergency": reason}
 
 
 def follow(remote: Remote, project: str, env: str, number: int) -> dict[str, Any]:
@@ -156,11 +185,15 @@ def rollback(
         int | None, typer.Option("--to", help="The revision (default: the previous).")
     ] = None,
     wait: Annotated[bool, typer.Option("--wait")] = False,
+    emergency: EmergencyOpt = False,
+    reason: ReasonOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Back to an earlier revision, pinning the current one as bad."""
+    """Back to an earlier revision, pinning the current one as bad. Never held by a
+    freeze, approvals or stop-the-line."""
     remote = Remote(server, token, err)
-    made = remote.call("POST", f"{env_path(project, env)}/rollback", json={"to": to}).json()
+    body: dict[str, Any] = {"to": to} | emergency_body(emergency, reason)
+    made = remote.call("POST", f"{env_path(project, env)}/rollback", json=body).json()
     err.print(
         f"{env}: rollback to {made['digest'][:19]}… as revision {made['number']} "
         f"({'traffic switch' if made['strategy'] == 'switch' else 'rolling redeploy'})"

@@ -12,7 +12,17 @@ from typing import Annotated
 import typer
 
 from conveyor import __version__
-from conveyor.cli import analysis, artifacts, audit, client, deploys, dora, loadgen, processes
+from conveyor.cli import (
+    analysis,
+    artifacts,
+    audit,
+    client,
+    deploys,
+    dora,
+    loadgen,
+    policy,
+    processes,
+)
 from conveyor.cli.console import (
     EXIT_CANCELED,
     EXIT_FAILED,
@@ -268,6 +278,7 @@ deploys.register(app)
 analysis.register(app)
 dora.register(app)
 audit.register(app)
+policy.register(app)
 
 
 def main() -> None:

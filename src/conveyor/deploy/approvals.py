@@ -128,4 +128,6 @@ async def unblock(session: Session, deployment: Deployment) -> None:
 async def block(session: Session, deployment: Deployment, job_id: uuid.UUID, fence: int) -> bool:
     """Hand a running deploy job back while its deployment waits for approvals: it
     waits `blocked`, holding no runner (its attempt does not count)."""
-    return await jobs.hand_back(session, job_id, fence, JobStatus.BLOCKED)
+    env = await deployments.environment_of(session, deployment)
+    why = f"waits for approval of {env.name} revision {deployment.number}"
+    return await jobs.hand_back(session, job_id, fence, JobStatus.BLOCKED, reason=why)

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from conveyor.domain.status import JobOutcome, RunStatus, run_status
+from conveyor.domain.status import JobOutcome, JobStatus, RunStatus, run_status
 from conveyor.storage import jobs, statuses
 from conveyor.storage.database import Database
 from conveyor.storage.secrets import SecretBox
@@ -165,6 +165,9 @@ def status_request(
     raise ValueError(f"no commit statuses for provider {provider!r}")
 
 
+BLOCKED = "blocked"
+
+
 def _summary(outcomes: list[tuple[str, JobOutcome]]) -> str:
     counts: dict[str, int] = {}
     for _, outcome in outcomes:
@@ -236,13 +239,18 @@ class Statuses:
         ]
         overall = STATE[run_status(o for _, o in outcomes)]
         gate = STATE[run_status(o for _, o in required)] if required else "skipped"
-        now_state = f"{overall}|{gate}"
+        blocked = [name for name, o in outcomes if o.status is JobStatus.BLOCKED]
+        now_state = f"{overall}|{gate}" + (f"|{BLOCKED}" if blocked else "")
         if run.status_reported == now_state:
             return None
-        old_overall, _, old_gate = (run.status_reported or "|").partition("|")
+        old_overall, _, rest = (run.status_reported or "|").partition("|")
+        old_gate, _, was_blocked = rest.partition("|")
         due = []
-        if overall != old_overall:
-            due.append(self._report(run, team, project, overall, _summary(outcomes)))
+        if overall != old_overall or bool(blocked) != bool(was_blocked):
+            summary = _summary(outcomes)
+            if blocked:  # the commit page says why the pipeline waits
+                summary = f"{', '.join(blocked)} waits for approval; {summary}"[:140]
+            due.append(self._report(run, team, project, overall, summary))
         if required and gate != old_gate:
             context = f"conveyor/{team.name}/required"
             due.append(self._report(run, team, project, gate, _summary(required), context))

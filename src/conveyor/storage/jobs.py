@@ -270,14 +270,16 @@ async def end_running(
 
 
 async def hand_back(
-    session: AsyncSession, job_id: uuid.UUID, fence: int, target: JobStatus
+    session: AsyncSession, job_id: uuid.UUID, fence: int, target: JobStatus, reason: str
 ) -> bool:
     """A running job held at `fence` leaves its runner without ending: its lease is
     dropped and the attempt does not count (the next lease numbers it the same)."""
     result = await session.execute(
         update(Job)
         .where(Job.id == job_id, Job.fence == fence, Job.status == JobStatus.RUNNING.value)
-        .values(status=target.value, lease_expires_at=None, attempt=Job.attempt - 1)
+        .values(
+            status=target.value, lease_expires_at=None, attempt=Job.attempt - 1, reason=reason
+        )
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
