@@ -302,12 +302,17 @@ def test_no_route_leaks_team_a_to_team_b(world: World):
     """Walk every route of the OpenAPI document with team A's objects, as every role of
     team B, as a runner and with no token: nothing of A may come back."""
     run = trigger(world).json()
+    freeze = {"cron": "0 18 * * 5", "duration": "62h", "environment": "production"}
+    window = world.call("a:maintainer", "POST", "/api/v1/projects/a/api/freezes", json=freeze)
+    assert window.status_code == 201, window.text
     ids = {
         "team": "a",
         "project": "api",
         "run_id": run["id"],
         "job_id": run["jobs"][0]["id"],
         "provider": "github",
+        "environment": "production",
+        "window_id": window.json()["id"],
     }
     reg = world.call("admin", "POST", "/api/v1/runner-tokens", json={"team": "b"}).json()["token"]
     runner = world.client.post(
@@ -320,6 +325,10 @@ def test_no_route_leaks_team_a_to_team_b(world: World):
         "/api/v1/projects",
         "/api/v1/runs",
         "/api/v1/runners/jobs/request",
+        # Company-wide, or the caller's own: B's inbox, the company's freezes and switch.
+        "/api/v1/approvals",
+        "/api/v1/freezes",
+        "/api/v1/stop-the-line",
     }
     paths = world.client.get("/openapi.json").json()["paths"]
     checked = 0

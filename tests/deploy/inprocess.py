@@ -17,6 +17,7 @@ from conveyor.deploy.router.memory import MemoryRouter
 from conveyor.deploy.targets.fake import FakeTarget
 from conveyor.deploy.world import Act
 from conveyor.domain.deploy import Control, Phase
+from conveyor.domain.policy import Decision
 from conveyor.pipeline.analysis import Template
 from conveyor.storage import artifacts, deployments, environments
 from conveyor.storage.artifacts import Provenance
@@ -98,6 +99,8 @@ class World:
         start_period: float = 0.0,
         templates: dict[str, Any] | None = None,
         pre_deploy: tuple[str, ...] = (),
+        decision: Decision | None = None,
+        requester: str | None = None,
         **env: str,
     ) -> Deployment:
         """Queue a deployment of a new artifact; `templates` are its conveyor.yml's
@@ -111,7 +114,16 @@ class World:
         spec = requests.ArtifactSpec(run, {}, parsed)
         async with self.db.transaction() as session:
             found = await requests.environment(session, self.project, "prod", (18001, 18002))
-            made = await requests.deploy(session, found, artifact, spec, strategy, "test")
+            made = await requests.deploy(
+                session,
+                found,
+                artifact,
+                spec,
+                strategy,
+                "test",
+                decision=decision,
+                requester=requester,
+            )
         self.env_id = made.environment_id
         return made
 
