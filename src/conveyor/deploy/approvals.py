@@ -21,7 +21,7 @@ from conveyor.domain.deploy import DriverRequest, Phase
 from conveyor.domain.policy import Decision
 from conveyor.domain.roles import Role
 from conveyor.domain.status import JobStatus
-from conveyor.storage import deployments, events, jobs
+from conveyor.storage import deployments, events, jobs, logs
 from conveyor.storage import policy as rows
 from conveyor.storage.database import Session
 from conveyor.storage.tables import Approval, Deployment, utcnow
@@ -130,4 +130,14 @@ async def block(session: Session, deployment: Deployment, job_id: uuid.UUID, fen
     waits `blocked`, holding no runner (its attempt does not count)."""
     env = await deployments.environment_of(session, deployment)
     why = f"waits for approval of {env.name} revision {deployment.number}"
-    return await jobs.hand_back(session, job_id, fence, JobStatus.BLOCKED, reason=why)
+    if not await jobs.hand_back(session, job_id, fence, JobStatus.BLOCKED, reason=why):
+        return False
+    reasons = "; ".join(Decision.load(deployment.policy).reasons)
+    note = (
+        f"[conveyor] {why} ({reasons}): the job waits blocked, holding no runner, and is "
+        "taken up again once the deployment is approved or rejected\n"
+    )
+    await logs.append_chunk(
+        session, deployment.team_id, job_id, await logs.log_end(session, job_id), note.encode()
+    )
+    return True

@@ -383,8 +383,9 @@ class Scheduler:
         return Assignment(
             secrets=secrets,
             traceparent=traceparent,
-            # A first attempt's log starts empty; a retry continues after the last one's.
-            log_offset=await log_end(session, job.id) if job.attempt > 1 else 0,
+            # A first lease's log starts empty; a retry (or a deploy job taken up again
+            # after it waited blocked) continues after what is there.
+            log_offset=await log_end(session, job.id) if job.fence > 1 else 0,
             job_id=job.id,
             fence=job.fence,
             attempt=job.attempt,
