@@ -277,9 +277,7 @@ async def hand_back(
     result = await session.execute(
         update(Job)
         .where(Job.id == job_id, Job.fence == fence, Job.status == JobStatus.RUNNING.value)
-        .values(
-            status=target.value, lease_expires_at=None, attempt=Job.attempt - 1, reason=reason
-        )
+        .values(status=target.value, lease_expires_at=None, attempt=Job.attempt - 1, reason=reason)
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
