@@ -68,6 +68,7 @@ def test_schema_is_json_schema_with_every_top_level_keyword():
         "jobs",
         "runtime",
         "risk",
+        "environments",
     }
     job = schema["$defs"]["Job"]["properties"]
     assert "if" in job and "script" in job

@@ -251,3 +251,26 @@ def test_a_persons_pause_outranks_the_gate():
         paused_by_user=True,
     )
     assert plan_next(world(stable(), paused, *V1)) is None
+
+
+def test_conveyor_yml_environments_are_checked_with_where_the_mistake_is():
+    from conveyor.pipeline.errors import PipelineInvalid
+    from conveyor.pipeline.loader import parse_pipeline
+
+    head = "version: 1\nservice: s\nteam: t\njobs:\n  a: {script: 'true'}\n"
+    good = head + "environments:\n  production:\n    required_approvals: 2\n    wait_timer: 5m\n"
+    spec = parse_pipeline(good.encode(), "conveyor.yml").spec
+    assert spec.environments["production"].declared() == {
+        "required_approvals": 2,
+        "wait_timer": 300.0,
+    }
+    rules = policy.merged(spec.environments["production"].declared(), {})
+    assert (rules.required_approvals, rules.wait_timer) == (2, 300.0)
+    for body, where in (
+        ("environments:\n  production:\n    required_approvals: 20\n", "conveyor.yml:8:25"),
+        ("environments:\n  production:\n    timezone: Mars/Base\n", "conveyor.yml:8:15"),
+        ("environments:\n  production:\n    approver: bob\n", "conveyor.yml:8:5"),
+    ):
+        with pytest.raises(PipelineInvalid) as caught:
+            parse_pipeline((head + body).encode(), "conveyor.yml")
+        assert where in str(caught.value), str(caught.value)
