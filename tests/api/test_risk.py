@@ -67,3 +67,20 @@ def test_risk_needs_a_known_artifact_and_a_member_of_the_team(world: World):
     plain = upload(world, b"not a tarball")
     refused = world.call("a:viewer", "GET", path, params={"artifact": plain})
     assert refused.status_code == 422 and "not a tarball" in refused.json()["detail"]
+
+
+def test_risk_is_timed_on_the_environments_clock_and_weighs_its_freezes(world: World):
+    digest = upload(world, tarball({"conveyor.yml": SERVICE}))
+    protection = f"{BASE}/environments/production/protection"
+    assert (
+        world.call("a:maintainer", "PUT", protection, json={"timezone": "Asia/Tokyo"}).status_code
+        == 200
+    )
+    freeze = {"cron": "* * * * *", "duration": "2m", "environment": "production"}
+    assert world.call("a:maintainer", "POST", f"{BASE}/freezes", json=freeze).status_code == 201
+    data = world.call(
+        "a:viewer", "GET", f"{BASE}/environments/production/risk", params={"artifact": digest}
+    ).json()
+    assert data["at"].endswith("+09:00")
+    timing = next(f for f in data["factors"] if f["name"] == "timing")
+    assert "0 h before a freeze" in timing["value"] and timing["contribution"] == 15.0

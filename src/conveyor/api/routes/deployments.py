@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
@@ -37,12 +38,10 @@ from conveyor.deploy import approvals, records, requests
 from conveyor.deploy.router.base import RouterError, ServerStatus
 from conveyor.deploy.router.haproxy import find_haproxy
 from conveyor.deploy.world import traffic
-from conveyor.domain import risk
 from conveyor.domain.deploy import Control, InstanceState, Phase
 from conveyor.domain.policy import Decision, Rules
 from conveyor.domain.roles import Role
 from conveyor.policy import gates
-from conveyor.policy.risk import facts as risk_facts
 from conveyor.storage import artifacts, deployments
 from conveyor.storage.database import Session
 from conveyor.storage.tables import (
@@ -283,25 +282,25 @@ async def show_risk(
     artifact: Annotated[str, Query(pattern=DIGEST, description="sha256:…")],
 ) -> RiskOut:
     """The risk score of deploying `artifact` to the environment now, factor by factor
-    (an environment not deployed to yet has no diff and no history to weigh)."""
+    (an environment not deployed to yet has no diff and no history to weigh), timed on
+    the environment's clock (its rules' `timezone`) and its freeze windows."""
     row, found, spec = await _artifact_spec(state, who, team, project, artifact, Role.VIEWER)
-    async with state.db.transaction() as session:
-        env = await deployments.environment(session, row.id, environment)
-    target = env or Environment(
-        team_id=row.team_id, project_id=row.id, name=environment, digest=None
-    )
     at = utcnow()
     async with state.db.transaction() as session:
-        known = await risk_facts(
+        env = await deployments.environment(session, row.id, environment)
+        declared = spec.environments.get(environment, {})
+        rules = await gates.rules_for(session, row, environment, declared)
+        scored = await gates.risk_score(
             session,
             state.mirror(row.repo_url),
-            target,
+            gates.target_of(row, environment, env),
             found,
+            rules=rules,
             sensitive_paths=spec.sensitive_paths,
             pre_deploy=spec.pre_deploy,
             at=at,
         )
-    scored = risk.score(known)
+    at = at.astimezone(ZoneInfo(rules.timezone))
     return RiskOut(
         environment=environment,
         artifact=found.digest,
