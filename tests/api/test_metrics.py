@@ -127,3 +127,31 @@ def test_a_run_is_counted_from_its_queue_to_its_end(watched: World):
 
     wait_until(run_counted, 10, "the run's end")
     assert value(scrape(watched), "conveyor_jobs", team="a") == 0
+
+
+def test_deployments_waiting_for_approvals_are_counted(watched: World, haproxy_required: None):
+    from tests.api.test_deployments import tarball, upload
+    from tests.api.test_policy import SERVICE
+
+    digest = upload(watched, tarball({"conveyor.yml": SERVICE}))
+    made = watched.call(
+        "a:developer",
+        "POST",
+        "/api/v1/projects/a/api/deployments",
+        json={"environment": "production", "artifact": digest},
+    )
+    assert made.status_code == 201 and made.json()["awaiting_approval"], made.text
+
+    def counted() -> bool:
+        return value(scrape(watched), "conveyor_approvals_waiting", team="a") == 1
+
+    wait_until(counted, 10, "the deployment waiting for approval to be counted")
+    rejected = watched.call(
+        "admin", "POST", f"/api/v1/deployments/{made.json()['id']}/reject", json={}
+    )
+    assert rejected.status_code == 200, rejected.text
+    wait_until(
+        lambda: value(scrape(watched), "conveyor_approvals_waiting", team="a") == 0,
+        10,
+        "the rejected deployment to leave the count",
+    )

@@ -139,6 +139,7 @@ async def refresh(db: Database) -> None:
     metrics.set_gauge(metrics.runners_online, found.runners)
     metrics.set_gauge(metrics.deployments_active, found.deployments)
     metrics.set_gauge(metrics.deployment_oldest_active, found.oldest)
+    metrics.set_gauge(metrics.approvals_waiting, found.approvals)
 
 
 DORA_EVERY_S = 60.0

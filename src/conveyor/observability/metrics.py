@@ -163,6 +163,12 @@ deployment_oldest_active = Gauge(
     ["team"],
     multiprocess_mode="mostrecent",
 )
+approvals_waiting = Gauge(
+    "conveyor_approvals_waiting",
+    "Deployments waiting for approvals now, per team; computed when scraped.",
+    ["team"],
+    multiprocess_mode="mostrecent",
+)
 
 # -- DORA's four keys (docs/dora.md) ----------------------------------------------------
 

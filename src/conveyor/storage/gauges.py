@@ -1,16 +1,18 @@
 """What the gauges of `/metrics` count, read from the tables in a few grouped queries:
 the job queue's depth per team, runners online, deployments in progress and the age of
-the oldest (observability.metrics; refreshed by the coordinator's `metrics` loop)."""
+the oldest, deployments waiting for approvals (observability.metrics; refreshed by the
+coordinator's `metrics` loop)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
 from conveyor.domain.deploy import Phase
 from conveyor.domain.status import JobStatus
+from conveyor.storage import policy
 from conveyor.storage.database import Session
 from conveyor.storage.tables import Deployment, Job, RunnerRow, Team, as_utc, utcnow
 
@@ -28,6 +30,8 @@ class Counts:
     """((team, phase), deployments pending, progressing or paused)."""
     oldest: list[tuple[tuple[str], float]]
     """((team,), seconds since the oldest progressing or paused deployment started)."""
+    approvals: list[tuple[tuple[str], float]] = field(default_factory=list)
+    """((team,), deployments waiting for approvals)."""
 
 
 async def counts(session: Session, now: datetime | None = None) -> Counts:
@@ -60,7 +64,11 @@ async def counts(session: Session, now: datetime | None = None) -> Counts:
         if started is not None and phase != Phase.PENDING.value:
             age = (moment - as_utc(started)).total_seconds()
             oldest[team] = max(oldest.get(team, 0.0), age)
+    approvals: dict[str, float] = {}
+    for item in await policy.waiting(session, None):
+        approvals[item.team] = approvals.get(item.team, 0.0) + 1
     return Counts(
+        approvals=[((team,), n) for team, n in sorted(approvals.items())],
         jobs=[((team, status), float(n)) for team, status, n in jobs.all()],
         runners=[((team or "",), float(n)) for team, n in runners.all()],
         deployments=[((team, phase), float(n)) for team, phase, n, _ in deployments],
