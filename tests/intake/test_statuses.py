@@ -219,3 +219,89 @@ def _check_format(provider: str, prefix: str, sha: str, request: dict[str, Any])
         assert body["state"] in {"INPROGRESS", "SUCCESSFUL", "FAILED", "STOPPED"}
         assert len(body["key"]) <= 40
     assert len(body["description"]) <= 140
+
+
+TEAMS_PIPELINE = """\
+version: 1
+service: api
+team: a
+jobs:
+  unit: {script: "true", required_for_merge: true}
+  checkout-functional: {script: "false", required_for_merge: checkout}
+  lint: {script: "true"}
+"""
+
+
+def test_one_required_status_per_team_and_a_failure_for_a_team_with_no_job(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    """The project requires teams a, checkout and ledger: a's unit tests pass, checkout's
+    functional tests of this service fail, and no job of ledger ran."""
+    recorder.fail_next = 0
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    commit(repo, {"conveyor.yml": TEAMS_PIPELINE})
+    api = f"http://127.0.0.1:{recorder.server_address[1]}"
+    config = ServerConfig(
+        data_dir=tmp_path / "server",
+        admin_token=ADMIN,
+        status_poll_s=0.05,
+        status_backoff_s=0.05,
+        public_url="https://ci.example.com",
+    )
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    with TestClient(create_app(config)) as client:
+        for team in ("a", "checkout", "ledger"):
+            client.post("/api/v1/teams", json={"name": team}, headers=admin).raise_for_status()
+        body = {
+            "team": "a",
+            "name": "api",
+            "repo_url": str(repo),
+            "provider": "github",
+            "status": {"api_url": api + "/gh", "repository": "acme/api", "token": "t"},
+        }
+        assert client.post("/api/v1/projects", json=body, headers=admin).status_code == 201
+        unknown = client.patch(
+            "/api/v1/projects/a/api", json={"required_teams": ["nobody"]}, headers=admin
+        )
+        assert unknown.status_code == 422 and "no team 'nobody'" in unknown.json()["detail"]
+        patched = client.patch(
+            "/api/v1/projects/a/api",
+            json={"required_teams": ["a", "checkout", "ledger"]},
+            headers=admin,
+        )
+        assert patched.json()["required_teams"] == ["a", "checkout", "ledger"]
+        run = client.post("/api/v1/projects/a/api/runs", json={"ref": "main"}, headers=admin)
+        assert run.status_code == 201
+        reg = client.post("/api/v1/runner-tokens", json={}, headers=admin).json()["token"]
+        runner = client.post("/api/v1/runners/register", json={"token": reg, "name": "r"}).json()
+        headers = {"Authorization": f"Bearer {runner['token']}"}
+        for _ in range(3):
+            claimed = client.post(
+                "/api/v1/runners/jobs/request", params={"wait": 0}, headers=headers
+            ).json()
+            failing = claimed["spec"]["name"] == "checkout-functional"
+            outcome = {"status": "failed", "exit_code": 1} if failing else {"status": "success"}
+            client.post(
+                f"/api/v1/runners/jobs/{claimed['job_id']}/finish",
+                json={"fence": claimed["fence"], "exit_code": 0} | outcome,
+                headers=headers,
+            ).raise_for_status()
+
+        def final() -> dict[str, dict[str, Any]] | None:
+            last = {r["json"]["context"]: r["json"] for r in recorder.requests}
+            done = {"failure", "success", "error"}
+            wanted = {"conveyor/a/required", "conveyor/checkout/required", "conveyor/a/api"}
+            if not wanted <= last.keys() or not all(last[c]["state"] in done for c in wanted):
+                return None
+            return last
+
+        last = _wait(final, "every required team's final status")
+    assert last["conveyor/a/required"]["state"] == "success"
+    assert last["conveyor/checkout/required"]["state"] == "failure"
+    assert "1 failed" in last["conveyor/checkout/required"]["description"]
+    assert last["conveyor/ledger/required"]["state"] == "failure"
+    assert last["conveyor/ledger/required"]["description"] == (
+        "no job required by team ledger ran in this pipeline"
+    )

@@ -104,6 +104,28 @@ def test_explain_json_and_new_branch(tmp_path):
     assert plan["jobs"][0]["name"] == "build"
 
 
+def test_explain_shows_each_required_team_and_its_jobs(tmp_path):
+    file = write(
+        tmp_path,
+        """\
+        merge: {required_teams: [checkout, ledger]}
+        jobs:
+          unit: {script: x, required_for_merge: true}
+          contract: {script: x, required_for_merge: checkout}
+        """,
+    )
+    result = runner.invoke(app, ["explain", str(file), "--ref", "main"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "required for merge by team checkout" in result.output
+    assert (
+        "before a merge: conveyor/checkout/required (contract); conveyor/ledger/required "
+        "(no job in this run: its check fails)" in result.output
+    )
+    plan = json.loads(runner.invoke(app, ["explain", str(file), "--json"]).stdout)
+    assert plan["required_teams"] == {"checkout": ["contract"], "ledger": []}
+    assert [j["required_by"] for j in plan["jobs"]] == ["team", "checkout"]
+
+
 def test_explain_skip_ci(tmp_path):
     file = write(tmp_path, "jobs: {build: {script: x}}\n")
     result = runner.invoke(app, ["explain", str(file), "--message", "wip [skip ci]"])

@@ -86,6 +86,9 @@ class ProjectPatch(Body):
 
     artifact_retention_days: int | None = Field(None, ge=1, le=3650)
     production: list[EnvName] | None = Field(None, min_length=1, max_length=20)
+    required_teams: list[str] | None = Field(None, max_length=50)
+    """The teams whose required jobs a pull request needs (one commit status each);
+    an empty list goes back to what each run's conveyor.yml says."""
 
 
 class ProjectOut(BaseModel):
@@ -102,6 +105,8 @@ class ProjectOut(BaseModel):
     statuses_to: str | None = None
     artifact_retention_days: int = 30
     production: list[str] = []
+    required_teams: list[str] | None = None
+    """Set on the server; None: each run's conveyor.yml decides."""
     """The environments whose deployments DORA counts."""
 
 

@@ -263,10 +263,15 @@ def _plan_dict(plan: Plan) -> dict[str, object]:
                 "needs": list(j.needs),
                 "when": j.when.value,
                 "reasons": list(j.reasons),
+                "required_by": j.required_by,
             }
             for j in plan.jobs
         ],
         "excluded": [{"name": j.name, "reasons": list(j.reasons)} for j in plan.excluded],
+        "required_teams": {
+            team: [j.name for j in plan.jobs if j.required_by == team]
+            for team in plan.required_teams
+        },
     }
 
 

@@ -52,6 +52,8 @@ def render_plan(console: Console, plan: Plan) -> None:
     for job in plan.jobs:
         needs = ", ".join(job.needs) if len(job.needs) <= 3 else f"{len(job.needs)} jobs"
         when = f"when: {job.when.value}; " if job.when.value != "on_success" else ""
+        if job.required_by is not None:
+            when = f"required for merge by team {job.required_by}; " + when
         table.add_row(
             "[green]✔[/]",
             escape(job.name),
@@ -68,6 +70,19 @@ def render_plan(console: Console, plan: Plan) -> None:
             f"[dim]excluded: {escape('; '.join(excluded.reasons))}[/]",
         )
     console.print(table)
+    if plan.required_teams:
+        console.print(f"before a merge: {escape(required_summary(plan))}")
+
+
+def required_summary(plan: Plan) -> str:
+    """Each required team with the jobs of this run that report its check
+    (`conveyor/<team>/required`), or that none does (its check will fail)."""
+    parts = []
+    for team in plan.required_teams:
+        jobs = [j.name for j in plan.jobs if j.required_by == team]
+        found = ", ".join(jobs) if jobs else "no job in this run: its check fails"
+        parts.append(f"conveyor/{team}/required ({found})")
+    return "; ".join(parts)
 
 
 class LiveObserver:

@@ -8,13 +8,15 @@ path of a job: the reports follow the runs.
 
 Each run reports two contexts:
 - `conveyor/<team>/<project>`: the whole run;
-- `conveyor/<team>/required`: only the jobs marked `required_for_merge` (when there are
-  some), the check a branch protection rule can require.
+- `conveyor/<team>/required`, one per required team: the jobs `required_for_merge` names
+  for that team (docs/policy.md, "Required checks"), the checks a branch protection rule
+  can require. A required team none of whose jobs ran reports a failure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import urllib.parse
 import uuid
@@ -168,6 +170,59 @@ def status_request(
 BLOCKED = "blocked"
 
 
+@dataclass(frozen=True)
+class Check:
+    """One required team's commit status for a run."""
+
+    team: str
+    state: str
+    description: str
+
+
+def required_checks(
+    run: Run,
+    team: Team,
+    project: Project,
+    states: list[jobs.JobState],
+    outcomes: list[tuple[str, JobOutcome]],
+) -> list[Check]:
+    """One check per required team (the project's setting, else the run's conveyor.yml,
+    else every team a job is required for): its required jobs' state, or a failure
+    when none of them ran in this pipeline."""
+    by_team: dict[str, list[tuple[str, JobOutcome]]] = {}
+    for outcome, job in zip(outcomes, states, strict=True):
+        owner = job.spec.get("required_by") or (
+            team.name if job.spec.get("required_for_merge") else None
+        )
+        if owner is not None:
+            by_team.setdefault(str(owner), []).append(outcome)
+    teams = project.required_teams or run.required_teams or list(by_team)
+    checks = []
+    for name in teams:
+        found = by_team.get(name, [])
+        if not found:
+            why = f"no job required by team {name} ran in this pipeline"
+            checks.append(Check(name, "failure", why))
+        else:
+            checks.append(Check(name, STATE[run_status(o for _, o in found)], _summary(found)))
+    return checks
+
+
+def _gate_code(checks: list[Check]) -> str:
+    """The required checks as the run's recorded state: their common end once all have
+    ended (so the run counts as reported in full), else a digest of each one's state."""
+    if not checks:
+        return "skipped"
+    states = [c.state for c in checks]
+    if all(state in FINAL for state in states):
+        for worst in ("failure", "canceled", "success"):
+            if worst in states:
+                return worst
+        return "skipped"
+    text = ",".join(f"{c.team}={c.state}" for c in checks)
+    return "h" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def _summary(outcomes: list[tuple[str, JobOutcome]]) -> str:
     counts: dict[str, int] = {}
     for _, outcome in outcomes:
@@ -227,18 +282,14 @@ class Statuses:
     def _reports(
         self, run: Run, team: Team, project: Project, states: list[jobs.JobState]
     ) -> tuple[str, list[StatusReport]] | None:
-        """The run's state to record (`overall|required`) and the reports it makes due;
-        None when nothing changed since the last."""
+        """The run's state to record (`overall|required[|blocked]`) and the reports it
+        makes due; None when nothing changed since the last."""
         outcomes = [
             (j.name, JobOutcome(j.status, bool(j.spec.get("allow_failure", False)))) for j in states
         ]
-        required = [
-            (name, o)
-            for (name, o), j in zip(outcomes, states, strict=True)
-            if j.spec.get("required_for_merge")
-        ]
+        checks = required_checks(run, team, project, states, outcomes)
         overall = STATE[run_status(o for _, o in outcomes)]
-        gate = STATE[run_status(o for _, o in required)] if required else "skipped"
+        gate = _gate_code(checks)
         blocked = [name for name, o in outcomes if o.status is JobStatus.BLOCKED]
         now_state = f"{overall}|{gate}" + (f"|{BLOCKED}" if blocked else "")
         if run.status_reported == now_state:
@@ -251,9 +302,12 @@ class Statuses:
             if blocked:  # the commit page says why the pipeline waits
                 summary = f"{', '.join(blocked)} waits for approval; {summary}"[:140]
             due.append(self._report(run, team, project, overall, summary))
-        if required and gate != old_gate:
-            context = f"conveyor/{team.name}/required"
-            due.append(self._report(run, team, project, gate, _summary(required), context))
+        if checks and gate != old_gate:
+            for check in checks:
+                context = f"conveyor/{check.team}/required"
+                due.append(
+                    self._report(run, team, project, check.state, check.description, context)
+                )
         return now_state, due
 
     @staticmethod

@@ -24,6 +24,7 @@ from conveyor.pipeline.schema import (
     Reports,
     Retry,
     When,
+    required_team,
 )
 from conveyor.pipeline.triggers import Decision, Event, job_condition, pipeline_trigger
 
@@ -57,6 +58,8 @@ class PlannedJob:
     reasons: tuple[str, ...] = ()
     checkout: bool = True
     """False: an empty workspace, no repository checkout."""
+    required_by: str | None = None
+    """The team whose required check it is (`required_for_merge`), or None."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,8 @@ class Plan:
     jobs: tuple[PlannedJob, ...] = ()
     excluded: tuple[ExcludedJob, ...] = ()
     ancestors: dict[str, frozenset[str]] = field(default_factory=dict)
+    required_teams: tuple[str, ...] = ()
+    """The teams whose required jobs a merge needs (PipelineSpec.required_teams)."""
 
     @property
     def triggered(self) -> bool:
@@ -108,7 +113,13 @@ def instance_name(base: str, cell: dict[str, str]) -> str:
 def compile_plan(spec: PipelineSpec, event: Event) -> Plan:
     """Decide which jobs run for `event`, and wire them into a DAG."""
     trigger = pipeline_trigger(spec, event)
-    plan = Plan(service=spec.service, team=spec.team, event=event, trigger=trigger)
+    plan = Plan(
+        service=spec.service,
+        team=spec.team,
+        event=event,
+        trigger=trigger,
+        required_teams=spec.required_teams,
+    )
     if not trigger.included:
         return plan
     return _Compiler(spec, event, trigger).compile()
@@ -176,6 +187,7 @@ class _Compiler:
             jobs=tuple(self.jobs[n] for n in order),
             excluded=tuple(ExcludedJob(n, r) for n, r in self.excluded.items()),
             ancestors=ancestors,
+            required_teams=self.spec.required_teams,
         )
 
     def _base_order(self) -> list[str]:
@@ -283,7 +295,8 @@ class _Compiler:
             when=job.when,
             allow_failure=job.allow_failure,
             interruptible=interruptible,
-            required_for_merge=job.required_for_merge,
+            required_for_merge=bool(job.required_for_merge),
+            required_by=required_team(job.required_for_merge, self.spec.team),
             cache=job.cache,
             artifacts=job.artifacts,
             reports=job.reports,

@@ -347,7 +347,10 @@ class Job(Model):
     """False: the job starts in an empty workspace, without the repository (GitLab's
     `GIT_STRATEGY: none`): for jobs that only deploy, notify or call an API."""
     concurrency: Concurrency | None = None
-    required_for_merge: bool = False
+    required_for_merge: bool | Name = False
+    """true: a check this pipeline's team requires before a merge; a team's name: that
+    team's check (a consumer team's functional tests of this service). Each team's
+    required jobs report one commit status, `conveyor/<team>/required`."""
     deploy: Deploy | None = None
     labels: Labels | None = None
     # "A job needs a script or a deploy" is checked by lint, so that it is reported even
@@ -415,6 +418,21 @@ class EnvironmentRules(Model):
         return self.model_dump(exclude_none=True)
 
 
+def required_team(value: bool | str, own: str) -> str | None:
+    """The team a job's `required_for_merge` names (None: not required)."""
+    if value is True:
+        return own
+    return value or None
+
+
+class MergeSection(Model):
+    """What a pull request needs before it merges (docs/policy.md, "Required checks")."""
+
+    required_teams: Annotated[list[Name], Field(min_length=1)] | None = None
+    """The teams whose required jobs must pass (default: every team a job is required
+    for); a project maintainer's setting on the server wins."""
+
+
 class PipelineSpec(Model):
     """A whole `conveyor.yml`."""
 
@@ -436,6 +454,16 @@ class PipelineSpec(Model):
     analysis: AnalysisSection = Field(default_factory=AnalysisSection)
     risk: RiskSection = Field(default_factory=RiskSection)
     environments: dict[Name, EnvironmentRules] = Field(default_factory=dict)
+    merge: MergeSection = Field(default_factory=MergeSection)
+
+    @property
+    def required_teams(self) -> tuple[str, ...]:
+        """The teams whose required jobs a merge needs: `merge.required_teams`, else
+        every team a job is required for, in file order."""
+        if self.merge.required_teams:
+            return tuple(self.merge.required_teams)
+        teams = [required_team(job.required_for_merge, self.team) for job in self.jobs.values()]
+        return tuple(dict.fromkeys(t for t in teams if t is not None))
 
     @property
     def stage_names(self) -> tuple[str, ...]:

@@ -67,6 +67,7 @@ async def create_run(
             sha=event.sha,
             dedupe_key=key,
             reasons=list(plan.trigger.reasons),
+            required_teams=list(plan.required_teams) or None,
             created_at=now,
             received_at=received_at or now,
             traceparent=traceparent,

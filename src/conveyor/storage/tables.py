@@ -102,6 +102,9 @@ class Project(Base):
     production: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
     """The environments whose deployments count as production (DORA); None: the ones
     named `production` or `prod`."""
+    required_teams: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    """The teams whose required jobs a pull request needs (one commit status each); None:
+    what each run's conveyor.yml says (`merge.required_teams`, else its required jobs')."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -136,6 +139,8 @@ class Run(Base):
     traceparent: Mapped[str | None] = mapped_column(String(64), default=None)
     """The W3C trace context it was started in (None when not traced): its jobs' claims
     and attempts join that trace (observability.tracing)."""
+    required_teams: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    """The teams its conveyor.yml requires for a merge (Plan.required_teams)."""
 
 
 class Job(Base):

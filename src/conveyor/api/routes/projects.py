@@ -63,6 +63,7 @@ def _out(project: Project, team: Team, secret: str | None = None) -> ProjectOut:
         statuses_to=project.status_api,
         artifact_retention_days=project.artifact_retention_days,
         production=list(production_names(project)),
+        required_teams=project.required_teams,
     )
 
 
@@ -109,12 +110,18 @@ async def create_project(body: ProjectIn, state: State, who: Caller) -> ProjectO
 async def update_project(
     team: str, project: str, body: ProjectPatch, state: State, who: Caller
 ) -> ProjectOut:
-    """Change the project's artifact retention (days) or its production environments."""
+    """Change the project's artifact retention (days), its production environments, or
+    the teams whose required jobs a pull request needs."""
     given = body.model_dump(exclude_none=True)
     if not given:
         raise ApiError(422, "invalid_request", "nothing to change: give a field to change")
     async with state.db.transaction() as session:
         row, team_row = await project_named(session, who, team, project, Role.MAINTAINER)
+        if "required_teams" in given:
+            for name in given["required_teams"]:
+                if await projects.team_named(session, name) is None:
+                    raise ApiError(422, "invalid_request", f"required_teams: no team {name!r}")
+            given["required_teams"] = given["required_teams"] or None
         projects.change(row, **given)
         target = f"{team}/{project}"
         await audit.record(session, row.team_id, who.display, Action.PROJECT_CHANGE, target, given)

@@ -1,5 +1,5 @@
 """deployment policy: protection rules, approvals, freeze windows, the stop-the-line
-switch, and what a deployment's gate needs on its row
+switch, what a deployment's gate needs on its row, and the teams a merge requires
 
 Revision ID: 0015
 Revises: 0014
@@ -27,6 +27,9 @@ COLUMNS = (
 
 
 def upgrade() -> None:
+    for table in ("projects", "runs"):
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.add_column(sa.Column("required_teams", sa.JSON(), nullable=True))
     with op.batch_alter_table("deployments", schema=None) as batch_op:
         for name, kind in COLUMNS:
             batch_op.add_column(sa.Column(name, kind, nullable=True))
@@ -132,3 +135,6 @@ def downgrade() -> None:
     with op.batch_alter_table("deployments", schema=None) as batch_op:
         for name, _ in reversed(COLUMNS):
             batch_op.drop_column(name)
+    for table in ("runs", "projects"):
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.drop_column("required_teams")
