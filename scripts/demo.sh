@@ -3,7 +3,9 @@
 # runner, HAProxy), the example project from this very repository pushed to a bare git
 # repository, its pipeline building one artifact and deploying it to staging (rolling)
 # and production (canary), then v2 rolled out as a canary under load, promoted, with no
-# failed request, then a bad v3 rolled back by its own analysis within seconds. Every
+# failed request, then a bad v3 rolled back by its own analysis within seconds, then
+# policy: v4 goes to staging alone (low risk) and waits in production for a maintainer's
+# approval, a freeze holds a deploy, and the audit chain names an altered entry. Every
 # process it starts is stopped on exit (`conveyor down` stops the
 # instances and HAProxy, which outlive the coordinator on purpose).
 set -euo pipefail
@@ -161,15 +163,73 @@ step "nobody touched anything: the analysis failed v3, its traffic went back to 
 conveyor status payments/payments-api --env production
 conveyor analysis payments/payments-api --env production
 
+step "policy (docs/policy.md): production needs a maintainer's approval unless a change scores below 15; staging only when one scores 60 or more"
+conveyor protect payments/payments-api --env production --required-approvals 1 \
+  --auto-approve-below 15 > /dev/null
+conveyor protect payments/payments-api --env staging --required-approvals 1 --auto-approve-below 60
+LEAD=$(conveyor token create --team payments --name lead --role maintainer)
+
+step "v4 fixes v3: staging, a low-risk change, goes out alone; in production it waits for approval, its deploy job blocked"
+sed -i '/PAYMENTS_FAIL_RATE/d; /PAYMENTS_LATENCY_MS/d; s/PAYMENTS_VERSION: v3/PAYMENTS_VERSION: v4/' \
+  "$WORK/examples/payments-api/conveyor.yml"
+git -C "$WORK" -c user.email=demo@example.com -c user.name=demo commit -qam "payments-api v4 (fixes v3)"
+git -C "$WORK" push -q origin main
+RUN=$(wait_new_run "$RUN")
+waiting_id() {  # the deployment waiting for the lead's approval, once there is one
+  for _ in $(seq 1 600); do
+    id=$(conveyor approvals --json --token "$LEAD" | python -c 'import json, sys; items = json.load(sys.stdin); print(items[0]["id"] if items else "")')
+    [ -n "$id" ] && { echo "$id"; return; }
+    sleep 0.2
+  done
+  echo "nothing came to wait for approval" >&2; exit 1
+}
+WAITING=$(waiting_id)
+conveyor status payments/payments-api --env staging --json | python -c '
+import json, sys
+d = json.load(sys.stdin)["history"][0]
+print("staging revision", d["number"], d["phase"] + ":", d["approval"]["reasons"][0])'
+conveyor approvals --token "$LEAD"
+curl -fsS -H "Authorization: Bearer $CONVEYOR_TOKEN" "$CONVEYOR_SERVER/api/v1/runs/$RUN" | python -c '
+import json, sys
+job = next(j for j in json.load(sys.stdin)["jobs"] if j["name"] == "deploy-production")
+print("job deploy-production:", job["status"], "(" + job["reason"] + ")")'
+conveyor approve "$WAITING" --comment "v4 fixes v3" --token "$LEAD"
+conveyor watch "$RUN" > /dev/null
+conveyor status payments/payments-api --env production | head -n 3
+
+wait_phase() {  # env number phase: wait until that revision reaches the phase
+  for _ in $(seq 1 600); do
+    phase=$(curl -fsS -H "Authorization: Bearer $CONVEYOR_TOKEN" \
+      "$CONVEYOR_SERVER/api/v1/projects/payments/payments-api/environments/$1/deployments/$2" \
+      | python -c 'import json, sys; print(json.load(sys.stdin)["phase"])')
+    [ "$phase" = "$3" ] && return
+    sleep 0.2
+  done
+  echo "revision $2 of $1 never reached $3" >&2; exit 1
+}
+
+step "a freeze holds a deploy: the team freezes deploys, and a new artifact waits, paused(freeze), until the freeze is lifted"
+FREEZE=$(conveyor freeze add payments --cron "* * * * *" --duration 10m \
+  --reason "demo: holiday season" --json | python -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+conveyor freeze list payments
+D5=$(conveyor artifacts upload payments/payments-api "$WORK/examples/payments-api" | tail -n 1)
+N5=$(conveyor deploy payments/payments-api --env staging --artifact "$D5" --json \
+  | python -c 'import json, sys; print(json.load(sys.stdin)["number"])')
+wait_phase staging "$N5" paused
+conveyor status payments/payments-api --env staging | head -n 4
+conveyor freeze rm "$FREEZE"
+wait_phase staging "$N5" succeeded
+echo "the freeze is lifted: staging revision $N5 went out"
+
 step "Conveyor's own metrics (docs/metrics.md): $CONVEYOR_SERVER/metrics, for an admin or the scrape token"
 curl -fsS -H "Authorization: Bearer $CONVEYOR_TOKEN" "$CONVEYOR_SERVER/metrics" \
   | grep -E '^conveyor_(deployments_finished_total|rollbacks_total|analysis_verdicts_total|runs_finished_total)' \
   | sort
 echo "(alert rules: deploy/prometheus/alerts.yml; a Grafana dashboard: deploy/grafana/conveyor.json)"
 
-step "the team's DORA figures (docs/dora.md), and its audit log: every deploy, rollback and pin, chained by hash (docs/policy.md)"
+step "the team's DORA figures (docs/dora.md), and its audit log: every deploy, approval, rollback, pin and freeze, chained by hash (docs/policy.md)"
 conveyor dora payments
-conveyor audit list payments --limit 100 | tail -n 8
+conveyor audit list payments --limit 100 | tail -n 10
 conveyor audit verify payments
 
 step "what the load saw of v3: only requests the canary served failed, for a few seconds"
@@ -197,3 +257,15 @@ for problem in problems:
     print(f"FAILED: {problem}")
 sys.exit(1 if problems else 0)
 PY
+
+step "someone with the database in hand alters an audit entry: the chain names it"
+python - "$DATA/server/conveyor.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+with db:
+    db.execute("DROP TRIGGER audit_append_only_update")
+    db.execute("UPDATE audit_entries SET actor = 'nobody' WHERE team = 'payments' AND seq = 3")
+PY
+if conveyor audit verify payments; then
+  echo "FAILED: the altered entry went unnoticed"; exit 1
+fi

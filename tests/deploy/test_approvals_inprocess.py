@@ -6,6 +6,7 @@ last approval count once; a rejection ends it."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
@@ -18,7 +19,7 @@ from conveyor.domain.policy import Decision
 from conveyor.domain.roles import Role
 from conveyor.storage import deployments, environments
 from conveyor.storage import policy as rows
-from tests.deploy.inprocess import ROLLING, World, claimed
+from tests.deploy.inprocess import ROLLING, World, claimed, serving_v1
 
 ONE = Decision(required=1, reasons=("prod requires 1 approval by a maintainer",))
 ANNA = Approver("subject-anna", "token 'anna' (maintainer)", Role.MAINTAINER)
@@ -98,3 +99,47 @@ async def test_a_rejected_deployment_ends_before_it_starts(shared: World):
     ended = await world.deployment(1)
     assert ended.message == "rejected by token 'bob' (maintainer)"
     assert world.target.live() == []
+
+
+async def test_approvals_that_do_not_come_in_time_end_it_as_rejected(world: World):
+    await world.deploy(ROLLING, decision=replace(ONE, approval_timeout=0.3))
+    manager = world.manager()
+    fence = await claimed(manager, world)
+    await world.drive(manager, fence, Phase.PAUSED)
+    await asyncio.sleep(0.4)
+    acts = await world.drive(manager, fence, Phase.ABORTED)
+    assert acts == [Act.FINISH]
+    ended = await world.deployment(1)
+    assert ended.message == "rejected: no approval within 0.3s"
+    assert world.target.live() == []
+
+
+async def test_stop_the_line_halts_a_canary_before_its_next_step_and_a_rollback_goes_on(
+    world: World,
+):
+    manager, fence = await serving_v1(world)
+    canary = {"kind": "canary", "steps": [{"weight": 20.0}, {"weight": 60.0}]}
+    await world.deploy(canary)
+    for _ in range(100):  # on until the canary takes its first share
+        action = await manager.reconcile(world.env_id, fence)
+        if action is not None and action.act is Act.SPLIT:
+            break
+    assert (await world.env()).canary_share > 0
+    async with world.db.transaction() as session:
+        await rows.set_switch(session, True, "incident", "admin")
+    acts = await world.drive(manager, fence, Phase.PAUSED, number=2)
+    held = await world.deployment(2)
+    assert acts[-1] is Act.PAUSE and held.pause_reason == PauseReason.STOP.value
+    share = (await world.env()).canary_share
+    assert await world.drive(manager, fence) == []  # held: the split stays where it was
+    assert (await world.env()).canary_share == share
+    async with world.db.transaction() as session:
+        await rows.set_switch(session, False, "", "admin")
+    acts = await world.drive(manager, fence, Phase.SUCCEEDED, number=2)
+    assert acts[0] is Act.RELEASE and Act.PROMOTE in acts
+    # While the line is stopped, a rollback is not held.
+    async with world.db.transaction() as session:
+        await rows.set_switch(session, True, "incident", "admin")
+    await world.rollback()
+    await world.drive(manager, fence, Phase.SUCCEEDED, number=3)
+    assert (await world.env()).revision == 3
