@@ -105,14 +105,19 @@ conveyor status payments/payments-api --env production
 URL=$(conveyor status payments/payments-api --env production --json \
   | python -c 'import json, sys; print(json.load(sys.stdin)["url"])')
 
+start_load() {  # a steady load on the production URL, counted in $DATA/NAME.json
+  conveyor load "$URL/api/v1/quote?amount=42&currency=EUR" --rate 300 --seconds 180 \
+    > "$DATA/$1.json" &
+  LOAD=$!
+  pids+=("$LOAD")
+}
+stop_load() { kill -TERM "$LOAD"; wait "$LOAD" || true; }
+
 step "v2: a commit changes the service; under a steady load, its canary goes 20 % → pause 5s → 50 % → analysis, judged every second"
 git -C "$WORK" checkout -q main
 sed -i 's/PAYMENTS_VERSION: v1/PAYMENTS_VERSION: v2/' "$WORK/examples/payments-api/conveyor.yml"
 git -C "$WORK" -c user.email=demo@example.com -c user.name=demo commit -qam "payments-api v2"
-conveyor load "$URL/api/v1/quote?amount=42&currency=EUR" --rate 300 --seconds 180 \
-  > "$DATA/load.json" &
-LOAD=$!
-pids+=($LOAD)
+start_load load
 git -C "$WORK" push -q origin main
 newest_run() {
   conveyor runs payments/payments-api --json | python -c 'import json, sys; print(json.load(sys.stdin)["items"][0]["id"])'
@@ -128,7 +133,7 @@ wait_new_run() {  # the run the push just started (not the one before it)
 }
 RUN=$(wait_new_run "$RUN")
 conveyor watch "$RUN" > /dev/null
-kill -TERM "$LOAD"; wait "$LOAD" || true
+stop_load
 conveyor status payments/payments-api --env production
 
 step "its analysis: every metric passed, so v2 was promoted, then baked while v1 stayed warm"
@@ -149,15 +154,12 @@ step "v3 has a bug: 20 % of its answers fail and each takes 200 ms longer; it go
 sed -i 's/PAYMENTS_VERSION: v2/PAYMENTS_VERSION: v3\n    PAYMENTS_FAIL_RATE: "0.2"\n    PAYMENTS_LATENCY_MS: "200"/' \
   "$WORK/examples/payments-api/conveyor.yml"
 git -C "$WORK" -c user.email=demo@example.com -c user.name=demo commit -qam "payments-api v3 (a bad one)"
-conveyor load "$URL/api/v1/quote?amount=42&currency=EUR" --rate 300 --seconds 180 \
-  > "$DATA/load-v3.json" &
-LOAD=$!
-pids+=($LOAD)
+start_load load-v3
 git -C "$WORK" push -q origin main
 RUN=$(wait_new_run "$RUN")
 conveyor watch "$RUN" > /dev/null || true   # its production deploy job fails, with the verdict
 sleep 1
-kill -TERM "$LOAD"; wait "$LOAD" || true
+stop_load
 
 step "nobody touched anything: the analysis failed v3, its traffic went back to v2, and v3 is pinned"
 conveyor status payments/payments-api --env production
@@ -173,6 +175,8 @@ step "v4 fixes v3: staging, a low-risk change, goes out alone; in production it 
 sed -i '/PAYMENTS_FAIL_RATE/d; /PAYMENTS_LATENCY_MS/d; s/PAYMENTS_VERSION: v3/PAYMENTS_VERSION: v4/' \
   "$WORK/examples/payments-api/conveyor.yml"
 git -C "$WORK" -c user.email=demo@example.com -c user.name=demo commit -qam "payments-api v4 (fixes v3)"
+# The load again: v4's canary is judged on real answers once it is approved.
+start_load load-v4
 git -C "$WORK" push -q origin main
 RUN=$(wait_new_run "$RUN")
 waiting_id() {  # the deployment waiting for the lead's approval, once there is one
@@ -195,7 +199,9 @@ job = next(j for j in json.load(sys.stdin)["jobs"] if j["name"] == "deploy-produ
 print("job deploy-production:", job["status"], "(" + job["reason"] + ")")'
 conveyor approve "$WAITING" --comment "v4 fixes v3" --token "$LEAD"
 conveyor watch "$RUN" > /dev/null
-conveyor status payments/payments-api --env production | head -n 3
+stop_load
+conveyor status payments/payments-api --env production > "$DATA/status.txt"
+head -n 3 "$DATA/status.txt"
 
 wait_phase() {  # env number phase: wait until that revision reaches the phase
   for _ in $(seq 1 600); do
@@ -216,7 +222,8 @@ D5=$(conveyor artifacts upload payments/payments-api "$WORK/examples/payments-ap
 N5=$(conveyor deploy payments/payments-api --env staging --artifact "$D5" --json \
   | python -c 'import json, sys; print(json.load(sys.stdin)["number"])')
 wait_phase staging "$N5" paused
-conveyor status payments/payments-api --env staging | head -n 4
+conveyor status payments/payments-api --env staging > "$DATA/status.txt"
+head -n 4 "$DATA/status.txt"
 conveyor freeze rm "$FREEZE"
 wait_phase staging "$N5" succeeded
 echo "the freeze is lifted: staging revision $N5 went out"

@@ -3,6 +3,7 @@ repository to build from, and tokens for two teams."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from fastapi.testclient import TestClient
 
 from conveyor.api.app import create_app
 from conveyor.api.coordinator import ServerConfig
+from conveyor.deploy.router.haproxy import HAProxyRouter
+from conveyor.deploy.targets.local import stop_everything
 
 ADMIN = "cvy_admin_test-token"
 PIPELINE = """\
@@ -97,3 +100,13 @@ def haproxy_required() -> None:
     from tests.deploy.conftest import require_haproxy
 
     require_haproxy()
+
+
+@pytest.fixture
+def stops_deploys(tmp_path: Path) -> Iterator[None]:
+    """Stops the instances and HAProxy that a test's deployments started: they outlive
+    the coordinator on purpose (`conveyor down` stops them)."""
+    yield
+    root = tmp_path / "server" / "deploy"
+    stop_everything(root)
+    asyncio.run(HAProxyRouter(root / "router").stop())

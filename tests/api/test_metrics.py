@@ -129,7 +129,9 @@ def test_a_run_is_counted_from_its_queue_to_its_end(watched: World):
     assert value(scrape(watched), "conveyor_jobs", team="a") == 0
 
 
-def test_deployments_waiting_for_approvals_are_counted(watched: World, haproxy_required: None):
+def test_deployments_waiting_for_approvals_are_counted(
+    stops_deploys: None, watched: World, haproxy_required: None
+):
     from tests.api.test_deployments import tarball, upload
     from tests.api.test_policy import SERVICE
 

@@ -28,8 +28,8 @@ PROTECTION = f"{BASE}/environments/production/protection"
 
 
 @pytest.fixture(autouse=True)
-def _haproxy(haproxy_required: None) -> None:
-    """Deploy requests need HAProxy on the coordinator."""
+def _haproxy(haproxy_required: None, stops_deploys: None) -> None:
+    """Deploy requests need HAProxy on the coordinator; what they start is stopped."""
 
 
 def service(world: World, marker: str, text: str = SERVICE) -> str:

@@ -71,23 +71,34 @@ def recorder() -> Iterator[Recorder]:
         server.server_close()
 
 
-def _wait(check: Any, what: str, timeout: float = 20.0) -> Any:
-    return wait_until(check, timeout, what, every=0.05)
-
-
-def test_statuses_per_provider(tmp_path: Path, recorder: Recorder) -> None:
+def _repo(tmp_path: Path, pipeline: str) -> Path:
     repo = tmp_path / "repo"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
-    sha = commit(repo, {"conveyor.yml": PIPELINE})
-    api = f"http://127.0.0.1:{recorder.server_address[1]}"
-    config = ServerConfig(
+    commit(repo, {"conveyor.yml": pipeline})
+    return repo
+
+
+def _config(tmp_path: Path) -> ServerConfig:
+    """A coordinator that reconciles and sends statuses every 50 ms."""
+    return ServerConfig(
         data_dir=tmp_path / "server",
         admin_token=ADMIN,
         status_poll_s=0.05,
         status_backoff_s=0.05,
         public_url="https://ci.example.com",
     )
+
+
+def _wait(check: Any, what: str, timeout: float = 20.0) -> Any:
+    return wait_until(check, timeout, what, every=0.05)
+
+
+def test_statuses_per_provider(tmp_path: Path, recorder: Recorder) -> None:
+    repo = _repo(tmp_path, PIPELINE)
+    sha = git(repo, "rev-parse", "HEAD")
+    api = f"http://127.0.0.1:{recorder.server_address[1]}"
+    config = _config(tmp_path)
     admin = {"Authorization": f"Bearer {ADMIN}"}
     with TestClient(create_app(config)) as client:
         client.post("/api/v1/teams", json={"name": "a"}, headers=admin).raise_for_status()
@@ -238,18 +249,9 @@ def test_one_required_status_per_team_and_a_failure_for_a_team_with_no_job(
     """The project requires teams a, checkout and ledger: a's unit tests pass, checkout's
     functional tests of this service fail, and no job of ledger ran."""
     recorder.fail_next = 0
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    commit(repo, {"conveyor.yml": TEAMS_PIPELINE})
+    repo = _repo(tmp_path, TEAMS_PIPELINE)
     api = f"http://127.0.0.1:{recorder.server_address[1]}"
-    config = ServerConfig(
-        data_dir=tmp_path / "server",
-        admin_token=ADMIN,
-        status_poll_s=0.05,
-        status_backoff_s=0.05,
-        public_url="https://ci.example.com",
-    )
+    config = _config(tmp_path)
     admin = {"Authorization": f"Bearer {ADMIN}"}
     with TestClient(create_app(config)) as client:
         for team in ("a", "checkout", "ledger"):

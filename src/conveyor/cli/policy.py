@@ -12,7 +12,7 @@ from rich.table import Table
 from conveyor.cli.client import JsonOpt, Remote, ServerOpt, TokenOpt, show
 from conveyor.cli.console import err, out
 from conveyor.cli.deploys import EnvOpt, ProjectArg, env_path
-from conveyor.pipeline.durations import parse_duration
+from conveyor.pipeline.durations import format_duration, parse_duration
 
 DeploymentArg = Annotated[str, typer.Argument(help="The deployment's id (`conveyor approvals`).")]
 CommentOpt = Annotated[str, typer.Option("--comment", "-m", help="Why, for the record.")]
@@ -223,7 +223,7 @@ def freeze_list(
             w["id"],
             escape(w["scope"]),
             w["cron"],
-            f"{w['duration_s'] / 3600:g}h",
+            format_duration(w["duration_s"]),
             w["timezone"],
             w["action"],
             f"until {w['active_until']}" if w["active_until"] else "",

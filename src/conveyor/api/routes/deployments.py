@@ -471,6 +471,8 @@ async def environment_status(
 def _step_text(row: Deployment | None, env: Environment) -> str | None:
     if row is None or not Phase(row.phase).is_active:
         return None
+    if row.released_at is None:
+        return f"at its gate: {row.pause_reason or 'opening'}"
     steps = records.steps_of(row.strategy)
     if row.step < len(steps):
         return f"{row.step + 1}/{len(steps)}: {steps[row.step].describe()}"
