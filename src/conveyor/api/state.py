@@ -50,7 +50,11 @@ async def caller(
     request: Request, state: Annotated[Coordinator, Depends(coordinator)]
 ) -> Principal:
     """The authenticated caller (401 without a valid token)."""
-    token = bearer(request)
+    return await principal_of(state, bearer(request))
+
+
+async def principal_of(state: Coordinator, token: str) -> Principal:
+    """Who holds `token` (401 for an unknown one), counted against its rate limit."""
     who = state.principals.get(token)
     if who is None:
         async with state.db.transaction() as session:

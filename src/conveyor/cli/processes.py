@@ -47,8 +47,8 @@ def serve(
         # shared directory in the environment when it is first imported.
         import uvicorn
 
-        from conveyor.api.app import create_app
         from conveyor.api.coordinator import server_config
+        from conveyor.ui.app import create_app
         from conveyor.observability.metrics import serve_open
 
         config = server_config(settings, data_dir)
@@ -66,7 +66,7 @@ def serve(
         os.environ["CONVEYOR_DATA_DIR"] = str(config.data_dir)
         os.environ["CONVEYOR_WORKERS"] = str(workers)
         uvicorn.run(
-            "conveyor.api.app:app_from_environment", factory=True, workers=workers, **options
+            "conveyor.ui.app:app_from_environment", factory=True, workers=workers, **options
         )
 
 

@@ -1,0 +1,500 @@
+"""The UI's pages and buttons. Each page calls the API's own handlers with the logged-in
+token's principal, so it sees exactly what the API would show that token (roles, team
+isolation, 404 for another team's objects); each button is a form POST with the
+session's CSRF token, carried out by the same handler as its API route."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from ansi2html import Ansi2HTMLConverter
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import (
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
+
+from conveyor.api.auth import Principal
+from conveyor.api.errors import ApiError
+from conveyor.api.routes import analysis as analysis_routes
+from conveyor.api.routes import deployments as deploy_routes
+from conveyor.api.routes import dora as dora_routes
+from conveyor.api.routes import policy as policy_routes
+from conveyor.api.routes import projects as project_routes
+from conveyor.api.routes import runs as run_routes
+from conveyor.api.schemas import DIGEST, DecideIn, RollbackIn, RunFilter
+from conveyor.api.state import Coordinator, State, principal_of
+from conveyor.deploy.requests import DeployRefused
+from conveyor.domain.deploy import Control
+from conveyor.domain.roles import Role
+from conveyor.domain.status import JobStatus
+from conveyor.policy.gates import PolicyRefused
+from conveyor.storage import jobs as job_rows
+from conveyor.storage import projects
+from conveyor.storage.logs import read_log
+from conveyor.storage.tables import Job
+from conveyor.ui import graph, session
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.globals["quote"] = quote
+
+
+class Page(APIRoute):
+    """A UI route: no session sends the browser to /login; a refusal (404 for another
+    team's object, 403 for a role too low, 409 …) is an HTML page with the API's
+    message and status."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        original = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            try:
+                return await original(request)
+            except LoginRequired:
+                return RedirectResponse("/login", status_code=303)
+            except (ApiError, DeployRefused, PolicyRefused) as exc:
+                message = str(exc.detail) if isinstance(exc, ApiError) else str(exc)
+                return templates.TemplateResponse(
+                    request,
+                    "error.html",
+                    {"message": message, "status": exc.status, "back": "/"},
+                    status_code=exc.status,
+                )
+
+        return handler
+
+
+router = APIRouter(include_in_schema=False, route_class=Page)
+LOG_POLL_S = 0.2
+LOG_BATCH_BYTES = 256 * 1024
+"""A log event carries at most this much: a fast job's lines arrive in batches."""
+
+
+class LoginRequired(Exception):
+    """No (valid) session: the page sends the browser to /login."""
+
+
+async def _who(request: Request, state: Coordinator) -> tuple[Principal, session.Login]:
+    login = session.open_cookie(state.secrets, request.cookies.get(session.COOKIE))
+    if login is None:
+        raise LoginRequired
+    try:
+        return await principal_of(state, login.token), login
+    except ApiError as exc:
+        if exc.status == 401:
+            raise LoginRequired from exc
+        raise
+
+
+def _page(
+    request: Request, name: str, who: Principal, login: session.Login, **context: Any
+) -> HTMLResponse:
+    context |= {
+        "who": who,
+        "csrf": login.csrf,
+        "can_develop": who.role >= Role.DEVELOPER,
+        "can_maintain": who.role >= Role.MAINTAINER,
+    }
+    return templates.TemplateResponse(request, name, context)
+
+
+async def _checked(request: Request, state: Coordinator) -> tuple[Principal, session.Login]:
+    """The principal of a form POST, whose CSRF token must match the session's."""
+    who, login = await _who(request, state)
+    form = await request.form()
+    sent = form.get(session.CSRF_FIELD) or request.headers.get(session.CSRF_HEADER)
+    if not session.csrf_ok(login, sent if isinstance(sent, str) else None):
+        raise ApiError(403, "forbidden", "this form is stale or not ours (CSRF): reload the page")
+    return who, login
+
+
+async def _act(
+    request: Request,
+    state: Coordinator,
+    action: Callable[[Principal], Awaitable[object]],
+    back: str,
+) -> Response:
+    """Carry out a button's action, then back to the page; a refusal is shown there."""
+    who, login = await _checked(request, state)
+    try:
+        await action(who)
+    except (ApiError, DeployRefused, PolicyRefused) as exc:
+        message = str(exc.detail) if isinstance(exc, ApiError) else str(exc)
+        status = exc.status
+        context = {"message": message, "back": back, "status": status}
+        response = _page(request, "error.html", who, login, **context)
+        response.status_code = status
+        return response
+    return RedirectResponse(back, status_code=303)
+
+
+# -- login -------------------------------------------------------------------------------
+
+
+@router.get("/login")
+async def login_form(request: Request, error: str | None = None) -> HTMLResponse:
+    return templates.TemplateResponse(request, "login.html", {"error": error})
+
+
+@router.post("/login")
+async def login(
+    request: Request, state: State, token: Annotated[str, Form(max_length=500)]
+) -> Response:
+    """Log in with a team or admin token; a runner's token is refused."""
+    try:
+        who = await principal_of(state, token.strip())
+    except ApiError:
+        who = None
+    if who is None or who.runner is not None:
+        return templates.TemplateResponse(
+            request, "login.html", {"error": "unknown token"}, status_code=401
+        )
+    value, _ = session.seal(state.secrets, token.strip())
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(
+        session.COOKIE,
+        value,
+        max_age=session.LIFETIME_S,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, state: State) -> Response:
+    await _checked(request, state)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(session.COOKIE)
+    return response
+
+
+# -- overview ----------------------------------------------------------------------------
+
+
+@router.get("/")
+async def overview(request: Request, state: State) -> HTMLResponse:
+    """My teams and services: each one's last run on its default branch, and per
+    environment what runs there, with a rollback button."""
+    who, login = await _who(request, state)
+    async with state.db.transaction() as db:
+        rows = await projects.listing(db, only=who.team_id, every=who.is_admin)
+    services = []
+    for project, team in rows:
+        last = RunFilter(ref="main", limit=1)
+        page = await project_routes.list_project_runs(team.name, project.name, state, who, last)
+        envs = await deploy_routes.list_environments(team.name, project.name, state, who)
+        run = next(iter(page.items), None)
+        services.append({"project": project, "team": team, "run": run, "envs": envs})
+    teams = sorted({team.name for _, team in rows})
+    dora = {}
+    for name in teams:
+        try:
+            dora[name] = await dora_routes.team_dora(name, state, who, "30d")
+        except ApiError:  # a viewer of another team's project cannot see its team's figures
+            continue
+    return _page(request, "overview.html", who, login, services=services, dora=dora)
+
+
+# -- runs --------------------------------------------------------------------------------
+
+
+@router.get("/p/{team}/{project}")
+async def project_runs(
+    request: Request,
+    team: str,
+    project: str,
+    state: State,
+    status: str | None = None,
+    ref: str | None = None,
+    event: str | None = None,
+    cursor: uuid.UUID | None = None,
+) -> HTMLResponse:
+    """A project's runs, newest first, filtered by status, ref and event, paged."""
+    who, login = await _who(request, state)
+    filters = RunFilter(
+        status=status or None, ref=ref or None, event=event or None, cursor=cursor, limit=50
+    )
+    page = await project_routes.list_project_runs(team, project, state, who, filters)
+    return _page(
+        request,
+        "runs.html",
+        who,
+        login,
+        team=team,
+        project=project,
+        page=page,
+        filters=filters,
+    )
+
+
+@router.get("/runs/{run_id}")
+async def run_view(request: Request, run_id: uuid.UUID, state: State) -> HTMLResponse:
+    """A run: the graph of its jobs with their status, each job's attempts, reports and
+    gates; retry, cancel and play."""
+    who, login = await _who(request, state)
+    return _page(request, "run.html", who, login, **await _run_context(state, who, run_id))
+
+
+@router.get("/runs/{run_id}/graph")
+async def run_graph(request: Request, run_id: uuid.UUID, state: State) -> HTMLResponse:
+    """The graph and the jobs' table alone, for the page's live refresh."""
+    who, login = await _who(request, state)
+    return _page(request, "run_live.html", who, login, **await _run_context(state, who, run_id))
+
+
+async def _run_context(state: Coordinator, who: Principal, run_id: uuid.UUID) -> dict[str, Any]:
+    run = await run_routes.get_run(run_id, state, who)
+    async with state.db.transaction() as db:
+        states = await job_rows.run_jobs(db, run_id)
+    needs = {j.name: tuple(j.spec.get("needs", ())) for j in states}
+    laid = graph.layout([j.name for j in run.jobs], needs)
+    by_name = {j.name: j for j in run.jobs}
+    return {
+        "run": run,
+        "graph": laid,
+        "jobs": by_name,
+        "box": (graph.WIDTH, graph.HEIGHT),
+        "final": run.status in {"success", "failed", "canceled", "skipped"},
+    }
+
+
+@router.post("/runs/{run_id}/retry")
+async def retry(request: Request, run_id: uuid.UUID, state: State) -> Response:
+    made: dict[str, Any] = {}
+
+    async def act(who: Principal) -> None:
+        new = await project_routes.retry_run(run_id, state, who, None)
+        made["id"] = getattr(new, "id", run_id)
+
+    response = await _act(request, state, act, f"/runs/{run_id}")
+    if isinstance(response, RedirectResponse) and "id" in made:
+        return RedirectResponse(f"/runs/{made['id']}", status_code=303)
+    return response
+
+
+@router.post("/runs/{run_id}/cancel")
+async def cancel(request: Request, run_id: uuid.UUID, state: State) -> Response:
+    return await _act(
+        request, state, lambda who: run_routes.cancel_run(run_id, state, who), f"/runs/{run_id}"
+    )
+
+
+@router.post("/jobs/{job_id}/play")
+async def play(request: Request, job_id: uuid.UUID, state: State) -> Response:
+    back = request.headers.get("referer") or "/"
+    return await _act(request, state, lambda who: run_routes.play_job(job_id, state, who), back)
+
+
+# -- logs --------------------------------------------------------------------------------
+
+
+@router.get("/jobs/{job_id}")
+async def job_log(request: Request, job_id: uuid.UUID, state: State) -> HTMLResponse:
+    """A job's log, live: lines arrive through server-sent events with their colours."""
+    who, login = await _who(request, state)
+    row = await _job(state, who, job_id)
+    return _page(request, "log.html", who, login, job=row, job_id=job_id)
+
+
+async def _job(state: Coordinator, who: Principal, job_id: uuid.UUID) -> Job:
+    async with state.db.transaction() as db:
+        row = await job_rows.job(db, job_id)
+    if row is None or not who.can_see(row.team_id):
+        raise ApiError(404, "not_found", "no such job")
+    return row
+
+
+@router.get("/jobs/{job_id}/log.txt")
+async def job_log_download(request: Request, job_id: uuid.UUID, state: State) -> Response:
+    who, _ = await _who(request, state)
+    await _job(state, who, job_id)
+    async with state.db.transaction() as db:
+        data = await read_log(db, job_id)
+    return PlainTextResponse(
+        data.decode("utf-8", "replace"),
+        headers={"Content-Disposition": f'attachment; filename="job-{job_id}.log"'},
+    )
+
+
+@router.get("/jobs/{job_id}/log/events")
+async def job_log_events(
+    request: Request,
+    job_id: uuid.UUID,
+    state: State,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> StreamingResponse:
+    """The log as server-sent events of HTML: `lines` events carry whole lines, their
+    ANSI colours turned into escaped HTML (ansi2html), and their first line's number;
+    `end` carries the job's final status. A reconnect resumes from `Last-Event-ID`."""
+    who, _ = await _who(request, state)
+    await _job(state, who, job_id)
+    resume = request.headers.get("last-event-id", "")
+    start = int(resume) if resume.isdigit() else offset
+    converter = Ansi2HTMLConverter(inline=True, escaped=True)
+
+    async def events() -> AsyncIterator[str]:
+        position, number = start, None
+        yield ": open\n\n"
+        while not await request.is_disconnected():
+            async with state.db.transaction() as db:
+                data = await read_log(db, job_id, position)
+                status = await job_rows.status_of(db, job_id)
+            ended = status is None or JobStatus(status).is_final
+            whole = data[:LOG_BATCH_BYTES]
+            cut = whole.rfind(b"\n") + 1 if not ended or len(data) > LOG_BATCH_BYTES else len(whole)
+            if cut:
+                chunk = whole[:cut]
+                lines = chunk.decode("utf-8", "replace").splitlines()
+                html = [converter.convert(line, full=False) for line in lines]
+                if number is None:
+                    async with state.db.transaction() as db:
+                        before = await read_log(db, job_id, 0) if position else b""
+                    number = before[:position].count(b"\n") + 1
+                body = json.dumps({"first": number, "lines": html})
+                position += cut
+                number += len(lines)
+                yield f"id: {position}\nevent: lines\ndata: {body}\n\n"
+                continue
+            if ended:
+                yield f"event: end\ndata: {json.dumps({'status': status})}\n\n"
+                return
+            await asyncio.sleep(LOG_POLL_S)
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+# -- environments ------------------------------------------------------------------------
+
+
+@router.get("/p/{team}/{project}/env/{environment}")
+async def environment_view(
+    request: Request, team: str, project: str, environment: str, state: State
+) -> HTMLResponse:
+    """An environment: its split and instances, the deployment's steps, analyses and
+    actions, live; promote, pause, resume, abort and rollback."""
+    who, login = await _who(request, state)
+    context = await _environment_context(state, who, team, project, environment)
+    return _page(request, "environment.html", who, login, **context)
+
+
+@router.get("/p/{team}/{project}/env/{environment}/live")
+async def environment_live(
+    request: Request, team: str, project: str, environment: str, state: State
+) -> HTMLResponse:
+    who, login = await _who(request, state)
+    context = await _environment_context(state, who, team, project, environment)
+    return _page(request, "environment_live.html", who, login, **context)
+
+
+async def _environment_context(
+    state: Coordinator, who: Principal, team: str, project: str, environment: str
+) -> dict[str, Any]:
+    status = await deploy_routes.show_environment(team, project, environment, state, who)
+    analysis = None
+    if status.deployment is not None:
+        found = uuid.UUID(status.deployment.id)
+        analysis = await analysis_routes.show_analysis(found, state, who)
+    return {
+        "team": team,
+        "project": project,
+        "environment": environment,
+        "status": status,
+        "analysis": analysis,
+        "base": f"/p/{quote(team)}/{quote(project)}/env/{quote(environment)}",
+    }
+
+
+COMMANDS = {
+    "promote": Control.PROMOTE,
+    "pause": Control.PAUSE,
+    "resume": Control.RESUME,
+    "abort": Control.ABORT,
+}
+
+
+@router.post("/p/{team}/{project}/env/{environment}/{command}")
+async def environment_command(
+    request: Request, team: str, project: str, environment: str, command: str, state: State
+) -> Response:
+    back = f"/p/{quote(team)}/{quote(project)}/env/{quote(environment)}"
+    if command == "rollback":
+
+        async def roll(who: Principal) -> None:
+            body = RollbackIn()
+            await deploy_routes.rollback(team, project, environment, body, state, who, None)
+
+        return await _act(request, state, roll, back)
+    if command not in COMMANDS:
+        raise ApiError(404, "not_found", f"no command {command!r}")
+    what = COMMANDS[command]
+    return await _act(
+        request,
+        state,
+        lambda who: deploy_routes._command(state, who, team, project, environment, what),
+        back,
+    )
+
+
+@router.get("/p/{team}/{project}/env/{environment}/risk")
+async def risk_view(
+    request: Request,
+    team: str,
+    project: str,
+    environment: str,
+    state: State,
+    artifact: Annotated[str, Query(pattern=DIGEST)],
+) -> HTMLResponse:
+    """The risk of deploying an artifact there now, factor by factor."""
+    who, login = await _who(request, state)
+    scored = await deploy_routes.show_risk(team, project, environment, state, who, artifact)
+    context = {"team": team, "project": project, "environment": environment, "risk": scored}
+    return _page(request, "risk.html", who, login, **context)
+
+
+# -- approvals and deliveries ------------------------------------------------------------
+
+
+@router.get("/approvals")
+async def approvals(request: Request, state: State) -> HTMLResponse:
+    """What waits for approval, with the risk score explained, and who may decide."""
+    who, login = await _who(request, state)
+    items = await policy_routes.inbox(state, who, all_=True)
+    return _page(request, "approvals.html", who, login, items=items)
+
+
+@router.post("/approvals/{deployment_id}/{verdict}")
+async def decide(
+    request: Request, deployment_id: uuid.UUID, verdict: str, state: State
+) -> Response:
+    if verdict not in ("approve", "reject"):
+        raise ApiError(404, "not_found", f"no decision {verdict!r}")
+    form = await request.form()
+    comment = str(form.get("comment", ""))[:2000]
+    body = DecideIn(comment=comment)
+    handler = policy_routes.approve if verdict == "approve" else policy_routes.reject
+    return await _act(
+        request, state, lambda who: handler(deployment_id, body, state, who), "/approvals"
+    )
+
+
+@router.get("/p/{team}/{project}/deliveries")
+async def deliveries(request: Request, team: str, project: str, state: State) -> HTMLResponse:
+    """The project's webhook deliveries: what each one did, and why."""
+    who, login = await _who(request, state)
+    rows = await project_routes.list_deliveries(team, project, state, who, 100)
+    return _page(request, "deliveries.html", who, login, team=team, project=project, rows=rows)
