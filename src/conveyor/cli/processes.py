@@ -1,5 +1,6 @@
 """The commands that start a process of Conveyor's: `serve` (a coordinator), `runner`,
-`down` (stops what the local deploy target left running) and `db upgrade`. Only these
+`up` (both, and HAProxy, on one machine), `down` (stops what the local deploy target left
+running) and `db upgrade`. Only these
 import the server, the runner or storage, and only when they run: the client commands
 load none of it (an import-linter contract and tests/unit/test_cli_imports.py)."""
 
@@ -11,11 +12,15 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.markup import escape
 
@@ -48,8 +53,8 @@ def serve(
         import uvicorn
 
         from conveyor.api.coordinator import server_config
-        from conveyor.ui.app import create_app
         from conveyor.observability.metrics import serve_open
+        from conveyor.ui.app import create_app
 
         config = server_config(settings, data_dir)
         if settings.metrics_address:
@@ -162,6 +167,135 @@ def down(data_dir: DataDirOpt = None) -> None:
     out.print(f"stopped {stopped} instance(s) and the router under {root}")
 
 
+ADMIN_TOKEN_FILE = "admin-token"
+UP_RUNNERS = 2
+
+
+def up(
+    port: Annotated[int, typer.Option("--port")] = 8080,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    data_dir: DataDirOpt = None,
+    runners: Annotated[int, typer.Option("--runners", min=0, max=16)] = UP_RUNNERS,
+) -> None:
+    """Conveyor on this machine in one command: a coordinator on SQLite in the data dir,
+    runners, and HAProxy for deploys, started together; Ctrl-C stops them all (the
+    deployed instances too). Prints the UI's URL and the admin token."""
+    from conveyor.deploy.router.base import RouterError
+    from conveyor.deploy.router.haproxy import find_haproxy
+
+    try:
+        find_haproxy()
+    except RouterError as exc:
+        err.print(
+            f"[red]error:[/] {escape(str(exc))}: deploys go through HAProxy; install the "
+            "`haproxy` package (apt-get install haproxy, 2.6 or later)"
+        )
+        raise typer.Exit(EXIT_INVALID) from exc
+    settings = Settings()
+    root = (data_dir or settings.data_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    group = _Group(root, settings.admin_token or _admin_token(root / ADMIN_TOKEN_FILE))
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    try:
+        url = group.coordinator(host, port)
+        group.runners(url, runners)
+        lines = (
+            f"Conveyor is up: [bold]{url}/[/] (the UI; the API is under {url}/api/v1)",
+            f"admin token: {group.token}",
+            f"  export CONVEYOR_SERVER={url} CONVEYOR_TOKEN={group.token}",
+            f"{runners} runner(s); logs in {group.logs}; Ctrl-C stops everything",
+        )
+        for line in lines:  # whole lines, whatever the terminal's width: scripts read them
+            out.print(line, soft_wrap=True)
+        while not stopping and group.running():
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        group.stop()
+        down(root)
+
+
+class _Group:
+    """The processes `conveyor up` starts, with their logs in the data dir."""
+
+    def __init__(self, root: Path, token: str) -> None:
+        self.token = token
+        self.logs = root / "logs"
+        self.logs.mkdir(exist_ok=True)
+        self.env = os.environ | {"CONVEYOR_ADMIN_TOKEN": token, "CONVEYOR_DATA_DIR": str(root)}
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, args: list[str], log: str) -> subprocess.Popen[bytes]:
+        with (self.logs / log).open("ab") as sink:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "conveyor", *args],
+                env=self.env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def coordinator(self, host: str, port: int) -> str:
+        url = f"http://{host}:{port}"
+        server = self.start(["serve", "--host", host, "--port", str(port)], "server.log")
+        deadline = time.monotonic() + 60
+        while not _healthy(url):
+            if server.poll() is not None or time.monotonic() > deadline:
+                where = self.logs / "server.log"
+                err.print(f"[red]error:[/] the coordinator did not start: see {where}")
+                raise typer.Exit(EXIT_INVALID)
+            time.sleep(0.1)
+        return url
+
+    def runners(self, url: str, count: int) -> None:
+        if not count:
+            return
+        headers = {"Authorization": f"Bearer {self.token}"}
+        made = httpx.post(f"{url}/api/v1/runner-tokens", json={}, headers=headers, timeout=10)
+        made.raise_for_status()
+        registration = made.json()["token"]
+        for index in range(count):
+            name = f"{socket.gethostname()}-{index + 1}"
+            args = ["runner", "--server", url, "--token", registration, "--name", name]
+            self.start(args, f"runner-{index + 1}.log")
+
+    def running(self) -> bool:
+        return all(p.poll() is None for p in self.procs)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return bool(httpx.get(f"{url}/healthz", timeout=1).status_code == 200)
+    except httpx.HTTPError:
+        return False
+
+
+def _admin_token(path: Path) -> str:
+    """The admin token `up` made for this data dir earlier, or a new one (mode 0600)."""
+    from conveyor.api.auth import ADMIN_PREFIX, new_token
+
+    if path.exists():
+        return path.read_text().strip()
+    token = new_token(ADMIN_PREFIX)
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    return token
+
+
 db_app = typer.Typer(help="The database: migrations.", no_args_is_help=True)
 
 
@@ -198,4 +332,5 @@ def register(app: typer.Typer) -> None:
     app.command()(serve)
     app.command("runner")(runner_cmd)
     app.command("down")(down)
+    app.command("up")(up)
     app.add_typer(db_app, name="db")
