@@ -35,8 +35,8 @@ cleanup() {
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   conveyor down --data-dir "$DATA/server" > /dev/null 2>&1 || true
   if [ "$status" -ne 0 ] || [ -n "${CONVEYOR_DEMO_KEEP:-}" ]; then
-    echo "the demo's files are kept in $DATA (server.log, runner.log, load.json," \
-      "server/deploy/router/haproxy.log)" >&2
+    echo "the demo's files are kept in $DATA (server/logs/: the coordinator's and runners'" \
+      "logs; load*.json; server/deploy/router/haproxy.log)" >&2
   else
     rm -rf "$DATA"
   fi
@@ -48,20 +48,17 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "conveyor validate: the example's pipeline file"
 conveyor validate examples/payments-api/conveyor.yml
 
-step "conveyor serve on 127.0.0.1:$PORT (SQLite in $DATA)"
-conveyor serve --port "$PORT" --data-dir "$DATA/server" > "$DATA/server.log" 2>&1 &
+step "conveyor up on 127.0.0.1:$PORT: a coordinator (SQLite in $DATA/server), two runners, HAProxy"
+conveyor up --port "$PORT" --data-dir "$DATA/server" > "$DATA/up.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 1 100); do
-  curl -fsS "$CONVEYOR_SERVER/healthz" > /dev/null 2>&1 && break
+for _ in $(seq 1 300); do
+  grep -q "Ctrl-C stops everything" "$DATA/up.log" 2>/dev/null && break
   sleep 0.1
 done
+head -n 1 "$DATA/up.log"
 
-step "a team, and a runner"
+step "a team"
 conveyor team create payments
-REG=$(conveyor runner-token create --team payments)
-conveyor runner --token "$REG" --name demo-runner --concurrency 2 --data-dir "$DATA/runner" \
-  > "$DATA/runner.log" 2>&1 &
-pids+=($!)
 
 step "a bare git repository with Conveyor's post-receive hook, as the project's source"
 BARE=$DATA/payments.git
@@ -275,4 +272,10 @@ with db:
 PY
 if conveyor audit verify payments; then
   echo "FAILED: the altered entry went unnoticed"; exit 1
+fi
+
+step "the UI: the demo's runs, deployments and audit log in a browser"
+echo "$CONVEYOR_SERVER/  (log in with the admin token: $CONVEYOR_TOKEN)"
+if [ -t 0 ] && [ -z "${CI:-}" ]; then
+  read -r -p "press Enter to stop the demo (the UI stays up until then) " _
 fi

@@ -222,6 +222,7 @@ class _Group:
 
     def __init__(self, root: Path, token: str) -> None:
         self.token = token
+        self.root = root
         self.logs = root / "logs"
         self.logs.mkdir(exist_ok=True)
         self.env = os.environ | {"CONVEYOR_ADMIN_TOKEN": token, "CONVEYOR_DATA_DIR": str(root)}
@@ -259,7 +260,9 @@ class _Group:
         registration = made.json()["token"]
         for index in range(count):
             name = f"{socket.gethostname()}-{index + 1}"
+            own = str(self.root / "runners" / str(index + 1))  # its workspaces and checkouts
             args = ["runner", "--server", url, "--token", registration, "--name", name]
+            args += ["--data-dir", own]
             self.start(args, f"runner-{index + 1}.log")
 
     def running(self) -> bool:
