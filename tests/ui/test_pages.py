@@ -3,6 +3,8 @@ as the API has them, CSRF on every form, and escaping of what users control."""
 
 from __future__ import annotations
 
+import json
+
 from tests.ui.conftest import Site
 
 
@@ -78,3 +80,64 @@ def test_what_users_control_is_escaped(site: Site):
     assert page.status_code == 200
     assert "<script>alert(1)</script>" not in page.text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+
+
+def _runner(site: Site) -> dict[str, str]:
+    admin = {"Authorization": f"Bearer {site.tokens['admin']}"}
+    reg = site.client.post("/api/v1/runner-tokens", json={}, headers=admin).json()["token"]
+    made = site.client.post("/api/v1/runners/register", json={"token": reg, "name": "r"})
+    return {"Authorization": f"Bearer {made.json()['token']}"}
+
+
+def _events(text: str) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+    out = []
+    for block in text.split("\n\n"):
+        fields = dict(
+            line.split(": ", 1)
+            for line in block.splitlines()
+            if ": " in line and not line.startswith(":")
+        )
+        if "event" in fields:
+            out.append((fields["event"], json.loads(fields["data"])))
+    return out
+
+
+def test_a_log_streams_as_escaped_coloured_numbered_lines(site: Site):
+    trigger(site)
+    runner = _runner(site)
+    job = site.client.post(
+        "/api/v1/runners/jobs/request", params={"wait": 0}, headers=runner
+    ).json()
+    text = "first\n<script>alert(1)</script>\n\x1b[31mred\x1b[0m\n"
+    site.client.put(
+        f"/api/v1/runners/jobs/{job['job_id']}/log",
+        params={"fence": job["fence"], "offset": 0},
+        content=text.encode(),
+        headers=runner,
+    ).raise_for_status()
+    site.client.post(
+        f"/api/v1/runners/jobs/{job['job_id']}/finish",
+        json={"fence": job["fence"], "status": "success", "exit_code": 0},
+        headers=runner,
+    ).raise_for_status()
+    client = site.login("a:viewer")
+    page = client.get(f"/jobs/{job['job_id']}")
+    assert page.status_code == 200 and "/log/events" in page.text
+    streamed = client.get(f"/jobs/{job['job_id']}/log/events")
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    events = _events(streamed.text)
+    lines = [e for e in events if e[0] == "lines"]
+    assert lines[0][1]["first"] == 1
+    html = [h for _, body in lines for h in body["lines"]]
+    assert html[0] == "first"
+    assert html[1] == "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert "<span" in html[2] and "red" in html[2] and "\x1b" not in html[2]
+    assert events[-1] == ("end", {"status": "success"})
+    # Resuming after the first line (Last-Event-ID is the byte offset): numbering goes on.
+    resumed = client.get(
+        f"/jobs/{job['job_id']}/log/events", headers={"Last-Event-ID": str(len("first\n"))}
+    )
+    first = next(body for name, body in _events(resumed.text) if name == "lines")
+    assert first["first"] == 2
+    download = client.get(f"/jobs/{job['job_id']}/log.txt")
+    assert download.text == text and "attachment" in download.headers["content-disposition"]
