@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from conveyor.api.coordinator import ServerConfig
 from conveyor.ui.app import create_app
-from tests.api.conftest import ADMIN, git_repo
+from tests.api.conftest import ADMIN, git_repo, haproxy_required, stops_deploys  # noqa: F401
 
 ROLES = ("viewer", "developer", "maintainer", "owner")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from tests.helpers import wait_until
 from tests.ui.conftest import Site
 
 
@@ -141,3 +142,52 @@ def test_a_log_streams_as_escaped_coloured_numbered_lines(site: Site):
     assert first["first"] == 2
     download = client.get(f"/jobs/{job['job_id']}/log.txt")
     assert download.text == text and "attachment" in download.headers["content-disposition"]
+
+
+def test_approvals_and_an_environment_page_by_role(
+    site: Site, haproxy_required: None, stops_deploys: None
+):
+    from tests.api.test_deployments import tarball
+    from tests.api.test_policy import SERVICE
+
+    developer = {"Authorization": f"Bearer {site.tokens['a:developer']}"}
+    made = site.client.post(
+        "/api/v1/projects/a/api/artifacts",
+        params={"name": "svc"},
+        content=tarball({"conveyor.yml": SERVICE}),
+        headers=developer,
+    )
+    digest = made.json()["digest"]
+    waiting = site.client.post(
+        "/api/v1/projects/a/api/deployments",
+        json={"environment": "production", "artifact": digest},
+        headers=developer,
+    ).json()
+    assert waiting["awaiting_approval"]
+    viewer = site.login("a:viewer")
+    inbox = viewer.get("/approvals")
+    assert "production requires 1 approval by a maintainer" in inbox.text
+    assert "You may not decide it: approving needs the maintainer role" in inbox.text
+    environment = wait_until(
+        lambda: (
+            "at its gate: approval" in (page := viewer.get("/p/a/api/env/production")).text and page
+        ),
+        10,
+        "the deployment to wait at its gate",
+    )
+    assert 'data-command="abort"' not in environment.text
+    maintainer = site.login("a:maintainer")
+    token = site.csrf("/approvals")
+    assert 'data-command="abort"' in maintainer.get("/p/a/api/env/production").text
+    decided = maintainer.post(
+        f"/approvals/{waiting['id']}/approve",
+        data={"csrf": token, "comment": "fine"},
+        follow_redirects=False,
+    )
+    assert decided.status_code == 303 and decided.headers["location"] == "/approvals"
+    shown = site.client.get(f"/api/v1/deployments/{waiting['id']}", headers=developer).json()
+    assert shown["approval"]["decisions"][0]["comment"] == "fine"
+    again = maintainer.post(f"/approvals/{waiting['id']}/approve", data={"csrf": token})
+    assert again.status_code == 409 and "approved already" in again.text
+    risk = maintainer.get("/p/a/api/env/production/risk", params={"artifact": digest})
+    assert risk.status_code == 200 and "change size" in risk.text
