@@ -206,6 +206,18 @@ async def route_rows(session: Session, target: str = "local") -> list[RouteRows]
 # -- the intent log --------------------------------------------------------------------
 
 
+async def actions(session: Session, env_id: uuid.UUID, limit: int = 50) -> list[DeploymentAction]:
+    """The environment's latest driver actions, newest first (its timeline)."""
+    return list(
+        await session.scalars(
+            select(DeploymentAction)
+            .where(DeploymentAction.environment_id == env_id)
+            .order_by(DeploymentAction.seq.desc())
+            .limit(limit)
+        )
+    )
+
+
 async def record_intent(
     session: Session,
     env_id: uuid.UUID,

@@ -33,18 +33,25 @@ from conveyor.api.routes import dora as dora_routes
 from conveyor.api.routes import policy as policy_routes
 from conveyor.api.routes import projects as project_routes
 from conveyor.api.routes import runs as run_routes
-from conveyor.api.schemas import DIGEST, DecideIn, RollbackIn, RunFilter
+from conveyor.api.schemas import (
+    DIGEST,
+    AnalysisRunOut,
+    DecideIn,
+    JudgementOut,
+    RollbackIn,
+    RunFilter,
+)
 from conveyor.api.state import Coordinator, State, principal_of
 from conveyor.deploy.requests import DeployRefused
 from conveyor.domain.deploy import Control
 from conveyor.domain.roles import Role
 from conveyor.domain.status import JobStatus
 from conveyor.policy.gates import PolicyRefused
+from conveyor.storage import deployments, environments, projects
 from conveyor.storage import jobs as job_rows
-from conveyor.storage import projects
 from conveyor.storage.logs import read_log
 from conveyor.storage.tables import Job
-from conveyor.ui import graph, session
+from conveyor.ui import charts, graph, session
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -405,11 +412,18 @@ async def _environment_context(
     state: Coordinator, who: Principal, team: str, project: str, environment: str
 ) -> dict[str, Any]:
     status = await deploy_routes.show_environment(team, project, environment, state, who)
-    analysis = None
+    analysis, drawn = None, {}
     if status.deployment is not None:
         found = uuid.UUID(status.deployment.id)
-        analysis = await analysis_routes.show_analysis(found, state, who)
+        analysis = await analysis_routes.show_analysis(found, state, who, CHART_EVALUATIONS)
+        drawn = {run.key: _charts(run) for run in analysis.runs}
+    async with state.db.transaction() as db:
+        row = await projects.with_team(db, team, project)
+        env = await deployments.environment(db, row[0].id, environment) if row else None
+        timeline = await environments.actions(db, env.id, TIMELINE) if env else []
     return {
+        "charts": drawn,
+        "timeline": timeline,
         "team": team,
         "project": project,
         "environment": environment,
@@ -417,6 +431,27 @@ async def _environment_context(
         "analysis": analysis,
         "base": f"/p/{quote(team)}/{quote(project)}/env/{quote(environment)}",
     }
+
+
+CHART_EVALUATIONS = 120
+"""An analysis chart's evaluations: two minutes at one a second."""
+TIMELINE = 40
+
+
+def _charts(run: AnalysisRunOut) -> list[charts.Chart]:
+    """Each metric's canary and stable values over the run's evaluations, oldest first."""
+    series: dict[str, list[charts.Point]] = {}
+    last: dict[str, JudgementOut] = {}
+    for evaluation in sorted(run.history, key=lambda e: e.seq):
+        for judged in evaluation.judgements:
+            point = charts.Point(evaluation.elapsed_s, judged.canary, judged.stable)
+            series.setdefault(judged.metric, []).append(point)
+            last[judged.metric] = judged
+    return [
+        charts.chart(metric, points, last[metric].threshold, last[metric].unit)
+        for metric, points in series.items()
+        if any(p.canary is not None or p.stable is not None for p in points)
+    ]
 
 
 COMMANDS = {
