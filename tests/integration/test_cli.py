@@ -69,6 +69,7 @@ def test_schema_is_json_schema_with_every_top_level_keyword():
         "runtime",
         "risk",
         "environments",
+        "merge",
     }
     job = schema["$defs"]["Job"]["properties"]
     assert "if" in job and "script" in job
