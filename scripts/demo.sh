@@ -276,6 +276,9 @@ fi
 
 step "the UI: the demo's runs, deployments and audit log in a browser"
 echo "$CONVEYOR_SERVER/  (log in with the admin token: $CONVEYOR_TOKEN)"
+if [ -n "${CONVEYOR_DEMO_SCREENSHOTS:-}" ]; then  # docs/ui.md's pictures
+  python scripts/screenshots.py "$CONVEYOR_SERVER" "$CONVEYOR_TOKEN" "$CONVEYOR_DEMO_SCREENSHOTS"
+fi
 if [ -t 0 ] && [ -z "${CI:-}" ]; then
   read -r -p "press Enter to stop the demo (the UI stays up until then) " _
 fi
