@@ -97,6 +97,7 @@ def time_pages(url: str, requests: int) -> tuple[dict[str, Any], str, str]:
         "overview /": "/",
         "runs (newest 50)": "/p/t/p",
         "runs, status=failed": "/p/t/p?status=failed",
+        "runs, status=running (none match: every run is read)": "/p/t/p?status=running",
         "runs, ref=main": "/p/t/p?ref=main",
         "a run (10 jobs, graph)": f"/runs/{run_id.group(1)}",
         "a run's live fragment": f"/runs/{run_id.group(1)}/graph",
