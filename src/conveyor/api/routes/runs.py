@@ -16,7 +16,7 @@ from conveyor.api.errors import ApiError
 from conveyor.api.schemas import AttemptOut, JobOut, RunFilter, RunOut, RunPage, RunSummary
 from conveyor.api.state import Caller, State
 from conveyor.domain.roles import Role
-from conveyor.domain.status import JobStatus
+from conveyor.domain.status import JobStatus, RunStatus
 from conveyor.storage import jobs as job_rows
 from conveyor.storage import runs
 from conveyor.storage.database import Session
@@ -28,11 +28,15 @@ router = APIRouter(prefix="/api/v1", tags=["runs"])
 
 
 async def _summary(session: Session, run: Run, project: Project, team: Team) -> RunSummary:
+    return _summary_of(run, project, team, await derived_status(session, run.id))
+
+
+def _summary_of(run: Run, project: Project, team: Team, status: RunStatus) -> RunSummary:
     return RunSummary(
         id=run.id,
         team=team.name,
         project=project.name,
-        status=(await derived_status(session, run.id)).value,
+        status=status.value,
         event=run.event,
         ref=run.ref,
         sha=run.sha,
@@ -104,18 +108,24 @@ async def run_page(
     )
     items: list[RunSummary] = []
     last: uuid.UUID | None = None
+    # A status filter reads more runs per round: the matching ones may be few.
+    chunk = limit if status is None else max(limit, FILTERED_CHUNK)
     while len(items) < limit:
-        rows = await runs.newest_first(session, query, cursor, limit)
+        rows = await runs.newest_first(session, query, cursor, chunk)
         if not rows:
             return RunPage(items=items, next_cursor=None)
+        statuses = await runs.derived_statuses(session, [run.id for run, _, _ in rows])
         for run, project, team in rows:
             cursor = last = run.id
-            summary = await _summary(session, run, project, team)
+            summary = _summary_of(run, project, team, statuses[run.id])
             if status is None or summary.status == status:
                 items.append(summary)
                 if len(items) == limit:
                     break
     return RunPage(items=items, next_cursor=str(last) if last else None)
+
+
+FILTERED_CHUNK = 500
 
 
 @router.get("/runs")
