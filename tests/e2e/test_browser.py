@@ -109,5 +109,8 @@ def test_a_maintainer_approves_a_waiting_deployment(stack: Stack, page: Page):
     card.locator("input[name=comment]").first.fill("looks fine")
     card.locator("button:has-text('approve')").click()
     expect(page.locator(f'[data-deployment="{waiting["id"]}"]')).to_have_count(0)
-    done = stack.wait_phase("staging", waiting["number"], {"succeeded"})
-    assert done["approval"]["decisions"][0]["comment"] == "looks fine"
+    stack.wait_phase("staging", waiting["number"], {"succeeded"})
+    decided = stack.api("GET", f"/api/v1/deployments/{waiting['id']}").json()
+    assert [(d["decision"], d["comment"]) for d in decided["approval"]["decisions"]] == [
+        ("approve", "looks fine")
+    ]
