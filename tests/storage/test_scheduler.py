@@ -521,3 +521,47 @@ async def test_replicas_hear_each_other_but_not_themselves(database: Database):
         for task in listeners:
             task.cancel()
         await asyncio.gather(*listeners, return_exceptions=True)
+
+
+WITH_MANUAL = """\
+jobs:
+  build: {script: "true"}
+  publish: {script: "true", when: manual}
+"""
+
+
+async def test_a_finished_run_keeps_its_status_for_filters_until_a_manual_job_starts(
+    database: Database,
+):
+    from conveyor.storage import runs
+    from conveyor.storage.runs import RunQuery
+
+    project, _ = await setup(database)
+    scheduler = Scheduler(database)
+    run_id = await start(scheduler, project, WITH_MANUAL)
+    async with database.transaction() as session:
+        await session.execute(
+            Job.__table__.update()
+            .where(Job.run_id == run_id, Job.name == "build")
+            .values(status=JobStatus.SUCCESS.value)
+        )
+    async with database.transaction() as session:
+        finished = await runs.newly_finished(session, utcnow() - timedelta(days=1))
+    assert [(f.run_id, f.status) for f in finished] == [(run_id, RunStatus.SUCCESS)]
+
+    async def listed(status: RunStatus) -> list:  # type: ignore[type-arg]
+        query = RunQuery(team_id=project.team_id, project_id=project.id, status=status)
+        async with database.transaction() as session:
+            return [run.id for run, _, _ in await runs.newest_first(session, query, None, 10)]
+
+    assert await listed(RunStatus.SUCCESS) == [run_id]
+    assert await listed(RunStatus.FAILED) == []
+    assert await listed(RunStatus.RUNNING) == []
+    async with database.transaction() as session:
+        publish = await session.scalar(
+            select(Job.id).where(Job.run_id == run_id, Job.name == "publish")
+        )
+    await scheduler.play(publish)
+    # Its status is derived again: it may be running now.
+    assert await listed(RunStatus.RUNNING) == [run_id]
+    assert await listed(RunStatus.SUCCESS) == [run_id]  # a candidate; the caller derives

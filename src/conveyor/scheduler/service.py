@@ -28,7 +28,7 @@ from conveyor.pipeline.triggers import EventKind
 from conveyor.protocol.errors import NotYours, StaleLease
 from conveyor.protocol.runner import Assignment, AttemptOutcome
 from conveyor.scheduler.wakeup import Wakeup
-from conveyor.storage import jobs, names, notify, queue
+from conveyor.storage import jobs, names, notify, queue, runs
 from conveyor.storage.database import Database, Session
 from conveyor.storage.jobs import Ended, TransitionRejected, move_job, sources_of
 from conveyor.storage.logs import append_chunk, log_end
@@ -241,6 +241,7 @@ class Scheduler:
             await move_job(
                 session, job_id, JobStatus.PENDING, queued_at=utcnow(), reason="started by hand"
             )
+            await runs.reopen(session, job_id)
             await self._announce(session)
         self.wakeup.notify()
 

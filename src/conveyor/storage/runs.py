@@ -189,13 +189,33 @@ async def newly_finished(
     ):
         outcomes[run_id].append(JobOutcome(JobStatus(status), bool(allow)))
     out: list[Finished] = []
+    by_status: dict[RunStatus, list[uuid.UUID]] = {}
     for row in sorted(marked, key=lambda r: r[0]):  # UUIDv7: in the order they were made
         status = run_status(outcomes[row[0]])
         out.append(Finished(row[0], row[1], row[2], status))
+        by_status.setdefault(status, []).append(row[0])
         await events.run_event(
             session, types.RUN_FINISHED, events.RunFacts(*row), status.value, moment
         )
+    for status, ids in by_status.items():  # a statement per status, not per run
+        await session.execute(
+            update(Run)
+            .where(Run.id.in_(ids))
+            .values(final_status=status.value)
+            .execution_options(synchronize_session=False)
+        )
     return out
+
+
+async def reopen(session: AsyncSession, job_id: uuid.UUID) -> None:
+    """A manual job of a finished run was started: its status is derived again."""
+    run_id = select(Job.run_id).where(Job.id == job_id).scalar_subquery()
+    await session.execute(
+        update(Run)
+        .where(Run.id == run_id)
+        .values(final_status=None)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def release_dedupe_key(session: AsyncSession, run_id: uuid.UUID) -> None:
@@ -255,6 +275,9 @@ class RunQuery:
     project_id: uuid.UUID | None = None
     ref: str | None = None
     event: str | None = None
+    status: RunStatus | None = None
+    """Only runs that may have this status: finished ones that had it, and those whose
+    status is not kept (still running, or reopened); the caller derives the latter's."""
 
 
 async def newest_first(
@@ -275,6 +298,12 @@ async def newest_first(
         statement = statement.where(Run.ref == query.ref)
     if query.event is not None:
         statement = statement.where(Run.event == query.event)
+    if query.status is not None:
+        unknown = Run.final_status.is_(None)
+        if query.status in (RunStatus.QUEUED, RunStatus.RUNNING):
+            statement = statement.where(unknown)
+        else:
+            statement = statement.where(unknown | (Run.final_status == query.status.value))
     if before is not None:
         statement = statement.where(Run.id < before)
     rows = await session.execute(statement.limit(limit))

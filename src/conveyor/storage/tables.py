@@ -109,12 +109,14 @@ class Project(Base):
 
 
 class Run(Base):
-    """A pipeline run. Its status is not stored: it is derived from its jobs."""
+    """A pipeline run. Its status is derived from its jobs; once it has finished, that
+    status is also kept (`final_status`), so that lists filter by it in SQL."""
 
     __tablename__ = "runs"
     __table_args__ = (
         Index(None, "team_id", "project_id", "created_at"),
         Index(None, "finished_at", "created_at"),
+        Index(None, "project_id", "final_status"),
         UniqueConstraint("dedupe_key"),
     )
 
@@ -141,6 +143,9 @@ class Run(Base):
     and attempts join that trace (observability.tracing)."""
     required_teams: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
     """The teams its conveyor.yml requires for a merge (Plan.required_teams)."""
+    final_status: Mapped[str | None] = mapped_column(String(20), default=None)
+    """Its status when it was seen finished (storage.runs.newly_finished); None while it
+    runs, and again once a manual job of it is started."""
 
 
 class Job(Base):

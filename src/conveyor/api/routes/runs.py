@@ -105,6 +105,7 @@ async def run_page(
         project_id=project_id,
         ref=None if ref is None else ref if ref.startswith("refs/") else f"refs/heads/{ref}",
         event=filters.event,
+        status=_status_of(status),
     )
     items: list[RunSummary] = []
     last: uuid.UUID | None = None
@@ -126,6 +127,16 @@ async def run_page(
 
 
 FILTERED_CHUNK = 500
+
+
+def _status_of(text: str | None) -> RunStatus | None:
+    """A filter's status, when it names one (another matches no run, as before)."""
+    if text is None:
+        return None
+    try:
+        return RunStatus(text)
+    except ValueError:
+        return None
 
 
 @router.get("/runs")

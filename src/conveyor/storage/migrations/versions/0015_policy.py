@@ -1,5 +1,6 @@
 """deployment policy: protection rules, approvals, freeze windows, the stop-the-line
-switch, what a deployment's gate needs on its row, and the teams a merge requires
+switch, what a deployment's gate needs on its row, the teams a merge requires, and a
+finished run's status
 
 Revision ID: 0015
 Revises: 0014
@@ -30,6 +31,11 @@ def upgrade() -> None:
     for table in ("projects", "runs"):
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.add_column(sa.Column("required_teams", sa.JSON(), nullable=True))
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("final_status", sa.String(length=20), nullable=True))
+        batch_op.create_index(
+            batch_op.f("ix_runs_project_id_final_status"), ["project_id", "final_status"]
+        )
     with op.batch_alter_table("deployments", schema=None) as batch_op:
         for name, kind in COLUMNS:
             batch_op.add_column(sa.Column(name, kind, nullable=True))
@@ -135,6 +141,9 @@ def downgrade() -> None:
     with op.batch_alter_table("deployments", schema=None) as batch_op:
         for name, _ in reversed(COLUMNS):
             batch_op.drop_column(name)
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_runs_project_id_final_status"))
+        batch_op.drop_column("final_status")
     for table in ("runs", "projects"):
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.drop_column("required_teams")
