@@ -93,6 +93,19 @@ async def wait_marked(data: Path, url: str | None, limit_s: float = 600) -> floa
     return round(time.monotonic() - began, 1)
 
 
+async def set_running(data: Path, url: str | None, job_id: str) -> None:
+    import uuid
+
+    db = Database(database_url(data, url))
+    try:
+        async with db.transaction() as session:
+            await session.execute(
+                update(Job).where(Job.id == uuid.UUID(job_id)).values(status="running")
+            )
+    finally:
+        await db.dispose()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -148,7 +161,6 @@ async def feed(
     async with db.transaction() as session:
         row = await session.get(Job, job)
         assert row is not None
-        row.status = "running"
         team = row.team_id
     offset, number, began = 0, 0, time.monotonic()
     every = 0.05
@@ -260,6 +272,7 @@ def main() -> None:
                 time.sleep(0.1)
             marked = asyncio.run(wait_marked(data, url))
             pages, _, job_id = time_pages(base, args.requests)
+            asyncio.run(set_running(data, url, job_id))  # before the page opens its stream
             started, done = threading.Event(), threading.Event()
             result: dict[str, Any] = {}
 

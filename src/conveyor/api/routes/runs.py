@@ -115,7 +115,10 @@ async def run_page(
         rows = await runs.newest_first(session, query, cursor, chunk)
         if not rows:
             return RunPage(items=items, next_cursor=None)
-        statuses = await runs.derived_statuses(session, [run.id for run, _, _ in rows])
+        # A finished run's status is kept; only the others' are derived from their jobs.
+        unknown = [run.id for run, _, _ in rows if run.final_status is None]
+        statuses = await runs.derived_statuses(session, unknown)
+        statuses |= {r.id: RunStatus(r.final_status) for r, _, _ in rows if r.final_status}
         for run, project, team in rows:
             cursor = last = run.id
             summary = _summary_of(run, project, team, statuses[run.id])
