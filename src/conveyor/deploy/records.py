@@ -10,7 +10,6 @@ one the pipeline schema declares and nothing downstream re-reads a dict.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -18,7 +17,6 @@ from pydantic import BaseModel, ConfigDict
 from conveyor.deploy.router.base import SHARE_SCALE, HealthCheck, Route, Server, ServerState
 from conveyor.deploy.world import Kind, Rollout, Settled, Step, StepKind, resolve
 from conveyor.domain.deploy import DriverRequest, InstanceState, PauseReason, Phase
-from conveyor.domain.freeze import Window
 from conveyor.domain.policy import Decision, Gate
 from conveyor.pipeline.analysis import AnalysisRun, Template
 from conveyor.pipeline.deploy import (
@@ -28,6 +26,7 @@ from conveyor.pipeline.deploy import (
     Health,
     Runtime,
 )
+from conveyor.policy.gates import window_of
 from conveyor.storage.environments import RouteRows
 from conveyor.storage.tables import Deployment, Environment, FreezeWindow, Instance, as_utc
 
@@ -162,10 +161,6 @@ def gate_of(row: Deployment, stopped: bool, freezes: Sequence[FreezeWindow]) -> 
         freezes=tuple(window_of(w) for w in freezes),
         stopped=stopped,
     )
-
-
-def window_of(row: FreezeWindow) -> Window:
-    return Window(row.cron, timedelta(seconds=row.duration_s), row.timezone)
 
 
 def governing_runtime(env: Environment, plan_runtime: dict[str, Any] | None) -> Runtime | None:

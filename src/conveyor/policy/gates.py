@@ -53,8 +53,13 @@ def target_of(project: Project, environment: str, env: Environment | None) -> En
     )
 
 
+def window_of(row: FreezeWindow) -> Window:
+    """A stored freeze window as domain.freeze reckons with it."""
+    return Window(row.cron, timedelta(seconds=row.duration_s), row.timezone)
+
+
 def windows_of(found: list[FreezeWindow]) -> list[Window]:
-    return [Window(w.cron, timedelta(seconds=w.duration_s), w.timezone) for w in found]
+    return [window_of(w) for w in found]
 
 
 async def risk_score(
@@ -151,9 +156,10 @@ async def decide(
 async def refuse_if_frozen(session: Session, env: Environment, at: datetime) -> None:
     """409 when a freeze window that refuses deploys is in force over the environment."""
     refusing = [w for w in await rows.windows_over(session, env) if w.action == "refuse"]
-    held = frozen(windows_of(refusing), at)
+    windows = windows_of(refusing)
+    held = frozen(windows, at)
     if held is not None:
-        row = refusing[windows_of(refusing).index(held[0])]
+        row = refusing[windows.index(held[0])]
         why = f" ({row.reason})" if row.reason else ""
         raise PolicyRefused(
             409,

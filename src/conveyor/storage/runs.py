@@ -113,10 +113,7 @@ async def create_run(
 
 async def derived_status(session: AsyncSession, run_id: uuid.UUID) -> RunStatus:
     """The run's status, computed from its jobs by domain.status.run_status."""
-    rows = await session.execute(
-        select(Job.status, Job.spec["allow_failure"]).where(Job.run_id == run_id)
-    )
-    return run_status(JobOutcome(JobStatus(status), bool(allow)) for status, allow in rows.all())
+    return (await derived_statuses(session, [run_id]))[run_id]
 
 
 async def derived_statuses(
@@ -152,7 +149,7 @@ async def newly_finished(
     """The runs created after `since` that finished and are not marked so yet, marked now
     by one guarded UPDATE: whichever replica marks a run first counts it, once. Four
     statements however many runs finished (the candidates, the marks, their jobs'
-    statuses, their events)."""
+    statuses, their events), and one per status kept (`final_status`)."""
     moment = now or utcnow()
     moving = [s.value for s in MOVING]
     candidates = list(
@@ -181,17 +178,11 @@ async def newly_finished(
     ).all()
     if not marked:
         return []
-    outcomes: dict[uuid.UUID, list[JobOutcome]] = {row[0]: [] for row in marked}
-    for run_id, status, allow in await session.execute(
-        select(Job.run_id, Job.status, Job.spec["allow_failure"]).where(
-            Job.run_id.in_(list(outcomes))
-        )
-    ):
-        outcomes[run_id].append(JobOutcome(JobStatus(status), bool(allow)))
+    statuses = await derived_statuses(session, [row[0] for row in marked])
     out: list[Finished] = []
     by_status: dict[RunStatus, list[uuid.UUID]] = {}
     for row in sorted(marked, key=lambda r: r[0]):  # UUIDv7: in the order they were made
-        status = run_status(outcomes[row[0]])
+        status = statuses[row[0]]
         out.append(Finished(row[0], row[1], row[2], status))
         by_status.setdefault(status, []).append(row[0])
         await events.run_event(

@@ -34,6 +34,7 @@ from conveyor.domain import freeze, policy
 from conveyor.domain.audit import Action
 from conveyor.domain.roles import Role
 from conveyor.pipeline.durations import parse_duration
+from conveyor.policy.gates import window_of
 from conveyor.storage import audit, deployments, names
 from conveyor.storage import policy as rows
 from conveyor.storage.database import Session
@@ -203,7 +204,7 @@ def _window(body: FreezeIn) -> tuple[freeze.Window, int]:
 
 
 def freeze_out(row: FreezeWindow, scope: str) -> FreezeOut:
-    window = freeze.Window(row.cron, timedelta(seconds=row.duration_s), row.timezone)
+    window = window_of(row)
     now = utcnow()
     held = window.containing(now)
     return FreezeOut(
