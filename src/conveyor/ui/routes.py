@@ -58,6 +58,16 @@ templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.globals["quote"] = quote
 
 
+REFUSALS = (ApiError, DeployRefused, PolicyRefused)
+"""What the API's handlers refuse with: each carries its HTTP status."""
+
+
+def _refusal(exc: ApiError | DeployRefused | PolicyRefused, back: str) -> dict[str, Any]:
+    """An error page's context: the refusal's message and status, and where to go back."""
+    message = str(exc.detail) if isinstance(exc, ApiError) else str(exc)
+    return {"message": message, "status": exc.status, "back": back}
+
+
 class Page(APIRoute):
     """A UI route: no session sends the browser to /login; a refusal (404 for another
     team's object, 403 for a role too low, 409 …) is an HTML page with the API's
@@ -71,13 +81,9 @@ class Page(APIRoute):
                 return await original(request)
             except LoginRequired:
                 return RedirectResponse("/login", status_code=303)
-            except (ApiError, DeployRefused, PolicyRefused) as exc:
-                message = str(exc.detail) if isinstance(exc, ApiError) else str(exc)
+            except REFUSALS as exc:
                 return templates.TemplateResponse(
-                    request,
-                    "error.html",
-                    {"message": message, "status": exc.status, "back": "/"},
-                    status_code=exc.status,
+                    request, "error.html", _refusal(exc, "/"), status_code=exc.status
                 )
 
         return handler
@@ -137,12 +143,9 @@ async def _act(
     who, login = await _checked(request, state)
     try:
         await action(who)
-    except (ApiError, DeployRefused, PolicyRefused) as exc:
-        message = str(exc.detail) if isinstance(exc, ApiError) else str(exc)
-        status = exc.status
-        context = {"message": message, "back": back, "status": status}
-        response = _page(request, "error.html", who, login, **context)
-        response.status_code = status
+    except REFUSALS as exc:
+        response = _page(request, "error.html", who, login, **_refusal(exc, back))
+        response.status_code = exc.status
         return response
     return RedirectResponse(back, status_code=303)
 
