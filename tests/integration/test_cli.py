@@ -298,6 +298,7 @@ def test_example_service_fail_switch():
         cwd=service_dir,
         env=os.environ | {"PAYMENTS_FAIL_RATE": "1"},
         stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 20
@@ -318,10 +319,17 @@ def test_example_service_fail_switch():
         try:
             # Generous: a loaded CI machine once took longer than 10 s.
             proc.wait(timeout=30)
+            assert proc.stderr is not None
+            proc.stderr.close()
         except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)  # its threads' stacks, to its stderr
+            time.sleep(1)
             proc.kill()
-            proc.wait()
-            pytest.fail("payments.app did not stop within 30 s of SIGTERM")
+            _, stacks = proc.communicate()
+            pytest.fail(
+                "payments.app did not stop within 30 s of SIGTERM; its threads:\n"
+                + stacks.decode(errors="replace")
+            )
 
 
 def test_db_upgrade_creates_the_sqlite_database(tmp_path):

@@ -16,6 +16,7 @@ PAYMENTS_UNHEALTHY=1       /healthz answers 503.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import random
@@ -163,6 +164,7 @@ def serve(port: int, host: str = "127.0.0.1") -> None:
     signal mask matters (with sigwait(), a thread that did not block the signal could
     take it and leave the main thread waiting forever).
     """
+    faulthandler.register(signal.SIGUSR1)  # every thread's stack, for a stop that hangs
     stopping: list[int] = []
 
     def stop(signum: int, frame: object) -> None:
