@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import cast
 
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.telemetry import TelemetryConfig
 
 from conveyor import __version__
@@ -43,6 +43,17 @@ def app_from_environment() -> FastAPI:
     return create_app(server_config(Settings()))
 
 
+def add_routes(app: FastAPI, router: APIRouter) -> None:
+    """A router's routes, added to the app's own list rather than included.
+
+    FastAPI (0.138 and later) keeps an included router as a node of its own that a
+    request walks route by route at about three times the cost of a route of the app's
+    own: with a hundred routes, 190 µs of a request that matches the last one rather
+    than 70 µs (decision 0024). Conveyor's routers take no prefix, dependency or tag
+    when they are added, so their routes are complete as they are."""
+    app.router.routes.extend(router.routes)
+
+
 def create_app(config: ServerConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -66,26 +77,9 @@ def create_app(config: ServerConfig) -> FastAPI:
     )
     app.add_middleware(RequestMetrics)
     errors.install(app)
-    # alerts before hooks: /hooks/alertmanager/… is not a source-control provider.
-    modules = (
-        teams,
-        projects,
-        runs,
-        runners,
-        alerts,
-        hooks,
-        artifacts,
-        deployments,
-        analysis,
-        dora,
-        subscriptions,
-        audit,
-        policy,
-    )
-    for module in modules:
-        app.include_router(module.router)
-    app.include_router(projects.retry_router)
 
+    # A request is matched against the routes in order: the probes' first, then the
+    # runner protocol's and the webhooks' (asked several times per job).
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -121,5 +115,25 @@ def create_app(config: ServerConfig) -> FastAPI:
         async with state.db.transaction() as session:
             await ping(session)
         return {"status": "ready"}
+
+    # Alerts before hooks: /hooks/alertmanager/… is not a source-control provider.
+    modules = (
+        runners,
+        alerts,
+        hooks,
+        runs,
+        teams,
+        projects,
+        artifacts,
+        deployments,
+        analysis,
+        dora,
+        subscriptions,
+        audit,
+        policy,
+    )
+    for module in modules:
+        add_routes(app, module.router)
+    add_routes(app, projects.retry_router)
 
     return app

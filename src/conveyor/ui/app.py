@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from conveyor.api.app import add_routes
 from conveyor.api.app import create_app as create_api
 from conveyor.api.coordinator import ServerConfig, server_config
 from conveyor.config import Settings
@@ -14,7 +15,7 @@ from conveyor.ui.routes import HERE, router
 
 def create_app(config: ServerConfig) -> FastAPI:
     app = create_api(config)
-    app.include_router(router)
+    add_routes(app, router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     return app
 
