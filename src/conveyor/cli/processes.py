@@ -54,7 +54,7 @@ def serve(
 
         from conveyor.api.coordinator import server_config
         from conveyor.observability.metrics import serve_open
-        from conveyor.ui.app import create_app
+        from conveyor.ui.app import serving_app
 
         config = server_config(settings, data_dir)
         if settings.metrics_address:
@@ -66,7 +66,7 @@ def serve(
             "timeout_graceful_shutdown": 5,
         }
         if workers == 1:
-            uvicorn.run(create_app(config), **options)
+            uvicorn.run(serving_app(config), **options)
             return
         os.environ["CONVEYOR_DATA_DIR"] = str(config.data_dir)
         os.environ["CONVEYOR_WORKERS"] = str(workers)
