@@ -403,6 +403,25 @@ jobs:
     assert first.spec["labels"] in (["gpu", "linux"], ["linux"])
 
 
+async def test_jobs_no_runner_can_take_do_not_hide_the_ones_behind_them(database: Database):
+    """Labels are tested in the claim's query: more old jobs than a claim reads (SCAN)
+    waiting for a GPU do not keep a plain runner from the plain job queued after them."""
+    scheduler = Scheduler(database)
+    project, plain = await setup(database)
+    gpu_only = "".join(f"  train{i}: {{script: x, needs: [], labels: [gpu]}}\n" for i in range(12))
+    await start(scheduler, project, "jobs:\n" + gpu_only, sha="1" * 40)
+    await start(
+        scheduler,
+        project,
+        "jobs:\n  lint: {script: x, needs: []}\n",
+        sha="2" * 40,
+        ref="refs/heads/b",
+    )
+    got = await scheduler.claim(plain)
+    assert got is not None and got.spec["name"] == "lint"
+    assert await scheduler.claim(plain) is None, "only GPU jobs are left"
+
+
 async def test_a_team_quota_caps_its_running_jobs(database: Database):
     scheduler = Scheduler(database)
     project, runner = await setup(database)

@@ -326,7 +326,7 @@ class Scheduler:
 
     async def _lease_next(
         self, session: Session, runner: RunnerRow, *, postgres: bool
-    ) -> Job | None:
+    ) -> queue.Candidate | None:
         """The first candidate, team by team in fair order, that the guarded UPDATE
         leases to the runner."""
         order = await queue.pending_teams(session, runner)

@@ -1,14 +1,15 @@
 """The queries of a claim: the teams with pending jobs and their quotas, running counts
-and turns, a team's candidate jobs (labels tested in SQL on PostgreSQL), and the guarded
-UPDATE that leases one. The order of the teams is decided by domain.fair_share."""
+and turns, a team's candidate jobs (labels tested in SQL), and the guarded UPDATE that
+leases one. The order of the teams is decided by domain.fair_share."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, cast, exists, func, literal, or_, select, text
+from sqlalchemy import ColumnElement, cast, exists, func, literal, not_, or_, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import aliased
 
@@ -18,9 +19,9 @@ from conveyor.storage.database import Session
 from conveyor.storage.jobs import try_move
 from conveyor.storage.tables import Job, RunnerRow, Team
 
-LABEL_SCAN = 50
-"""How many of a team's oldest pending jobs a claim looks through on SQLite for one whose
-labels the runner has."""
+SCAN = 8
+"""How many of a team's oldest eligible jobs a claim reads on SQLite, where nothing is
+locked: should another process lease the first meanwhile, the next is tried."""
 
 
 def _pending(team_id: uuid.UUID | None) -> list[ColumnElement[bool]]:
@@ -81,36 +82,59 @@ GROUP_FREE = _group_free()
 Built once: an aliased class costs more to make than the claim's queries to send."""
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """What a claim needs of a pending job to lease it."""
+
+    id: uuid.UUID
+    team_id: uuid.UUID
+    fence: int
+    attempt: int
+    concurrency_group: str | None
+
+
+def _labels_within(have: set[str], *, postgres: bool) -> ColumnElement[bool]:
+    """True for a job whose `labels` (none: []) are all among `have`."""
+    if postgres:
+        labels = func.coalesce(cast(Job.spec, JSONB)["labels"], literal([], JSONB))
+        within: ColumnElement[bool] = labels.contained_by(literal(sorted(have), JSONB))
+        return within
+    each = func.json_each(Job.spec, "$.labels").table_valued("value")
+    missing = select(literal(1)).select_from(each).where(each.c.value.not_in(sorted(have)))
+    return not_(missing.exists())
+
+
 async def candidates(
     session: Session, runner: RunnerRow, team_id: uuid.UUID, *, postgres: bool
-) -> list[Job]:
+) -> list[Candidate]:
     """The team's oldest pending jobs whose group is free and whose labels the runner
-    has. On PostgreSQL the labels are tested in SQL and the one candidate is locked with
-    SKIP LOCKED, so concurrent claims each lock a different job and none fails its
-    UPDATE. SQLite has one writer at a time: LABEL_SCAN jobs are read and the labels
-    tested here; a candidate another claim took meanwhile then fails `lease`."""
-    have = set(runner.labels or [])
+    has, tested in SQL on both databases (a job with labels no runner of the team has
+    never hides the ones behind it). On PostgreSQL the one candidate is locked with SKIP
+    LOCKED, so concurrent claims each lock a different job and none fails its UPDATE;
+    SQLite has one writer at a time, and a candidate another process took meanwhile
+    fails `lease`, so a few are read. Only the columns a lease needs are read: no job's
+    spec is decoded."""
     query = (
-        select(Job)
-        .where(*_pending(runner.team_id), GROUP_FREE, Job.team_id == team_id)
+        select(Job.id, Job.team_id, Job.fence, Job.attempt, Job.concurrency_group)
+        .where(
+            *_pending(runner.team_id),
+            GROUP_FREE,
+            Job.team_id == team_id,
+            _labels_within(set(runner.labels or []), postgres=postgres),
+        )
         .order_by(Job.queued_at)  # the index order: the walk stops at the limit
     )
     if postgres:
-        labels = func.coalesce(cast(Job.spec, JSONB)["labels"], literal([], JSONB))
-        query = (
-            query.where(labels.contained_by(literal(sorted(have), JSONB)))
-            .limit(1)
-            .with_for_update(skip_locked=True, of=Job)
-        )
+        query = query.limit(1).with_for_update(skip_locked=True, of=Job)
     else:
-        query = query.limit(LABEL_SCAN)
-    jobs = (await session.execute(query)).scalars()
-    return [job for job in jobs if set(job.spec.get("labels", ())) <= have]
+        query = query.limit(SCAN)
+    rows = await session.execute(query)
+    return [Candidate(*row) for row in rows.all()]
 
 
 async def lease(
     session: Session,
-    job: Job,
+    job: Candidate,
     runner: RunnerRow,
     *,
     lease_s: float,
