@@ -128,6 +128,9 @@ def span(
     """A span, current inside the block: a child of `parent` (a stored `traceparent`)
     when given, else of the current span. (A request's own context comes in through
     FastAPI's server span, see `fastapi_telemetry`.)"""
+    if not on():  # nothing records it: skip the no-op span's context switch
+        yield trace.INVALID_SPAN
+        return
     context = propagate.extract({HEADER: parent}) if parent else None
     attrs = {k: v for k, v in (attributes or {}).items() if v is not None}
     with TRACER.start_as_current_span(name, context=context, kind=kind, attributes=attrs) as made:

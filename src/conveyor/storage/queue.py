@@ -4,12 +4,25 @@ leases one. The order of the teams is decided by domain.fair_share."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, cast, exists, func, literal, not_, or_, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    bindparam,
+    cast,
+    exists,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import aliased
 
@@ -93,15 +106,36 @@ class Candidate:
     concurrency_group: str | None
 
 
-def _labels_within(have: set[str], *, postgres: bool) -> ColumnElement[bool]:
+def _labels_within(have: tuple[str, ...], *, postgres: bool) -> ColumnElement[bool]:
     """True for a job whose `labels` (none: []) are all among `have`."""
     if postgres:
         labels = func.coalesce(cast(Job.spec, JSONB)["labels"], literal([], JSONB))
-        within: ColumnElement[bool] = labels.contained_by(literal(sorted(have), JSONB))
+        within: ColumnElement[bool] = labels.contained_by(literal(list(have), JSONB))
         return within
     each = func.json_each(Job.spec, "$.labels").table_valued("value")
-    missing = select(literal(1)).select_from(each).where(each.c.value.not_in(sorted(have)))
+    missing = select(literal(1)).select_from(each).where(each.c.value.not_in(have))
     return not_(missing.exists())
+
+
+@functools.lru_cache(maxsize=256)
+def _candidates_query(
+    runner_team: uuid.UUID | None, have: tuple[str, ...], postgres: bool
+) -> Select[uuid.UUID, uuid.UUID, int, int, str | None]:
+    """The query of `candidates` for one kind of runner, the team a parameter: built once
+    per kind, as building it costs more than SQLite takes to answer it."""
+    query = (
+        select(Job.id, Job.team_id, Job.fence, Job.attempt, Job.concurrency_group)
+        .where(
+            *_pending(runner_team),
+            GROUP_FREE,
+            Job.team_id == bindparam("team"),
+            _labels_within(have, postgres=postgres),
+        )
+        .order_by(Job.queued_at)  # the index order: the walk stops at the limit
+    )
+    if postgres:
+        return query.limit(1).with_for_update(skip_locked=True, of=Job)
+    return query.limit(SCAN)
 
 
 async def candidates(
@@ -114,21 +148,9 @@ async def candidates(
     SQLite has one writer at a time, and a candidate another process took meanwhile
     fails `lease`, so a few are read. Only the columns a lease needs are read: no job's
     spec is decoded."""
-    query = (
-        select(Job.id, Job.team_id, Job.fence, Job.attempt, Job.concurrency_group)
-        .where(
-            *_pending(runner.team_id),
-            GROUP_FREE,
-            Job.team_id == team_id,
-            _labels_within(set(runner.labels or []), postgres=postgres),
-        )
-        .order_by(Job.queued_at)  # the index order: the walk stops at the limit
-    )
-    if postgres:
-        query = query.limit(1).with_for_update(skip_locked=True, of=Job)
-    else:
-        query = query.limit(SCAN)
-    rows = await session.execute(query)
+    have = tuple(sorted(set(runner.labels or [])))
+    query = _candidates_query(runner.team_id, have, postgres)
+    rows = await session.execute(query, {"team": team_id})
     return [Candidate(*row) for row in rows.all()]
 
 
