@@ -10,6 +10,8 @@ redo, lease takeover and fencing, and the faults a target can have.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 
 import pytest
@@ -421,3 +423,39 @@ async def test_a_deployment_s_actions_join_the_trace_it_was_queued_in(
         assert action.attributes["conveyor.deployment"] == queued.number
     shares = [s.attributes["conveyor.share"] for s in actions if s.name == "deploy.split"]
     assert shares and shares[0] == 5000  # in hundredths of a percent
+
+
+async def test_a_settled_environment_is_passed_less_often_until_it_is_poked(world: World):
+    """Nothing deploying and nothing queued: the driver's passes go twice as far apart
+    each time, up to `idle_tick_s`; a poke (a deploy asked on this replica) runs the next
+    pass at once, and passes go back to `tick_s` while the deployment moves."""
+    manager, fence = await serving_v1(world)
+    manager.tick_s, manager.idle_tick_s = 0.02, 0.32
+    manager.wakeups[world.env_id] = asyncio.Event()
+    driver = asyncio.create_task(manager._drive(world.env_id, fence))
+    try:
+
+        async def settled() -> bool:
+            return manager.settled.get(world.env_id) is True
+
+        async def passed_since(count: int) -> bool:
+            return manager.stats.passes > count
+
+        await wait_until_async(settled, timeout=5)
+        before = manager.stats.passes
+        await asyncio.sleep(1.5)
+        idle_passes = manager.stats.passes - before
+        # 0.02 s apart this would be 75 passes; doubling up to 0.32 s it is about 8.
+        assert 3 <= idle_passes <= 15, idle_passes
+        await world.deploy(ROLLING)
+        asked = manager.stats.passes
+        manager.poke(world.env_id)
+        await wait_until_async(lambda: passed_since(asked), timeout=0.2)
+        assert manager.settled[world.env_id] is False, "a deployment is under way"
+        moving = manager.stats.passes
+        await asyncio.sleep(0.3)
+        assert manager.stats.passes - moving >= 5, "a moving deployment is passed every tick"
+    finally:
+        driver.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await driver

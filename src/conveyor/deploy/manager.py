@@ -1,5 +1,7 @@
 """The deployment manager: on every coordinator replica, a loop claims environments whose
-lease is free, and drives each claimed one with a reconcile pass every `tick_s`.
+lease is free, and drives each claimed one with a reconcile pass every `tick_s`; an
+environment with nothing deploying and nothing queued is passed less and less often, at
+most `idle_tick_s` apart (a poke still runs its next pass at once).
 
 A pass observes (processes, health probes, the router), asks the planner
 (planner.decide) for one action, records it as an intent, acts, and marks it done,
@@ -74,6 +76,7 @@ class DeploymentManager:
         owner: str | None = None,
         lease_s: float = 3.0,
         tick_s: float = 0.1,
+        idle_tick_s: float = 1.0,
         claim_s: float = 0.5,
         providers: Mapping[Provider, MetricProvider] | None = None,
         metrics_targets: Path | None = None,
@@ -85,6 +88,9 @@ class DeploymentManager:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease_s = lease_s
         self.tick_s = tick_s
+        self.idle_tick_s = max(idle_tick_s, tick_s)
+        """How far apart the passes of a settled environment go (its lease, `lease_s`,
+        is renewed by each pass: keep this well under it)."""
         self.claim_s = claim_s
         self.context = DriverContext(db, blobs, target, self.owner, lease_s)
         """What the action handlers are given (effects.py)."""
@@ -93,6 +99,9 @@ class DeploymentManager:
         """Where the instances are listed for Prometheus (metrics_targets.py), if anywhere."""
         self.drivers: dict[uuid.UUID, asyncio.Task[None]] = {}
         self.wakeups: dict[uuid.UUID, asyncio.Event] = {}
+        self.settled: dict[uuid.UUID, bool] = {}
+        """Per environment, whether its last pass found nothing deploying, nothing queued
+        and no open intent."""
         self.stats = ManagerStats()
         self._routes_dirty = True
 
@@ -137,6 +146,7 @@ class DeploymentManager:
         (a switch back is four actions); with nothing to do, it waits `tick_s` or a poke."""
         self._routes_dirty = True
         in_a_row = 0
+        wait = self.tick_s
         bind_contextvars(environment_id=str(env_id))  # this task's lines (its own context)
         try:
             while True:
@@ -154,12 +164,19 @@ class DeploymentManager:
                 if acted is not None and in_a_row < MAX_ACTIONS_IN_A_ROW:
                     continue
                 in_a_row = 0
+                # Nothing to do: the next pass after `tick_s`, or, while the environment
+                # stays settled, twice as long each time up to `idle_tick_s`.
+                settled = acted is None and self.settled.get(env_id, False)
+                wait = min(wait * 2, self.idle_tick_s) if settled else self.tick_s
                 event = self.wakeups[env_id]
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), self.tick_s)
+                    await asyncio.wait_for(event.wait(), wait)
+                if event.is_set():
+                    wait = self.tick_s
                 event.clear()
         finally:
             self.drivers.pop(env_id, None)
+            self.settled.pop(env_id, None)
 
     # -- one pass --------------------------------------------------------------------
 
@@ -170,6 +187,9 @@ class DeploymentManager:
             driven = await self.load(session, env_id)
         await self._ensure_router()
         open_intent = driven.rows.open_intent
+        self.settled[env_id] = (
+            open_intent is None and driven.plan_row is None and driven.rows.first_pending is None
+        )
         if open_intent is not None:
             self.stats.redone += 1
             redo = _action_of(open_intent)
