@@ -143,7 +143,8 @@ class DeploymentManager:
 
     async def _drive(self, env_id: uuid.UUID, fence: int) -> None:
         """Passes until the lease is lost. After an action the next pass follows at once
-        (a switch back is four actions); with nothing to do, it waits `tick_s` or a poke."""
+        (a switch back is four actions); with nothing to do, it waits `tick_s` (a settled
+        environment: longer each time, up to `idle_tick_s`) or a poke."""
         self._routes_dirty = True
         in_a_row = 0
         wait = self.tick_s
