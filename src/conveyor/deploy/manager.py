@@ -102,6 +102,9 @@ class DeploymentManager:
         self.settled: dict[uuid.UUID, bool] = {}
         """Per environment, whether its last pass found nothing deploying, nothing queued
         and no open intent."""
+        self.waits: dict[uuid.UUID, float] = {}
+        """Per environment, how long its driver waits between passes with nothing to do:
+        `tick_s` while it moves or since a poke, up to `idle_tick_s` while it is settled."""
         self.stats = ManagerStats()
         self._routes_dirty = True
 
@@ -169,15 +172,17 @@ class DeploymentManager:
                 # stays settled, twice as long each time up to `idle_tick_s`.
                 settled = acted is None and self.settled.get(env_id, False)
                 wait = min(wait * 2, self.idle_tick_s) if settled else self.tick_s
+                self.waits[env_id] = wait
                 event = self.wakeups[env_id]
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), wait)
                 if event.is_set():
-                    wait = self.tick_s
+                    wait = self.waits[env_id] = self.tick_s
                 event.clear()
         finally:
             self.drivers.pop(env_id, None)
             self.settled.pop(env_id, None)
+            self.waits.pop(env_id, None)
 
     # -- one pass --------------------------------------------------------------------
 
