@@ -251,6 +251,41 @@ async def test_a_router_that_died_is_synced_again(world: World):
     assert world.router.pick(key, 0.5) is not None
 
 
+async def test_a_router_that_cannot_start_is_tried_again_later_not_on_every_pass(world: World):
+    """HAProxy refusing to start (a frontend's port taken) costs one try per back-off
+    (0.5 s, then 1 s, …), however often the environment is passed; once it starts, the
+    routes are all back."""
+    manager, fence = await serving_v1(world)
+    manager.tick_s = manager.idle_tick_s = 0.02  # a pass every 20 ms, whatever happens
+    manager.wakeups[world.env_id] = asyncio.Event()
+    world.router.crash()
+    world.router.refuse_start = "cannot bind socket (Address already in use)"
+    tried = world.router.starts_tried  # its first start, by serving_v1
+    driver = asyncio.create_task(manager._drive(world.env_id, fence))
+    try:
+        began = manager.stats.passes
+        await asyncio.sleep(1.2)
+        passes = manager.stats.passes - began
+        tries = world.router.starts_tried - tried
+        # Tries at about 0 s, 0.5 s and 1.5 s: two of them in these 1.2 s.
+        assert passes >= 10, passes
+        assert 1 <= tries <= 2, (tries, passes)
+        assert not world.router.running()
+        world.router.refuse_start = None
+
+        async def routed() -> bool:
+            return world.router.running()
+
+        await wait_until_async(routed, timeout=3)
+        assert world.router.syncs == 2
+        key = records.route_key(await world.env())
+        assert world.router.pick(key, 0.5) is not None
+    finally:
+        driver.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await driver
+
+
 # -- intents, leases and fencing, on SQLite and PostgreSQL -----------------------------
 
 

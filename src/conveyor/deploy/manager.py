@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -52,6 +53,14 @@ KILL_GRACE_S = 5.0
 MAX_ACTIONS_IN_A_ROW = 20
 """Actions taken back to back before a driver rests one tick (a guard against a loop)."""
 DEFAULT_HEALTH = Health()
+ROUTER_RETRY_S = 0.5
+ROUTER_RETRY_MAX_S = 8.0
+"""After the router fails to start or take its config, the next try waits this long,
+twice as long after each failure up to the maximum."""
+
+
+class RouterDown(RouterError):
+    """The router's last start or sync failed and its next try is not due yet."""
 
 
 @dataclass
@@ -107,6 +116,9 @@ class DeploymentManager:
         `tick_s` while it moves or since a poke, up to `idle_tick_s` while it is settled."""
         self.stats = ManagerStats()
         self._routes_dirty = True
+        self._router_lock = asyncio.Lock()
+        self._router_backoff = 0.0
+        self._router_retry_at = 0.0
 
     # -- leases ----------------------------------------------------------------------
 
@@ -155,11 +167,14 @@ class DeploymentManager:
         try:
             while True:
                 acted = None
+                router_down = False
                 try:
                     acted = await self.reconcile(env_id, fence)
                 except EnvironmentLeaseLost:
                     log.warning("environment %s: lease lost to another replica", env_id)
                     return
+                except RouterDown:
+                    router_down = True  # its failure was logged by the pass that tried
                 except RouterError as exc:
                     log.error("environment %s: %s", env_id, exc)
                 except Exception:
@@ -169,8 +184,9 @@ class DeploymentManager:
                     continue
                 in_a_row = 0
                 # Nothing to do: the next pass after `tick_s`, or, while the environment
-                # stays settled, twice as long each time up to `idle_tick_s`.
-                settled = acted is None and self.settled.get(env_id, False)
+                # stays settled (or the router is down), twice as long each time up to
+                # `idle_tick_s`.
+                settled = acted is None and (self.settled.get(env_id, False) or router_down)
                 wait = min(wait * 2, self.idle_tick_s) if settled else self.tick_s
                 self.waits[env_id] = wait
                 event = self.wakeups[env_id]
@@ -223,13 +239,37 @@ class DeploymentManager:
         return Driven.of(await environments.load(session, env_id))
 
     async def _ensure_router(self) -> None:
-        if self._routes_dirty or not self.router.running():
-            async with self.db.transaction() as session:
-                rows = await environments.route_rows(session)
-            await self.router.sync(records.routes_of(rows))
+        """Sync the router when routes changed or it is not running: one driver at a time
+        (the others find it done), and after a failure not again before its retry time
+        (RouterDown until then), so a router that cannot start costs one try, not one per
+        environment and pass."""
+        if not self._routes_dirty and self.router.running():
+            return
+        async with self._router_lock:
+            if not self._routes_dirty and self.router.running():
+                return
+            if time.monotonic() < self._router_retry_at:
+                raise RouterDown("the router is down; its next start is not due yet")
+            self._routes_dirty = False  # a change made during the sync marks it again
+            try:
+                async with self.db.transaction() as session:
+                    rows = await environments.route_rows(session)
+                await self.router.sync(records.routes_of(rows))
+            except BaseException as exc:
+                self._routes_dirty = True
+                if isinstance(exc, Exception):
+                    self._router_backoff = min(
+                        max(self._router_backoff * 2, ROUTER_RETRY_S), ROUTER_RETRY_MAX_S
+                    )
+                    self._router_retry_at = time.monotonic() + self._router_backoff
+                raise
+            if self._router_backoff:
+                log.info("the router is up again")
+                self._router_backoff = self._router_retry_at = 0.0
+                for event in self.wakeups.values():
+                    event.set()  # every driver's next pass now
             if self.metrics_targets is not None:
                 await asyncio.to_thread(metrics_targets.write, self.metrics_targets, rows)
-            self._routes_dirty = False
 
     async def _observe(
         self, env_id: uuid.UUID, fence: int, driven: Driven

@@ -4,8 +4,9 @@ small interface per outside system, with a fake next to it).
 
 It health-checks a server by asking `probe(port)` (FakeTarget.answers, for example),
 counts the same `fall` consecutive failures HAProxy would before marking it DOWN, and
-can be stopped (as if HAProxy died) or made to fail its next calls. `pick` sends one
-request the way the split says, so a test can assert that traffic always had a server.
+can be stopped (as if HAProxy died), kept from starting, or made to fail its next calls.
+`pick` sends one request the way the split says, so a test can assert that traffic
+always had a server.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class MemoryRouter:
         self.routes: dict[str, Route] = {}
         self.syncs = 0
         """How often `sync` (re)started it."""
+        self.starts_tried = 0
+        """How often `sync` tried to start it (failed tries included)."""
+        self.refuse_start: str | None = None
+        """While set, starting it fails with this (as HAProxy does when a port is taken)."""
         self.applied = 0
         self._running = False
         self._checks: dict[tuple[str, str], _Check] = {}
@@ -79,6 +84,9 @@ class MemoryRouter:
 
     async def sync(self, routes: Sequence[Route]) -> None:
         if not self._running:
+            self.starts_tried += 1
+            if self.refuse_start is not None:
+                raise RouterError(self.refuse_start)
             self.syncs += 1
         self._running = True
         for route in routes:
