@@ -89,8 +89,10 @@ async def store(db: Database, teams: int, projects: int, environments: bool) -> 
                         team_id=team.id,
                         project_id=project.id,
                         name="production",
+                        # Below Linux's ephemeral range (32768-60999), where the
+                        # database connections' own ports would collide with them.
                         port=20000 + t * 100 + p,
-                        preview_port=30000 + t * 100 + p,
+                        preview_port=25000 + t * 100 + p,
                     )
                     session.add(env)
                     await session.flush()

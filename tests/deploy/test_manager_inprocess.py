@@ -18,6 +18,7 @@ import uuid
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from conveyor.deploy import manager as manager_module
 from conveyor.deploy import records, requests
 from conveyor.deploy.context import Effect, EnvironmentLeaseLost
 from conveyor.deploy.effects import _launch
@@ -203,6 +204,37 @@ async def test_a_dead_stable_instance_is_restarted(world: World):
     acts = await world.drive(manager, fence, check_traffic=False)
     assert acts == [Act.RESTART, Act.READY]
     assert len(world.target.live()) == 2
+
+
+async def test_a_settled_environment_is_passed_without_loading_until_it_moves(
+    world: World, monkeypatch: pytest.MonkeyPatch
+):
+    """Once a full pass finds it settled, a pass renews the lease in one statement and
+    looks at the instances and the router again; a request (which raises `changes`), a
+    dead instance or the reload interval bring a full pass back."""
+    manager, fence = await serving_v1(world)
+    assert await manager.reconcile(world.env_id, fence) is None  # full: finds it settled
+    quiet, sent = manager.stats.quiet, world.db.statements
+    assert await manager.reconcile(world.env_id, fence) is None
+    assert manager.stats.quiet == quiet + 1
+    assert world.db.statements - sent == 1, "the lease, renewed in one statement"
+    with monkeypatch.context() as patched:  # due a reload: a full pass all the same
+        patched.setattr(manager_module, "RELOAD_SETTLED_S", 0.0)
+        assert await manager.reconcile(world.env_id, fence) is None
+        assert manager.stats.quiet == quiet + 1
+    # A request on the environment: the next pass loads it and acts.
+    await world.deploy(ROLLING)
+    assert await manager.reconcile(world.env_id, fence) is not None
+    await world.drive(manager, fence, Phase.SUCCEEDED, number=2)
+    assert await manager.reconcile(world.env_id, fence) is None
+    assert await manager.reconcile(world.env_id, fence) is None
+    assert manager.stats.quiet == quiet + 2
+    # An instance that died is seen from the cached rows; the restart is a full pass.
+    victim = next(i for i, p in world.target.by_instance.items() if p.alive)
+    world.target.crash(victim)
+    acted = await manager.reconcile(world.env_id, fence)
+    assert acted is not None and acted.act is Act.RESTART
+    assert manager.stats.quiet == quiet + 2
 
 
 async def test_abort_sends_the_canary_share_back_first(world: World):

@@ -53,6 +53,9 @@ KILL_GRACE_S = 5.0
 MAX_ACTIONS_IN_A_ROW = 20
 """Actions taken back to back before a driver rests one tick (a guard against a loop)."""
 DEFAULT_HEALTH = Health()
+RELOAD_SETTLED_S = 10.0
+"""A settled environment no request has changed is passed from what its last full pass
+loaded, and loaded afresh at least this often all the same."""
 ROUTER_RETRY_S = 0.5
 ROUTER_RETRY_MAX_S = 8.0
 """After the router fails to start or take its config, the next try waits this long,
@@ -67,9 +70,20 @@ class RouterDown(RouterError):
 class ManagerStats:
     passes: int = 0
     actions: int = 0
+    quiet: int = 0
+    """Passes of a settled environment that found nothing changed and loaded nothing."""
     takeovers: int = 0
     redone: int = 0
     by_act: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Quiet:
+    """What the last full pass of a settled environment loaded, for the passes after it."""
+
+    driven: Driven
+    changes: int
+    loaded_at: float
 
 
 class DeploymentManager:
@@ -111,6 +125,7 @@ class DeploymentManager:
         self.settled: dict[uuid.UUID, bool] = {}
         """Per environment, whether its last pass found nothing deploying, nothing queued
         and no open intent."""
+        self._quiet: dict[uuid.UUID, _Quiet] = {}
         self.waits: dict[uuid.UUID, float] = {}
         """Per environment, how long its driver waits between passes with nothing to do:
         `tick_s` while it moves or since a poke, up to `idle_tick_s` while it is settled."""
@@ -199,12 +214,17 @@ class DeploymentManager:
             self.drivers.pop(env_id, None)
             self.settled.pop(env_id, None)
             self.waits.pop(env_id, None)
+            self._quiet.pop(env_id, None)
 
     # -- one pass --------------------------------------------------------------------
 
     async def reconcile(self, env_id: uuid.UUID, fence: int) -> Action | None:
         """One pass: finish an open intent, or observe, decide and take one action."""
         self.stats.passes += 1
+        quiet = self._quiet.pop(env_id, None)
+        if quiet is not None and await self._quiet_pass(env_id, fence, quiet):
+            self._quiet[env_id] = quiet
+            return None
         async with self.context.fenced(env_id, fence) as session:
             driven = await self.load(session, env_id)
         await self._ensure_router()
@@ -221,7 +241,33 @@ class DeploymentManager:
             return redo
         plan_id = driven.plan_row.id if driven.plan_row is not None else None
         with bound(deployment_id=plan_id):
-            return await self._decide_and_act(env_id, fence, driven)
+            acted = await self._decide_and_act(env_id, fence, driven)
+        if acted is None and self.settled[env_id] and _steady(driven):
+            self._quiet[env_id] = _Quiet(driven, driven.env.changes, time.monotonic())
+        return acted
+
+    async def _quiet_pass(self, env_id: uuid.UUID, fence: int, quiet: _Quiet) -> bool:
+        """A settled environment's pass from what its last full pass loaded, when no
+        request changed it since: the lease renewed in one statement, its instances and
+        the router looked at afresh. False when it needs a full pass (it changed, it is
+        due a reload, or there is something to do)."""
+        if time.monotonic() - quiet.loaded_at >= RELOAD_SETTLED_S:
+            return False
+        async with self.db.transaction() as session:
+            changes = await environments.renew_lease_quietly(
+                session, env_id, fence, self.owner, self.lease_s
+            )
+        if changes is None:
+            raise EnvironmentLeaseLost(str(env_id))
+        if changes != quiet.changes:
+            return False
+        await self._ensure_router()
+        world, statuses = await self._observe(env_id, fence, quiet.driven)
+        if decide(world) is not None:
+            return False
+        await self.apply(quiet.driven, statuses)
+        self.stats.quiet += 1
+        return True
 
     async def _decide_and_act(self, env_id: uuid.UUID, fence: int, driven: Driven) -> Action | None:
         world, statuses = await self._observe(env_id, fence, driven)
@@ -465,3 +511,9 @@ def _pin_rule(recorded: object) -> str:
     if recorded is True:
         return HEALTH_RULE
     return str(recorded) if recorded else ""
+
+
+def _steady(driven: Driven) -> bool:
+    """No instance is starting: a starting one's health checks are counted in its row,
+    so each pass must load it."""
+    return all(row.state != InstanceState.STARTING.value for row in driven.instances)

@@ -597,6 +597,7 @@ async def _rollback_target(session: Session, env: Environment, to: int | None) -
 
 async def unpin(session: Session, env: Environment, digest: str, who: str) -> int:
     """Clear the pins on `digest`, keeping who cleared them and when."""
+    await deployments.lock(session, env.id)
     cleared = await deployments.clear_pins(session, env.id, digest, who)
     if not cleared:
         raise DeployRefused(404, f"{digest} is not pinned in {env.name}")

@@ -88,11 +88,10 @@ async def create_environment(
 
 async def lock(session: Session, env_id: uuid.UUID) -> None:
     """Serialise requests on one environment (PostgreSQL's row lock; SQLite's writer
-    lock) until the transaction ends."""
+    lock) until the transaction ends, and raise its `changes` (a settled environment's
+    driver looks again)."""
     await session.execute(
-        update(Environment)
-        .where(Environment.id == env_id)
-        .values(queue_policy=Environment.queue_policy)
+        update(Environment).where(Environment.id == env_id).values(changes=Environment.changes + 1)
     )
 
 

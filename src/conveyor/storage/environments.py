@@ -82,6 +82,25 @@ async def renew_lease(
     return bool(renewed.rowcount == 1)  # type: ignore[attr-defined]
 
 
+async def renew_lease_quietly(
+    session: Session, env_id: uuid.UUID, fence: int, owner: str, lease_s: float
+) -> int | None:
+    """`renew_lease` for a settled environment, in one statement: its `changes` (None when
+    another replica has taken it)."""
+    renewed = await session.execute(
+        update(Environment)
+        .where(
+            Environment.id == env_id,
+            Environment.fence == fence,
+            Environment.lease_owner == owner,
+        )
+        .values(lease_until=utcnow() + timedelta(seconds=lease_s))
+        .returning(Environment.changes)
+    )
+    changes = renewed.scalar_one_or_none()
+    return None if changes is None else int(changes)
+
+
 # -- what a pass loads -----------------------------------------------------------------
 
 

@@ -521,6 +521,9 @@ class Environment(Base):
     fence: Mapped[int] = mapped_column(Integer, default=0)
     """Raised whenever a replica takes the environment over: its driver's writes carry it,
     so a replica that lost the lease cannot write."""
+    changes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Raised by every request that changes what the environment runs (each takes
+    `deployments.lock`): a settled driver loads the environment again only when it moved."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
