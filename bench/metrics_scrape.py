@@ -180,7 +180,7 @@ def main() -> None:
         command = [sys.executable, "-m", "conveyor", "serve", "--port", str(port)]
         command += ["--data-dir", str(data), "--workers", str(args.workers)]
         server = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            command, env=env, stdout=subprocess.DEVNULL, stderr=open("/tmp/serve.err", "w")
         )
         try:
             base = f"http://127.0.0.1:{port}"

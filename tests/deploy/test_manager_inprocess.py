@@ -14,9 +14,11 @@ import asyncio
 import contextlib
 import time
 import uuid
+from datetime import timedelta
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy import update
 
 from conveyor.deploy import manager as manager_module
 from conveyor.deploy import records, requests
@@ -27,7 +29,7 @@ from conveyor.deploy.world import Act, Action
 from conveyor.domain.deploy import Control, Phase
 from conveyor.observability import tracing
 from conveyor.storage import audit, deployments, environments, events
-from conveyor.storage.tables import as_utc, utcnow
+from conveyor.storage.tables import Environment, as_utc, utcnow
 from tests.deploy.inprocess import (
     ROLLING,
     Clock,
@@ -395,6 +397,41 @@ async def test_a_free_environment_is_claimed_by_one_replica_only(shared: World):
         async with world.db.transaction() as session:
             claims.append(await environments.claim_free(session, manager.owner, 30))
     assert [len(c) for c in claims] == [1, 0, 0]
+
+
+async def test_the_claim_loop_renews_the_leases_of_drivers_that_pass(world: World):
+    """One statement renews the lease of every environment with a driver; one whose pass
+    has run for over STUCK_PASS_S lets its lease run out, and the next claim replaces
+    its driver."""
+    manager, fence = await serving_v1(world)
+    manager.tick_s = manager.idle_tick_s = 5.0  # one pass, then a long wait
+    env_id = world.env_id
+    manager.wakeups[env_id] = asyncio.Event()
+    first = manager.drivers[env_id] = asyncio.create_task(manager._drive(env_id, fence))
+    try:
+        before = as_utc((await world.env()).lease_until)
+        await asyncio.sleep(0.05)
+        assert await manager.renew() == 1
+        assert as_utc((await world.env()).lease_until) > before
+        manager.passing_since[env_id] = time.monotonic() - 61  # as if its pass hung
+        assert await manager.renew() == 0
+        async with world.db.transaction() as session:  # and its lease ran out
+            await session.execute(
+                update(Environment)
+                .where(Environment.id == env_id)
+                .values(lease_until=utcnow() - timedelta(seconds=1))
+            )
+        assert await manager.claim() == [env_id]
+        second = manager.drivers[env_id]
+        assert second is not first and not second.done()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first  # replaced: cancelled
+        assert manager.drivers[env_id] is second, "the old driver's end leaves the new one"
+        assert await manager.renew() == 1, "the new driver's lease is renewed"
+    finally:
+        for task in manager.drivers.values():
+            task.cancel()
+        await asyncio.gather(*manager.drivers.values(), return_exceptions=True)
 
 
 async def _wait_lease_free(world: World) -> None:

@@ -53,6 +53,8 @@ KILL_GRACE_S = 5.0
 MAX_ACTIONS_IN_A_ROW = 20
 """Actions taken back to back before a driver rests one tick (a guard against a loop)."""
 DEFAULT_HEALTH = Health()
+STUCK_PASS_S = 60.0
+"""A pass running longer than this is stuck: its lease is not renewed for it."""
 RELOAD_SETTLED_S = 10.0
 """A settled environment no request has changed is passed from what its last full pass
 loaded, and loaded afresh at least this often all the same."""
@@ -126,6 +128,8 @@ class DeploymentManager:
         """Per environment, whether its last pass found nothing deploying, nothing queued
         and no open intent."""
         self._quiet: dict[uuid.UUID, _Quiet] = {}
+        self.passing_since: dict[uuid.UUID, float] = {}
+        """Per environment whose driver is in a pass, when that pass began (monotonic)."""
         self.waits: dict[uuid.UUID, float] = {}
         """Per environment, how long its driver waits between passes with nothing to do:
         `tick_s` while it moves or since a poke, up to `idle_tick_s` while it is settled."""
@@ -142,6 +146,7 @@ class DeploymentManager:
         try:
             while True:
                 try:
+                    await self.renew()
                     await self.claim()
                 except Exception:  # pragma: no cover - logged; the next round retries
                     log.exception("claiming environments failed")
@@ -154,13 +159,34 @@ class DeploymentManager:
                     await task
             await self.analyses.close()
 
+    async def renew(self) -> int:
+        """Extend, in one statement, the lease of every environment this replica drives,
+        but for one whose pass has run longer than STUCK_PASS_S: its lease runs out,
+        for this or another replica to take over. (Each pass renews its own lease under
+        its fence too; this keeps a lease from running out while a busy replica's
+        drivers wait for the event loop or a connection, as 500 starting at once do.)"""
+        now = time.monotonic()
+        alive = [
+            env_id
+            for env_id, task in self.drivers.items()
+            if not task.done() and now - self.passing_since.get(env_id, now) < STUCK_PASS_S
+        ]
+        if not alive:
+            return 0
+        async with self.db.transaction() as session:
+            return await environments.renew_leases(session, self.owner, alive, self.lease_s)
+
     async def claim(self) -> list[uuid.UUID]:
-        """Take every environment whose lease is free or has run out."""
+        """Take every environment whose lease is free or has run out (a driver of ours
+        whose lease ran out under it is replaced)."""
         async with self.db.transaction() as session:
             free = await environments.claim_free(session, self.owner, self.lease_s)
         for env_id, fence in free:
             self.stats.takeovers += 1
             self.wakeups.setdefault(env_id, asyncio.Event())
+            stale = self.drivers.get(env_id)
+            if stale is not None:
+                stale.cancel()
             self.drivers[env_id] = asyncio.create_task(self._drive(env_id, fence))
             log.info("driving environment %s (fence %s)", env_id, fence)
         return [env_id for env_id, _ in free]
@@ -183,6 +209,7 @@ class DeploymentManager:
             while True:
                 acted = None
                 router_down = False
+                self.passing_since[env_id] = time.monotonic()
                 try:
                     acted = await self.reconcile(env_id, fence)
                 except EnvironmentLeaseLost:
@@ -194,6 +221,7 @@ class DeploymentManager:
                     log.error("environment %s: %s", env_id, exc)
                 except Exception:
                     log.exception("environment %s: pass failed", env_id)
+                del self.passing_since[env_id]
                 in_a_row = in_a_row + 1 if acted is not None else 0
                 if acted is not None and in_a_row < MAX_ACTIONS_IN_A_ROW:
                     continue
@@ -211,10 +239,10 @@ class DeploymentManager:
                     wait = self.waits[env_id] = self.tick_s
                 event.clear()
         finally:
-            self.drivers.pop(env_id, None)
-            self.settled.pop(env_id, None)
-            self.waits.pop(env_id, None)
-            self._quiet.pop(env_id, None)
+            if self.drivers.get(env_id) in (None, asyncio.current_task()):  # not replaced
+                self.drivers.pop(env_id, None)
+                for kept in (self.settled, self.waits, self._quiet, self.passing_since):
+                    kept.pop(env_id, None)
 
     # -- one pass --------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ driver's `fenced` context), so a replica that lost the environment writes nothin
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -80,6 +80,23 @@ async def renew_lease(
         .values(lease_until=utcnow() + timedelta(seconds=lease_s))
     )
     return bool(renewed.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def renew_leases(
+    session: Session, owner: str, env_ids: Sequence[uuid.UUID], lease_s: float
+) -> int:
+    """Extend `owner`'s lease on each of `env_ids` it still holds, in one statement (the
+    drivers' own passes renew under their fence; this keeps a lease whose driver waits
+    between passes from running out under it). Returns how many were extended."""
+    if not env_ids:
+        return 0
+    renewed = await session.execute(
+        update(Environment)
+        .where(Environment.lease_owner == owner, Environment.id.in_(env_ids))
+        .values(lease_until=utcnow() + timedelta(seconds=lease_s))
+        .execution_options(synchronize_session=False)
+    )
+    return int(renewed.rowcount)  # type: ignore[attr-defined]
 
 
 async def renew_lease_quietly(
