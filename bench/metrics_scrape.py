@@ -215,6 +215,12 @@ def main() -> None:
                     body = answer.text
         finally:
             server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=12)
+            except subprocess.TimeoutExpired:
+                server.send_signal(signal.SIGUSR1)
+                time.sleep(3)
+                server.kill()
             server.wait(timeout=30)
             # The seeded environments make the deployment manager start HAProxy, which
             # outlives `serve` on purpose: stop it.

@@ -32,7 +32,8 @@ async def git(*args: str, cwd: Path | None = None, timeout: float = GIT_TIMEOUT_
         env=GIT_ENV,
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        async with asyncio.timeout(timeout):
+            out, err = await proc.communicate()
     except TimeoutError as exc:
         proc.kill()
         await proc.wait()
@@ -58,7 +59,8 @@ class CatFile:
             raise GitError(f"{spec!r}: object names cannot contain a newline")
         async with self._lock:
             try:
-                return await asyncio.wait_for(self._ask(spec), GIT_TIMEOUT_S)
+                async with asyncio.timeout(GIT_TIMEOUT_S):
+                    return await self._ask(spec)
             except (TimeoutError, OSError, ValueError, asyncio.IncompleteReadError) as exc:
                 await self.close()
                 raise GitError(f"git cat-file failed on {spec!r}: {exc}") from exc
@@ -92,7 +94,8 @@ class CatFile:
             if proc.stdin is not None:
                 proc.stdin.close()
             try:
-                await asyncio.wait_for(proc.wait(), 5)
+                async with asyncio.timeout(5):
+                    await proc.wait()
             except TimeoutError:
                 proc.kill()
                 await proc.wait()

@@ -232,9 +232,8 @@ class Analyses:
             detail = f"the {metric.provider.value} provider is not set up on this coordinator"
             return [Measurement(metric.name, Slot.CANARY, None, 0, start, end, detail)]
         try:
-            return await asyncio.wait_for(
-                provider.measure(metric, targets, start, end), MEASURE_TIMEOUT_S
-            )
+            async with asyncio.timeout(MEASURE_TIMEOUT_S):
+                return await provider.measure(metric, targets, start, end)
         except TimeoutError:
             detail = (
                 f"the {metric.provider.value} provider did not answer within "

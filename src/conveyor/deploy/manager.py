@@ -233,8 +233,12 @@ class DeploymentManager:
                 wait = min(wait * 2, self.idle_tick_s) if settled else self.tick_s
                 self.waits[env_id] = wait
                 event = self.wakeups[env_id]
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can turn a
+                # cancel that lands as its timeout fires into TimeoutError, and a driver
+                # that swallowed its cancel kept `serve` from stopping.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await event.wait()
                 if event.is_set():
                     wait = self.waits[env_id] = self.tick_s
                 event.clear()

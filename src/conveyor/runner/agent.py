@@ -100,7 +100,8 @@ class LogShipper:
         with the outcome (see `tail`)."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), LOG_FLUSH_S)
+                async with asyncio.timeout(LOG_FLUSH_S):
+                    await stop.wait()
             if stop.is_set():
                 return
             try:
@@ -136,7 +137,8 @@ class Agent:
             except httpx.HTTPError as exc:
                 log.warning("cannot reach the coordinator: %s", exc)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), 2.0)
+                    async with asyncio.timeout(2.0):
+                        await self.stopping.wait()
                 continue
             if assignment is not None:
                 await self.execute(assignment)
@@ -210,7 +212,8 @@ class Agent:
     ) -> None:
         while not done.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), every)
+                async with asyncio.timeout(every):
+                    await done.wait()
             if done.is_set():
                 return
             try:

@@ -39,7 +39,8 @@ class Wakeup:
         entry = (waiter, kind)
         self._waiters.append(entry)
         try:
-            await asyncio.wait_for(waiter, timeout)
+            async with asyncio.timeout(timeout):
+                await waiter
         except TimeoutError:
             return
         finally:

@@ -383,15 +383,15 @@ class HAProxyRouter:
 
     async def command(self, command: str) -> str:
         """Send one runtime API command (or several joined by `;`) and return the answer."""
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(str(self.admin)), timeout=5
-        )
+        async with asyncio.timeout(5):  # not wait_for: see DeploymentManager._drive
+            reader, writer = await asyncio.open_unix_connection(str(self.admin))
         try:
             writer.write(command.encode() + b"\n")
             await writer.drain()
             if writer.can_write_eof():
                 writer.write_eof()
-            answer = await asyncio.wait_for(reader.read(), timeout=5)
+            async with asyncio.timeout(5):
+                answer = await reader.read()
         finally:
             writer.close()
             with contextlib.suppress(OSError):

@@ -147,7 +147,8 @@ class RequestLog:
     async def wait_connected(self, timeout: float = 5.0) -> None:
         """Until a stream reads a worker's ring (tests)."""
         self.start()
-        await asyncio.wait_for(self._connected.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._connected.wait()
 
     async def close(self) -> None:
         task, self._task = self._task, None
@@ -186,9 +187,8 @@ class RequestLog:
         first one of this process, from what is new; another one (a reload) from the
         start of its ring, which holds the requests since the reload."""
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(str(self.admin), limit=1 << 20), timeout=5
-            )
+            async with asyncio.timeout(5):
+                reader, writer = await asyncio.open_unix_connection(str(self.admin), limit=1 << 20)
         except (OSError, TimeoutError) as exc:
             log.debug("request log: %s", exc)
             return
@@ -196,7 +196,8 @@ class RequestLog:
         try:
             writer.write(b"prompt\nshow info\n")
             await writer.drain()
-            worker = _pid(await asyncio.wait_for(reader.readuntil(b"\n\n"), 5))
+            async with asyncio.timeout(5):
+                worker = _pid(await reader.readuntil(b"\n\n"))
             if worker is None or worker in self._streaming:
                 return  # another stream reads this worker already
             skip = " -n" if not self._seen or worker in self._seen else ""
@@ -231,7 +232,8 @@ class RequestLog:
             if wait is not None and wait <= 0:
                 return
             try:
-                raw = await asyncio.wait_for(reader.readline(), wait)
+                async with asyncio.timeout(wait):
+                    raw = await reader.readline()
             except TimeoutError:
                 return
             if not raw:
@@ -245,12 +247,14 @@ class RequestLog:
 
 
 async def _ask(admin: Path, command: str) -> bytes:
-    reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(admin)), 5)
+    async with asyncio.timeout(5):
+        reader, writer = await asyncio.open_unix_connection(str(admin))
     try:
         writer.write(command.encode() + b"\n")
         await writer.drain()
         writer.write_eof()
-        return await asyncio.wait_for(reader.read(), 5)
+        async with asyncio.timeout(5):
+            return await reader.read()
     finally:
         writer.close()
         with contextlib.suppress(OSError):
