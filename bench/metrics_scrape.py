@@ -12,7 +12,8 @@ every series. It then scrapes --scrapes times with the scrape token over one kee
 connection, as Prometheus does, and reports the time of each scrape on the client's
 clock (median, p95, max), the body's size and its number of series. Prints one JSON
 object; asserts nothing; loopback only; stops the server it started and the HAProxy it
-left.
+left (killing the server if SIGTERM has not stopped it within 30 s:
+`stopped_on_sigterm` says which).
 Run: `python bench/metrics_scrape.py [--db sqlite|postgres] [--workers 1] [--scrapes 200]
 [--no-environments]`.
 """
@@ -179,8 +180,9 @@ def main() -> None:
             port = s.getsockname()[1]
         command = [sys.executable, "-m", "conveyor", "serve", "--port", str(port)]
         command += ["--data-dir", str(data), "--workers", str(args.workers)]
+        stopped = True
         server = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=open("/tmp/serve.err", "w")
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
             base = f"http://127.0.0.1:{port}"
@@ -216,12 +218,11 @@ def main() -> None:
         finally:
             server.send_signal(signal.SIGTERM)
             try:
-                server.wait(timeout=12)
+                server.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                server.send_signal(signal.SIGUSR1)
-                time.sleep(3)
                 server.kill()
-            server.wait(timeout=30)
+                server.wait(timeout=30)
+                stopped = False
             # The seeded environments make the deployment manager start HAProxy, which
             # outlives `serve` on purpose: stop it.
             subprocess.run(
@@ -251,6 +252,7 @@ def main() -> None:
                 "series": sum(1 for line in body.splitlines() if line and line[0] != "#"),
                 "runs_finished_series": series(body, "conveyor_runs_finished_total"),
                 "dora_series": series(body, "conveyor_dora"),
+                "stopped_on_sigterm": stopped,
             }
         )
     )
