@@ -18,6 +18,7 @@ import csv
 import io
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -70,6 +71,12 @@ REQUEST_LOG = (
     "    log stdout format raw local0 err",
     f'    log-format "{LOG_FORMAT}"',
 )
+
+
+COMMANDS_AT_ONCE = 8
+"""Runtime API connections open at once (HAProxy serves 10 on its stats socket unless
+`stats maxconn` says more): more, from hundreds of environments' drivers,
+overflow the admin socket's backlog (EAGAIN), which read as a router gone."""
 
 
 def check_args(health: HealthCheck) -> str:
@@ -226,6 +233,7 @@ class HAProxyRouter:
         self.master = run / "master.sock"
         self.pidfile = run / "master.pid"
         self._lock = asyncio.Lock()
+        self._commands = asyncio.Semaphore(COMMANDS_AT_ONCE)
         self.reloads = 0
         self.starts = 0
         self._process: subprocess.Popen[bytes] | None = None
@@ -382,7 +390,12 @@ class HAProxyRouter:
         return b"".join(chunks).decode(errors="replace")
 
     async def command(self, command: str) -> str:
-        """Send one runtime API command (or several joined by `;`) and return the answer."""
+        """Send one runtime API command (or several joined by `;`) and return the answer
+        (at most COMMANDS_AT_ONCE connections at a time)."""
+        async with self._commands:
+            return await self._command(command)
+
+    async def _command(self, command: str) -> str:
         async with asyncio.timeout(5):  # not wait_for: see DeploymentManager._drive
             reader, writer = await asyncio.open_unix_connection(str(self.admin))
         try:
@@ -417,12 +430,15 @@ class HAProxyRouter:
             await self._apply_slot(route, slot, present)
 
     async def _apply_split(self, route: Route) -> None:
+        """The route's entries in the split and canary maps, each looked up by its key
+        (`get map`: one entry, not the whole map, so a pass costs the same with 500
+        routes as with one) and set when it differs."""
         split, canary = self.run / "split.map", self.run / "canary.map"
-        current = await self.command(f"show map {split}")
-        if f" {route.key} {route.share_b}\n" not in f" {_map_pairs(current)}":
+        answer = await self.command(f"get map {split} {route.key}; get map {canary} {route.key}")
+        held_split, held_canary = _map_values(answer, 2)
+        if held_split != str(route.share_b):
             await self._set_map(split, route.key, str(route.share_b))
-        current = await self.command(f"show map {canary}")
-        if f" {route.key} {route.canary_slot}\n" not in f" {_map_pairs(current)}":
+        if held_canary != route.canary_slot:
             await self._set_map(canary, route.key, route.canary_slot)
 
     async def _set_map(self, path: Path, key: str, value: str) -> None:
@@ -477,9 +493,21 @@ class HAProxyRouter:
         )
 
 
-def _map_pairs(text: str) -> str:
-    """`show map` lines are `<id> <key> <value>`: keep `<key> <value>` lines."""
-    return "".join(" ".join(line.split()[1:]) + "\n" for line in text.splitlines() if line.strip())
+def _map_values(answer: str, count: int) -> list[str | None]:
+    """The values of `count` `get map` answers in a row (None: the key is not there).
+    Each is `type=str, case=sensitive, found=yes, idx=tree, key="k", value="v", ...` or
+    `..., found=no`, followed by a blank line."""
+    blocks = [b for b in answer.split("\n\n") if b.strip()]
+    if len(blocks) != count:
+        raise RouterError(f"HAProxy answered get map unexpectedly: {answer[:300]}")
+    values: list[str | None] = []
+    for block in blocks:
+        found = _MAP_VALUE.search(block)
+        values.append(found.group(1) if found else None)
+    return values
+
+
+_MAP_VALUE = re.compile(r'found=yes,.*\bvalue="([^"]*)"')
 
 
 def _check(answer: str, what: str, ok: tuple[str, ...] = ()) -> None:
