@@ -119,3 +119,27 @@ async def test_only_scheduled_projects_are_fetched_every_minute(
     clock[0] += FETCH_EVERY_S + 1
     await schedules.fire_due(at)
     assert schedules.fetches == 7  # both have schedules now
+
+
+async def test_a_repository_that_cannot_be_fetched_is_tried_again_later_not_every_check(
+    database: Database, tmp_path: Path
+) -> None:
+    async with database.transaction() as session:
+        team = Team(name="a")
+        session.add(team)
+        await session.flush()
+        session.add(Project(team_id=team.id, name="gone", repo_url=str(tmp_path / "none")))
+    clock = [1000.0]
+    schedules = Schedules(
+        Intake(Scheduler(database), SecretBox(b"k" * 32), MirrorSet(tmp_path / "m").get),
+        clock=lambda: clock[0],
+    )
+    at = datetime.now(UTC)
+    assert await schedules.fire_due(at) == []  # the clone fails: logged, nothing fired
+    assert schedules.fetches == 1
+    clock[0] += 15
+    await schedules.fire_due(at)
+    assert schedules.fetches == 1, "not again at the next check"
+    clock[0] += DISCOVER_EVERY_S
+    await schedules.fire_due(at)
+    assert schedules.fetches == 2, "again once its interval has passed"

@@ -72,6 +72,8 @@ class Schedules:
         self.clock = clock
         self.fetches = 0
         self._fetched: dict[str, float] = {}
+        self._unreachable: set[str] = set()
+        """Mirrors whose last fetch failed (their missing clone is no reason to retry)."""
         self._scheduled: dict[uuid.UUID, bool] = {}
         """Whether a project's pipeline had schedules when last read (unknown: fetch)."""
 
@@ -99,10 +101,19 @@ class Schedules:
 
     async def _refresh(self, mirror: GitMirror, every: float) -> None:
         last = self._fetched.get(mirror.url)
-        if last is None or self.clock() - last > every or not mirror.path.exists():
-            await mirror.fetch()
-            self.fetches += 1
+        due = last is None or self.clock() - last > every
+        if due or (not mirror.path.exists() and mirror.url not in self._unreachable):
+            # A fetch that fails counts too: a repository that cannot be reached is tried
+            # again after `every`, not at every check (500 of them spawned git 30 times a
+            # second).
             self._fetched[mirror.url] = self.clock()
+            self.fetches += 1
+            try:
+                await mirror.fetch()
+            except GitError:
+                self._unreachable.add(mirror.url)
+                raise
+            self._unreachable.discard(mirror.url)
 
     async def _project(self, project: Project, now: datetime) -> list[Fired]:
         mirror = self.intake.mirror(project.repo_url)
