@@ -561,7 +561,11 @@ async def test_a_settled_environment_is_passed_less_often_until_it_is_poked(worl
         asked = manager.stats.passes
         manager.poke(world.env_id)
         await wait_until_async(lambda: passed_since(asked), timeout=0.2)
-        assert manager.settled[world.env_id] is False, "a deployment is under way"
+
+        async def moving() -> bool:  # once the pass that began has loaded the deployment
+            return manager.settled.get(world.env_id) is False
+
+        await wait_until_async(moving, timeout=2)
         # While the deployment moves (here: through its pause), every wait between passes
         # is `tick_s` (sampled, not counted: how many passes fit in a second depends on
         # the machine).

@@ -157,30 +157,38 @@ class Server(ThreadingHTTPServer):
 def serve(port: int, host: str = "127.0.0.1") -> None:
     """Serve until SIGTERM or SIGINT, then stop accepting connections and exit.
 
-    A second thread serves. The handlers only set a flag, which takes no lock, so a
-    signal arriving in the middle of other code cannot deadlock; the main thread
-    sleeps in short steps and looks at the flag. Python runs signal handlers in the
-    main thread whichever thread the kernel delivered the signal to, so no thread's
-    signal mask matters (with sigwait(), a thread that did not block the signal could
-    take it and leave the main thread waiting forever).
+    A second thread serves; a third waits for the signal on a pipe that Python's C-level
+    handler writes the signal's number to (`signal.set_wakeup_fd`), stops the server and
+    exits. Nothing in the stop depends on the main thread running Python code: in CI the
+    main thread was once found held inside its signal handler (in a weakref callback
+    of the garbage collector) 30 s after SIGTERM, and a stop that waited for it never
+    came (an earlier sigwait() in the main thread hung too).
     """
     faulthandler.register(signal.SIGUSR1)  # every thread's stack, for a stop that hangs
-    stopping: list[int] = []
-
-    def stop(signum: int, frame: object) -> None:
-        stopping.append(signum)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _noted)  # the number reaches the pipe; nothing else to do
     server = Server((host, port), Handler)
     serving = threading.Thread(target=server.serve_forever, args=(0.2,), name="serve")
     serving.start()
+
+    def stop_on_signal() -> None:
+        while not {signal.SIGTERM, signal.SIGINT} & set(os.read(wake_read, 64)):
+            pass
+        server.shutdown()
+        server.server_close()
+        os._exit(0)
+
+    threading.Thread(target=stop_on_signal, name="stop", daemon=True).start()
     print(f"payments-api {VERSION} listening on {host}:{port}", flush=True)
-    while not stopping:
-        time.sleep(0.1)
-    server.shutdown()
     serving.join()
-    server.server_close()
+
+
+def _noted(signum: int, frame: object) -> None:
+    """A Python-level handler, so that the signal is caught (and written to the wakeup
+    pipe) instead of ending the process."""
 
 
 def main() -> None:
