@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Update, func, select, update
 
 from conveyor.domain.deploy import InstanceState, Phase, instance_sources
 from conveyor.storage import analysis, policy
@@ -65,12 +65,9 @@ async def claim_free(
     return [(env_id, fence) for env_id, fence in rows.all()]
 
 
-async def renew_lease(
-    session: Session, env_id: uuid.UUID, fence: int, owner: str, lease_s: float
-) -> bool:
-    """Extend `owner`'s lease under `fence` (holding the row until the transaction ends);
-    False when another replica has taken the environment."""
-    renewed = await session.execute(
+def _renewal(env_id: uuid.UUID, fence: int, owner: str, lease_s: float) -> Update:
+    """The UPDATE that extends `owner`'s lease under `fence`."""
+    return (
         update(Environment)
         .where(
             Environment.id == env_id,
@@ -79,6 +76,14 @@ async def renew_lease(
         )
         .values(lease_until=utcnow() + timedelta(seconds=lease_s))
     )
+
+
+async def renew_lease(
+    session: Session, env_id: uuid.UUID, fence: int, owner: str, lease_s: float
+) -> bool:
+    """Extend `owner`'s lease under `fence` (holding the row until the transaction ends);
+    False when another replica has taken the environment."""
+    renewed = await session.execute(_renewal(env_id, fence, owner, lease_s))
     return bool(renewed.rowcount == 1)  # type: ignore[attr-defined]
 
 
@@ -105,14 +110,7 @@ async def renew_lease_quietly(
     """`renew_lease` for a settled environment, in one statement: its `changes` (None when
     another replica has taken it)."""
     renewed = await session.execute(
-        update(Environment)
-        .where(
-            Environment.id == env_id,
-            Environment.fence == fence,
-            Environment.lease_owner == owner,
-        )
-        .values(lease_until=utcnow() + timedelta(seconds=lease_s))
-        .returning(Environment.changes)
+        _renewal(env_id, fence, owner, lease_s).returning(Environment.changes)
     )
     changes = renewed.scalar_one_or_none()
     return None if changes is None else int(changes)
