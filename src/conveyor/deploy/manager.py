@@ -47,6 +47,7 @@ from conveyor.pipeline.deploy import Health
 from conveyor.storage import deployments, environments
 from conveyor.storage.database import Database, Session
 from conveyor.storage.tables import DeploymentAction, Instance, as_utc, utcnow
+from conveyor.waiting import event_or_timeout
 
 log = logging.getLogger("conveyor.deploy")
 KILL_GRACE_S = 5.0
@@ -233,13 +234,7 @@ class DeploymentManager:
                 wait = min(wait * 2, self.idle_tick_s) if settled else self.tick_s
                 self.waits[env_id] = wait
                 event = self.wakeups[env_id]
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can turn a
-                # cancel that lands as its timeout fires into TimeoutError, and a driver
-                # that swallowed its cancel kept `serve` from stopping.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await event.wait()
-                if event.is_set():
+                if await event_or_timeout(event, wait):
                     wait = self.waits[env_id] = self.tick_s
                 event.clear()
         finally:

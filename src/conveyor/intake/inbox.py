@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import re
@@ -42,6 +41,7 @@ from conveyor.storage.runs import CreatedRun
 from conveyor.storage.secrets import SecretBox
 from conveyor.storage.tables import Delivery, Project, as_utc, utcnow
 from conveyor.vcs import GitError, GitMirror
+from conveyor.waiting import event_or_timeout
 
 log = logging.getLogger("conveyor.intake")
 CLAIM_S = 120.0
@@ -307,9 +307,7 @@ class Intake:
                 done = 0
             if done:
                 continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_s):
-                    await self._wake.wait()
+            await event_or_timeout(self._wake, self.poll_s)
             self._wake.clear()
 
     async def drain(self) -> int:

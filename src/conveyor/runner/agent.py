@@ -41,6 +41,7 @@ from conveyor.runner.remote import RemoteArtifacts, RemoteCache, RemoteDeployer
 from conveyor.runner.shell import ShellExecutor
 from conveyor.runner.workspace import source_files
 from conveyor.vcs import GitError, MirrorSet
+from conveyor.waiting import event_or_timeout
 
 log = logging.getLogger("conveyor.runner")
 LOG_FLUSH_S = 0.25
@@ -99,10 +100,7 @@ class LogShipper:
         tick (the bytes stay buffered and keep their offset). What is left at `stop` goes
         with the outcome (see `tail`)."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(LOG_FLUSH_S):
-                    await stop.wait()
-            if stop.is_set():
+            if await event_or_timeout(stop, LOG_FLUSH_S):
                 return
             try:
                 await self.flush()
@@ -136,9 +134,7 @@ class Agent:
                 assignment = await self._next()
             except httpx.HTTPError as exc:
                 log.warning("cannot reach the coordinator: %s", exc)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(2.0):
-                        await self.stopping.wait()
+                await event_or_timeout(self.stopping, 2.0)
                 continue
             if assignment is not None:
                 await self.execute(assignment)
@@ -211,10 +207,7 @@ class Agent:
         done: asyncio.Event,
     ) -> None:
         while not done.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(every):
-                    await done.wait()
-            if done.is_set():
+            if await event_or_timeout(done, every):
                 return
             try:
                 if await self.client.heartbeat(job_id, fence):

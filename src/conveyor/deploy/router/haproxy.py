@@ -396,7 +396,7 @@ class HAProxyRouter:
             return await self._command(command)
 
     async def _command(self, command: str) -> str:
-        async with asyncio.timeout(5):  # not wait_for: see DeploymentManager._drive
+        async with asyncio.timeout(5):  # not wait_for: see conveyor.waiting
             reader, writer = await asyncio.open_unix_connection(str(self.admin))
         try:
             writer.write(command.encode() + b"\n")
