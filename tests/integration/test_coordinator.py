@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.conftest import git_repo
+from tests.api.conftest import git_repo, repo_with
 from tests.helpers import (
     ADMIN,
     cli,
@@ -243,3 +243,69 @@ def test_a_job_made_ready_on_one_replica_wakes_a_runner_waiting_on_another(
         datetime.fromisoformat(build["started_at"]) - datetime.fromisoformat(build["queued_at"])
     ).total_seconds()
     assert waited < 5, f"the runner on replica B was woken after {waited:.1f}s"
+
+
+ARTIFACT_PIPELINE = """\
+version: 1
+service: api
+team: a
+jobs:
+{producers}
+  use:
+    needs: [{names}]
+    script: ["ls -l"]
+  after: {{script: "echo after-ok", needs: []}}
+"""
+
+
+@pytest.mark.slow
+def test_a_run_canceled_while_a_job_downloads_artifacts_leaves_the_runner_alive(
+    server, tmp_path: Path
+):
+    """Issue 19 §1.1: the coordinator answers a fenced-off download with 409; the runner
+    used to die reading the streamed error body (httpx.ResponseNotRead). It drops the
+    job and takes the next one."""
+    url, env = server
+    names = [f"p{i}" for i in range(4)]
+    producers = "\n".join(
+        f'  {n}: {{script: "head -c 60000000 /dev/urandom > {n}.bin", needs: [], '
+        f"artifacts: {{paths: [{n}.bin]}}}}"
+        for n in names
+    )
+    pipeline = ARTIFACT_PIPELINE.format(producers=producers, names=", ".join(names))
+    repo = repo_with(tmp_path / "repo", pipeline)
+    cli(env, "team", "create", "a")
+    cli(env, "project", "create", "a/api", "--repo", f"file://{repo}")
+    registration = cli(env, "runner-token", "create")
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    args = conveyor("runner", "--token", registration, "--data-dir", str(tmp_path / "r1"))
+    with process(args, tmp_path / "runner.log", env) as runner:
+        run = json.loads(cli(env, "trigger", "a/api", "--ref", "main", "--json"))
+
+        def use_fetches() -> bool:
+            jobs = httpx.get(f"{url}/api/v1/runs/{run['id']}", headers=headers).json()["jobs"]
+            use = next(j for j in jobs if j["name"] == "use")
+            if use["status"] != "running":
+                return False
+            log = httpx.get(f"{url}/api/v1/jobs/{use['id']}/log", headers=headers).text
+            return "attempt 1" in log
+
+        wait_until(use_fetches, 120, "the job that needs the artifacts to start", every=0.02)
+        cli(env, "cancel", run["id"])
+        # The runner is alive and takes the next run's jobs.
+        again = json.loads(cli(env, "trigger", "a/api", "--ref", "main", "--json"))
+        cli(env, "cancel", again["id"])
+        (repo / "conveyor.yml").write_text(
+            'version: 1\nservice: api\nteam: a\njobs:\n  only: {script: "echo next-ok"}\n'
+        )
+        subprocess.run(
+            ["git", "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qam", "next"],
+            cwd=repo,
+            check=True,
+        )
+        done = follow_trigger(env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "next-ok" in done.stdout
+        assert runner.poll() is None, (tmp_path / "runner.log").read_text()
+    log = (tmp_path / "runner.log").read_text()
+    assert "Traceback" not in log and "ResponseNotRead" not in log, log

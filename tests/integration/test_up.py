@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from typer.testing import CliRunner
 
@@ -65,6 +66,22 @@ def test_up_starts_a_coordinator_and_two_runners_and_stops_them(tmp_path: Path):
             ),
             30,
             "both runners to take jobs",
+        )
+        children = psutil.Process(proc.pid).children()
+        command_lines = [" ".join(c.cmdline()) for c in children]
+        assert len(children) == 3, command_lines
+        assert not any("cvy_reg_" in line for line in command_lines), command_lines
+        # A child that dies is started again (issue 19 §1.1): `up` goes on, and says so.
+        runner = next(c for c in children if " runner " in " ".join(c.cmdline()))
+        runner.kill()
+        wait_until(
+            lambda: "started again" in (tmp_path / "up.out").read_text(), 30, "a restart"
+        )
+        printed = (tmp_path / "up.out").read_text()
+        assert "exited (killed by SIGKILL)" in printed, printed
+        assert proc.poll() is None
+        wait_until(
+            lambda: len(psutil.Process(proc.pid).children()) == 3, 10, "three children again"
         )
     finally:
         proc.send_signal(signal.SIGINT)

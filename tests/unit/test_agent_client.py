@@ -139,3 +139,13 @@ async def test_an_answer_that_does_not_fit_the_protocol_is_an_http_error():
     with pytest.raises(httpx.DecodingError, match="answer does not fit Assignment"):
         await client.request(0)
     await client.close()
+
+
+async def test_a_refused_artifact_download_is_a_stale_lease_not_a_crash(tmp_path):
+    """A streamed error body is read before it is quoted (it raised ResponseNotRead)."""
+    client = client_with(
+        lambda request: httpx.Response(409, json={"detail": "fencing token 1 is stale"})
+    )
+    with pytest.raises(StaleLease, match="fencing token 1 is stale"):
+        await client.artifacts_get("job", 1, "package", tmp_path / "a.tar")
+    await client.close()

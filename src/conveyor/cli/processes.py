@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -208,7 +209,9 @@ def up(
         )
         for line in lines:  # whole lines, whatever the terminal's width: scripts read them
             out.print(line, soft_wrap=True)
-        while not stopping and group.running():
+        while not stopping:
+            for line in group.supervise(time.monotonic()):
+                out.print(line, soft_wrap=True)
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass
@@ -217,8 +220,29 @@ def up(
         down(root)
 
 
+RESTART_FIRST_S = 1.0
+RESTART_MAX_S = 30.0
+RESTART_RESET_S = 60.0
+"""A child of `up` that dies is started again after RESTART_FIRST_S, doubling up to
+RESTART_MAX_S while it keeps dying; one that ran RESTART_RESET_S starts from the first."""
+
+
+@dataclass
+class _Child:
+    name: str
+    args: list[str]
+    log: str
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    backoff: float = RESTART_FIRST_S
+    restart_at: float | None = None
+
+
 class _Group:
-    """The processes `conveyor up` starts, with their logs in the data dir."""
+    """The processes `conveyor up` starts, with their logs in the data dir. It supervises
+    them: one that dies is started again with a back-off, and the reason is printed; the
+    deployed instances are never touched by a child's death (only by Ctrl-C or `down`)."""
 
     def __init__(self, root: Path, token: str) -> None:
         self.token = token
@@ -226,25 +250,35 @@ class _Group:
         self.logs = root / "logs"
         self.logs.mkdir(exist_ok=True)
         self.env = os.environ | {"CONVEYOR_ADMIN_TOKEN": token, "CONVEYOR_DATA_DIR": str(root)}
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.children: list[_Child] = []
 
-    def start(self, args: list[str], log: str) -> subprocess.Popen[bytes]:
-        with (self.logs / log).open("ab") as sink:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "conveyor", *args],
-                env=self.env,
+    def start(
+        self, name: str, args: list[str], log: str, env: dict[str, str] | None = None
+    ) -> _Child:
+        child = _Child(name, args, log, env or self.env)
+        self.children.append(child)
+        self._spawn(child, time.monotonic())
+        return child
+
+    def _spawn(self, child: _Child, now: float) -> None:
+        with (self.logs / child.log).open("ab") as sink:
+            child.proc = subprocess.Popen(
+                [sys.executable, "-m", "conveyor", *child.args],
+                env=child.env,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
             )
-        self.procs.append(proc)
-        return proc
+        child.started, child.restart_at = now, None
 
     def coordinator(self, host: str, port: int) -> str:
         url = f"http://{host}:{port}"
-        server = self.start(["serve", "--host", host, "--port", str(port)], "server.log")
+        server = self.start(
+            "the coordinator", ["serve", "--host", host, "--port", str(port)], "server.log"
+        )
         deadline = time.monotonic() + 60
         while not _healthy(url):
-            if server.poll() is not None or time.monotonic() > deadline:
+            assert server.proc is not None
+            if server.proc.poll() is not None or time.monotonic() > deadline:
                 where = self.logs / "server.log"
                 err.print(f"[red]error:[/] the coordinator did not start: see {where}")
                 raise typer.Exit(EXIT_INVALID)
@@ -257,27 +291,60 @@ class _Group:
         headers = {"Authorization": f"Bearer {self.token}"}
         made = httpx.post(f"{url}/api/v1/runner-tokens", json={}, headers=headers, timeout=10)
         made.raise_for_status()
-        registration = made.json()["token"]
+        # The token goes in the environment, never on the command line (where `ps` shows it).
+        env = self.env | {"CONVEYOR_TOKEN": made.json()["token"]}
         for index in range(count):
             name = f"{socket.gethostname()}-{index + 1}"
             own = str(self.root / "runners" / str(index + 1))  # its workspaces and checkouts
-            args = ["runner", "--server", url, "--token", registration, "--name", name]
-            args += ["--data-dir", own]
-            self.start(args, f"runner-{index + 1}.log")
+            args = ["runner", "--server", url, "--name", name, "--data-dir", own]
+            self.start(f"runner {name}", args, f"runner-{index + 1}.log", env)
 
-    def running(self) -> bool:
-        return all(p.poll() is None for p in self.procs)
+    def supervise(self, now: float) -> list[str]:
+        """Start again every child that died, once its back-off has passed; what happened,
+        in lines to print."""
+        said: list[str] = []
+        for child in self.children:
+            assert child.proc is not None
+            code = child.proc.poll()
+            if code is None:
+                if now - child.started >= RESTART_RESET_S:
+                    child.backoff = RESTART_FIRST_S
+                continue
+            if child.restart_at is None:
+                ran = now - child.started
+                if ran >= RESTART_RESET_S:
+                    child.backoff = RESTART_FIRST_S
+                child.restart_at = now + child.backoff
+                said.append(
+                    f"{child.name} exited ({_exit_reason(code)}) after {ran:.0f} s; starting it "
+                    f"again in {child.backoff:g} s (its log: {self.logs / child.log})"
+                )
+                child.backoff = min(child.backoff * 2, RESTART_MAX_S)
+            elif now >= child.restart_at:
+                self._spawn(child, now)
+                said.append(f"{child.name} started again")
+        return said
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
+        procs = [c.proc for c in reversed(self.children) if c.proc is not None]
+        for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in reversed(self.procs):
+        for proc in procs:
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def _healthy(url: str) -> bool:

@@ -136,9 +136,13 @@ class Agent:
                 log.warning("cannot reach the coordinator: %s", exc)
                 await event_or_timeout(self.stopping, 2.0)
                 continue
-            if assignment is not None:
+            if assignment is None:
+                continue
+            try:
                 await self.execute(assignment)
-                self.jobs_done += 1
+            except Exception:  # a job's fault never ends the runner; its lease runs out
+                log.exception("job %s: the attempt broke off", assignment.job_id)
+            self.jobs_done += 1
 
     async def _next(self) -> Assignment | None:
         request = asyncio.create_task(self.client.request(self.config.poll_s))
@@ -183,6 +187,11 @@ class Agent:
             tracing.annotate(
                 {"conveyor.status": result.status.value, "conveyor.exit_code": result.exit_code}
             )
+        except StaleLease as exc:
+            # Fenced off (canceled, or requeued after a lost lease) while the job talked to
+            # the coordinator: the job is no longer this runner's; it is simply dropped.
+            log.warning("job %s: dropped, the coordinator fenced it off (%s)", job_id, exc)
+            return
         finally:
             done.set()
             await asyncio.gather(beats, shipping, return_exceptions=True)

@@ -181,7 +181,9 @@ class Client:
         async with self.http.stream("GET", url, params=params) as response:
             if response.status_code == 404:
                 return False
-            self._check(response)
+            if not response.is_success:
+                await response.aread()  # an error's body, for _check to quote
+                self._check(response)
             expected = response.headers.get("x-conveyor-digest", "")
             hasher = hashlib.sha256()
             with dest.open("wb") as handle:
