@@ -3,7 +3,9 @@ service as real processes, under a steady load over loopback.
 
 - each strategy (rolling, blue-green with promote, canary 25 → 2 s → 50 → 2 s → 100) from
   v1 to a new revision while `conveyor load` sends --rate requests/s with keep-alive:
-  requests, failed requests, p50/p99 latency, and the deploy's duration (request → succeeded);
+  requests, failed requests, p50/p99 latency, the deploy's duration (request → succeeded),
+  and from HAProxy's log the sessions it killed (termination state K…) and the servers
+  taken down while sessions were active (goal: 0 and 0);
 - the latency through HAProxy against hitting one instance directly, same rate and client;
 - abort: the time from `POST …/abort` until HAProxy's split map gives the canary 0 %, over
   --trials canaries held at 50 % (p50/p99/max; the goal is p99 ≤ 1 s);
@@ -23,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -57,8 +60,27 @@ def rss_mib(pids: list[int]) -> float:
     return round(total / 1024, 1)
 
 
+TERMINATION = re.compile(r" ([A-Za-z-]{4}) \d+/\d+/\d+/\d+/\d+ ")
+STOPPED_BUSY = re.compile(r"going DOWN for maintenance.*?(\d+) sessions active")
+
+
+def haproxy_log(stack: Stack) -> Path:
+    return stack.data / "deploy" / "router" / "haproxy.log"
+
+
+def cut_sessions(text: str) -> dict[str, int]:
+    """From HAProxy's log (abnormal requests and server events): requests whose
+    termination state begins with K (a session killed: `shutdown sessions`, a server put
+    in maintenance under it), and servers taken down with sessions still active."""
+    killed = sum(1 for m in TERMINATION.finditer(text) if m.group(1).startswith("K"))
+    busy = sum(1 for m in STOPPED_BUSY.finditer(text) if int(m.group(1)) > 0)
+    return {"killed_sessions": killed, "stopped_with_sessions": busy}
+
+
 def strategy_run(stack: Stack, env: str, digest: str, rate: float, **body: Any) -> dict[str, Any]:
     url = stack.status(env)["url"] + QUOTE
+    log = haproxy_log(stack)
+    offset = log.stat().st_size if log.exists() else 0
     with load(url, keepalive=True, rate=rate) as running:
         time.sleep(1)
         began = time.monotonic()
@@ -70,9 +92,13 @@ def strategy_run(stack: Stack, env: str, digest: str, rate: float, **body: Any) 
         duration = time.monotonic() - began
         time.sleep(1)
     result = running.result
+    with log.open("rb") as handle:
+        handle.seek(offset)
+        logged = handle.read().decode(errors="replace")
     return {
         "requests": result["requests"],
         "failed": result["failed"],
+        **cut_sessions(logged),
         "rps": result["rps"],
         "p50_ms": result["p50_ms"],
         "p99_ms": result["p99_ms"],

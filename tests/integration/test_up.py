@@ -74,9 +74,7 @@ def test_up_starts_a_coordinator_and_two_runners_and_stops_them(tmp_path: Path):
         # A child that dies is started again (issue 19 §1.1): `up` goes on, and says so.
         runner = next(c for c in children if " runner " in " ".join(c.cmdline()))
         runner.kill()
-        wait_until(
-            lambda: "started again" in (tmp_path / "up.out").read_text(), 30, "a restart"
-        )
+        wait_until(lambda: "started again" in (tmp_path / "up.out").read_text(), 30, "a restart")
         printed = (tmp_path / "up.out").read_text()
         assert "exited (killed by SIGKILL)" in printed, printed
         assert proc.poll() is None

@@ -273,3 +273,26 @@ def test_each_action_records_what_was_wanted_and_seen():
         "canary_share": 0,
         "stable_slot": "a",
     }
+
+
+def test_a_check_in_progress_reads_as_its_last_result():
+    """HAProxy's `show stat` says `* L7OK` while the next check runs (issue 19 §1.2)."""
+    in_progress = ServerStatus("s", "be", "UP", "* L7OK", 100, 14, 0, 0, 0)
+    assert in_progress.check_result == "L7OK" and in_progress.healthy
+    assert not ServerStatus("s", "be", "UP", "* L7STS", 100, 0, 0, 0, 0).healthy
+
+
+def test_a_replaced_instance_that_holds_sessions_is_drained_never_stopped_at_once():
+    rolling = plan(Kind.ROLLING, surge=1, unavailable=0)
+    checking = ServerStatus("s", "be", "UP", "* L7OK", 100, 14, 0, 0, 0)
+    serving = (inst("o1", router=checking), inst("o2"), inst("n1", NEW, "a"), inst("n2", NEW, "a"))
+    action = decide(world(stable(), rolling, *serving))
+    assert action is not None and action.act is Act.DRAIN, action
+    # A failed check leaves HAProxy sending it requests until `fall` checks failed: drain.
+    failing = ServerStatus("s", "be", "UP", "L7STS", 100, 3, 0, 0, 0)
+    action = decide(world(stable(), rolling, inst("o1", router=failing), *serving[1:]))
+    assert action is not None and (action.act, action.instance) == (Act.DRAIN, "o1")
+    # Down in the router with no sessions left: nothing to drain, it is stopped.
+    gone = ServerStatus("s", "be", "DOWN", "L7STS", 100, 0, 0, 0, 0)
+    action = decide(world(stable(), rolling, inst("o1", router=gone), *serving[1:]))
+    assert action is not None and (action.act, action.instance) == (Act.STOP, "o1")

@@ -446,11 +446,12 @@ def _retire(world: World) -> Action | None:
     for seen in surplus(world):
         if seen.state is InstanceState.READY and seen.router is None:
             continue  # the router has not reported it yet (it may have just restarted)
-        if seen.state is InstanceState.STARTING or not seen.serving:
-            if seen.state is not InstanceState.DRAINING:
-                return Action(Act.STOP, instance=seen.id, reason="not wanted")
+        if seen.state is InstanceState.DRAINING:
             continue
-        if _serves_traffic(world, seen.slot):
+        if not (seen.serving or seen.takes_traffic):
+            # Never in the traffic (starting, or out of the router): nothing to drain.
+            return Action(Act.STOP, instance=seen.id, reason="not wanted")
+        if seen.serving and _serves_traffic(world, seen.slot):
             _, count = wanted(world).get(seen.slot, ("", 0))
             serving = [s for s in world.instances if s.slot == seen.slot and s.serving]
             if count and len(serving) - 1 < count - unavailable:

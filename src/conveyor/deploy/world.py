@@ -123,6 +123,15 @@ class Seen:
         )
 
     @property
+    def takes_traffic(self) -> bool:
+        """Ready, and the router may still send it requests or holds its sessions."""
+        return (
+            self.state is InstanceState.READY
+            and self.router is not None
+            and self.router.takes_traffic
+        )
+
+    @property
     def router_down(self) -> bool:
         return (
             self.state is InstanceState.READY

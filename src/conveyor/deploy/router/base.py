@@ -82,7 +82,8 @@ class ServerStatus:
     status: str
     """UP, DOWN, DRAIN, MAINT, …"""
     check: str
-    """The last health check: L7OK, L4CON, INI, …"""
+    """The last health check: L7OK, L4CON, INI, … HAProxy's `show stat` puts `* ` before it
+    while the next check is in progress (`* L7OK`); `check_result` is without it."""
     weight: int
     sessions: int
     queued: int
@@ -92,8 +93,21 @@ class ServerStatus:
     """Seconds since its status last changed (UP to DOWN or back)."""
 
     @property
+    def check_result(self) -> str:
+        """The last completed check's result, whether or not another is in progress."""
+        return self.check.removeprefix("*").strip()
+
+    @property
     def healthy(self) -> bool:
-        return self.check.startswith("L7OK") and self.status.startswith(("UP", "DRAIN"))
+        return self.check_result.startswith("L7OK") and self.status.startswith(("UP", "DRAIN"))
+
+    @property
+    def takes_traffic(self) -> bool:
+        """HAProxy may send it requests, or still holds some of its sessions: stopping it
+        now would cut them. (A server whose check just failed is still UP until `fall`
+        checks in a row have failed.)"""
+        routed = self.status.startswith(("UP", "NOLB", "DRAIN")) and self.weight > 0
+        return routed or self.sessions > 0
 
 
 class TrafficRouter(Protocol):
