@@ -77,6 +77,21 @@ def test_a_deploy_job_ships_the_artifact_built_earlier_in_the_run(stack: Stack, 
     committed = git_time(source)
     assert datetime.fromisoformat(history[0]["committed_at"]) == committed
     assert history[0]["fix"] is False
+    # Each deploy job ran once: the end of its deployment does not send it round again.
+    run_id = stack.api("GET", "/api/v1/runs").json()["items"][0]["id"]
+    jobs = {j["name"]: j for j in stack.api("GET", f"/api/v1/runs/{run_id}").json()["jobs"]}
+    for name in ("deploy-staging", "deploy-production"):
+        assert [a["number"] for a in jobs[name]["history"]] == [1], jobs[name]["history"]
+    assert "attempt 2 of" not in done.stdout
+    # The same commit run again: its package publishes the same content, and each deploy
+    # job finds it and succeeds, following the revision the environment already runs.
+    with process(runner, tmp_path / "runner-again.log", stack.env):
+        again = stack.cli("trigger", "a/svc", "--ref", "main", "--wait", check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "production revision 1: succeeded" in again.stdout
+    assert len(stack.api("GET", "/api/v1/projects/a/svc/artifacts").json()) == 1
+    status = stack.api("GET", "/api/v1/projects/a/svc/environments/production").json()
+    assert status["revision"] == 1
 
 
 SMOKED = """\

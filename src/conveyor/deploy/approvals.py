@@ -119,10 +119,11 @@ async def _reject(session: Session, deployment: Deployment, who: Approver, comme
 
 
 async def unblock(session: Session, deployment: Deployment) -> None:
-    """The deploy job that waits for this deployment goes back to pending, for a runner
-    to follow the deployment to its end."""
+    """The deploy job blocked on this deployment goes back to pending, for a runner to
+    follow the deployment to its end. A job that is running (it follows the deployment
+    already) stays as it is."""
     if deployment.job_id is not None:
-        await jobs.try_move(session, deployment.job_id, JobStatus.PENDING, queued_at=utcnow())
+        await jobs.unblock(session, deployment.job_id)
 
 
 async def block(session: Session, deployment: Deployment, job_id: uuid.UUID, fence: int) -> bool:

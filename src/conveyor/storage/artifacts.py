@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.artifacts.blobs import BlobStore
 from conveyor.storage.database import Database
-from conveyor.storage.tables import Artifact, Deployment, Project, as_utc
+from conveyor.storage.tables import Artifact, ArtifactPublication, Deployment, Project, as_utc
 
 KEEP_DEPLOYMENTS = 10
 """Retention never collects an artifact named by one of the last N deployments of any
@@ -45,6 +45,7 @@ async def record(
     it was created; an existing row keeps its first provenance (artifacts are immutable)."""
     existing = await _named(session, project.id, name, digest)
     if existing is not None:
+        await _published(session, existing, provenance)
         return existing, False
     row = Artifact(
         team_id=project.team_id,
@@ -66,8 +67,32 @@ async def record(
     except IntegrityError:  # the same upload, committed by another request meanwhile
         raced = await _named(session, project.id, name, digest)
         assert raced is not None
+        await _published(session, raced, provenance)
         return raced, False
+    await _published(session, row, provenance)
     return row, True
+
+
+async def _published(session: AsyncSession, row: Artifact, provenance: Provenance) -> None:
+    """Record that a job of a run published `row` (once per job: a retried upload adds
+    nothing)."""
+    if provenance.run_id is None or provenance.job_id is None or provenance.job_name is None:
+        return
+    already = await session.scalar(
+        select(ArtifactPublication.id).where(
+            ArtifactPublication.artifact_id == row.id,
+            ArtifactPublication.job_id == provenance.job_id,
+        )
+    )
+    if already is None:
+        session.add(
+            ArtifactPublication(
+                artifact_id=row.id,
+                run_id=provenance.run_id,
+                job_id=provenance.job_id,
+                job_name=provenance.job_name,
+            )
+        )
 
 
 async def _named(
@@ -91,11 +116,13 @@ async def by_digest(session: AsyncSession, project_id: uuid.UUID, digest: str) -
 
 
 async def of_run(session: AsyncSession, run_id: uuid.UUID, job_name: str) -> Artifact | None:
-    """The artifact a job of a run published (its `artifacts: paths`)."""
+    """The artifact a job of a run published (its `artifacts: paths`), whether it was new
+    content or the same as an earlier run's."""
     return await session.scalar(
         select(Artifact)
-        .where(Artifact.run_id == run_id, Artifact.job_name == job_name)
-        .order_by(Artifact.created_at.desc())
+        .join(ArtifactPublication, ArtifactPublication.artifact_id == Artifact.id)
+        .where(ArtifactPublication.run_id == run_id, ArtifactPublication.job_name == job_name)
+        .order_by(ArtifactPublication.created_at.desc())
         .limit(1)
     )
 

@@ -20,6 +20,7 @@ from conveyor.storage import events
 from conveyor.storage.database import Session
 from conveyor.storage.environments import ACTIVE_PHASES
 from conveyor.storage.tables import (
+    Artifact,
     Deployment,
     Environment,
     Instance,
@@ -213,6 +214,18 @@ async def newest_built(session: Session, env: Environment) -> Deployment | None:
         .limit(1)
     )
     return found
+
+
+async def of_artifact(
+    session: Session, project_id: uuid.UUID, environment_name: str, artifact: Artifact
+) -> Deployment | None:
+    """The revision of the environment that runs `artifact` or is on its way to: the
+    newest built one, when it is that artifact."""
+    env = await environment(session, project_id, environment_name)
+    if env is None:
+        return None
+    newest = await newest_built(session, env)
+    return newest if newest is not None and newest.artifact_id == artifact.id else None
 
 
 async def in_progress(session: Session, env_id: uuid.UUID) -> Deployment | None:

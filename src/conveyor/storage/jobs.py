@@ -84,6 +84,17 @@ async def try_move(
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
+async def unblock(session: AsyncSession, job_id: uuid.UUID) -> bool:
+    """A `blocked` job back to pending (a job in any other state is left alone)."""
+    return await try_move(
+        session,
+        job_id,
+        JobStatus.PENDING,
+        guard=Job.status == JobStatus.BLOCKED.value,
+        queued_at=utcnow(),
+    )
+
+
 # -- what the scheduler reads and writes about jobs ------------------------------------
 
 

@@ -487,6 +487,24 @@ class Artifact(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ArtifactPublication(Base):
+    """A job of a run published an artifact. Identical content is recorded once
+    (`Artifact`, with its first provenance); every run that publishes it again gets a
+    publication of its own, so that its jobs find it (a commit run again deploys)."""
+
+    __tablename__ = "artifact_publications"
+    __table_args__ = (Index(None, "run_id", "job_name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    artifact_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("artifacts.id", ondelete="CASCADE"), index=True
+    )
+    run_id: Mapped[uuid.UUID] = mapped_column()
+    job_id: Mapped[uuid.UUID] = mapped_column()
+    job_name: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Environment(Base):
     """Where a service runs (`staging`, `production`, …), with its target and the routing
     the deployment manager wants: which slot is stable and the canary's share."""

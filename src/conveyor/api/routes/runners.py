@@ -249,6 +249,11 @@ async def start_deploy(
         artifact = None
         for needed in planned.artifacts_from:
             artifact = artifact or await artifacts.of_run(session, run.id, needed)
+        if found is None and artifact is not None:
+            # The environment already runs (or is getting) this very artifact, as when a
+            # commit runs again: the job follows that revision; there is nothing to add.
+            same = await deployments.of_artifact(session, project.id, environment, artifact)
+            found = same if same is not None and not approvals.awaiting(same) else None
     if found is not None:
         return await _blocked_while_waiting(state, found, environment, job_id, fence)
     if artifact is None:
