@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import time
 
 import pytest
 
@@ -59,6 +60,17 @@ def test_an_artifact_must_carry_a_conveyor_yml_with_a_runtime(world: World):
     )
     refused = deploy(world, no_runtime)
     assert refused.status_code == 422 and "no `runtime` section" in refused.json()["detail"]
+
+
+def test_a_large_artifact_that_is_not_a_tarball_is_refused_at_once(world: World):
+    """Issue 19 §1.5: 600 MB of zeros kept the coordinator busy 212 s in tarfile's `r:*`
+    (100 MB took 6 s here). The archive's kind is told from its first bytes."""
+    zeros = upload(world, bytes(100 << 20))
+    began = time.monotonic()
+    refused = deploy(world, zeros)
+    took = time.monotonic() - began
+    assert refused.status_code == 422 and "is not a tarball" in refused.json()["detail"]
+    assert took < 2.0, f"the refusal took {took:.1f} s"
 
 
 def test_strategies_and_steps_are_checked(world: World):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -54,8 +55,58 @@ def unpack(archive: Path, dest: Path) -> int:
     return sum(1 for m in members if m.isfile())
 
 
+COMPRESSIONS = ((b"\x1f\x8b", "gz"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"))
+"""The magic numbers of the compressions tarfile reads."""
+
+
+def read_mode(path: Path) -> str | None:
+    """The tarfile mode that reads `path` (`r:`, `r:gz`, `r:bz2`, `r:xz`), told from its
+    first bytes alone; None when it is none of these. Never decompresses anything, so a
+    large file that is not an archive is told at once (tarfile's `r:*` tries every
+    decompressor on it in turn)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(512)
+    except OSError:
+        return None
+    for magic, kind in COMPRESSIONS:
+        if head.startswith(magic):
+            return f"r:{kind}"
+    return "r:" if len(head) == 512 and head[257:262] == b"ustar" else None
+
+
 def is_tarball(path: Path) -> bool:
-    return path.is_file() and tarfile.is_tarfile(path)
+    return path.is_file() and read_mode(path) is not None
+
+
+class ScanLimit(Exception):
+    """A member was not found within the bytes or the time a scan may take."""
+
+
+def find_member(
+    archive: Path, wanted: str, max_bytes: int, max_seconds: float
+) -> tuple[tarfile.TarInfo, bytes] | None:
+    """The first member named `wanted` (a leading `./` ignored) and its content (at most
+    max_bytes of it), read member by member: the rest of the archive is not read. None
+    when the archive ends without it; tarfile.ReadError when `archive` is not one;
+    ScanLimit past `max_bytes` of archive or `max_seconds`."""
+    mode = read_mode(archive)
+    if mode is None:
+        raise tarfile.ReadError("not a tar archive (plain, gzip, bzip2 or xz)")
+    deadline = time.monotonic() + max_seconds
+    with tarfile.open(archive, mode) as tar:  # type: ignore[call-overload]
+        while (member := tar.next()) is not None:
+            if member.name.removeprefix("./") == wanted:
+                if not member.isfile() or member.size > max_bytes:
+                    return member, b""
+                handle = tar.extractfile(member)
+                return member, handle.read() if handle is not None else b""
+            if tar.offset > max_bytes or time.monotonic() > deadline:
+                raise ScanLimit(
+                    f"no {wanted} in the first {tar.offset} bytes "
+                    f"({time.monotonic() - deadline + max_seconds:.1f} s)"
+                )
+    return None
 
 
 def temporary(directory: Path | None = None, suffix: str = ".tar") -> Path:

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from conveyor.artifacts import tarballs
 from conveyor.deploy.world import Kind
 from conveyor.domain import events as event_types
 from conveyor.domain.audit import Action
@@ -66,27 +67,34 @@ class ArtifactSpec:
         return [str(task["command"]) for task in self.runtime.get("pre_deploy") or ()]
 
 
+SPEC_SCAN_BYTES = 256 << 20
+SPEC_SCAN_S = 0.8
+"""How much of an artifact (decompressed), and for how long, is read looking for its
+conveyor.yml before the deploy is refused: a request is answered within a second."""
+
+
 def read_spec(blob: Path, digest: str) -> ArtifactSpec:
     """The `runtime` of the conveyor.yml at the root of a service artifact (a tarball)."""
     name = f"{digest[:19]}…/{PIPELINE_FILE}"
     try:
-        with tarfile.open(blob, "r:*") as tar:
-            member = next(
-                (m for m in tar.getmembers() if m.name.lstrip("./") == PIPELINE_FILE), None
-            )
-            if member is None or not member.isfile():
-                raise DeployRefused(
-                    422,
-                    f"artifact {digest} has no {PIPELINE_FILE} at its root: a service "
-                    "artifact is a tarball of the service's files and its conveyor.yml",
-                )
-            if member.size > MAX_FILE_BYTES:
-                raise DeployRefused(422, f"{name}: larger than {MAX_FILE_BYTES} bytes")
-            handle = tar.extractfile(member)
-            assert handle is not None
-            raw = handle.read()
-    except (tarfile.TarError, OSError) as exc:
+        found = tarballs.find_member(blob, PIPELINE_FILE, SPEC_SCAN_BYTES, SPEC_SCAN_S)
+    except (tarfile.TarError, OSError, EOFError) as exc:
         raise DeployRefused(422, f"artifact {digest} is not a tarball: {exc}") from exc
+    except tarballs.ScanLimit as exc:
+        raise DeployRefused(
+            422,
+            f"artifact {digest}: {exc}: a service artifact keeps its {PIPELINE_FILE} at its "
+            "root, near the start (as `artifacts: paths` packs it)",
+        ) from exc
+    if found is None or not found[0].isfile():
+        raise DeployRefused(
+            422,
+            f"artifact {digest} has no {PIPELINE_FILE} at its root: a service "
+            "artifact is a tarball of the service's files and its conveyor.yml",
+        )
+    member, raw = found
+    if member.size > MAX_FILE_BYTES:
+        raise DeployRefused(422, f"{name}: larger than {MAX_FILE_BYTES} bytes")
     try:
         spec = parse_pipeline(raw, name).spec
     except PipelineInvalid as exc:
