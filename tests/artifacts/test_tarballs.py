@@ -65,7 +65,7 @@ def test_a_member_is_found_in_every_kind_of_tarball_without_reading_the_rest(
     assert found is not None and found[1] == b"version: 1\n"
     assert tarballs.find_member(archive, "missing.yml", 4 << 20, 5.0) is None
     # Past the byte bound, the scan stops and says how far it read.
-    with pytest.raises(tarballs.ScanLimit, match="no missing.yml in the first"):
+    with pytest.raises(tarballs.ScanLimit, match=r"no missing\.yml in the first"):
         tarballs.find_member(archive, "missing.yml", 1000, 5.0)
 
 
