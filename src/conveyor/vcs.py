@@ -9,11 +9,47 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
 GIT_TIMEOUT_S = 120.0
 GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "PATH": "/usr/local/bin:/usr/bin:/bin"}
+
+
+REPO_SCHEMES = ("http", "https", "ssh", "git", "file")
+_HOST = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?$")
+_SCP = re.compile(r"^(?:[A-Za-z0-9._\-]+@)?(?P<host>[^/:@]+):(?!//)(?P<path>.+)$")
+
+
+def check_repo_url(value: str) -> str:
+    """`value` if git can clone it: a URL with scheme http, https, ssh, git or file and a
+    host (none for file), the scp-like `user@host:path`, or an absolute path. ValueError
+    saying why otherwise (a URL a fetch could never reach is refused, not retried)."""
+    if any(c.isspace() or ord(c) < 0x20 for c in value):
+        raise ValueError("has whitespace or control characters")
+    if value.startswith("/"):
+        return value
+    scheme, sep, rest = value.partition("://")
+    if sep:
+        if scheme.lower() not in REPO_SCHEMES:
+            raise ValueError(f"scheme {scheme!r} is not one of {', '.join(REPO_SCHEMES)}")
+        if scheme.lower() == "file":
+            if not rest.startswith("/"):
+                raise ValueError("a file:// URL needs an absolute path (file:///srv/repo.git)")
+            return value
+        host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+        host = host[1:].split("]", 1)[0] if host.startswith("[") else host.split(":", 1)[0]
+        if not (_HOST.match(host) or ":" in host):
+            raise ValueError(f"host {host!r} is not a host name")
+        return value
+    scp = _SCP.match(value)
+    if scp and _HOST.match(scp["host"]):
+        return value
+    raise ValueError(
+        "is not a repository git can clone: use a URL (https://host/repo.git, "
+        "ssh://git@host/repo.git, file:///srv/repo.git), git@host:repo.git, or an absolute path"
+    )
 
 
 class GitError(Exception):

@@ -181,6 +181,24 @@ def test_roles(world: World):
     assert world.call("a:owner", "POST", "/api/v1/teams", json={"name": "c"}).status_code == 403
 
 
+def test_a_repository_url_git_could_never_fetch_is_refused_naming_the_field(world: World):
+    """Issue 19 §1.6: `repo_url "Òw"` was stored, then cloned again every interval."""
+    for bad, why in (
+        ("Òw", "is not a repository git can clone"),
+        ("ftp://host/repo.git", "scheme 'ftp'"),
+        ("file://relative", "absolute path"),
+        ("https://exa mple.com/r.git", "whitespace"),
+    ):
+        body = {"team": "a", "name": "x", "repo_url": bad}
+        refused = world.call("a:maintainer", "POST", "/api/v1/projects", json=body)
+        assert refused.status_code == 422, refused.text
+        assert "repo_url" in refused.text and why in refused.text, refused.text
+    for good in ("git@github.com:a/x.git", "ssh://git@host:22/x.git", "/srv/git/x.git"):
+        body = {"team": "a", "name": f"x{len(good)}", "repo_url": good}
+        made = world.call("a:maintainer", "POST", "/api/v1/projects", json=body)
+        assert made.status_code == 201, made.text
+
+
 def test_listing_is_per_team_and_paged(world: World):
     ids = [trigger(world).json()["id"] for _ in range(3)]
     trigger(world, who="b:developer", team="b")

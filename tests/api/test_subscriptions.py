@@ -5,13 +5,17 @@ Webhooks), each to the subscriptions that want it."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from conveyor.storage.database import SQLITE_FILE
 from tests.api.conftest import World
 from tests.helpers import wait_until
 
@@ -63,6 +67,7 @@ def test_maintainers_manage_subscriptions_and_bad_ones_are_refused(world: World)
     assert world.call("b:owner", "POST", f"{BASE}/subscriptions", json=body).status_code == 404
     for bad, where in (
         ({"url": "ftp://x/hook"}, "url"),
+        ({"url": "http://\U0001f600.example/hook"}, "Invalid IDNA hostname"),
         ({"url": "http://x", "events": ["deploy.*"]}, "is not an event type"),
         ({"url": "http://x", "events": []}, "events"),
         ({"url": "http://x", "format": "teams"}, "format"),
@@ -121,3 +126,24 @@ def test_a_run_s_events_reach_the_subscriptions_that_want_them(world: World, rec
     assert (counts[every["url"]]["sent"], counts[every["url"]]["pending"]) == (2, 0)
     assert counts[deploys["url"]]["sent"] == 0
     assert world.call("b:viewer", "GET", f"{BASE}/events").status_code == 404
+
+
+def test_a_delivery_to_a_url_that_can_never_be_sent_to_ends_failed(world: World, tmp_path: Path):
+    """Issue 19 §1.6: a stored URL httpx cannot send to (a row from before the check)
+    failed with InvalidURL every 30 s, `pending` forever. It ends failed, with why."""
+    body = {"url": "http://127.0.0.1:9/hook", "events": ["run.*"]}
+    sub = world.call("a:maintainer", "POST", f"{BASE}/subscriptions", json=body).json()
+    with sqlite3.connect(tmp_path / "server" / SQLITE_FILE) as db:
+        db.execute(
+            "UPDATE subscriptions SET url = ? WHERE id = ?",
+            ("http://\U0001f600.example/hook", uuid.UUID(sub["id"]).hex),
+        )
+    run = world.call("a:developer", "POST", f"{BASE}/runs", json={"ref": "main"}).json()
+    assert world.call("a:developer", "POST", f"/api/v1/runs/{run['id']}/cancel").is_success
+
+    def ended() -> dict | None:
+        (row,) = world.call("a:maintainer", "GET", f"{BASE}/subscriptions").json()
+        return row if row["failed"] >= 2 else None
+
+    row = wait_until(ended, 30, "both deliveries to end failed")
+    assert row["pending"] == 0 and "InvalidURL" in row["last_error"], row

@@ -6,16 +6,36 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import httpx
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from conveyor.domain.deploy import QueuePolicy
 from conveyor.domain.roles import Role
+from conveyor.vcs import check_repo_url
 
 DIGEST = r"^sha256:[0-9a-f]{64}$"
 """An artifact's digest."""
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 EnvName = Annotated[str, Field(pattern=NAME, max_length=100)]
+
+
+def _http_url(value: str) -> str:
+    """An http(s) URL with a host that httpx can send to (IDNA included)."""
+    try:
+        url = httpx.URL(value)
+    except (httpx.InvalidURL, UnicodeError) as exc:
+        raise ValueError(f"is not a valid URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("needs http:// or https:// and a host")
+    return value
+
+
+HttpUrl = Annotated[
+    str, Field(min_length=1, max_length=2000, pattern=r"^https?://"), AfterValidator(_http_url)
+]
+"""A URL Conveyor posts to: checked when given, so that no delivery fails for its form."""
+RepoUrl = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(check_repo_url)]
 
 
 class Body(BaseModel):
@@ -60,7 +80,7 @@ class RunnerTokenIn(Body):
 class StatusTarget(Body):
     """Where commit statuses go: the provider's API and a token that may post them."""
 
-    api_url: str = Field(pattern=r"^https?://", max_length=2000)
+    api_url: HttpUrl
     repository: str = Field(min_length=1, max_length=300)
     token: str = Field(min_length=1, max_length=2000)
 
@@ -68,7 +88,7 @@ class StatusTarget(Body):
 class ProjectIn(Body):
     team: str
     name: str = Field(pattern=NAME, max_length=100)
-    repo_url: str = Field(min_length=1, max_length=2000)
+    repo_url: RepoUrl
     config_path: str = Field("conveyor.yml", min_length=1, max_length=500)
     provider: Literal["github", "gitlab", "gitea", "bitbucket", "git"] = "git"
     webhook_secret: str | None = Field(None, min_length=16, max_length=500)
@@ -537,7 +557,7 @@ class DoraOut(BaseModel):
 
 
 class SubscriptionIn(Body):
-    url: str = Field(min_length=1, max_length=2000, pattern=r"^https?://")
+    url: HttpUrl
     """Where the events are posted."""
     events: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=50)
     """Event types (`deployment.succeeded`), prefixes (`deployment.*`) or `*`."""

@@ -167,6 +167,7 @@ class Webhooks:
             body = body_for(event, sub.format, self.public_url)
             headers = signed_headers(secret, str(event.id), body, datetime.now(UTC))
             error, code = "", None
+            give_up_at = as_utc(event.created_at) + timedelta(seconds=self.give_up_s)
             try:
                 response = await self.client.post(sub.url, content=body, headers=headers)
                 code = response.status_code
@@ -174,7 +175,9 @@ class Webhooks:
                     error = f"{code} {response.text[:200]}"
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"
-            give_up_at = as_utc(event.created_at) + timedelta(seconds=self.give_up_s)
+            except (httpx.InvalidURL, UnicodeError) as exc:  # never sendable: it ends failed
+                error = f"the URL cannot be sent to ({type(exc).__name__}: {exc})"
+                give_up_at = datetime.now(UTC) - timedelta(seconds=1)
             async with self.db.transaction() as session:
                 await events.record_send(
                     session, delivery_id, error, code, give_up_at=give_up_at, delay_for=self.delay
