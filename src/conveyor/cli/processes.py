@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -48,7 +49,7 @@ def serve(
     settings = Settings()
     _logs(settings)
     root = (data_dir or settings.data_dir).resolve()
-    with _metrics_dir(root, workers):
+    with _metrics_dir(root, workers), coordinator_record(root, f"http://{host}:{port}"):
         # Imported only now: with several workers, prometheus-client must find its
         # shared directory in the environment when it is first imported.
         import uvicorn
@@ -156,13 +157,60 @@ def runner_cmd(
             traces.shutdown()
 
 
+COORDINATORS = "coordinators"
+"""Under the data dir: a file per running `serve`, locked while it runs."""
+
+
+@contextlib.contextmanager
+def coordinator_record(root: Path, url: str) -> Iterator[None]:
+    """While the block runs, `<root>/coordinators/<pid>` says this coordinator runs
+    (its pid and URL), held by an exclusive lock that ends with the process however it
+    ends: `down` reads it to refuse undoing what a running coordinator would redo."""
+    folder = root / COORDINATORS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / str(os.getpid())
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.write(f"pid {os.getpid()} at {url}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def running_coordinators(root: Path) -> list[str]:
+    """What each coordinator running on data dir `root` wrote of itself; the records of
+    ended ones are removed."""
+    running = []
+    for path in sorted((root / COORDINATORS).glob("*")):
+        with contextlib.suppress(OSError), path.open("r") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                running.append(handle.read().strip() or path.name)
+                continue
+            path.unlink(missing_ok=True)
+    return running
+
+
 def down(data_dir: DataDirOpt = None) -> None:
     """Stop the services the local deploy target runs for this data directory: every
-    instance, and HAProxy (they outlive `conveyor serve` on purpose)."""
+    instance (with its process group), and HAProxy (they outlive `conveyor serve` on
+    purpose). Refused while a coordinator runs on it: it would start them again."""
     from conveyor.deploy.router.haproxy import HAProxyRouter
     from conveyor.deploy.targets.local import stop_everything
 
-    root = (data_dir or Settings().data_dir) / "deploy"
+    data = (data_dir or Settings().data_dir).resolve()
+    running = running_coordinators(data)
+    if running:
+        err.print(
+            f"[red]error:[/] a coordinator runs on {data} ({escape('; '.join(running))}): it "
+            "would start the instances again within seconds. Stop it first (Ctrl-C on "
+            "`conveyor up`, or SIGTERM to `conveyor serve`), then run `conveyor down`."
+        )
+        raise typer.Exit(EXIT_INVALID)
+    root = data / "deploy"
     stopped = stop_everything(root)
     asyncio.run(HAProxyRouter(root / "router").stop())
     out.print(f"stopped {stopped} instance(s) and the router under {root}")

@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -114,7 +115,10 @@ class LocalTarget:
         if not self.alive(handle):
             return
         with contextlib.suppress(ProcessLookupError):
-            os.kill(handle.pid, signal.SIGKILL if force else signal.SIGTERM)
+            if force:  # the whole session: a server's worker processes too
+                os.killpg(handle.pid, signal.SIGKILL)
+            else:  # the server itself, which stops its workers as it drains
+                os.kill(handle.pid, signal.SIGTERM)
         child = self._children.get(handle.pid)
         if child is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -223,10 +227,15 @@ def _task_script(task: Task, folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def stop_everything(root: Path) -> int:
-    """Kill every instance the local target under `root` started (tests, `conveyor down`).
-    Returns how many were running."""
-    stopped = 0
+STOP_GRACE_S = 5.0
+"""`stop_everything` gives the instances this long to stop on SIGTERM before SIGKILL."""
+
+
+def stop_everything(root: Path, grace_s: float = STOP_GRACE_S) -> int:
+    """Stop every instance the local target under `root` started (tests, `conveyor
+    down`): SIGTERM to each one's process group (its session: a server's workers too),
+    then SIGKILL to the groups still there after `grace_s`. Returns how many ran."""
+    groups: list[int] = []
     for record in sorted((root / "pids").glob("*.pid")):
         try:
             pid_text, started = record.read_text().split()
@@ -235,7 +244,30 @@ def stop_everything(root: Path) -> int:
             continue
         if process_start_time(pid) == started:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-                stopped += 1
+                os.killpg(pid, signal.SIGTERM)
+                groups.append(pid)
         record.unlink(missing_ok=True)
-    return stopped
+    deadline = time.monotonic() + grace_s
+    while groups and time.monotonic() < deadline and any(_group_alive(g) for g in groups):
+        time.sleep(0.05)
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+    return len(groups)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of group `pgid` is still running (zombies aside)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(ChildProcessError):  # reap our own children among them
+        while os.waitpid(-pgid, os.WNOHANG)[0]:
+            pass
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                return True
+    return False
