@@ -122,6 +122,18 @@ def test_a_deploy_that_needs_approval_waits_and_a_maintainer_approves_it_not_its
     )
 
 
+def test_an_approval_says_when_a_freeze_still_holds_the_deployment(world: World):
+    """Issue 19 §1.8: `approve` printed `approved: it starts` while a freeze held it."""
+    made = deploy(world, "a:developer", service(world, "1")).json()
+    queueing = FREEZE | {"environment": "production", "action": "queue"}
+    frozen = world.call("a:maintainer", "POST", f"{BASE}/freezes", json=queueing)
+    assert frozen.status_code == 201, frozen.text
+    path = f"/api/v1/deployments/{made['id']}/approve"
+    approved = world.call("a:maintainer", "POST", path, json={}).json()
+    assert approved["approval"]["approved_at"]
+    assert approved["held"].startswith("a freeze window holds it until "), approved["held"]
+
+
 def test_a_rejected_deployment_ends_aborted_with_the_reason(world: World):
     made = deploy(world, "a:developer", service(world, "1")).json()
     path = f"/api/v1/deployments/{made['id']}"
@@ -197,6 +209,12 @@ def test_freeze_windows_at_three_levels_each_set_by_its_role(world: World):
     assert actions.count("freeze.create") == 2 and actions.count("freeze.delete") == 1
     company_chain = world.call("admin", "GET", "/api/v1/audit", params={"limit": 500}).json()
     assert [e["action"] for e in company_chain["items"]][-2:] == ["freeze.create", "freeze.delete"]
+    # An environment's freeze is audited under its environment, when added and removed.
+    env_path = f"/api/v1/freezes/{env.json()['id']}"
+    assert world.call("a:maintainer", "DELETE", env_path).status_code == 204
+    chain = world.call("admin", "GET", "/api/v1/teams/a/audit", params={"limit": 500}).json()
+    removed = [e for e in chain["items"] if e["action"] == "freeze.delete"]
+    assert [e["target"] for e in removed] == ["team a", "a/api/production"], removed
 
 
 def test_a_refusing_freeze_refuses_a_deploy_and_an_emergency_passes_it(world: World):

@@ -52,6 +52,9 @@ def test_the_cli_contract_deploy_wait_status_json_pause_resume_promote(stack: St
             "the pause until promoted",
         )
         assert paused["traffic"]["canary"] == 50.0
+        # The header names the revision that is paused, not the stable one (issue 19 §1.8).
+        header = stack.cli("status", "a/pay", "--env", "staging").stdout.splitlines()[0]
+        assert "revision 1 stable; revision 2 paused step" in header, header
         stack.cli("pause", "a/pay", "--env", "staging")
         refused = stack.cli("resume", "a/pay", "--env", "staging")
         assert "resume → progressing" in refused.stdout

@@ -21,7 +21,7 @@ team: a
 jobs:
   package:
     script: ["python3 -m compileall -q payments"]
-    artifacts: {paths: [conveyor.yml, payments/]}
+    artifacts: {name: payments-api, paths: [conveyor.yml, payments/]}
   deploy-staging:
     needs: [package]
     deploy: {environment: staging, strategy: rolling}
@@ -65,6 +65,7 @@ def test_a_deploy_job_ships_the_artifact_built_earlier_in_the_run(stack: Stack, 
     )
     assert "production revision 1: succeeded" in done.stdout
     (artifact,) = stack.api("GET", "/api/v1/projects/a/svc/artifacts").json()
+    assert artifact["name"] == "payments-api"  # its `artifacts: name`, not the job's
     for environment in ("staging", "production"):
         status = stack.api("GET", f"/api/v1/projects/a/svc/environments/{environment}").json()
         assert status["revision"] == 1 and status["digest"] == artifact["digest"]

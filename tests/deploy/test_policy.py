@@ -81,7 +81,12 @@ def test_a_production_deploy_job_waits_blocked_for_an_approval_then_ships(
         production = stack.api("GET", "/api/v1/projects/a/svc/environments/production").json()
         assert production["revision"] == 0 and production["instances"] == []
         assert production["deployment"]["pause_reason"] == "approval"
-        approved = stack.cli("approve", item["id"], "--comment", "ship it", "--token", maintainer)
+        # The table shows the whole id at 80 columns, and approve takes a unique prefix.
+        table = stack.cli("approvals", "--token", maintainer).stdout
+        assert item["id"] in table, table
+        approved = stack.cli(
+            "approve", item["id"][:8], "--comment", "ship it", "--token", maintainer
+        )
         assert "production revision 1: approved: it starts" in approved.stdout
         finished = wait_until(
             lambda: (

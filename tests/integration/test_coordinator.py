@@ -60,6 +60,11 @@ def test_serve_runner_trigger_and_follow(server, tmp_path: Path):
         run_id = runs["items"][0]["id"]
         assert httpx.get(f"{url}/api/v1/runs/{run_id}", headers=headers).status_code == 404
         assert httpx.get(f"{url}/api/v1/runs", headers=headers).json()["items"] == []
+        # `conveyor runners`: the team's runner, online; another team sees none of it.
+        (listed,) = json.loads(cli(env, "runners", "--json"))
+        assert (listed["team"], listed["online"], listed["running"]) == ("a", True, 0)
+        assert listed["name"] in cli(env, "runners")
+        assert httpx.get(f"{url}/api/v1/runners", headers=headers).json() == []
         runner.send_signal(signal.SIGTERM)
         assert runner.wait(timeout=30) == 0
     assert "runner stopped after 4 job(s)" in (tmp_path / "runner.log").read_text()

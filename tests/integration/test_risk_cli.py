@@ -27,3 +27,27 @@ def test_risk_and_the_audit_list_on_the_command_line(server, tmp_path: Path):
     assert "project.create" in listed and "a/api" in listed
     company = cli(env, "audit", "list", "--limit", "1")
     assert "team.create" in company
+
+
+def test_protect_shows_durations_as_they_are_written(server):
+    """Issue 19 §1.8: `protect` printed `approval_timeout 259200.0`."""
+    _, env = server
+    cli(env, "team", "create", "a")
+    cli(env, "project", "create", "a/api", "--repo", "file:///nowhere")
+    shown = cli(
+        env,
+        "protect",
+        "a/api",
+        "--env",
+        "production",
+        "--approval-timeout",
+        "3d",
+        "--wait-timer",
+        "90s",
+        "--allowed-branch",
+        "main",
+        "--allowed-branch",
+        "release/*",
+    )
+    assert "259200" not in shown and "3d" in shown and "90s" in shown, shown
+    assert "main, release/*" in shown, shown

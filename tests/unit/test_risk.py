@@ -117,3 +117,18 @@ def test_migrations_are_recognised_in_pre_deploy_commands():
     assert risk.runs_migrations(["alembic upgrade head"])
     assert not risk.runs_migrations(["./warm-cache.sh", "echo ready"])
     assert not risk.runs_migrations([])
+
+
+def test_an_unknown_size_says_why():
+    """Issue 19 §1.8: it said `no deployed revision` when the artifact had no commit."""
+    from conveyor.policy.risk import _size_unknown
+    from conveyor.storage.tables import Artifact
+
+    deployed, no_commit = Artifact(sha="a" * 40), Artifact(sha=None)
+    assert _size_unknown(None, None, no_commit) == "no deployed revision to compare"
+    assert _size_unknown(None, deployed, no_commit) == "the artifact names no commit"
+    assert _size_unknown(None, no_commit, deployed) == "the deployed revision names no commit"
+    assert _size_unknown(None, deployed, deployed) == "the project has no repository to compare in"
+    facts = risk.Facts(at=TUESDAY_11, size_unknown="the artifact names no commit")
+    (size,) = [f for f in risk.score(facts).factors if f.name == "change size"]
+    assert size.value == "unknown (the artifact names no commit)"

@@ -73,6 +73,20 @@ class TokenOut(BaseModel):
     token: str
 
 
+class RunnerOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    team: str | None
+    """None: a shared runner, which takes every team's jobs."""
+    labels: list[str]
+    last_seen_at: str
+    online: bool
+    """Seen within the last RUNNER_ONLINE_S seconds (a runner asks for work at least
+    that often)."""
+    running: int
+    """Jobs it runs now."""
+
+
 class RunnerTokenIn(Body):
     team: str | None = None
 
@@ -326,6 +340,9 @@ class DeploymentOut(BaseModel):
     `blocked` meanwhile."""
     emergency: str | None = None
     """An emergency deploy's or rollback's reason."""
+    held: str | None = None
+    """In the answer to an approval that completed it: what of its gate still holds it
+    (a freeze window, a wait timer, stop-the-line), if anything."""
 
 
 class ApprovalItemOut(BaseModel):

@@ -132,6 +132,29 @@ def runner_token_create(
     show(data.json(), as_json, data.json()["token"])
 
 
+def runners(server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
+    """List the runners: the team's own and the shared ones (the admin sees every one),
+    whether each is online, and the jobs it runs now."""
+    data = Remote(server, token, err).call("GET", "/api/v1/runners").json()
+    if as_json:
+        show(data, True, "")
+        return
+    if not data:
+        out.print("no runner has registered (conveyor runner-token create, then conveyor runner)")
+        return
+    table = Table("name", "team", "labels", "state", "running", "last seen")
+    for r in data:
+        table.add_row(
+            escape(r["name"]),
+            escape(r["team"] or "shared"),
+            escape(", ".join(r["labels"])),
+            "[green]online[/]" if r["online"] else "[dim]offline[/]",
+            str(r["running"]),
+            r["last_seen_at"][:19].replace("T", " "),
+        )
+    out.print(table)
+
+
 @project.command("create")
 def project_create(
     name: Annotated[str, typer.Argument(help="TEAM/PROJECT")],
@@ -474,7 +497,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(runner_token, name="runner-token")
     app.add_typer(secret, name="secret")
     app.command("git-hook", hidden=True)(git_hook)
-    for command in (trigger, watch, runs, logs, cancel, retry, play):
+    for command in (trigger, watch, runs, logs, cancel, retry, play, runners):
         app.command()(command)
 
 

@@ -243,14 +243,20 @@ def status(
 
 def _render(data: dict[str, Any]) -> None:
     traffic = data["traffic"]
-    out.print(
-        f"[bold]{escape(data['team'])}/{escape(data['project'])} {escape(data['environment'])}[/]"
-        f"  revision {data['revision']}  {data['phase']}"
-        + (f"  step {escape(data['step'])}" if data["step"] else "")
-    )
+    current = data["deployment"]
+    where = f"{escape(data['team'])}/{escape(data['project'])} {escape(data['environment'])}"
+    step = f" step {escape(data['step'])}" if data["step"] else ""
+    if current is not None and current["number"] != data["revision"]:
+        # The phase and step are the deploying revision's, never the stable one's.
+        head = (
+            f"  revision {data['revision']} stable; revision {current['number']} "
+            f"{data['phase']}{step}"
+        )
+    else:
+        head = f"  revision {data['revision']}  {data['phase']}{step}"
+    out.print(f"[bold]{where}[/]{head}")
     out.print(f"  url {data['url']}  (preview {data['preview_url']})")
     out.print(f"  traffic: stable {traffic['stable']:g}%  canary {traffic['canary']:g}%")
-    current = data["deployment"]
     if current is not None and current["message"]:
         why = "paused" if current["phase"] == "paused" else current["phase"]
         out.print(f"  revision {current['number']} {why}: {escape(current['message'])}")

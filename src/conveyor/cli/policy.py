@@ -10,8 +10,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from conveyor.cli.client import JsonOpt, Remote, ServerOpt, TokenOpt, show
-from conveyor.cli.console import err, out
+from conveyor.cli.console import EXIT_INVALID, err, out
 from conveyor.cli.deploys import EnvOpt, ProjectArg, env_path
+from conveyor.domain.policy import span_text
 from conveyor.pipeline.durations import format_duration, parse_duration
 
 DeploymentArg = Annotated[str, typer.Argument(help="The deployment's id (`conveyor approvals`).")]
@@ -38,7 +39,11 @@ def approvals(
     if not data:
         out.print("nothing waits for your approval")
         return
-    table = Table("deployment", "where", "rev", "risk", "approvals", "asked by", "why")
+    table = Table()
+    # The id whole, never cut by the terminal's width (`approve` takes a unique prefix).
+    table.add_column("deployment", no_wrap=True, min_width=36)
+    for name in ("where", "rev", "risk", "approvals", "asked by", "why"):
+        table.add_column(name)
     for item in data:
         approval = item["approval"]
         given = sum(1 for d in approval["decisions"] if d["decision"] == "approve")
@@ -57,17 +62,38 @@ def approvals(
     out.print(table)
 
 
+def _deployment_id(remote: Remote, given: str) -> str:
+    """A deployment's id from a unique prefix of it (as git takes a commit's), looked up
+    among those waiting for a decision; a whole id goes as it is."""
+    if len(given) == 36:
+        return given
+    waiting = remote.call("GET", "/api/v1/approvals", params={"all": "true"}).json()
+    found = sorted({i["id"] for i in waiting if i["id"].startswith(given.lower())})
+    if len(found) == 1:
+        return str(found[0])
+    if not found:
+        err.print(f"[red]error:[/] no deployment waiting for approval starts with {given!r}")
+    else:
+        err.print(f"[red]error:[/] {given!r} is ambiguous: {', '.join(found)}")
+    raise typer.Exit(EXIT_INVALID)
+
+
 def _decide(
     verdict: str, deployment: str, comment: str, server: str, token: str, as_json: bool
 ) -> None:
-    data = (
-        Remote(server, token, err)
-        .call("POST", f"/api/v1/deployments/{deployment}/{verdict}", json={"comment": comment})
-        .json()
-    )
+    remote = Remote(server, token, err)
+    deployment = _deployment_id(remote, deployment)
+    data = remote.call(
+        "POST", f"/api/v1/deployments/{deployment}/{verdict}", json={"comment": comment}
+    ).json()
     approval = data.get("approval") or {}
     if verdict == "approve":
-        state = "approved: it starts" if approval.get("approved_at") else "approval recorded"
+        if not approval.get("approved_at"):
+            state = "approval recorded"
+        elif data.get("held"):
+            state = f"approved; it still waits at its gate: {data['held']}"
+        else:
+            state = "approved: it starts"
     else:
         state = "rejected"
     show(data, as_json, f"{data['environment']} revision {data['number']}: {state}")
@@ -157,9 +183,23 @@ def protect(
     for name, value in (data["effective"] or {}).items():
         server_value = data["server"].get(name)
         table.add_row(
-            name, escape(str(value)), "" if server_value is None else escape(str(server_value))
+            name,
+            escape(_rule_value(name, value)),
+            "" if server_value is None else escape(_rule_value(name, server_value)),
         )
     out.print(table)
+
+
+DURATION_RULES = ("wait_timer", "approval_timeout")
+
+
+def _rule_value(name: str, value: Any) -> str:
+    """A rule's value as people write it: durations as `3d`, lists comma-separated."""
+    if name in DURATION_RULES and isinstance(value, int | float):
+        return span_text(float(value))
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
 
 
 freeze = typer.Typer(help="Deploy freeze windows: company-wide, per team, per environment.")

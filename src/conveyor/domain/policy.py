@@ -273,7 +273,7 @@ def judge(gate: Gate, now: datetime) -> Verdict:
             else:
                 return Verdict(
                     None,
-                    f"rejected: no approval within {_span(decision.approval_timeout)}",
+                    f"rejected: no approval within {span_text(decision.approval_timeout)}",
                     timed_out=True,
                 )
         else:
@@ -289,9 +289,9 @@ def judge(gate: Gate, now: datetime) -> Verdict:
     return Verdict(None)
 
 
-def _span(seconds: float) -> str:
-    if seconds >= 86400 and seconds % 86400 == 0:
-        return f"{int(seconds // 86400)}d"
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{int(seconds // 3600)}h"
+def span_text(seconds: float) -> str:
+    """A duration of the rules as people write it: `3d`, `12h`, `5m`, `90s`."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
     return f"{seconds:g}s"

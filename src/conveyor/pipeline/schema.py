@@ -280,7 +280,10 @@ class Artifacts(Model):
     """`artifacts`: files kept after success and handed to the jobs that need this one."""
 
     paths: Annotated[list[Glob], Field(min_length=1)]
-    name: str | None = None
+    name: (
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\- ]*$", max_length=200)] | None
+    ) = None
+    """The artifact's name in the store (default: the job's)."""
 
 
 class Reports(Model):

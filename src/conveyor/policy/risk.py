@@ -35,6 +35,7 @@ async def facts(
     )
     files = lines = None
     sensitive: tuple[str, ...] = ()
+    unknown = _size_unknown(mirror, deployed, artifact)
     if mirror is not None and deployed is not None and deployed.sha and artifact.sha:
         try:
             if not (await mirror.has(deployed.sha) and await mirror.has(artifact.sha)):
@@ -42,6 +43,7 @@ async def facts(
             changed = await mirror.diff_stat(deployed.sha, artifact.sha)
         except GitError:  # gone from the repository (a force push): the size is unknown
             changed = None
+            unknown = "a commit is no longer in the repository"
         if changed is not None:
             files = len(changed)
             lines = sum(added + removed for _, added, removed in changed)
@@ -58,6 +60,7 @@ async def facts(
         at=at,
         files_changed=files,
         lines_changed=lines,
+        size_unknown=unknown,
         sensitive_files=sensitive,
         coverage_delta=coverage_delta,
         allowed_failures=tuple(allowed),
@@ -66,3 +69,16 @@ async def facts(
         hours_to_freeze=None,
         runs_migrations=risk.runs_migrations(list(pre_deploy)),
     )
+
+
+def _size_unknown(mirror: GitMirror | None, deployed: Artifact | None, artifact: Artifact) -> str:
+    """Why the size of the change could not be measured, should it not be."""
+    if deployed is None:
+        return "no deployed revision to compare"
+    if not artifact.sha:
+        return "the artifact names no commit"
+    if not deployed.sha:
+        return "the deployed revision names no commit"
+    if mirror is None:
+        return "the project has no repository to compare in"
+    return "the commits could not be compared"

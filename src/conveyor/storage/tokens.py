@@ -4,12 +4,14 @@ runners, each found by the sha256 of its token (the token itself is never stored
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
+from conveyor.domain.status import JobStatus
 from conveyor.storage.database import Session
-from conveyor.storage.tables import ApiToken, RunnerRow, RunnerToken
+from conveyor.storage.tables import ApiToken, Job, RunnerRow, RunnerToken, Team, as_utc
 
 BOOTSTRAP_LOCK = 0x436F6E77
 """The advisory lock replicas take turns on while they make sure an admin token exists."""
@@ -74,3 +76,48 @@ async def take_bootstrap_turn(session: Session) -> None:
 async def any_with_role(session: Session, role: str) -> bool:
     found = await session.scalar(select(ApiToken.id).where(ApiToken.role == role).limit(1))
     return found is not None
+
+
+@dataclass(frozen=True)
+class RunnerRecord:
+    """A registered runner as `GET /api/v1/runners` lists it."""
+
+    id: uuid.UUID
+    name: str
+    team: str | None
+    """None: a shared runner (every team's jobs)."""
+    labels: tuple[str, ...]
+    last_seen_at: datetime
+    running: int
+    """Jobs it holds now."""
+
+
+async def runners(session: Session, team_id: uuid.UUID | None) -> list[RunnerRecord]:
+    """The registered runners, newest seen first: every one (team_id None, the admin), or
+    a team's own and the shared ones."""
+    running = (
+        select(Job.runner_id, func.count().label("n"))
+        .where(Job.status == JobStatus.RUNNING.value, Job.runner_id.is_not(None))
+        .group_by(Job.runner_id)
+        .subquery()
+    )
+    query = (
+        select(RunnerRow, Team.name, func.coalesce(running.c.n, 0))
+        .outerjoin(Team, Team.id == RunnerRow.team_id)
+        .outerjoin(running, running.c.runner_id == RunnerRow.id)
+        .order_by(RunnerRow.last_seen_at.desc(), RunnerRow.id)
+    )
+    if team_id is not None:
+        query = query.where((RunnerRow.team_id == team_id) | RunnerRow.team_id.is_(None))
+    rows = (await session.execute(query)).all()
+    return [
+        RunnerRecord(
+            id=row.id,
+            name=row.name,
+            team=team,
+            labels=tuple(str(label) for label in row.labels or ()),
+            last_seen_at=as_utc(row.last_seen_at),
+            running=int(count),
+        )
+        for row, team, count in rows
+    ]

@@ -30,6 +30,7 @@ from conveyor.api.schemas import (
 from conveyor.api.state import Caller, Coordinator, State
 from conveyor.deploy import approvals
 from conveyor.deploy.approvals import Approver
+from conveyor.deploy.records import gate_of
 from conveyor.domain import freeze, policy
 from conveyor.domain.audit import Action
 from conveyor.domain.roles import Role
@@ -187,8 +188,15 @@ async def _decide(
         decided = await approvals.decide(session, row, approver, verdict, comment)
         env = await deployments.environment_of(session, decided)
         given = await rows.approvals(session, [decided.id])
+        held = None
+        if decided.approved_at is not None and decided.released_at is None:
+            # Approved, and what else of its gate still holds it (a freeze, a wait timer,
+            # stop-the-line), so that nobody is told it starts while it waits.
+            stopped = await rows.is_on(session)
+            gate = gate_of(decided, stopped, await rows.windows_over(session, env))
+            held = policy.judge(gate, utcnow()).message or None
     state.deploy.poke(env.id)
-    return deployment_out(decided, env.name, given)
+    return deployment_out(decided, env.name, given).model_copy(update={"held": held})
 
 
 # -- freeze windows ----------------------------------------------------------------------
@@ -331,7 +339,11 @@ async def delete_freeze(window_id: uuid.UUID, state: State, who: Caller) -> Resp
         if row.team_id is not None:
             who.require(row.team_id, Role.MAINTAINER, "freeze window")
         scope = "company"
-        if row.team_id is not None:
+        if row.project_id is not None:  # as its creation was audited: the environment
+            project = await names.project(session, row.project_id)
+            team = await names.team(session, row.team_id) if row.team_id is not None else ""
+            scope = f"{team}/{project}/{row.environment}"
+        elif row.team_id is not None:
             scope = f"team {await names.team(session, row.team_id)}"
         detail = {"id": str(row.id), "cron": row.cron, "duration_s": row.duration_s}
         await rows.remove_window(session, row.id)

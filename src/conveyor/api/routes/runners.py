@@ -208,7 +208,9 @@ async def publish_artifacts(
         runner=runner.name,
         uploaded_by=f"runner {runner.name}",
     )
-    row, _ = await store(state, request, project, job.name, provenance)
+    planned = job_from_json(job.spec)
+    name = planned.artifacts.name if planned.artifacts and planned.artifacts.name else job.name
+    row, _ = await store(state, request, project, name, provenance)
     return artifact_out(row, team.name, project.name)
 
 
