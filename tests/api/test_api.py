@@ -132,9 +132,9 @@ def test_idempotency_key_semantics(world: World):
     # Errors are stored and replayed too.
     bad = {"Idempotency-Key": "bad-ref-1"}
     error = world.call("a:developer", "POST", url, json={"ref": "nope"}, headers=bad)
-    assert error.status_code == 422 and error.json()["error"] == "unknown_ref"
+    assert error.status_code == 404 and error.json()["error"] == "unknown_ref"
     again = world.call("a:developer", "POST", url, json={"ref": "nope"}, headers=bad)
-    assert (again.status_code, again.json()) == (422, error.json())
+    assert (again.status_code, again.json()) == (404, error.json())
     assert again.headers["Idempotent-Replayed"] == "true"
     for malformed in ("", '""', "x" * 256, "tab\there"):
         refused = world.call(
@@ -248,7 +248,7 @@ def test_bad_pipeline_and_bad_ref_are_422_with_reasons(world: World):
     assert response.json()["error"] == "invalid_pipeline"
     assert "conveyor.yml:5:3: a job needs a `script` (or a `deploy`)" in response.json()["detail"]
     missing = world.call("a:developer", "POST", "/api/v1/projects/a/api/runs", json={"ref": "nope"})
-    assert missing.status_code == 422 and missing.json()["error"] == "unknown_ref"
+    assert missing.status_code == 404 and missing.json()["error"] == "unknown_ref"
     invalid = world.call("a:developer", "POST", "/api/v1/projects/a/api/runs", json={"reff": "x"})
     assert invalid.status_code == 422 and invalid.json()["error"] == "invalid_request"
 
@@ -342,6 +342,7 @@ def test_no_route_leaks_team_a_to_team_b(world: World):
         "/api/v1/teams",
         "/api/v1/projects",
         "/api/v1/runs",
+        "/api/v1/runners",
         "/api/v1/runners/jobs/request",
         # Company-wide, or the caller's own: B's inbox, the company's freezes and switch.
         "/api/v1/approvals",
@@ -373,6 +374,7 @@ def test_no_route_leaks_team_a_to_team_b(world: World):
         assert all(r["team"] == "b" for r in listed.json()["items"])
         assert all(p["team"] == "b" for p in world.call(who, "GET", "/api/v1/projects").json())
         assert [t["name"] for t in world.call(who, "GET", "/api/v1/teams").json()] == ["b"]
+        assert [r["team"] for r in world.call(who, "GET", "/api/v1/runners").json()] == ["b"]
 
 
 def test_oversized_bodies_are_413(world: World):

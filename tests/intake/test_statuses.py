@@ -267,7 +267,7 @@ def test_one_required_status_per_team_and_a_failure_for_a_team_with_no_job(
         unknown = client.patch(
             "/api/v1/projects/a/api", json={"required_teams": ["nobody"]}, headers=admin
         )
-        assert unknown.status_code == 422 and "no team 'nobody'" in unknown.json()["detail"]
+        assert unknown.status_code == 404 and "no team 'nobody'" in unknown.json()["detail"]
         patched = client.patch(
             "/api/v1/projects/a/api",
             json={"required_teams": ["a", "checkout", "ledger"]},

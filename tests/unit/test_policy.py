@@ -211,7 +211,7 @@ def test_an_approval_timeout_ends_the_deployment_aborted():
     later = replace(world(stable(), waiting, *V1), now=NOW + timedelta(minutes=2))
     action = plan_next(later)
     assert action is not None and (action.act, action.phase) == (Act.FINISH, Phase.ABORTED)
-    assert action.reason == "rejected: no approval within 60s"
+    assert action.reason == "rejected: no approval within 1m"
 
 
 def test_a_held_deployment_moves_from_one_hold_to_the_next():

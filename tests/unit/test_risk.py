@@ -125,10 +125,10 @@ def test_an_unknown_size_says_why():
     from conveyor.storage.tables import Artifact
 
     deployed, no_commit = Artifact(sha="a" * 40), Artifact(sha=None)
-    assert _size_unknown(None, None, no_commit) == "no deployed revision to compare"
-    assert _size_unknown(None, deployed, no_commit) == "the artifact names no commit"
-    assert _size_unknown(None, no_commit, deployed) == "the deployed revision names no commit"
-    assert _size_unknown(None, deployed, deployed) == "the project has no repository to compare in"
+    assert _size_unknown(None, no_commit) == ""  # the factor says: no deployed revision
+    assert _size_unknown(deployed, no_commit) == "the artifact names no commit"
+    assert _size_unknown(no_commit, deployed) == "the deployed revision names no commit"
+    assert _size_unknown(deployed, deployed) == "the project has no repository to compare in"
     facts = risk.Facts(at=TUESDAY_11, size_unknown="the artifact names no commit")
     (size,) = [f for f in risk.score(facts).factors if f.name == "change size"]
     assert size.value == "unknown (the artifact names no commit)"

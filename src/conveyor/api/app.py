@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.telemetry import TelemetryConfig
 
 from conveyor import __version__
-from conveyor.api import errors
+from conveyor.api import contract, errors
 from conveyor.api.coordinator import ServerConfig, running
 from conveyor.api.errors import ApiError
 from conveyor.api.limits import BodyLimit
@@ -130,5 +130,6 @@ def create_app(config: ServerConfig) -> FastAPI:
     for module in modules:
         add_routes(app, module.router)
     add_routes(app, projects.retry_router)
+    contract.install(app)
 
     return app

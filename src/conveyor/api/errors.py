@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from conveyor.api.contract import allowed_methods
 from conveyor.artifacts.blobs import BlobError
 from conveyor.deploy.requests import DeployRefused
 from conveyor.policy.gates import PolicyRefused
@@ -62,9 +63,17 @@ async def _validation(_: Request, exc: Exception) -> JSONResponse:
     return _json(422, "invalid_request", detail)
 
 
-async def _http(_: Request, exc: Exception) -> JSONResponse:
+async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return _json(exc.status_code, "http_error", exc.detail)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        allowed = allowed_methods(request.app, dict(request.scope))
+        headers["Allow"] = ", ".join(allowed)
+        detail = f"{request.method} is not allowed here; allowed: {', '.join(allowed)}"
+        return _json(405, "method_not_allowed", detail, headers)
+    if exc.status_code == 404:
+        return _json(404, "not_found", f"no route {request.url.path}", headers or None)
+    return _json(exc.status_code, "http_error", exc.detail, headers or None)
 
 
 async def _conflict(_: Request, exc: Exception) -> JSONResponse:

@@ -7,8 +7,12 @@ import uuid
 from typing import Annotated, Any, Literal
 
 import httpx
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic.config import JsonDict, JsonValue
+from pydantic.json_schema import SkipJsonSchema
 
+from conveyor.api import patterns
+from conveyor.domain import events as event_types
 from conveyor.domain.deploy import QueuePolicy
 from conveyor.domain.roles import Role
 from conveyor.vcs import check_repo_url
@@ -32,10 +36,22 @@ def _http_url(value: str) -> str:
 
 
 HttpUrl = Annotated[
-    str, Field(min_length=1, max_length=2000, pattern=r"^https?://"), AfterValidator(_http_url)
+    str,
+    Field(min_length=1, max_length=2000, json_schema_extra=patterns.documented(patterns.HTTP_URL)),
+    AfterValidator(_http_url),
 ]
 """A URL Conveyor posts to: checked when given, so that no delivery fails for its form."""
-RepoUrl = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(check_repo_url)]
+RepoUrl = Annotated[
+    str,
+    Field(min_length=1, max_length=2000, json_schema_extra=patterns.documented(patterns.REPO_URL)),
+    AfterValidator(check_repo_url),
+]
+
+
+EVENT_PATTERNS: JsonDict = {"enum": [event_types.ALL, *event_types.TYPES, *event_types.PREFIXES]}
+"""What a subscription may ask for: a type, a prefix (`deployment.*`) or `*`."""
+ZONES: JsonDict = {"enum": list[JsonValue](patterns.TIMEZONES)}
+"""A time zone field's schema: the IANA names this server knows."""
 
 
 class Body(BaseModel):
@@ -116,13 +132,30 @@ class ProjectIn(Body):
 
 
 class ProjectPatch(Body):
-    """The fields given change; the others stay."""
+    """The fields given change; the others stay (at least one is given)."""
 
-    artifact_retention_days: int | None = Field(None, ge=1, le=3650)
-    production: list[EnvName] | None = Field(None, min_length=1, max_length=20)
-    required_teams: list[str] | None = Field(None, max_length=50)
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    # Not nullable: a field left out is left as it is; null is refused, not read as that.
+    artifact_retention_days: Annotated[int, Field(ge=1, le=3650)] | SkipJsonSchema[None] = None
+    production: (
+        Annotated[list[EnvName], Field(min_length=1, max_length=20)] | SkipJsonSchema[None]
+    ) = None
+    required_teams: (
+        Annotated[list[Annotated[str, Field(pattern=NAME, max_length=100)]], Field(max_length=50)]
+        | SkipJsonSchema[None]
+    ) = None
     """The teams whose required jobs a pull request needs (one commit status each);
     an empty list goes back to what each run's conveyor.yml says."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            nulls = sorted(k for k, v in data.items() if v is None)
+            if nulls:
+                raise ValueError(f"{', '.join(nulls)}: leave a field out to leave it as it is")
+        return data
 
 
 class ProjectOut(BaseModel):
@@ -264,7 +297,7 @@ class DeployIn(Body):
     steps: str | None = Field(None, max_length=500)
     """Canary steps, e.g. `10,pause=5s,50,pause,100`."""
     queue_policy: QueuePolicy | None = None
-    fix: bool = False
+    fix: StrictBool = False
     """It fixes the revision deployed before it, which then counts as a failed change
     (DORA's change failure rate and recovery time)."""
     emergency: str | None = Field(None, min_length=3, max_length=1000)
@@ -274,7 +307,7 @@ class DeployIn(Body):
 
 
 class PromoteIn(Body):
-    full: bool = False
+    full: StrictBool = False
 
 
 class RollbackIn(Body):
@@ -374,7 +407,9 @@ class RulesIn(Body):
 
     required_approvals: int | None = Field(None, ge=0, le=10)
     approver_role: Literal["viewer", "developer", "maintainer", "owner", "admin"] | None = None
-    allowed_branches: list[str] | None = Field(None, max_length=50)
+    allowed_branches: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        None, max_length=50
+    )
     wait_timer: float | None = Field(None, ge=0, le=30 * 86400)
     """Seconds."""
     approval_timeout: float | None = Field(None, ge=60, le=90 * 86400)
@@ -382,7 +417,7 @@ class RulesIn(Body):
     on_timeout: Literal["reject", "approve"] | None = None
     auto_approve_below: int | None = Field(None, ge=0, le=100)
     emergency_role: Literal["viewer", "developer", "maintainer", "owner", "admin"] | None = None
-    timezone: str | None = Field(None, max_length=64)
+    timezone: str | None = Field(None, max_length=64, json_schema_extra=ZONES)
 
 
 class ProtectionOut(BaseModel):
@@ -397,15 +432,23 @@ class ProtectionOut(BaseModel):
 
 
 class FreezeIn(Body):
-    cron: str = Field(max_length=100)
+    """A freeze window of the company or of a team."""
+
+    cron: str = Field(max_length=100, json_schema_extra=patterns.documented(patterns.CRON))
     """When it starts, five fields on the wall clock of `timezone`: `0 18 * * 5`."""
-    duration: str = Field(max_length=20)
-    """How long: `62h`, `3d`."""
-    timezone: str = Field("UTC", max_length=64)
+    duration: str = Field(
+        max_length=20, json_schema_extra=patterns.documented(patterns.duration(60, 31 * 86400))
+    )
+    """How long, from one minute to 31 days: `90m`, `62h`, `3d`."""
+    timezone: str = Field("UTC", max_length=64, json_schema_extra=ZONES)
     action: Literal["queue", "refuse"] = "queue"
     reason: str = Field("", max_length=1000)
-    environment: str | None = Field(None, pattern=NAME, max_length=100)
-    """A project's freeze: its environment (only under a project's route)."""
+
+
+class ProjectFreezeIn(FreezeIn):
+    """A freeze window over one environment of a project."""
+
+    environment: str = Field(pattern=NAME, max_length=100)
 
 
 class FreezeOut(BaseModel):
@@ -425,12 +468,22 @@ class FreezeOut(BaseModel):
 
 
 class StopIn(Body):
-    on: bool
+    """Turning it on says why (`reason`); turning it off need not."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {"properties": {"on": {"const": True}}, "required": ["on"]},
+            "then": {"required": ["reason"], "properties": {"reason": {"minLength": 1}}},
+        },
+    )
+
+    on: StrictBool
     reason: str = Field("", max_length=1000)
 
 
 class StopOut(BaseModel):
-    on: bool
+    on: StrictBool
     reason: str
     changed_by: str
     changed_at: str | None
@@ -576,7 +629,9 @@ class DoraOut(BaseModel):
 class SubscriptionIn(Body):
     url: HttpUrl
     """Where the events are posted."""
-    events: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=50)
+    events: list[Annotated[str, Field(json_schema_extra=EVENT_PATTERNS)]] = Field(
+        default_factory=lambda: ["*"], min_length=1, max_length=50
+    )
     """Event types (`deployment.succeeded`), prefixes (`deployment.*`) or `*`."""
     format: Literal["standard", "slack"] = "standard"
     """standard: Conveyor's JSON (type, timestamp, data); slack: a Slack `text` body."""

@@ -41,6 +41,8 @@ TYPES = (
     DEPLOYMENT_EMERGENCY,
 )
 ALL = "*"
+PREFIXES = tuple(sorted({t.split(".")[0] + ".*" for t in TYPES}))
+"""Every type of a kind: `run.*`, `deployment.*`."""
 
 
 def deployment_event(target: Phase, kind: str, *, resumed: bool = False) -> str | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 MAX_DURATION = timedelta(days=31)
 
@@ -35,6 +35,10 @@ class Window:
     def __post_init__(self) -> None:
         if not croniter.is_valid(self.cron) or len(self.cron.split()) != 5:
             raise WindowError(f"cron {self.cron!r}: five fields, minute hour day month weekday")
+        try:
+            croniter(self.cron, datetime(2000, 1, 1)).get_next(datetime)
+        except CroniterBadDateError as exc:  # `0 0 31 2 *`: February has no 31st
+            raise WindowError(f"cron {self.cron!r} names a day that never comes") from exc
         if not timedelta(minutes=1) <= self.duration <= MAX_DURATION:
             raise WindowError("duration: from one minute to 31 days")
         try:

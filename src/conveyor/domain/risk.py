@@ -55,8 +55,8 @@ class Facts:
     files_changed: int | None = None
     """Since the deployed revision; None when unknown (a first deploy, a rewritten history)."""
     lines_changed: int | None = None
-    size_unknown: str = "no deployed revision to compare"
-    """Why the change's size is unknown, when it is."""
+    size_unknown: str = ""
+    """Why the change's size is unknown, when it is (empty: no deployed revision)."""
     sensitive_files: tuple[str, ...] = ()
     """The changed files that match the project's `risk.sensitive_paths`."""
     coverage_delta: float | None = None
@@ -107,7 +107,8 @@ def _log_share(value: int, floor: int, full: int) -> float:
 
 def _size(facts: Facts) -> Factor:
     if facts.files_changed is None or facts.lines_changed is None:
-        return Factor("change size", f"unknown ({facts.size_unknown})", SIZE_W, 0.5)
+        why = facts.size_unknown or "no deployed revision to compare"
+        return Factor("change size", f"unknown ({why})", SIZE_W, 0.5)
     share = max(
         _log_share(facts.lines_changed, FLOOR_LINES, FULL_LINES),
         _log_share(facts.files_changed, FLOOR_FILES, FULL_FILES),

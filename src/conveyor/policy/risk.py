@@ -35,7 +35,7 @@ async def facts(
     )
     files = lines = None
     sensitive: tuple[str, ...] = ()
-    unknown = _size_unknown(mirror, deployed, artifact)
+    unknown = ""
     if mirror is not None and deployed is not None and deployed.sha and artifact.sha:
         try:
             if not (await mirror.has(deployed.sha) and await mirror.has(artifact.sha)):
@@ -60,7 +60,7 @@ async def facts(
         at=at,
         files_changed=files,
         lines_changed=lines,
-        size_unknown=unknown,
+        size_unknown="" if files is not None else unknown or _size_unknown(deployed, artifact),
         sensitive_files=sensitive,
         coverage_delta=coverage_delta,
         allowed_failures=tuple(allowed),
@@ -71,14 +71,12 @@ async def facts(
     )
 
 
-def _size_unknown(mirror: GitMirror | None, deployed: Artifact | None, artifact: Artifact) -> str:
-    """Why the size of the change could not be measured, should it not be."""
+def _size_unknown(deployed: Artifact | None, artifact: Artifact) -> str:
+    """Why the size of the change could not be measured ("": no deployed revision)."""
     if deployed is None:
-        return "no deployed revision to compare"
+        return ""
     if not artifact.sha:
         return "the artifact names no commit"
     if not deployed.sha:
         return "the deployed revision names no commit"
-    if mirror is None:
-        return "the project has no repository to compare in"
-    return "the commits could not be compared"
+    return "the project has no repository to compare in"

@@ -1,11 +1,12 @@
-"""Teams and projects: looked up by name, listed, created, changed."""
+"""Teams and projects: looked up by name (or by id, as GitLab's API takes either), listed,
+created, changed."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from conveyor.domain.audit import Action
@@ -14,12 +15,23 @@ from conveyor.storage.database import Database, Session
 from conveyor.storage.tables import Project, Team
 
 
+def _named(name_column: Any, id_column: Any, value: str) -> ColumnElement[bool]:
+    """`value` as a name, or (as GitLab's API takes either) as the id: a name wins."""
+    try:
+        as_id = uuid.UUID(value)
+    except ValueError:
+        return cast(ColumnElement[bool], name_column == value)
+    return or_(name_column == value, id_column == as_id)
+
+
 async def by_name(session: Session, team: str, name: str) -> Project | None:
     """The project `team/name`, if it exists."""
     found: Project | None = await session.scalar(
         select(Project)
         .join(Team, Team.id == Project.team_id)
-        .where(Team.name == team, Project.name == name)
+        .where(_named(Team.name, Team.id, team), _named(Project.name, Project.id, name))
+        .order_by(Team.name != team, Project.name != name)
+        .limit(1)
     )
     return found
 
@@ -30,7 +42,9 @@ async def with_team(session: Session, team: str, name: str) -> tuple[Project, Te
         await session.execute(
             select(Project, Team)
             .join(Team, Team.id == Project.team_id)
-            .where(Team.name == team, Project.name == name)
+            .where(_named(Team.name, Team.id, team), _named(Project.name, Project.id, name))
+            .order_by(Team.name != team, Project.name != name)
+            .limit(1)
         )
     ).first()
     return (row[0], row[1]) if row is not None else None
@@ -45,7 +59,9 @@ class AlreadyExists(Exception):
 
 
 async def team_named(session: Session, name: str) -> Team | None:
-    found: Team | None = await session.scalar(select(Team).where(Team.name == name))
+    found: Team | None = await session.scalar(
+        select(Team).where(_named(Team.name, Team.id, name)).order_by(Team.name != name).limit(1)
+    )
     return found
 
 

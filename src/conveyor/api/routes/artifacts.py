@@ -7,14 +7,15 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
 from conveyor.api.errors import ApiError
+from conveyor.api.patterns import documented
 from conveyor.api.routes.projects import project_named
-from conveyor.api.schemas import ArtifactOut
+from conveyor.api.schemas import DIGEST, ArtifactOut
 from conveyor.api.state import Caller, Coordinator, State
-from conveyor.artifacts.blobs import check_digest
+from conveyor.artifacts.blobs import BlobError, check_digest
 from conveyor.artifacts.tarballs import MEDIA_TYPE
 from conveyor.domain.roles import Role
 from conveyor.observability import metrics
@@ -24,6 +25,8 @@ from conveyor.storage.tables import Artifact, Project, as_utc
 
 router = APIRouter(prefix="/api/v1/projects/{team}/{project}/artifacts", tags=["artifacts"])
 
+Digest = Annotated[str, Path(json_schema_extra=documented(DIGEST))]
+"""An artifact's digest in a path: `sha256:` and 64 lowercase hex digits."""
 ArtifactName = Annotated[str, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\- ]*$", max_length=200)]
 MEDIA = r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$"
 
@@ -60,6 +63,8 @@ async def store(
     if len(media) > 100 or not re.match(MEDIA, media):
         raise ApiError(400, "invalid_request", f"Content-Type {media[:100]!r} is not a media type")
     blob = await state.blobs.put(request.stream(), limit=state.artifact_limit, expected=expected)
+    if blob.size == 0:
+        raise ApiError(400, "invalid_request", "the request has no body: an artifact has content")
     async with state.db.transaction() as session:
         team = await names.team(session, project.team_id)
         metrics.artifact_bytes.labels(team, "upload").inc(blob.size)
@@ -68,7 +73,20 @@ async def store(
         )
 
 
-@router.post("", status_code=201)
+@router.post(
+    "",
+    status_code=201,
+    responses={200: {"model": ArtifactOut, "description": "This name and content were there"}},
+    openapi_extra={
+        "requestBody": {
+            "description": "The artifact's bytes, streamed (a service artifact: a tarball)",
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
 async def upload(
     team: str,
     project: str,
@@ -77,7 +95,9 @@ async def upload(
     response: Response,
     state: State,
     who: Caller,
-    digest: Annotated[str | None, Query(max_length=71)] = None,
+    digest: Annotated[
+        str | None, Query(max_length=71, json_schema_extra=documented(DIGEST))
+    ] = None,
     sha: Annotated[str | None, Query(pattern="^[0-9a-f]{7,64}$")] = None,
 ) -> ArtifactOut:
     """Upload an artifact (the raw body, streamed). With `digest`, a body whose sha256
@@ -110,23 +130,38 @@ async def list_artifacts(
 
 
 async def find(state: Coordinator, who: Caller, team: str, project: str, digest: str) -> Artifact:
+    try:
+        check_digest(digest)
+    except BlobError as exc:
+        raise ApiError(422, "invalid_request", f"digest: {exc}") from exc
     async with state.db.transaction() as session:
         row, _ = await project_named(session, who, team, project, Role.VIEWER)
-        found = await artifacts.by_digest(session, row.id, check_digest(digest))
+        found = await artifacts.by_digest(session, row.id, digest)
     if found is None:
         raise ApiError(404, "not_found", f"no artifact {digest} in {team}/{project}")
     return found
 
 
 @router.get("/{digest}")
-async def show(team: str, project: str, digest: str, state: State, who: Caller) -> ArtifactOut:
+async def show(team: str, project: str, digest: Digest, state: State, who: Caller) -> ArtifactOut:
     """One artifact and its provenance."""
     return artifact_out(await find(state, who, team, project, digest), team, project)
 
 
-@router.get("/{digest}/content", response_model=None)
+@router.get(
+    "/{digest}/content",
+    response_model=None,
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The artifact's bytes, with the media type it was uploaded with "
+            "(a service artifact: application/x-tar)",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
 async def download(
-    team: str, project: str, digest: str, state: State, who: Caller
+    team: str, project: str, digest: Digest, state: State, who: Caller
 ) -> FileResponse | StreamingResponse:
     """The artifact's bytes, streamed; the `Digest` header lets the client verify them."""
     row = await find(state, who, team, project, digest)

@@ -8,12 +8,13 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
+from conveyor.api import patterns
 from conveyor.api.auth import Principal
 from conveyor.api.errors import ApiError
 from conveyor.api.idempotency import once, parse_key
@@ -131,7 +132,10 @@ async def create_deployment(
     body: DeployIn,
     state: State,
     who: Caller,
-    idempotency_key: Annotated[str | None, Header(max_length=300)] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=300, json_schema_extra=patterns.documented(patterns.IDEMPOTENCY_KEY)),
+    ] = None,
 ) -> DeploymentOut | JSONResponse:
     """Deploy an artifact of this project to an environment (created at its first deploy,
     with the local target). 409 for a pinned revision or one older than what is
@@ -352,7 +356,10 @@ async def rollback(
     body: RollbackIn,
     state: State,
     who: Caller,
-    idempotency_key: Annotated[str | None, Header(max_length=300)] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=300, json_schema_extra=patterns.documented(patterns.IDEMPOTENCY_KEY)),
+    ] = None,
 ) -> DeploymentOut | JSONResponse:
     """Back to revision `to` (default: the previous one), pinning the current one as bad:
     a traffic switch when that revision is still warm, else a rolling redeploy of its
@@ -404,17 +411,28 @@ async def _emergency_allowed(
         )
 
 
-@router.post("/environments/{environment}/{command}")
-async def control(
-    team: str,
-    project: str,
-    environment: str,
-    command: Literal["pause", "resume", "abort"],
-    state: State,
-    who: Caller,
+@router.post("/environments/{environment}/pause")
+async def pause(
+    team: str, project: str, environment: str, state: State, who: Caller
 ) -> DeploymentOut:
-    """`abort` sends the canary's traffic back to stable at once, then removes it."""
-    return await _command(state, who, team, project, environment, Control(command))
+    """Hold the deployment at its current step."""
+    return await _command(state, who, team, project, environment, Control.PAUSE)
+
+
+@router.post("/environments/{environment}/resume")
+async def resume(
+    team: str, project: str, environment: str, state: State, who: Caller
+) -> DeploymentOut:
+    """Carry on after `pause`."""
+    return await _command(state, who, team, project, environment, Control.RESUME)
+
+
+@router.post("/environments/{environment}/abort")
+async def abort(
+    team: str, project: str, environment: str, state: State, who: Caller
+) -> DeploymentOut:
+    """Send the canary's traffic back to stable at once, then remove it."""
+    return await _command(state, who, team, project, environment, Control.ABORT)
 
 
 @router.delete("/environments/{environment}/pins/{digest}")

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from conveyor.api import patterns
 from conveyor.api.errors import ApiError
 from conveyor.api.routes.teams import team_named
 from conveyor.api.schemas import DoraFigures, DoraOut
@@ -59,7 +60,13 @@ async def team_dora(
     team: str,
     state: State,
     who: Caller,
-    window: Annotated[str, Query(max_length=20)] = "30d",
+    window: Annotated[
+        str,
+        Query(
+            max_length=20,
+            json_schema_extra=patterns.documented(patterns.duration(3600, 366 * 86400)),
+        ),
+    ] = "30d",
 ) -> DoraOut:
     """Deployment frequency, lead time for changes, change failure rate and failed-
     deployment recovery time of the team's production deployments in the window."""

@@ -22,6 +22,7 @@ from conveyor.api.schemas import (
     DeploymentOut,
     FreezeIn,
     FreezeOut,
+    ProjectFreezeIn,
     ProtectionOut,
     RulesIn,
     StopIn,
@@ -245,7 +246,7 @@ async def _add_window(
         FreezeWindow(
             team_id=team_id,
             project_id=project.id if project is not None else None,
-            environment=body.environment if project is not None else None,
+            environment=body.environment if isinstance(body, ProjectFreezeIn) else None,
             cron=body.cron,
             duration_s=seconds,
             timezone=body.timezone,
@@ -280,8 +281,6 @@ async def add_company_freeze(body: FreezeIn, state: State, who: Caller) -> Freez
     """A company-wide freeze window (admin)."""
     if not who.is_admin:
         raise ApiError(403, "forbidden", "only the admin sets company-wide freezes")
-    if body.environment is not None:
-        raise ApiError(422, "invalid_request", "environment: only a project's freeze names one")
     async with state.db.transaction() as session:
         return await _add_window(session, body, who, team_id=None, project=None, scope="company")
 
@@ -297,8 +296,6 @@ async def team_freezes(team: str, state: State, who: Caller) -> list[FreezeOut]:
 @router.post("/teams/{team}/freezes", status_code=201)
 async def add_team_freeze(team: str, body: FreezeIn, state: State, who: Caller) -> FreezeOut:
     """A freeze window over every environment of the team's projects (maintainer)."""
-    if body.environment is not None:
-        raise ApiError(422, "invalid_request", "environment: only a project's freeze names one")
     async with state.db.transaction() as session:
         row = await team_named(session, who, team, Role.MAINTAINER)
         return await _add_window(
@@ -316,11 +313,9 @@ async def project_freezes(team: str, project: str, state: State, who: Caller) ->
 
 @router.post("/projects/{team}/{project}/freezes", status_code=201)
 async def add_project_freeze(
-    team: str, project: str, body: FreezeIn, state: State, who: Caller
+    team: str, project: str, body: ProjectFreezeIn, state: State, who: Caller
 ) -> FreezeOut:
     """A freeze window over one environment of the project (maintainer)."""
-    if body.environment is None:
-        raise ApiError(422, "invalid_request", "environment: a project's freeze names one")
     async with state.db.transaction() as session:
         row, _ = await project_named(session, who, team, project, Role.MAINTAINER)
         scope = f"{team}/{project}/{body.environment}"

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
+from conveyor.api import patterns
 from conveyor.api.auth import Principal
 from conveyor.api.errors import ApiError
 from conveyor.api.idempotency import once, parse_key
@@ -120,7 +121,7 @@ async def update_project(
         if "required_teams" in given:
             for name in given["required_teams"]:
                 if await projects.team_named(session, name) is None:
-                    raise ApiError(422, "invalid_request", f"required_teams: no team {name!r}")
+                    raise ApiError(404, "not_found", f"required_teams: no team {name!r}")
             given["required_teams"] = given["required_teams"] or None
         projects.change(row, **given)
         target = f"{team}/{project}"
@@ -200,7 +201,10 @@ async def trigger_run(
     body: TriggerIn,
     state: State,
     who: Caller,
-    idempotency_key: Annotated[str | None, Header(max_length=300)] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=300, json_schema_extra=patterns.documented(patterns.IDEMPOTENCY_KEY)),
+    ] = None,
 ) -> RunOut | JSONResponse:
     """Start a run of `ref` (at `sha` if given). With an `Idempotency-Key`, a repeat
     returns the first answer (409 while it is in progress, 422 for a different body)."""
@@ -247,7 +251,7 @@ async def _manual_event(state: Coordinator, project: Project, body: TriggerIn) -
         await mirror.fetch()
         sha = await mirror.resolve(body.sha or ref)
     except GitError as exc:
-        raise ApiError(422, "unknown_ref", f"cannot resolve {body.sha or ref}: {exc}") from exc
+        raise ApiError(404, "unknown_ref", f"cannot resolve {body.sha or ref}: {exc}") from exc
     return Event(kind=EventKind.MANUAL, ref=ref, sha=sha)
 
 
@@ -265,7 +269,10 @@ async def retry_run(
     run_id: uuid.UUID,
     state: State,
     who: Caller,
-    idempotency_key: Annotated[str | None, Header(max_length=300)] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=300, json_schema_extra=patterns.documented(patterns.IDEMPOTENCY_KEY)),
+    ] = None,
 ) -> RunOut | JSONResponse:
     """Run the same commit of the same ref again, as a new run."""
     async with state.db.transaction() as session:
