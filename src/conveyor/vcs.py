@@ -228,6 +228,14 @@ class GitMirror:
         """A commit's full message."""
         return (await self._commit(sha)).partition(b"\n\n")[2].decode(errors="replace")
 
+    async def author(self, sha: str) -> str:
+        """A commit's author's name (without the address)."""
+        header = (await self._commit(sha)).partition(b"\n\n")[0]
+        for line in header.decode(errors="replace").splitlines():
+            if line.startswith("author "):
+                return line.removeprefix("author ").rsplit(" ", 2)[0].split(" <", 1)[0].strip()
+        return ""
+
     async def committed_at(self, sha: str) -> datetime:
         """When a commit was made (its committer's time)."""
         header = (await self._commit(sha)).partition(b"\n\n")[0]

@@ -84,6 +84,16 @@ def test_a_deploy_job_ships_the_artifact_built_earlier_in_the_run(stack: Stack, 
     for name in ("deploy-staging", "deploy-production"):
         assert [a["number"] for a in jobs[name]["history"]] == [1], jobs[name]["history"]
     assert "attempt 2 of" not in done.stdout
+    # In the UI, a deploy job links to its deployment and the deployment to its run.
+    import httpx
+
+    with httpx.Client(base_url=stack.url) as ui:
+        assert ui.post("/login", data={"token": stack.env["CONVEYOR_TOKEN"]}).status_code == 303
+        page = ui.get(f"/runs/{run_id}").text
+        assert 'href="/p/a/svc/env/staging">→ staging revision 1<' in page, page
+        assert 'href="/p/a/svc/env/production">→ production revision 1<' in page
+        environment = ui.get("/p/a/svc/env/production").text
+        assert f'href="/runs/{run_id}">its run<' in environment
     # The same commit run again: its package publishes the same content, and each deploy
     # job finds it and succeeds, following the revision the environment already runs.
     with process(runner, tmp_path / "runner-again.log", stack.env):

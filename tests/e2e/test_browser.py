@@ -114,3 +114,33 @@ def test_a_maintainer_approves_a_waiting_deployment(stack: Stack, page: Page):
     assert [(d["decision"], d["comment"]) for d in decided["approval"]["decisions"]] == [
         ("approve", "looks fine")
     ]
+
+
+def test_a_maintainer_finds_a_project_its_environment_artifacts_runners_and_audit_log(
+    stack: Stack, page: Page
+):
+    """Issue 19 §3: navigation a GitLab user expects, by clicking."""
+    v1 = stack.upload("v1")
+    stack.wait_phase("staging", stack.deploy("staging", v1)["number"], {"succeeded"})
+    login(page, stack, token(stack, "maintainer"))
+    page.click("header >> text=Projects")
+    page.fill("input[name=q]", "PAY")
+    page.click("button.find")
+    expect(page.locator("main")).to_contain_text("1 project")
+    page.click("main >> a:has-text('pay')")
+    expect(page).to_have_url(stack.url + "/p/a/pay")
+    page.click("nav.tabs >> text=Environments")
+    expect(page.locator("main table")).to_contain_text("staging")
+    page.click("main table >> a:has-text('staging')")
+    expect(page.locator("#phase")).to_have_text("succeeded")
+    # What the environment's state allows, and no more: nothing is in progress.
+    expect(page.locator("button[data-command=abort]")).to_have_count(0)
+    expect(page.locator("table.timeline")).to_contain_text("revision 1 begins")
+    page.goto(stack.url + "/p/a/pay")
+    page.click("nav.tabs >> text=Artifacts")
+    expect(page.locator("main table")).to_contain_text(v1[7:19])
+    page.click("header >> text=Runners")
+    expect(page.locator("h1")).to_have_text("Runners")
+    page.click("header >> text=Audit log")
+    expect(page.locator("main table")).to_contain_text("deploy")
+    page.screenshot(path=str(stack.data.parent / "audit.png"))

@@ -191,3 +191,53 @@ def test_approvals_and_an_environment_page_by_role(
     assert again.status_code == 409 and "approved already" in again.text
     risk = maintainer.get("/p/a/api/env/production/risk", params={"artifact": digest})
     assert risk.status_code == 200 and "change size" in risk.text
+
+
+def test_runs_are_shown_as_their_commit_with_times_in_words(site: Site):
+    """Issue 19 §3: a run is its commit's first line, author and short sha, with times in
+    words (the exact time on hover) and how long it took; not its id."""
+    run = trigger(site)
+    client = site.login("a:developer")
+    listing = client.get("/p/a/api").text
+    assert "init" in listing and ">t<" not in listing  # git_repo's commit: message "init"
+    assert run["sha"][:8] in listing and f">{run['id']}<" not in listing
+    assert 'title="20' in listing and "just now" in listing  # <time title="2026-… UTC">
+    page = client.get(f"/runs/{run['id']}").text
+    assert "<h1>init</h1>" in page and "by t" in page and "so far" in page
+    # A run that is going on can be canceled, not run again; once ended, the reverse.
+    assert 'data-action="cancel"' in page and 'data-action="retry"' not in page
+    token = site.csrf(f"/runs/{run['id']}")
+    client.post(f"/runs/{run['id']}/cancel", data={"csrf": token})
+    ended = client.get(f"/runs/{run['id']}").text
+    assert 'data-action="retry"' in ended and 'data-action="cancel"' not in ended
+
+
+def test_navigation_reaches_projects_runners_artifacts_environments_and_the_audit_log(
+    site: Site,
+):
+    client = site.login("a:maintainer")
+    home = client.get("/").text
+    for link in ("/projects", "/runners", "/approvals", "/audit"):
+        assert f'href="{link}"' in home, link
+        assert client.get(link).status_code == 200, link
+    found = client.get("/projects", params={"q": "API"}).text
+    assert 'href="/p/a/api"' in found and "1 project" in found
+    assert "No project matches" in client.get("/projects", params={"q": "zzz"}).text
+    assert "No service matches" in client.get("/", params={"q": "zzz"}).text
+    tabs = client.get("/p/a/api").text
+    for tab in ("environments", "artifacts", "deliveries"):
+        assert f'href="/p/a/api/{tab}"' in tabs
+        assert client.get(f"/p/a/api/{tab}").status_code == 200
+    assert "Not deployed anywhere yet" in client.get("/p/a/api/environments").text
+    assert "No artifacts yet" in client.get("/p/a/api/artifacts").text
+    assert "No runner has registered" in client.get("/runners").text
+    audit = client.get("/audit").text
+    assert "team a" in audit and "conveyor audit verify a" in audit
+    # Another team's project pages are not found, as in the API.
+    assert client.get("/p/b/api/artifacts").status_code == 404
+    assert client.get("/p/b/api/environments").status_code == 404
+    # The admin's audit log is the company's, and lists teams to choose from.
+    admin = site.login("admin")
+    company = admin.get("/audit").text
+    assert "the company" in company and "team.create" in company
+    assert "project.create" in admin.get("/audit", params={"team": "b"}).text

@@ -398,6 +398,18 @@ def in_unit(value: float, unit: str) -> str:
     return f"{value:g}"
 
 
+def shown(value: float | None, unit: str = "") -> str:
+    """A measured value as the CLI and the UI show it: in its unit when it has one
+    (`1.20%`, `212.0 ms`, `48.3 MiB`), else as a plain number; `-` when there is none."""
+    if value is None:
+        return "-"
+    if unit in ("ratio", "ms", "bytes"):
+        return in_unit(value, unit)
+    if abs(value) >= 100 or value == int(value):
+        return f"{value:.0f}"
+    return f"{value:.4g}"
+
+
 # -- a whole analysis --------------------------------------------------------------------
 
 

@@ -238,7 +238,13 @@ class RunSummary(BaseModel):
     event: str
     ref: str
     sha: str
+    title: str | None = None
+    """The commit message's first line (a pull request's title)."""
+    author: str | None = None
+    """The commit's author."""
     created_at: str
+    finished_at: str | None = None
+    """When its last job ended (None while it runs)."""
 
 
 class RunOut(RunSummary):
@@ -373,6 +379,10 @@ class DeploymentOut(BaseModel):
     `blocked` meanwhile."""
     emergency: str | None = None
     """An emergency deploy's or rollback's reason."""
+    run_id: str | None = None
+    """The pipeline run whose `deploy:` job asked for it."""
+    job_id: str | None = None
+    """That job."""
     held: str | None = None
     """In the answer to an approval that completed it: what of its gate still holds it
     (a freeze window, a wait timer, stop-the-line), if anything."""

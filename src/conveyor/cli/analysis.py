@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from conveyor.analysis.judge import in_unit
+from conveyor.analysis.judge import shown
 from conveyor.cli.client import JsonOpt, Remote, ServerOpt, TokenOpt, show
 from conveyor.cli.console import err, out
 from conveyor.cli.deploys import FINAL, EnvOpt, ProjectArg, env_path
@@ -80,11 +80,11 @@ def render(data: dict[str, Any]) -> None:
             table.add_row(
                 escape(j["metric"]),
                 _verdict(j["verdict"]),
-                _number(j["canary"], unit),
-                _number(j["stable"], unit),
-                _number(j["threshold"], unit),
+                shown(j["canary"], unit),
+                shown(j["stable"], unit),
+                shown(j["threshold"], unit),
                 " / ".join(f"{samples[k]}" for k in ("canary", "stable") if k in samples),
-                _number(j["log_bayes_factor"]),
+                shown(j["log_bayes_factor"]),
             )
         out.print(table)
         for j in run["latest"]:
@@ -103,9 +103,9 @@ def _follow(remote: Remote, path: str) -> None:
                 seen[run["key"]] = evaluation["seq"]
                 parts = [
                     f"{escape(j['metric'])} {_verdict(j['verdict'])} "
-                    f"{_number(j['canary'], j.get('unit', ''))}"
+                    f"{shown(j['canary'], j.get('unit', ''))}"
                     + (
-                        f"/{_number(j['stable'], j.get('unit', ''))}"
+                        f"/{shown(j['stable'], j.get('unit', ''))}"
                         if j["stable"] is not None
                         else ""
                     )
@@ -130,16 +130,6 @@ def _phase(phase: str) -> str:
 def _verdict(verdict: str) -> str:
     colour = COLOURS.get(verdict)
     return f"[{colour}]{verdict}[/]" if colour else verdict
-
-
-def _number(value: float | None, unit: str = "") -> str:
-    if value is None:
-        return "-"
-    if unit in ("ratio", "ms", "bytes"):
-        return in_unit(value, unit)
-    if abs(value) >= 100 or value == int(value):
-        return f"{value:.0f}"
-    return f"{value:.4g}"
 
 
 def register(app: typer.Typer) -> None:

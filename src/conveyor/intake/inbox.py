@@ -473,6 +473,7 @@ class Intake:
             message=message,
             target_branch=change.target_branch,
             action=change.action,
+            author=await mirror.author(sha),
         )
         plan = compile_plan(loaded.spec, event)
         if not plan.triggered:

@@ -158,7 +158,13 @@ class Schedules:
         if isinstance(loaded, str):
             outcome = loaded
         else:
-            event = Event(kind=EventKind.SCHEDULE, ref=f"refs/heads/{branch}", sha=sha)
+            event = Event(
+                kind=EventKind.SCHEDULE,
+                ref=f"refs/heads/{branch}",
+                sha=sha,
+                message=await mirror.message(sha),
+                author=await mirror.author(sha),
+            )
             plan = compile_plan(loaded.spec, event)
             if plan.triggered:
                 created = await self.intake.scheduler.start_run(

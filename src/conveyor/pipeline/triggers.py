@@ -39,6 +39,8 @@ class Event:
     target_branch: str | None = None
     action: str | None = None
     """For pull requests: `opened`, `synchronize`, `reopened`, `ready_for_review`."""
+    author: str = ""
+    """Who wrote the commit (its author's name), when known."""
 
     @property
     def branch(self) -> str | None:
@@ -120,9 +122,15 @@ def _all(*decisions: Decision) -> Decision:
     return Decision(True, tuple(reasons))
 
 
+SKIPPABLE = (EventKind.PUSH, EventKind.PULL_REQUEST, EventKind.PULL_REQUEST_MERGED)
+"""The events a commit message's `[skip ci]` skips."""
+
+
 def pipeline_trigger(spec: PipelineSpec, event: Event) -> Decision:
-    """Does this event start the pipeline? Checks `[skip ci]`, then the `on` rule."""
-    if skip_ci(event.message):
+    """Does this event start the pipeline? Checks `[skip ci]` (for a push or a pull
+    request: a schedule or a person's trigger runs whatever the message says, as in
+    GitLab), then the `on` rule."""
+    if event.kind in SKIPPABLE and skip_ci(event.message):
         return Decision(False, ("the commit message contains [skip ci]",))
     return _on_rule(spec.on, event)
 

@@ -228,6 +228,22 @@ async def of_artifact(
     return newest if newest is not None and newest.artifact_id == artifact.id else None
 
 
+async def of_jobs(
+    session: Session, job_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, tuple[str, int]]:
+    """The deployment each of these `deploy:` jobs asked for: its environment's name and
+    its number (the newest, for a job that asked more than once)."""
+    if not job_ids:
+        return {}
+    rows = await session.execute(
+        select(Deployment.job_id, Environment.name, Deployment.number)
+        .join(Environment, Environment.id == Deployment.environment_id)
+        .where(Deployment.job_id.in_(job_ids))
+        .order_by(Deployment.number)
+    )
+    return {job: (name, number) for job, name, number in rows if job is not None}
+
+
 async def in_progress(session: Session, env_id: uuid.UUID) -> Deployment | None:
     """The deployment progressing or paused (one at most)."""
     found: Deployment | None = await session.scalar(

@@ -240,16 +240,15 @@ async def route_rows(session: Session, target: str = "local") -> list[RouteRows]
 # -- the intent log --------------------------------------------------------------------
 
 
-async def actions(session: Session, env_id: uuid.UUID, limit: int = 50) -> list[DeploymentAction]:
-    """The environment's latest driver actions, newest first (its timeline)."""
-    return list(
-        await session.scalars(
-            select(DeploymentAction)
-            .where(DeploymentAction.environment_id == env_id)
-            .order_by(DeploymentAction.seq.desc())
-            .limit(limit)
-        )
-    )
+async def actions(
+    session: Session, env_id: uuid.UUID, limit: int = 50, before: int | None = None
+) -> list[DeploymentAction]:
+    """The environment's latest driver actions (those before `seq` `before`, when given),
+    newest first: its timeline, a page at a time."""
+    query = select(DeploymentAction).where(DeploymentAction.environment_id == env_id)
+    if before is not None:
+        query = query.where(DeploymentAction.seq < before)
+    return list(await session.scalars(query.order_by(DeploymentAction.seq.desc()).limit(limit)))
 
 
 async def record_intent(

@@ -65,6 +65,8 @@ async def create_run(
             event=event.effective_kind.value,
             ref=event.ref,
             sha=event.sha,
+            title=event.message.strip().partition("\n")[0][:300] or None,
+            author=event.author[:200] or None,
             dedupe_key=key,
             reasons=list(plan.trigger.reasons),
             required_teams=list(plan.required_teams) or None,

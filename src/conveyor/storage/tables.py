@@ -126,6 +126,10 @@ class Run(Base):
     event: Mapped[str] = mapped_column(String(20))
     ref: Mapped[str] = mapped_column(String(500))
     sha: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str | None] = mapped_column(String(300), default=None)
+    """The commit message's first line (a pull request's: its title), as people know it."""
+    author: Mapped[str | None] = mapped_column(String(200), default=None)
+    """The commit's author's name."""
     dedupe_key: Mapped[uuid.UUID | None] = mapped_column(default=None)
     """UUIDv5 of [project, event, ref, sha, pipeline] (docs/ids.md); NULL once canceled,
     so that a canceled run does not block a new one for the same commit."""

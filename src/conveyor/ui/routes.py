@@ -28,11 +28,14 @@ from fastapi.templating import Jinja2Templates
 from conveyor.api.auth import Principal
 from conveyor.api.errors import ApiError
 from conveyor.api.routes import analysis as analysis_routes
+from conveyor.api.routes import artifacts as artifact_routes
+from conveyor.api.routes import audit as audit_routes
 from conveyor.api.routes import deployments as deploy_routes
 from conveyor.api.routes import dora as dora_routes
 from conveyor.api.routes import policy as policy_routes
 from conveyor.api.routes import projects as project_routes
 from conveyor.api.routes import runs as run_routes
+from conveyor.api.routes import teams as team_routes
 from conveyor.api.schemas import (
     DIGEST,
     AnalysisRunOut,
@@ -51,11 +54,20 @@ from conveyor.storage import deployments, environments, projects
 from conveyor.storage import jobs as job_rows
 from conveyor.storage.logs import read_log
 from conveyor.storage.tables import Job
-from conveyor.ui import charts, graph, session
+from conveyor.ui import charts, graph, session, words
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.globals["quote"] = quote
+templates.env.globals["describe"] = words.describe
+templates.env.globals["took"] = words.took
+templates.env.filters["when"] = words.when
+templates.env.filters["measured"] = words.measured
+templates.env.filters["bytes"] = words.size
+templates.env.filters["span"] = words.span
+FINAL_RUNS = frozenset({"success", "failed", "canceled", "skipped"})
+PAGE = 50
+"""Rows of a listing page."""
 
 
 REFUSALS = (ApiError, DeployRefused, PolicyRefused)
@@ -195,19 +207,33 @@ async def logout(request: Request, state: State) -> Response:
 # -- overview ----------------------------------------------------------------------------
 
 
+def _matching(rows: list[tuple[Any, Any]], q: str) -> list[tuple[Any, Any]]:
+    """The projects whose `team/name` holds `q` (any case)."""
+    wanted = q.strip().lower()
+    return [(p, t) for p, t in rows if wanted in f"{t.name}/{p.name}".lower()]
+
+
 @router.get("/")
-async def overview(request: Request, state: State) -> HTMLResponse:
+async def overview(
+    request: Request,
+    state: State,
+    q: Annotated[str, Query(max_length=200)] = "",
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+) -> HTMLResponse:
     """My teams and services: each one's last run on its default branch, and per
-    environment what runs there, with a rollback button."""
+    environment what runs there, with a rollback button; searched and paged."""
     who, login = await _who(request, state)
     async with state.db.transaction() as db:
-        rows = await projects.listing(db, only=who.team_id, every=who.is_admin)
+        every = await projects.listing(db, only=who.team_id, every=who.is_admin)
+    found = _matching(every, q)
+    size = OVERVIEW_PAGE
+    rows = found[(page - 1) * size : page * size]
     services = []
     for project, team in rows:
         last = RunFilter(ref="main", limit=1)
-        page = await project_routes.list_project_runs(team.name, project.name, state, who, last)
+        latest = await project_routes.list_project_runs(team.name, project.name, state, who, last)
         envs = await deploy_routes.list_environments(team.name, project.name, state, who)
-        run = next(iter(page.items), None)
+        run = next(iter(latest.items), None)
         services.append({"project": project, "team": team, "run": run, "envs": envs})
     teams = sorted({team.name for _, team in rows})
     dora = {}
@@ -216,7 +242,66 @@ async def overview(request: Request, state: State) -> HTMLResponse:
             dora[name] = await dora_routes.team_dora(name, state, who, "30d")
         except ApiError:  # a viewer of another team's project cannot see its team's figures
             continue
-    return _page(request, "overview.html", who, login, services=services, dora=dora)
+    return _page(
+        request,
+        "overview.html",
+        who,
+        login,
+        services=services,
+        dora=dora,
+        q=q,
+        page=page,
+        more=len(found) > page * size,
+        total=len(found),
+    )
+
+
+OVERVIEW_PAGE = 20
+"""Services per page of the overview (each one reads its runs and environments)."""
+
+
+@router.get("/projects")
+async def project_list(
+    request: Request,
+    state: State,
+    q: Annotated[str, Query(max_length=200)] = "",
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+) -> HTMLResponse:
+    """Every project the token may see, searched by name and paged."""
+    who, login = await _who(request, state)
+    async with state.db.transaction() as db:
+        found = _matching(await projects.listing(db, only=who.team_id, every=who.is_admin), q)
+    rows = found[(page - 1) * PAGE : page * PAGE]
+    context = {"rows": rows, "q": q, "page": page, "more": len(found) > page * PAGE}
+    return _page(request, "projects.html", who, login, total=len(found), **context)
+
+
+@router.get("/runners")
+async def runner_list(request: Request, state: State) -> HTMLResponse:
+    """The runners: the team's and the shared ones (the admin: every one)."""
+    who, login = await _who(request, state)
+    rows = await team_routes.list_runners(state, who)
+    return _page(request, "runners.html", who, login, rows=rows)
+
+
+@router.get("/audit")
+async def audit_log(
+    request: Request,
+    state: State,
+    team: Annotated[str | None, Query(max_length=100)] = None,
+    after: Annotated[int, Query(ge=0)] = 0,
+) -> HTMLResponse:
+    """A team's audit log (its maintainers), or the company's (the admin), paged."""
+    who, login = await _who(request, state)
+    async with state.db.transaction() as db:
+        teams = [t.name for t in await projects.teams(db, only=who.team_id, every=who.is_admin)]
+    chosen = team or (None if who.is_admin else next(iter(teams), None))
+    if chosen is None:
+        found = await audit_routes.company_audit(state, who, after, PAGE)
+    else:
+        found = await audit_routes.team_audit(chosen, state, who, after, PAGE)
+    context = {"found": found, "teams": teams, "team": chosen, "after": after}
+    return _page(request, "audit.html", who, login, **context)
 
 
 # -- runs --------------------------------------------------------------------------------
@@ -251,6 +336,26 @@ async def project_runs(
     )
 
 
+@router.get("/p/{team}/{project}/environments")
+async def project_environments(
+    request: Request, team: str, project: str, state: State
+) -> HTMLResponse:
+    """The project's environments: what runs in each, its phase and split."""
+    who, login = await _who(request, state)
+    envs = await deploy_routes.list_environments(team, project, state, who)
+    return _page(request, "environments.html", who, login, team=team, project=project, envs=envs)
+
+
+@router.get("/p/{team}/{project}/artifacts")
+async def project_artifacts(
+    request: Request, team: str, project: str, state: State
+) -> HTMLResponse:
+    """The project's artifacts, newest first, with their provenance."""
+    who, login = await _who(request, state)
+    rows = await artifact_routes.list_artifacts(team, project, state, who, 200)
+    return _page(request, "artifacts.html", who, login, team=team, project=project, rows=rows)
+
+
 @router.get("/runs/{run_id}")
 async def run_view(request: Request, run_id: uuid.UUID, state: State) -> HTMLResponse:
     """A run: the graph of its jobs with their status, each job's attempts, reports and
@@ -270,15 +375,23 @@ async def _run_context(state: Coordinator, who: Principal, run_id: uuid.UUID) ->
     run = await run_routes.get_run(run_id, state, who)
     async with state.db.transaction() as db:
         states = await job_rows.run_jobs(db, run_id)
+        deployed = await deployments.of_jobs(db, [j.id for j in run.jobs])
     needs = {j.name: tuple(j.spec.get("needs", ())) for j in states}
     laid = graph.layout([j.name for j in run.jobs], needs)
     by_name = {j.name: j for j in run.jobs}
+    base = f"/p/{quote(run.team)}/{quote(run.project)}/env/"
+    links = {
+        j.name: (f"{base}{quote(deployed[j.id][0])}", *deployed[j.id])
+        for j in run.jobs
+        if j.id in deployed
+    }
     return {
         "run": run,
         "graph": laid,
         "jobs": by_name,
+        "deployments": links,
         "box": (graph.WIDTH, graph.HEIGHT),
-        "final": run.status in {"success", "failed", "canceled", "skipped"},
+        "final": run.status in FINAL_RUNS,
     }
 
 
@@ -436,9 +549,37 @@ async def _environment_context(
     }
 
 
+@router.get("/p/{team}/{project}/env/{environment}/timeline")
+async def environment_timeline(
+    request: Request,
+    team: str,
+    project: str,
+    environment: str,
+    state: State,
+    before: Annotated[int | None, Query(ge=1)] = None,
+) -> HTMLResponse:
+    """Everything the environment's driver did, newest first, in words, a page at a time."""
+    who, login = await _who(request, state)
+    await deploy_routes.show_environment(team, project, environment, state, who)  # may see it
+    async with state.db.transaction() as db:
+        row = await projects.with_team(db, team, project)
+        env = await deployments.environment(db, row[0].id, environment) if row else None
+        timeline = await environments.actions(db, env.id, PAGE, before) if env else []
+    context = {
+        "team": team,
+        "project": project,
+        "environment": environment,
+        "timeline": timeline,
+        "older": timeline[-1].seq if len(timeline) == PAGE else None,
+        "base": f"/p/{quote(team)}/{quote(project)}/env/{quote(environment)}",
+    }
+    return _page(request, "timeline.html", who, login, **context)
+
+
 CHART_EVALUATIONS = 120
 """An analysis chart's evaluations: two minutes at one a second."""
-TIMELINE = 40
+TIMELINE = 15
+"""The latest actions on an environment's page; its timeline page has them all."""
 
 
 def _charts(run: AnalysisRunOut) -> list[charts.Chart]:

@@ -122,6 +122,8 @@ def deployment_out(
         approval=approval_out(row, decided),
         awaiting_approval=approvals.awaiting(row),
         emergency=row.emergency,
+        run_id=str(row.run_id) if row.run_id else None,
+        job_id=str(row.job_id) if row.job_id else None,
     )
 
 

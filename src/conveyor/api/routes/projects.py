@@ -252,7 +252,13 @@ async def _manual_event(state: Coordinator, project: Project, body: TriggerIn) -
         sha = await mirror.resolve(body.sha or ref)
     except GitError as exc:
         raise ApiError(404, "unknown_ref", f"cannot resolve {body.sha or ref}: {exc}") from exc
-    return Event(kind=EventKind.MANUAL, ref=ref, sha=sha)
+    return Event(
+        kind=EventKind.MANUAL,
+        ref=ref,
+        sha=sha,
+        message=await mirror.message(sha),
+        author=await mirror.author(sha),
+    )
 
 
 async def _pipeline_text(state: Coordinator, project: Project, sha: str) -> bytes:

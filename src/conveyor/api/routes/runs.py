@@ -40,7 +40,10 @@ def _summary_of(run: Run, project: Project, team: Team, status: RunStatus) -> Ru
         event=run.event,
         ref=run.ref,
         sha=run.sha,
+        title=run.title,
+        author=run.author,
         created_at=as_utc(run.created_at).isoformat(),
+        finished_at=iso(run.finished_at),
     )
 
 
