@@ -45,7 +45,13 @@ def main(url: str, token: str, folder: Path) -> None:
                 if job:
                     shot(job, "log")
             shot(project + "/env/production", "environment")
+            shot(project + "/env/production/timeline", "timeline")
+            shot(project + "/environments", "environments")
+            shot(project + "/artifacts", "artifacts")
             shot(project + "/deliveries", "deliveries")
+        shot("/projects", "projects")
+        shot("/runners", "runners")
+        shot("/audit", "audit")
         shot("/approvals", "approvals")
         browser.close()
 
