@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.api.conftest import git_repo
-from tests.helpers import ADMIN, cli, conveyor, free_port, healthy, process, wait_until
+from tests.helpers import ADMIN, cli
+from tests.integration.conftest import serving
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = "20261207"
@@ -60,20 +61,9 @@ def schemathesis(url: str, token: str, report: Path) -> subprocess.CompletedProc
 
 @pytest.mark.slow
 def test_schemathesis_finds_nothing_as_the_admin_or_a_developer(tmp_path: Path):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = os.environ | {
-        "CONVEYOR_ADMIN_TOKEN": ADMIN,
-        "CONVEYOR_SERVER": url,
-        "CONVEYOR_TOKEN": ADMIN,
-        # The fuzzer sends thousands of requests a minute; the limits have tests of their own.
-        "CONVEYOR_RATE_LIMIT": "100000/second",
-        "CONVEYOR_HOOK_RATE_LIMIT": "100000/second",
-    }
-    env.pop("CONVEYOR_DATABASE_URL", None)
-    args = conveyor("serve", "--port", str(port), "--data-dir", str(tmp_path / "server"))
-    with process(args, tmp_path / "server.log", env):
-        wait_until(lambda: healthy(url), 30, "the server")
+    # The fuzzer sends thousands of requests a minute; the limits have tests of their own.
+    limits = {"CONVEYOR_RATE_LIMIT": "100000/second", "CONVEYOR_HOOK_RATE_LIMIT": "100000/second"}
+    with serving(tmp_path, limits) as (url, env):
         repo = git_repo(tmp_path / "repo", "a")
         cli(env, "team", "create", "a")
         cli(env, "project", "create", "a/api", "--repo", f"file://{repo}")
