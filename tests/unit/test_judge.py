@@ -190,7 +190,10 @@ def test_gauges():
     rss = GaugeRule(max=512)
     assert judge_gauge("rss", rss, None).verdict is Verdict.INCONCLUSIVE
     assert judge_gauge("rss", rss, 600).verdict is Verdict.FAIL
-    assert judge_gauge("rss", rss, 100).verdict is Verdict.PASS
+    passed = judge_gauge("rss", rss, 100)
+    # A pass names the bound the template set (the UI showed none for rss).
+    assert passed.verdict is Verdict.PASS and passed.threshold == 512
+    assert judge_gauge("ready", GaugeRule(min=1), 3).threshold == 1
     low = judge_gauge("ready", GaugeRule(min=1), 0)
     assert low.verdict is Verdict.FAIL and low.reason == "0 is below 1"
 

@@ -78,3 +78,8 @@ def test_a_driver_s_actions_in_words():
         "the deployment ends aborted (error rate)"
     )
     assert words.describe("mystery", {"act": "mystery", "x": 1}) == "mystery x=1"
+
+
+def test_who_started_a_deployment_without_the_run_s_id():
+    assert words.starter("job deploy-production of run 0193-ab") == "job deploy-production"
+    assert words.starter("token 'ci' (developer)") == "token 'ci' (developer)"

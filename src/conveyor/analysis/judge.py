@@ -371,19 +371,27 @@ def judge_gauge(metric: str, rule: GaugeRule, value: float | None, unit: str = "
     """One measurement against `min`/`max` (no measurement: inconclusive)."""
     if value is None:
         return Judgement(metric, Verdict.INCONCLUSIVE, "no measurement", "bounds", unit=unit)
-    shown = in_unit(value, unit)
+    said = in_unit(value, unit)
     if rule.max is not None and value > rule.max:
-        reason = f"{shown} is above {in_unit(rule.max, unit)}"
+        reason = f"{said} is above {in_unit(rule.max, unit)}"
         return Judgement(
             metric, Verdict.FAIL, reason, "bounds", canary=value, threshold=rule.max, unit=unit
         )
     if rule.min is not None and value < rule.min:
-        reason = f"{shown} is below {in_unit(rule.min, unit)}"
+        reason = f"{said} is below {in_unit(rule.min, unit)}"
         return Judgement(
             metric, Verdict.FAIL, reason, "bounds", canary=value, threshold=rule.min, unit=unit
         )
+    # A pass shows the bound it was held to (the template's `max`, else its `min`).
+    bound = rule.max if rule.max is not None else rule.min
     return Judgement(
-        metric, Verdict.PASS, f"{shown} is within bounds", "bounds", canary=value, unit=unit
+        metric,
+        Verdict.PASS,
+        f"{said} is within bounds",
+        "bounds",
+        canary=value,
+        threshold=bound,
+        unit=unit,
     )
 
 

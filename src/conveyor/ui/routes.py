@@ -65,6 +65,7 @@ templates.env.filters["when"] = words.when
 templates.env.filters["measured"] = words.measured
 templates.env.filters["bytes"] = words.size
 templates.env.filters["span"] = words.span
+templates.env.filters["starter"] = words.starter
 FINAL_RUNS = frozenset({"success", "failed", "canceled", "skipped"})
 PAGE = 50
 """Rows of a listing page."""

@@ -130,3 +130,9 @@ def size(count: int) -> str:
             return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
         amount /= 1024
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def starter(started_by: str) -> str:
+    """Who started a deployment, without the run's id a pipeline's job names (the page
+    links to the run instead): `job deploy-production`."""
+    return started_by.split(" of run ", 1)[0]
