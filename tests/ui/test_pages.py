@@ -236,6 +236,8 @@ def test_navigation_reaches_projects_runners_artifacts_environments_and_the_audi
     # Another team's project pages are not found, as in the API.
     assert client.get("/p/b/api/artifacts").status_code == 404
     assert client.get("/p/b/api/environments").status_code == 404
+    assert client.get("/p/a/api/env/nowhere/timeline").status_code == 404
+    assert client.get("/p/b/api/env/production/timeline").status_code == 404
     # The admin's audit log is the company's, and lists teams to choose from.
     admin = site.login("admin")
     company = admin.get("/audit").text

@@ -45,7 +45,7 @@ from conveyor.api.schemas import (
     RunFilter,
 )
 from conveyor.api.state import Coordinator, State, principal_of
-from conveyor.deploy.requests import DeployRefused
+from conveyor.deploy.requests import DeployRefused, find_environment
 from conveyor.domain.deploy import Control
 from conveyor.domain.roles import Role
 from conveyor.domain.status import JobStatus
@@ -53,7 +53,7 @@ from conveyor.policy.gates import PolicyRefused
 from conveyor.storage import deployments, environments, projects
 from conveyor.storage import jobs as job_rows
 from conveyor.storage.logs import read_log
-from conveyor.storage.tables import Job
+from conveyor.storage.tables import DeploymentAction, Job
 from conveyor.ui import charts, graph, session, words
 
 HERE = Path(__file__).parent
@@ -208,10 +208,16 @@ async def logout(request: Request, state: State) -> Response:
 # -- overview ----------------------------------------------------------------------------
 
 
-def _matching(rows: list[tuple[Any, Any]], q: str) -> list[tuple[Any, Any]]:
-    """The projects whose `team/name` holds `q` (any case)."""
+async def _projects_page(
+    state: Coordinator, who: Principal, q: str, page: int, size: int
+) -> tuple[list[tuple[Any, Any]], int, bool]:
+    """A page of the projects the token may see whose `team/name` holds `q` (any case):
+    the rows, how many match in all, and whether a next page exists."""
+    async with state.db.transaction() as db:
+        every = await projects.listing(db, only=who.team_id, every=who.is_admin)
     wanted = q.strip().lower()
-    return [(p, t) for p, t in rows if wanted in f"{t.name}/{p.name}".lower()]
+    found = [(p, t) for p, t in every if wanted in f"{t.name}/{p.name}".lower()]
+    return found[(page - 1) * size : page * size], len(found), len(found) > page * size
 
 
 @router.get("/")
@@ -224,11 +230,7 @@ async def overview(
     """My teams and services: each one's last run on its default branch, and per
     environment what runs there, with a rollback button; searched and paged."""
     who, login = await _who(request, state)
-    async with state.db.transaction() as db:
-        every = await projects.listing(db, only=who.team_id, every=who.is_admin)
-    found = _matching(every, q)
-    size = OVERVIEW_PAGE
-    rows = found[(page - 1) * size : page * size]
+    rows, total, more = await _projects_page(state, who, q, page, OVERVIEW_PAGE)
     services = []
     for project, team in rows:
         last = RunFilter(ref="main", limit=1)
@@ -252,8 +254,8 @@ async def overview(
         dora=dora,
         q=q,
         page=page,
-        more=len(found) > page * size,
-        total=len(found),
+        more=more,
+        total=total,
     )
 
 
@@ -270,11 +272,9 @@ async def project_list(
 ) -> HTMLResponse:
     """Every project the token may see, searched by name and paged."""
     who, login = await _who(request, state)
-    async with state.db.transaction() as db:
-        found = _matching(await projects.listing(db, only=who.team_id, every=who.is_admin), q)
-    rows = found[(page - 1) * PAGE : page * PAGE]
-    context = {"rows": rows, "q": q, "page": page, "more": len(found) > page * PAGE}
-    return _page(request, "projects.html", who, login, total=len(found), **context)
+    rows, total, more = await _projects_page(state, who, q, page, PAGE)
+    context = {"rows": rows, "q": q, "page": page, "more": more, "total": total}
+    return _page(request, "projects.html", who, login, **context)
 
 
 @router.get("/runners")
@@ -534,10 +534,7 @@ async def _environment_context(
         found = uuid.UUID(status.deployment.id)
         analysis = await analysis_routes.show_analysis(found, state, who, CHART_EVALUATIONS)
         drawn = {run.key: _charts(run) for run in analysis.runs}
-    async with state.db.transaction() as db:
-        row = await projects.with_team(db, team, project)
-        env = await deployments.environment(db, row[0].id, environment) if row else None
-        timeline = await environments.actions(db, env.id, TIMELINE) if env else []
+    timeline = await _timeline(state, who, team, project, environment, TIMELINE, None)
     return {
         "charts": drawn,
         "timeline": timeline,
@@ -561,11 +558,7 @@ async def environment_timeline(
 ) -> HTMLResponse:
     """Everything the environment's driver did, newest first, in words, a page at a time."""
     who, login = await _who(request, state)
-    await deploy_routes.show_environment(team, project, environment, state, who)  # may see it
-    async with state.db.transaction() as db:
-        row = await projects.with_team(db, team, project)
-        env = await deployments.environment(db, row[0].id, environment) if row else None
-        timeline = await environments.actions(db, env.id, PAGE, before) if env else []
+    timeline = await _timeline(state, who, team, project, environment, PAGE, before)
     context = {
         "team": team,
         "project": project,
@@ -575,6 +568,23 @@ async def environment_timeline(
         "base": f"/p/{quote(team)}/{quote(project)}/env/{quote(environment)}",
     }
     return _page(request, "timeline.html", who, login, **context)
+
+
+async def _timeline(
+    state: Coordinator,
+    who: Principal,
+    team: str,
+    project: str,
+    environment: str,
+    limit: int,
+    before: int | None,
+) -> list[DeploymentAction]:
+    """The environment's driver actions, newest first (404 unless the token may see
+    the project and the environment exists)."""
+    async with state.db.transaction() as db:
+        row, _ = await project_routes.project_named(db, who, team, project, Role.VIEWER)
+        env = await find_environment(db, row, environment)
+        return await environments.actions(db, env.id, limit, before)
 
 
 CHART_EVALUATIONS = 120
