@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from conveyor.storage import artifacts, deployments, environments
 from conveyor.storage.artifacts import Provenance
 from conveyor.storage.database import Database
 from conveyor.storage.migrate import upgrade
-from conveyor.storage.tables import Deployment, Environment, Project, Team
+from conveyor.storage.tables import Deployment, Environment, Project, Team, utcnow
 
 MAX_PASSES = 200
 
@@ -62,9 +64,20 @@ class World:
     acts: list[Act] = field(default_factory=list)
     versions: int = 0
 
-    def manager(self, owner: str = "replica-a", lease_s: float = 30.0) -> DeploymentManager:
+    def manager(
+        self,
+        owner: str = "replica-a",
+        lease_s: float = 30.0,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> DeploymentManager:
         return DeploymentManager(
-            self.db, self.blobs, self.target, self.router, owner=owner, lease_s=lease_s
+            self.db,
+            self.blobs,
+            self.target,
+            self.router,
+            owner=owner,
+            lease_s=lease_s,
+            clock=clock,
         )
 
     async def artifact(self) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
@@ -19,6 +20,7 @@ from conveyor.domain.policy import Decision
 from conveyor.domain.roles import Role
 from conveyor.storage import deployments, environments
 from conveyor.storage import policy as rows
+from conveyor.storage.tables import utcnow
 from tests.deploy.inprocess import ROLLING, World, claimed, serving_v1
 
 ONE = Decision(required=1, reasons=("prod requires 1 approval by a maintainer",))
@@ -102,15 +104,19 @@ async def test_a_rejected_deployment_ends_before_it_starts(shared: World):
 
 
 async def test_approvals_that_do_not_come_in_time_end_it_as_rejected(world: World):
-    await world.deploy(ROLLING, decision=replace(ONE, approval_timeout=0.3))
-    manager = world.manager()
+    await world.deploy(ROLLING, decision=replace(ONE, approval_timeout=3600))
+    ahead = timedelta()
+    manager = world.manager(clock=lambda: utcnow() + ahead)
     fence = await claimed(manager, world)
     await world.drive(manager, fence, Phase.PAUSED)
-    await asyncio.sleep(0.4)
+    ahead = timedelta(minutes=59)  # not yet: it goes on waiting
+    assert await world.drive(manager, fence) == []
+    assert (await world.deployment(1)).phase == Phase.PAUSED.value
+    ahead = timedelta(minutes=60, seconds=1)
     acts = await world.drive(manager, fence, Phase.ABORTED)
     assert acts == [Act.FINISH]
     ended = await world.deployment(1)
-    assert ended.message == "rejected: no approval within 0.3s"
+    assert ended.message == "rejected: no approval within 1h"
     assert world.target.live() == []
 
 

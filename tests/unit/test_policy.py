@@ -16,7 +16,7 @@ from conveyor.domain.freeze import Window
 from conveyor.domain.policy import Decision, Gate, OnTimeout, Rules
 from conveyor.domain.roles import Role
 from conveyor.pipeline.patterns import glob_matches
-from tests.unit.test_strategies import NEW, V1, inst, plan, stable, world
+from tests.deploy.test_planner import NEW, V1, inst, plan, stable, world
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -130,7 +130,7 @@ def test_approvals_time_out_to_a_rejection_or_to_an_approval_as_the_rules_say():
     assert ended.timed_out and ended.hold is None
     assert ended.message == "rejected: no approval within 1h"
     lenient = replace(gate, decision=replace(gate.decision, on_timeout=OnTimeout.APPROVE))
-    assert policy.judge(lenient, later) == policy.Verdict(None)
+    assert policy.judge(lenient, later) == policy.GateVerdict(None)
 
 
 def test_the_wait_timer_runs_from_the_approval():

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from conveyor.domain.status import JobStatus as S
-from conveyor.pipeline.progress import Decision, next_action, settle
+from conveyor.pipeline.progress import JobAction, next_action, settle
 from tests.conftest import plan_for
 
 PLAN = plan_for(
@@ -23,49 +23,49 @@ def decide(name, statuses, allow=None, played=False):
 
 
 def test_waits_for_unfinished_needs():
-    assert decide("test", {"build": S.RUNNING}).action is Decision.WAIT
+    assert decide("test", {"build": S.RUNNING}).action is JobAction.WAIT
 
 
 def test_runs_after_success():
-    assert decide("test", {"build": S.SUCCESS}).action is Decision.RUN
+    assert decide("test", {"build": S.SUCCESS}).action is JobAction.RUN
 
 
 def test_failure_upstream_skips_on_success_jobs_transitively():
     statuses = {"build": S.FAILED, "test": S.SKIPPED}
     d = decide("ship", statuses)
-    assert d.action is Decision.SKIP
+    assert d.action is JobAction.SKIP
     assert d.reason == "'build' failed"
 
 
 def test_on_failure_runs_only_after_a_failure_upstream():
-    assert decide("alert", {"build": S.FAILED, "test": S.SKIPPED}).action is Decision.RUN
+    assert decide("alert", {"build": S.FAILED, "test": S.SKIPPED}).action is JobAction.RUN
     d = decide("alert", {"build": S.SUCCESS, "test": S.SUCCESS})
-    assert d.action is Decision.SKIP
+    assert d.action is JobAction.SKIP
     assert d.reason == "when: on_failure, and nothing upstream failed"
 
 
 def test_always_runs_whatever_happened():
-    assert decide("cleanup", {"build": S.FAILED, "test": S.SKIPPED}).action is Decision.RUN
+    assert decide("cleanup", {"build": S.FAILED, "test": S.SKIPPED}).action is JobAction.RUN
 
 
 def test_allowed_failure_does_not_count():
     d = decide("test", {"build": S.FAILED}, allow={"build": True})
-    assert d.action is Decision.RUN
+    assert d.action is JobAction.RUN
 
 
 def test_manual_waits_for_a_person_unless_played():
     ok = {"build": S.SUCCESS, "test": S.SUCCESS}
-    assert decide("ship", ok).action is Decision.MANUAL
-    assert decide("ship", ok, played=True).action is Decision.RUN
+    assert decide("ship", ok).action is JobAction.MANUAL
+    assert decide("ship", ok, played=True).action is JobAction.RUN
 
 
 def test_canceled_need_skips():
-    assert decide("test", {"build": S.CANCELED}).action is Decision.SKIP
+    assert decide("test", {"build": S.CANCELED}).action is JobAction.SKIP
 
 
 def test_need_that_did_not_run_skips():
     d = decide("test", {"build": S.MANUAL})
-    assert d.action is Decision.SKIP
+    assert d.action is JobAction.SKIP
     assert d.reason == "needs 'build', which did not run"
 
 

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from conveyor.analysis.judge import shown
-from conveyor.cli.client import JsonOpt, Remote, ServerOpt, TokenOpt, show
+from conveyor.cli.client import ApiClient, JsonOpt, ServerOpt, TokenOpt, show
 from conveyor.cli.console import err, out
 from conveyor.cli.deploys import FINAL, EnvOpt, ProjectArg, env_path
 
@@ -35,7 +35,7 @@ def analysis(
     as_json: JsonOpt = False,
 ) -> None:
     """The analyses of an environment's deployment: verdicts, values and reasons."""
-    remote = Remote(server, token, err)
+    remote = ApiClient(server, token, err)
     number = revision if revision is not None else _current(remote, project, env)
     row = remote.call("GET", f"{env_path(project, env)}/deployments/{number}").json()
     path = f"/api/v1/deployments/{row['id']}/analysis"
@@ -49,7 +49,7 @@ def analysis(
     render(data)
 
 
-def _current(remote: Remote, project: str, env: str) -> int:
+def _current(remote: ApiClient, project: str, env: str) -> int:
     status = remote.call("GET", env_path(project, env)).json()
     if status["deployment"] is None:
         err.print(f"[red]error:[/] {env} has no deployment yet")
@@ -91,7 +91,7 @@ def render(data: dict[str, Any]) -> None:
             out.print(f"  {escape(j['metric'])}: {escape(j['reason'])}")
 
 
-def _follow(remote: Remote, path: str) -> None:
+def _follow(remote: ApiClient, path: str) -> None:
     """One line per new evaluation of any run, until the deployment and its runs end."""
     seen: dict[str, int] = {}
     while True:

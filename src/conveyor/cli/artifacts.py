@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from conveyor.artifacts import tarballs
-from conveyor.cli.client import JsonOpt, Remote, ServerOpt, TokenOpt, show
+from conveyor.cli.client import ApiClient, JsonOpt, ServerOpt, TokenOpt, show
 from conveyor.cli.console import err, out
 
 app = typer.Typer(
@@ -56,7 +56,7 @@ def upload(
     if not path.exists():
         err.print(f"[red]error:[/] {path} does not exist")
         raise typer.Exit(2)
-    remote = Remote(server, token, err)
+    remote = ApiClient(server, token, err)
     packed: Path | None = None
     try:
         if path.is_dir():
@@ -109,7 +109,7 @@ def list_artifacts(
 ) -> None:
     """The project's artifacts, newest first, with their provenance."""
     rows = (
-        Remote(server, token, err)
+        ApiClient(server, token, err)
         .call("GET", f"/api/v1/projects/{project}/artifacts", params={"limit": limit})
         .json()
     )
@@ -138,7 +138,7 @@ def show_artifact(
 ) -> None:
     """One artifact: size, media type and provenance."""
     data = (
-        Remote(server, token, err)
+        ApiClient(server, token, err)
         .call("GET", f"/api/v1/projects/{project}/artifacts/{digest}")
         .json()
     )
@@ -162,7 +162,7 @@ def download(
     ),
 ) -> None:
     """Download an artifact, verified against its digest before it is written in place."""
-    remote = Remote(server, token, err)
+    remote = ApiClient(server, token, err)
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=output.parent, delete=False) as handle:
         partial = Path(handle.name)

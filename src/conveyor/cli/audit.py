@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from conveyor.cli.client import JsonOpt, Remote, ServerOpt, TokenOpt, show
+from conveyor.cli.client import ApiClient, JsonOpt, ServerOpt, TokenOpt, show
 from conveyor.cli.console import EXIT_FAILED, err, out
 from conveyor.domain import audit as chain
 
@@ -26,7 +26,9 @@ def _path(team: str | None) -> str:
     return f"/api/v1/teams/{team}/audit" if team else "/api/v1/audit"
 
 
-def _entries(remote: Remote, team: str | None) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+def _entries(
+    remote: ApiClient, team: str | None
+) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """Every entry of the chain, oldest first, each with the head the server showed."""
     after: int | None = 0
     while after is not None:
@@ -47,7 +49,7 @@ def list_entries(
 ) -> None:
     """The chain's entries, oldest first."""
     data = (
-        Remote(server, token, err)
+        ApiClient(server, token, err)
         .call("GET", _path(team), params={"after": after, "limit": limit})
         .json()
     )
@@ -74,7 +76,7 @@ def list_entries(
 def verify(server: ServerOpt, token: TokenOpt, team: TeamArg = None) -> None:
     """Recompute the chain from its first entry: exit 0 when every number, link and hash
     adds up to the head; else name the first broken entry and exit 1."""
-    remote = Remote(server, token, err)
+    remote = ApiClient(server, token, err)
     head: dict[str, Any] = {"seq": 0, "hash": chain.GENESIS}
     entries: list[dict[str, Any]] = []
     for entry, seen in _entries(remote, team):

@@ -1,6 +1,6 @@
 """The CLI's client commands, which speak HTTP to a coordinator (`team`, `token`,
 `project`, `runner-token`, `secret`, `trigger`, `watch`, `runs`, `logs`, `cancel`,
-`retry`, `play`), and the small synchronous client they share (`Remote`). The commands
+`retry`, `play`), and the small synchronous client they share (`ApiClient`). The commands
 that start processes are in processes.py."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ DataDirOpt = Annotated[
 FINAL = {"success", "failed", "canceled", "skipped"}
 
 
-class Remote:
+class ApiClient:
     """A small synchronous client; turns HTTP errors into readable CLI errors."""
 
     def __init__(self, server: str, token: str, console: Console) -> None:
@@ -83,7 +83,7 @@ def secret_set(
 ) -> None:
     """Set a secret of a project: encrypted at rest, handed to its jobs, masked in logs."""
     body = {"name": key, "value": value if value is not None else sys.stdin.read().rstrip("\n")}
-    data = Remote(server, token, err).call("POST", f"/api/v1/projects/{name}/secrets", json=body)
+    data = ApiClient(server, token, err).call("POST", f"/api/v1/projects/{name}/secrets", json=body)
     out.print(f"secrets of {name}: {', '.join(data.json()['names'])}")
 
 
@@ -94,14 +94,14 @@ def show(data: Any, as_json: bool, line: str) -> None:
 @team.command("create")
 def team_create(name: str, server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
     """Create a team (admin)."""
-    data = Remote(server, token, err).call("POST", "/api/v1/teams", json={"name": name}).json()
+    data = ApiClient(server, token, err).call("POST", "/api/v1/teams", json={"name": name}).json()
     show(data, as_json, f"team {data['name']} created ({data['id']})")
 
 
 @team.command("list")
 def team_list(server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
     """List the teams this token can see."""
-    data = Remote(server, token, err).call("GET", "/api/v1/teams").json()
+    data = ApiClient(server, token, err).call("GET", "/api/v1/teams").json()
     show(data, as_json, "\n".join(t["name"] for t in data))
 
 
@@ -116,7 +116,7 @@ def token_create(
 ) -> None:
     """Create a team token (shown once)."""
     body = {"name": name, "role": role}
-    data = Remote(server, token, err).call("POST", f"/api/v1/teams/{team}/tokens", json=body)
+    data = ApiClient(server, token, err).call("POST", f"/api/v1/teams/{team}/tokens", json=body)
     show(data.json(), as_json, data.json()["token"])
 
 
@@ -128,14 +128,14 @@ def runner_token_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a registration token for runners (shared, or for one team)."""
-    data = Remote(server, token, err).call("POST", "/api/v1/runner-tokens", json={"team": team})
+    data = ApiClient(server, token, err).call("POST", "/api/v1/runner-tokens", json={"team": team})
     show(data.json(), as_json, data.json()["token"])
 
 
 def runners(server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
     """List the runners: the team's own and the shared ones (the admin sees every one),
     whether each is online, and the jobs it runs now."""
-    data = Remote(server, token, err).call("GET", "/api/v1/runners").json()
+    data = ApiClient(server, token, err).call("GET", "/api/v1/runners").json()
     if as_json:
         show(data, True, "")
         return
@@ -194,7 +194,7 @@ def project_create(
     }
     if webhook_secret:
         body["webhook_secret"] = webhook_secret
-    data = Remote(server, token, err).call("POST", "/api/v1/projects", json=body).json()
+    data = ApiClient(server, token, err).call("POST", "/api/v1/projects", json=body).json()
     secret = webhook_secret or data["webhook_secret"]
     hook_url = server.rstrip("/") + data["hook_path"]
     lines = [f"project {data['team']}/{data['name']} created ({data['id']})"]
@@ -231,7 +231,7 @@ def project_set(
         body["artifact_retention_days"] = retention_days
     if production:
         body["production"] = production
-    data = Remote(server, token, err).call("PATCH", f"/api/v1/projects/{name}", json=body).json()
+    data = ApiClient(server, token, err).call("PATCH", f"/api/v1/projects/{name}", json=body).json()
     show(
         data,
         as_json,
@@ -258,7 +258,7 @@ def project_subscribe(
     """Post the project's lifecycle events to a URL, signed (Standard Webhooks)."""
     body: dict[str, Any] = {"url": url, "format": form, "events": events or ["*"]}
     data = (
-        Remote(server, token, err)
+        ApiClient(server, token, err)
         .call("POST", f"/api/v1/projects/{name}/subscriptions", json=body)
         .json()
     )
@@ -278,7 +278,9 @@ def project_subscriptions(
     as_json: JsonOpt = False,
 ) -> None:
     """The project's webhook subscriptions and how their deliveries stand."""
-    data = Remote(server, token, err).call("GET", f"/api/v1/projects/{name}/subscriptions").json()
+    data = (
+        ApiClient(server, token, err).call("GET", f"/api/v1/projects/{name}/subscriptions").json()
+    )
     lines = [
         f"{s['id']} {s['format']} {','.join(s['events'])} → {s['url']}: {s['sent']} sent, "
         f"{s['pending']} pending, {s['failed']} given up"
@@ -296,7 +298,7 @@ def project_unsubscribe(
     token: TokenOpt,
 ) -> None:
     """Stop posting events to a subscription's URL."""
-    Remote(server, token, err).call(
+    ApiClient(server, token, err).call(
         "DELETE", f"/api/v1/projects/{name}/subscriptions/{subscription}"
     )
     out.print(f"subscription {subscription} deleted")
@@ -312,7 +314,7 @@ def project_events(
 ) -> None:
     """The project's latest lifecycle events, newest first."""
     data = (
-        Remote(server, token, err)
+        ApiClient(server, token, err)
         .call("GET", f"/api/v1/projects/{name}/events", params={"limit": limit})
         .json()
     )
@@ -334,7 +336,7 @@ def project_rotate_secret(
     as_json: JsonOpt = False,
 ) -> None:
     """Replace a project's webhook secret; the old one verifies for --grace seconds."""
-    remote = Remote(server, token, err)
+    remote = ApiClient(server, token, err)
     data = remote.call(
         "POST", f"/api/v1/projects/{name}/webhook-secret", json={"grace_seconds": grace}
     ).json()
@@ -359,7 +361,7 @@ def project_deliveries(
 ) -> None:
     """The latest webhook deliveries and what each started."""
     data = (
-        Remote(server, token, err)
+        ApiClient(server, token, err)
         .call("GET", f"/api/v1/projects/{name}/deliveries", params={"limit": limit})
         .json()
     )
@@ -381,7 +383,7 @@ def git_hook() -> None:
 @project.command("list")
 def project_list(server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
     """List projects."""
-    data = Remote(server, token, err).call("GET", "/api/v1/projects").json()
+    data = ApiClient(server, token, err).call("GET", "/api/v1/projects").json()
     show(data, as_json, "\n".join(f"{p['team']}/{p['name']}  {p['repo_url']}" for p in data))
 
 
@@ -402,7 +404,7 @@ def trigger(
     as_json: JsonOpt = False,
 ) -> None:
     """Start a run of a project; with --wait, follow its logs and exit 0 only on success."""
-    remote = Remote(server, token, err)
+    remote = ApiClient(server, token, err)
     body = {"ref": ref, **({"sha": sha} if sha else {})}
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     run = remote.call("POST", f"/api/v1/projects/{name}/runs", json=body, headers=headers).json()
@@ -419,7 +421,7 @@ def watch(
 ) -> None:
     """Follow a run, however it started (push, schedule, trigger), to its end: live logs;
     exit 0 only on success."""
-    final = follow_run(Remote(server, token, err), run_id)
+    final = follow_run(ApiClient(server, token, err), run_id)
     raise typer.Exit(0 if final == "success" else 1)
 
 
@@ -433,7 +435,7 @@ def runs(
     """List runs, newest first."""
     path = f"/api/v1/projects/{name}/runs" if name else "/api/v1/runs"
     params = {"status": status} if status else {}
-    page = Remote(server, token, err).call("GET", path, params=params).json()
+    page = ApiClient(server, token, err).call("GET", path, params=params).json()
     if as_json:
         out.print_json(json.dumps(page))
         return
@@ -457,7 +459,7 @@ def logs(
     follow: Annotated[bool, typer.Option("-f", "--follow")] = False,
 ) -> None:
     """Print a job's log; -f follows it until the job ends."""
-    remote = Remote(server, token, err)
+    remote = ApiClient(server, token, err)
     offset = 0
     while True:
         response = remote.call("GET", f"/api/v1/jobs/{job_id}/log", params={"offset": offset})
@@ -473,19 +475,19 @@ def logs(
 
 def cancel(run_id: str, server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
     """Cancel a run."""
-    data = Remote(server, token, err).call("POST", f"/api/v1/runs/{run_id}/cancel").json()
+    data = ApiClient(server, token, err).call("POST", f"/api/v1/runs/{run_id}/cancel").json()
     show(data, as_json, f"run {data['id']} {data['status']}")
 
 
 def retry(run_id: str, server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
     """Run a run's commit again, as a new run."""
-    data = Remote(server, token, err).call("POST", f"/api/v1/runs/{run_id}/retry").json()
+    data = ApiClient(server, token, err).call("POST", f"/api/v1/runs/{run_id}/retry").json()
     show(data, as_json, f"run {data['id']} {data['status']} ({data['sha'][:12]})")
 
 
 def play(job_id: str, server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
     """Start a manual job."""
-    data = Remote(server, token, err).call("POST", f"/api/v1/jobs/{job_id}/play").json()
+    data = ApiClient(server, token, err).call("POST", f"/api/v1/jobs/{job_id}/play").json()
     show(data, as_json, f"run {data['id']} {data['status']}")
 
 
@@ -501,7 +503,7 @@ def register(app: typer.Typer) -> None:
         app.command()(command)
 
 
-def follow_run(remote: Remote, run_id: str, quiet: bool = False) -> str:
+def follow_run(remote: ApiClient, run_id: str, quiet: bool = False) -> str:
     """Print each job's log as it grows, prefixed with the job's name, until the run ends."""
     offsets: dict[str, int] = {}
     while True:

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from conveyor.cli.client import JsonOpt, Remote, ServerOpt, TokenOpt, show
+from conveyor.cli.client import ApiClient, JsonOpt, ServerOpt, TokenOpt, show
 from conveyor.cli.console import err, out
 
 ProjectArg = Annotated[str, typer.Argument(help="TEAM/PROJECT", metavar="TEAM/PROJECT")]
@@ -53,7 +53,7 @@ def deploy(
 ) -> None:
     """Deploy an artifact to an environment (created at its first deploy). It may wait
     at its gate: for approvals, a wait timer, a freeze window (docs/policy.md)."""
-    remote = Remote(server, token, err)
+    remote = ApiClient(server, token, err)
     body: dict[str, Any] = {"environment": env, "artifact": artifact}
     body |= emergency_body(emergency, reason)
     if fix:
@@ -102,7 +102,7 @@ def emergency_body(emergency: bool, reason: str | None) -> dict[str, Any]:
     return {"emergency": reason}
 
 
-def follow(remote: Remote, project: str, env: str, number: int) -> dict[str, Any]:
+def follow(remote: ApiClient, project: str, env: str, number: int) -> dict[str, Any]:
     """Print each change of phase, step and split until the deployment ends."""
     last = ""
     while True:
@@ -136,7 +136,7 @@ def _command(
     body: dict[str, Any] | None = None,
 ) -> None:
     data = (
-        Remote(server, token, err)
+        ApiClient(server, token, err)
         .call("POST", f"{env_path(project, env)}/{what}", json=body or {})
         .json()
     )
@@ -191,7 +191,7 @@ def rollback(
 ) -> None:
     """Back to an earlier revision, pinning the current one as bad. Never held by a
     freeze, approvals or stop-the-line."""
-    remote = Remote(server, token, err)
+    remote = ApiClient(server, token, err)
     body: dict[str, Any] = {"to": to} | emergency_body(emergency, reason)
     made = remote.call("POST", f"{env_path(project, env)}/rollback", json=body).json()
     err.print(
@@ -213,7 +213,7 @@ def unpin(
     token: TokenOpt,
 ) -> None:
     """Clear a revision's bad pin (who and when are recorded)."""
-    Remote(server, token, err).call("DELETE", f"{env_path(project, env)}/pins/{digest}")
+    ApiClient(server, token, err).call("DELETE", f"{env_path(project, env)}/pins/{digest}")
     out.print(f"{digest} may be deployed to {env} again")
 
 
@@ -225,7 +225,7 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """Revision, URL, phase, step, traffic split, instances with health, and history."""
-    remote = Remote(server, token, err)
+    remote = ApiClient(server, token, err)
     if env is not None:
         data: Any = remote.call("GET", env_path(project, env)).json()
         if as_json:
@@ -298,7 +298,7 @@ def risk(
     """The risk score (0-100) of deploying an artifact to an environment now, with each
     factor's value, weight and contribution."""
     data = (
-        Remote(server, token, err)
+        ApiClient(server, token, err)
         .call("GET", f"{env_path(project, env)}/risk", params={"artifact": artifact})
         .json()
     )

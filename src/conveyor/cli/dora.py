@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from conveyor.cli.client import JsonOpt, Remote, ServerOpt, TokenOpt, show
+from conveyor.cli.client import ApiClient, JsonOpt, ServerOpt, TokenOpt, show
 from conveyor.cli.console import err, out
 
 BAND_COLOURS = {"elite": "green", "high": "cyan", "medium": "yellow", "low": "red"}
@@ -23,7 +23,7 @@ def dora(
 ) -> None:
     """Deployment frequency, lead time, change failure rate and recovery time."""
     data = (
-        Remote(server, token, err)
+        ApiClient(server, token, err)
         .call("GET", f"/api/v1/teams/{team}/dora", params={"window": window})
         .json()
     )

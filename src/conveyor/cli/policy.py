@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from conveyor.cli.client import JsonOpt, Remote, ServerOpt, TokenOpt, show
+from conveyor.cli.client import ApiClient, JsonOpt, ServerOpt, TokenOpt, show
 from conveyor.cli.console import EXIT_INVALID, err, out
 from conveyor.cli.deploys import EnvOpt, ProjectArg, env_path
 from conveyor.domain.policy import span_text
@@ -29,7 +29,7 @@ def approvals(
 ) -> None:
     """Deployments that wait for your approval."""
     data = (
-        Remote(server, token, err)
+        ApiClient(server, token, err)
         .call("GET", "/api/v1/approvals", params={"all": "true"} if all_ else None)
         .json()
     )
@@ -62,7 +62,7 @@ def approvals(
     out.print(table)
 
 
-def _deployment_id(remote: Remote, given: str) -> str:
+def _deployment_id(remote: ApiClient, given: str) -> str:
     """A deployment's id from a unique prefix of it (as git takes a commit's), looked up
     among those waiting for a decision; a whole id goes as it is."""
     if len(given) == 36:
@@ -81,7 +81,7 @@ def _deployment_id(remote: Remote, given: str) -> str:
 def _decide(
     verdict: str, deployment: str, comment: str, server: str, token: str, as_json: bool
 ) -> None:
-    remote = Remote(server, token, err)
+    remote = ApiClient(server, token, err)
     deployment = _deployment_id(remote, deployment)
     data = remote.call(
         "POST", f"/api/v1/deployments/{deployment}/{verdict}", json={"comment": comment}
@@ -169,7 +169,7 @@ def protect(
         "timezone": timezone,
     }
     given = {k: v for k, v in rules.items() if v is not None}
-    remote = Remote(server, token, err)
+    remote = ApiClient(server, token, err)
     path = f"{env_path(project, env)}/protection"
     if given or clear:
         data = remote.call("PUT", path, json=given).json()
@@ -244,7 +244,7 @@ def freeze_add(
     }
     if env is not None:
         body["environment"] = env
-    data = Remote(server, token, err).call("POST", _freeze_path(scope), json=body).json()
+    data = ApiClient(server, token, err).call("POST", _freeze_path(scope), json=body).json()
     show(data, as_json, f"freeze {data['id']} ({data['scope']}): next from {data['next_start']}")
 
 
@@ -253,7 +253,7 @@ def freeze_list(
     server: ServerOpt, token: TokenOpt, scope: ScopeArg = None, as_json: JsonOpt = False
 ) -> None:
     """The freeze windows at one level (company, a team, a project's environments)."""
-    data = Remote(server, token, err).call("GET", _freeze_path(scope)).json()
+    data = ApiClient(server, token, err).call("GET", _freeze_path(scope)).json()
     if as_json:
         show(data, True, "")
         return
@@ -280,7 +280,7 @@ def freeze_rm(
     token: TokenOpt,
 ) -> None:
     """Remove a freeze window."""
-    Remote(server, token, err).call("DELETE", f"/api/v1/freezes/{window}")
+    ApiClient(server, token, err).call("DELETE", f"/api/v1/freezes/{window}")
     out.print(f"freeze {window} removed")
 
 
@@ -293,7 +293,7 @@ def stop_the_line(
 ) -> None:
     """The company-wide switch (admin): `on` halts every progressing rollout at its next
     step and holds new ones at their gate; rollbacks and emergencies go on."""
-    remote = Remote(server, token, err)
+    remote = ApiClient(server, token, err)
     if switch == "status":
         data = remote.call("GET", "/api/v1/stop-the-line").json()
     elif switch in ("on", "off"):

@@ -20,7 +20,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -106,8 +106,12 @@ class DeploymentManager:
         claim_s: float = 0.5,
         providers: Mapping[Provider, MetricProvider] | None = None,
         metrics_targets: Path | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
+        self.clock = clock
+        """The wall clock the planner's timing rules read (waits, pauses, approval
+        deadlines, warm windows); tests move it instead of sleeping."""
         self.blobs = blobs
         self.target = target
         self.router = router
@@ -349,7 +353,7 @@ class DeploymentManager:
     ) -> tuple[World, dict[str, ServerStatus] | None]:
         """What the driver sees, and the router's answer it was built from (None when the
         router did not answer)."""
-        now = utcnow()
+        now = self.clock()
         statuses: dict[str, ServerStatus] | None
         try:
             statuses = await self.router.status(records.route_key(driven.env))

@@ -1,7 +1,7 @@
 """What people ask of the deployment manager, and the checks that decide it: deploy an
 artifact, the controls (promote, pause, resume, abort), roll back, clear a pin. Each
 request is checked here and written through storage.deployments; the driver of the
-environment (driver.py) carries it out on its next pass.
+environment (its driver in deploy/manager.py) carries it out on its next pass.
 
 Ordering: one deployment at a time per environment, queued `ordered` or `newest-wins`;
 a request for an artifact built before the one deployed or queued is refused, so the

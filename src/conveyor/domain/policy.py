@@ -250,7 +250,7 @@ class Gate:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class GateVerdict:
     hold: Hold | None
     """Why it waits; None: it may start (or, with `timed_out`, end)."""
     message: str = ""
@@ -258,10 +258,10 @@ class Verdict:
     """Its approvals did not come within the timeout: `on_timeout` says what happens."""
 
 
-def judge(gate: Gate, now: datetime) -> Verdict:
+def judge(gate: Gate, now: datetime) -> GateVerdict:
     """Whether a deployment may pass its gate now, and if not, why it waits."""
     if gate.stopped and not gate.bypass:
-        return Verdict(Hold.STOP, "stop-the-line is on: deployments wait until it is lifted")
+        return GateVerdict(Hold.STOP, "stop-the-line is on: deployments wait until it is lifted")
     decision = gate.decision
     approved = gate.approved_at
     if not gate.bypass and decision.required and approved is None:
@@ -271,22 +271,22 @@ def judge(gate: Gate, now: datetime) -> Verdict:
             if decision.on_timeout is OnTimeout.APPROVE:
                 approved = deadline
             else:
-                return Verdict(
+                return GateVerdict(
                     None,
                     f"rejected: no approval within {span_text(decision.approval_timeout)}",
                     timed_out=True,
                 )
         else:
-            return Verdict(Hold.APPROVAL, "; ".join(decision.reasons))
+            return GateVerdict(Hold.APPROVAL, "; ".join(decision.reasons))
     if not gate.bypass and decision.wait_timer:
         start = approved or gate.requested_at or now
         until = start + timedelta(seconds=decision.wait_timer)
         if now < until:
-            return Verdict(Hold.WAIT, f"wait timer: starts at {until.isoformat()}")
+            return GateVerdict(Hold.WAIT, f"wait timer: starts at {until.isoformat()}")
     held = None if gate.bypass else frozen(list(gate.freezes), now)
     if held is not None:
-        return Verdict(Hold.FREEZE, f"a freeze window holds it until {held[1].isoformat()}")
-    return Verdict(None)
+        return GateVerdict(Hold.FREEZE, f"a freeze window holds it until {held[1].isoformat()}")
+    return GateVerdict(None)
 
 
 def span_text(seconds: float) -> str:

@@ -26,7 +26,7 @@ from conveyor.pipeline.schema import (
     When,
     required_team,
 )
-from conveyor.pipeline.triggers import Decision, Event, job_condition, pipeline_trigger
+from conveyor.pipeline.triggers import Event, Match, job_condition, pipeline_trigger
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class Plan:
     service: str
     team: str
     event: Event
-    trigger: Decision
+    trigger: Match
     jobs: tuple[PlannedJob, ...] = ()
     excluded: tuple[ExcludedJob, ...] = ()
     ancestors: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -133,7 +133,7 @@ def plan_single(
     runs its first cell). Such a job is usually `when: manual` in the pipeline, so that
     its ordinary runs do not start it."""
     job = spec.jobs[name]
-    trigger = Decision(True, (reason,))
+    trigger = Match(True, (reason,))
     compiler = _Compiler(spec, event, trigger)
     cell = matrix_combinations(job)[0]
     planned = compiler._planned(name, name, job, cell, (), (), (reason,))
@@ -153,7 +153,7 @@ def _stage_node(index: int) -> str:
 
 
 class _Compiler:
-    def __init__(self, spec: PipelineSpec, event: Event, trigger: Decision) -> None:
+    def __init__(self, spec: PipelineSpec, event: Event, trigger: Match) -> None:
         self.spec = spec
         self.event = event
         self.trigger = trigger

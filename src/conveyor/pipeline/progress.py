@@ -16,7 +16,7 @@ from conveyor.pipeline.plan import PlannedJob
 from conveyor.pipeline.schema import When
 
 
-class Decision(StrEnum):
+class JobAction(StrEnum):
     WAIT = "wait"
     """A need has not finished."""
     RUN = "run"
@@ -27,7 +27,7 @@ class Decision(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Next:
-    action: Decision
+    action: JobAction
     reason: str = ""
 
 
@@ -51,27 +51,27 @@ def next_action(
     """
     waiting = [n for n in job.needs if statuses[n] in _UNFINISHED]
     if waiting:
-        return Next(Decision.WAIT, f"waits for {waiting[0]!r}")
+        return Next(JobAction.WAIT, f"waits for {waiting[0]!r}")
     canceled = [n for n in job.needs if statuses[n] is JobStatus.CANCELED]
     if canceled:
-        return Next(Decision.SKIP, f"{canceled[0]!r} was canceled")
+        return Next(JobAction.SKIP, f"{canceled[0]!r} was canceled")
     failed = sorted(
         n for n in ancestors if statuses[n] is JobStatus.FAILED and not allow_failure.get(n, False)
     )
     if job.when is When.ALWAYS:
-        return Next(Decision.RUN, "when: always")
+        return Next(JobAction.RUN, "when: always")
     if job.when is When.ON_FAILURE:
         if failed:
-            return Next(Decision.RUN, f"when: on_failure, and {failed[0]!r} failed")
-        return Next(Decision.SKIP, "when: on_failure, and nothing upstream failed")
+            return Next(JobAction.RUN, f"when: on_failure, and {failed[0]!r} failed")
+        return Next(JobAction.SKIP, "when: on_failure, and nothing upstream failed")
     if failed:
-        return Next(Decision.SKIP, f"{failed[0]!r} failed")
+        return Next(JobAction.SKIP, f"{failed[0]!r} failed")
     not_run = [n for n in job.needs if statuses[n] in (JobStatus.SKIPPED, JobStatus.MANUAL)]
     if not_run:
-        return Next(Decision.SKIP, f"needs {not_run[0]!r}, which did not run")
+        return Next(JobAction.SKIP, f"needs {not_run[0]!r}, which did not run")
     if job.when is When.MANUAL and not played:
-        return Next(Decision.MANUAL, "when: manual; waits for a person")
-    return Next(Decision.RUN, "needs succeeded" if job.needs else "no needs")
+        return Next(JobAction.MANUAL, "when: manual; waits for a person")
+    return Next(JobAction.RUN, "needs succeeded" if job.needs else "no needs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +84,9 @@ class Move:
 
 
 STATUS_OF = {
-    Decision.RUN: JobStatus.PENDING,
-    Decision.SKIP: JobStatus.SKIPPED,
-    Decision.MANUAL: JobStatus.MANUAL,
+    JobAction.RUN: JobStatus.PENDING,
+    JobAction.SKIP: JobStatus.SKIPPED,
+    JobAction.MANUAL: JobStatus.MANUAL,
 }
 
 
@@ -159,6 +159,6 @@ def _move(
     played: bool,
 ) -> Move | None:
     decision = next_action(job, ancestors, statuses, allow_failure, played=played)
-    if decision.action is Decision.WAIT:
+    if decision.action is JobAction.WAIT:
         return None
     return Move(name, STATUS_OF[decision.action], decision.reason)

@@ -63,7 +63,7 @@ class Event:
 
 
 @dataclass(frozen=True)
-class Decision:
+class Match:
     """A yes/no with the reasons, in the order they were checked."""
 
     included: bool
@@ -79,25 +79,25 @@ def _describe(patterns: Sequence[str]) -> str:
     return "[" + ", ".join(patterns) + "]"
 
 
-def _match_value(label: str, patterns: Sequence[str] | None, value: str | None) -> Decision:
+def _match_value(label: str, patterns: Sequence[str] | None, value: str | None) -> Match:
     if patterns is None:
-        return Decision(True, (f"no {label} filter",))
+        return Match(True, (f"no {label} filter",))
     if value is None:
-        return Decision(False, (f"{label} filter {_describe(patterns)}: the event has no {label}",))
+        return Match(False, (f"{label} filter {_describe(patterns)}: the event has no {label}",))
     included, decided_by = first_match(patterns, value)
     if included:
-        return Decision(True, (f"{label} {value!r} matches {decided_by!r}",))
+        return Match(True, (f"{label} {value!r} matches {decided_by!r}",))
     if decided_by is not None:
-        return Decision(False, (f"{label} {value!r} is excluded by {decided_by!r}",))
-    return Decision(False, (f"{label} {value!r} matches none of {_describe(patterns)}",))
+        return Match(False, (f"{label} {value!r} is excluded by {decided_by!r}",))
+    return Match(False, (f"{label} {value!r} matches none of {_describe(patterns)}",))
 
 
-def match_paths(patterns: Sequence[str] | None, changed: tuple[str, ...] | None) -> Decision:
+def match_paths(patterns: Sequence[str] | None, changed: tuple[str, ...] | None) -> Match:
     """The path filter: at least one changed file must be included."""
     if patterns is None:
-        return Decision(True, ("no paths filter",))
+        return Match(True, ("no paths filter",))
     if changed is None:
-        return Decision(
+        return Match(
             True,
             (
                 f"paths {_describe(patterns)}: no changed-file list (as for a push that "
@@ -107,61 +107,61 @@ def match_paths(patterns: Sequence[str] | None, changed: tuple[str, ...] | None)
     hits = matching_paths(patterns, changed)
     if hits:
         shown = ", ".join(hits[:3]) + (f" and {len(hits) - 3} more" if len(hits) > 3 else "")
-        return Decision(True, (f"paths {_describe(patterns)} match changed {shown}",))
-    return Decision(
+        return Match(True, (f"paths {_describe(patterns)} match changed {shown}",))
+    return Match(
         False, (f"paths {_describe(patterns)} match none of the {len(changed)} changed files",)
     )
 
 
-def _all(*decisions: Decision) -> Decision:
+def _all(*decisions: Match) -> Match:
     reasons: list[str] = []
     for decision in decisions:
         reasons += decision.reasons
         if not decision.included:
-            return Decision(False, tuple(reasons))
-    return Decision(True, tuple(reasons))
+            return Match(False, tuple(reasons))
+    return Match(True, tuple(reasons))
 
 
 SKIPPABLE = (EventKind.PUSH, EventKind.PULL_REQUEST, EventKind.PULL_REQUEST_MERGED)
 """The events a commit message's `[skip ci]` skips."""
 
 
-def pipeline_trigger(spec: PipelineSpec, event: Event) -> Decision:
+def pipeline_trigger(spec: PipelineSpec, event: Event) -> Match:
     """Does this event start the pipeline? Checks `[skip ci]` (for a push or a pull
     request: a schedule or a person's trigger runs whatever the message says, as in
     GitLab), then the `on` rule."""
     if event.kind in SKIPPABLE and skip_ci(event.message):
-        return Decision(False, ("the commit message contains [skip ci]",))
+        return Match(False, ("the commit message contains [skip ci]",))
     return _on_rule(spec.on, event)
 
 
-def _on_rule(on: On, event: Event) -> Decision:
+def _on_rule(on: On, event: Event) -> Match:
     return _EVENT_RULES[event.effective_kind](on, event)
 
 
 def _branch_rule(
     name: str, trigger: BranchTrigger | None, label: str, branch: str | None, event: Event
-) -> Decision:
+) -> Match:
     """push and pull_request: a branch filter and a path filter."""
     if trigger is None:
-        return Decision(False, (f"`on` has no {name} trigger",))
+        return Match(False, (f"`on` has no {name} trigger",))
     return _all(
-        Decision(True, (f"on.{name}",)),
+        Match(True, (f"on.{name}",)),
         _match_value(label, trigger.branches, branch),
         match_paths(trigger.paths, event.changed),
     )
 
 
-def _push_rule(on: On, event: Event) -> Decision:
+def _push_rule(on: On, event: Event) -> Match:
     return _branch_rule("push", on.push, "branch", event.branch, event)
 
 
-def _pull_request_rule(on: On, event: Event) -> Decision:
+def _pull_request_rule(on: On, event: Event) -> Match:
     action = "merged" if event.kind is EventKind.PULL_REQUEST_MERGED else event.action
     if on.pull_request is not None and action is not None:
         actions = on.pull_request.actions
         if action not in actions:
-            return Decision(
+            return Match(
                 False, (f"pull request action {action!r} is not in types {_describe(actions)}",)
             )
     return _branch_rule(
@@ -169,25 +169,25 @@ def _pull_request_rule(on: On, event: Event) -> Decision:
     )
 
 
-def _tag_rule(on: On, event: Event) -> Decision:
+def _tag_rule(on: On, event: Event) -> Match:
     if on.tag is None:
-        return Decision(False, ("`on` has no tag trigger",))
-    return _all(Decision(True, ("on.tag",)), _match_value("tag", on.tag, event.tag))
+        return Match(False, ("`on` has no tag trigger",))
+    return _all(Match(True, ("on.tag",)), _match_value("tag", on.tag, event.tag))
 
 
-def _schedule_rule(on: On, event: Event) -> Decision:
+def _schedule_rule(on: On, event: Event) -> Match:
     if not on.schedule:
-        return Decision(False, ("`on` has no schedule",))
-    return Decision(True, (f"on.schedule ({len(on.schedule)} entries)",))
+        return Match(False, ("`on` has no schedule",))
+    return Match(True, (f"on.schedule ({len(on.schedule)} entries)",))
 
 
-def _manual_rule(on: On, event: Event) -> Decision:
+def _manual_rule(on: On, event: Event) -> Match:
     if not on.manual:
-        return Decision(False, ("`on.manual` is false",))
-    return Decision(True, ("on.manual",))
+        return Match(False, ("`on.manual` is false",))
+    return Match(True, ("on.manual",))
 
 
-_EVENT_RULES: dict[EventKind, Callable[[On, Event], Decision]] = {
+_EVENT_RULES: dict[EventKind, Callable[[On, Event], Match]] = {
     EventKind.PUSH: _push_rule,
     EventKind.PULL_REQUEST: _pull_request_rule,
     EventKind.PULL_REQUEST_MERGED: _pull_request_rule,
@@ -197,18 +197,16 @@ _EVENT_RULES: dict[EventKind, Callable[[On, Event], Decision]] = {
 }
 
 
-def job_condition(condition: IfCondition | None, event: Event) -> Decision:
+def job_condition(condition: IfCondition | None, event: Event) -> Match:
     """A job's `if`: every condition given must hold."""
     if condition is None:
-        return Decision(True, ("no `if` rule",))
-    parts: list[Decision] = []
+        return Match(True, ("no `if` rule",))
+    parts: list[Match] = []
     if condition.event is not None:
         kind = event.effective_kind.value
         ok = kind in condition.event
         verdict = "is" if ok else "is not"
-        parts.append(
-            Decision(ok, (f"if.event: {kind!r} {verdict} in {_describe(condition.event)}",))
-        )
+        parts.append(Match(ok, (f"if.event: {kind!r} {verdict} in {_describe(condition.event)}",)))
     if condition.branch is not None:
         parts.append(_prefixed("if.", _match_value("branch", condition.branch, event.branch)))
     if condition.tag is not None:
@@ -218,5 +216,5 @@ def job_condition(condition: IfCondition | None, event: Event) -> Decision:
     return _all(*parts)
 
 
-def _prefixed(prefix: str, decision: Decision) -> Decision:
-    return Decision(decision.included, tuple(prefix + r for r in decision.reasons))
+def _prefixed(prefix: str, decision: Match) -> Match:
+    return Match(decision.included, tuple(prefix + r for r in decision.reasons))
