@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from conveyor.api.app import create_app
-from conveyor.api.coordinator import ServerConfig
+from conveyor.coordinator.app import create_app
+from conveyor.coordinator.config import ServerConfig
 from conveyor.deploy.router.haproxy import HAProxyRouter
 from conveyor.deploy.targets.local import stop_everything
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import delete
 
-from conveyor.api.app import create_app
 from conveyor.api.auth import token_hash
-from conveyor.api.coordinator import ADMIN_TOKEN_FILE, ServerConfig
+from conveyor.coordinator.app import create_app
+from conveyor.coordinator.config import ADMIN_TOKEN_FILE, ServerConfig
 from conveyor.storage.tables import ApiToken
 from tests.api.conftest import World
 
@@ -635,7 +635,8 @@ def test_a_token_is_looked_up_once_per_few_seconds(world: World):
 
 
 def test_principal_cache_is_bounded_and_keyed_by_token_hash():
-    from conveyor.api.auth import Principal, PrincipalCache, token_hash
+    from conveyor.api.auth import PrincipalCache, token_hash
+    from conveyor.domain.principal import Principal
     from conveyor.domain.roles import Role
 
     cache = PrincipalCache(ttl_s=60.0, size=2)

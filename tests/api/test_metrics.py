@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from conveyor.api.app import create_app
-from conveyor.api.coordinator import ServerConfig
+from conveyor.coordinator.app import create_app
+from conveyor.coordinator.config import ServerConfig
 from tests.api.conftest import ADMIN, World, git_repo
 from tests.helpers import wait_until
 

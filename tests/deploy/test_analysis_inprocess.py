@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from conveyor.deploy.manager import DeploymentManager
-from conveyor.deploy.requests import DeployRefused
 from conveyor.deploy.world import Act
 from conveyor.domain.deploy import Control, PauseReason, Phase
+from conveyor.domain.errors import Invalid
 from conveyor.pipeline.analysis import Provider
 from conveyor.storage import analysis, audit, deployments
 from tests.deploy.inprocess import ROLLING, World, claimed, serving_v1
@@ -188,7 +188,7 @@ async def test_a_passing_bake_ends_the_deployment_and_the_old_stack_is_retired(w
 
 async def test_a_template_missing_from_the_artifact_is_refused(world: World):
     await serving_v1(world)
-    with pytest.raises(DeployRefused, match=r"'health'.*does not define"):
+    with pytest.raises(Invalid, match=r"'health'.*does not define"):
         await world.deploy(CANARY)
 
 

@@ -13,9 +13,9 @@ import pytest
 
 from conveyor.deploy import approvals
 from conveyor.deploy.approvals import Approver
-from conveyor.deploy.requests import DeployRefused
 from conveyor.deploy.world import Act
 from conveyor.domain.deploy import PauseReason, Phase
+from conveyor.domain.errors import Conflict, Forbidden, Refused
 from conveyor.domain.policy import Decision
 from conveyor.domain.roles import Role
 from conveyor.storage import deployments, environments
@@ -50,9 +50,8 @@ async def test_a_deployment_waits_for_its_approval_then_rolls_out(shared: World)
     assert world.target.live() == []
 
     # The one who asked may not approve it; a maintainer may.
-    with pytest.raises(DeployRefused) as caught:
+    with pytest.raises(Forbidden, match="cannot approve"):
         await decide(world, 1, Approver("subject-dev", "dev", Role.OWNER), approvals.APPROVE)
-    assert caught.value.status == 403
     await decide(world, 1, ANNA, approvals.APPROVE)
     # Another replica drives the environment by now: the approval is a row, not memory.
     other = world.manager(owner="replica-b")
@@ -81,8 +80,8 @@ async def test_two_approvers_racing_for_the_last_approval_count_once(shared: Wor
         decide(world, 1, BOB, approvals.APPROVE),
         return_exceptions=True,
     )
-    refused = [o for o in outcomes if isinstance(o, DeployRefused)]
-    assert len(refused) == 1 and refused[0].status == 409, outcomes
+    refused = [o for o in outcomes if isinstance(o, Refused)]
+    assert len(refused) == 1 and isinstance(refused[0], Conflict), outcomes
     assert "approved already" in str(refused[0])
     async with world.db.transaction() as session:
         decided = await rows.approvals(session, [(await world.deployment(1)).id])

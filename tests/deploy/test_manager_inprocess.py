@@ -21,12 +21,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sqlalchemy import update
 
 from conveyor.deploy import manager as manager_module
-from conveyor.deploy import records, requests
+from conveyor.deploy import records
 from conveyor.deploy.context import Effect, EnvironmentLeaseLost
 from conveyor.deploy.effects import _launch
 from conveyor.deploy.targets.fake import CRASH_S, START_S, UNHEALTHY
 from conveyor.deploy.world import Act, Action
 from conveyor.domain.deploy import Control, Phase
+from conveyor.domain.errors import Conflict
 from conveyor.observability import tracing
 from conveyor.storage import audit, deployments, environments, events
 from conveyor.storage.tables import Environment, as_utc, utcnow
@@ -261,7 +262,7 @@ async def test_pause_and_resume_go_through_the_guarded_phases(world: World):
     assert (await world.env()).canary_share == 0
     resumed = await world.control(Control.RESUME)
     assert (resumed.phase, resumed.paused_by_user) == ("progressing", False)
-    with pytest.raises(requests.DeployRefused, match="not paused by"):
+    with pytest.raises(Conflict, match="not paused by"):
         await world.control(Control.RESUME)
     await world.drive(manager, fence, Phase.SUCCEEDED, number=2)
 

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from conveyor.api.app import create_app
-from conveyor.api.coordinator import ServerConfig
+from conveyor.coordinator.app import create_app
+from conveyor.coordinator.config import ServerConfig
 
 ADMIN = "cvy_admin_intake-test"
 SECRET = "intake-test-secret-0123456789"

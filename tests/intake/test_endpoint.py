@@ -75,7 +75,7 @@ def test_path_filters_use_the_diff_or_the_merge_base(hooks: Hooks, repo: Path) -
     from_payload = hooks.settled(project, 4)[0]
     assert "1 changed files listed in the payload" in from_payload["outcome"][0]
     # Four commits, one conveyor.yml: it was parsed once (the cache is keyed by blob).
-    parsed = hooks.client.app.state.coordinator.intake._pipelines
+    parsed = hooks.client.app.state.coordinator.intake.runs._pipelines
     assert [path for _, path in parsed] == ["conveyor.yml"]
 
 

@@ -9,8 +9,8 @@ import psycopg
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
-from conveyor.api.app import create_app
-from conveyor.api.coordinator import ServerConfig
+from conveyor.coordinator.app import create_app
+from conveyor.coordinator.config import ServerConfig
 from tests.intake.conftest import ADMIN, Hooks, git, push_payload
 
 

@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from conveyor.api.app import create_app
-from conveyor.api.coordinator import ServerConfig
+from conveyor.coordinator.app import create_app
+from conveyor.coordinator.config import ServerConfig
 from conveyor.storage.tables import StatusReport
 from tests.helpers import wait_until
 from tests.intake.conftest import ADMIN, commit, git

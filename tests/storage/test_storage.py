@@ -213,7 +213,8 @@ async def test_replicas_starting_together_migrate_once(postgres_url: str, tmp_pa
 async def test_replicas_bootstrapping_together_share_one_admin_token(
     postgres_url: str, tmp_path: Path
 ):
-    from conveyor.api.coordinator import ServerConfig, bootstrap_admin
+    from conveyor.coordinator.components import bootstrap_admin
+    from conveyor.coordinator.config import ServerConfig
     from conveyor.storage.tables import ApiToken
 
     replicas = [Database(database_url(tmp_path, postgres_url)) for _ in range(4)]

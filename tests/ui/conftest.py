@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from conveyor.api.coordinator import ServerConfig
-from conveyor.ui.app import create_app
+from conveyor.coordinator.app import create_app
+from conveyor.coordinator.config import ServerConfig
 from tests.api.conftest import ADMIN, git_repo, haproxy_required, stops_deploys  # noqa: F401
 
 ROLES = ("viewer", "developer", "maintainer", "owner")

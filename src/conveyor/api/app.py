@@ -1,11 +1,12 @@
-"""The coordinator's ASGI app: the routes, the error handlers and the body limits, over
-one coordinator replica (coordinator.py) that it starts and stops with its lifespan."""
+"""The API's ASGI app: the routes, the error handlers, the body limits and the probes.
+What it serves over (a `Coordinator`, api/state.py) is made and stopped by the lifespan
+it is given (conveyor.coordinator wires one replica)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import cast
 
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -13,7 +14,6 @@ from fastapi.telemetry import TelemetryConfig
 
 from conveyor import __version__
 from conveyor.api import contract, errors
-from conveyor.api.coordinator import ServerConfig, running
 from conveyor.api.errors import ApiError
 from conveyor.api.limits import BodyLimit
 from conveyor.api.metrics import RequestMetrics, authorise, exposition
@@ -49,27 +49,22 @@ def add_routes(app: FastAPI, router: APIRouter) -> None:
     app.router.routes.extend(router.routes)
 
 
-def create_app(config: ServerConfig) -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with running(config) as state:
-            app.state.coordinator = state
-            yield
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
+
+def create_api(
+    lifespan: Lifespan, larger: dict[str, int], metrics_token: str | None = None
+) -> FastAPI:
+    """The API over the coordinator that `lifespan` puts in `app.state.coordinator`.
+    `larger`: the body limits, in bytes, of the paths that take more than the default
+    (caches, webhooks, artifacts); `metrics_token` may read `/metrics` besides admins."""
     app = FastAPI(
         title="Conveyor",
         version=__version__,
         lifespan=lifespan,
         telemetry=cast(TelemetryConfig, tracing.fastapi_telemetry()),
     )
-    app.add_middleware(
-        BodyLimit,
-        larger={
-            "/cache/": config.cache_quota_mb * 1024 * 1024,
-            "/hooks/": config.hook_body_mb * 1024 * 1024,
-            "/artifacts": config.artifact_max_mb * 1024 * 1024,
-        },
-    )
+    app.add_middleware(BodyLimit, larger=larger)
     app.add_middleware(RequestMetrics)
     errors.install(app)
 
@@ -101,7 +96,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         """Conveyor's metrics in Prometheus's text format (docs/metrics.md), for the scrape
         token (`CONVEYOR_METRICS_TOKEN`) or an admin token."""
         state: Coordinator = app.state.coordinator
-        await authorise(request, state.db, config.metrics_token)
+        await authorise(request, state.db, metrics_token)
         return exposition()
 
     @app.get("/readyz", tags=["health"])

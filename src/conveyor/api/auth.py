@@ -10,18 +10,17 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
 from datetime import timedelta
 
 from fastapi import Request
 
 from conveyor.api.errors import ApiError
+from conveyor.domain.principal import Principal
 from conveyor.domain.roles import Role
 from conveyor.storage import tokens
 from conveyor.storage.database import Session
-from conveyor.storage.tables import RunnerRow, as_utc, utcnow
+from conveyor.storage.tables import as_utc, utcnow
 
 ADMIN_PREFIX = "cvy_admin_"
 TEAM_PREFIX = "cvy_team_"
@@ -35,42 +34,6 @@ def new_token(prefix: str) -> str:
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Principal:
-    """The caller: the admin, a team token with a role, or a runner."""
-
-    role: Role
-    team_id: uuid.UUID | None = None
-    runner: RunnerRow | None = None
-    subject: str = ""
-    """Who is calling, stably: the sha256 of the token (scopes idempotency keys)."""
-    name: str = ""
-    """The token's name, as its creator gave it."""
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role is Role.ADMIN
-
-    @property
-    def display(self) -> str:
-        """Who did it, for provenance and audit fields: never the token itself."""
-        if self.runner is not None:
-            return f"runner {self.runner.name}"
-        named = f"token {self.name!r} " if self.name else "token "
-        role = "admin" if self.is_admin else self.role.label
-        return f"{named}({role}) {self.subject[:12]}"
-
-    def can_see(self, team_id: uuid.UUID) -> bool:
-        return self.is_admin or (self.runner is None and self.team_id == team_id)
-
-    def require(self, team_id: uuid.UUID, role: Role, what: str = "resource") -> None:
-        """404 unless the caller belongs to the team; 403 if its role is too low."""
-        if not self.can_see(team_id):
-            raise ApiError(404, "not_found", f"no such {what}")
-        if self.role < role:
-            raise ApiError(403, "forbidden", f"this needs the {role.label} role or higher")
 
 
 SEEN_EVERY = timedelta(seconds=15)
@@ -93,7 +56,7 @@ async def principal_for(session: Session, token: str) -> Principal:
             raise ApiError(401, "unauthorized", "unknown runner token")
         now = utcnow()
         if now - as_utc(runner.last_seen_at) > SEEN_EVERY:  # not a write per request
-            tokens.seen(runner, now)
+            await tokens.seen(session, runner.id, now)
         return Principal(role=Role.VIEWER, team_id=runner.team_id, runner=runner, subject=digest)
     row = await tokens.api_token(session, digest)
     if row is None:

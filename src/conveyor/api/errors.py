@@ -12,12 +12,19 @@ from starlette.exceptions import HTTPException
 
 from conveyor.api.contract import allowed_methods
 from conveyor.artifacts.blobs import BlobError
-from conveyor.deploy.requests import DeployRefused
-from conveyor.policy.gates import PolicyRefused
-from conveyor.protocol.errors import NotYours, StaleLease
+from conveyor.domain.errors import (
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    Malformed,
+    NotFound,
+    Refused,
+    TooLarge,
+    Unauthenticated,
+    Unavailable,
+)
 from conveyor.storage.database import UNAVAILABLE
-from conveyor.storage.deployments import PhaseChangeRejected
-from conveyor.storage.jobs import TransitionRejected
 from conveyor.storage.secrets import SecretKeyError
 
 log = logging.getLogger("conveyor.api")
@@ -76,12 +83,33 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     return _json(exc.status_code, "http_error", exc.detail, headers or None)
 
 
-async def _conflict(_: Request, exc: Exception) -> JSONResponse:
-    return _json(409, "conflict", str(exc))
+ANSWERS: tuple[tuple[type[Refused], int, str], ...] = (
+    (Malformed, 400, "bad_request"),
+    (Unauthenticated, 401, "unauthorized"),
+    (NotFound, 404, "not_found"),
+    (Forbidden, 403, "forbidden"),
+    (Conflict, 409, "conflict"),
+    (Invalid, 422, "invalid_request"),
+    (Gone, 410, "gone"),
+    (TooLarge, 413, "too_large"),
+    (Unavailable, 503, "unavailable"),
+)
+"""How the API answers each kind of refusal (domain.errors): the one place a use
+case's error gets its HTTP status."""
 
 
-async def _not_yours(_: Request, exc: Exception) -> JSONResponse:
-    return _json(404, "not_found", str(exc))
+def answer_of(exc: Refused) -> tuple[int, str]:
+    """The status and error code that answer a refusal (its own code, if it has one)."""
+    for kind, status, error in ANSWERS:
+        if isinstance(exc, kind):
+            return status, exc.code or error
+    return 400, exc.code or "refused"
+
+
+async def _refused(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Refused)
+    status, error = answer_of(exc)
+    return _json(status, error, exc.detail if exc.detail is not None else str(exc))
 
 
 async def _wrong_key(_: Request, exc: Exception) -> JSONResponse:
@@ -98,28 +126,16 @@ async def _wrong_key(_: Request, exc: Exception) -> JSONResponse:
 
 async def _blob(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, BlobError)
-    return _json(exc.status, type(exc).__name__.lower(), str(exc))
-
-
-async def _refused(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, DeployRefused | PolicyRefused)
-    error = {403: "forbidden", 404: "not_found", 409: "conflict", 422: "invalid_request"}.get(
-        exc.status, "refused"
-    )
-    return _json(exc.status, error, str(exc))
+    status, _error = answer_of(exc)
+    return _json(status, type(exc).__name__.lower(), str(exc))
 
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(HTTPException, _http)
-    app.add_exception_handler(StaleLease, _conflict)
-    app.add_exception_handler(TransitionRejected, _conflict)
-    app.add_exception_handler(NotYours, _not_yours)
     app.add_exception_handler(SecretKeyError, _wrong_key)
     app.add_exception_handler(BlobError, _blob)
-    app.add_exception_handler(DeployRefused, _refused)
-    app.add_exception_handler(PolicyRefused, _refused)
-    app.add_exception_handler(PhaseChangeRejected, _conflict)
+    app.add_exception_handler(Refused, _refused)
     for kind in UNAVAILABLE:
         app.add_exception_handler(kind, _database_down)

@@ -25,9 +25,9 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from conveyor.api.auth import Principal
 from conveyor.api.errors import ApiError
 from conveyor.api.state import Coordinator
+from conveyor.domain.principal import Principal
 from conveyor.storage import idempotency as records
 from conveyor.storage.database import Database
 from conveyor.storage.idempotency import KeyOf

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from conveyor.api.auth import Principal, PrincipalCache, bearer, principal_for, token_hash
+from conveyor.api.auth import PrincipalCache, bearer, principal_for, token_hash
 from conveyor.api.limits import RateLimit
 from conveyor.artifacts.blobs import BlobStore
 from conveyor.deploy.manager import DeploymentManager
+from conveyor.deploy.service import DeployService
+from conveyor.domain.principal import Principal
 from conveyor.intake.inbox import Intake
+from conveyor.intake.runs import Runs
 from conveyor.scheduler.service import Scheduler
 from conveyor.storage.database import Database
 from conveyor.storage.secrets import SecretBox
@@ -39,6 +43,16 @@ class Coordinator:
 
     def mirror(self, url: str) -> GitMirror:
         return self.mirrors.get(url)
+
+    @property
+    def runs(self) -> Runs:
+        """The run use cases (intake/runs.py)."""
+        return self.intake.runs
+
+    @cached_property
+    def deploys(self) -> DeployService:
+        """The deployment use cases (deploy/service.py)."""
+        return DeployService(self.db, self.blobs, self.mirrors, self.deploy)
 
 
 def coordinator(request: Request) -> Coordinator:

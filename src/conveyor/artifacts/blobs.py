@@ -18,26 +18,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from conveyor.domain.errors import NotFound, Refused, TooLarge
+
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 CHUNK = 1 << 20
 
 
-class BlobError(Exception):
-    """A blob was refused; `status` is the HTTP answer it deserves."""
+class BlobError(Refused):
+    """A blob was refused: a bad digest or content (400), or of a kind that
+    domain.errors names (too large, missing)."""
 
-    status = 400
 
-
-class BlobTooLarge(BlobError):
-    status = 413
+class BlobTooLarge(BlobError, TooLarge):
+    pass
 
 
 class DigestMismatch(BlobError):
-    status = 400
+    pass
 
 
-class BlobMissing(BlobError):
-    status = 404
+class BlobMissing(BlobError, NotFound):
+    pass
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,9 +54,9 @@ def serve(
         # shared directory in the environment when it is first imported.
         import uvicorn
 
-        from conveyor.api.coordinator import server_config
+        from conveyor.coordinator.app import serving_app
+        from conveyor.coordinator.config import server_config
         from conveyor.observability.metrics import serve_open
-        from conveyor.ui.app import serving_app
 
         config = server_config(settings, data_dir)
         if settings.metrics_address:
@@ -73,7 +73,10 @@ def serve(
         os.environ["CONVEYOR_DATA_DIR"] = str(config.data_dir)
         os.environ["CONVEYOR_WORKERS"] = str(workers)
         uvicorn.run(
-            "conveyor.ui.app:app_from_environment", factory=True, workers=workers, **options
+            "conveyor.coordinator.app:app_from_environment",
+            factory=True,
+            workers=workers,
+            **options,
         )
 
 

@@ -14,10 +14,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor.deploy.requests import DeployRefused, audited
+from conveyor.deploy.requests import audited
 from conveyor.domain import events as event_types
 from conveyor.domain.audit import Action
 from conveyor.domain.deploy import DriverRequest, Phase
+from conveyor.domain.errors import Conflict, Forbidden, Refused
 from conveyor.domain.policy import Decision
 from conveyor.domain.roles import Role
 from conveyor.domain.status import JobStatus
@@ -49,19 +50,21 @@ def awaiting(row: Deployment) -> bool:
     )
 
 
-def why_not(row: Deployment, who: Approver, decided: list[Approval]) -> str | None:
-    """Why `who` may not decide the deployment now (None: they may)."""
+def why_not(row: Deployment, who: Approver, decided: list[Approval]) -> Refused | None:
+    """Why `who` may not decide the deployment now (None: they may): Conflict when it
+    does not wait (or they decided already), Forbidden for a role below
+    `approver_role` or for the person who asked for it."""
     decision = Decision.load(row.policy)
     if not awaiting(row):
         if row.approved_at is not None and decision.required:
-            return "it is approved already"
-        return "it does not wait for an approval"
+            return Conflict("it is approved already")
+        return Conflict("it does not wait for an approval")
     if who.role < decision.approver_role:
-        return f"approving needs the {decision.approver_role.label} role"
+        return Forbidden(f"approving needs the {decision.approver_role.label} role")
     if row.requester is not None and row.requester == who.subject:
-        return "whoever asked for a deployment cannot approve it"
+        return Forbidden("whoever asked for a deployment cannot approve it")
     if any(a.subject == who.subject for a in decided):
-        return "you have decided on it already"
+        return Conflict("you have decided on it already")
     return None
 
 
@@ -70,16 +73,14 @@ async def decide(
 ) -> Deployment:
     """Record `who`'s approval or rejection. The last approval needed marks the
     deployment approved; a rejection ends it (at once while queued, else by its
-    driver). DeployRefused: 409 when it does not wait (or `who` decided already), 403
-    for a role below `approver_role` or for the person who asked for it."""
+    driver). Refused as `why_not` says."""
     env = await deployments.environment_of(session, deployment)
     await deployments.lock(session, env.id)
     await session.refresh(deployment)
     decided = await rows.approvals(session, [deployment.id])
     refused = why_not(deployment, who, decided)
     if refused is not None:
-        status = 403 if "role" in refused or "asked" in refused else 409
-        raise DeployRefused(status, f"revision {deployment.number} of {env.name}: {refused}")
+        raise type(refused)(f"revision {deployment.number} of {env.name}: {refused}")
     rows.add_approval(session, deployment, verdict, who.subject, who.display, comment)
     detail: dict[str, Any] = {"digest": deployment.digest, "comment": comment}
     if verdict == APPROVE:

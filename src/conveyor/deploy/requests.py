@@ -23,6 +23,7 @@ from conveyor.deploy.world import Kind
 from conveyor.domain import events as event_types
 from conveyor.domain.audit import Action
 from conveyor.domain.deploy import Control, DriverRequest, PauseReason, Phase
+from conveyor.domain.errors import Conflict, Invalid, NotFound
 from conveyor.domain.policy import Decision
 from conveyor.observability import metrics, tracing
 from conveyor.pipeline.analysis import AnalysisRun
@@ -37,14 +38,6 @@ from conveyor.storage.tables import Artifact, Deployment, Environment, Project, 
 from conveyor.vcs import GitError, GitMirror
 
 PIPELINE_FILE = "conveyor.yml"
-
-
-class DeployRefused(Exception):
-    """A request that cannot be carried out; `status` is its HTTP answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -79,29 +72,26 @@ def read_spec(blob: Path, digest: str) -> ArtifactSpec:
     try:
         found = tarballs.find_member(blob, PIPELINE_FILE, SPEC_SCAN_BYTES, SPEC_SCAN_S)
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DeployRefused(422, f"artifact {digest} is not a tarball: {exc}") from exc
+        raise Invalid(f"artifact {digest} is not a tarball: {exc}") from exc
     except tarballs.ScanLimit as exc:
-        raise DeployRefused(
-            422,
+        raise Invalid(
             f"artifact {digest}: {exc}: a service artifact keeps its {PIPELINE_FILE} at its "
             "root, near the start (as `artifacts: paths` packs it)",
         ) from exc
     if found is None or not found[0].isfile():
-        raise DeployRefused(
-            422,
+        raise Invalid(
             f"artifact {digest} has no {PIPELINE_FILE} at its root: a service "
             "artifact is a tarball of the service's files and its conveyor.yml",
         )
     member, raw = found
     if member.size > MAX_FILE_BYTES:
-        raise DeployRefused(422, f"{name}: larger than {MAX_FILE_BYTES} bytes")
+        raise Invalid(f"{name}: larger than {MAX_FILE_BYTES} bytes")
     try:
         spec = parse_pipeline(raw, name).spec
     except PipelineInvalid as exc:
-        raise DeployRefused(422, str(exc)) from exc
+        raise Invalid(str(exc)) from exc
     if spec.runtime is None:
-        raise DeployRefused(
-            422,
+        raise Invalid(
             f"{name}:1:1: no `runtime` section: it says how to start the service "
             "(command with $PORT, replicas, health path, drain)",
         )
@@ -166,8 +156,7 @@ def with_templates(strategy: dict[str, Any], spec: ArtifactSpec) -> dict[str, An
     names = named_templates(strategy)
     missing = [n for n in names if n not in spec.templates]
     if missing:
-        raise DeployRefused(
-            422,
+        raise Invalid(
             f"the strategy names analysis template(s) {', '.join(map(repr, missing))}, which "
             f"the artifact's {PIPELINE_FILE} does not define in `analysis.templates`",
         )
@@ -202,21 +191,20 @@ def parse_steps(text: str) -> list[dict[str, Any]]:
     for index, raw in enumerate(p.strip() for p in text.split(",")):
         found = STEP.match(raw)
         if found is None:
-            raise DeployRefused(
-                422,
+            raise Invalid(
                 f"--steps item {index + 1} {raw!r}: expected a weight (0-100), "
                 "`pause`, `pause=30s` or `analysis`",
             )
         if found["weight"] is not None:
             weight = float(found["weight"])
             if weight > 100:
-                raise DeployRefused(422, f"--steps item {index + 1}: a weight is at most 100")
+                raise Invalid(f"--steps item {index + 1}: a weight is at most 100")
             steps.append({"weight": weight})
         elif raw.startswith("pause"):
             try:
                 seconds = parse_duration(found["pause"]) if found["pause"] else None
             except ValueError as exc:
-                raise DeployRefused(422, f"--steps item {index + 1}: {exc}") from exc
+                raise Invalid(f"--steps item {index + 1}: {exc}") from exc
             steps.append({"pause": seconds})
         else:
             steps.append({"analysis": {}})
@@ -239,7 +227,7 @@ def choose_strategy(
         parsed = parse_steps(steps) if steps else list(DEFAULT_CANARY_STEPS)
         return {"kind": "canary", "steps": parsed}
     if steps is not None:
-        raise DeployRefused(422, "--steps goes with the canary strategy")
+        raise Invalid("--steps goes with the canary strategy")
     return ({k: v for k, v in named.items() if named.get("kind") == kind}) | {"kind": kind}
 
 
@@ -256,7 +244,7 @@ async def environment(
 async def find_environment(session: Session, project: Project, name: str) -> Environment:
     found = await deployments.environment(session, project.id, name)
     if found is None:
-        raise DeployRefused(404, f"no environment {name!r} (it is created at its first deploy)")
+        raise NotFound(f"no environment {name!r} (it is created at its first deploy)")
     return found
 
 
@@ -287,7 +275,7 @@ async def deploy(
     job_id: uuid.UUID | None = None,
     emergency: str | None = None,
 ) -> Deployment:
-    """Queue a deployment of `artifact`. Refused (409) for a pinned revision, or for an
+    """Queue a deployment of `artifact`. Conflict for a pinned revision, or for an
     artifact built before the one deployed or queued (use rollback for that).
     `committed_at`: its commit's time; `fix`: it fixes the revision before it (DORA).
     `decision`: what the environment's rules decided (policy.gates), kept on it for its
@@ -297,8 +285,7 @@ async def deploy(
     await deployments.lock(session, env.id)
     pin = await deployments.pin_of(session, env.id, artifact.digest)
     if pin is not None:
-        raise DeployRefused(
-            409,
+        raise Conflict(
             f"{artifact.digest} is pinned as bad in {env.name} ({pin.reason}); clear the "
             "pin first (`conveyor unpin`)",
         )
@@ -396,12 +383,9 @@ async def _check_order(session: Session, env: Environment, artifact: Artifact) -
     if newest is None:
         return
     if artifact.id == newest.artifact_id:
-        raise DeployRefused(
-            409, f"{artifact.digest} is already revision {newest.number} of {env.name}"
-        )
+        raise Conflict(f"{artifact.digest} is already revision {newest.number} of {env.name}")
     if artifact.id < newest.artifact_id:
-        raise DeployRefused(
-            409,
+        raise Conflict(
             f"{artifact.digest} was built before revision {newest.number} "
             f"({newest.digest[:19]}…); an environment moves back only by `conveyor rollback`",
         )
@@ -440,11 +424,11 @@ async def _command(session: Session, env: Environment, what: Control, who: str) 
                 requested_by=who or None,
             )
             return pending
-        raise DeployRefused(409, f"no deployment is in progress in {env.name}")
+        raise Conflict(f"no deployment is in progress in {env.name}")
     request = CONTROL_REQUESTS.get(what)
     if request is not None:
         if current.request == DriverRequest.ABORT.value and request is not DriverRequest.ABORT:
-            raise DeployRefused(409, f"revision {current.number} is being aborted")
+            raise Conflict(f"revision {current.number} is being aborted")
         values: dict[str, Any] = {"request": request.value, "requested_by": who or None}
         if request is not DriverRequest.ABORT:
             values["paused_by_user"] = False
@@ -453,7 +437,7 @@ async def _command(session: Session, env: Environment, what: Control, who: str) 
         await _pause(session, current, who)
     else:
         if not current.paused_by_user:
-            raise DeployRefused(409, f"revision {current.number} was not paused by `pause`")
+            raise Conflict(f"revision {current.number} was not paused by `pause`")
         await _resume(session, current, who)
     return current
 
@@ -495,7 +479,7 @@ async def rollback(
     traffic switch; an older one by a rolling deploy of its stored artifact."""
     await deployments.lock(session, env.id)
     if env.revision == 0:
-        raise DeployRefused(409, f"{env.name} has no deployed revision to roll back from")
+        raise Conflict(f"{env.name} has no deployed revision to roll back from")
     target = await _rollback_target(session, env, to)
     for row in await deployments.unfinished(session, env.id):
         if row.phase == Phase.PENDING.value:
@@ -593,13 +577,13 @@ async def _rollback_target(session: Session, env: Environment, to: int | None) -
     if to is not None:
         found = await deployments.numbered(session, env.id, to)
         if found is None:
-            raise DeployRefused(404, f"{env.name} has no revision {to}")
+            raise NotFound(f"{env.name} has no revision {to}")
         if found.digest == env.digest:
-            raise DeployRefused(409, f"revision {to} is what {env.name} runs now")
+            raise Conflict(f"revision {to} is what {env.name} runs now")
         return found
     found = await deployments.last_good_before(session, env)
     if found is None:
-        raise DeployRefused(409, f"{env.name} has no earlier successful revision")
+        raise Conflict(f"{env.name} has no earlier successful revision")
     return found
 
 
@@ -608,6 +592,6 @@ async def unpin(session: Session, env: Environment, digest: str, who: str) -> in
     await deployments.lock(session, env.id)
     cleared = await deployments.clear_pins(session, env.id, digest, who)
     if not cleared:
-        raise DeployRefused(404, f"{digest} is not pinned in {env.name}")
+        raise NotFound(f"{digest} is not pinned in {env.name}")
     await audited(session, env, who, Action.UNPIN, None, {"digest": digest})
     return cleared

@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from conveyor.domain.deploy import PauseReason as Hold
+from conveyor.domain.errors import Conflict, Invalid
 from conveyor.domain.freeze import Window, frozen
 from conveyor.domain.roles import Role
 
@@ -32,7 +33,7 @@ class OnTimeout(StrEnum):
     APPROVE = "approve"
 
 
-class RuleError(ValueError):
+class RuleError(Invalid, ValueError):
     """A protection rule that cannot be: names the field."""
 
 
@@ -148,8 +149,8 @@ def merged(declared: Mapping[str, Any], server: Mapping[str, Any]) -> Rules:
     return Rules(**values)  # type: ignore[arg-type]
 
 
-class Refused(Exception):
-    """The rules refuse the deployment outright (409)."""
+class Refused(Conflict):
+    """The rules refuse the deployment outright."""
 
 
 @dataclass(frozen=True)

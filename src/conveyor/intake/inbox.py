@@ -14,24 +14,22 @@ import asyncio
 import base64
 import json
 import logging
-import re
 import secrets
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from conveyor.domain.delivery import DeliveryState
+from conveyor.domain.errors import Malformed, NotFound, Refused, Unauthenticated
 from conveyor.ids import new_id
 from conveyor.intake.providers import PROVIDERS
 from conveyor.intake.providers.base import Change, Look, PayloadError
+from conveyor.intake.runs import NoPipeline, Runs
 from conveyor.observability import metrics, tracing
 from conveyor.observability.logs import bound
-from conveyor.pipeline.errors import PipelineInvalid
-from conveyor.pipeline.loader import LoadedPipeline, parse_pipeline
 from conveyor.pipeline.plan import Plan, compile_plan
 from conveyor.pipeline.triggers import Event, EventKind
 from conveyor.scheduler.service import RunStart, Scheduler
@@ -50,8 +48,6 @@ MAX_ATTEMPTS = 8
 TARGET_TTL_S = 1.0
 YIELD_STEP_S = 0.005
 YIELD_MAX_S = 0.25
-PIPELINE_CACHE = 512
-FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 HOOK_SECRET = "webhook-secret"
 KEPT_HEADERS = (
     "x-github-event",
@@ -63,16 +59,6 @@ KEPT_HEADERS = (
     "x-conveyor-event",
 )
 """The headers translation needs; the rest of a delivery's headers are not stored."""
-
-
-class IntakeError(Exception):
-    """A delivery refused before it was stored: HTTP status, code, message."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -95,7 +81,7 @@ def _parse_json(body: bytes) -> Any:
     try:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise IntakeError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+        raise Malformed(f"the body is not valid JSON: {exc}", code="invalid_json") from exc
 
 
 @dataclass(frozen=True)
@@ -203,24 +189,23 @@ class Intake:
         self.writer = DeliveryWriter(self.db)
         self._receiving = 0
         self._targets: dict[tuple[str, str], HookTarget] = {}
-        self._pipelines: OrderedDict[tuple[str, str], LoadedPipeline | str] = OrderedDict()
-        self._known: OrderedDict[tuple[str, str], None] = OrderedDict()
-        """Full shas known to be in their mirror (commits never leave a mirror we read)."""
+        self.runs = Runs(scheduler, mirror)
+        """Starting runs (intake/runs.py), with the parse cache every start shares."""
 
     # -- receiving ------------------------------------------------------------------------
 
     async def receive(
         self, provider_name: str, team: str, project: str, headers: Mapping[str, str], body: bytes
     ) -> Receipt:
-        """Verify, store, acknowledge. Raises IntakeError for a refused delivery."""
+        """Verify, store, acknowledge. Refused (domain.errors) for a refused delivery."""
         self._receiving += 1
         outcome = "refused"
         try:
             receipt = await self._receive(provider_name, team, project, headers, body)
             outcome = str(receipt.body.get("status", "accepted"))
             return receipt
-        except IntakeError as exc:
-            outcome = "unavailable" if exc.status == 503 else "refused"
+        except Refused:
+            outcome = "refused"
             raise
         finally:
             self._receiving -= 1
@@ -234,13 +219,11 @@ class Intake:
         provider = PROVIDERS.get(provider_name)
         if provider is None:
             known = ", ".join(sorted(PROVIDERS))
-            raise IntakeError(
-                404, "unknown_provider", f"no provider {provider_name!r}; use {known}"
-            )
+            raise NotFound(f"no provider {provider_name!r}; use {known}", code="unknown_provider")
         target = await self._target(team, project)
         if not provider.verify(target.secrets(utcnow()), headers, body):
-            raise IntakeError(
-                401, "bad_signature", f"the {provider.name} signature or token does not verify"
+            raise Unauthenticated(
+                f"the {provider.name} signature or token does not verify", code="bad_signature"
             )
         payload = _parse_json(body)
         look = provider.first_look(headers, payload)
@@ -285,7 +268,7 @@ class Intake:
             row = await projects.by_name(session, team, name)
         if row is None:
             self._targets.pop((team, name), None)
-            raise IntakeError(404, "not_found", f"no project {team}/{name}")
+            raise NotFound(f"no project {team}/{name}")
         target = HookTarget.of(self.box, row)
         self._targets[team, name] = target
         return target
@@ -401,7 +384,7 @@ class Intake:
             # Not durable: a run lost in a database crash is started again from the
             # stored delivery, whose "done" commits later (and so makes this one durable
             # first).
-            created = await self.scheduler.start_runs(starts, durable=False)
+            created = await self.runs.start(starts, durable=False)
         except Exception as exc:
             if len(prepared) == 1:
                 log.exception("delivery %s", prepared[0].delivery)
@@ -414,53 +397,16 @@ class Intake:
             created = created[mine:]
         return outcomes
 
-    async def pipeline(self, project: Project, mirror: GitMirror, sha: str) -> LoadedPipeline | str:
-        """The pipeline at a commit, or why there is none. Parsed once per (file content,
-        path): the many commits that leave conveyor.yml unchanged share one parse."""
-        try:
-            blob, text = await mirror.blob(sha, project.config_path)
-        except GitError:
-            return f"no {project.config_path} in this commit"
-        key = (blob, project.config_path)
-        if key in self._pipelines:
-            self._pipelines.move_to_end(key)
-            return self._pipelines[key]
-        found: LoadedPipeline | str
-        try:
-            found = parse_pipeline(text, project.config_path)
-        except PipelineInvalid as exc:
-            shown = "; ".join(str(e) for e in exc.errors[:5])
-            found = f"the pipeline is invalid: {shown}"
-        self._pipelines[key] = found
-        if len(self._pipelines) > PIPELINE_CACHE:
-            self._pipelines.popitem(last=False)
-        return found
-
-    async def commit(self, mirror: GitMirror, sha: str) -> str | None:
-        """The full sha of a commit, fetching the mirror when it does not have it yet."""
-        if FULL_SHA.fullmatch(sha) and (mirror.url, sha) in self._known:
-            return sha
-        if not await mirror.has(sha):
-            await mirror.fetch()
-        try:
-            full = await mirror.resolve(sha)
-        except GitError:
-            return None
-        self._known[mirror.url, full] = None
-        if len(self._known) > PIPELINE_CACHE:
-            self._known.popitem(last=False)
-        return full
-
     async def _plan(self, project: Project, change: Change) -> str | Planned:
         """The run one change would start, or why it starts none."""
         mirror = self.mirror(project.repo_url)
         where = f"{change.ref}@{change.sha[:12]}"
-        sha = await self.commit(mirror, change.sha)
+        sha = await self.runs.commit(mirror, change.sha)
         if sha is None:
             return f"{where}: commit not found in {project.repo_url}"
-        loaded = await self.pipeline(project, mirror, sha)
-        if isinstance(loaded, str):
-            return f"{where}: {loaded}"
+        loaded = await self.runs.pipeline(project, mirror, sha)
+        if isinstance(loaded, NoPipeline):
+            return f"{where}: {loaded.reason}"
         changed, how = await self._changed(mirror, change, sha)
         message = change.message
         if not message and change.kind is EventKind.PUSH:

@@ -24,9 +24,11 @@ from datetime import datetime, timedelta
 from croniter import croniter
 
 from conveyor.intake.inbox import Intake
+from conveyor.intake.runs import NoPipeline
 from conveyor.pipeline.plan import compile_plan
 from conveyor.pipeline.schema import ScheduleEntry
 from conveyor.pipeline.triggers import Event, EventKind
+from conveyor.scheduler.service import RunStart
 from conveyor.storage import projects, schedules
 from conveyor.storage.tables import Project, as_utc, utcnow
 from conveyor.vcs import GitError, GitMirror
@@ -122,12 +124,15 @@ class Schedules:
         default = await mirror.default_branch()
         if default is None:
             return []
-        head = await self.intake.commit(mirror, await mirror.resolve(f"refs/heads/{default}"))
+        runs = self.intake.runs
+        head = await runs.commit(mirror, await mirror.resolve(f"refs/heads/{default}"))
         if head is None:
             return []
-        loaded = await self.intake.pipeline(project, mirror, head)
-        self._scheduled[project.id] = not isinstance(loaded, str) and bool(loaded.spec.on.schedule)
-        if isinstance(loaded, str) or not loaded.spec.on.schedule:
+        loaded = await runs.pipeline(project, mirror, head)
+        self._scheduled[project.id] = not isinstance(loaded, NoPipeline) and bool(
+            loaded.spec.on.schedule
+        )
+        if isinstance(loaded, NoPipeline) or not loaded.spec.on.schedule:
             return []
         fired: list[Fired] = []
         for entry in loaded.spec.on.schedule:
@@ -153,10 +158,10 @@ class Schedules:
             sha = await mirror.resolve(f"refs/heads/{branch}")
         except GitError:
             return f"no branch {branch}"
-        loaded = await self.intake.pipeline(project, mirror, sha)
+        loaded = await self.intake.runs.pipeline(project, mirror, sha)
         run_id = None
-        if isinstance(loaded, str):
-            outcome = loaded
+        if isinstance(loaded, NoPipeline):
+            outcome = loaded.reason
         else:
             event = Event(
                 kind=EventKind.SCHEDULE,
@@ -167,11 +172,8 @@ class Schedules:
             )
             plan = compile_plan(loaded.spec, event)
             if plan.triggered:
-                created = await self.intake.scheduler.start_run(
-                    project,
-                    plan,
-                    pipeline=f"{project.config_path}#schedule:{key}@{slot.isoformat()}",
-                )
+                named = f"{project.config_path}#schedule:{key}@{slot.isoformat()}"
+                (created,) = await self.intake.runs.start([RunStart(project, plan, named)])
                 run_id = created.run_id
                 outcome = f"run {run_id}" + ("" if created.created else " (fired elsewhere)")
             else:

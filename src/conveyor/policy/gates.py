@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from conveyor.domain import policy, risk
+from conveyor.domain.errors import Conflict, Forbidden
 from conveyor.domain.freeze import Window, frozen, hours_until
 from conveyor.domain.policy import Decision, Rules
 from conveyor.domain.roles import Role
@@ -26,24 +27,13 @@ from conveyor.vcs import GitMirror
 BRANCH_PREFIX = "refs/heads/"
 
 
-class PolicyRefused(Exception):
-    """The rules refuse the request; `status` is its HTTP answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 async def rules_for(
     session: Session, project: Project, environment: str, declared: dict[str, Any]
 ) -> Rules:
     """The rules in force: the artifact's conveyor.yml `environments.<name>`, with the
     server's settings winning field by field."""
     stored = await rows.protection(session, project.id, environment)
-    try:
-        return policy.merged(declared, stored.rules if stored is not None else {})
-    except policy.RuleError as exc:
-        raise PolicyRefused(422, str(exc)) from exc
+    return policy.merged(declared, stored.rules if stored is not None else {})
 
 
 def target_of(project: Project, environment: str, env: Environment | None) -> Environment:
@@ -109,14 +99,14 @@ class Asked:
 async def decide(
     session: Session, mirror: GitMirror | None, asked: Asked, at: datetime
 ) -> Decision:
-    """What the rules decide for a deploy: PolicyRefused (409) for a branch they do not
-    allow or a refusing freeze window in force, (403) for an emergency by a role below
-    the environment's `emergency_role`; else the approvals it needs and why."""
+    """What the rules decide for a deploy: Conflict for a branch they do not allow
+    or a refusing freeze window in force (policy.Refused), Forbidden for an emergency by
+    a role below the environment's `emergency_role`; RuleError (Invalid) for rules that
+    cannot be; else the approvals it needs and why."""
     rules = await rules_for(session, asked.project, asked.environment, asked.declared)
     env = target_of(asked.project, asked.environment, asked.env)
     if asked.emergency is not None and asked.role < rules.emergency_role:
-        raise PolicyRefused(
-            403,
+        raise Forbidden(
             f"an emergency deploy to {asked.environment} needs the "
             f"{rules.emergency_role.label} role (emergency_role)",
         )
@@ -140,29 +130,25 @@ async def decide(
             at=at,
         )
         score = scored.score
-    try:
-        return policy.decide(
-            rules,
-            asked.environment,
-            branch=branch,
-            risk=score,
-            emergency=asked.emergency is not None,
-            branch_allowed=glob_matches,
-        )
-    except policy.Refused as exc:
-        raise PolicyRefused(409, str(exc)) from exc
+    return policy.decide(
+        rules,
+        asked.environment,
+        branch=branch,
+        risk=score,
+        emergency=asked.emergency is not None,
+        branch_allowed=glob_matches,
+    )
 
 
 async def refuse_if_frozen(session: Session, env: Environment, at: datetime) -> None:
-    """409 when a freeze window that refuses deploys is in force over the environment."""
+    """Conflict when a freeze window that refuses deploys is in force over the environment."""
     refusing = [w for w in await rows.windows_over(session, env) if w.action == "refuse"]
     windows = windows_of(refusing)
     held = frozen(windows, at)
     if held is not None:
         row = refusing[windows.index(held[0])]
         why = f" ({row.reason})" if row.reason else ""
-        raise PolicyRefused(
-            409,
+        raise Conflict(
             f"{env.name} is frozen until {held[1].isoformat()}{why}: deploys are refused "
             "(an emergency deploy passes: `--emergency --reason`)",
         )

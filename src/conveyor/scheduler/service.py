@@ -18,6 +18,7 @@ from typing import Any
 
 from conveyor.domain import fair_share
 from conveyor.domain.failure import FailureClass
+from conveyor.domain.principal import RunnerIdentity
 from conveyor.domain.retry import retry_due
 from conveyor.domain.status import JobStatus
 from conveyor.observability import metrics, tracing
@@ -34,7 +35,7 @@ from conveyor.storage.jobs import Ended, TransitionRejected, move_job, sources_o
 from conveyor.storage.logs import append_chunk, log_end
 from conveyor.storage.runs import CreatedRun, create_run, release_dedupe_key
 from conveyor.storage.secrets import SecretBox
-from conveyor.storage.tables import Job, Project, Run, RunnerRow, as_utc, utcnow
+from conveyor.storage.tables import Job, Project, Run, as_utc, utcnow
 
 LEASE_S = 15.0
 NOTIFY_CHANNEL = "conveyor_jobs"
@@ -81,7 +82,7 @@ async def _count_end(
         metrics.jobs_finished.labels(team, status.value).inc()
 
 
-def _kind(runner: RunnerRow) -> tuple[uuid.UUID | None, tuple[str, ...]]:
+def _kind(runner: RunnerIdentity) -> tuple[uuid.UUID | None, tuple[str, ...]]:
     """What decides which jobs a runner may take: its team and its labels."""
     return runner.team_id, tuple(sorted(runner.labels or ()))
 
@@ -292,17 +293,17 @@ class Scheduler:
 
     # -- the runner protocol -----------------------------------------------------------
 
-    async def wait(self, runner: RunnerRow, timeout: float) -> None:
+    async def wait(self, runner: RunnerIdentity, timeout: float) -> None:
         """Until a job is announced (see Wakeup), or `timeout` seconds."""
         await self.wakeup.wait(timeout, _kind(runner))
 
-    def may_have_work(self, runner: RunnerRow) -> bool:
+    def may_have_work(self, runner: RunnerIdentity) -> bool:
         """False when the last claim for this kind of runner found nothing and no job has
         been announced since: a runner's request right after its finish then waits for an
         announcement instead of asking the database for what it did not have."""
         return not self.hints or self._empty.get(_kind(runner)) != self.wakeup.generation
 
-    async def claim(self, runner: RunnerRow) -> Assignment | None:
+    async def claim(self, runner: RunnerIdentity) -> Assignment | None:
         """Lease the next job to a runner, or None when nothing is pending for it.
 
         Fair share (domain.fair_share): among the teams with pending jobs and room under
@@ -325,7 +326,7 @@ class Scheduler:
             return await self._assignment(session, job.id)
 
     async def _lease_next(
-        self, session: Session, runner: RunnerRow, *, postgres: bool
+        self, session: Session, runner: RunnerIdentity, *, postgres: bool
     ) -> queue.Candidate | None:
         """The first candidate, team by team in fair order, that the guarded UPDATE
         leases to the runner."""

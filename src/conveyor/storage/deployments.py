@@ -15,6 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from conveyor.domain.deploy import InstanceState, Phase, QueuePolicy, phase_sources
+from conveyor.domain.errors import Conflict
 from conveyor.domain.events import DEPLOYMENT_STARTED
 from conveyor.storage import events
 from conveyor.storage.database import Session
@@ -33,7 +34,7 @@ from conveyor.storage.tables import (
 )
 
 
-class PhaseChangeRejected(Exception):
+class PhaseChangeRejected(Conflict):
     """The deployment was not in a phase that allows the change."""
 
 

@@ -17,11 +17,12 @@ from typing import Any
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from conveyor.domain.errors import Conflict
 from conveyor.domain.status import JOB_TRANSITIONS, JobStatus
 from conveyor.storage.tables import Job, JobAttempt, Project, Run, Secret, Team, utcnow
 
 
-class TransitionRejected(Exception):
+class TransitionRejected(Conflict):
     """The job was not in a state (or at the fence) that allows the move."""
 
     def __init__(self, job_id: uuid.UUID, target: JobStatus, current: str | None) -> None:

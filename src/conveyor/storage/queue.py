@@ -27,10 +27,11 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import aliased
 
 from conveyor.domain.fair_share import TeamQueue
+from conveyor.domain.principal import RunnerIdentity
 from conveyor.domain.status import JobStatus
 from conveyor.storage.database import Session
 from conveyor.storage.jobs import try_move
-from conveyor.storage.tables import Job, RunnerRow, Team
+from conveyor.storage.tables import Job, Team
 
 SCAN = 8
 """How many of a team's oldest eligible jobs a claim reads on SQLite, where nothing is
@@ -44,7 +45,7 @@ def _pending(team_id: uuid.UUID | None) -> list[ColumnElement[bool]]:
     return where
 
 
-async def pending_teams(session: Session, runner: RunnerRow) -> list[TeamQueue]:
+async def pending_teams(session: Session, runner: RunnerIdentity) -> list[TeamQueue]:
     """The teams with pending jobs this runner may take, with each one's oldest queued
     time and quota, in one aggregate over the (status, team, queued_at) index."""
     found = await session.execute(
@@ -139,7 +140,7 @@ def _candidates_query(
 
 
 async def candidates(
-    session: Session, runner: RunnerRow, team_id: uuid.UUID, *, postgres: bool
+    session: Session, runner: RunnerIdentity, team_id: uuid.UUID, *, postgres: bool
 ) -> list[Candidate]:
     """The team's oldest pending jobs whose group is free and whose labels the runner
     has, tested in SQL on both databases (a job with labels no runner of the team has
@@ -157,7 +158,7 @@ async def candidates(
 async def lease(
     session: Session,
     job: Candidate,
-    runner: RunnerRow,
+    runner: RunnerIdentity,
     *,
     lease_s: float,
     now: datetime,

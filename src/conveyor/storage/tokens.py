@@ -7,8 +7,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
+from conveyor.domain.principal import RunnerIdentity
 from conveyor.domain.status import JobStatus
 from conveyor.storage.database import Session
 from conveyor.storage.tables import ApiToken, Job, RunnerRow, RunnerToken, Team, as_utc
@@ -24,16 +25,27 @@ async def api_token(session: Session, digest: str) -> ApiToken | None:
     return found
 
 
-async def runner(session: Session, digest: str) -> RunnerRow | None:
-    found: RunnerRow | None = await session.scalar(
-        select(RunnerRow).where(RunnerRow.token_hash == digest)
+def _identity(row: RunnerRow) -> RunnerIdentity:
+    return RunnerIdentity(
+        id=row.id,
+        team_id=row.team_id,
+        name=row.name,
+        labels=tuple(str(label) for label in row.labels or ()),
+        last_seen_at=row.last_seen_at,
     )
-    return found
 
 
-def seen(runner_row: RunnerRow, at: datetime) -> None:
-    """The runner was seen at `at` (written when its session commits)."""
-    runner_row.last_seen_at = at
+async def runner(session: Session, digest: str) -> RunnerIdentity | None:
+    """The runner whose token has this sha256."""
+    found = await session.scalar(select(RunnerRow).where(RunnerRow.token_hash == digest))
+    return _identity(found) if found is not None else None
+
+
+async def seen(session: Session, runner_id: uuid.UUID, at: datetime) -> None:
+    """The runner was seen at `at`."""
+    await session.execute(
+        update(RunnerRow).where(RunnerRow.id == runner_id).values(last_seen_at=at)
+    )
 
 
 def add_api_token(
@@ -59,12 +71,12 @@ async def registration(session: Session, digest: str) -> RunnerToken | None:
 
 async def add_runner(
     session: Session, grant: RunnerToken, name: str, labels: list[str], digest: str
-) -> RunnerRow:
+) -> RunnerIdentity:
     """A runner registered with `grant`, in the grant's team (or shared)."""
     row = RunnerRow(team_id=grant.team_id, name=name, labels=labels, token_hash=digest)
     session.add(row)
     await session.flush()
-    return row
+    return _identity(row)
 
 
 async def take_bootstrap_turn(session: Session) -> None:

@@ -25,31 +25,25 @@ from fastapi.responses import (
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
-from conveyor.api.auth import Principal
-from conveyor.api.errors import ApiError
-from conveyor.api.routes import analysis as analysis_routes
-from conveyor.api.routes import artifacts as artifact_routes
-from conveyor.api.routes import audit as audit_routes
-from conveyor.api.routes import deployments as deploy_routes
-from conveyor.api.routes import dora as dora_routes
-from conveyor.api.routes import policy as policy_routes
-from conveyor.api.routes import projects as project_routes
-from conveyor.api.routes import runs as run_routes
-from conveyor.api.routes import teams as team_routes
-from conveyor.api.schemas import (
-    DIGEST,
-    AnalysisRunOut,
-    DecideIn,
-    JudgementOut,
-    RollbackIn,
-    RunFilter,
-)
+from conveyor.api.errors import ApiError, answer_of
 from conveyor.api.state import Coordinator, State, principal_of
-from conveyor.deploy.requests import DeployRefused, find_environment
+from conveyor.deploy.artifacts import listing as artifact_listing
+from conveyor.deploy.dora import team_figures
+from conveyor.deploy.requests import find_environment
 from conveyor.domain.deploy import Control
+from conveyor.domain.errors import Refused
+from conveyor.domain.principal import Principal
 from conveyor.domain.roles import Role
 from conveyor.domain.status import JobStatus
-from conveyor.policy.gates import PolicyRefused
+from conveyor.policy import audit
+from conveyor.policy.access import project_named
+from conveyor.protocol.api import (
+    DIGEST,
+    AnalysisRunOut,
+    JudgementOut,
+    RunFilter,
+)
+from conveyor.scheduler import runners
 from conveyor.storage import deployments, environments, projects
 from conveyor.storage import jobs as job_rows
 from conveyor.storage.logs import read_log
@@ -71,14 +65,16 @@ PAGE = 50
 """Rows of a listing page."""
 
 
-REFUSALS = (ApiError, DeployRefused, PolicyRefused)
-"""What the API's handlers refuse with: each carries its HTTP status."""
+REFUSALS = (ApiError, Refused)
+"""What the services (domain.errors) and the API's checks refuse with."""
 
 
-def _refusal(exc: ApiError | DeployRefused | PolicyRefused, back: str) -> dict[str, Any]:
-    """An error page's context: the refusal's message and status, and where to go back."""
-    message = str(exc.detail) if isinstance(exc, ApiError) else str(exc)
-    return {"message": message, "status": exc.status, "back": back}
+def _refusal(exc: ApiError | Refused, back: str) -> dict[str, Any]:
+    """An error page's context: the refusal's message and status (as the API answers
+    it), and where to go back."""
+    if isinstance(exc, ApiError):
+        return {"message": str(exc.detail), "status": exc.status, "back": back}
+    return {"message": str(exc), "status": answer_of(exc)[0], "back": back}
 
 
 class Page(APIRoute):
@@ -95,8 +91,9 @@ class Page(APIRoute):
             except LoginRequired:
                 return RedirectResponse("/login", status_code=303)
             except REFUSALS as exc:
+                page = _refusal(exc, "/")
                 return templates.TemplateResponse(
-                    request, "error.html", _refusal(exc, "/"), status_code=exc.status
+                    request, "error.html", page, status_code=page["status"]
                 )
 
         return handler
@@ -157,8 +154,9 @@ async def _act(
     try:
         await action(who)
     except REFUSALS as exc:
-        response = _page(request, "error.html", who, login, **_refusal(exc, back))
-        response.status_code = exc.status
+        page = _refusal(exc, back)
+        response = _page(request, "error.html", who, login, **page)
+        response.status_code = page["status"]
         return response
     return RedirectResponse(back, status_code=303)
 
@@ -234,16 +232,16 @@ async def overview(
     services = []
     for project, team in rows:
         last = RunFilter(ref="main", limit=1)
-        latest = await project_routes.list_project_runs(team.name, project.name, state, who, last)
-        envs = await deploy_routes.list_environments(team.name, project.name, state, who)
+        latest = await state.runs.page(who, last, (team.name, project.name))
+        envs = await state.deploys.environments(who, team.name, project.name)
         run = next(iter(latest.items), None)
         services.append({"project": project, "team": team, "run": run, "envs": envs})
     teams = sorted({team.name for _, team in rows})
     dora = {}
     for name in teams:
         try:
-            dora[name] = await dora_routes.team_dora(name, state, who, "30d")
-        except ApiError:  # a viewer of another team's project cannot see its team's figures
+            dora[name] = await team_figures(state.db, who, name, "30d")
+        except Refused:  # a viewer of another team's project cannot see its team's figures
             continue
     return _page(
         request,
@@ -281,7 +279,7 @@ async def project_list(
 async def runner_list(request: Request, state: State) -> HTMLResponse:
     """The runners: the team's and the shared ones (the admin: every one)."""
     who, login = await _who(request, state)
-    rows = await team_routes.list_runners(state, who)
+    rows = await runners.listing(state.db, who)
     return _page(request, "runners.html", who, login, rows=rows)
 
 
@@ -298,9 +296,9 @@ async def audit_log(
         teams = [t.name for t in await projects.teams(db, only=who.team_id, every=who.is_admin)]
     chosen = team or (None if who.is_admin else next(iter(teams), None))
     if chosen is None:
-        found = await audit_routes.company_audit(state, who, after, PAGE)
+        found = await audit.company_page(state.db, who, after, PAGE)
     else:
-        found = await audit_routes.team_audit(chosen, state, who, after, PAGE)
+        found = await audit.team_page(state.db, who, chosen, after, PAGE)
     context = {"found": found, "teams": teams, "team": chosen, "after": after}
     return _page(request, "audit.html", who, login, **context)
 
@@ -324,7 +322,7 @@ async def project_runs(
     filters = RunFilter(
         status=status or None, ref=ref or None, event=event or None, cursor=cursor, limit=50
     )
-    page = await project_routes.list_project_runs(team, project, state, who, filters)
+    page = await state.runs.page(who, filters, (team, project))
     return _page(
         request,
         "runs.html",
@@ -343,7 +341,7 @@ async def project_environments(
 ) -> HTMLResponse:
     """The project's environments: what runs in each, its phase and split."""
     who, login = await _who(request, state)
-    envs = await deploy_routes.list_environments(team, project, state, who)
+    envs = await state.deploys.environments(who, team, project)
     return _page(request, "environments.html", who, login, team=team, project=project, envs=envs)
 
 
@@ -353,7 +351,7 @@ async def project_artifacts(
 ) -> HTMLResponse:
     """The project's artifacts, newest first, with their provenance."""
     who, login = await _who(request, state)
-    rows = await artifact_routes.list_artifacts(team, project, state, who, 200)
+    rows = await artifact_listing(state.db, who, team, project, 200)
     return _page(request, "artifacts.html", who, login, team=team, project=project, rows=rows)
 
 
@@ -373,7 +371,7 @@ async def run_graph(request: Request, run_id: uuid.UUID, state: State) -> HTMLRe
 
 
 async def _run_context(state: Coordinator, who: Principal, run_id: uuid.UUID) -> dict[str, Any]:
-    run = await run_routes.get_run(run_id, state, who)
+    run = await state.runs.run(who, run_id)
     async with state.db.transaction() as db:
         states = await job_rows.run_jobs(db, run_id)
         deployed = await deployments.of_jobs(db, [j.id for j in run.jobs])
@@ -401,8 +399,7 @@ async def retry(request: Request, run_id: uuid.UUID, state: State) -> Response:
     made: dict[str, Any] = {}
 
     async def act(who: Principal) -> None:
-        new = await project_routes.retry_run(run_id, state, who, None)
-        made["id"] = getattr(new, "id", run_id)
+        made["id"] = (await state.runs.retry(who, run_id)).id
 
     response = await _act(request, state, act, f"/runs/{run_id}")
     if isinstance(response, RedirectResponse) and "id" in made:
@@ -412,15 +409,13 @@ async def retry(request: Request, run_id: uuid.UUID, state: State) -> Response:
 
 @router.post("/runs/{run_id}/cancel")
 async def cancel(request: Request, run_id: uuid.UUID, state: State) -> Response:
-    return await _act(
-        request, state, lambda who: run_routes.cancel_run(run_id, state, who), f"/runs/{run_id}"
-    )
+    return await _act(request, state, lambda who: state.runs.cancel(who, run_id), f"/runs/{run_id}")
 
 
 @router.post("/jobs/{job_id}/play")
 async def play(request: Request, job_id: uuid.UUID, state: State) -> Response:
     back = request.headers.get("referer") or "/"
-    return await _act(request, state, lambda who: run_routes.play_job(job_id, state, who), back)
+    return await _act(request, state, lambda who: state.runs.play(who, job_id), back)
 
 
 # -- logs --------------------------------------------------------------------------------
@@ -528,11 +523,11 @@ async def environment_live(
 async def _environment_context(
     state: Coordinator, who: Principal, team: str, project: str, environment: str
 ) -> dict[str, Any]:
-    status = await deploy_routes.show_environment(team, project, environment, state, who)
+    status = await state.deploys.environment(who, team, project, environment)
     analysis, drawn = None, {}
     if status.deployment is not None:
         found = uuid.UUID(status.deployment.id)
-        analysis = await analysis_routes.show_analysis(found, state, who, CHART_EVALUATIONS)
+        analysis = await state.deploys.analysis(who, found, CHART_EVALUATIONS)
         drawn = {run.key: _charts(run) for run in analysis.runs}
     timeline = await _timeline(state, who, team, project, environment, TIMELINE, None)
     return {
@@ -582,7 +577,7 @@ async def _timeline(
     """The environment's driver actions, newest first (404 unless the token may see
     the project and the environment exists)."""
     async with state.db.transaction() as db:
-        row, _ = await project_routes.project_named(db, who, team, project, Role.VIEWER)
+        row, _ = await project_named(db, who, team, project, Role.VIEWER)
         env = await find_environment(db, row, environment)
         return await environments.actions(db, env.id, limit, before)
 
@@ -625,8 +620,7 @@ async def environment_command(
     if command == "rollback":
 
         async def roll(who: Principal) -> None:
-            body = RollbackIn()
-            await deploy_routes.rollback(team, project, environment, body, state, who, None)
+            await state.deploys.rollback(who, team, project, environment)
 
         return await _act(request, state, roll, back)
     if command not in COMMANDS:
@@ -635,7 +629,7 @@ async def environment_command(
     return await _act(
         request,
         state,
-        lambda who: deploy_routes._command(state, who, team, project, environment, what),
+        lambda who: state.deploys.control(who, team, project, environment, what),
         back,
     )
 
@@ -651,7 +645,7 @@ async def risk_view(
 ) -> HTMLResponse:
     """The risk of deploying an artifact there now, factor by factor."""
     who, login = await _who(request, state)
-    scored = await deploy_routes.show_risk(team, project, environment, state, who, artifact)
+    scored = await state.deploys.risk(who, team, project, environment, artifact)
     context = {"team": team, "project": project, "environment": environment, "risk": scored}
     return _page(request, "risk.html", who, login, **context)
 
@@ -663,7 +657,7 @@ async def risk_view(
 async def approvals(request: Request, state: State) -> HTMLResponse:
     """What waits for approval, with the risk score explained, and who may decide."""
     who, login = await _who(request, state)
-    items = await policy_routes.inbox(state, who, all_=True)
+    items = await state.deploys.inbox(who, every=True)
     return _page(request, "approvals.html", who, login, items=items)
 
 
@@ -675,10 +669,11 @@ async def decide(
         raise ApiError(404, "not_found", f"no decision {verdict!r}")
     form = await request.form()
     comment = str(form.get("comment", ""))[:2000]
-    body = DecideIn(comment=comment)
-    handler = policy_routes.approve if verdict == "approve" else policy_routes.reject
     return await _act(
-        request, state, lambda who: handler(deployment_id, body, state, who), "/approvals"
+        request,
+        state,
+        lambda who: state.deploys.decide(who, deployment_id, verdict, comment),
+        "/approvals",
     )
 
 
@@ -686,5 +681,5 @@ async def decide(
 async def deliveries(request: Request, team: str, project: str, state: State) -> HTMLResponse:
     """The project's webhook deliveries: what each one did, and why."""
     who, login = await _who(request, state)
-    rows = await project_routes.list_deliveries(team, project, state, who, 100)
+    rows = await state.runs.deliveries(who, team, project, 100)
     return _page(request, "deliveries.html", who, login, team=team, project=project, rows=rows)

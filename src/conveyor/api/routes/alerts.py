@@ -20,9 +20,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from conveyor.api.routes.projects import project_named
 from conveyor.api.state import Caller, State
 from conveyor.domain.roles import Role
+from conveyor.policy.access import project_named
 from conveyor.storage import alerts, deployments
 from conveyor.storage.alerts import Incoming
 

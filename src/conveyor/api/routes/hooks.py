@@ -9,9 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from conveyor.api.errors import ApiError
 from conveyor.api.state import State
-from conveyor.intake.inbox import IntakeError
 
 router = APIRouter(tags=["hooks"])
 
@@ -26,8 +24,5 @@ async def receive_hook(
     await state.hook_limit.check(f"{team}/{project}", f"project {team}/{project}")
     headers = {k.lower(): v for k, v in request.headers.items()}
     body = await request.body()
-    try:
-        receipt = await state.intake.receive(provider, team, project, headers, body)
-    except IntakeError as exc:
-        raise ApiError(exc.status, exc.code, exc.detail) from exc
+    receipt = await state.intake.receive(provider, team, project, headers, body)
     return JSONResponse(receipt.body, status_code=receipt.status)

@@ -11,12 +11,17 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from conveyor.api.auth import Principal
 from conveyor.api.errors import ApiError
-from conveyor.api.routes.deployments import deployment_out, rules_now
-from conveyor.api.routes.projects import project_named
-from conveyor.api.routes.teams import team_named
-from conveyor.api.schemas import (
+from conveyor.api.state import Caller, Coordinator, State
+from conveyor.deploy import approvals
+from conveyor.domain import freeze, policy
+from conveyor.domain.audit import Action
+from conveyor.domain.principal import Principal
+from conveyor.domain.roles import Role
+from conveyor.pipeline.durations import parse_duration
+from conveyor.policy.access import project_named, team_named
+from conveyor.policy.gates import window_of
+from conveyor.protocol.api import (
     ApprovalItemOut,
     DecideIn,
     DeploymentOut,
@@ -28,19 +33,10 @@ from conveyor.api.schemas import (
     StopIn,
     StopOut,
 )
-from conveyor.api.state import Caller, Coordinator, State
-from conveyor.deploy import approvals
-from conveyor.deploy.approvals import Approver
-from conveyor.deploy.records import gate_of
-from conveyor.domain import freeze, policy
-from conveyor.domain.audit import Action
-from conveyor.domain.roles import Role
-from conveyor.pipeline.durations import parse_duration
-from conveyor.policy.gates import window_of
 from conveyor.storage import audit, deployments, names
 from conveyor.storage import policy as rows
 from conveyor.storage.database import Session
-from conveyor.storage.tables import Deployment, FreezeWindow, Project, as_utc, iso, utcnow
+from conveyor.storage.tables import FreezeWindow, Project, as_utc, iso, utcnow
 
 router = APIRouter(prefix="/api/v1", tags=["policy"])
 
@@ -84,7 +80,7 @@ async def _protection(state: Coordinator, project: Project, environment: str) ->
         env = await deployments.environment(session, project.id, environment)
     server = stored.rules if stored is not None else {}
     if env is not None:
-        effective = await rules_now(state, project, env)
+        effective = await state.deploys.rules_now(project, env)
     else:
         effective = policy.merged({}, server)
     return ProtectionOut(
@@ -99,12 +95,6 @@ async def _protection(state: Coordinator, project: Project, environment: str) ->
 # -- approvals ---------------------------------------------------------------------------
 
 
-def _approver(who: Principal) -> Approver:
-    if who.runner is not None:
-        raise ApiError(403, "forbidden", "a runner does not approve deployments")
-    return Approver(subject=who.subject, display=who.display, role=who.role)
-
-
 @router.get("/approvals")
 async def inbox(
     state: State,
@@ -113,54 +103,13 @@ async def inbox(
 ) -> list[ApprovalItemOut]:
     """Deployments that wait for approvals: those the caller may decide (with `all`,
     every one it can see, with why it may not decide the others)."""
-    approver = _approver(who)
-    teams = None if who.is_admin else [who.team_id] if who.team_id else []
-    async with state.db.transaction() as session:
-        waiting = await rows.waiting(session, teams)
-        decided = await rows.approvals(session, [w.deployment.id for w in waiting])
-    out = []
-    for item in waiting:
-        mine = [a for a in decided if a.deployment_id == item.deployment.id]
-        refused = approvals.why_not(item.deployment, approver, mine)
-        if refused is not None and not all_:
-            continue
-        shown = deployment_out(item.deployment, item.environment, mine)
-        assert shown.approval is not None
-        out.append(
-            ApprovalItemOut(
-                id=str(item.deployment.id),
-                team=item.team,
-                project=item.project,
-                environment=item.environment,
-                number=item.deployment.number,
-                digest=item.deployment.digest,
-                sha=item.deployment.sha,
-                started_by=item.deployment.started_by,
-                phase=item.deployment.phase,
-                created_at=shown.created_at,
-                approval=shown.approval,
-                can_approve=refused is None,
-                why_not=refused,
-            )
-        )
-    return out
+    return await state.deploys.inbox(who, all_)
 
 
 @router.get("/deployments/{deployment_id}")
 async def show_deployment(deployment_id: uuid.UUID, state: State, who: Caller) -> DeploymentOut:
     """One deployment by its id, with its approvals."""
-    async with state.db.transaction() as session:
-        row = await _visible(session, who, deployment_id)
-        env = await deployments.environment_of(session, row)
-        decided = await rows.approvals(session, [row.id])
-    return deployment_out(row, env.name, decided)
-
-
-async def _visible(session: Session, who: Principal, deployment_id: uuid.UUID) -> Deployment:
-    row = await deployments.by_id(session, deployment_id)
-    if row is None or not who.can_see(row.team_id):
-        raise ApiError(404, "not_found", f"no deployment {deployment_id}")
-    return row
+    return await state.deploys.deployment_by_id(who, deployment_id)
 
 
 @router.post("/deployments/{deployment_id}/approve")
@@ -169,7 +118,7 @@ async def approve(
 ) -> DeploymentOut:
     """Approve a deployment that waits (the environment's `approver_role`; not the
     person who asked for it). The last approval needed lets it start."""
-    return await _decide(state, who, deployment_id, approvals.APPROVE, body.comment)
+    return await state.deploys.decide(who, deployment_id, approvals.APPROVE, body.comment)
 
 
 @router.post("/deployments/{deployment_id}/reject")
@@ -177,27 +126,7 @@ async def reject(
     deployment_id: uuid.UUID, body: DecideIn, state: State, who: Caller
 ) -> DeploymentOut:
     """Reject a deployment that waits: it ends aborted, with the comment as its reason."""
-    return await _decide(state, who, deployment_id, approvals.REJECT, body.comment)
-
-
-async def _decide(
-    state: Coordinator, who: Principal, deployment_id: uuid.UUID, verdict: str, comment: str
-) -> DeploymentOut:
-    approver = _approver(who)
-    async with state.db.transaction() as session:
-        row = await _visible(session, who, deployment_id)
-        decided = await approvals.decide(session, row, approver, verdict, comment)
-        env = await deployments.environment_of(session, decided)
-        given = await rows.approvals(session, [decided.id])
-        held = None
-        if decided.approved_at is not None and decided.released_at is None:
-            # Approved, and what else of its gate still holds it (a freeze, a wait timer,
-            # stop-the-line), so that nobody is told it starts while it waits.
-            stopped = await rows.is_on(session)
-            gate = gate_of(decided, stopped, await rows.windows_over(session, env))
-            held = policy.judge(gate, utcnow()).message or None
-    state.deploy.poke(env.id)
-    return deployment_out(decided, env.name, given).model_copy(update={"held": held})
+    return await state.deploys.decide(who, deployment_id, approvals.REJECT, body.comment)
 
 
 # -- freeze windows ----------------------------------------------------------------------

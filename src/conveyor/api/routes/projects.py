@@ -9,13 +9,18 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
-from conveyor.api import patterns
-from conveyor.api.auth import Principal
 from conveyor.api.errors import ApiError
 from conveyor.api.idempotency import once, parse_key
-from conveyor.api.routes.runs import load_run, run_page, run_row
-from conveyor.api.routes.teams import team_named
-from conveyor.api.schemas import (
+from conveyor.api.state import Caller, State
+from conveyor.domain.audit import Action
+from conveyor.domain.roles import Role
+from conveyor.ids import new_id
+from conveyor.intake.inbox import new_hook_secret, seal_hook_secret
+from conveyor.intake.runs import nonce
+from conveyor.notify.statuses import STATUS_TOKEN
+from conveyor.policy.access import project_named, team_named
+from conveyor.protocol import patterns
+from conveyor.protocol.api import (
     DeliveryOut,
     ProjectIn,
     ProjectOut,
@@ -29,22 +34,10 @@ from conveyor.api.schemas import (
     SecretNames,
     TriggerIn,
 )
-from conveyor.api.state import Caller, Coordinator, State
-from conveyor.domain.audit import Action
-from conveyor.domain.roles import Role
-from conveyor.ids import new_id
-from conveyor.intake.inbox import new_hook_secret, seal_hook_secret
-from conveyor.notify.statuses import STATUS_TOKEN
-from conveyor.pipeline.errors import PipelineInvalid
-from conveyor.pipeline.loader import parse_pipeline
-from conveyor.pipeline.plan import compile_plan
-from conveyor.pipeline.triggers import Event, EventKind
-from conveyor.storage import audit, inbox, projects
-from conveyor.storage.database import Session
+from conveyor.storage import audit, projects
 from conveyor.storage.dora import production_names
 from conveyor.storage.projects import AlreadyExists
-from conveyor.storage.tables import Project, Team, as_utc, iso, utcnow
-from conveyor.vcs import GitError
+from conveyor.storage.tables import Project, Team, utcnow
 
 router = APIRouter(prefix="/api/v1/projects", tags=["projects"])
 
@@ -66,16 +59,6 @@ def _out(project: Project, team: Team, secret: str | None = None) -> ProjectOut:
         production=list(production_names(project)),
         required_teams=project.required_teams,
     )
-
-
-async def project_named(
-    session: Session, who: Principal, team: str, name: str, role: Role
-) -> tuple[Project, Team]:
-    row = await projects.with_team(session, team, name)
-    if row is None or not who.can_see(row[1].id):
-        raise ApiError(404, "not_found", f"no project {team}/{name}")
-    who.require(row[1].id, role, f"project {team}/{name}")
-    return row[0], row[1]
 
 
 @router.post("", status_code=201)
@@ -161,24 +144,7 @@ async def list_deliveries(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[DeliveryOut]:
     """The project's latest webhook deliveries, newest first, with what each started."""
-    async with state.db.transaction() as session:
-        row, _ = await project_named(session, who, team, project, Role.VIEWER)
-        rows = await inbox.recent(session, row.id, limit)
-        return [
-            DeliveryOut(
-                id=d.id,
-                provider=d.provider,
-                delivery_key=d.delivery_key,
-                event=d.event,
-                state=d.state,
-                attempts=d.attempts,
-                outcome=[str(x) for x in d.outcome],
-                runs=[str(x) for x in d.runs],
-                received_at=as_utc(d.received_at).isoformat(),
-                processed_at=iso(d.processed_at),
-            )
-            for d in rows
-        ]
+    return await state.runs.deliveries(who, team, project, limit)
 
 
 @router.get("")
@@ -208,66 +174,16 @@ async def trigger_run(
 ) -> RunOut | JSONResponse:
     """Start a run of `ref` (at `sha` if given). With an `Idempotency-Key`, a repeat
     returns the first answer (409 while it is in progress, 422 for a different body)."""
+    key = None if idempotency_key is None else parse_key(idempotency_key)
+
+    async def act() -> RunOut:
+        made = nonce(who, key)
+        return await state.runs.trigger(who, team, project, body.ref, body.sha, made)
+
     if idempotency_key is None:
-        return await _trigger(team, project, body, state, who, None)
-    key = parse_key(idempotency_key)
-    return await once(
-        state,
-        who,
-        f"/api/v1/projects/{team}/{project}/runs",
-        idempotency_key,
-        body,
-        201,
-        lambda: _trigger(team, project, body, state, who, key),
-    )
-
-
-async def _trigger(
-    team: str, project: str, body: TriggerIn, state: Coordinator, who: Principal, key: str | None
-) -> RunOut:
-    async with state.db.transaction() as session:
-        row, _ = await project_named(session, who, team, project, Role.DEVELOPER)
-    event = await _manual_event(state, row, body)
-    text = await _pipeline_text(state, row, event.sha)
-    try:
-        loaded = parse_pipeline(text, row.config_path)
-    except PipelineInvalid as exc:
-        raise ApiError(422, "invalid_pipeline", [str(e) for e in exc.errors]) from exc
-    plan = compile_plan(loaded.spec, event)
-    if not plan.triggered:
-        raise ApiError(422, "nothing_to_run", list(plan.trigger.reasons) or ["no job matched"])
-    nonce = f"{who.subject[:16]}:{key}" if key else str(uuid.uuid4())
-    created = await state.scheduler.start_run(
-        row, plan, pipeline=f"{row.config_path}#manual:{nonce}"
-    )
-    async with state.db.transaction() as session:
-        return await load_run(session, created.run_id)
-
-
-async def _manual_event(state: Coordinator, project: Project, body: TriggerIn) -> Event:
-    ref = body.ref if body.ref.startswith("refs/") else f"refs/heads/{body.ref}"
-    mirror = state.mirror(project.repo_url)
-    try:
-        await mirror.fetch()
-        sha = await mirror.resolve(body.sha or ref)
-    except GitError as exc:
-        raise ApiError(404, "unknown_ref", f"cannot resolve {body.sha or ref}: {exc}") from exc
-    return Event(
-        kind=EventKind.MANUAL,
-        ref=ref,
-        sha=sha,
-        message=await mirror.message(sha),
-        author=await mirror.author(sha),
-    )
-
-
-async def _pipeline_text(state: Coordinator, project: Project, sha: str) -> bytes:
-    try:
-        return await state.mirror(project.repo_url).read(sha, project.config_path)
-    except GitError as exc:
-        raise ApiError(
-            422, "no_pipeline", f"{project.config_path} is not in commit {sha[:12]}"
-        ) from exc
+        return await act()
+    route = f"/api/v1/projects/{team}/{project}/runs"
+    return await once(state, who, route, idempotency_key, body, 201, act)
 
 
 @retry_router.post("/runs/{run_id}/retry", status_code=201, response_model=RunOut)
@@ -281,21 +197,14 @@ async def retry_run(
     ] = None,
 ) -> RunOut | JSONResponse:
     """Run the same commit of the same ref again, as a new run."""
-    async with state.db.transaction() as session:
-        run, project, team = await run_row(session, run_id)
-        who.require(run.team_id, Role.DEVELOPER, "run")
-    body = TriggerIn(ref=run.ref, sha=run.sha)
+    run, _, _ = await state.runs.retryable(who, run_id)
     if idempotency_key is None:
-        return await _trigger(team.name, project.name, body, state, who, None)
+        return await state.runs.retry(who, run_id)
     key = parse_key(idempotency_key)
+    body = TriggerIn(ref=run.ref, sha=run.sha)
+    route = f"/api/v1/runs/{run_id}/retry"
     return await once(
-        state,
-        who,
-        f"/api/v1/runs/{run_id}/retry",
-        idempotency_key,
-        body,
-        201,
-        lambda: _trigger(team.name, project.name, body, state, who, f"retry:{run_id}:{key}"),
+        state, who, route, idempotency_key, body, 201, lambda: state.runs.retry(who, run_id, key)
     )
 
 
@@ -304,9 +213,7 @@ async def list_project_runs(
     team: str, project: str, state: State, who: Caller, filters: Annotated[RunFilter, Query()]
 ) -> RunPage:
     """The project's runs, newest first."""
-    async with state.db.transaction() as session:
-        row, _ = await project_named(session, who, team, project, Role.VIEWER)
-        return await run_page(session, who, filters, project_id=row.id)
+    return await state.runs.page(who, filters, (team, project))
 
 
 @router.post("/{team}/{project}/secrets", status_code=201)

@@ -13,16 +13,17 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
-from conveyor.api.auth import RUNNER_PREFIX, Principal, new_token, token_hash
+from conveyor.api.auth import RUNNER_PREFIX, new_token, token_hash
 from conveyor.api.errors import ApiError
-from conveyor.api.routes.artifacts import artifact_out, blob_response, store
-from conveyor.api.routes.deployments import artifact_spec, deployment_out, gate_decision
-from conveyor.api.schemas import ArtifactOut, DeploymentOut
-from conveyor.api.state import Caller, Coordinator, State
-from conveyor.deploy import approvals, requests
+from conveyor.api.state import Caller, State
+from conveyor.api.transfer import blob_response, store
+from conveyor.deploy.artifacts import artifact_out
+from conveyor.deploy.views import deployment_out
+from conveyor.domain.principal import Principal, RunnerIdentity
 from conveyor.domain.status import JobStatus
 from conveyor.observability import metrics
 from conveyor.pipeline.plan import job_from_json
+from conveyor.protocol.api import ArtifactOut, DeploymentOut
 from conveyor.protocol.errors import StaleLease
 from conveyor.protocol.runner import (
     MAX_LOG_CHUNK,
@@ -37,10 +38,6 @@ from conveyor.protocol.runner import (
 from conveyor.storage import artifacts, caches, deployments, jobs, names, tokens
 from conveyor.storage.artifacts import Provenance
 from conveyor.storage.jobs import JobBrief
-from conveyor.storage.tables import (
-    Deployment,
-    RunnerRow,
-)
 
 router = APIRouter(prefix="/api/v1/runners", tags=["runners"])
 SAFETY_LOOK_S = 5.0
@@ -48,7 +45,7 @@ SAFETY_LOOK_S = 5.0
 CACHE_KEY = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
 
-def _runner(who: Principal) -> RunnerRow:
+def _runner(who: Principal) -> RunnerIdentity:
     if who.runner is None:
         raise ApiError(403, "forbidden", "this endpoint is for runners")
     return who.runner
@@ -239,65 +236,7 @@ async def start_deploy(
     """A `deploy:` job's deployment: the artifact a job it needs published in this run,
     to the job's environment with its strategy. Asked again, it answers the same one."""
     await _live_job(state, who, job_id, fence)
-    async with state.db.transaction() as session:
-        job, run, project, _ = await jobs.with_run(session, job_id)
-    planned = job_from_json(job.spec)
-    if planned.deploy is None:
-        raise ApiError(422, "invalid_request", f"job {job.name!r} has no `deploy`")
-    environment = planned.deploy.environment
-    started_by = f"job {job.name} of run {run.id}"
-    async with state.db.transaction() as session:
-        found = await deployments.started_by(session, project.id, environment, started_by)
-        artifact = None
-        for needed in planned.artifacts_from:
-            artifact = artifact or await artifacts.of_run(session, run.id, needed)
-        if found is None and artifact is not None:
-            # The environment already runs (or is getting) this very artifact, as when a
-            # commit runs again: the job follows that revision; there is nothing to add.
-            same = await deployments.of_artifact(session, project.id, environment, artifact)
-            found = same if same is not None and not approvals.awaiting(same) else None
-    if found is not None:
-        return await _blocked_while_waiting(state, found, environment, job_id, fence)
-    if artifact is None:
-        raise ApiError(
-            422,
-            "invalid_request",
-            f"job {job.name!r} deploys the artifact of a job it needs, and none of "
-            f"{list(planned.artifacts_from) or 'its needs'} published one in this run",
-        )
-    spec = await artifact_spec(state, artifact)
-    strategy = requests.strategy_dict(planned.deploy.strategy, planned.deploy.bake)
-    mirror = state.mirror(project.repo_url)
-    committed_at = await requests.commit_time(mirror, artifact.sha)
-    decision = await gate_decision(state, mirror, project, environment, artifact, spec, who, None)
-    ports = (state.deploy.target.allocate_port(), state.deploy.target.allocate_port())
-    async with state.db.transaction() as session:
-        env = await requests.environment(session, project, environment, ports)
-        made = await requests.deploy(
-            session,
-            env,
-            artifact,
-            spec,
-            strategy,
-            started_by,
-            run_id=run.id,
-            committed_at=committed_at,
-            decision=decision,
-            job_id=job_id,
-        )
-    state.deploy.poke(env.id)
-    return await _blocked_while_waiting(state, made, environment, job_id, fence)
-
-
-async def _blocked_while_waiting(
-    state: Coordinator, made: Deployment, environment: str, job_id: uuid.UUID, fence: int
-) -> DeploymentOut:
-    """A deploy job whose deployment waits for approvals is handed back: it waits
-    `blocked`, holding no runner, until the deployment is approved or rejected."""
-    if approvals.awaiting(made):
-        async with state.db.transaction() as session:
-            await approvals.block(session, made, job_id, fence)
-    return deployment_out(made, environment)
+    return (await state.deploys.deploy_for_job(who, job_id, fence)).out()
 
 
 @router.get("/jobs/{job_id}/deploy/{environment}/{number}")

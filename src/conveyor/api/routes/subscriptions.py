@@ -10,16 +10,16 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query, Response
 
-from conveyor.api.auth import Principal
 from conveyor.api.errors import ApiError
-from conveyor.api.routes.projects import project_named
-from conveyor.api.schemas import EventOut, SubscriptionIn, SubscriptionOut
 from conveyor.api.state import Caller, State
 from conveyor.domain.audit import Action
 from conveyor.domain.events import check_patterns
+from conveyor.domain.principal import Principal
 from conveyor.domain.roles import Role
 from conveyor.ids import new_id
 from conveyor.notify.webhooks import SECRET_NAME, new_secret
+from conveyor.policy.access import project_named
+from conveyor.protocol.api import EventOut, SubscriptionIn, SubscriptionOut
 from conveyor.storage import audit, events
 from conveyor.storage.database import Session
 from conveyor.storage.events import DeliveryCounts

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from conveyor.api.auth import REGISTRATION_PREFIX, TEAM_PREFIX, Principal, new_token, token_hash
+from conveyor.api.auth import REGISTRATION_PREFIX, TEAM_PREFIX, new_token, token_hash
 from conveyor.api.errors import ApiError
-from conveyor.api.schemas import (
+from conveyor.api.state import Caller, State
+from conveyor.domain.audit import Action
+from conveyor.domain.roles import Role
+from conveyor.policy.access import team_named
+from conveyor.protocol.api import (
     RunnerOut,
     RunnerTokenIn,
     TeamIn,
@@ -15,24 +19,11 @@ from conveyor.api.schemas import (
     TokenIn,
     TokenOut,
 )
-from conveyor.api.state import Caller, State
-from conveyor.domain.audit import Action
-from conveyor.domain.roles import Role
+from conveyor.scheduler import runners
 from conveyor.storage import audit, projects, tokens
-from conveyor.storage.database import Session
 from conveyor.storage.projects import AlreadyExists
-from conveyor.storage.tables import Team, utcnow
 
 router = APIRouter(prefix="/api/v1", tags=["teams"])
-
-
-async def team_named(session: Session, who: Principal, name: str, role: Role) -> Team:
-    """The team called `name`, if the caller may act on it with `role` (else 404/403)."""
-    team = await projects.team_named(session, name)
-    if team is None:
-        raise ApiError(404, "not_found", f"no team {name!r}")
-    who.require(team.id, role, f"team {name!r}")
-    return team
 
 
 @router.post("/teams", status_code=201)
@@ -88,7 +79,6 @@ async def create_token(team: str, body: TokenIn, state: State, who: Caller) -> T
     return TokenOut(id=created.id, token=token)
 
 
-RUNNER_ONLINE_S = 90.0
 """A runner asks for work (a long poll of at most 75 s) or renews a lease more often than
 this; one not seen for longer is listed offline."""
 
@@ -97,23 +87,7 @@ this; one not seen for longer is listed offline."""
 async def list_runners(state: State, who: Caller) -> list[RunnerOut]:
     """The registered runners: the admin sees every one; a team's token, the team's own
     and the shared ones. Newest seen first, with the jobs each runs now."""
-    if who.runner is not None:
-        raise ApiError(403, "forbidden", "a runner does not list runners")
-    async with state.db.transaction() as session:
-        found = await tokens.runners(session, None if who.is_admin else who.team_id)
-    now = utcnow()
-    return [
-        RunnerOut(
-            id=r.id,
-            name=r.name,
-            team=r.team,
-            labels=list(r.labels),
-            last_seen_at=r.last_seen_at.isoformat(),
-            online=(now - r.last_seen_at).total_seconds() <= RUNNER_ONLINE_S,
-            running=r.running,
-        )
-        for r in found
-    ]
+    return await runners.listing(state.db, who)
 
 
 @router.post("/runner-tokens", status_code=201)

@@ -1,5 +1,7 @@
-"""Request and response bodies of the user-facing API. The runner protocol's bodies are
-in conveyor.protocol.runner."""
+"""Request and response bodies of the user-facing API (`/api/v1`): the server answers
+with them, the services build them, the CLI parses answers into them, so that mypy
+catches a drift between server and client. The runner protocol's bodies are in
+conveyor.protocol.runner."""
 
 from __future__ import annotations
 
@@ -11,10 +13,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, m
 from pydantic.config import JsonDict, JsonValue
 from pydantic.json_schema import SkipJsonSchema
 
-from conveyor.api import patterns
 from conveyor.domain import events as event_types
 from conveyor.domain.deploy import QueuePolicy
 from conveyor.domain.roles import Role
+from conveyor.protocol import patterns
 from conveyor.vcs import check_repo_url
 
 DIGEST = r"^sha256:[0-9a-f]{64}$"
