@@ -16,6 +16,7 @@ from conveyor.artifacts.blobs import FileBlobStore
 from conveyor.deploy import records, requests
 from conveyor.deploy.manager import DeploymentManager
 from conveyor.deploy.router.memory import MemoryRouter
+from conveyor.deploy.strategy import DeployStrategy
 from conveyor.deploy.targets.fake import FakeTarget
 from conveyor.deploy.world import Act
 from conveyor.domain.deploy import Control, Phase
@@ -132,7 +133,7 @@ class World:
                 found,
                 artifact,
                 spec,
-                strategy,
+                DeployStrategy.load(strategy),
                 "test",
                 decision=decision,
                 requester=requester,

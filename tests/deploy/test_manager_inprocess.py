@@ -24,8 +24,9 @@ from conveyor.deploy import manager as manager_module
 from conveyor.deploy import records
 from conveyor.deploy.context import Effect, EnvironmentLeaseLost
 from conveyor.deploy.effects import _launch
+from conveyor.deploy.strategy import DeployStrategy
 from conveyor.deploy.targets.fake import CRASH_S, START_S, UNHEALTHY
-from conveyor.deploy.world import Act, Action
+from conveyor.deploy.world import Act, Action, Kind
 from conveyor.domain.deploy import Control, Phase
 from conveyor.domain.errors import Conflict
 from conveyor.observability import tracing
@@ -105,7 +106,7 @@ async def test_a_rollback_to_the_warm_revision_is_a_traffic_switch(world: World)
     await world.drive(manager, fence, Phase.SUCCEEDED, number=2)
     started = len(world.target.starts)
     back = await world.rollback()
-    assert back.strategy == {"kind": "switch"}
+    assert DeployStrategy.load(back.strategy) == DeployStrategy(kind=Kind.SWITCH)
     acts = await world.drive(manager, fence, Phase.SUCCEEDED, number=back.number)
     assert acts == [Act.BEGIN, Act.SPLIT, Act.PROMOTE, Act.FINISH]
     assert len(world.target.starts) == started, "the warm instances take the traffic back"
@@ -121,7 +122,7 @@ async def test_a_rollback_to_a_cold_revision_redeploys_it_rolling(world: World):
     await world.deploy(ROLLING)
     await world.drive(manager, fence, Phase.SUCCEEDED, number=2)
     back = await world.rollback()
-    assert back.strategy == {"kind": "rolling"}
+    assert DeployStrategy.load(back.strategy) == DeployStrategy(kind=Kind.ROLLING)
     acts = await world.drive(manager, fence, Phase.SUCCEEDED, number=back.number)
     assert acts.count(Act.START) == 2 and acts.count(Act.STOP) == 2
     assert acts[0] is Act.BEGIN and acts[-2:] == [Act.PROMOTE, Act.FINISH]
@@ -558,7 +559,7 @@ async def test_a_settled_environment_is_passed_less_often_until_it_is_poked(worl
         assert 1 <= idle_passes <= 15, idle_passes
         await wait_until_async(backed_off, timeout=2)
         # A timed pause: passes with nothing to do while the deployment is under way.
-        await world.deploy({"kind": "canary", "steps": [{"weight": 50.0}, {"pause": "1s"}]})
+        await world.deploy({"kind": "canary", "steps": [{"weight": 50.0}, {"pause": 1.0}]})
         asked = manager.stats.passes
         manager.poke(world.env_id)
         await wait_until_async(lambda: passed_since(asked), timeout=0.2)

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from conveyor.deploy.planner import RESTART_DOWN_AFTER_S, decide
+from conveyor.deploy.planner import decide
+from conveyor.deploy.planner.rules import RESTART_DOWN_AFTER_S
 from conveyor.deploy.router.base import RouterError, ServerStatus
 from conveyor.deploy.world import (
     Act,

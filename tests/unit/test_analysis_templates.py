@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conveyor.deploy.requests import strategy_dict
+from conveyor.deploy.strategy import DeployStrategy
 from conveyor.pipeline.analysis import Provider, Unit, parse_limit
 from conveyor.pipeline.errors import PipelineInvalid
 from conveyor.pipeline.loader import parse_pipeline
@@ -61,13 +61,15 @@ def test_a_deployment_stores_the_named_analysis_step_with_its_duration():
     spec = parse_pipeline(pipeline_text(GOOD), "conveyor.yml").spec
     deploy = spec.jobs["ship"].deploy
     assert deploy is not None
-    stored = strategy_dict(deploy.strategy)
+    stored = DeployStrategy.of_pipeline(deploy.strategy).stored()
     assert stored["steps"] == [
         {"weight": 5.0},
         {"analysis": "http-health", "for": 60.0},
         {"weight": 50.0},
-        {"analysis": {}},
+        {"analysis": None, "for": None},
     ]
+    # What a row stores reads back as the same strategy.
+    assert DeployStrategy.load(stored) == DeployStrategy.of_pipeline(deploy.strategy)
 
 
 @pytest.mark.parametrize(

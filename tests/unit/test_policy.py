@@ -277,26 +277,29 @@ def test_conveyor_yml_environments_are_checked_with_where_the_mistake_is():
 
 
 def test_an_emergency_strategy_keeps_its_weights_and_drops_its_pauses_and_analyses():
-    from conveyor.deploy.requests import without_pauses
+    from conveyor.deploy.strategy import DeployStrategy
 
-    canary = {
-        "kind": "canary",
-        "steps": [
-            {"weight": 20.0},
-            {"pause": 5.0},
-            {"analysis": "health", "for": 10.0},
-            {"weight": 50.0},
-        ],
-        "background_analysis": "health",
-        "bake": {"analysis": "health", "for": 10.0},
-    }
-    assert without_pauses(canary) == {
-        "kind": "canary",
-        "steps": [{"weight": 20.0}, {"weight": 50.0}],
-    }
-    blue_green = {"kind": "blue-green", "pre_promotion": {"analysis": "smoke", "for": 5.0}}
-    assert without_pauses(blue_green) == {"kind": "blue-green", "auto_promote": True}
-    assert without_pauses({"kind": "rolling", "max_surge": 1}) == {
-        "kind": "rolling",
-        "max_surge": 1,
-    }
+    canary = DeployStrategy.load(
+        {
+            "kind": "canary",
+            "steps": [
+                {"weight": 20.0},
+                {"pause": 5.0},
+                {"analysis": "health", "for": 10.0},
+                {"weight": 50.0},
+            ],
+            "background_analysis": "health",
+            "bake": {"analysis": "health", "for": 10.0},
+        }
+    )
+    assert canary.without_pauses() == DeployStrategy.load(
+        {"kind": "canary", "steps": [{"weight": 20.0}, {"weight": 50.0}]}
+    )
+    blue_green = DeployStrategy.load(
+        {"kind": "blue-green", "pre_promotion": {"analysis": "smoke", "for": 5.0}}
+    )
+    assert blue_green.without_pauses() == DeployStrategy.load(
+        {"kind": "blue-green", "auto_promote": True}
+    )
+    rolling = DeployStrategy.load({"kind": "rolling", "max_surge": 2})
+    assert rolling.without_pauses() == rolling

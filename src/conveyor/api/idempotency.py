@@ -25,8 +25,9 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from conveyor.api.errors import ApiError
+from conveyor.api.errors import ApiError, answer_of
 from conveyor.api.state import Coordinator
+from conveyor.domain.errors import Refused
 from conveyor.domain.principal import Principal
 from conveyor.storage import idempotency as records
 from conveyor.storage.database import Database
@@ -78,11 +79,12 @@ async def once(
         return await _repeat(state, of, print_)
     try:
         result = await act()
-    except ApiError as exc:
-        if exc.status >= 500:
+    except (ApiError, Refused) as exc:
+        answer = _answer(exc)
+        if answer[0] >= 500:
             await records.forget(state.db, of)
             raise
-        await records.answer(state.db, of, exc.status, {"error": exc.error, "detail": exc.detail})
+        await records.answer(state.db, of, answer[0], answer[1])
         raise
     except BaseException:
         await records.forget(state.db, of)
@@ -90,6 +92,14 @@ async def once(
     payload = result.model_dump(mode="json")
     await records.answer(state.db, of, status, payload)
     return JSONResponse(payload, status_code=status, headers={"Idempotency-Key": key})
+
+
+def _answer(exc: ApiError | Refused) -> tuple[int, dict[str, Any]]:
+    """The status and body a refused request was answered with (as api/errors.py)."""
+    if isinstance(exc, ApiError):
+        return exc.status, {"error": exc.error, "detail": exc.detail}
+    status, error = answer_of(exc)
+    return status, {"error": error, "detail": exc.detail if exc.detail is not None else str(exc)}
 
 
 async def _repeat(state: Coordinator, of: KeyOf, print_: str) -> JSONResponse:

@@ -3,7 +3,7 @@ runtime as typed models, then as the planner's Rollout; an environment as Settle
 instances as router servers.
 
 A deployment row keeps its strategy and runtime as JSON. They are parsed here, once per
-pass, into `StrategyRecord` and pipeline.deploy.Runtime, so that every default is the
+pass, into deploy.strategy.DeployStrategy and pipeline.deploy.Runtime, so that every default is the
 one the pipeline schema declares and nothing downstream re-reads a dict.
 """
 
@@ -12,17 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
+from conveyor.deploy import planner
 from conveyor.deploy.router.base import SHARE_SCALE, HealthCheck, Route, Server, ServerState
-from conveyor.deploy.world import Kind, Rollout, Settled, Step, StepKind, resolve
+from conveyor.deploy.strategy import DeployStrategy
+from conveyor.deploy.world import Rollout, Settled, Step, resolve
 from conveyor.domain.deploy import DriverRequest, InstanceState, PauseReason, Phase
 from conveyor.domain.policy import Decision, Gate
-from conveyor.pipeline.analysis import AnalysisRun, Template
+from conveyor.pipeline.analysis import AnalysisRun
 from conveyor.pipeline.deploy import (
-    MAX_SURGE,
-    MAX_UNAVAILABLE,
-    SCALE_DOWN_DELAY_S,
     Health,
     Runtime,
 )
@@ -37,44 +34,8 @@ DEFAULT_HEALTH = Health()
 DEFAULT_DRAIN_S = Runtime.model_fields["drain"].default
 
 
-class StrategyRecord(BaseModel):
-    """A deployment's strategy as its row stores it (deploy.requests.strategy_dict)."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    kind: Kind
-    steps: tuple[dict[str, Any], ...] = ()
-    """Canary steps: `{"weight": %}`, `{"pause": seconds | None}`, `{"analysis": NAME,
-    "for": seconds}`, or `{"analysis": {}}` (waits for `promote`)."""
-    max_surge: int | str = MAX_SURGE
-    max_unavailable: int | str = MAX_UNAVAILABLE
-    scale_down_delay: float = SCALE_DOWN_DELAY_S
-    auto_promote: bool = False
-    background_analysis: str | None = None
-    pre_promotion: dict[str, Any] | None = None
-    """Blue-green: `{"analysis": NAME, "for": seconds}` of the preview before the switch."""
-    bake: dict[str, Any] | None = None
-    """`{"analysis": NAME, "for": seconds}` after promotion."""
-    templates: dict[str, dict[str, Any]] = {}
-    """The analysis templates the strategy names, as the artifact's conveyor.yml had them."""
-
-    def planned_steps(self) -> tuple[Step, ...]:
-        if self.kind is Kind.CANARY:
-            return tuple(_step(raw) for raw in self.steps)
-        steps: list[Step] = []
-        if self.kind is Kind.BLUE_GREEN and self.pre_promotion is not None:
-            steps.append(_analysis(self.pre_promotion, preview=True))
-        if self.kind is Kind.BLUE_GREEN and not self.auto_promote:
-            steps.append(Step(StepKind.PAUSE))
-        return tuple(steps)
-
-    def template(self, name: str) -> Template:
-        """A named template (KeyError when the strategy does not carry it)."""
-        return Template.model_validate(self.templates[name])
-
-
-def strategy_of(stored: dict[str, Any]) -> StrategyRecord:
-    return StrategyRecord.model_validate(stored)
+def strategy_of(stored: dict[str, Any]) -> DeployStrategy:
+    return DeployStrategy.load(stored)
 
 
 def runtime_of(stored: dict[str, Any]) -> Runtime:
@@ -88,26 +49,8 @@ def route_key(env: Environment) -> str:
 
 
 def steps_of(strategy: dict[str, Any]) -> tuple[Step, ...]:
-    return strategy_of(strategy).planned_steps()
-
-
-def _step(raw: dict[str, Any]) -> Step:
-    if "weight" in raw:
-        return Step(StepKind.WEIGHT, weight=float(raw["weight"]))
-    if "pause" in raw:
-        seconds = raw["pause"]
-        return Step(StepKind.PAUSE, seconds=None if seconds is None else float(seconds))
-    return _analysis(raw)
-
-
-def _analysis(raw: dict[str, Any], preview: bool = False) -> Step:
-    """`{"analysis": NAME, "for": s}` judges for s seconds (60 unless said); a bare
-    `{"analysis": {}}` waits for `promote`."""
-    name = raw.get("analysis")
-    if not isinstance(name, str):
-        return Step(StepKind.ANALYSIS)
-    seconds = float(raw.get("for", DEFAULT_ANALYSIS_S))
-    return Step(StepKind.ANALYSIS, seconds=seconds, template=name, preview=preview)
+    """A stored strategy's steps, as the planner takes them."""
+    return planner.steps_of(strategy_of(strategy))
 
 
 def plan_of(
@@ -126,7 +69,7 @@ def plan_of(
         number=row.number,
         digest=row.digest,
         kind=strategy.kind,
-        steps=strategy.planned_steps(),
+        steps=planner.steps_of(strategy),
         replicas=runtime.replicas,
         phase=Phase(row.phase),
         step=row.step,
@@ -142,8 +85,8 @@ def plan_of(
         health_failures=health.failures,
         start_period=health.start_period,
         background=strategy.background_analysis,
-        bake=strategy.bake["analysis"] if strategy.bake else None,
-        bake_s=float(strategy.bake.get("for", DEFAULT_ANALYSIS_S)) if strategy.bake else 0.0,
+        bake=strategy.bake.analysis if strategy.bake else None,
+        bake_s=strategy.bake.for_ if strategy.bake else 0.0,
         # A rollback returns to a revision whose checks passed when it was deployed.
         pre_deploy=bool(runtime.pre_deploy) and row.kind != ROLLBACK_KIND,
         pre_deploy_state=row.pre_deploy,

@@ -10,7 +10,6 @@ environment never moves to an older build except through an explicit rollback.
 
 from __future__ import annotations
 
-import re
 import tarfile
 import uuid
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.artifacts import tarballs
+from conveyor.deploy.strategy import DeployStrategy, chosen
 from conveyor.deploy.world import Kind
 from conveyor.domain import events as event_types
 from conveyor.domain.audit import Action
@@ -26,9 +26,6 @@ from conveyor.domain.deploy import Control, DriverRequest, PauseReason, Phase
 from conveyor.domain.errors import Conflict, Invalid, NotFound
 from conveyor.domain.policy import Decision
 from conveyor.observability import metrics, tracing
-from conveyor.pipeline.analysis import AnalysisRun
-from conveyor.pipeline.deploy import Strategy
-from conveyor.pipeline.durations import parse_duration
 from conveyor.pipeline.errors import PipelineInvalid
 from conveyor.pipeline.loader import MAX_FILE_BYTES, parse_pipeline
 from conveyor.pipeline.schema import PipelineSpec
@@ -45,7 +42,7 @@ class ArtifactSpec:
     """What a service artifact's own conveyor.yml says about running and deploying it."""
 
     runtime: dict[str, Any]
-    strategies: dict[str, dict[str, Any]]
+    strategies: dict[str, DeployStrategy]
     """Per environment: the strategy of the pipeline job that deploys there."""
     templates: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Its `analysis.templates`, parsed (as a deployment stores the ones it names)."""
@@ -108,130 +105,20 @@ def read_spec(blob: Path, digest: str) -> ArtifactSpec:
     )
 
 
-def _strategies(spec: PipelineSpec) -> dict[str, dict[str, Any]]:
+def _strategies(spec: PipelineSpec) -> dict[str, DeployStrategy]:
     return {
-        job.deploy.environment: strategy_dict(job.deploy.strategy, job.deploy.bake)
+        job.deploy.environment: DeployStrategy.of_pipeline(job.deploy.strategy, job.deploy.bake)
         for job in spec.jobs.values()
         if job.deploy is not None
     }
 
 
-def strategy_dict(strategy: Strategy, bake: AnalysisRun | None = None) -> dict[str, Any]:
-    """A pipeline's `deploy.strategy` (and `deploy.bake`) as a deployment stores it."""
-    out: dict[str, Any]
-    if strategy.canary is not None:
-        steps = [s.model_dump(exclude_none=True) for s in strategy.canary.steps]
-        out = {"kind": "canary", "steps": _normal(steps)}
-        if strategy.canary.background_analysis is not None:
-            out["background_analysis"] = strategy.canary.background_analysis
-    elif strategy.blue_green is not None:
-        out = {"kind": "blue-green"} | strategy.blue_green.model_dump(
-            exclude_none=True, exclude={"pre_promotion"}
-        )
-        if strategy.blue_green.pre_promotion is not None:
-            out["pre_promotion"] = _run(strategy.blue_green.pre_promotion)
-    else:
-        rolling = strategy.rolling.model_dump() if strategy.rolling is not None else {}
-        out = {"kind": "rolling"} | rolling
-    if bake is not None:
-        out["bake"] = _run(bake)
-    return out
-
-
-def _run(run: AnalysisRun) -> dict[str, Any]:
-    return {"analysis": run.analysis, "for": run.for_}
-
-
-def named_templates(strategy: dict[str, Any]) -> list[str]:
-    """Every analysis template a stored strategy names, in order."""
-    names = [s["analysis"] for s in strategy.get("steps", ()) if isinstance(s.get("analysis"), str)]
-    names += [strategy[k] for k in ("background_analysis",) if strategy.get(k)]
-    names += [strategy[k]["analysis"] for k in ("pre_promotion", "bake") if strategy.get(k)]
-    return list(dict.fromkeys(names))
-
-
-def with_templates(strategy: dict[str, Any], spec: ArtifactSpec) -> dict[str, Any]:
-    """The strategy carrying the templates it names, from the artifact's conveyor.yml,
-    so that a deployment judges as the revision it deploys says (422 for one missing)."""
-    names = named_templates(strategy)
-    missing = [n for n in names if n not in spec.templates]
-    if missing:
-        raise Invalid(
-            f"the strategy names analysis template(s) {', '.join(map(repr, missing))}, which "
-            f"the artifact's {PIPELINE_FILE} does not define in `analysis.templates`",
-        )
-    if not names:
-        return strategy
-    return strategy | {"templates": {n: spec.templates[n] for n in names}}
-
-
-def _normal(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Pause steps as `{"pause": seconds | None}` (None: until promoted)."""
-    out = []
-    for step in steps:
-        if "pause" in step:
-            value = step["pause"]
-            out.append({"pause": None if value == "until-promoted" else float(value)})
-        elif "analysis" in step:
-            entry: dict[str, Any] = {"analysis": step["analysis"]}
-            if step.get("for_") is not None:
-                entry["for"] = float(step["for_"])
-            out.append(entry)
-        else:
-            out.append({"weight": float(step["weight"])})
-    return out
-
-
-STEP = re.compile(r"^(?:(?P<weight>\d+(?:\.\d+)?)|pause(?:=(?P<pause>\S+))?|analysis)$")
-
-
-def parse_steps(text: str) -> list[dict[str, Any]]:
-    """`10,pause=5s,50,pause,100` → canary steps (a bare `pause` waits until promoted)."""
-    steps: list[dict[str, Any]] = []
-    for index, raw in enumerate(p.strip() for p in text.split(",")):
-        found = STEP.match(raw)
-        if found is None:
-            raise Invalid(
-                f"--steps item {index + 1} {raw!r}: expected a weight (0-100), "
-                "`pause`, `pause=30s` or `analysis`",
-            )
-        if found["weight"] is not None:
-            weight = float(found["weight"])
-            if weight > 100:
-                raise Invalid(f"--steps item {index + 1}: a weight is at most 100")
-            steps.append({"weight": weight})
-        elif raw.startswith("pause"):
-            try:
-                seconds = parse_duration(found["pause"]) if found["pause"] else None
-            except ValueError as exc:
-                raise Invalid(f"--steps item {index + 1}: {exc}") from exc
-            steps.append({"pause": seconds})
-        else:
-            steps.append({"analysis": {}})
-    return steps
-
-
 def choose_strategy(
     kind: str | None, steps: str | None, spec: ArtifactSpec, environment: str
-) -> dict[str, Any]:
+) -> DeployStrategy:
     """The request's strategy, else the one the artifact's pipeline names for this
     environment, else rolling."""
-    if kind is None and steps is not None:
-        kind = "canary"
-    if kind is None:
-        return spec.strategies.get(environment, {"kind": "rolling"})
-    named = spec.strategies.get(environment, {})
-    if kind == "canary":
-        if steps is None and named.get("kind") == "canary":
-            return dict(named)  # with its analyses
-        parsed = parse_steps(steps) if steps else list(DEFAULT_CANARY_STEPS)
-        return {"kind": "canary", "steps": parsed}
-    if steps is not None:
-        raise Invalid("--steps goes with the canary strategy")
-    return ({k: v for k, v in named.items() if named.get("kind") == kind}) | {"kind": kind}
-
-
-DEFAULT_CANARY_STEPS = ({"weight": 10.0}, {"pause": None}, {"weight": 50.0}, {"pause": None})
+    return chosen(kind, steps, spec.strategies.get(environment))
 
 
 async def environment(
@@ -264,7 +151,7 @@ async def deploy(
     env: Environment,
     artifact: Artifact,
     spec: ArtifactSpec,
-    strategy: dict[str, Any],
+    strategy: DeployStrategy,
     started_by: str,
     run_id: uuid.UUID | None = None,
     *,
@@ -292,15 +179,15 @@ async def deploy(
     await _check_order(session, env, artifact)
     if (
         env.revision == 0
-        and "bake" in strategy
+        and strategy.bake is not None
         and await deployments.next_pending(session, env.id) is None
     ):
         # A first deploy has no earlier revision to go back to: nothing to bake for.
-        strategy = {k: v for k, v in strategy.items() if k != "bake"}
+        strategy = strategy.without_bake()
     decision = decision or Decision()
     if decision.emergency:
-        strategy = without_pauses(strategy)
-    strategy = with_templates(strategy, spec)
+        strategy = strategy.without_pauses()
+    strategy = strategy.with_templates(spec.templates, f"the artifact's {PIPELINE_FILE}")
     made = await deployments.queue(
         session,
         env,
@@ -308,7 +195,7 @@ async def deploy(
         artifact_id=artifact.id,
         sha=artifact.sha,
         runtime=spec.runtime,
-        strategy=strategy,
+        strategy=strategy.stored(),
         started_by=started_by,
         run_id=run_id,
         committed_at=committed_at,
@@ -323,7 +210,7 @@ async def deploy(
     detail: dict[str, Any] = {
         "digest": artifact.digest,
         "sha": artifact.sha,
-        "strategy": strategy.get("kind"),
+        "strategy": strategy.kind.value,
     }
     if run_id is not None:
         detail["run_id"] = str(run_id)
@@ -346,20 +233,6 @@ async def announce(session: Session, made: Deployment) -> None:
         await events.deployment_event(session, event_types.DEPLOYMENT_EMERGENCY, made)
     elif made.approved_at is None:
         await events.deployment_event(session, event_types.DEPLOYMENT_APPROVAL_REQUESTED, made)
-
-
-GATED_STEPS = ("pause", "analysis")
-
-
-def without_pauses(strategy: dict[str, Any]) -> dict[str, Any]:
-    """An emergency's strategy: its weights without the pauses and analyses between them,
-    no background analysis, no bake, a blue-green that promotes itself."""
-    out = {k: v for k, v in strategy.items() if k not in ("background_analysis", "bake")}
-    if "steps" in out:
-        out["steps"] = [s for s in out["steps"] if not any(k in s for k in GATED_STEPS)]
-    if out.get("kind") == "blue-green":
-        out = {k: v for k, v in out.items() if k != "pre_promotion"} | {"auto_promote": True}
-    return out
 
 
 async def audited(
@@ -538,7 +411,7 @@ async def queue_rollback(
     if warm and env.warm_until is not None:
         # Keep it warm for the switch (a bake may have judged past its window).
         deployments.keep_warm(env, utcnow() + timedelta(seconds=WARM_FOR_SWITCH_S))
-    strategy = {"kind": (Kind.SWITCH if warm else Kind.ROLLING).value}
+    strategy = DeployStrategy(kind=Kind.SWITCH if warm else Kind.ROLLING).stored()
     made = await deployments.queue(
         session,
         env,

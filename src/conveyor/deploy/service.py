@@ -20,6 +20,7 @@ from conveyor.deploy.approvals import Approver
 from conveyor.deploy.manager import DeploymentManager
 from conveyor.deploy.records import gate_of
 from conveyor.deploy.router.base import RouterError
+from conveyor.deploy.strategy import DeployStrategy
 from conveyor.deploy.world import traffic
 from conveyor.domain.deploy import Control, Phase
 from conveyor.domain.errors import Forbidden, Gone, Invalid, NotFound
@@ -136,7 +137,7 @@ class DeployService:
             )
         else:
             spec = await self.spec_of(artifact)
-            strategy = requests.strategy_dict(planned.deploy.strategy, planned.deploy.bake)
+            strategy = DeployStrategy.of_pipeline(planned.deploy.strategy, planned.deploy.bake)
             queued = await self._queue(
                 who,
                 project,
@@ -160,7 +161,7 @@ class DeployService:
         environment: str,
         artifact: Artifact,
         spec: requests.ArtifactSpec,
-        strategy: dict[str, Any],
+        strategy: DeployStrategy,
         started_by: str,
         *,
         run_id: uuid.UUID | None = None,

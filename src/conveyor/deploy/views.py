@@ -107,8 +107,8 @@ def step_text(row: Deployment | None, env: Environment) -> str | None:
     if row.step < len(steps):
         return f"{row.step + 1}/{len(steps)}: {steps[row.step].describe()}"
     if row.number == env.revision:
-        bake = records.strategy_of(row.strategy).bake or {}
-        return f"{len(steps)}/{len(steps)}: promoted, baking ({bake.get('analysis', '')})"
+        bake = records.strategy_of(row.strategy).bake
+        return f"{len(steps)}/{len(steps)}: promoted, baking ({bake.analysis if bake else ''})"
     return f"{len(steps)}/{len(steps)}: promoting"
 
 

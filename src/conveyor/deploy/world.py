@@ -3,7 +3,7 @@
 driver saw it (`Seen`), the world a pass decides on (`World`, with its analyses' standing
 in `Judged` and what is due in `Due`), the actions it may name (`Act`, `Action`), and the
 split as people read it (`Traffic`). Plain values with no behaviour of their own; the
-rules that read them are in planner.py.
+rules that read them are in planner/.
 """
 
 from __future__ import annotations
