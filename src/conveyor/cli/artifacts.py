@@ -7,7 +7,7 @@ import hashlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import httpx
 import typer
@@ -17,6 +17,7 @@ from rich.table import Table
 from conveyor.artifacts import tarballs
 from conveyor.cli.client import ApiClient, JsonOpt, ServerOpt, TokenOpt, show
 from conveyor.cli.console import err, out
+from conveyor.protocol.api import ArtifactOut
 
 app = typer.Typer(
     help="Artifacts: immutable, content-addressed build outputs.", no_args_is_help=True
@@ -24,13 +25,13 @@ app = typer.Typer(
 ProjectArg = Annotated[str, typer.Argument(help="TEAM/PROJECT", metavar="TEAM/PROJECT")]
 
 
-def provenance(data: dict[str, Any]) -> str:
+def provenance(data: ArtifactOut) -> str:
     """Which commit, run and job made an artifact, in one phrase."""
-    if data.get("run_id"):
-        commit = (data.get("sha") or "?")[:12]
-        return f"commit {commit}, run {data['run_id']}, job {data.get('job_name')!r}"
-    sha = f"commit {data['sha'][:12]}, " if data.get("sha") else ""
-    return f"{sha}uploaded by {data.get('uploaded_by') or 'a person'}"
+    if data.run_id:
+        commit = (data.sha or "?")[:12]
+        return f"commit {commit}, run {data.run_id}, job {data.job_name!r}"
+    sha = f"commit {data.sha[:12]}, " if data.sha else ""
+    return f"{sha}uploaded by {data.uploaded_by or 'a person'}"
 
 
 def _chunks(path: Path) -> Iterator[bytes]:
@@ -74,22 +75,23 @@ def upload(
         params = {"name": name or path.resolve().name, "digest": digest}
         if sha:
             params["sha"] = sha
-        data = remote.call(
+        data = remote.answer(
+            ArtifactOut,
             "POST",
             f"/api/v1/projects/{project}/artifacts",
             params=params,
             content=_chunks(source),
             headers={"Content-Type": media},
             timeout=httpx.Timeout(30.0, write=None, read=600.0),
-        ).json()
+        )
     finally:
         if packed is not None:
             packed.unlink(missing_ok=True)
     if as_json:
         show(data, True, "")
     else:
-        err.print(f"{data['name']}: {data['size']} bytes ({provenance(data)})")
-    out.print(data["digest"], soft_wrap=True)
+        err.print(f"{data.name}: {data.size} bytes ({provenance(data)})")
+    out.print(data.digest, soft_wrap=True)
 
 
 def _sha256(path: Path) -> str:
@@ -108,22 +110,20 @@ def list_artifacts(
     as_json: JsonOpt = False,
 ) -> None:
     """The project's artifacts, newest first, with their provenance."""
-    rows = (
-        ApiClient(server, token, err)
-        .call("GET", f"/api/v1/projects/{project}/artifacts", params={"limit": limit})
-        .json()
-    )
+    remote = ApiClient(server, token, err)
+    path = f"/api/v1/projects/{project}/artifacts"
+    rows = remote.answers(ArtifactOut, "GET", path, params={"limit": limit})
     if as_json:
         show(rows, True, "")
         return
     table = Table("digest", "name", "size", "made by", "created")
     for row in rows:
         table.add_row(
-            row["digest"][:19],
-            escape(row["name"]),
-            str(row["size"]),
+            row.digest[:19],
+            escape(row.name),
+            str(row.size),
             escape(provenance(row)),
-            row["created_at"][:19],
+            row.created_at[:19],
         )
     out.print(table)
 
@@ -137,17 +137,14 @@ def show_artifact(
     as_json: JsonOpt = False,
 ) -> None:
     """One artifact: size, media type and provenance."""
-    data = (
-        ApiClient(server, token, err)
-        .call("GET", f"/api/v1/projects/{project}/artifacts/{digest}")
-        .json()
-    )
+    remote = ApiClient(server, token, err)
+    data = remote.answer(ArtifactOut, "GET", f"/api/v1/projects/{project}/artifacts/{digest}")
     show(
         data,
         as_json,
-        f"{data['digest']}\n  name {escape(data['name'])}, {data['size']} bytes, "
-        f"{data['media_type']}\n  made by {escape(provenance(data))}"
-        f"\n  created {data['created_at']}",
+        f"{data.digest}\n  name {escape(data.name)}, {data.size} bytes, "
+        f"{data.media_type}\n  made by {escape(provenance(data))}"
+        f"\n  created {data.created_at}",
     )
 
 

@@ -13,6 +13,7 @@ from rich.table import Table
 from conveyor.cli.client import ApiClient, JsonOpt, ServerOpt, TokenOpt, show
 from conveyor.cli.console import EXIT_FAILED, err, out
 from conveyor.domain import audit as chain
+from conveyor.protocol.api import AuditEntryOut, AuditHeadOut, AuditPage
 
 app = typer.Typer(help="The audit log: who did what, when, chained by hash.", no_args_is_help=True)
 
@@ -26,16 +27,15 @@ def _path(team: str | None) -> str:
     return f"/api/v1/teams/{team}/audit" if team else "/api/v1/audit"
 
 
-def _entries(
-    remote: ApiClient, team: str | None
-) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+def _entries(remote: ApiClient, team: str | None) -> Iterator[tuple[AuditEntryOut, AuditHeadOut]]:
     """Every entry of the chain, oldest first, each with the head the server showed."""
     after: int | None = 0
     while after is not None:
-        page = remote.call("GET", _path(team), params={"after": after, "limit": PAGE}).json()
-        for entry in page["items"]:
-            yield entry, page["head"]
-        after = page["next"]
+        params = {"after": after, "limit": PAGE}
+        page = remote.answer(AuditPage, "GET", _path(team), params=params)
+        for entry in page.items:
+            yield entry, page.head
+        after = page.next
 
 
 @app.command("list")
@@ -48,28 +48,25 @@ def list_entries(
     as_json: JsonOpt = False,
 ) -> None:
     """The chain's entries, oldest first."""
-    data = (
-        ApiClient(server, token, err)
-        .call("GET", _path(team), params={"after": after, "limit": limit})
-        .json()
-    )
+    remote = ApiClient(server, token, err)
+    data = remote.answer(AuditPage, "GET", _path(team), params={"after": after, "limit": limit})
     if as_json:
         show(data, True, "")
         return
     table = Table("#", "at", "actor", "action", "target", "detail")
-    for entry in data["items"]:
-        detail = ", ".join(f"{k}={v}" for k, v in entry["detail"].items())
+    for entry in data.items:
+        detail = ", ".join(f"{k}={v}" for k, v in entry.detail.items())
         table.add_row(
-            str(entry["seq"]),
-            entry["at"],
-            escape(entry["actor"]),
-            entry["action"],
-            escape(entry["target"]),
+            str(entry.seq),
+            entry.at,
+            escape(entry.actor),
+            entry.action,
+            escape(entry.target),
             escape(detail),
         )
     out.print(table)
-    if data["next"] is not None:
-        out.print(f"more: --after {data['next']}")
+    if data.next is not None:
+        out.print(f"more: --after {data.next}")
 
 
 @app.command("verify")
@@ -77,19 +74,19 @@ def verify(server: ServerOpt, token: TokenOpt, team: TeamArg = None) -> None:
     """Recompute the chain from its first entry: exit 0 when every number, link and hash
     adds up to the head; else name the first broken entry and exit 1."""
     remote = ApiClient(server, token, err)
-    head: dict[str, Any] = {"seq": 0, "hash": chain.GENESIS}
+    head = AuditHeadOut(seq=0, hash=chain.GENESIS)
     entries: list[dict[str, Any]] = []
     for entry, seen in _entries(remote, team):
-        entries.append(entry)
+        entries.append(entry.model_dump(mode="json"))
         head = seen
     if not entries:
-        head = remote.call("GET", _path(team), params={"limit": 1}).json()["head"]
-    broken = chain.verify(entries, (int(head["seq"]), str(head["hash"])))
+        head = remote.answer(AuditPage, "GET", _path(team), params={"limit": 1}).head
+    broken = chain.verify(entries, (head.seq, head.hash))
     name = f"team {team}" if team else "the company"
     if broken is not None:
         err.print(f"[red]broken:[/] the audit chain of {name} fails at {escape(str(broken))}")
         raise typer.Exit(EXIT_FAILED)
-    out.print(f"the audit chain of {name} holds: {len(entries)} entries, head {head['hash'][:16]}…")
+    out.print(f"the audit chain of {name} holds: {len(entries)} entries, head {head.hash[:16]}…")
 
 
 def register(main: typer.Typer) -> None:

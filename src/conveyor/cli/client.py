@@ -9,17 +9,33 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from conveyor.cli import githook
 from conveyor.cli.console import err, out
+from conveyor.protocol.api import (
+    DeliveryOut,
+    EventOut,
+    ProjectOut,
+    RotateOut,
+    RunnerOut,
+    RunOut,
+    RunPage,
+    SecretNames,
+    SubscriptionOut,
+    TeamIn,
+    TeamOut,
+    TokenOut,
+)
 
 ServerOpt = Annotated[
     str, typer.Option("--server", envvar="CONVEYOR_SERVER", help="Coordinator URL.")
@@ -30,6 +46,7 @@ DataDirOpt = Annotated[
     Path | None, typer.Option("--data-dir", help="[env CONVEYOR_DATA_DIR, default ./.conveyor]")
 ]
 FINAL = {"success", "failed", "canceled", "skipped"}
+M = TypeVar("M", bound=BaseModel)
 
 
 class ApiClient:
@@ -52,6 +69,15 @@ class ApiClient:
         if response.status_code >= 400:
             self.fail(response)
         return response
+
+    def answer(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        """The answer parsed into its `/api/v1` body (protocol.api): a server that drifts
+        from the client's contract fails here, loudly, not three lines later."""
+        return model.model_validate(self.call(method, path, **kwargs).json())
+
+    def answers(self, model: type[M], method: str, path: str, **kwargs: Any) -> list[M]:
+        """A list answer, each item parsed into its body."""
+        return [model.model_validate(item) for item in self.call(method, path, **kwargs).json()]
 
     def fail(self, response: httpx.Response) -> None:
         """Print the server's error and exit 1."""
@@ -83,26 +109,34 @@ def secret_set(
 ) -> None:
     """Set a secret of a project: encrypted at rest, handed to its jobs, masked in logs."""
     body = {"name": key, "value": value if value is not None else sys.stdin.read().rstrip("\n")}
-    data = ApiClient(server, token, err).call("POST", f"/api/v1/projects/{name}/secrets", json=body)
-    out.print(f"secrets of {name}: {', '.join(data.json()['names'])}")
+    remote = ApiClient(server, token, err)
+    data = remote.answer(SecretNames, "POST", f"/api/v1/projects/{name}/secrets", json=body)
+    out.print(f"secrets of {name}: {', '.join(data.names)}")
 
 
-def show(data: Any, as_json: bool, line: str) -> None:
-    out.print_json(json.dumps(data)) if as_json else out.print(line)
+def show(data: BaseModel | Sequence[BaseModel], as_json: bool, line: str) -> None:
+    """A command's answer: as JSON (the body as the server sent it), else `line`."""
+    if not as_json:
+        out.print(line)
+    elif isinstance(data, BaseModel):
+        out.print_json(data.model_dump_json())
+    else:
+        out.print_json(json.dumps([item.model_dump(mode="json") for item in data]))
 
 
 @team.command("create")
 def team_create(name: str, server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
     """Create a team (admin)."""
-    data = ApiClient(server, token, err).call("POST", "/api/v1/teams", json={"name": name}).json()
-    show(data, as_json, f"team {data['name']} created ({data['id']})")
+    body = TeamIn(name=name).model_dump()
+    data = ApiClient(server, token, err).answer(TeamOut, "POST", "/api/v1/teams", json=body)
+    show(data, as_json, f"team {data.name} created ({data.id})")
 
 
 @team.command("list")
 def team_list(server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
     """List the teams this token can see."""
-    data = ApiClient(server, token, err).call("GET", "/api/v1/teams").json()
-    show(data, as_json, "\n".join(t["name"] for t in data))
+    data = ApiClient(server, token, err).answers(TeamOut, "GET", "/api/v1/teams")
+    show(data, as_json, "\n".join(t.name for t in data))
 
 
 @token.command("create")
@@ -116,8 +150,9 @@ def token_create(
 ) -> None:
     """Create a team token (shown once)."""
     body = {"name": name, "role": role}
-    data = ApiClient(server, token, err).call("POST", f"/api/v1/teams/{team}/tokens", json=body)
-    show(data.json(), as_json, data.json()["token"])
+    remote = ApiClient(server, token, err)
+    data = remote.answer(TokenOut, "POST", f"/api/v1/teams/{team}/tokens", json=body)
+    show(data, as_json, data.token)
 
 
 @runner_token.command("create")
@@ -128,14 +163,15 @@ def runner_token_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a registration token for runners (shared, or for one team)."""
-    data = ApiClient(server, token, err).call("POST", "/api/v1/runner-tokens", json={"team": team})
-    show(data.json(), as_json, data.json()["token"])
+    remote = ApiClient(server, token, err)
+    data = remote.answer(TokenOut, "POST", "/api/v1/runner-tokens", json={"team": team})
+    show(data, as_json, data.token)
 
 
 def runners(server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
     """List the runners: the team's own and the shared ones (the admin sees every one),
     whether each is online, and the jobs it runs now."""
-    data = ApiClient(server, token, err).call("GET", "/api/v1/runners").json()
+    data = ApiClient(server, token, err).answers(RunnerOut, "GET", "/api/v1/runners")
     if as_json:
         show(data, True, "")
         return
@@ -145,12 +181,12 @@ def runners(server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> Non
     table = Table("name", "team", "labels", "state", "running", "last seen")
     for r in data:
         table.add_row(
-            escape(r["name"]),
-            escape(r["team"] or "shared"),
-            escape(", ".join(r["labels"])),
-            "[green]online[/]" if r["online"] else "[dim]offline[/]",
-            str(r["running"]),
-            r["last_seen_at"][:19].replace("T", " "),
+            escape(r.name),
+            escape(r.team or "shared"),
+            escape(", ".join(r.labels)),
+            "[green]online[/]" if r.online else "[dim]offline[/]",
+            str(r.running),
+            r.last_seen_at[:19].replace("T", " "),
         )
     out.print(table)
 
@@ -194,17 +230,17 @@ def project_create(
     }
     if webhook_secret:
         body["webhook_secret"] = webhook_secret
-    data = ApiClient(server, token, err).call("POST", "/api/v1/projects", json=body).json()
-    secret = webhook_secret or data["webhook_secret"]
-    hook_url = server.rstrip("/") + data["hook_path"]
-    lines = [f"project {data['team']}/{data['name']} created ({data['id']})"]
+    data = ApiClient(server, token, err).answer(ProjectOut, "POST", "/api/v1/projects", json=body)
+    secret = webhook_secret or data.webhook_secret or ""
+    hook_url = server.rstrip("/") + data.hook_path
+    lines = [f"project {data.team}/{data.name} created ({data.id})"]
     if install_hook and path is not None:
         hook = githook.install(path, hook_url, secret)
         lines.append(f"post-receive hook installed: {hook}")
     else:
         lines.append(f"webhook URL: {hook_url}")
-        if data["webhook_secret"]:
-            lines.append(f"webhook secret (shown once): {data['webhook_secret']}")
+        if data.webhook_secret:
+            lines.append(f"webhook secret (shown once): {data.webhook_secret}")
     show(data, as_json, "\n".join(lines))
 
 
@@ -231,12 +267,13 @@ def project_set(
         body["artifact_retention_days"] = retention_days
     if production:
         body["production"] = production
-    data = ApiClient(server, token, err).call("PATCH", f"/api/v1/projects/{name}", json=body).json()
+    remote = ApiClient(server, token, err)
+    data = remote.answer(ProjectOut, "PATCH", f"/api/v1/projects/{name}", json=body)
     show(
         data,
         as_json,
-        f"{name}: artifacts kept {data['artifact_retention_days']} days; "
-        f"production: {', '.join(data['production'])}",
+        f"{name}: artifacts kept {data.artifact_retention_days} days; "
+        f"production: {', '.join(data.production)}",
     )
 
 
@@ -257,16 +294,14 @@ def project_subscribe(
 ) -> None:
     """Post the project's lifecycle events to a URL, signed (Standard Webhooks)."""
     body: dict[str, Any] = {"url": url, "format": form, "events": events or ["*"]}
-    data = (
-        ApiClient(server, token, err)
-        .call("POST", f"/api/v1/projects/{name}/subscriptions", json=body)
-        .json()
-    )
+    remote = ApiClient(server, token, err)
+    path = f"/api/v1/projects/{name}/subscriptions"
+    data = remote.answer(SubscriptionOut, "POST", path, json=body)
     show(
         data,
         as_json,
-        f"subscription {data['id']}: {', '.join(data['events'])} → {data['url']}\n"
-        f"signing secret (shown once): {data['secret']}",
+        f"subscription {data.id}: {', '.join(data.events)} → {data.url}\n"
+        f"signing secret (shown once): {data.secret}",
     )
 
 
@@ -278,13 +313,12 @@ def project_subscriptions(
     as_json: JsonOpt = False,
 ) -> None:
     """The project's webhook subscriptions and how their deliveries stand."""
-    data = (
-        ApiClient(server, token, err).call("GET", f"/api/v1/projects/{name}/subscriptions").json()
-    )
+    remote = ApiClient(server, token, err)
+    data = remote.answers(SubscriptionOut, "GET", f"/api/v1/projects/{name}/subscriptions")
     lines = [
-        f"{s['id']} {s['format']} {','.join(s['events'])} → {s['url']}: {s['sent']} sent, "
-        f"{s['pending']} pending, {s['failed']} given up"
-        + (f" (last error: {s['last_error']})" if s["last_error"] else "")
+        f"{s.id} {s.format} {','.join(s.events)} → {s.url}: {s.sent} sent, "
+        f"{s.pending} pending, {s.failed} given up"
+        + (f" (last error: {s.last_error})" if s.last_error else "")
         for s in data
     ]
     show(data, as_json, "\n".join(lines) or "no subscriptions")
@@ -313,12 +347,10 @@ def project_events(
     as_json: JsonOpt = False,
 ) -> None:
     """The project's latest lifecycle events, newest first."""
-    data = (
-        ApiClient(server, token, err)
-        .call("GET", f"/api/v1/projects/{name}/events", params={"limit": limit})
-        .json()
-    )
-    show(data, as_json, "\n".join(f"{e['created_at']} {e['type']} {e['subject']}" for e in data))
+    remote = ApiClient(server, token, err)
+    path = f"/api/v1/projects/{name}/events"
+    data = remote.answers(EventOut, "GET", path, params={"limit": limit})
+    show(data, as_json, "\n".join(f"{e.created_at} {e.type} {e.subject}" for e in data))
 
 
 @project.command("rotate-secret")
@@ -337,16 +369,19 @@ def project_rotate_secret(
 ) -> None:
     """Replace a project's webhook secret; the old one verifies for --grace seconds."""
     remote = ApiClient(server, token, err)
-    data = remote.call(
-        "POST", f"/api/v1/projects/{name}/webhook-secret", json={"grace_seconds": grace}
-    ).json()
+    data = remote.answer(
+        RotateOut,
+        "POST",
+        f"/api/v1/projects/{name}/webhook-secret",
+        json={"grace_seconds": grace},
+    )
     lines = [
-        f"new webhook secret (shown once): {data['webhook_secret']}",
-        f"the previous secret verifies until {data['previous_valid_until']}",
+        f"new webhook secret (shown once): {data.webhook_secret}",
+        f"the previous secret verifies until {data.previous_valid_until}",
     ]
     if repo is not None:
-        info = remote.call("GET", f"/api/v1/projects/{name}").json()
-        hook = githook.install(repo, server.rstrip("/") + info["hook_path"], data["webhook_secret"])
+        info = remote.answer(ProjectOut, "GET", f"/api/v1/projects/{name}")
+        hook = githook.install(repo, server.rstrip("/") + info.hook_path, data.webhook_secret)
         lines.append(f"hook updated: {hook}")
     show(data, as_json, "\n".join(lines))
 
@@ -360,14 +395,12 @@ def project_deliveries(
     as_json: JsonOpt = False,
 ) -> None:
     """The latest webhook deliveries and what each started."""
-    data = (
-        ApiClient(server, token, err)
-        .call("GET", f"/api/v1/projects/{name}/deliveries", params={"limit": limit})
-        .json()
-    )
+    remote = ApiClient(server, token, err)
+    path = f"/api/v1/projects/{name}/deliveries"
+    data = remote.answers(DeliveryOut, "GET", path, params={"limit": limit})
     lines = [
-        f"{d['received_at'][:19]}  {d['provider']:<9} {d['event']:<28} {d['state']:<8} "
-        + escape("; ".join(d["outcome"]))
+        f"{d.received_at[:19]}  {d.provider:<9} {d.event:<28} {d.state:<8} "
+        + escape("; ".join(d.outcome))
         for d in data
     ]
     show(data, as_json, "\n".join(lines) or "no deliveries")
@@ -383,8 +416,8 @@ def git_hook() -> None:
 @project.command("list")
 def project_list(server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
     """List projects."""
-    data = ApiClient(server, token, err).call("GET", "/api/v1/projects").json()
-    show(data, as_json, "\n".join(f"{p['team']}/{p['name']}  {p['repo_url']}" for p in data))
+    data = ApiClient(server, token, err).answers(ProjectOut, "GET", "/api/v1/projects")
+    show(data, as_json, "\n".join(f"{p.team}/{p.name}  {p.repo_url}" for p in data))
 
 
 def trigger(
@@ -407,10 +440,11 @@ def trigger(
     remote = ApiClient(server, token, err)
     body = {"ref": ref, **({"sha": sha} if sha else {})}
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-    run = remote.call("POST", f"/api/v1/projects/{name}/runs", json=body, headers=headers).json()
-    show(run, as_json, f"run {run['id']} {run['status']} ({run['sha'][:12]})")
+    path = f"/api/v1/projects/{name}/runs"
+    run = remote.answer(RunOut, "POST", path, json=body, headers=headers)
+    show(run, as_json, f"run {run.id} {run.status} ({run.sha[:12]})")
     if wait:
-        final = follow_run(remote, run["id"], quiet=as_json)
+        final = follow_run(remote, str(run.id), quiet=as_json)
         raise typer.Exit(0 if final == "success" else 1)
 
 
@@ -435,19 +469,19 @@ def runs(
     """List runs, newest first."""
     path = f"/api/v1/projects/{name}/runs" if name else "/api/v1/runs"
     params = {"status": status} if status else {}
-    page = ApiClient(server, token, err).call("GET", path, params=params).json()
+    page = ApiClient(server, token, err).answer(RunPage, "GET", path, params=params)
     if as_json:
-        out.print_json(json.dumps(page))
+        show(page, True, "")
         return
     table = Table("run", "project", "status", "ref", "sha", "created")
-    for r in page["items"]:
+    for r in page.items:
         table.add_row(
-            r["id"],
-            f"{r['team']}/{r['project']}",
-            r["status"],
-            r["ref"],
-            r["sha"][:12],
-            r["created_at"],
+            str(r.id),
+            f"{r.team}/{r.project}",
+            r.status,
+            r.ref,
+            r.sha[:12],
+            r.created_at,
         )
     out.print(table)
 
@@ -475,20 +509,20 @@ def logs(
 
 def cancel(run_id: str, server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
     """Cancel a run."""
-    data = ApiClient(server, token, err).call("POST", f"/api/v1/runs/{run_id}/cancel").json()
-    show(data, as_json, f"run {data['id']} {data['status']}")
+    data = ApiClient(server, token, err).answer(RunOut, "POST", f"/api/v1/runs/{run_id}/cancel")
+    show(data, as_json, f"run {data.id} {data.status}")
 
 
 def retry(run_id: str, server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
     """Run a run's commit again, as a new run."""
-    data = ApiClient(server, token, err).call("POST", f"/api/v1/runs/{run_id}/retry").json()
-    show(data, as_json, f"run {data['id']} {data['status']} ({data['sha'][:12]})")
+    data = ApiClient(server, token, err).answer(RunOut, "POST", f"/api/v1/runs/{run_id}/retry")
+    show(data, as_json, f"run {data.id} {data.status} ({data.sha[:12]})")
 
 
 def play(job_id: str, server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
     """Start a manual job."""
-    data = ApiClient(server, token, err).call("POST", f"/api/v1/jobs/{job_id}/play").json()
-    show(data, as_json, f"run {data['id']} {data['status']}")
+    data = ApiClient(server, token, err).answer(RunOut, "POST", f"/api/v1/jobs/{job_id}/play")
+    show(data, as_json, f"run {data.id} {data.status}")
 
 
 def register(app: typer.Typer) -> None:
@@ -507,25 +541,23 @@ def follow_run(remote: ApiClient, run_id: str, quiet: bool = False) -> str:
     """Print each job's log as it grows, prefixed with the job's name, until the run ends."""
     offsets: dict[str, int] = {}
     while True:
-        run = remote.call("GET", f"/api/v1/runs/{run_id}").json()
-        for job in run["jobs"]:
-            offset = offsets.get(job["id"], 0)
-            if job["status"] in ("created", "pending", "manual") and offset == 0:
+        run = remote.answer(RunOut, "GET", f"/api/v1/runs/{run_id}")
+        for job in run.jobs:
+            offset = offsets.get(str(job.id), 0)
+            if job.status in ("created", "pending", "manual") and offset == 0:
                 continue
-            response = remote.call(
-                "GET", f"/api/v1/jobs/{job['id']}/log", params={"offset": offset}
-            )
-            offsets[job["id"]] = int(response.headers["X-Next-Offset"])
+            response = remote.call("GET", f"/api/v1/jobs/{job.id}/log", params={"offset": offset})
+            offsets[str(job.id)] = int(response.headers["X-Next-Offset"])
             if not quiet:
                 for line in response.content.decode(errors="replace").splitlines():
                     out.print(
-                        f"[cyan]{escape(job['name'][:20]):<20}[/] │ {escape(line)}",
+                        f"[cyan]{escape(job.name[:20]):<20}[/] │ {escape(line)}",
                         soft_wrap=True,
                     )
-        if run["status"] in FINAL:
+        if run.status in FINAL:
             if not quiet:
-                for job in run["jobs"]:
-                    out.print(f"{job['name']}: {job['status']} {escape(job['reason'])}")
-                out.print(f"run {run['id']} {run['status']}")
-            return str(run["status"])
+                for job in run.jobs:
+                    out.print(f"{job.name}: {job.status} {escape(job.reason)}")
+                out.print(f"run {run.id} {run.status}")
+            return run.status
         time.sleep(0.3)

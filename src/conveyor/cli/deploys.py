@@ -13,6 +13,7 @@ from rich.table import Table
 
 from conveyor.cli.client import ApiClient, JsonOpt, ServerOpt, TokenOpt, show
 from conveyor.cli.console import err, out
+from conveyor.protocol.api import DeploymentOut, EnvironmentOut, RiskOut
 
 ProjectArg = Annotated[str, typer.Argument(help="TEAM/PROJECT", metavar="TEAM/PROJECT")]
 EnvOpt = Annotated[str, typer.Option("--env", "-e", help="The environment.")]
@@ -65,21 +66,21 @@ def deploy(
     if queue:
         body["queue_policy"] = queue
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-    made = remote.call(
-        "POST", f"/api/v1/projects/{project}/deployments", json=body, headers=headers
-    ).json()
-    if made.get("awaiting_approval"):
+    path = f"/api/v1/projects/{project}/deployments"
+    made = remote.answer(DeploymentOut, "POST", path, json=body, headers=headers)
+    if made.awaiting_approval:
+        reasons = "; ".join(made.approval.reasons) if made.approval else ""
         err.print(
-            f"{env} revision {made['number']} waits for approval "
-            f"({'; '.join(made['approval']['reasons'])}): `conveyor approve {made['id']}`"
+            f"{env} revision {made.number} waits for approval "
+            f"({reasons}): `conveyor approve {made.id}`"
         )
     if not wait:
-        show(made, as_json, f"{env} revision {made['number']} {made['phase']} ({made['strategy']})")
+        show(made, as_json, f"{env} revision {made.number} {made.phase} ({made.strategy})")
         return
-    err.print(f"{env} revision {made['number']}: {made['strategy']} of {made['digest'][:19]}…")
-    final = follow(remote, project, env, int(made["number"]))
-    show(final, as_json, f"{env} revision {final['number']} {final['phase']}")
-    raise typer.Exit(0 if final["phase"] == "succeeded" else 1)
+    err.print(f"{env} revision {made.number}: {made.strategy} of {made.digest[:19]}…")
+    final = follow(remote, project, env, made.number)
+    show(final, as_json, f"{env} revision {final.number} {final.phase}")
+    raise typer.Exit(0 if final.phase == "succeeded" else 1)
 
 
 EmergencyOpt = Annotated[
@@ -102,27 +103,25 @@ def emergency_body(emergency: bool, reason: str | None) -> dict[str, Any]:
     return {"emergency": reason}
 
 
-def follow(remote: ApiClient, project: str, env: str, number: int) -> dict[str, Any]:
+def follow(remote: ApiClient, project: str, env: str, number: int) -> DeploymentOut:
     """Print each change of phase, step and split until the deployment ends."""
     last = ""
     while True:
-        row = remote.call("GET", f"{env_path(project, env)}/deployments/{number}").json()
-        status = remote.call("GET", env_path(project, env)).json()
-        traffic = status["traffic"]
-        step = (
-            status["step"]
-            if status["deployment"] and status["deployment"]["number"] == number
-            else ""
-        )
+        path = f"{env_path(project, env)}/deployments/{number}"
+        row = remote.answer(DeploymentOut, "GET", path)
+        status = remote.answer(EnvironmentOut, "GET", env_path(project, env))
+        traffic = status.traffic
+        mine = status.deployment is not None and status.deployment.number == number
+        step = status.step if mine else ""
         line = (
-            f"  {row['phase']:<11} {step or '':<32} stable {traffic['stable']:g}% "
-            f"canary {traffic['canary']:g}%"
+            f"  {row.phase:<11} {step or '':<32} stable {traffic.stable:g}% "
+            f"canary {traffic.canary:g}%"
         )
         if line != last:
-            err.print(escape(line) + (f"  {escape(row['message'])}" if row["message"] else ""))
+            err.print(escape(line) + (f"  {escape(row.message)}" if row.message else ""))
             last = line
-        if row["phase"] in FINAL:
-            return dict(row)
+        if row.phase in FINAL:
+            return row
         time.sleep(0.25)
 
 
@@ -135,12 +134,10 @@ def _command(
     as_json: bool,
     body: dict[str, Any] | None = None,
 ) -> None:
-    data = (
-        ApiClient(server, token, err)
-        .call("POST", f"{env_path(project, env)}/{what}", json=body or {})
-        .json()
-    )
-    show(data, as_json, f"{env} revision {data['number']}: {what} → {data['phase']}")
+    remote = ApiClient(server, token, err)
+    path = f"{env_path(project, env)}/{what}"
+    data = remote.answer(DeploymentOut, "POST", path, json=body or {})
+    show(data, as_json, f"{env} revision {data.number}: {what} → {data.phase}")
 
 
 def promote(
@@ -193,15 +190,15 @@ def rollback(
     freeze, approvals or stop-the-line."""
     remote = ApiClient(server, token, err)
     body: dict[str, Any] = {"to": to} | emergency_body(emergency, reason)
-    made = remote.call("POST", f"{env_path(project, env)}/rollback", json=body).json()
+    made = remote.answer(DeploymentOut, "POST", f"{env_path(project, env)}/rollback", json=body)
     err.print(
-        f"{env}: rollback to {made['digest'][:19]}… as revision {made['number']} "
-        f"({'traffic switch' if made['strategy'] == 'switch' else 'rolling redeploy'})"
+        f"{env}: rollback to {made.digest[:19]}… as revision {made.number} "
+        f"({'traffic switch' if made.strategy == 'switch' else 'rolling redeploy'})"
     )
     if wait:
-        made = follow(remote, project, env, int(made["number"]))
-    show(made, as_json, f"{env} revision {made['number']} {made['phase']}")
-    if wait and made["phase"] != "succeeded":
+        made = follow(remote, project, env, made.number)
+    show(made, as_json, f"{env} revision {made.number} {made.phase}")
+    if wait and made.phase != "succeeded":
         raise typer.Exit(1)
 
 
@@ -227,13 +224,13 @@ def status(
     """Revision, URL, phase, step, traffic split, instances with health, and history."""
     remote = ApiClient(server, token, err)
     if env is not None:
-        data: Any = remote.call("GET", env_path(project, env)).json()
+        data = remote.answer(EnvironmentOut, "GET", env_path(project, env))
         if as_json:
             show(data, True, "")
             return
         _render(data)
         return
-    envs = remote.call("GET", f"/api/v1/projects/{project}/environments").json()
+    envs = remote.answers(EnvironmentOut, "GET", f"/api/v1/projects/{project}/environments")
     if as_json:
         show(envs, True, "")
         return
@@ -241,48 +238,45 @@ def status(
         _render(data)
 
 
-def _render(data: dict[str, Any]) -> None:
-    traffic = data["traffic"]
-    current = data["deployment"]
-    where = f"{escape(data['team'])}/{escape(data['project'])} {escape(data['environment'])}"
-    step = f" step {escape(data['step'])}" if data["step"] else ""
-    if current is not None and current["number"] != data["revision"]:
+def _render(data: EnvironmentOut) -> None:
+    traffic = data.traffic
+    current = data.deployment
+    where = f"{escape(data.team)}/{escape(data.project)} {escape(data.environment)}"
+    step = f" step {escape(data.step)}" if data.step else ""
+    if current is not None and current.number != data.revision:
         # The phase and step are the deploying revision's, never the stable one's.
-        head = (
-            f"  revision {data['revision']} stable; revision {current['number']} "
-            f"{data['phase']}{step}"
-        )
+        head = f"  revision {data.revision} stable; revision {current.number} {data.phase}{step}"
     else:
-        head = f"  revision {data['revision']}  {data['phase']}{step}"
+        head = f"  revision {data.revision}  {data.phase}{step}"
     out.print(f"[bold]{where}[/]{head}")
-    out.print(f"  url {data['url']}  (preview {data['preview_url']})")
-    out.print(f"  traffic: stable {traffic['stable']:g}%  canary {traffic['canary']:g}%")
-    if current is not None and current["message"]:
-        why = "paused" if current["phase"] == "paused" else current["phase"]
-        out.print(f"  revision {current['number']} {why}: {escape(current['message'])}")
-    for pin in data["pins"]:
-        out.print(f"  [red]pinned[/] {pin['digest'][:19]}… {escape(pin['reason'])}")
+    out.print(f"  url {data.url}  (preview {data.preview_url})")
+    out.print(f"  traffic: stable {traffic.stable:g}%  canary {traffic.canary:g}%")
+    if current is not None and current.message:
+        why = "paused" if current.phase == "paused" else current.phase
+        out.print(f"  revision {current.number} {why}: {escape(current.message)}")
+    for pin in data.pins:
+        out.print(f"  [red]pinned[/] {pin.digest[:19]}… {escape(pin.reason)}")
     table = Table("revision", "role", "port", "state", "healthy", "restarts")
-    for inst in data["instances"]:
+    for inst in data.instances:
         table.add_row(
-            str(inst["revision"]),
-            inst["role"],
-            str(inst["port"]),
-            inst["state"],
-            "yes" if inst["healthy"] else "no",
-            str(inst["restarts"]),
+            str(inst.revision),
+            inst.role,
+            str(inst.port),
+            inst.state,
+            "yes" if inst.healthy else "no",
+            str(inst.restarts),
         )
     out.print(table)
     history = Table("rev", "kind", "strategy", "phase", "digest", "by", "message")
-    for row in data["history"]:
+    for row in data.history:
         history.add_row(
-            str(row["number"]),
-            row["kind"],
-            row["strategy"],
-            row["phase"],
-            row["digest"][:19],
-            escape(row["started_by"]),
-            escape(row["message"]),
+            str(row.number),
+            row.kind,
+            row.strategy,
+            row.phase,
+            row.digest[:19],
+            escape(row.started_by),
+            escape(row.message),
         )
     out.print(history)
 
@@ -297,22 +291,20 @@ def risk(
 ) -> None:
     """The risk score (0-100) of deploying an artifact to an environment now, with each
     factor's value, weight and contribution."""
-    data = (
-        ApiClient(server, token, err)
-        .call("GET", f"{env_path(project, env)}/risk", params={"artifact": artifact})
-        .json()
-    )
+    remote = ApiClient(server, token, err)
+    path = f"{env_path(project, env)}/risk"
+    data = remote.answer(RiskOut, "GET", path, params={"artifact": artifact})
     if as_json:
         show(data, True, "")
         return
-    out.print(f"[bold]risk {data['score']}[/] of {artifact[:19]}… to {escape(env)} at {data['at']}")
+    out.print(f"[bold]risk {data.score}[/] of {artifact[:19]}… to {escape(env)} at {data.at}")
     table = Table("factor", "found", "weight", "adds")
-    for factor in data["factors"]:
+    for factor in data.factors:
         table.add_row(
-            factor["name"],
-            escape(factor["value"]),
-            str(factor["weight"]),
-            f"{factor['contribution']:g}",
+            factor.name,
+            escape(factor.value),
+            str(factor.weight),
+            f"{factor.contribution:g}",
         )
     out.print(table)
 

@@ -3,13 +3,14 @@ band of each (docs/dora.md)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from conveyor.cli.client import ApiClient, JsonOpt, ServerOpt, TokenOpt, show
 from conveyor.cli.console import err, out
+from conveyor.protocol.api import DoraFigures, DoraOut
 
 BAND_COLOURS = {"elite": "green", "high": "cyan", "medium": "yellow", "low": "red"}
 
@@ -22,36 +23,31 @@ def dora(
     as_json: JsonOpt = False,
 ) -> None:
     """Deployment frequency, lead time, change failure rate and recovery time."""
-    data = (
-        ApiClient(server, token, err)
-        .call("GET", f"/api/v1/teams/{team}/dora", params={"window": window})
-        .json()
-    )
+    remote = ApiClient(server, token, err)
+    data = remote.answer(DoraOut, "GET", f"/api/v1/teams/{team}/dora", params={"window": window})
     if as_json:
         show(data, True, "")
         return
-    out.print(f"[bold]{data['team']}[/] over {data['window_days']:g} days to {data['end']}")
+    out.print(f"[bold]{data.team}[/] over {data.window_days:g} days to {data.end}")
     table = Table("service", "deploys/day", "lead time", "failure rate", "recovery", "band")
-    for name, row in [("(all)", data["overall"]), *sorted(data["services"].items())]:
+    for name, row in [("(all)", data.overall), *sorted(data.services.items())]:
         table.add_row(name, *cells(row))
     out.print(table)
 
 
-def cells(row: dict[str, Any]) -> list[str]:
-    bands = row["bands"]
-    rate = row["change_failure_rate"]
+def cells(row: DoraFigures) -> list[str]:
+    bands = row.bands
+    rate = row.change_failure_rate
     return [
+        _banded(f"{row.deploys_per_day:.2f} ({row.deployments})", bands, "deployment_frequency"),
+        _banded(duration(row.lead_time_seconds), bands, "lead_time"),
         _banded(
-            f"{row['deploys_per_day']:.2f} ({row['deployments']})", bands, "deployment_frequency"
-        ),
-        _banded(duration(row["lead_time_seconds"]), bands, "lead_time"),
-        _banded(
-            "—" if rate is None else f"{rate:.0%} ({row['failures']}/{row['changes']})",
+            "—" if rate is None else f"{rate:.0%} ({row.failures}/{row.changes})",
             bands,
             "change_failure_rate",
         ),
-        _banded(duration(row["recovery_seconds"]), bands, "recovery"),
-        _band(row["band"]),
+        _banded(duration(row.recovery_seconds), bands, "recovery"),
+        _band(row.band),
     ]
 
 

@@ -14,6 +14,14 @@ from conveyor.cli.console import EXIT_INVALID, err, out
 from conveyor.cli.deploys import EnvOpt, ProjectArg, env_path
 from conveyor.domain.policy import span_text
 from conveyor.pipeline.durations import format_duration, parse_duration
+from conveyor.protocol.api import (
+    ApprovalItemOut,
+    DecideIn,
+    DeploymentOut,
+    FreezeOut,
+    ProtectionOut,
+    StopOut,
+)
 
 DeploymentArg = Annotated[str, typer.Argument(help="The deployment's id (`conveyor approvals`).")]
 CommentOpt = Annotated[str, typer.Option("--comment", "-m", help="Why, for the record.")]
@@ -28,11 +36,9 @@ def approvals(
     as_json: JsonOpt = False,
 ) -> None:
     """Deployments that wait for your approval."""
-    data = (
-        ApiClient(server, token, err)
-        .call("GET", "/api/v1/approvals", params={"all": "true"} if all_ else None)
-        .json()
-    )
+    remote = ApiClient(server, token, err)
+    params = {"all": "true"} if all_ else None
+    data = remote.answers(ApprovalItemOut, "GET", "/api/v1/approvals", params=params)
     if as_json:
         show(data, True, "")
         return
@@ -45,18 +51,18 @@ def approvals(
     for name in ("where", "rev", "risk", "approvals", "asked by", "why"):
         table.add_column(name)
     for item in data:
-        approval = item["approval"]
-        given = sum(1 for d in approval["decisions"] if d["decision"] == "approve")
-        why = "; ".join(approval["reasons"])
-        if item["why_not"]:
-            why += f" [dim](you: {escape(item['why_not'])})[/]"
+        approval = item.approval
+        given = sum(1 for d in approval.decisions if d.decision == "approve")
+        why = "; ".join(approval.reasons)
+        if item.why_not:
+            why += f" [dim](you: {escape(item.why_not)})[/]"
         table.add_row(
-            item["id"],
-            f"{item['team']}/{item['project']} {item['environment']}",
-            str(item["number"]),
-            "" if approval["risk"] is None else str(approval["risk"]),
-            f"{given}/{approval['required']} {approval['approver_role']}",
-            escape(item["started_by"]),
+            item.id,
+            f"{item.team}/{item.project} {item.environment}",
+            str(item.number),
+            "" if approval.risk is None else str(approval.risk),
+            f"{given}/{approval.required} {approval.approver_role}",
+            escape(item.started_by),
             why,
         )
     out.print(table)
@@ -67,10 +73,10 @@ def _deployment_id(remote: ApiClient, given: str) -> str:
     among those waiting for a decision; a whole id goes as it is."""
     if len(given) == 36:
         return given
-    waiting = remote.call("GET", "/api/v1/approvals", params={"all": "true"}).json()
-    found = sorted({i["id"] for i in waiting if i["id"].startswith(given.lower())})
+    waiting = remote.answers(ApprovalItemOut, "GET", "/api/v1/approvals", params={"all": "true"})
+    found = sorted({i.id for i in waiting if i.id.startswith(given.lower())})
     if len(found) == 1:
-        return str(found[0])
+        return found[0]
     if not found:
         err.print(f"[red]error:[/] no deployment waiting for approval starts with {given!r}")
     else:
@@ -83,20 +89,18 @@ def _decide(
 ) -> None:
     remote = ApiClient(server, token, err)
     deployment = _deployment_id(remote, deployment)
-    data = remote.call(
-        "POST", f"/api/v1/deployments/{deployment}/{verdict}", json={"comment": comment}
-    ).json()
-    approval = data.get("approval") or {}
+    path = f"/api/v1/deployments/{deployment}/{verdict}"
+    data = remote.answer(DeploymentOut, "POST", path, json=DecideIn(comment=comment).model_dump())
     if verdict == "approve":
-        if not approval.get("approved_at"):
+        if data.approval is None or not data.approval.approved_at:
             state = "approval recorded"
-        elif data.get("held"):
-            state = f"approved; it still waits at its gate: {data['held']}"
+        elif data.held:
+            state = f"approved; it still waits at its gate: {data.held}"
         else:
             state = "approved: it starts"
     else:
         state = "rejected"
-    show(data, as_json, f"{data['environment']} revision {data['number']}: {state}")
+    show(data, as_json, f"{data.environment} revision {data.number}: {state}")
 
 
 def approve(
@@ -172,16 +176,16 @@ def protect(
     remote = ApiClient(server, token, err)
     path = f"{env_path(project, env)}/protection"
     if given or clear:
-        data = remote.call("PUT", path, json=given).json()
+        data = remote.answer(ProtectionOut, "PUT", path, json=given)
     else:
-        data = remote.call("GET", path).json()
+        data = remote.answer(ProtectionOut, "GET", path)
     if as_json:
         show(data, True, "")
         return
     out.print(f"[bold]{escape(project)} {escape(env)}[/] protection")
     table = Table("rule", "in force", "set on the server")
-    for name, value in (data["effective"] or {}).items():
-        server_value = data["server"].get(name)
+    for name, value in (data.effective or {}).items():
+        server_value = data.server.get(name)
         table.add_row(
             name,
             escape(_rule_value(name, value)),
@@ -244,8 +248,8 @@ def freeze_add(
     }
     if env is not None:
         body["environment"] = env
-    data = ApiClient(server, token, err).call("POST", _freeze_path(scope), json=body).json()
-    show(data, as_json, f"freeze {data['id']} ({data['scope']}): next from {data['next_start']}")
+    data = ApiClient(server, token, err).answer(FreezeOut, "POST", _freeze_path(scope), json=body)
+    show(data, as_json, f"freeze {data.id} ({data.scope}): next from {data.next_start}")
 
 
 @freeze.command("list")
@@ -253,22 +257,22 @@ def freeze_list(
     server: ServerOpt, token: TokenOpt, scope: ScopeArg = None, as_json: JsonOpt = False
 ) -> None:
     """The freeze windows at one level (company, a team, a project's environments)."""
-    data = ApiClient(server, token, err).call("GET", _freeze_path(scope)).json()
+    data = ApiClient(server, token, err).answers(FreezeOut, "GET", _freeze_path(scope))
     if as_json:
         show(data, True, "")
         return
     table = Table("id", "scope", "cron", "for", "tz", "action", "now", "next", "reason")
     for w in data:
         table.add_row(
-            w["id"],
-            escape(w["scope"]),
-            w["cron"],
-            format_duration(w["duration_s"]),
-            w["timezone"],
-            w["action"],
-            f"until {w['active_until']}" if w["active_until"] else "",
-            w["next_start"],
-            escape(w["reason"]),
+            w.id,
+            escape(w.scope),
+            w.cron,
+            format_duration(w.duration_s),
+            w.timezone,
+            w.action,
+            f"until {w.active_until}" if w.active_until else "",
+            w.next_start,
+            escape(w.reason),
         )
     out.print(table)
 
@@ -295,14 +299,14 @@ def stop_the_line(
     step and holds new ones at their gate; rollbacks and emergencies go on."""
     remote = ApiClient(server, token, err)
     if switch == "status":
-        data = remote.call("GET", "/api/v1/stop-the-line").json()
+        data = remote.answer(StopOut, "GET", "/api/v1/stop-the-line")
     elif switch in ("on", "off"):
         body = {"on": switch == "on", "reason": reason}
-        data = remote.call("PUT", "/api/v1/stop-the-line", json=body).json()
+        data = remote.answer(StopOut, "PUT", "/api/v1/stop-the-line", json=body)
     else:
         raise typer.BadParameter("on, off or status", param_hint="SWITCH")
-    state = "ON" if data["on"] else "off"
-    why = f": {data['reason']}" if data["on"] and data["reason"] else ""
+    state = "ON" if data.on else "off"
+    why = f": {data.reason}" if data.on and data.reason else ""
     show(data, as_json, f"stop-the-line is {state}{why}")
 
 

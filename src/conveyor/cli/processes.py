@@ -29,6 +29,7 @@ from rich.markup import escape
 from conveyor.cli.client import DataDirOpt, ServerOpt, TokenOpt
 from conveyor.cli.console import EXIT_INVALID, err, out
 from conveyor.config import Settings
+from conveyor.protocol.api import TokenOut
 
 
 def serve(
@@ -343,7 +344,7 @@ class _Group:
         made = httpx.post(f"{url}/api/v1/runner-tokens", json={}, headers=headers, timeout=10)
         made.raise_for_status()
         # The token goes in the environment, never on the command line (where `ps` shows it).
-        env = self.env | {"CONVEYOR_TOKEN": made.json()["token"]}
+        env = self.env | {"CONVEYOR_TOKEN": TokenOut.model_validate(made.json()).token}
         for index in range(count):
             name = f"{socket.gethostname()}-{index + 1}"
             own = str(self.root / "runners" / str(index + 1))  # its workspaces and checkouts
