@@ -37,18 +37,10 @@ from pathlib import Path
 import httpx
 from pgtemp import temporary_database
 
+from conveyor.domain.clock import utcnow
 from conveyor.storage.database import Database, database_url
 from conveyor.storage.migrate import upgrade
-from conveyor.storage.tables import (
-    Artifact,
-    Deployment,
-    Environment,
-    Job,
-    Project,
-    Run,
-    Team,
-    utcnow,
-)
+from conveyor.storage.tables import Artifact, Deployment, Environment, Job, Project, Run, Team
 
 ADMIN = "cvy_admin_scrape"
 SCRAPE = "scrape-token-0123456789"

@@ -89,7 +89,8 @@ def test_expired_idempotency_keys_are_purged(world: World):
     from sqlalchemy import select, update
 
     from conveyor.api.idempotency import KEY_TTL, purge_expired
-    from conveyor.storage.tables import IdempotencyRecord, utcnow
+    from conveyor.domain.clock import utcnow
+    from conveyor.storage.tables import IdempotencyRecord
 
     for key in ("old-1", "old-2", "fresh"):
         assert trigger(world, headers={"Idempotency-Key": key}).status_code == 201

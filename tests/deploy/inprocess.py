@@ -19,6 +19,7 @@ from conveyor.deploy.router.memory import MemoryRouter
 from conveyor.deploy.strategy import DeployStrategy
 from conveyor.deploy.targets.fake import FakeTarget
 from conveyor.deploy.world import Act
+from conveyor.domain.clock import utcnow
 from conveyor.domain.deploy import Control, Phase
 from conveyor.domain.policy import Decision
 from conveyor.pipeline.analysis import Template
@@ -26,7 +27,7 @@ from conveyor.storage import artifacts, deployments, environments
 from conveyor.storage.artifacts import Provenance
 from conveyor.storage.database import Database
 from conveyor.storage.migrate import upgrade
-from conveyor.storage.tables import Deployment, Environment, Project, Team, utcnow
+from conveyor.storage.tables import Deployment, Environment, Project, Team
 
 MAX_PASSES = 200
 

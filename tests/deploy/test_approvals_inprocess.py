@@ -14,13 +14,13 @@ import pytest
 from conveyor.deploy import approvals
 from conveyor.deploy.approvals import Approver
 from conveyor.deploy.world import Act
+from conveyor.domain.clock import utcnow
 from conveyor.domain.deploy import PauseReason, Phase
 from conveyor.domain.errors import Conflict, Forbidden, Refused
 from conveyor.domain.policy import Decision
 from conveyor.domain.roles import Role
 from conveyor.storage import deployments, environments
 from conveyor.storage import policy as rows
-from conveyor.storage.tables import utcnow
 from tests.deploy.inprocess import ROLLING, World, claimed, serving_v1
 
 ONE = Decision(required=1, reasons=("prod requires 1 approval by a maintainer",))

@@ -27,11 +27,12 @@ from conveyor.deploy.effects import _launch
 from conveyor.deploy.strategy import DeployStrategy
 from conveyor.deploy.targets.fake import CRASH_S, START_S, UNHEALTHY
 from conveyor.deploy.world import Act, Action, Kind
+from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.deploy import Control, Phase
 from conveyor.domain.errors import Conflict
 from conveyor.observability import tracing
 from conveyor.storage import audit, deployments, environments, events
-from conveyor.storage.tables import Environment, as_utc, utcnow
+from conveyor.storage.tables import Environment
 from tests.deploy.inprocess import (
     ROLLING,
     Clock,

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, text
 
+from conveyor.domain.clock import utcnow
 from conveyor.domain.failure import FailureClass
 from conveyor.domain.status import JobStatus, RunStatus
 from conveyor.protocol.errors import StaleLease
@@ -17,7 +18,7 @@ from conveyor.scheduler.service import Scheduler
 from conveyor.storage.database import Database
 from conveyor.storage.logs import read_log
 from conveyor.storage.runs import derived_status
-from conveyor.storage.tables import Job, JobAttempt, Project, RunnerRow, Team, utcnow
+from conveyor.storage.tables import Job, JobAttempt, Project, RunnerRow, Team
 from tests.conftest import event, plan_for
 from tests.helpers import wait_until_async
 

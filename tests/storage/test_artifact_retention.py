@@ -9,11 +9,12 @@ from datetime import timedelta
 from pathlib import Path
 
 from conveyor.artifacts.blobs import FileBlobStore
+from conveyor.domain.clock import utcnow
 from conveyor.ids import new_id
 from conveyor.storage import artifacts
 from conveyor.storage.artifacts import Provenance
 from conveyor.storage.database import Database
-from conveyor.storage.tables import Deployment, Environment, Project, Team, utcnow
+from conveyor.storage.tables import Deployment, Environment, Project, Team
 
 
 async def chunks(data: bytes) -> AsyncIterator[bytes]:

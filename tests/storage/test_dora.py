@@ -12,12 +12,13 @@ import pytest
 from sqlalchemy import select
 
 from conveyor.api.metrics import refresh_dora
+from conveyor.domain.clock import utcnow
 from conveyor.domain.dora import Band, figures
 from conveyor.ids import new_id
 from conveyor.observability import metrics
 from conveyor.storage import dora
 from conveyor.storage.database import Database
-from conveyor.storage.tables import Deployment, Environment, Project, Team, utcnow
+from conveyor.storage.tables import Deployment, Environment, Project, Team
 
 MIN = timedelta(minutes=1)
 HOUR = timedelta(hours=1)

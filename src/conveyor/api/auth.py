@@ -16,11 +16,11 @@ from datetime import timedelta
 from fastapi import Request
 
 from conveyor.api.errors import ApiError
+from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.principal import Principal
 from conveyor.domain.roles import Role
 from conveyor.storage import tokens
 from conveyor.storage.database import Session
-from conveyor.storage.tables import as_utc, utcnow
 
 ADMIN_PREFIX = "cvy_admin_"
 TEAM_PREFIX = "cvy_team_"

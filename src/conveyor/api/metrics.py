@@ -22,12 +22,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conveyor.api.auth import bearer, principal_for
 from conveyor.api.errors import ApiError
+from conveyor.domain.clock import utcnow
 from conveyor.domain.dora import Change, figures
 from conveyor.observability import metrics, tracing
 from conveyor.observability.logs import bound
 from conveyor.storage import dora, gauges, names, runs
 from conveyor.storage.database import Database
-from conveyor.storage.tables import utcnow
 
 log = logging.getLogger("conveyor.api")
 UNMATCHED = "unmatched"

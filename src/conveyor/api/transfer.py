@@ -14,7 +14,8 @@ from conveyor.artifacts.tarballs import MEDIA_TYPE
 from conveyor.observability import metrics
 from conveyor.storage import artifacts, names
 from conveyor.storage.artifacts import Provenance
-from conveyor.storage.tables import Artifact, Project
+from conveyor.storage.projects import ProjectRecord
+from conveyor.storage.tables import Artifact
 
 MEDIA = r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$"
 
@@ -22,7 +23,7 @@ MEDIA = r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$"
 async def store(
     state: Coordinator,
     request: Request,
-    project: Project,
+    project: ProjectRecord,
     name: str,
     provenance: Provenance,
     expected: str | None = None,

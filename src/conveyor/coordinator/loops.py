@@ -27,10 +27,10 @@ from typing import Any
 
 from conveyor.api import idempotency
 from conveyor.api.state import Coordinator
+from conveyor.domain.clock import utcnow
 from conveyor.scheduler.service import Scheduler
 from conveyor.storage import artifacts as artifacts_store
 from conveyor.storage import events
-from conveyor.storage.tables import utcnow
 
 log = logging.getLogger("conveyor.coordinator")
 SHUTDOWN_WAIT_S = 5.0

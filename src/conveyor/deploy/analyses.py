@@ -45,13 +45,14 @@ from conveyor.deploy.router.base import SHARE_SCALE
 from conveyor.deploy.targets.base import Target
 from conveyor.deploy.world import Due, Judged, World
 from conveyor.domain.analysis import AnalysisPhase
+from conveyor.domain.clock import as_utc
 from conveyor.domain.deploy import InstanceState
 from conveyor.observability import metrics
 from conveyor.pipeline.analysis import Metric, Provider, Template
 from conveyor.scheduler.service import Scheduler
 from conveyor.storage import analysis, names
 from conveyor.storage.database import Database, Session
-from conveyor.storage.tables import AnalysisRun, Environment, as_utc
+from conveyor.storage.tables import AnalysisRun, Environment
 from conveyor.vcs import GitMirror
 
 log = logging.getLogger("conveyor.deploy.analysis")

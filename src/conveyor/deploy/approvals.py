@@ -17,6 +17,7 @@ from typing import Any
 from conveyor.deploy.requests import audited
 from conveyor.domain import events as event_types
 from conveyor.domain.audit import Action
+from conveyor.domain.clock import utcnow
 from conveyor.domain.deploy import DriverRequest, Phase
 from conveyor.domain.errors import Conflict, Forbidden, Refused
 from conveyor.domain.policy import Decision
@@ -25,7 +26,7 @@ from conveyor.domain.status import JobStatus
 from conveyor.storage import deployments, events, jobs, logs
 from conveyor.storage import policy as rows
 from conveyor.storage.database import Session
-from conveyor.storage.tables import Approval, Deployment, utcnow
+from conveyor.storage.tables import Approval, Deployment
 
 APPROVE, REJECT = "approve", "reject"
 

@@ -4,6 +4,7 @@ their provenance, or one by its digest."""
 from __future__ import annotations
 
 from conveyor.artifacts.blobs import BlobError, check_digest
+from conveyor.domain.clock import as_utc
 from conveyor.domain.errors import Invalid, NotFound
 from conveyor.domain.principal import Principal
 from conveyor.domain.roles import Role
@@ -11,7 +12,7 @@ from conveyor.policy.access import project_named
 from conveyor.protocol.api import ArtifactOut
 from conveyor.storage import artifacts
 from conveyor.storage.database import Database
-from conveyor.storage.tables import Artifact, as_utc
+from conveyor.storage.tables import Artifact
 
 
 def artifact_out(row: Artifact, team: str, project: str) -> ArtifactOut:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from conveyor.domain.clock import utcnow
 from conveyor.domain.dora import Change, Figures, figures
 from conveyor.domain.errors import Invalid
 from conveyor.domain.principal import Principal
@@ -15,7 +16,6 @@ from conveyor.policy.access import team_named
 from conveyor.protocol.api import DoraFigures, DoraOut
 from conveyor.storage import dora
 from conveyor.storage.database import Database
-from conveyor.storage.tables import utcnow
 
 DAY = 86_400.0
 

@@ -19,11 +19,12 @@ from conveyor.deploy.requests import audited, queue_rollback
 from conveyor.deploy.targets.base import Handle, Launch, Task
 from conveyor.deploy.world import Act
 from conveyor.domain.audit import Action
+from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.deploy import DriverRequest, InstanceState, Phase
 from conveyor.observability import metrics
 from conveyor.storage import analysis, deployments, environments, names
 from conveyor.storage.database import Session
-from conveyor.storage.tables import Instance, as_utc, utcnow
+from conveyor.storage.tables import Instance
 
 AfterRoute = Callable[[], None] | None
 """What a handler leaves to do once the router holds the new rows (stop: SIGTERM)."""

@@ -38,6 +38,7 @@ from conveyor.deploy.planner import HEALTH_RULE, RUNNING, decide, states
 from conveyor.deploy.router.base import RouterError, ServerStatus, TrafficRouter
 from conveyor.deploy.targets.base import Handle, Target
 from conveyor.deploy.world import Act, Action, Seen, World
+from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.deploy import InstanceState, Phase, QueuePolicy
 from conveyor.ids import new_id
 from conveyor.observability import tracing
@@ -46,7 +47,7 @@ from conveyor.pipeline.analysis import Provider
 from conveyor.pipeline.deploy import Health
 from conveyor.storage import deployments, environments
 from conveyor.storage.database import Database, Session
-from conveyor.storage.tables import DeploymentAction, Instance, as_utc, utcnow
+from conveyor.storage.tables import DeploymentAction, Instance
 from conveyor.waiting import event_or_timeout
 
 log = logging.getLogger("conveyor.deploy")

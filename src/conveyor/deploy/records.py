@@ -16,6 +16,7 @@ from conveyor.deploy import planner
 from conveyor.deploy.router.base import SHARE_SCALE, HealthCheck, Route, Server, ServerState
 from conveyor.deploy.strategy import DeployStrategy
 from conveyor.deploy.world import Rollout, Settled, Step, resolve
+from conveyor.domain.clock import as_utc
 from conveyor.domain.deploy import DriverRequest, InstanceState, PauseReason, Phase
 from conveyor.domain.policy import Decision, Gate
 from conveyor.pipeline.analysis import AnalysisRun
@@ -25,7 +26,7 @@ from conveyor.pipeline.deploy import (
 )
 from conveyor.policy.gates import window_of
 from conveyor.storage.environments import RouteRows
-from conveyor.storage.tables import Deployment, Environment, FreezeWindow, Instance, as_utc
+from conveyor.storage.tables import Deployment, Environment, FreezeWindow, Instance
 
 FULL_WEIGHT = 100
 ROLLBACK_KIND = "rollback"

@@ -22,6 +22,7 @@ from conveyor.deploy.strategy import DeployStrategy, chosen
 from conveyor.deploy.world import Kind
 from conveyor.domain import events as event_types
 from conveyor.domain.audit import Action
+from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.deploy import Control, DriverRequest, PauseReason, Phase
 from conveyor.domain.errors import Conflict, Invalid, NotFound
 from conveyor.domain.policy import Decision
@@ -31,7 +32,8 @@ from conveyor.pipeline.loader import MAX_FILE_BYTES, parse_pipeline
 from conveyor.pipeline.schema import PipelineSpec
 from conveyor.storage import audit, deployments, events, names
 from conveyor.storage.database import Session
-from conveyor.storage.tables import Artifact, Deployment, Environment, Project, as_utc, utcnow
+from conveyor.storage.projects import ProjectRecord
+from conveyor.storage.tables import Artifact, Deployment, Environment
 from conveyor.vcs import GitError, GitMirror
 
 PIPELINE_FILE = "conveyor.yml"
@@ -122,13 +124,13 @@ def choose_strategy(
 
 
 async def environment(
-    session: Session, project: Project, name: str, ports: tuple[int, int]
+    session: Session, project: ProjectRecord, name: str, ports: tuple[int, int]
 ) -> Environment:
     """The project's environment `name`, created with the local target at its first deploy."""
     return await deployments.create_environment(session, project, name, ports)
 
 
-async def find_environment(session: Session, project: Project, name: str) -> Environment:
+async def find_environment(session: Session, project: ProjectRecord, name: str) -> Environment:
     found = await deployments.environment(session, project.id, name)
     if found is None:
         raise NotFound(f"no environment {name!r} (it is created at its first deploy)")

@@ -22,6 +22,7 @@ from conveyor.deploy.records import gate_of
 from conveyor.deploy.router.base import RouterError
 from conveyor.deploy.strategy import DeployStrategy
 from conveyor.deploy.world import traffic
+from conveyor.domain.clock import as_utc, iso, utcnow
 from conveyor.domain.deploy import Control, Phase
 from conveyor.domain.errors import Forbidden, Gone, Invalid, NotFound
 from conveyor.domain.policy import Decision, Rules, judge
@@ -44,16 +45,8 @@ from conveyor.protocol.api import (
 from conveyor.storage import analysis, artifacts, deployments, jobs
 from conveyor.storage import policy as rows
 from conveyor.storage.database import Database, Session
-from conveyor.storage.tables import (
-    Artifact,
-    Deployment,
-    Environment,
-    Project,
-    Team,
-    as_utc,
-    iso,
-    utcnow,
-)
+from conveyor.storage.projects import ProjectRecord, TeamRecord
+from conveyor.storage.tables import Artifact, Deployment, Environment
 from conveyor.vcs import MirrorSet
 
 HISTORY = 10
@@ -157,7 +150,7 @@ class DeployService:
     async def _queue(
         self,
         who: Principal,
-        project: Project,
+        project: ProjectRecord,
         environment: str,
         artifact: Artifact,
         spec: requests.ArtifactSpec,
@@ -203,7 +196,7 @@ class DeployService:
     async def gate_decision(
         self,
         who: Principal,
-        project: Project,
+        project: ProjectRecord,
         environment: str,
         artifact: Artifact,
         spec: requests.ArtifactSpec,
@@ -284,7 +277,7 @@ class DeployService:
             )
             return await requests.unpin(session, env, digest, who.display)
 
-    async def rules_now(self, project: Project, env: Environment) -> Rules:
+    async def rules_now(self, project: ProjectRecord, env: Environment) -> Rules:
         """The rules in force in an environment: the deployed artifact's conveyor.yml
         `environments:` (none before a first deploy), with the server's winning."""
         async with self.db.transaction() as session:
@@ -415,7 +408,9 @@ class DeployService:
             )
         return await self.status(team_row, row, env)
 
-    async def status(self, team: Team, project: Project, env: Environment) -> EnvironmentOut:
+    async def status(
+        self, team: TeamRecord, project: ProjectRecord, env: Environment
+    ) -> EnvironmentOut:
         async with self.db.transaction() as session:
             history = await deployments.history(session, env.id, HISTORY)
             instances = await deployments.live_instances(session, env.id)
@@ -500,7 +495,7 @@ class DeployService:
         project: str,
         name: str,
         role: Role = Role.DEVELOPER,
-    ) -> tuple[Project, Team, Environment]:
+    ) -> tuple[ProjectRecord, TeamRecord, Environment]:
         row, team_row = await project_named(session, who, team, project, role)
         return row, team_row, await requests.find_environment(session, row, name)
 

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from conveyor.deploy import approvals, records
 from conveyor.deploy.router.base import ServerStatus
+from conveyor.domain.clock import as_utc, iso
 from conveyor.domain.deploy import InstanceState, Phase
 from conveyor.domain.policy import Decision
 from conveyor.protocol.api import (
@@ -28,8 +29,6 @@ from conveyor.storage.tables import (
     Deployment,
     Environment,
     Instance,
-    as_utc,
-    iso,
 )
 
 

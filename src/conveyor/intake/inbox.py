@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.delivery import DeliveryState
 from conveyor.domain.errors import Malformed, NotFound, Refused, Unauthenticated
 from conveyor.ids import new_id
@@ -35,9 +36,10 @@ from conveyor.pipeline.triggers import Event, EventKind
 from conveyor.scheduler.service import RunStart, Scheduler
 from conveyor.storage import inbox, projects
 from conveyor.storage.inbox import DeliveryOutcome, DeliveryWriter
+from conveyor.storage.projects import ProjectRecord
 from conveyor.storage.runs import CreatedRun
 from conveyor.storage.secrets import SecretBox
-from conveyor.storage.tables import Delivery, Project, as_utc, utcnow
+from conveyor.storage.tables import Delivery
 from conveyor.vcs import GitError, GitMirror
 from conveyor.waiting import event_or_timeout
 
@@ -96,7 +98,7 @@ class HookTarget:
     fetched: float
 
     @classmethod
-    def of(cls, box: SecretBox, row: Project) -> HookTarget:
+    def of(cls, box: SecretBox, row: ProjectRecord) -> HookTarget:
         def unseal(blob: bytes | None) -> str | None:
             return None if blob is None else box.open_blob(row.id, HOOK_SECRET, blob)
 
@@ -132,7 +134,7 @@ class Prepared:
     """A translated delivery: its outcome lines, some of them runs still to start."""
 
     delivery: uuid.UUID
-    project: Project
+    project: ProjectRecord
     lines: list[str | Planned]
     received_at: datetime | None = None
     """When the delivery arrived: its runs' push → start is timed from here."""
@@ -335,7 +337,7 @@ class Intake:
             await asyncio.sleep(YIELD_STEP_S)
             waited += YIELD_STEP_S
 
-    async def _claim(self) -> list[tuple[Delivery, Project]]:
+    async def _claim(self) -> list[tuple[Delivery, ProjectRecord]]:
         """The next batch of deliveries due, with their projects, claimed for CLAIM_S."""
         # Not durable: a claim lost in a database crash is made again.
         async with self.db.transaction(durable=False) as session:
@@ -344,7 +346,7 @@ class Intake:
             )
 
     async def prepare(
-        self, delivery: Delivery, project: Project
+        self, delivery: Delivery, project: ProjectRecord
     ) -> Prepared | DeliveryOutcome | None:
         """Translate one claimed delivery and plan its runs: what is left is to start
         them (Prepared), or the outcome already (DeliveryOutcome), or None when it is left to
@@ -397,7 +399,7 @@ class Intake:
             created = created[mine:]
         return outcomes
 
-    async def _plan(self, project: Project, change: Change) -> str | Planned:
+    async def _plan(self, project: ProjectRecord, change: Change) -> str | Planned:
         """The run one change would start, or why it starts none."""
         mirror = self.mirror(project.repo_url)
         where = f"{change.ref}@{change.sha[:12]}"

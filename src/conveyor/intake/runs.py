@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from conveyor.domain.clock import as_utc, iso
 from conveyor.domain.errors import Invalid, NotFound
 from conveyor.domain.principal import Principal
 from conveyor.domain.roles import Role
@@ -35,8 +36,9 @@ from conveyor.scheduler.service import RunStart, Scheduler
 from conveyor.storage import inbox, runs
 from conveyor.storage import jobs as job_rows
 from conveyor.storage.database import Session
+from conveyor.storage.projects import ProjectRecord, TeamRecord
 from conveyor.storage.runs import CreatedRun, RunQuery, derived_status
-from conveyor.storage.tables import Project, Run, Team, as_utc, iso
+from conveyor.storage.tables import Run
 from conveyor.vcs import GitError, GitMirror
 
 PIPELINE_CACHE = 512
@@ -70,7 +72,7 @@ class Runs:
     # -- starting ------------------------------------------------------------------------
 
     async def pipeline(
-        self, project: Project, mirror: GitMirror, sha: str
+        self, project: ProjectRecord, mirror: GitMirror, sha: str
     ) -> LoadedPipeline | NoPipeline:
         """The pipeline at a commit, or why there is none. Parsed once per (file
         content, path): the many commits that leave conveyor.yml unchanged share one
@@ -113,7 +115,7 @@ class Runs:
             self._known.popitem(last=False)
         return full
 
-    async def plan(self, project: Project, event: Event) -> Plan | NoPipeline:
+    async def plan(self, project: ProjectRecord, event: Event) -> Plan | NoPipeline:
         """The plan the project's pipeline at the event's commit makes for the event
         (`plan.triggered` says whether it runs anything), or why there is none."""
         loaded = await self.pipeline(project, self.mirror(project.repo_url), event.sha)
@@ -127,7 +129,7 @@ class Runs:
         database crash (the inbox can)."""
         return await self.scheduler.start_runs(starts, durable=durable)
 
-    async def start_event(self, project: Project, event: Event, pipeline: str) -> CreatedRun:
+    async def start_event(self, project: ProjectRecord, event: Event, pipeline: str) -> CreatedRun:
         """Start the run an event asks for, or refuse: Invalid with code `no_pipeline`,
         `invalid_pipeline` or `nothing_to_run`. `pipeline` names where it came from, and
         with the commit makes the run's dedupe key (docs/ids.md)."""
@@ -154,7 +156,7 @@ class Runs:
         async with self.db.transaction() as session:
             return await load_run(session, created.run_id)
 
-    async def _manual_event(self, project: Project, ref: str, sha: str | None) -> Event:
+    async def _manual_event(self, project: ProjectRecord, ref: str, sha: str | None) -> Event:
         ref = ref if ref.startswith("refs/") else f"refs/heads/{ref}"
         mirror = self.mirror(project.repo_url)
         try:
@@ -177,7 +179,9 @@ class Runs:
         again = nonce(who, f"retry:{run_id}:{key}" if key else None)
         return await self.trigger(who, team.name, project.name, run.ref, run.sha, again)
 
-    async def retryable(self, who: Principal, run_id: uuid.UUID) -> tuple[Run, Project, Team]:
+    async def retryable(
+        self, who: Principal, run_id: uuid.UUID
+    ) -> tuple[Run, ProjectRecord, TeamRecord]:
         """The run, its project and team, if the caller may run it again."""
         async with self.db.transaction() as session:
             found = await run_row(session, run_id)
@@ -253,7 +257,7 @@ def nonce(who: Principal, key: str | None) -> str:
 # -- how a run is shown ------------------------------------------------------------------
 
 
-def summary_of(run: Run, project: Project, team: Team, status: RunStatus) -> RunSummary:
+def summary_of(run: Run, project: ProjectRecord, team: TeamRecord, status: RunStatus) -> RunSummary:
     return RunSummary(
         id=run.id,
         team=team.name,
@@ -269,7 +273,7 @@ def summary_of(run: Run, project: Project, team: Team, status: RunStatus) -> Run
     )
 
 
-async def run_row(session: Session, run_id: uuid.UUID) -> tuple[Run, Project, Team]:
+async def run_row(session: Session, run_id: uuid.UUID) -> tuple[Run, ProjectRecord, TeamRecord]:
     found = await runs.with_project(session, run_id)
     if found is None:
         raise NotFound("no such run")

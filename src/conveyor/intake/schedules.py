@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 
 from croniter import croniter
 
+from conveyor.domain.clock import as_utc, utcnow
 from conveyor.intake.inbox import Intake
 from conveyor.intake.runs import NoPipeline
 from conveyor.pipeline.plan import compile_plan
@@ -30,7 +31,7 @@ from conveyor.pipeline.schema import ScheduleEntry
 from conveyor.pipeline.triggers import Event, EventKind
 from conveyor.scheduler.service import RunStart
 from conveyor.storage import projects, schedules
-from conveyor.storage.tables import Project, as_utc, utcnow
+from conveyor.storage.projects import ProjectRecord
 from conveyor.vcs import GitError, GitMirror
 
 log = logging.getLogger("conveyor.schedules")
@@ -117,7 +118,7 @@ class Schedules:
                 raise
             self._unreachable.discard(mirror.url)
 
-    async def _project(self, project: Project, now: datetime) -> list[Fired]:
+    async def _project(self, project: ProjectRecord, now: datetime) -> list[Fired]:
         mirror = self.intake.mirror(project.repo_url)
         scheduled = self._scheduled.get(project.id, True)
         await self._refresh(mirror, FETCH_EVERY_S if scheduled else DISCOVER_EVERY_S)
@@ -147,12 +148,12 @@ class Schedules:
             fired.append(Fired(f"{project.id}", key, slot, outcome))
         return fired
 
-    async def _handled(self, project: Project, key: str, slot: datetime) -> bool:
+    async def _handled(self, project: ProjectRecord, key: str, slot: datetime) -> bool:
         async with self.db.transaction() as session:
             return await schedules.fired(session, project.id, key, slot)
 
     async def _fire(
-        self, project: Project, mirror: GitMirror, branch: str, key: str, slot: datetime
+        self, project: ProjectRecord, mirror: GitMirror, branch: str, key: str, slot: datetime
     ) -> str:
         try:
             sha = await mirror.resolve(f"refs/heads/{branch}")

@@ -24,7 +24,7 @@ from nats.js.errors import NotFoundError
 from conveyor.notify.cdevents import bus_subject, cdevent, ce_headers
 from conveyor.storage import events
 from conveyor.storage.database import Database
-from conveyor.storage.tables import Event
+from conveyor.storage.events import EventRecord
 
 log = logging.getLogger("conveyor.bus")
 PREFIX = "conveyor"
@@ -124,7 +124,7 @@ class EventBus:
             due = await events.claim_unpublished(
                 session, BATCH, skip_locked=not self.db.is_sqlite, claim_s=CLAIM_S
             )
-        done: list[Event] = []
+        done: list[EventRecord] = []
         for index, event in enumerate(due):
             cd = cdevent(event, self.public_url)
             body = json.dumps(cd, separators=(",", ":")).encode()

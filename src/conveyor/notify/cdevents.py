@@ -17,8 +17,9 @@ from typing import Any
 from urllib.parse import quote
 
 from conveyor.domain import events as types
+from conveyor.domain.clock import as_utc
 from conveyor.notify.webhooks import link
-from conveyor.storage.tables import Event, as_utc
+from conveyor.storage.events import EventRecord
 
 SPEC_VERSION = "0.5.1"
 CORE = "0.3.0"
@@ -28,7 +29,7 @@ OUTCOMES = {"success": "success", "failed": "failure", "canceled": "cancel", "sk
 """A run's status as a pipelinerun's outcome."""
 
 
-def cdevent_type(event: Event) -> str:
+def cdevent_type(event: EventRecord) -> str:
     if event.type == types.RUN_QUEUED:
         return f"dev.cdevents.pipelinerun.queued.{CORE}"
     if event.type == types.RUN_FINISHED:
@@ -47,7 +48,7 @@ def purl(team: str, project: str, digest: str) -> str:
     return f"pkg:generic/{quote(team, safe='')}/{quote(project, safe='')}@{quote(digest, safe='')}"
 
 
-def cdevent(event: Event, public_url: str) -> dict[str, Any]:
+def cdevent(event: EventRecord, public_url: str) -> dict[str, Any]:
     """The event as a CDEvent (its JSON form)."""
     data = event.data
     source = public_url.rstrip("/")
@@ -108,7 +109,7 @@ def ce_headers(cd: dict[str, Any]) -> dict[str, str]:
 _TOKEN = re.compile(r"[^A-Za-z0-9_-]")
 
 
-def bus_subject(prefix: str, event: Event) -> str:
+def bus_subject(prefix: str, event: EventRecord) -> str:
     """`<prefix>.<team>.<project>.<type>`, e.g. `conveyor.payments.api.deployment.succeeded`
     (a dot or other character NATS gives a meaning to becomes `_` in a name)."""
     team = _TOKEN.sub("_", event.data["team"]) or "_"

@@ -26,11 +26,13 @@ from typing import Any
 
 import httpx
 
+from conveyor.domain.clock import utcnow
 from conveyor.domain.status import JobOutcome, JobStatus, RunStatus, run_status
 from conveyor.storage import jobs, statuses
 from conveyor.storage.database import Database
+from conveyor.storage.projects import ProjectRecord, TeamRecord
 from conveyor.storage.secrets import SecretBox
-from conveyor.storage.tables import Project, Run, StatusReport, Team, utcnow
+from conveyor.storage.tables import Run, StatusReport
 
 log = logging.getLogger("conveyor.statuses")
 STATUS_TOKEN = "status-token"
@@ -181,8 +183,8 @@ class Check:
 
 def required_checks(
     run: Run,
-    team: Team,
-    project: Project,
+    team: TeamRecord,
+    project: ProjectRecord,
     states: list[jobs.JobState],
     outcomes: list[tuple[str, JobOutcome]],
 ) -> list[Check]:
@@ -280,7 +282,7 @@ class Statuses:
         return queued
 
     def _reports(
-        self, run: Run, team: Team, project: Project, states: list[jobs.JobState]
+        self, run: Run, team: TeamRecord, project: ProjectRecord, states: list[jobs.JobState]
     ) -> tuple[str, list[StatusReport]] | None:
         """The run's state to record (`overall|required[|blocked]`) and the reports it
         makes due; None when nothing changed since the last."""
@@ -313,8 +315,8 @@ class Statuses:
     @staticmethod
     def _report(
         run: Run,
-        team: Team,
-        project: Project,
+        team: TeamRecord,
+        project: ProjectRecord,
         state: str,
         description: str,
         context: str | None = None,

@@ -24,10 +24,11 @@ from standardwebhooks.webhooks import Webhook
 
 from conveyor import __version__
 from conveyor.domain import events as types
+from conveyor.domain.clock import as_utc
 from conveyor.storage import events
 from conveyor.storage.database import Database
+from conveyor.storage.events import EventRecord
 from conveyor.storage.secrets import SecretBox
-from conveyor.storage.tables import Event, as_utc
 
 log = logging.getLogger("conveyor.notify")
 SECRET_NAME = "subscription-secret"
@@ -37,7 +38,7 @@ SEND_CONCURRENCY = 16
 TIMEOUT_S = 10.0
 
 
-def link(public_url: str, event: Event) -> str:
+def link(public_url: str, event: EventRecord) -> str:
     """Where a person sees what the event is about."""
     base = public_url.rstrip("/")
     data = event.data
@@ -49,7 +50,7 @@ def link(public_url: str, event: Event) -> str:
     return f"{base}/api/v1/projects/{team}/{project}/environments/{env}/deployments/{number}"
 
 
-def standard_body(event: Event, url: str) -> dict[str, Any]:
+def standard_body(event: EventRecord, url: str) -> dict[str, Any]:
     """The payload shape Standard Webhooks recommends: type, timestamp, data."""
     return {
         "type": event.type,
@@ -71,7 +72,7 @@ EMOJI = {
 RUN_EMOJI = {"success": ":white_check_mark:", "failed": ":x:", "canceled": ":no_entry_sign:"}
 
 
-def slack_text(event: Event, url: str) -> str:
+def slack_text(event: EventRecord, url: str) -> str:
     """One line in Slack's mrkdwn: what happened, where, and a link."""
     data = event.data
     where = f"{data['team']}/{data['project']}"
@@ -91,7 +92,7 @@ def slack_text(event: Event, url: str) -> str:
     )
 
 
-def body_for(event: Event, form: str, public_url: str) -> bytes:
+def body_for(event: EventRecord, form: str, public_url: str) -> bytes:
     url = link(public_url, event)
     body: dict[str, Any] = (
         {"text": slack_text(event, url)} if form == "slack" else standard_body(event, url)
@@ -162,7 +163,7 @@ class Webhooks:
                 found = await events.delivery(session, delivery_id)
             if found is None:  # pragma: no cover - pruned since the claim
                 return 0
-            _, event, sub = found
+            event, sub = found
             secret = self.box.open_blob(sub.project_id, SECRET_NAME, sub.secret)
             body = body_for(event, sub.format, self.public_url)
             headers = signed_headers(secret, str(event.id), body, datetime.now(UTC))

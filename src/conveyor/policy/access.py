@@ -9,10 +9,10 @@ from conveyor.domain.principal import Principal
 from conveyor.domain.roles import Role
 from conveyor.storage import projects
 from conveyor.storage.database import Session
-from conveyor.storage.tables import Project, Team
+from conveyor.storage.projects import ProjectRecord, TeamRecord
 
 
-async def team_named(session: Session, who: Principal, name: str, role: Role) -> Team:
+async def team_named(session: Session, who: Principal, name: str, role: Role) -> TeamRecord:
     """The team called `name`, if the caller may act on it with `role`."""
     team = await projects.team_named(session, name)
     if team is None:
@@ -23,7 +23,7 @@ async def team_named(session: Session, who: Principal, name: str, role: Role) ->
 
 async def project_named(
     session: Session, who: Principal, team: str, name: str, role: Role
-) -> tuple[Project, Team]:
+) -> tuple[ProjectRecord, TeamRecord]:
     """The project `team/name` and its team, if the caller may act on it with `role`."""
     row = await projects.with_team(session, team, name)
     if row is None or not who.can_see(row[1].id):

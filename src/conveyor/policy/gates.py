@@ -21,14 +21,15 @@ from conveyor.policy.risk import facts as risk_facts
 from conveyor.storage import policy as rows
 from conveyor.storage import runs
 from conveyor.storage.database import Session
-from conveyor.storage.tables import Artifact, Environment, FreezeWindow, Project
+from conveyor.storage.projects import ProjectRecord
+from conveyor.storage.tables import Artifact, Environment, FreezeWindow
 from conveyor.vcs import GitMirror
 
 BRANCH_PREFIX = "refs/heads/"
 
 
 async def rules_for(
-    session: Session, project: Project, environment: str, declared: dict[str, Any]
+    session: Session, project: ProjectRecord, environment: str, declared: dict[str, Any]
 ) -> Rules:
     """The rules in force: the artifact's conveyor.yml `environments.<name>`, with the
     server's settings winning field by field."""
@@ -36,7 +37,7 @@ async def rules_for(
     return policy.merged(declared, stored.rules if stored is not None else {})
 
 
-def target_of(project: Project, environment: str, env: Environment | None) -> Environment:
+def target_of(project: ProjectRecord, environment: str, env: Environment | None) -> Environment:
     """The environment row, or one not saved yet (before its first deploy)."""
     return env or Environment(
         team_id=project.team_id, project_id=project.id, name=environment, digest=None
@@ -82,7 +83,7 @@ async def risk_score(
 class Asked:
     """A deploy request, as its gate needs it."""
 
-    project: Project
+    project: ProjectRecord
     environment: str
     env: Environment | None
     artifact: Artifact

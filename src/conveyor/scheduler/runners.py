@@ -3,12 +3,12 @@ team's own and the shared ones; newest seen first, with the jobs each runs now."
 
 from __future__ import annotations
 
+from conveyor.domain.clock import utcnow
 from conveyor.domain.errors import Forbidden
 from conveyor.domain.principal import Principal
 from conveyor.protocol.api import RunnerOut
 from conveyor.storage import tokens
 from conveyor.storage.database import Database
-from conveyor.storage.tables import utcnow
 
 RUNNER_ONLINE_S = 90.0
 """A runner seen within this long is online (it asks for work at least every 30 s)."""

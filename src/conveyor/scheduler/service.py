@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from conveyor.domain import fair_share
+from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.failure import FailureClass
 from conveyor.domain.principal import RunnerIdentity
 from conveyor.domain.retry import retry_due
@@ -33,9 +34,10 @@ from conveyor.storage import jobs, names, notify, queue, runs
 from conveyor.storage.database import Database, Session
 from conveyor.storage.jobs import Ended, TransitionRejected, move_job, sources_of
 from conveyor.storage.logs import append_chunk, log_end
+from conveyor.storage.projects import ProjectRecord
 from conveyor.storage.runs import CreatedRun, create_run, release_dedupe_key
 from conveyor.storage.secrets import SecretBox
-from conveyor.storage.tables import Job, Project, Run, as_utc, utcnow
+from conveyor.storage.tables import Job, Run
 
 LEASE_S = 15.0
 NOTIFY_CHANNEL = "conveyor_jobs"
@@ -48,7 +50,7 @@ SUPERSEDING_EVENTS = frozenset({EventKind.PUSH, EventKind.PULL_REQUEST, EventKin
 class RunStart:
     """A run to start: its project, its compiled plan, and the pipeline it names."""
 
-    project: Project
+    project: ProjectRecord
     plan: Plan
     pipeline: str
     received_at: datetime | None = None
@@ -152,7 +154,7 @@ class Scheduler:
     # -- runs ------------------------------------------------------------------------
 
     async def start_run(
-        self, project: Project, plan: Plan, *, pipeline: str, durable: bool = True
+        self, project: ProjectRecord, plan: Plan, *, pipeline: str, durable: bool = True
     ) -> CreatedRun:
         """Store a run from its plan (or find the same commit's run) and make its first
         jobs pending. Not `durable` when the caller can start it again after a database

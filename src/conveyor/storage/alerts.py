@@ -12,8 +12,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from conveyor.domain.clock import utcnow
 from conveyor.storage.database import Session
-from conveyor.storage.tables import Alert, Environment, utcnow
+from conveyor.storage.tables import Alert, Environment
 
 FIRING = "firing"
 

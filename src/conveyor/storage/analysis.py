@@ -12,8 +12,9 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from conveyor.domain.analysis import AnalysisPhase
+from conveyor.domain.clock import utcnow
 from conveyor.storage.database import Session
-from conveyor.storage.tables import AnalysisEvaluation, AnalysisRun, Deployment, utcnow
+from conveyor.storage.tables import AnalysisEvaluation, AnalysisRun, Deployment
 
 RUNNING = AnalysisPhase.RUNNING.value
 KEPT = 900

@@ -12,8 +12,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.artifacts.blobs import BlobStore
+from conveyor.domain.clock import as_utc
 from conveyor.storage.database import Database
-from conveyor.storage.tables import Artifact, ArtifactPublication, Deployment, Project, as_utc
+from conveyor.storage.projects import ProjectRecord
+from conveyor.storage.tables import Artifact, ArtifactPublication, Deployment, Project
 
 KEEP_DEPLOYMENTS = 10
 """Retention never collects an artifact named by one of the last N deployments of any
@@ -34,7 +36,7 @@ class Provenance:
 
 async def record(
     session: AsyncSession,
-    project: Project,
+    project: ProjectRecord,
     name: str,
     digest: str,
     size: int,

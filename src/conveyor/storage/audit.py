@@ -15,11 +15,12 @@ from typing import Any
 from sqlalchemy import select, update
 
 from conveyor.domain import audit
+from conveyor.domain.clock import utcnow
 from conveyor.ids import new_id
 from conveyor.observability.logs import bound_value
 from conveyor.storage import names
 from conveyor.storage.database import Session, insert_for
-from conveyor.storage.tables import AuditEntry, AuditHead, utcnow
+from conveyor.storage.tables import AuditEntry, AuditHead
 
 COMPANY = "company"
 """The chain of what belongs to no team (teams made, admin tokens)."""

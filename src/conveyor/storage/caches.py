@@ -8,7 +8,8 @@ import uuid
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from conveyor.storage.tables import CacheEntry, Team, utcnow
+from conveyor.domain.clock import utcnow
+from conveyor.storage.tables import CacheEntry, Team
 
 
 async def fetch(session: AsyncSession, team_id: uuid.UUID, key: str) -> bytes | None:

@@ -14,12 +14,14 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.deploy import InstanceState, Phase, QueuePolicy, phase_sources
 from conveyor.domain.errors import Conflict
 from conveyor.domain.events import DEPLOYMENT_STARTED
 from conveyor.storage import events
 from conveyor.storage.database import Session
 from conveyor.storage.environments import ACTIVE_PHASES
+from conveyor.storage.projects import ProjectRecord, project_of
 from conveyor.storage.tables import (
     Artifact,
     Deployment,
@@ -29,8 +31,6 @@ from conveyor.storage.tables import (
     Project,
     RevisionPin,
     Run,
-    as_utc,
-    utcnow,
 )
 
 
@@ -64,7 +64,7 @@ async def environments(session: Session, project_id: uuid.UUID) -> list[Environm
 
 
 async def create_environment(
-    session: Session, project: Project, name: str, ports: tuple[int, int]
+    session: Session, project: ProjectRecord, name: str, ports: tuple[int, int]
 ) -> Environment:
     """The project's environment `name`, created with the local target unless it exists
     (a concurrent first deploy may create it at the same moment)."""
@@ -176,7 +176,7 @@ async def by_id(session: Session, deployment_id: uuid.UUID) -> Deployment | None
 
 async def with_origin(
     session: Session, deployment_id: uuid.UUID
-) -> tuple[Deployment, Project, str | None] | None:
+) -> tuple[Deployment, ProjectRecord, str | None] | None:
     """A deployment with its project and the ref of the run that made it, if any."""
     found = (
         await session.execute(
@@ -186,7 +186,7 @@ async def with_origin(
             .where(Deployment.id == deployment_id)
         )
     ).first()
-    return (found[0], found[1], found[2]) if found is not None else None
+    return (found[0], project_of(found[1]), found[2]) if found is not None else None
 
 
 async def environment_of(session: Session, deployment: Deployment) -> Environment:

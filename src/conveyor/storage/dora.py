@@ -12,10 +12,12 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from conveyor.domain.clock import as_utc
 from conveyor.domain.deploy import Phase
 from conveyor.domain.dora import Change
 from conveyor.storage.database import Session
-from conveyor.storage.tables import Deployment, Environment, Project, Team, as_utc
+from conveyor.storage.projects import ProjectRecord
+from conveyor.storage.tables import Deployment, Environment, Project, Team
 
 PRODUCTION = ("production", "prod")
 RULES = ("analysis ", "bake analysis ", "instance ")
@@ -23,7 +25,7 @@ RULES = ("analysis ", "bake analysis ", "instance ")
 ROLLBACK = "rollback"
 
 
-def production_names(project: Project) -> tuple[str, ...]:
+def production_names(project: Project | ProjectRecord) -> tuple[str, ...]:
     return tuple(project.production) if project.production else PRODUCTION
 
 

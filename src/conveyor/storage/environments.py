@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Update, func, select, update
 
+from conveyor.domain.clock import utcnow
 from conveyor.domain.deploy import InstanceState, Phase, instance_sources
 from conveyor.storage import analysis, policy
 from conveyor.storage.database import Session
@@ -27,7 +28,6 @@ from conveyor.storage.tables import (
     FreezeWindow,
     Instance,
     RevisionPin,
-    utcnow,
 )
 
 ACTIVE_PHASES = (Phase.PENDING.value, Phase.PROGRESSING.value, Phase.PAUSED.value)

@@ -17,18 +17,70 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from conveyor.domain import events as types
+from conveyor.domain.clock import as_utc, iso, utcnow
 from conveyor.domain.deploy import Phase
 from conveyor.storage import names, outbox
 from conveyor.storage.database import Session
-from conveyor.storage.tables import (
-    Deployment,
-    Environment,
-    Event,
-    EventDelivery,
-    Subscription,
-    iso,
-    utcnow,
-)
+from conveyor.storage.tables import Deployment, Environment, Event, EventDelivery, Subscription
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A lifecycle event as the notifiers read it."""
+
+    id: uuid.UUID
+    team_id: uuid.UUID
+    project_id: uuid.UUID
+    type: str
+    subject: str
+    data: dict[str, Any]
+    created_at: datetime
+    published: bool = False
+    """Acknowledged by the event bus."""
+
+
+def _event(row: Event) -> EventRecord:
+    return EventRecord(
+        id=row.id,
+        team_id=row.team_id,
+        project_id=row.project_id,
+        type=row.type,
+        subject=row.subject,
+        data=dict(row.data),
+        created_at=as_utc(row.created_at),
+        published=row.published_at is not None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRecord:
+    """A project's webhook subscription."""
+
+    id: uuid.UUID
+    team_id: uuid.UUID
+    project_id: uuid.UUID
+    url: str
+    events: tuple[str, ...]
+    format: str
+    secret: bytes
+    """Sealed (storage.secrets)."""
+    created_by: str
+    created_at: datetime
+
+
+def _subscription(row: Subscription) -> SubscriptionRecord:
+    return SubscriptionRecord(
+        id=row.id,
+        team_id=row.team_id,
+        project_id=row.project_id,
+        url=row.url,
+        events=tuple(row.events),
+        format=row.format,
+        secret=row.secret,
+        created_by=row.created_by,
+        created_at=as_utc(row.created_at),
+    )
+
 
 CLAIM_S = 30
 """A claimed delivery or event is left alone by other replicas this long (a send times
@@ -163,30 +215,54 @@ async def first_deploy(session: Session, row: Deployment) -> bool:
 # -- webhook subscriptions ---------------------------------------------------------------
 
 
-def add_subscription(session: Session, row: Subscription) -> None:
-    session.add(row)
-
-
-async def subscriptions(session: Session, project_id: uuid.UUID) -> list[Subscription]:
-    return list(
-        await session.scalars(
-            select(Subscription)
-            .where(Subscription.project_id == project_id)
-            .order_by(Subscription.created_at)
-        )
+async def add_subscription(
+    session: Session,
+    *,
+    team_id: uuid.UUID,
+    project_id: uuid.UUID,
+    url: str,
+    events: Sequence[str],
+    form: str,
+    secret: bytes,
+    created_by: str,
+    subscription_id: uuid.UUID,
+) -> SubscriptionRecord:
+    row = Subscription(
+        id=subscription_id,
+        team_id=team_id,
+        project_id=project_id,
+        url=url,
+        events=list(events),
+        format=form,
+        secret=secret,
+        created_by=created_by,
     )
+    session.add(row)
+    await session.flush()
+    return _subscription(row)
+
+
+async def subscriptions(session: Session, project_id: uuid.UUID) -> list[SubscriptionRecord]:
+    rows = await session.scalars(
+        select(Subscription)
+        .where(Subscription.project_id == project_id)
+        .order_by(Subscription.created_at)
+    )
+    return [_subscription(row) for row in rows]
 
 
 async def subscription(
     session: Session, project_id: uuid.UUID, subscription_id: uuid.UUID
-) -> Subscription | None:
+) -> SubscriptionRecord | None:
     row = await session.get(Subscription, subscription_id)
-    return row if row is not None and row.project_id == project_id else None
+    return _subscription(row) if row is not None and row.project_id == project_id else None
 
 
-async def delete_subscription(session: Session, row: Subscription) -> None:
-    await session.execute(delete(EventDelivery).where(EventDelivery.subscription_id == row.id))
-    await session.delete(row)
+async def delete_subscription(session: Session, subscription_id: uuid.UUID) -> None:
+    await session.execute(
+        delete(EventDelivery).where(EventDelivery.subscription_id == subscription_id)
+    )
+    await session.execute(delete(Subscription).where(Subscription.id == subscription_id))
 
 
 @dataclass(frozen=True)
@@ -270,16 +346,17 @@ async def claim_deliveries(session: Session, limit: int, *, skip_locked: bool) -
 
 async def delivery(
     session: Session, delivery_id: uuid.UUID
-) -> tuple[EventDelivery, Event, Subscription] | None:
+) -> tuple[EventRecord, SubscriptionRecord] | None:
+    """What a webhook delivery sends, and where."""
     found = (
         await session.execute(
-            select(EventDelivery, Event, Subscription)
-            .join(Event, Event.id == EventDelivery.event_id)
+            select(Event, Subscription)
+            .join(EventDelivery, Event.id == EventDelivery.event_id)
             .join(Subscription, Subscription.id == EventDelivery.subscription_id)
             .where(EventDelivery.id == delivery_id)
         )
     ).first()
-    return (found[0], found[1], found[2]) if found else None
+    return (_event(found[0]), _subscription(found[1])) if found else None
 
 
 async def record_send(
@@ -314,7 +391,7 @@ async def record_send(
 
 async def claim_unpublished(
     session: Session, limit: int, *, skip_locked: bool, claim_s: float = CLAIM_S
-) -> list[Event]:
+) -> list[EventRecord]:
     """Events not yet on the bus and due, oldest first, claimed for `claim_s`."""
     now = utcnow()
     query = (
@@ -333,7 +410,7 @@ async def claim_unpublished(
             .values(bus_next_at=now + timedelta(seconds=claim_s))
             .execution_options(synchronize_session=False)
         )
-    return found
+    return [_event(row) for row in found]
 
 
 async def mark_published(session: Session, ids: Sequence[uuid.UUID]) -> None:
@@ -365,10 +442,10 @@ async def prune(session: Session, before: datetime) -> int:
 
 async def latest(
     session: Session, project_id: uuid.UUID, limit: int, event_type: str | None = None
-) -> list[Event]:
+) -> list[EventRecord]:
     """The project's newest events first."""
     query = select(Event).where(Event.project_id == project_id)
     if event_type is not None:
         query = query.where(Event.type == event_type)
     newest = query.order_by(Event.created_at.desc(), Event.id.desc()).limit(limit)
-    return list(await session.scalars(newest))
+    return [_event(row) for row in await session.scalars(newest)]

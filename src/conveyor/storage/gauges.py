@@ -10,11 +10,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
+from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.deploy import Phase
 from conveyor.domain.status import JobStatus
 from conveyor.storage import policy
 from conveyor.storage.database import Session
-from conveyor.storage.tables import Deployment, Job, RunnerRow, Team, as_utc, utcnow
+from conveyor.storage.tables import Deployment, Job, RunnerRow, Team
 
 ONLINE_S = 60
 """A runner that asked for work this recently is online."""

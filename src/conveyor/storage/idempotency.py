@@ -10,8 +10,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from conveyor.domain.clock import utcnow
 from conveyor.storage.database import Database
-from conveyor.storage.tables import IdempotencyRecord, utcnow
+from conveyor.storage.tables import IdempotencyRecord
 
 
 @dataclass(frozen=True)

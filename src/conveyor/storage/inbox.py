@@ -21,9 +21,11 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select, update
 
+from conveyor.domain.clock import utcnow
 from conveyor.domain.delivery import DeliveryState
 from conveyor.storage.database import Database, Session, insert_for
-from conveyor.storage.tables import Delivery, Project, utcnow
+from conveyor.storage.projects import ProjectRecord, project_of
+from conveyor.storage.tables import Delivery, Project
 
 MAX_BATCH = 256
 KEY = ("project_id", "provider", "delivery_key")
@@ -107,7 +109,7 @@ class DeliveryWriter:
 
 async def claim_due(
     session: Session, *, limit: int, hold_s: float, skip_locked: bool
-) -> list[tuple[Delivery, Project]]:
+) -> list[tuple[Delivery, ProjectRecord]]:
     """The next deliveries due, oldest first, with their projects, claimed for `hold_s`
     (their `not_before` pushed forward, one more attempt counted) in two statements."""
     now = utcnow()
@@ -120,7 +122,7 @@ async def claim_due(
     )
     if skip_locked:
         query = query.with_for_update(skip_locked=True, of=Delivery)
-    rows = [(delivery, project) for delivery, project in await session.execute(query)]
+    rows = [(delivery, project_of(project)) for delivery, project in await session.execute(query)]
     ids = [delivery.id for delivery, _ in rows]
     if ids:
         await session.execute(

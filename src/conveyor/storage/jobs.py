@@ -17,9 +17,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from conveyor.domain.clock import utcnow
 from conveyor.domain.errors import Conflict
 from conveyor.domain.status import JOB_TRANSITIONS, JobStatus
-from conveyor.storage.tables import Job, JobAttempt, Project, Run, Secret, Team, utcnow
+from conveyor.storage.projects import ProjectRecord, TeamRecord, project_of, team_of
+from conveyor.storage.tables import Job, JobAttempt, Project, Run, Secret, Team
 
 
 class TransitionRejected(Conflict):
@@ -199,7 +201,9 @@ async def status_of(session: AsyncSession, job_id: uuid.UUID) -> JobStatus | Non
     return JobStatus(found) if found is not None else None
 
 
-async def with_run(session: AsyncSession, job_id: uuid.UUID) -> tuple[Job, Run, Project, Team]:
+async def with_run(
+    session: AsyncSession, job_id: uuid.UUID
+) -> tuple[Job, Run, ProjectRecord, TeamRecord]:
     """The job with its run, project and team (the job exists)."""
     job_row, run, project, team = (
         await session.execute(
@@ -210,7 +214,7 @@ async def with_run(session: AsyncSession, job_id: uuid.UUID) -> tuple[Job, Run, 
             .where(Job.id == job_id)
         )
     ).one()
-    return job_row, run, project, team
+    return job_row, run, project_of(project), team_of(team)
 
 
 async def renew(
@@ -340,8 +344,8 @@ class Leased:
 
     job: Job
     run: Run
-    project: Project
-    team: Team
+    project: ProjectRecord
+    team: TeamRecord
     secrets: list[Secret]
 
 
@@ -359,4 +363,5 @@ async def leased(session: AsyncSession, job_id: uuid.UUID) -> Leased:
         )
     ).all()
     job_row, run, project, team, _ = rows[0]
-    return Leased(job_row, run, project, team, [r[4] for r in rows if r[4] is not None])
+    secrets = [r[4] for r in rows if r[4] is not None]
+    return Leased(job_row, run, project_of(project), team_of(team), secrets)

@@ -9,8 +9,9 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
+from conveyor.domain.clock import utcnow
 from conveyor.storage.database import Session
-from conveyor.storage.tables import EventDelivery, StatusReport, utcnow
+from conveyor.storage.tables import EventDelivery, StatusReport
 
 
 async def claim_due(

@@ -11,8 +11,10 @@ from typing import Any
 
 from sqlalchemy import and_, delete, or_, select, update
 
+from conveyor.domain.clock import utcnow
 from conveyor.domain.deploy import Phase
 from conveyor.storage.database import Session
+from conveyor.storage.projects import ProjectRecord
 from conveyor.storage.tables import (
     Approval,
     Deployment,
@@ -22,7 +24,6 @@ from conveyor.storage.tables import (
     Protection,
     Switch,
     Team,
-    utcnow,
 )
 
 STOP_THE_LINE = "stop-the-line"
@@ -54,7 +55,11 @@ async def protections(session: Session, project_id: uuid.UUID) -> list[Protectio
 
 
 async def set_protection(
-    session: Session, project: Project, environment: str, rules: dict[str, Any], who: str
+    session: Session,
+    project: ProjectRecord,
+    environment: str,
+    rules: dict[str, Any],
+    who: str,
 ) -> Protection:
     """Replace the server's rules for the environment (an empty dict clears them)."""
     row = await protection(session, project.id, environment)

@@ -14,13 +14,15 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.domain import events as types
+from conveyor.domain.clock import utcnow
 from conveyor.domain.status import JobOutcome, JobStatus, RunStatus, run_status
 from conveyor.ids import new_id, run_dedupe_key
 from conveyor.pipeline.plan import Plan, job_to_json
 from conveyor.pipeline.progress import Move
 from conveyor.storage import events
 from conveyor.storage.database import insert_for
-from conveyor.storage.tables import Job, JobAttempt, Project, Run, Team, utcnow
+from conveyor.storage.projects import ProjectRecord, TeamRecord, project_of, team_of
+from conveyor.storage.tables import Job, JobAttempt, Project, Run, Team
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +36,7 @@ class CreatedRun:
 
 async def create_run(
     session: AsyncSession,
-    project: Project,
+    project: ProjectRecord,
     plan: Plan,
     *,
     pipeline: str,
@@ -223,7 +225,7 @@ async def release_dedupe_key(session: AsyncSession, run_id: uuid.UUID) -> None:
 
 async def with_project(
     session: AsyncSession, run_id: uuid.UUID
-) -> tuple[Run, Project, Team] | None:
+) -> tuple[Run, ProjectRecord, TeamRecord] | None:
     row = (
         await session.execute(
             select(Run, Project, Team)
@@ -232,7 +234,7 @@ async def with_project(
             .where(Run.id == run_id)
         )
     ).first()
-    return (row[0], row[1], row[2]) if row is not None else None
+    return (row[0], project_of(row[1]), team_of(row[2])) if row is not None else None
 
 
 async def jobs_and_attempts(
@@ -275,7 +277,7 @@ class RunQuery:
 
 async def newest_first(
     session: AsyncSession, query: RunQuery, before: uuid.UUID | None, limit: int
-) -> list[tuple[Run, Project, Team]]:
+) -> list[tuple[Run, ProjectRecord, TeamRecord]]:
     """Up to `limit` runs older than `before` (UUIDv7 ids sort by time), newest first."""
     statement = (
         select(Run, Project, Team)
@@ -300,7 +302,7 @@ async def newest_first(
     if before is not None:
         statement = statement.where(Run.id < before)
     rows = await session.execute(statement.limit(limit))
-    return [(run, project, team) for run, project, team in rows.all()]
+    return [(run, project_of(project), team_of(team)) for run, project, team in rows.all()]
 
 
 async def ref_of(session: AsyncSession, run_id: uuid.UUID) -> str | None:

@@ -20,9 +20,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from conveyor.domain.clock import utcnow
 from conveyor.ids import new_id
 from conveyor.storage.database import insert_for
-from conveyor.storage.tables import Secret, utcnow
+from conveyor.storage.tables import Secret
 
 KEY_FILE = "secret-key"
 

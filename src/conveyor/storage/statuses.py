@@ -9,9 +9,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
+from conveyor.domain.clock import utcnow
 from conveyor.storage import outbox
 from conveyor.storage.database import Session
-from conveyor.storage.tables import Project, Run, StatusReport, Team, utcnow
+from conveyor.storage.projects import ProjectRecord, TeamRecord, project_of, team_of
+from conveyor.storage.tables import Project, Run, StatusReport, Team
 
 CLAIM_S = 60
 """A claimed report is left alone by other replicas this long."""
@@ -19,7 +21,7 @@ CLAIM_S = 60
 
 async def runs_to_reconcile(
     session: Session, finished: list[str], since: datetime, *, skip_locked: bool
-) -> list[tuple[Run, Project, Team]]:
+) -> list[tuple[Run, ProjectRecord, TeamRecord]]:
     """The runs since `since` of projects that report statuses, whose last reported
     state is not one of `finished` (locked with SKIP LOCKED on PostgreSQL, so replicas
     reconcile different runs at the same time)."""
@@ -36,7 +38,8 @@ async def runs_to_reconcile(
     )
     if skip_locked:
         query = query.with_for_update(skip_locked=True, of=Run)
-    return [(run, project, team) for run, project, team in (await session.execute(query)).all()]
+    found = (await session.execute(query)).all()
+    return [(run, project_of(project), team_of(team)) for run, project, team in found]
 
 
 def queue_report(session: Session, report: StatusReport) -> None:
@@ -58,12 +61,12 @@ async def claim_due(session: Session, limit: int, *, skip_locked: bool) -> list[
 
 async def with_project(
     session: Session, report_id: uuid.UUID
-) -> tuple[StatusReport, Project] | None:
+) -> tuple[StatusReport, ProjectRecord] | None:
     report = await session.get(StatusReport, report_id)
     project = await session.get(Project, report.project_id) if report else None
     if report is None or project is None:
         return None
-    return report, project
+    return report, project_of(project)
 
 
 async def record_send(

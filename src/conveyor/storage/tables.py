@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from conveyor.domain.clock import utcnow
 from conveyor.domain.delivery import DeliveryState
 from conveyor.domain.deploy import InstanceState, Phase, QueuePolicy
 from conveyor.domain.status import JobStatus
@@ -37,20 +38,6 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def as_utc(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def iso(moment: datetime | None) -> str | None:
-    """A stored time as ISO 8601 with its UTC offset (None stays None)."""
-    return as_utc(moment).isoformat() if moment is not None else None
 
 
 class Base(DeclarativeBase):

@@ -9,10 +9,11 @@ from datetime import datetime
 
 from sqlalchemy import func, select, text, update
 
+from conveyor.domain.clock import as_utc
 from conveyor.domain.principal import RunnerIdentity
 from conveyor.domain.status import JobStatus
 from conveyor.storage.database import Session
-from conveyor.storage.tables import ApiToken, Job, RunnerRow, RunnerToken, Team, as_utc
+from conveyor.storage.tables import ApiToken, Job, RunnerRow, RunnerToken, Team
 
 BOOTSTRAP_LOCK = 0x436F6E77
 """The advisory lock replicas take turns on while they make sure an admin token exists."""

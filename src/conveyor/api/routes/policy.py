@@ -16,6 +16,7 @@ from conveyor.api.state import Caller, Coordinator, State
 from conveyor.deploy import approvals
 from conveyor.domain import freeze, policy
 from conveyor.domain.audit import Action
+from conveyor.domain.clock import as_utc, iso, utcnow
 from conveyor.domain.principal import Principal
 from conveyor.domain.roles import Role
 from conveyor.pipeline.durations import parse_duration
@@ -36,7 +37,8 @@ from conveyor.protocol.api import (
 from conveyor.storage import audit, deployments, names
 from conveyor.storage import policy as rows
 from conveyor.storage.database import Session
-from conveyor.storage.tables import FreezeWindow, Project, as_utc, iso, utcnow
+from conveyor.storage.projects import ProjectRecord
+from conveyor.storage.tables import FreezeWindow
 
 router = APIRouter(prefix="/api/v1", tags=["policy"])
 
@@ -74,7 +76,9 @@ async def set_protection(
     return await _protection(state, row, environment)
 
 
-async def _protection(state: Coordinator, project: Project, environment: str) -> ProtectionOut:
+async def _protection(
+    state: Coordinator, project: ProjectRecord, environment: str
+) -> ProtectionOut:
     async with state.db.transaction() as session:
         stored = await rows.protection(session, project.id, environment)
         env = await deployments.environment(session, project.id, environment)
@@ -166,7 +170,7 @@ async def _add_window(
     who: Principal,
     *,
     team_id: uuid.UUID | None,
-    project: Project | None,
+    project: ProjectRecord | None,
     scope: str,
 ) -> FreezeOut:
     _, seconds = _window(body)

@@ -13,6 +13,7 @@ from conveyor.api.errors import ApiError
 from conveyor.api.idempotency import once, parse_key
 from conveyor.api.state import Caller, State
 from conveyor.domain.audit import Action
+from conveyor.domain.clock import utcnow
 from conveyor.domain.roles import Role
 from conveyor.ids import new_id
 from conveyor.intake.inbox import new_hook_secret, seal_hook_secret
@@ -36,15 +37,14 @@ from conveyor.protocol.api import (
 )
 from conveyor.storage import audit, projects
 from conveyor.storage.dora import production_names
-from conveyor.storage.projects import AlreadyExists
-from conveyor.storage.tables import Project, Team, utcnow
+from conveyor.storage.projects import AlreadyExists, ProjectRecord, TeamRecord
 
 router = APIRouter(prefix="/api/v1/projects", tags=["projects"])
 
 retry_router = APIRouter(prefix="/api/v1", tags=["runs"])
 
 
-def _out(project: Project, team: Team, secret: str | None = None) -> ProjectOut:
+def _out(project: ProjectRecord, team: TeamRecord, secret: str | None = None) -> ProjectOut:
     return ProjectOut(
         id=project.id,
         team=team.name,
@@ -68,8 +68,10 @@ async def create_project(body: ProjectIn, state: State, who: Caller) -> ProjectO
     secret = body.webhook_secret or new_hook_secret()
     async with state.db.transaction() as session:
         team = await team_named(session, who, body.team, Role.MAINTAINER)
-    project = Project(
-        id=new_id(),
+    project_id = new_id()
+    status = body.status
+    project = ProjectRecord(
+        id=project_id,
         team_id=team.id,
         name=body.name,
         repo_url=body.repo_url,
@@ -77,12 +79,13 @@ async def create_project(body: ProjectIn, state: State, who: Caller) -> ProjectO
         provider=body.provider,
         artifact_retention_days=body.artifact_retention_days,
         production=body.production,
+        hook_secret=seal_hook_secret(state.secrets, project_id, secret),
+        status_api=status.api_url if status else None,
+        status_repo=status.repository if status else None,
+        status_token=state.secrets.seal_blob(project_id, STATUS_TOKEN, status.token)
+        if status
+        else None,
     )
-    project.hook_secret = seal_hook_secret(state.secrets, project.id, secret)
-    if body.status is not None:
-        project.status_api = body.status.api_url
-        project.status_repo = body.status.repository
-        project.status_token = state.secrets.seal_blob(project.id, STATUS_TOKEN, body.status.token)
     try:
         await projects.create_project(state.db, project, body.team, who.display)
     except AlreadyExists as exc:
@@ -106,7 +109,7 @@ async def update_project(
                 if await projects.team_named(session, name) is None:
                     raise ApiError(404, "not_found", f"required_teams: no team {name!r}")
             given["required_teams"] = given["required_teams"] or None
-        projects.change(row, **given)
+        row = await projects.change(session, row, **given)
         target = f"{team}/{project}"
         await audit.record(session, row.team_id, who.display, Action.PROJECT_CHANGE, target, given)
     return _out(row, team_row)
@@ -122,7 +125,8 @@ async def rotate_webhook_secret(
     until = utcnow() + timedelta(seconds=body.grace_seconds)
     async with state.db.transaction() as session:
         row, _ = await project_named(session, who, team, project, Role.MAINTAINER)
-        projects.change(
+        await projects.change(
+            session,
             row,
             hook_secret_old=row.hook_secret,
             hook_secret_old_until=until,

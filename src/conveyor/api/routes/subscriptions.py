@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Response
 from conveyor.api.errors import ApiError
 from conveyor.api.state import Caller, State
 from conveyor.domain.audit import Action
+from conveyor.domain.clock import as_utc
 from conveyor.domain.events import check_patterns
 from conveyor.domain.principal import Principal
 from conveyor.domain.roles import Role
@@ -22,14 +23,13 @@ from conveyor.policy.access import project_named
 from conveyor.protocol.api import EventOut, SubscriptionIn, SubscriptionOut
 from conveyor.storage import audit, events
 from conveyor.storage.database import Session
-from conveyor.storage.events import DeliveryCounts
-from conveyor.storage.tables import Subscription, as_utc
+from conveyor.storage.events import DeliveryCounts, SubscriptionRecord
 
 router = APIRouter(prefix="/api/v1/projects", tags=["events"])
 
 
 def _out(
-    row: Subscription, counts: DeliveryCounts | None = None, secret: str | None = None
+    row: SubscriptionRecord, counts: DeliveryCounts | None = None, secret: str | None = None
 ) -> SubscriptionOut:
     return SubscriptionOut(
         id=str(row.id),
@@ -59,24 +59,23 @@ async def create_subscription(
     secret = body.secret or new_secret()
     async with state.db.transaction() as session:
         row, _ = await project_named(session, who, team, project, Role.MAINTAINER)
-        sub = Subscription(
-            id=new_id(),
+        sub = await events.add_subscription(
+            session,
+            subscription_id=new_id(),
             team_id=row.team_id,
             project_id=row.id,
             url=body.url,
             events=patterns,
-            format=body.format,
+            form=body.format,
             secret=state.secrets.seal_blob(row.id, SECRET_NAME, secret),
             created_by=who.display,
         )
-        events.add_subscription(session, sub)
-        await session.flush()
         await _audit(session, who, Action.SUBSCRIPTION_CREATE, f"{team}/{project}", sub)
     return _out(sub, secret=None if body.secret else secret)
 
 
 async def _audit(
-    session: Session, who: Principal, action: Action, target: str, sub: Subscription
+    session: Session, who: Principal, action: Action, target: str, sub: SubscriptionRecord
 ) -> None:
     """Audited with the URL's host only: the rest of it may hold a token, and the
     audit log keeps what it is given for good."""
@@ -106,7 +105,7 @@ async def delete_subscription(
         sub = await events.subscription(session, row.id, subscription_id)
         if sub is None:
             raise ApiError(404, "not_found", f"no subscription {subscription_id} here")
-        await events.delete_subscription(session, sub)
+        await events.delete_subscription(session, sub.id)
         await _audit(session, who, Action.SUBSCRIPTION_DELETE, f"{team}/{project}", sub)
     return Response(status_code=204)
 
@@ -131,7 +130,7 @@ async def list_events(
             subject=e.subject,
             created_at=as_utc(e.created_at).isoformat(),
             data=e.data,
-            published=e.published_at is not None,
+            published=e.published,
         )
         for e in found
     ]

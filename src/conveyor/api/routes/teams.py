@@ -44,7 +44,7 @@ async def update_team(team: str, body: TeamPatch, state: State, who: Caller) -> 
         raise ApiError(403, "forbidden", "only the admin sets quotas")
     async with state.db.transaction() as session:
         row = await team_named(session, who, team, Role.ADMIN)
-        projects.set_quota(row, body.max_running)
+        row = await projects.set_quota(session, row, body.max_running)
         detail = {"max_running": body.max_running}
         await audit.record(session, row.id, who.display, Action.TEAM_CHANGE, row.name, detail)
     return TeamOut(id=row.id, name=row.name, max_running=row.max_running)
