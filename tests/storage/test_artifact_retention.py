@@ -8,13 +8,15 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
+from sqlalchemy import update
+
 from conveyor.artifacts.blobs import FileBlobStore
 from conveyor.domain.clock import utcnow
 from conveyor.ids import new_id
 from conveyor.storage import artifacts
 from conveyor.storage.artifacts import Provenance
 from conveyor.storage.database import Database
-from conveyor.storage.tables import Deployment, Environment, Project, Team
+from conveyor.storage.tables import Artifact, Deployment, Environment, Project, Team
 
 
 async def chunks(data: bytes) -> AsyncIterator[bytes]:
@@ -47,7 +49,8 @@ async def test_retention_keeps_what_recent_deployments_name(database: Database, 
             )
             assert created
             if name != "fresh":
-                row.created_at = utcnow() - timedelta(days=30)
+                aged = update(Artifact).where(Artifact.id == row.id)
+                await session.execute(aged.values(created_at=utcnow() - timedelta(days=30)))
         path = blobs.local_path(blob.digest)
         assert path is not None
         os.utime(path, (0, 0))  # long past the blob grace period

@@ -13,9 +13,8 @@ from conveyor.api.state import Coordinator
 from conveyor.artifacts.tarballs import MEDIA_TYPE
 from conveyor.observability import metrics
 from conveyor.storage import artifacts, names
-from conveyor.storage.artifacts import Provenance
+from conveyor.storage.artifacts import ArtifactRecord, Provenance
 from conveyor.storage.projects import ProjectRecord
-from conveyor.storage.tables import Artifact
 
 MEDIA = r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$"
 
@@ -27,7 +26,7 @@ async def store(
     name: str,
     provenance: Provenance,
     expected: str | None = None,
-) -> tuple[Artifact, bool]:
+) -> tuple[ArtifactRecord, bool]:
     """Stream the request body into the blob store, then record the artifact."""
     media = request.headers.get("content-type", MEDIA_TYPE).split(";")[0].strip() or MEDIA_TYPE
     if len(media) > 100 or not re.match(MEDIA, media):
@@ -43,7 +42,9 @@ async def store(
         )
 
 
-def blob_response(state: Coordinator, row: Artifact, team: str) -> FileResponse | StreamingResponse:
+def blob_response(
+    state: Coordinator, row: ArtifactRecord, team: str
+) -> FileResponse | StreamingResponse:
     """The artifact's bytes (counted as downloaded by `team`)."""
     metrics.artifact_bytes.labels(team, "download").inc(row.size)
     headers = {"X-Conveyor-Digest": row.digest, "ETag": f'"{row.digest}"'}

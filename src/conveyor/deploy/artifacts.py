@@ -11,11 +11,11 @@ from conveyor.domain.roles import Role
 from conveyor.policy.access import project_named
 from conveyor.protocol.api import ArtifactOut
 from conveyor.storage import artifacts
+from conveyor.storage.artifacts import ArtifactRecord
 from conveyor.storage.database import Database
-from conveyor.storage.tables import Artifact
 
 
-def artifact_out(row: Artifact, team: str, project: str) -> ArtifactOut:
+def artifact_out(row: ArtifactRecord, team: str, project: str) -> ArtifactOut:
     return ArtifactOut(
         id=row.id,
         team=team,
@@ -44,7 +44,9 @@ async def listing(
     return [artifact_out(r, team_row.name, row.name) for r in rows]
 
 
-async def find(db: Database, who: Principal, team: str, project: str, digest: str) -> Artifact:
+async def find(
+    db: Database, who: Principal, team: str, project: str, digest: str
+) -> ArtifactRecord:
     """The project's artifact with this digest."""
     try:
         check_digest(digest)

@@ -31,9 +31,10 @@ from conveyor.pipeline.errors import PipelineInvalid
 from conveyor.pipeline.loader import MAX_FILE_BYTES, parse_pipeline
 from conveyor.pipeline.schema import PipelineSpec
 from conveyor.storage import audit, deployments, events, names
+from conveyor.storage.artifacts import ArtifactRecord
 from conveyor.storage.database import Session
 from conveyor.storage.projects import ProjectRecord
-from conveyor.storage.tables import Artifact, Deployment, Environment
+from conveyor.storage.tables import Deployment, Environment
 from conveyor.vcs import GitError, GitMirror
 
 PIPELINE_FILE = "conveyor.yml"
@@ -151,7 +152,7 @@ async def commit_time(mirror: GitMirror, sha: str | None) -> datetime | None:
 async def deploy(
     session: Session,
     env: Environment,
-    artifact: Artifact,
+    artifact: ArtifactRecord,
     spec: ArtifactSpec,
     strategy: DeployStrategy,
     started_by: str,
@@ -253,7 +254,7 @@ async def audited(
     await audit.record(session, env.team_id, who, action, target, detail)
 
 
-async def _check_order(session: Session, env: Environment, artifact: Artifact) -> None:
+async def _check_order(session: Session, env: Environment, artifact: ArtifactRecord) -> None:
     newest = await deployments.newest_built(session, env)
     if newest is None:
         return

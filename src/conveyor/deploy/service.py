@@ -44,9 +44,10 @@ from conveyor.protocol.api import (
 )
 from conveyor.storage import analysis, artifacts, deployments, jobs
 from conveyor.storage import policy as rows
+from conveyor.storage.artifacts import ArtifactRecord
 from conveyor.storage.database import Database, Session
 from conveyor.storage.projects import ProjectRecord, TeamRecord
-from conveyor.storage.tables import Artifact, Deployment, Environment
+from conveyor.storage.tables import Deployment, Environment
 from conveyor.vcs import MirrorSet
 
 HISTORY = 10
@@ -152,7 +153,7 @@ class DeployService:
         who: Principal,
         project: ProjectRecord,
         environment: str,
-        artifact: Artifact,
+        artifact: ArtifactRecord,
         spec: requests.ArtifactSpec,
         strategy: DeployStrategy,
         started_by: str,
@@ -198,7 +199,7 @@ class DeployService:
         who: Principal,
         project: ProjectRecord,
         environment: str,
-        artifact: Artifact,
+        artifact: ArtifactRecord,
         spec: requests.ArtifactSpec,
         emergency: str | None,
         at: datetime | None = None,
@@ -221,7 +222,7 @@ class DeployService:
                 session, self.mirrors.get(project.repo_url), asked, at or utcnow()
             )
 
-    async def spec_of(self, artifact: Artifact) -> requests.ArtifactSpec:
+    async def spec_of(self, artifact: ArtifactRecord) -> requests.ArtifactSpec:
         """What an artifact's own conveyor.yml says: Gone when its content is no longer
         stored, Invalid without a valid conveyor.yml and runtime."""
         blob = self.blobs.local_path(artifact.digest)

@@ -20,9 +20,10 @@ from conveyor.pipeline.patterns import glob_matches
 from conveyor.policy.risk import facts as risk_facts
 from conveyor.storage import policy as rows
 from conveyor.storage import runs
+from conveyor.storage.artifacts import ArtifactRecord
 from conveyor.storage.database import Session
 from conveyor.storage.projects import ProjectRecord
-from conveyor.storage.tables import Artifact, Environment, FreezeWindow
+from conveyor.storage.tables import Environment, FreezeWindow
 from conveyor.vcs import GitMirror
 
 BRANCH_PREFIX = "refs/heads/"
@@ -57,7 +58,7 @@ async def risk_score(
     session: Session,
     mirror: GitMirror | None,
     env: Environment,
-    artifact: Artifact,
+    artifact: ArtifactRecord,
     *,
     rules: Rules,
     sensitive_paths: tuple[str, ...],
@@ -86,7 +87,7 @@ class Asked:
     project: ProjectRecord
     environment: str
     env: Environment | None
-    artifact: Artifact
+    artifact: ArtifactRecord
     declared: dict[str, Any]
     """The artifact's conveyor.yml `environments.<name>`."""
     sensitive_paths: tuple[str, ...] = ()

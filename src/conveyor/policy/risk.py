@@ -10,8 +10,9 @@ from datetime import datetime
 from conveyor.domain import risk
 from conveyor.pipeline.patterns import matching_paths
 from conveyor.storage import artifacts, deployments, runs
+from conveyor.storage.artifacts import ArtifactRecord
 from conveyor.storage.database import Session
-from conveyor.storage.tables import Artifact, Environment
+from conveyor.storage.tables import Environment
 from conveyor.vcs import GitError, GitMirror
 
 RECENT = 30
@@ -22,7 +23,7 @@ async def facts(
     session: Session,
     mirror: GitMirror | None,
     env: Environment,
-    artifact: Artifact,
+    artifact: ArtifactRecord,
     *,
     sensitive_paths: Sequence[str],
     pre_deploy: Sequence[str],
@@ -71,7 +72,7 @@ async def facts(
     )
 
 
-def _size_unknown(deployed: Artifact | None, artifact: Artifact) -> str:
+def _size_unknown(deployed: ArtifactRecord | None, artifact: ArtifactRecord) -> str:
     """Why the size of the change could not be measured ("": no deployed revision)."""
     if deployed is None:
         return ""

@@ -34,6 +34,46 @@ class Provenance:
     uploaded_by: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class ArtifactRecord:
+    """An artifact's metadata: what it is, and where it came from (its first
+    provenance; artifacts are immutable)."""
+
+    id: uuid.UUID
+    team_id: uuid.UUID
+    project_id: uuid.UUID
+    name: str
+    digest: str
+    size: int
+    media_type: str
+    run_id: uuid.UUID | None
+    job_id: uuid.UUID | None
+    job_name: str | None
+    sha: str | None
+    runner: str | None
+    uploaded_by: str
+    created_at: datetime
+
+
+def artifact_of(row: Artifact) -> ArtifactRecord:
+    return ArtifactRecord(
+        id=row.id,
+        team_id=row.team_id,
+        project_id=row.project_id,
+        name=row.name,
+        digest=row.digest,
+        size=row.size,
+        media_type=row.media_type,
+        run_id=row.run_id,
+        job_id=row.job_id,
+        job_name=row.job_name,
+        sha=row.sha,
+        runner=row.runner,
+        uploaded_by=row.uploaded_by,
+        created_at=as_utc(row.created_at),
+    )
+
+
 async def record(
     session: AsyncSession,
     project: ProjectRecord,
@@ -42,13 +82,13 @@ async def record(
     size: int,
     media_type: str,
     provenance: Provenance,
-) -> tuple[Artifact, bool]:
-    """The artifact row for (project, name, digest), created if new. Returns it and whether
-    it was created; an existing row keeps its first provenance (artifacts are immutable)."""
+) -> tuple[ArtifactRecord, bool]:
+    """The artifact for (project, name, digest), created if new. Returns it and whether
+    it was created; an existing one keeps its first provenance (artifacts are immutable)."""
     existing = await _named(session, project.id, name, digest)
     if existing is not None:
         await _published(session, existing, provenance)
-        return existing, False
+        return artifact_of(existing), False
     row = Artifact(
         team_id=project.team_id,
         project_id=project.id,
@@ -70,9 +110,9 @@ async def record(
         raced = await _named(session, project.id, name, digest)
         assert raced is not None
         await _published(session, raced, provenance)
-        return raced, False
+        return artifact_of(raced), False
     await _published(session, row, provenance)
-    return row, True
+    return artifact_of(row), True
 
 
 async def _published(session: AsyncSession, row: Artifact, provenance: Provenance) -> None:
@@ -107,36 +147,40 @@ async def _named(
     )
 
 
-async def by_digest(session: AsyncSession, project_id: uuid.UUID, digest: str) -> Artifact | None:
+async def by_digest(
+    session: AsyncSession, project_id: uuid.UUID, digest: str
+) -> ArtifactRecord | None:
     """The project's oldest artifact with this digest (its first provenance)."""
-    return await session.scalar(
+    found = await session.scalar(
         select(Artifact)
         .where(Artifact.project_id == project_id, Artifact.digest == digest)
         .order_by(Artifact.created_at)
         .limit(1)
     )
+    return artifact_of(found) if found is not None else None
 
 
-async def of_run(session: AsyncSession, run_id: uuid.UUID, job_name: str) -> Artifact | None:
+async def of_run(session: AsyncSession, run_id: uuid.UUID, job_name: str) -> ArtifactRecord | None:
     """The artifact a job of a run published (its `artifacts: paths`), whether it was new
     content or the same as an earlier run's."""
-    return await session.scalar(
+    found = await session.scalar(
         select(Artifact)
         .join(ArtifactPublication, ArtifactPublication.artifact_id == Artifact.id)
         .where(ArtifactPublication.run_id == run_id, ArtifactPublication.job_name == job_name)
         .order_by(ArtifactPublication.created_at.desc())
         .limit(1)
     )
+    return artifact_of(found) if found is not None else None
 
 
-async def listing(session: AsyncSession, project_id: uuid.UUID, limit: int) -> list[Artifact]:
+async def listing(session: AsyncSession, project_id: uuid.UUID, limit: int) -> list[ArtifactRecord]:
     rows = await session.scalars(
         select(Artifact)
         .where(Artifact.project_id == project_id)
         .order_by(Artifact.created_at.desc(), Artifact.id.desc())
         .limit(limit)
     )
-    return list(rows)
+    return [artifact_of(row) for row in rows]
 
 
 async def protected_digests(session: AsyncSession, keep: int = KEEP_DEPLOYMENTS) -> set[str]:

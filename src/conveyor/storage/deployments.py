@@ -19,11 +19,11 @@ from conveyor.domain.deploy import InstanceState, Phase, QueuePolicy, phase_sour
 from conveyor.domain.errors import Conflict
 from conveyor.domain.events import DEPLOYMENT_STARTED
 from conveyor.storage import events
+from conveyor.storage.artifacts import ArtifactRecord
 from conveyor.storage.database import Session
 from conveyor.storage.environments import ACTIVE_PHASES
 from conveyor.storage.projects import ProjectRecord, project_of
 from conveyor.storage.tables import (
-    Artifact,
     Deployment,
     Environment,
     Instance,
@@ -218,7 +218,7 @@ async def newest_built(session: Session, env: Environment) -> Deployment | None:
 
 
 async def of_artifact(
-    session: Session, project_id: uuid.UUID, environment_name: str, artifact: Artifact
+    session: Session, project_id: uuid.UUID, environment_name: str, artifact: ArtifactRecord
 ) -> Deployment | None:
     """The revision of the environment that runs `artifact` or is on its way to: the
     newest built one, when it is that artifact."""
