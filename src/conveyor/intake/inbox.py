@@ -35,11 +35,10 @@ from conveyor.pipeline.plan import Plan, compile_plan
 from conveyor.pipeline.triggers import Event, EventKind
 from conveyor.scheduler.service import RunStart, Scheduler
 from conveyor.storage import inbox, projects
-from conveyor.storage.inbox import DeliveryOutcome, DeliveryWriter
+from conveyor.storage.inbox import DeliveryOutcome, DeliveryRecord, DeliveryWriter
 from conveyor.storage.projects import ProjectRecord
 from conveyor.storage.runs import CreatedRun
 from conveyor.storage.secrets import SecretBox
-from conveyor.storage.tables import Delivery
 from conveyor.vcs import GitError, GitMirror
 from conveyor.waiting import event_or_timeout
 
@@ -337,7 +336,7 @@ class Intake:
             await asyncio.sleep(YIELD_STEP_S)
             waited += YIELD_STEP_S
 
-    async def _claim(self) -> list[tuple[Delivery, ProjectRecord]]:
+    async def _claim(self) -> list[tuple[DeliveryRecord, ProjectRecord]]:
         """The next batch of deliveries due, with their projects, claimed for CLAIM_S."""
         # Not durable: a claim lost in a database crash is made again.
         async with self.db.transaction(durable=False) as session:
@@ -346,7 +345,7 @@ class Intake:
             )
 
     async def prepare(
-        self, delivery: Delivery, project: ProjectRecord
+        self, delivery: DeliveryRecord, project: ProjectRecord
     ) -> Prepared | DeliveryOutcome | None:
         """Translate one claimed delivery and plan its runs: what is left is to start
         them (Prepared), or the outcome already (DeliveryOutcome), or None when it is left to

@@ -37,8 +37,7 @@ from conveyor.storage import inbox, runs
 from conveyor.storage import jobs as job_rows
 from conveyor.storage.database import Session
 from conveyor.storage.projects import ProjectRecord, TeamRecord
-from conveyor.storage.runs import CreatedRun, RunQuery, derived_status
-from conveyor.storage.tables import Run
+from conveyor.storage.runs import CreatedRun, RunQuery, RunRecord, derived_status
 from conveyor.vcs import GitError, GitMirror
 
 PIPELINE_CACHE = 512
@@ -181,7 +180,7 @@ class Runs:
 
     async def retryable(
         self, who: Principal, run_id: uuid.UUID
-    ) -> tuple[Run, ProjectRecord, TeamRecord]:
+    ) -> tuple[RunRecord, ProjectRecord, TeamRecord]:
         """The run, its project and team, if the caller may run it again."""
         async with self.db.transaction() as session:
             found = await run_row(session, run_id)
@@ -257,7 +256,9 @@ def nonce(who: Principal, key: str | None) -> str:
 # -- how a run is shown ------------------------------------------------------------------
 
 
-def summary_of(run: Run, project: ProjectRecord, team: TeamRecord, status: RunStatus) -> RunSummary:
+def summary_of(
+    run: RunRecord, project: ProjectRecord, team: TeamRecord, status: RunStatus
+) -> RunSummary:
     return RunSummary(
         id=run.id,
         team=team.name,
@@ -273,7 +274,9 @@ def summary_of(run: Run, project: ProjectRecord, team: TeamRecord, status: RunSt
     )
 
 
-async def run_row(session: Session, run_id: uuid.UUID) -> tuple[Run, ProjectRecord, TeamRecord]:
+async def run_row(
+    session: Session, run_id: uuid.UUID
+) -> tuple[RunRecord, ProjectRecord, TeamRecord]:
     found = await runs.with_project(session, run_id)
     if found is None:
         raise NotFound("no such run")

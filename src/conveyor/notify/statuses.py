@@ -31,8 +31,9 @@ from conveyor.domain.status import JobOutcome, JobStatus, RunStatus, run_status
 from conveyor.storage import jobs, statuses
 from conveyor.storage.database import Database
 from conveyor.storage.projects import ProjectRecord, TeamRecord
+from conveyor.storage.runs import RunRecord
 from conveyor.storage.secrets import SecretBox
-from conveyor.storage.tables import Run, StatusReport
+from conveyor.storage.statuses import Report
 
 log = logging.getLogger("conveyor.statuses")
 STATUS_TOKEN = "status-token"
@@ -96,7 +97,7 @@ class StatusRequest:
 
 
 def status_request(
-    provider: str, api: str, repo: str, token: str, report: StatusReport, target_url: str
+    provider: str, api: str, repo: str, token: str, report: Report, target_url: str
 ) -> StatusRequest:
     """The HTTP request that reports one status, in the provider's documented format."""
     state = PROVIDER_STATE[provider][report.state]
@@ -182,7 +183,7 @@ class Check:
 
 
 def required_checks(
-    run: Run,
+    run: RunRecord,
     team: TeamRecord,
     project: ProjectRecord,
     states: list[jobs.JobState],
@@ -278,12 +279,12 @@ class Statuses:
                 for report in due:
                     statuses.queue_report(session, report)
                 queued += len(due)
-                statuses.mark_reported(run, state)
+                await statuses.mark_reported(session, run.id, state)
         return queued
 
     def _reports(
-        self, run: Run, team: TeamRecord, project: ProjectRecord, states: list[jobs.JobState]
-    ) -> tuple[str, list[StatusReport]] | None:
+        self, run: RunRecord, team: TeamRecord, project: ProjectRecord, states: list[jobs.JobState]
+    ) -> tuple[str, list[Report]] | None:
         """The run's state to record (`overall|required[|blocked]`) and the reports it
         makes due; None when nothing changed since the last."""
         outcomes = [
@@ -314,14 +315,14 @@ class Statuses:
 
     @staticmethod
     def _report(
-        run: Run,
+        run: RunRecord,
         team: TeamRecord,
         project: ProjectRecord,
         state: str,
         description: str,
         context: str | None = None,
-    ) -> StatusReport:
-        return StatusReport(
+    ) -> Report:
+        return Report(
             team_id=run.team_id,
             project_id=project.id,
             run_id=run.id,

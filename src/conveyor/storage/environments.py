@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Update, func, select, update
 
-from conveyor.domain.clock import utcnow
+from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.deploy import InstanceState, Phase, instance_sources
 from conveyor.storage import analysis, policy
 from conveyor.storage.database import Session
@@ -240,15 +240,40 @@ async def route_rows(session: Session, target: str = "local") -> list[RouteRows]
 # -- the intent log --------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class ActionRecord:
+    """One action of an environment's driver, as its timeline shows it."""
+
+    seq: int
+    action: str
+    params: dict[str, Any]
+    driver: str
+    done: bool
+    started_at: datetime
+    done_at: datetime | None
+
+
 async def actions(
     session: Session, env_id: uuid.UUID, limit: int = 50, before: int | None = None
-) -> list[DeploymentAction]:
+) -> list[ActionRecord]:
     """The environment's latest driver actions (those before `seq` `before`, when given),
     newest first: its timeline, a page at a time."""
     query = select(DeploymentAction).where(DeploymentAction.environment_id == env_id)
     if before is not None:
         query = query.where(DeploymentAction.seq < before)
-    return list(await session.scalars(query.order_by(DeploymentAction.seq.desc()).limit(limit)))
+    rows = await session.scalars(query.order_by(DeploymentAction.seq.desc()).limit(limit))
+    return [
+        ActionRecord(
+            seq=row.seq,
+            action=row.action,
+            params=dict(row.params),
+            driver=row.driver,
+            done=row.done,
+            started_at=as_utc(row.started_at),
+            done_at=as_utc(row.done_at) if row.done_at else None,
+        )
+        for row in rows
+    ]
 
 
 async def record_intent(

@@ -16,12 +16,12 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select, update
 
-from conveyor.domain.clock import utcnow
+from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.delivery import DeliveryState
 from conveyor.storage.database import Database, Session, insert_for
 from conveyor.storage.projects import ProjectRecord, project_of
@@ -107,9 +107,51 @@ class DeliveryWriter:
 # -- processing ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """A stored webhook delivery."""
+
+    id: uuid.UUID
+    team_id: uuid.UUID
+    project_id: uuid.UUID
+    provider: str
+    delivery_key: str
+    event: str
+    headers: dict[str, Any]
+    body: bytes
+    state: str
+    attempts: int
+    """Tries before this one (a claim counts the next)."""
+    outcome: list[Any]
+    runs: list[Any]
+    received_at: datetime
+    processed_at: datetime | None
+    traceparent: str | None
+
+
+def delivery_of(row: Delivery) -> DeliveryRecord:
+    return DeliveryRecord(
+        id=row.id,
+        team_id=row.team_id,
+        project_id=row.project_id,
+        provider=row.provider,
+        delivery_key=row.delivery_key,
+        event=row.event,
+        headers=dict(row.headers),
+        body=row.body,
+        state=row.state,
+        attempts=row.attempts,
+        outcome=list(row.outcome),
+        runs=list(row.runs),
+        received_at=as_utc(row.received_at),
+        processed_at=as_utc(row.processed_at) if row.processed_at else None,
+        traceparent=row.traceparent,
+    )
+
+
 async def claim_due(
     session: Session, *, limit: int, hold_s: float, skip_locked: bool
-) -> list[tuple[Delivery, ProjectRecord]]:
+) -> list[tuple[DeliveryRecord, ProjectRecord]]:
     """The next deliveries due, oldest first, with their projects, claimed for `hold_s`
     (their `not_before` pushed forward, one more attempt counted) in two statements."""
     now = utcnow()
@@ -122,7 +164,7 @@ async def claim_due(
     )
     if skip_locked:
         query = query.with_for_update(skip_locked=True, of=Delivery)
-    rows = [(delivery, project_of(project)) for delivery, project in await session.execute(query)]
+    rows = [(delivery_of(d), project_of(p)) for d, p in await session.execute(query)]
     ids = [delivery.id for delivery, _ in rows]
     if ids:
         await session.execute(
@@ -187,13 +229,12 @@ async def postpone(session: Session, delivery_id: uuid.UUID, delay_s: float, not
     )
 
 
-async def recent(session: Session, project_id: uuid.UUID, limit: int) -> list[Delivery]:
+async def recent(session: Session, project_id: uuid.UUID, limit: int) -> list[DeliveryRecord]:
     """The project's newest deliveries, newest first."""
-    return list(
-        await session.scalars(
-            select(Delivery)
-            .where(Delivery.project_id == project_id)
-            .order_by(Delivery.received_at.desc(), Delivery.id.desc())
-            .limit(limit)
-        )
+    rows = await session.scalars(
+        select(Delivery)
+        .where(Delivery.project_id == project_id)
+        .order_by(Delivery.received_at.desc(), Delivery.id.desc())
+        .limit(limit)
     )
+    return [delivery_of(row) for row in rows]

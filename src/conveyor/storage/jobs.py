@@ -181,19 +181,21 @@ class JobBrief:
     status: JobStatus
     fence: int
     runner_id: uuid.UUID | None
+    name: str = ""
 
 
 async def brief(session: AsyncSession, job_id: uuid.UUID) -> JobBrief | None:
     row = (
         await session.execute(
-            select(Job.team_id, Job.run_id, Job.status, Job.fence, Job.runner_id).where(
+            select(Job.team_id, Job.run_id, Job.status, Job.fence, Job.runner_id, Job.name).where(
                 Job.id == job_id
             )
         )
     ).first()
     if row is None:
         return None
-    return JobBrief(row.team_id, row.run_id, JobStatus(row.status), row.fence, row.runner_id)
+    status = JobStatus(row.status)
+    return JobBrief(row.team_id, row.run_id, status, row.fence, row.runner_id, row.name)
 
 
 async def status_of(session: AsyncSession, job_id: uuid.UUID) -> JobStatus | None:

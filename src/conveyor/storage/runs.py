@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.domain import events as types
-from conveyor.domain.clock import utcnow
+from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.status import JobOutcome, JobStatus, RunStatus, run_status
 from conveyor.ids import new_id, run_dedupe_key
 from conveyor.pipeline.plan import Plan, job_to_json
@@ -23,6 +23,48 @@ from conveyor.storage import events
 from conveyor.storage.database import insert_for
 from conveyor.storage.projects import ProjectRecord, TeamRecord, project_of, team_of
 from conveyor.storage.tables import Job, JobAttempt, Project, Run, Team
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """A run as storage hands it out."""
+
+    id: uuid.UUID
+    team_id: uuid.UUID
+    project_id: uuid.UUID
+    event: str
+    ref: str
+    sha: str
+    title: str | None
+    author: str | None
+    reasons: list[Any]
+    status_reported: str | None
+    """What was last queued as its commit status (`overall|required`)."""
+    created_at: datetime
+    received_at: datetime | None
+    finished_at: datetime | None
+    required_teams: list[str] | None
+    final_status: str | None
+
+
+def run_of(row: Run) -> RunRecord:
+    return RunRecord(
+        id=row.id,
+        team_id=row.team_id,
+        project_id=row.project_id,
+        event=row.event,
+        ref=row.ref,
+        sha=row.sha,
+        title=row.title,
+        author=row.author,
+        reasons=list(row.reasons or ()),
+        status_reported=row.status_reported,
+        created_at=as_utc(row.created_at),
+        received_at=as_utc(row.received_at) if row.received_at else None,
+        finished_at=as_utc(row.finished_at) if row.finished_at else None,
+        required_teams=[str(t) for t in row.required_teams] if row.required_teams else None,
+        final_status=row.final_status,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +267,7 @@ async def release_dedupe_key(session: AsyncSession, run_id: uuid.UUID) -> None:
 
 async def with_project(
     session: AsyncSession, run_id: uuid.UUID
-) -> tuple[Run, ProjectRecord, TeamRecord] | None:
+) -> tuple[RunRecord, ProjectRecord, TeamRecord] | None:
     row = (
         await session.execute(
             select(Run, Project, Team)
@@ -234,7 +276,9 @@ async def with_project(
             .where(Run.id == run_id)
         )
     ).first()
-    return (row[0], project_of(row[1]), team_of(row[2])) if row is not None else None
+    if row is None:
+        return None
+    return run_of(row[0]), project_of(row[1]), team_of(row[2])
 
 
 async def jobs_and_attempts(
@@ -277,7 +321,7 @@ class RunQuery:
 
 async def newest_first(
     session: AsyncSession, query: RunQuery, before: uuid.UUID | None, limit: int
-) -> list[tuple[Run, ProjectRecord, TeamRecord]]:
+) -> list[tuple[RunRecord, ProjectRecord, TeamRecord]]:
     """Up to `limit` runs older than `before` (UUIDv7 ids sort by time), newest first."""
     statement = (
         select(Run, Project, Team)
@@ -302,7 +346,7 @@ async def newest_first(
     if before is not None:
         statement = statement.where(Run.id < before)
     rows = await session.execute(statement.limit(limit))
-    return [(run, project_of(project), team_of(team)) for run, project, team in rows.all()]
+    return [(run_of(r), project_of(p), team_of(t)) for r, p, t in rows.all()]
 
 
 async def ref_of(session: AsyncSession, run_id: uuid.UUID) -> str | None:

@@ -3,25 +3,42 @@ queued reports, their claims, and what each send came to."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from conveyor.domain.clock import utcnow
 from conveyor.storage import outbox
 from conveyor.storage.database import Session
 from conveyor.storage.projects import ProjectRecord, TeamRecord, project_of, team_of
+from conveyor.storage.runs import RunRecord, run_of
 from conveyor.storage.tables import Project, Run, StatusReport, Team
 
 CLAIM_S = 60
 """A claimed report is left alone by other replicas this long."""
 
 
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A commit status to send: a run's state (or a required team's) at a commit."""
+
+    team_id: uuid.UUID
+    project_id: uuid.UUID
+    run_id: uuid.UUID
+    sha: str
+    ref: str
+    context: str
+    state: str
+    description: str = ""
+
+
 async def runs_to_reconcile(
     session: Session, finished: list[str], since: datetime, *, skip_locked: bool
-) -> list[tuple[Run, ProjectRecord, TeamRecord]]:
+) -> list[tuple[RunRecord, ProjectRecord, TeamRecord]]:
     """The runs since `since` of projects that report statuses, whose last reported
     state is not one of `finished` (locked with SKIP LOCKED on PostgreSQL, so replicas
     reconcile different runs at the same time)."""
@@ -39,17 +56,16 @@ async def runs_to_reconcile(
     if skip_locked:
         query = query.with_for_update(skip_locked=True, of=Run)
     found = (await session.execute(query)).all()
-    return [(run, project_of(project), team_of(team)) for run, project, team in found]
+    return [(run_of(r), project_of(p), team_of(t)) for r, p, t in found]
 
 
-def queue_report(session: Session, report: StatusReport) -> None:
-    session.add(report)
+def queue_report(session: Session, report: Report) -> None:
+    session.add(StatusReport(**dataclasses.asdict(report)))
 
 
-def mark_reported(run: Run, state: str) -> None:
-    """What was last queued for the run (`overall|required`), written when the session
-    that loaded the run commits."""
-    run.status_reported = state
+async def mark_reported(session: Session, run_id: uuid.UUID, state: str) -> None:
+    """What was last queued for the run (`overall|required`)."""
+    await session.execute(update(Run).where(Run.id == run_id).values(status_reported=state))
 
 
 async def claim_due(session: Session, limit: int, *, skip_locked: bool) -> list[uuid.UUID]:
@@ -61,12 +77,23 @@ async def claim_due(session: Session, limit: int, *, skip_locked: bool) -> list[
 
 async def with_project(
     session: Session, report_id: uuid.UUID
-) -> tuple[StatusReport, ProjectRecord] | None:
+) -> tuple[Report, ProjectRecord] | None:
+    """A queued report, and the project it goes to."""
     report = await session.get(StatusReport, report_id)
     project = await session.get(Project, report.project_id) if report else None
     if report is None or project is None:
         return None
-    return report, project_of(project)
+    found = Report(
+        team_id=report.team_id,
+        project_id=report.project_id,
+        run_id=report.run_id,
+        sha=report.sha,
+        ref=report.ref,
+        context=report.context,
+        state=report.state,
+        description=report.description,
+    )
+    return found, project_of(project)
 
 
 async def record_send(

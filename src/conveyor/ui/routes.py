@@ -31,7 +31,7 @@ from conveyor.deploy.artifacts import listing as artifact_listing
 from conveyor.deploy.dora import team_figures
 from conveyor.deploy.requests import find_environment
 from conveyor.domain.deploy import Control
-from conveyor.domain.errors import Refused
+from conveyor.domain.errors import NotFound, Refused
 from conveyor.domain.principal import Principal
 from conveyor.domain.roles import Role
 from conveyor.domain.status import JobStatus
@@ -46,8 +46,9 @@ from conveyor.protocol.api import (
 from conveyor.scheduler import runners
 from conveyor.storage import deployments, environments, projects
 from conveyor.storage import jobs as job_rows
+from conveyor.storage.environments import ActionRecord
+from conveyor.storage.jobs import JobBrief
 from conveyor.storage.logs import read_log
-from conveyor.storage.tables import DeploymentAction, Job
 from conveyor.ui import charts, graph, session, words
 
 HERE = Path(__file__).parent
@@ -429,11 +430,11 @@ async def job_log(request: Request, job_id: uuid.UUID, state: State) -> HTMLResp
     return _page(request, "log.html", who, login, job=row, job_id=job_id)
 
 
-async def _job(state: Coordinator, who: Principal, job_id: uuid.UUID) -> Job:
+async def _job(state: Coordinator, who: Principal, job_id: uuid.UUID) -> JobBrief:
     async with state.db.transaction() as db:
-        row = await job_rows.job(db, job_id)
+        row = await job_rows.brief(db, job_id)
     if row is None or not who.can_see(row.team_id):
-        raise ApiError(404, "not_found", "no such job")
+        raise NotFound("no such job")
     return row
 
 
@@ -573,7 +574,7 @@ async def _timeline(
     environment: str,
     limit: int,
     before: int | None,
-) -> list[DeploymentAction]:
+) -> list[ActionRecord]:
     """The environment's driver actions, newest first (404 unless the token may see
     the project and the environment exists)."""
     async with state.db.transaction() as db:
