@@ -26,7 +26,8 @@ from conveyor.pipeline.deploy import (
 )
 from conveyor.policy.gates import window_of
 from conveyor.storage.environments import RouteRows
-from conveyor.storage.tables import Deployment, Environment, FreezeWindow, Instance
+from conveyor.storage.policy import FreezeRecord
+from conveyor.storage.tables import Deployment, Environment, Instance
 
 FULL_WEIGHT = 100
 ROLLBACK_KIND = "rollback"
@@ -59,7 +60,7 @@ def plan_of(
     runtime: Runtime | None = None,
     *,
     stopped: bool = False,
-    freezes: Sequence[FreezeWindow] = (),
+    freezes: Sequence[FreezeRecord] = (),
 ) -> Rollout:
     """The planner's view of a deployment (`runtime`: its runtime, parsed already), with
     what its gate sees: the stop-the-line switch and the freeze windows over it."""
@@ -96,7 +97,7 @@ def plan_of(
     )
 
 
-def gate_of(row: Deployment, stopped: bool, freezes: Sequence[FreezeWindow]) -> Gate:
+def gate_of(row: Deployment, stopped: bool, freezes: Sequence[FreezeRecord]) -> Gate:
     return Gate(
         decision=Decision.load(row.policy),
         requested_at=as_utc(row.created_at),

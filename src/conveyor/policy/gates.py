@@ -22,8 +22,9 @@ from conveyor.storage import policy as rows
 from conveyor.storage import runs
 from conveyor.storage.artifacts import ArtifactRecord
 from conveyor.storage.database import Session
+from conveyor.storage.policy import FreezeRecord
 from conveyor.storage.projects import ProjectRecord
-from conveyor.storage.tables import Environment, FreezeWindow
+from conveyor.storage.tables import Environment
 from conveyor.vcs import GitMirror
 
 BRANCH_PREFIX = "refs/heads/"
@@ -45,12 +46,12 @@ def target_of(project: ProjectRecord, environment: str, env: Environment | None)
     )
 
 
-def window_of(row: FreezeWindow) -> Window:
+def window_of(row: FreezeRecord) -> Window:
     """A stored freeze window as domain.freeze reckons with it."""
     return Window(row.cron, timedelta(seconds=row.duration_s), row.timezone)
 
 
-def windows_of(found: list[FreezeWindow]) -> list[Window]:
+def windows_of(found: list[FreezeRecord]) -> list[Window]:
     return [window_of(w) for w in found]
 
 

@@ -32,12 +32,11 @@ from conveyor.protocol.runner import Assignment, AttemptOutcome
 from conveyor.scheduler.wakeup import Wakeup
 from conveyor.storage import jobs, names, notify, queue, runs
 from conveyor.storage.database import Database, Session
-from conveyor.storage.jobs import Ended, TransitionRejected, move_job, sources_of
+from conveyor.storage.jobs import Ended, JobRecord, TransitionRejected, move_job, sources_of
 from conveyor.storage.logs import append_chunk, log_end
 from conveyor.storage.projects import ProjectRecord
-from conveyor.storage.runs import CreatedRun, create_run, release_dedupe_key
+from conveyor.storage.runs import CreatedRun, RunRecord, create_run, release_dedupe_key
 from conveyor.storage.secrets import SecretBox
-from conveyor.storage.tables import Job, Run
 
 LEASE_S = 15.0
 NOTIFY_CHANNEL = "conveyor_jobs"
@@ -59,7 +58,7 @@ class RunStart:
     """The trace it is started in; else the current span's (observability.tracing)."""
 
 
-def _count_start(job: Job, run: Run, team: str) -> None:
+def _count_start(job: JobRecord, run: RunRecord, team: str) -> None:
     """A job's wait in the queue; for a first job of its run (one with no needs, on its
     first attempt), the time since its push arrived."""
     started = as_utc(job.started_at) if job.started_at else utcnow()
@@ -72,7 +71,7 @@ def _count_start(job: Job, run: Run, team: str) -> None:
 
 
 async def _count_end(
-    session: Session, job: Job | Ended, attempt: JobStatus, status: JobStatus
+    session: Session, job: JobRecord | Ended, attempt: JobStatus, status: JobStatus
 ) -> None:
     """An attempt's duration by stage, and the job's end when it is final."""
     team = await names.team(session, job.team_id)
@@ -461,7 +460,7 @@ class Scheduler:
         `log`, the last chunk of its log (offset, bytes), is stored with it."""
         async with self.db.transaction() as session:
             ended = await self._end_directly(session, job_id, fence, outcome, runner_id)
-            row: Job | Ended
+            row: JobRecord | Ended
             if ended is not None:  # the common case: one UPDATE … RETURNING
                 row = ended
                 status, run_id = outcome.status, ended.run_id
@@ -521,7 +520,7 @@ class Scheduler:
             failure_class=cls.value if cls else None,
         )
 
-    async def _settle(self, session: Session, job: Job, outcome: AttemptOutcome) -> JobStatus:
+    async def _settle(self, session: Session, job: JobRecord, outcome: AttemptOutcome) -> JobStatus:
         self._record_attempt(session, job, outcome)
         spec = job_from_json(job.spec)
         cls = outcome.failure_class
@@ -557,7 +556,7 @@ class Scheduler:
         return outcome.status
 
     @staticmethod
-    def _record_attempt(session: Session, job: Job | Ended, outcome: AttemptOutcome) -> None:
+    def _record_attempt(session: Session, job: JobRecord | Ended, outcome: AttemptOutcome) -> None:
         jobs.record_attempt(
             session,
             job,

@@ -20,12 +20,12 @@ from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.deploy import InstanceState, Phase, instance_sources
 from conveyor.storage import analysis, policy
 from conveyor.storage.database import Session
+from conveyor.storage.policy import FreezeRecord
 from conveyor.storage.tables import (
     AnalysisRun,
     Deployment,
     DeploymentAction,
     Environment,
-    FreezeWindow,
     Instance,
     RevisionPin,
 )
@@ -138,7 +138,7 @@ class EnvironmentRows:
     """The analysis runs of the active deployment."""
     stopped: bool = False
     """The company's stop-the-line switch is on (read only with an active deployment)."""
-    freezes: list[FreezeWindow] = field(default_factory=list)
+    freezes: list[FreezeRecord] = field(default_factory=list)
     """The freeze windows over the environment (read only while a deployment waits at
     its gate)."""
     first_pending: Deployment | None = None

@@ -17,10 +17,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from conveyor.domain.clock import utcnow
+from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.errors import Conflict
 from conveyor.domain.status import JOB_TRANSITIONS, JobStatus
 from conveyor.storage.projects import ProjectRecord, TeamRecord, project_of, team_of
+from conveyor.storage.runs import RunRecord, run_of
 from conveyor.storage.tables import Job, JobAttempt, Project, Run, Secret, Team
 
 
@@ -111,9 +112,60 @@ class JobState:
     spec: dict[str, Any]
 
 
-async def job(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
-    found: Job | None = await session.get(Job, job_id)
-    return found
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A job as storage hands it out (moves go through `move_job`'s guarded UPDATE)."""
+
+    id: uuid.UUID
+    team_id: uuid.UUID
+    run_id: uuid.UUID
+    name: str
+    status: str
+    spec: dict[str, Any]
+    concurrency_group: str | None
+    attempt: int
+    fence: int
+    runner_id: uuid.UUID | None
+    lease_expires_at: datetime | None
+    exit_code: int | None
+    failure_class: str | None
+    reason: str
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    created_at: datetime
+
+
+def job_of(row: Job) -> JobRecord:
+    return JobRecord(
+        id=row.id,
+        team_id=row.team_id,
+        run_id=row.run_id,
+        name=row.name,
+        status=row.status,
+        spec=dict(row.spec),
+        concurrency_group=row.concurrency_group,
+        attempt=row.attempt,
+        fence=row.fence,
+        runner_id=row.runner_id,
+        lease_expires_at=_utc(row.lease_expires_at),
+        exit_code=row.exit_code,
+        failure_class=row.failure_class,
+        reason=row.reason,
+        queued_at=_utc(row.queued_at),
+        started_at=_utc(row.started_at),
+        finished_at=_utc(row.finished_at),
+        created_at=as_utc(row.created_at),
+    )
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return as_utc(moment) if moment is not None else None
+
+
+async def job(session: AsyncSession, job_id: uuid.UUID) -> JobRecord | None:
+    found = await session.get(Job, job_id)
+    return job_of(found) if found is not None else None
 
 
 async def has_created(session: AsyncSession, run_id: uuid.UUID) -> bool:
@@ -205,7 +257,7 @@ async def status_of(session: AsyncSession, job_id: uuid.UUID) -> JobStatus | Non
 
 async def with_run(
     session: AsyncSession, job_id: uuid.UUID
-) -> tuple[Job, Run, ProjectRecord, TeamRecord]:
+) -> tuple[JobRecord, RunRecord, ProjectRecord, TeamRecord]:
     """The job with its run, project and team (the job exists)."""
     job_row, run, project, team = (
         await session.execute(
@@ -216,7 +268,7 @@ async def with_run(
             .where(Job.id == job_id)
         )
     ).one()
-    return job_row, run, project_of(project), team_of(team)
+    return job_of(job_row), run_of(run), project_of(project), team_of(team)
 
 
 async def renew(
@@ -303,7 +355,7 @@ async def hand_back(
 
 def record_attempt(
     session: AsyncSession,
-    job: Job | Ended,
+    job: JobRecord | Ended,
     status: JobStatus,
     *,
     exit_code: int | None,
@@ -344,8 +396,8 @@ async def expired_leases(
 class Leased:
     """A leased job with everything its assignment names."""
 
-    job: Job
-    run: Run
+    job: JobRecord
+    run: RunRecord
     project: ProjectRecord
     team: TeamRecord
     secrets: list[Secret]
@@ -366,4 +418,4 @@ async def leased(session: AsyncSession, job_id: uuid.UUID) -> Leased:
     ).all()
     job_row, run, project, team, _ = rows[0]
     secrets = [r[4] for r in rows if r[4] is not None]
-    return Leased(job_row, run, project_of(project), team_of(team), secrets)
+    return Leased(job_of(job_row), run_of(run), project_of(project), team_of(team), secrets)

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import and_, delete, or_, select, update
 
-from conveyor.domain.clock import utcnow
+from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.deploy import Phase
 from conveyor.storage.database import Session
 from conveyor.storage.projects import ProjectRecord
@@ -150,9 +150,67 @@ async def waiting(session: Session, team_ids: Sequence[uuid.UUID] | None) -> lis
 # -- freeze windows ----------------------------------------------------------------------
 
 
-def add_window(session: Session, window: FreezeWindow) -> FreezeWindow:
-    session.add(window)
-    return window
+@dataclass(frozen=True, slots=True)
+class FreezeRecord:
+    """A freeze window: the company's (no team), a team's (no project), or one over an
+    environment of a project."""
+
+    id: uuid.UUID
+    team_id: uuid.UUID | None
+    project_id: uuid.UUID | None
+    environment: str | None
+    cron: str
+    duration_s: int
+    timezone: str
+    action: str
+    reason: str
+    created_by: str
+    created_at: datetime
+
+
+def _freeze(row: FreezeWindow) -> FreezeRecord:
+    return FreezeRecord(
+        id=row.id,
+        team_id=row.team_id,
+        project_id=row.project_id,
+        environment=row.environment,
+        cron=row.cron,
+        duration_s=row.duration_s,
+        timezone=row.timezone,
+        action=row.action,
+        reason=row.reason,
+        created_by=row.created_by,
+        created_at=as_utc(row.created_at),
+    )
+
+
+async def add_window(
+    session: Session,
+    *,
+    team_id: uuid.UUID | None,
+    project_id: uuid.UUID | None,
+    environment: str | None,
+    cron: str,
+    duration_s: int,
+    timezone: str,
+    action: str,
+    reason: str,
+    created_by: str,
+) -> FreezeRecord:
+    row = FreezeWindow(
+        team_id=team_id,
+        project_id=project_id,
+        environment=environment,
+        cron=cron,
+        duration_s=duration_s,
+        timezone=timezone,
+        action=action,
+        reason=reason,
+        created_by=created_by,
+    )
+    session.add(row)
+    await session.flush()
+    return _freeze(row)
 
 
 async def windows(
@@ -161,7 +219,7 @@ async def windows(
     team_id: uuid.UUID | None = None,
     project_id: uuid.UUID | None = None,
     company: bool = False,
-) -> list[FreezeWindow]:
+) -> list[FreezeRecord]:
     """The windows set at one level: the company's, a team's, or a project's
     environments'."""
     query = select(FreezeWindow).order_by(FreezeWindow.created_at, FreezeWindow.id)
@@ -171,35 +229,35 @@ async def windows(
         query = query.where(FreezeWindow.project_id == project_id)
     else:
         query = query.where(FreezeWindow.team_id == team_id, FreezeWindow.project_id.is_(None))
-    return list(await session.scalars(query))
+    return [_freeze(row) for row in await session.scalars(query)]
 
 
-async def window(session: Session, window_id: uuid.UUID) -> FreezeWindow | None:
-    return await session.get(FreezeWindow, window_id)
+async def window(session: Session, window_id: uuid.UUID) -> FreezeRecord | None:
+    found = await session.get(FreezeWindow, window_id)
+    return _freeze(found) if found is not None else None
 
 
 async def remove_window(session: Session, window_id: uuid.UUID) -> None:
     await session.execute(delete(FreezeWindow).where(FreezeWindow.id == window_id))
 
 
-async def windows_over(session: Session, env: Environment) -> list[FreezeWindow]:
+async def windows_over(session: Session, env: Environment) -> list[FreezeRecord]:
     """Every window that covers the environment: the company's, its team's, and its own."""
-    return list(
-        await session.scalars(
-            select(FreezeWindow)
-            .where(
-                or_(
-                    FreezeWindow.team_id.is_(None),
-                    and_(FreezeWindow.team_id == env.team_id, FreezeWindow.project_id.is_(None)),
-                    and_(
-                        FreezeWindow.project_id == env.project_id,
-                        FreezeWindow.environment == env.name,
-                    ),
-                )
+    found = await session.scalars(
+        select(FreezeWindow)
+        .where(
+            or_(
+                FreezeWindow.team_id.is_(None),
+                and_(FreezeWindow.team_id == env.team_id, FreezeWindow.project_id.is_(None)),
+                and_(
+                    FreezeWindow.project_id == env.project_id,
+                    FreezeWindow.environment == env.name,
+                ),
             )
-            .order_by(FreezeWindow.created_at, FreezeWindow.id)
         )
+        .order_by(FreezeWindow.created_at, FreezeWindow.id)
     )
+    return [_freeze(row) for row in found]
 
 
 # -- switches ----------------------------------------------------------------------------

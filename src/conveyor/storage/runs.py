@@ -45,6 +45,8 @@ class RunRecord:
     finished_at: datetime | None
     required_teams: list[str] | None
     final_status: str | None
+    traceparent: str | None = None
+    """The trace it was started in (observability.tracing)."""
 
 
 def run_of(row: Run) -> RunRecord:
@@ -64,6 +66,7 @@ def run_of(row: Run) -> RunRecord:
         finished_at=as_utc(row.finished_at) if row.finished_at else None,
         required_teams=[str(t) for t in row.required_teams] if row.required_teams else None,
         final_status=row.final_status,
+        traceparent=row.traceparent,
     )
 
 

@@ -37,8 +37,8 @@ from conveyor.protocol.api import (
 from conveyor.storage import audit, deployments, names
 from conveyor.storage import policy as rows
 from conveyor.storage.database import Session
+from conveyor.storage.policy import FreezeRecord
 from conveyor.storage.projects import ProjectRecord
-from conveyor.storage.tables import FreezeWindow
 
 router = APIRouter(prefix="/api/v1", tags=["policy"])
 
@@ -145,7 +145,7 @@ def _window(body: FreezeIn) -> tuple[freeze.Window, int]:
     return window, int(seconds)
 
 
-def freeze_out(row: FreezeWindow, scope: str) -> FreezeOut:
+def freeze_out(row: FreezeRecord, scope: str) -> FreezeOut:
     window = window_of(row)
     now = utcnow()
     held = window.containing(now)
@@ -174,21 +174,18 @@ async def _add_window(
     scope: str,
 ) -> FreezeOut:
     _, seconds = _window(body)
-    row = rows.add_window(
+    row = await rows.add_window(
         session,
-        FreezeWindow(
-            team_id=team_id,
-            project_id=project.id if project is not None else None,
-            environment=body.environment if isinstance(body, ProjectFreezeIn) else None,
-            cron=body.cron,
-            duration_s=seconds,
-            timezone=body.timezone,
-            action=body.action,
-            reason=body.reason,
-            created_by=who.display,
-        ),
+        team_id=team_id,
+        project_id=project.id if project is not None else None,
+        environment=body.environment if isinstance(body, ProjectFreezeIn) else None,
+        cron=body.cron,
+        duration_s=seconds,
+        timezone=body.timezone,
+        action=body.action,
+        reason=body.reason,
+        created_by=who.display,
     )
-    await session.flush()
     detail = {
         "id": str(row.id),
         "cron": body.cron,
