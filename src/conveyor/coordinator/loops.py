@@ -45,9 +45,15 @@ Loop = Callable[[], Coroutine[Any, Any, None]]
 class Loops:
     """Named loops, each in a task that starts it again when it fails."""
 
-    def __init__(self, loops: dict[str, Loop], clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        loops: dict[str, Loop],
+        clock: Callable[[], float] = time.monotonic,
+        backoff: tuple[float, float] = BACKOFF_S,
+    ) -> None:
         self.loops = loops
         self.clock = clock
+        self.backoff = backoff
         self.restarts: dict[str, int] = dict.fromkeys(loops, 0)
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -58,7 +64,8 @@ class Loops:
         ]
 
     async def _supervise(self, name: str, loop: Loop) -> None:
-        wait = BACKOFF_S[0]
+        first, longest = self.backoff
+        wait = first
         while True:
             began = self.clock()
             try:
@@ -70,9 +77,9 @@ class Loops:
                 log.exception("background loop %s failed; it starts again in %.0f s", name, wait)
             self.restarts[name] += 1
             if self.clock() - began >= HEALTHY_S:
-                wait = BACKOFF_S[0]
+                wait = first
             await asyncio.sleep(wait)
-            wait = min(wait * 2, BACKOFF_S[1])
+            wait = min(wait * 2, longest)
 
     async def stop(self) -> None:
         for task in self.tasks:
