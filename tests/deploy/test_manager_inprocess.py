@@ -24,6 +24,8 @@ from conveyor.deploy import manager as manager_module
 from conveyor.deploy import records
 from conveyor.deploy.context import Effect, EnvironmentLeaseLost
 from conveyor.deploy.effects import _launch
+from conveyor.deploy.manager import RouterDown
+from conveyor.deploy.router.base import RouterError
 from conveyor.deploy.strategy import DeployStrategy
 from conveyor.deploy.targets.fake import CRASH_S, START_S, UNHEALTHY
 from conveyor.deploy.world import Act, Action, Kind
@@ -291,36 +293,39 @@ async def test_a_router_that_died_is_synced_again(world: World):
 async def test_a_router_that_cannot_start_is_tried_again_later_not_on_every_pass(world: World):
     """HAProxy refusing to start (a frontend's port taken) costs one try per back-off
     (0.5 s, then 1 s, …), however often the environment is passed; once it starts, the
-    routes are all back."""
+    routes are all back. Passes 20 ms apart on the manager's own clock, moved by hand."""
     manager, fence = await serving_v1(world)
-    manager.tick_s = manager.idle_tick_s = 0.02  # a pass every 20 ms, whatever happens
-    manager.wakeups[world.env_id] = asyncio.Event()
+    now_ms = [1_000_000]  # whole milliseconds: the back-off's sums stay exact
+    manager.monotonic = lambda: now_ms[0] / 1000
     world.router.crash()
     world.router.refuse_start = "cannot bind socket (Address already in use)"
     tried = world.router.starts_tried  # its first start, by serving_v1
-    driver = asyncio.create_task(manager._drive(world.env_id, fence))
-    try:
-        began = manager.stats.passes
-        await asyncio.sleep(1.2)
-        passes = manager.stats.passes - began
-        tries = world.router.starts_tried - tried
-        # Tries at about 0 s, 0.5 s and 1.5 s: two of them in these 1.2 s.
-        assert passes >= 10, passes
-        assert 1 <= tries <= 2, (tries, passes)
-        assert not world.router.running()
-        world.router.refuse_start = None
 
-        async def routed() -> bool:
-            return world.router.running()
+    async def passes(count: int) -> int:
+        """`count` passes 20 ms apart; how many the router's back-off turned away."""
+        down = 0
+        for _ in range(count):
+            try:
+                await manager.reconcile(world.env_id, fence)
+            except RouterDown:
+                down += 1
+            except RouterError:
+                pass  # the try that failed (logged by the driver)
+            now_ms[0] += 20
+        return down
 
-        await wait_until_async(routed, timeout=3)
-        assert world.router.syncs == 2
-        key = records.route_key(await world.env())
-        assert world.router.pick(key, 0.5) is not None
-    finally:
-        driver.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await driver
+    # 1.2 s: tries at 0 s and 0.5 s (the next is due at 1.5 s); every other pass waits.
+    assert await passes(60) == 58
+    assert world.router.starts_tried - tried == 2
+    assert not world.router.running()
+    # Started again: the next try, at 1.5 s, brings every route back.
+    world.router.refuse_start = None
+    assert await passes(14) == 14  # up to 1.48 s: not due yet
+    await passes(2)
+    assert world.router.running() and world.router.starts_tried - tried == 3
+    assert world.router.syncs == 2
+    key = records.route_key(await world.env())
+    assert world.router.pick(key, 0.5) is not None
 
 
 # -- intents, leases and fencing, on SQLite and PostgreSQL -----------------------------

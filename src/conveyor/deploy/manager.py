@@ -108,11 +108,15 @@ class DeploymentManager:
         providers: Mapping[Provider, MetricProvider] | None = None,
         metrics_targets: Path | None = None,
         clock: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.db = db
         self.clock = clock
         """The wall clock the planner's timing rules read (waits, pauses, approval
         deadlines, warm windows); tests move it instead of sleeping."""
+        self.monotonic = monotonic
+        """The clock of the manager's own timing: the router's back-off, a settled
+        environment's reload, a pass's start."""
         self.blobs = blobs
         self.target = target
         self.router = router
@@ -171,7 +175,7 @@ class DeploymentManager:
         for this or another replica to take over. (Each pass renews its own lease under
         its fence too; this keeps a lease from running out while a busy replica's
         drivers wait for the event loop or a connection, as 500 starting at once do.)"""
-        now = time.monotonic()
+        now = self.monotonic()
         alive = [
             env_id
             for env_id, task in self.drivers.items()
@@ -215,7 +219,7 @@ class DeploymentManager:
             while True:
                 acted = None
                 router_down = False
-                self.passing_since[env_id] = time.monotonic()
+                self.passing_since[env_id] = self.monotonic()
                 try:
                     acted = await self.reconcile(env_id, fence)
                 except EnvironmentLeaseLost:
@@ -275,7 +279,7 @@ class DeploymentManager:
         with bound(deployment_id=plan_id):
             acted = await self._decide_and_act(env_id, fence, driven)
         if acted is None and self.settled[env_id] and _steady(driven):
-            self._quiet[env_id] = _Quiet(driven, driven.env.changes, time.monotonic())
+            self._quiet[env_id] = _Quiet(driven, driven.env.changes, self.monotonic())
         return acted
 
     async def _quiet_pass(self, env_id: uuid.UUID, fence: int, quiet: _Quiet) -> bool:
@@ -283,7 +287,7 @@ class DeploymentManager:
         request changed it since: the lease renewed in one statement, its instances and
         the router looked at afresh. False when it needs a full pass (it changed, it is
         due a reload, or there is something to do)."""
-        if time.monotonic() - quiet.loaded_at >= RELOAD_SETTLED_S:
+        if self.monotonic() - quiet.loaded_at >= RELOAD_SETTLED_S:
             return False
         async with self.db.transaction() as session:
             changes = await environments.renew_lease_quietly(
@@ -326,7 +330,7 @@ class DeploymentManager:
         async with self._router_lock:
             if not self._routes_dirty and self.router.running():
                 return
-            if time.monotonic() < self._router_retry_at:
+            if self.monotonic() < self._router_retry_at:
                 raise RouterDown("the router is down; its next start is not due yet")
             self._routes_dirty = False  # a change made during the sync marks it again
             try:
@@ -339,7 +343,7 @@ class DeploymentManager:
                     self._router_backoff = min(
                         max(self._router_backoff * 2, ROUTER_RETRY_S), ROUTER_RETRY_MAX_S
                     )
-                    self._router_retry_at = time.monotonic() + self._router_backoff
+                    self._router_retry_at = self.monotonic() + self._router_backoff
                 raise
             if self._router_backoff:
                 log.info("the router is up again")
