@@ -52,7 +52,7 @@ from conveyor.pipeline.analysis import Metric, Provider, Template
 from conveyor.scheduler.service import Scheduler
 from conveyor.storage import analysis, names
 from conveyor.storage.database import Database, Session
-from conveyor.storage.tables import AnalysisRun, Environment
+from conveyor.storage.deployment_records import AnalysisRunRecord, EnvironmentRecord
 from conveyor.vcs import GitMirror
 
 log = logging.getLogger("conveyor.deploy.analysis")
@@ -136,7 +136,7 @@ class Analyses:
         driven: Driven,
         world: World,
         due: Due,
-        run: AnalysisRun,
+        run: AnalysisRunRecord,
     ) -> Judged | None:
         """One evaluation of `run` when its interval has passed; its new standing."""
         live = self._live.get(run.id)
@@ -159,20 +159,18 @@ class Analyses:
         share = None if due.promoted or due.preview else world.env.canary_share / SHARE_SCALE
         judgements = live.evaluation.add(measurements, share)
         live.window_start = now
-        return await self._record(
-            env_id, fence, run, live, judgements, measurements, now, driven.env
-        )
+        return await self._record(env_id, fence, run, live, judgements, measurements, now, driven)
 
     async def _record(
         self,
         env_id: uuid.UUID,
         fence: int,
-        run: AnalysisRun,
+        run: AnalysisRunRecord,
         live: _Live,
         judgements: Sequence[Judgement],
         measurements: Sequence[Measurement],
         now: float,
-        env: Environment,
+        driven: Driven,
     ) -> Judged:
         template = live.evaluation.template
         limits = Limits(
@@ -196,18 +194,25 @@ class Analyses:
                 reason=after.reason,
             )
             if recorded and after.phase is not AnalysisPhase.RUNNING:
-                await _count_verdict(session, env, after.phase, now - live.started)
+                await _count_verdict(session, driven.env, after.phase, now - live.started)
         # The row moves on in the database; this pass's copy follows it.
-        run.evaluations += 1
-        run.failures = dict(after.failures)
-        run.extended = after.extended
+        moved = replace(
+            run,
+            evaluations=run.evaluations + 1,
+            failures=dict(after.failures),
+            extended=after.extended,
+        )
+        runs = driven.rows.analyses
+        runs[:] = [moved if r.id == run.id else r for r in runs]
         self.evaluated += 1
         if after.phase is not AnalysisPhase.RUNNING:
             self._live.pop(run.id, None)
             log.info("analysis %s of %s: %s (%s)", run.key, env_id, after.phase, after.reason)
         return Judged(after.phase, run.template, after.reason)
 
-    async def _broken(self, env_id: uuid.UUID, fence: int, run: AnalysisRun, now: float) -> Judged:
+    async def _broken(
+        self, env_id: uuid.UUID, fence: int, run: AnalysisRunRecord, now: float
+    ) -> Judged:
         """A run whose template the deployment does not carry cannot judge: it pauses
         the deployment as inconclusive at once, saying so."""
         reason = f"the deployment carries no analysis template {run.template!r}"
@@ -272,7 +277,7 @@ def default_providers(
 
 
 async def _count_verdict(
-    session: Session, env: Environment, phase: AnalysisPhase, seconds: float
+    session: Session, env: EnvironmentRecord, phase: AnalysisPhase, seconds: float
 ) -> None:
     team = await names.team(session, env.team_id)
     project = await names.project(session, env.project_id)
@@ -281,11 +286,11 @@ async def _count_verdict(
         metrics.analysis_time_to_detect.observe(max(seconds, 0.0))
 
 
-def _judged(run: AnalysisRun) -> Judged:
+def _judged(run: AnalysisRunRecord) -> Judged:
     return Judged(AnalysisPhase(run.phase), run.template, run.reason)
 
 
-def _template(run: AnalysisRun) -> Template | None:
+def _template(run: AnalysisRunRecord) -> Template | None:
     if not run.spec:
         return None
     return Template.model_validate(run.spec)

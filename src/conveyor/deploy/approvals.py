@@ -26,7 +26,7 @@ from conveyor.domain.status import JobStatus
 from conveyor.storage import deployments, events, jobs, logs
 from conveyor.storage import policy as rows
 from conveyor.storage.database import Session
-from conveyor.storage.tables import Approval, Deployment
+from conveyor.storage.deployment_records import ApprovalRecord, DeploymentRecord
 
 APPROVE, REJECT = "approve", "reject"
 
@@ -40,7 +40,7 @@ class Approver:
     role: Role
 
 
-def awaiting(row: Deployment) -> bool:
+def awaiting(row: DeploymentRecord) -> bool:
     """It needs approvals it does not have yet, and has not ended or been released."""
     return (
         Decision.load(row.policy).required > 0
@@ -51,7 +51,7 @@ def awaiting(row: Deployment) -> bool:
     )
 
 
-def why_not(row: Deployment, who: Approver, decided: list[Approval]) -> Refused | None:
+def why_not(row: DeploymentRecord, who: Approver, decided: list[ApprovalRecord]) -> Refused | None:
     """Why `who` may not decide the deployment now (None: they may): Conflict when it
     does not wait (or they decided already), Forbidden for a role below
     `approver_role` or for the person who asked for it."""
@@ -70,14 +70,14 @@ def why_not(row: Deployment, who: Approver, decided: list[Approval]) -> Refused 
 
 
 async def decide(
-    session: Session, deployment: Deployment, who: Approver, verdict: str, comment: str
-) -> Deployment:
+    session: Session, deployment: DeploymentRecord, who: Approver, verdict: str, comment: str
+) -> DeploymentRecord:
     """Record `who`'s approval or rejection. The last approval needed marks the
     deployment approved; a rejection ends it (at once while queued, else by its
     driver). Refused as `why_not` says."""
     env = await deployments.environment_of(session, deployment)
     await deployments.lock(session, env.id)
-    await session.refresh(deployment)
+    deployment = await _again(session, deployment)  # as it is under the lock
     decided = await rows.approvals(session, [deployment.id])
     refused = why_not(deployment, who, decided)
     if refused is not None:
@@ -91,7 +91,7 @@ async def decide(
         if given >= needed:
             await rows.mark_approved(session, deployment, utcnow())
             await unblock(session, deployment)
-            await session.refresh(deployment)
+            deployment = await _again(session, deployment)
             await events.deployment_event(session, event_types.DEPLOYMENT_APPROVED, deployment)
         await audited(session, env, who.display, Action.APPROVE, deployment.number, detail)
     else:
@@ -99,11 +99,19 @@ async def decide(
         await unblock(session, deployment)
         await events.deployment_event(session, event_types.DEPLOYMENT_REJECTED, deployment)
         await audited(session, env, who.display, Action.REJECT, deployment.number, detail)
-    await session.refresh(deployment)
-    return deployment
+    return await _again(session, deployment)
 
 
-async def _reject(session: Session, deployment: Deployment, who: Approver, comment: str) -> None:
+async def _again(session: Session, deployment: DeploymentRecord) -> DeploymentRecord:
+    """The deployment read again (after a change, or under its environment's lock)."""
+    found = await deployments.by_id(session, deployment.id)
+    assert found is not None, "a deployment is never deleted while it is decided"
+    return found
+
+
+async def _reject(
+    session: Session, deployment: DeploymentRecord, who: Approver, comment: str
+) -> None:
     why = f"rejected by {who.display}" + (f": {comment}" if comment else "")
     if deployment.phase == Phase.PENDING.value:
         await deployments.change_phase(
@@ -120,7 +128,7 @@ async def _reject(session: Session, deployment: Deployment, who: Approver, comme
         )
 
 
-async def unblock(session: Session, deployment: Deployment) -> None:
+async def unblock(session: Session, deployment: DeploymentRecord) -> None:
     """The deploy job blocked on this deployment goes back to pending, for a runner to
     follow the deployment to its end. A job that is running (it follows the deployment
     already) stays as it is."""
@@ -128,7 +136,9 @@ async def unblock(session: Session, deployment: Deployment) -> None:
         await jobs.unblock(session, deployment.job_id)
 
 
-async def block(session: Session, deployment: Deployment, job_id: uuid.UUID, fence: int) -> bool:
+async def block(
+    session: Session, deployment: DeploymentRecord, job_id: uuid.UUID, fence: int
+) -> bool:
     """Hand a running deploy job back while its deployment waits for approvals: it
     waits `blocked`, holding no runner (its attempt does not count)."""
     env = await deployments.environment_of(session, deployment)

@@ -19,8 +19,8 @@ from conveyor.domain.policy import Gate
 from conveyor.pipeline.deploy import Runtime
 from conveyor.storage import environments
 from conveyor.storage.database import Database, Session
+from conveyor.storage.deployment_records import DeploymentRecord, EnvironmentRecord, InstanceRecord
 from conveyor.storage.environments import EnvironmentRows
-from conveyor.storage.tables import Deployment, Environment, Instance
 
 
 class EnvironmentLeaseLost(Exception):
@@ -75,15 +75,15 @@ class Driven:
         return cls(rows, plan, runtime, stable)
 
     @property
-    def env(self) -> Environment:
+    def env(self) -> EnvironmentRecord:
         return self.rows.env
 
     @property
-    def plan_row(self) -> Deployment | None:
+    def plan_row(self) -> DeploymentRecord | None:
         return self.rows.active
 
     @property
-    def instances(self) -> list[Instance]:
+    def instances(self) -> list[InstanceRecord]:
         return self.rows.instances
 
     def runtime_for(self, digest: str) -> Runtime | None:

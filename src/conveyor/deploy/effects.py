@@ -24,7 +24,7 @@ from conveyor.domain.deploy import DriverRequest, InstanceState, Phase
 from conveyor.observability import metrics
 from conveyor.storage import analysis, deployments, environments, names
 from conveyor.storage.database import Session
-from conveyor.storage.tables import Instance
+from conveyor.storage.deployment_records import InstanceRecord
 
 AfterRoute = Callable[[], None] | None
 """What a handler leaves to do once the router holds the new rows (stop: SIGTERM)."""
@@ -59,7 +59,7 @@ async def _release(ctx: DriverContext, digest: str) -> Path:
     return await asyncio.to_thread(ctx.target.prepare, digest, blob)
 
 
-async def _launch(ctx: DriverContext, effect: Effect, row: Instance) -> Handle:
+async def _launch(ctx: DriverContext, effect: Effect, row: InstanceRecord) -> Handle:
     runtime = effect.driven.runtime_for(row.digest)
     if runtime is None:
         raise ArtifactGone(f"no runtime is recorded for {row.digest}")
@@ -74,7 +74,7 @@ async def _launch(ctx: DriverContext, effect: Effect, row: Instance) -> Handle:
     return await asyncio.to_thread(ctx.target.start, launch)
 
 
-async def _row(ctx: DriverContext, instance_id: uuid.UUID) -> Instance:
+async def _row(ctx: DriverContext, instance_id: uuid.UUID) -> InstanceRecord:
     async with ctx.db.transaction() as session:
         row = await environments.instance(session, instance_id)
     assert row is not None, "the intent and its instance are written together"

@@ -47,7 +47,7 @@ from conveyor.pipeline.analysis import Provider
 from conveyor.pipeline.deploy import Health
 from conveyor.storage import deployments, environments
 from conveyor.storage.database import Database, Session
-from conveyor.storage.tables import DeploymentAction, Instance
+from conveyor.storage.deployment_records import InstanceRecord, IntentRecord
 from conveyor.waiting import event_or_timeout
 
 log = logging.getLogger("conveyor.deploy")
@@ -419,7 +419,7 @@ class DeploymentManager:
         return world, statuses
 
     @staticmethod
-    def _count_failure(row: Instance, ok: bool, health: Health, now: datetime) -> int:
+    def _count_failure(row: InstanceRecord, ok: bool, health: Health, now: datetime) -> int:
         if ok:
             return 0
         started = row.started_at or row.created_at
@@ -427,7 +427,7 @@ class DeploymentManager:
             return row.health_failures
         return row.health_failures + 1
 
-    def _reap(self, row: Instance, handle: Handle | None, alive: bool, now: datetime) -> None:
+    def _reap(self, row: InstanceRecord, handle: Handle | None, alive: bool, now: datetime) -> None:
         """A stopped instance still running after the grace period is killed."""
         if handle is None:
             return
@@ -466,19 +466,21 @@ class DeploymentManager:
                 desired, observed = states(world)
                 await environments.record_states(session, plan_id, desired, observed)
             if action.act is Act.START:
-                environments.add_instance(session, self._new_instance(driven, action, params))
+                self._add_instance(session, driven, action, params)
         self.stats.actions += 1
         self.stats.by_act[action.act.value] = self.stats.by_act.get(action.act.value, 0) + 1
         log.info("environment %s: %s %s", env_id, action.act.value, params)
-        return row.id, params
+        return row, params
 
     @staticmethod
-    def _new_instance(driven: Driven, action: Action, params: dict[str, object]) -> Instance:
-        instance_id = uuid.UUID(str(params["new_instance"]))
+    def _add_instance(
+        session: Session, driven: Driven, action: Action, params: dict[str, object]
+    ) -> None:
         plan = driven.plan_row
         digest = str(action.digest)
-        return Instance(
-            id=instance_id,
+        environments.add_instance(
+            session,
+            instance_id=uuid.UUID(str(params["new_instance"])),
             environment_id=driven.env.id,
             deployment_id=plan.id if plan is not None else None,
             revision=plan.number
@@ -486,7 +488,6 @@ class DeploymentManager:
             else driven.env.revision,
             digest=digest,
             slot=str(action.slot),
-            server="i" + instance_id.hex[-12:],
             port=int(str(params["port"])),
         )
 
@@ -522,7 +523,7 @@ class DeploymentManager:
             after()
 
 
-def _action_of(row: DeploymentAction) -> Action:
+def _action_of(row: IntentRecord) -> Action:
     """The action an intent recorded (params as Action.params wrote them)."""
     params: dict[str, Any] = dict(row.params)
     return Action(

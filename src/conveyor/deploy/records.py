@@ -25,9 +25,9 @@ from conveyor.pipeline.deploy import (
     Runtime,
 )
 from conveyor.policy.gates import window_of
+from conveyor.storage.deployment_records import DeploymentRecord, EnvironmentRecord, InstanceRecord
 from conveyor.storage.environments import RouteRows
 from conveyor.storage.policy import FreezeRecord
-from conveyor.storage.tables import Deployment, Environment, Instance
 
 FULL_WEIGHT = 100
 ROLLBACK_KIND = "rollback"
@@ -45,7 +45,7 @@ def runtime_of(stored: dict[str, Any]) -> Runtime:
     return Runtime.model_validate(stored)
 
 
-def route_key(env: Environment) -> str:
+def route_key(env: EnvironmentRecord) -> str:
     """The environment's name in the router: `e` and the random tail of its UUIDv7."""
     return "e" + env.id.hex[-12:]
 
@@ -56,7 +56,7 @@ def steps_of(strategy: dict[str, Any]) -> tuple[Step, ...]:
 
 
 def plan_of(
-    row: Deployment,
+    row: DeploymentRecord,
     runtime: Runtime | None = None,
     *,
     stopped: bool = False,
@@ -97,7 +97,7 @@ def plan_of(
     )
 
 
-def gate_of(row: Deployment, stopped: bool, freezes: Sequence[FreezeRecord]) -> Gate:
+def gate_of(row: DeploymentRecord, stopped: bool, freezes: Sequence[FreezeRecord]) -> Gate:
     return Gate(
         decision=Decision.load(row.policy),
         requested_at=as_utc(row.created_at),
@@ -108,13 +108,15 @@ def gate_of(row: Deployment, stopped: bool, freezes: Sequence[FreezeRecord]) -> 
     )
 
 
-def governing_runtime(env: Environment, plan_runtime: dict[str, Any] | None) -> Runtime | None:
+def governing_runtime(
+    env: EnvironmentRecord, plan_runtime: dict[str, Any] | None
+) -> Runtime | None:
     """The stable revision's runtime, or before the first deploy the one in progress."""
     raw = env.runtime or plan_runtime
     return runtime_of(raw) if raw else None
 
 
-def settled_of(env: Environment, plan_runtime: dict[str, Any] | None) -> Settled:
+def settled_of(env: EnvironmentRecord, plan_runtime: dict[str, Any] | None) -> Settled:
     runtime = governing_runtime(env, plan_runtime)
     return Settled(
         stable_slot=env.stable_slot,
@@ -129,7 +131,7 @@ def settled_of(env: Environment, plan_runtime: dict[str, Any] | None) -> Settled
     )
 
 
-def health_of(env: Environment, plan_runtime: dict[str, Any] | None) -> HealthCheck:
+def health_of(env: EnvironmentRecord, plan_runtime: dict[str, Any] | None) -> HealthCheck:
     """The router's checks, from the stable revision's `health` (or, before the first
     deploy, from the one in progress)."""
     runtime = governing_runtime(env, plan_runtime)
@@ -147,7 +149,7 @@ def _ms(seconds: float) -> int:
 
 
 def route_of(
-    env: Environment, instances: Sequence[Instance], plan_runtime: dict[str, Any] | None
+    env: EnvironmentRecord, instances: Sequence[InstanceRecord], plan_runtime: dict[str, Any] | None
 ) -> Route:
     servers: dict[str, list[Server]] = {"a": [], "b": []}
     for row in instances:

@@ -33,8 +33,8 @@ from conveyor.pipeline.schema import PipelineSpec
 from conveyor.storage import audit, deployments, events, names
 from conveyor.storage.artifacts import ArtifactRecord
 from conveyor.storage.database import Session
+from conveyor.storage.deployment_records import DeploymentRecord, EnvironmentRecord
 from conveyor.storage.projects import ProjectRecord
-from conveyor.storage.tables import Deployment, Environment
 from conveyor.vcs import GitError, GitMirror
 
 PIPELINE_FILE = "conveyor.yml"
@@ -126,12 +126,14 @@ def choose_strategy(
 
 async def environment(
     session: Session, project: ProjectRecord, name: str, ports: tuple[int, int]
-) -> Environment:
+) -> EnvironmentRecord:
     """The project's environment `name`, created with the local target at its first deploy."""
     return await deployments.create_environment(session, project, name, ports)
 
 
-async def find_environment(session: Session, project: ProjectRecord, name: str) -> Environment:
+async def find_environment(
+    session: Session, project: ProjectRecord, name: str
+) -> EnvironmentRecord:
     found = await deployments.environment(session, project.id, name)
     if found is None:
         raise NotFound(f"no environment {name!r} (it is created at its first deploy)")
@@ -151,7 +153,7 @@ async def commit_time(mirror: GitMirror, sha: str | None) -> datetime | None:
 
 async def deploy(
     session: Session,
-    env: Environment,
+    env: EnvironmentRecord,
     artifact: ArtifactRecord,
     spec: ArtifactSpec,
     strategy: DeployStrategy,
@@ -164,7 +166,7 @@ async def deploy(
     requester: str | None = None,
     job_id: uuid.UUID | None = None,
     emergency: str | None = None,
-) -> Deployment:
+) -> DeploymentRecord:
     """Queue a deployment of `artifact`. Conflict for a pinned revision, or for an
     artifact built before the one deployed or queued (use rollback for that).
     `committed_at`: its commit's time; `fix`: it fixes the revision before it (DORA).
@@ -229,7 +231,7 @@ async def deploy(
     return made
 
 
-async def announce(session: Session, made: Deployment) -> None:
+async def announce(session: Session, made: DeploymentRecord) -> None:
     """A new deployment's own events: an emergency, or one that waits for approvals."""
     await session.flush()
     if made.emergency is not None:
@@ -240,7 +242,7 @@ async def announce(session: Session, made: Deployment) -> None:
 
 async def audited(
     session: Session,
-    env: Environment,
+    env: EnvironmentRecord,
     who: str,
     action: Action,
     number: int | None,
@@ -254,7 +256,7 @@ async def audited(
     await audit.record(session, env.team_id, who, action, target, detail)
 
 
-async def _check_order(session: Session, env: Environment, artifact: ArtifactRecord) -> None:
+async def _check_order(session: Session, env: EnvironmentRecord, artifact: ArtifactRecord) -> None:
     newest = await deployments.newest_built(session, env)
     if newest is None:
         return
@@ -275,17 +277,23 @@ CONTROL_REQUESTS = {
 """The controls that the driver carries out, left on the deployment as its request."""
 
 
-async def command(session: Session, env: Environment, what: Control, who: str = "") -> Deployment:
+async def command(
+    session: Session, env: EnvironmentRecord, what: Control, who: str = ""
+) -> DeploymentRecord:
     """A control for the environment's current deployment (409 when none is in
     progress), recorded with who gave it, and audited. Every phase change is guarded by
     domain.deploy.PHASE_TRANSITIONS."""
     moved = await _command(session, env, what, who)
     detail = {"command": what.value, "digest": moved.digest}
     await audited(session, env, who or "request", Action.CONTROL, moved.number, detail)
-    return moved
+    now = await deployments.by_id(session, moved.id)  # as the command left it
+    assert now is not None, "a deployment is never deleted while it is commanded"
+    return now
 
 
-async def _command(session: Session, env: Environment, what: Control, who: str) -> Deployment:
+async def _command(
+    session: Session, env: EnvironmentRecord, what: Control, who: str
+) -> DeploymentRecord:
     await deployments.lock(session, env.id)
     current = await deployments.in_progress(session, env.id)
     if current is None:
@@ -318,7 +326,7 @@ async def _command(session: Session, env: Environment, what: Control, who: str) 
     return current
 
 
-async def _pause(session: Session, current: Deployment, who: str) -> None:
+async def _pause(session: Session, current: DeploymentRecord, who: str) -> None:
     held: dict[str, Any] = {
         "paused_by_user": True,
         "pause_reason": PauseReason.USER.value,
@@ -330,7 +338,7 @@ async def _pause(session: Session, current: Deployment, who: str) -> None:
         await deployments.change_phase(session, current, Phase.PAUSED, **held)
 
 
-async def _resume(session: Session, current: Deployment, who: str) -> None:
+async def _resume(session: Session, current: DeploymentRecord, who: str) -> None:
     released: dict[str, Any] = {
         "paused_by_user": False,
         "pause_reason": None,
@@ -344,12 +352,12 @@ async def _resume(session: Session, current: Deployment, who: str) -> None:
 
 async def rollback(
     session: Session,
-    env: Environment,
+    env: EnvironmentRecord,
     to: int | None,
     who: str,
     *,
     emergency: str | None = None,
-) -> Deployment:
+) -> DeploymentRecord:
     """Back to revision `to` (default: the one before the current). The revision rolled
     back from is pinned as bad. A revision still warm in the other slot comes back by a
     traffic switch; an older one by a rolling deploy of its stored artifact."""
@@ -390,14 +398,14 @@ async def rollback(
 
 async def queue_rollback(
     session: Session,
-    env: Environment,
-    target: Deployment,
+    env: EnvironmentRecord,
+    target: DeploymentRecord,
     *,
     warm: bool,
     who: str,
     automatic: bool = False,
     emergency: str | None = None,
-) -> Deployment:
+) -> DeploymentRecord:
     """Queue a rollback to `target`'s revision, pinning the one rolled back from: a
     traffic switch when `target` is warm in the other slot, else a rolling redeploy of
     its stored artifact. `automatic`: a failed bake asks for it, not a person."""
@@ -413,7 +421,7 @@ async def queue_rollback(
             pinned = env.digest
     if warm and env.warm_until is not None:
         # Keep it warm for the switch (a bake may have judged past its window).
-        deployments.keep_warm(env, utcnow() + timedelta(seconds=WARM_FOR_SWITCH_S))
+        await deployments.keep_warm(session, env, utcnow() + timedelta(seconds=WARM_FOR_SWITCH_S))
     strategy = DeployStrategy(kind=Kind.SWITCH if warm else Kind.ROLLING).stored()
     made = await deployments.queue(
         session,
@@ -449,7 +457,9 @@ async def queue_rollback(
 WARM_FOR_SWITCH_S = 60.0
 
 
-async def _rollback_target(session: Session, env: Environment, to: int | None) -> Deployment:
+async def _rollback_target(
+    session: Session, env: EnvironmentRecord, to: int | None
+) -> DeploymentRecord:
     if to is not None:
         found = await deployments.numbered(session, env.id, to)
         if found is None:
@@ -463,7 +473,7 @@ async def _rollback_target(session: Session, env: Environment, to: int | None) -
     return found
 
 
-async def unpin(session: Session, env: Environment, digest: str, who: str) -> int:
+async def unpin(session: Session, env: EnvironmentRecord, digest: str, who: str) -> int:
     """Clear the pins on `digest`, keeping who cleared them and when."""
     await deployments.lock(session, env.id)
     cleared = await deployments.clear_pins(session, env.id, digest, who)

@@ -46,8 +46,8 @@ from conveyor.storage import analysis, artifacts, deployments, jobs
 from conveyor.storage import policy as rows
 from conveyor.storage.artifacts import ArtifactRecord
 from conveyor.storage.database import Database, Session
+from conveyor.storage.deployment_records import DeploymentRecord, EnvironmentRecord
 from conveyor.storage.projects import ProjectRecord, TeamRecord
-from conveyor.storage.tables import Deployment, Environment
 from conveyor.vcs import MirrorSet
 
 HISTORY = 10
@@ -58,8 +58,8 @@ HISTORY = 10
 class Queued:
     """A deployment a request made (or found), in its environment."""
 
-    deployment: Deployment
-    environment: Environment
+    deployment: DeploymentRecord
+    environment: EnvironmentRecord
 
     def out(self) -> DeploymentOut:
         return views.deployment_out(self.deployment, self.environment.name)
@@ -175,7 +175,7 @@ class DeployService:
         async with self.db.transaction() as session:
             env = await requests.environment(session, project, environment, ports)
             if queue_policy is not None:
-                deployments.set_queue_policy(env, queue_policy)
+                env = await deployments.set_queue_policy(session, env, queue_policy)
             made = await requests.deploy(
                 session,
                 env,
@@ -278,7 +278,7 @@ class DeployService:
             )
             return await requests.unpin(session, env, digest, who.display)
 
-    async def rules_now(self, project: ProjectRecord, env: Environment) -> Rules:
+    async def rules_now(self, project: ProjectRecord, env: EnvironmentRecord) -> Rules:
         """The rules in force in an environment: the deployed artifact's conveyor.yml
         `environments:` (none before a first deploy), with the server's winning."""
         async with self.db.transaction() as session:
@@ -410,7 +410,7 @@ class DeployService:
         return await self.status(team_row, row, env)
 
     async def status(
-        self, team: TeamRecord, project: ProjectRecord, env: Environment
+        self, team: TeamRecord, project: ProjectRecord, env: EnvironmentRecord
     ) -> EnvironmentOut:
         async with self.db.transaction() as session:
             history = await deployments.history(session, env.id, HISTORY)
@@ -496,7 +496,7 @@ class DeployService:
         project: str,
         name: str,
         role: Role = Role.DEVELOPER,
-    ) -> tuple[ProjectRecord, TeamRecord, Environment]:
+    ) -> tuple[ProjectRecord, TeamRecord, EnvironmentRecord]:
         row, team_row = await project_named(session, who, team, project, role)
         return row, team_row, await requests.find_environment(session, row, name)
 
@@ -507,7 +507,7 @@ def _approver(who: Principal) -> Approver:
     return Approver(subject=who.subject, display=who.display, role=who.role)
 
 
-async def _visible(session: Session, who: Principal, deployment_id: uuid.UUID) -> Deployment:
+async def _visible(session: Session, who: Principal, deployment_id: uuid.UUID) -> DeploymentRecord:
     row = await deployments.by_id(session, deployment_id)
     if row is None or not who.can_see(row.team_id):
         raise NotFound(f"no deployment {deployment_id}")

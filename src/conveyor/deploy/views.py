@@ -22,17 +22,19 @@ from conveyor.protocol.api import (
     JudgementOut,
     MeasurementOut,
 )
-from conveyor.storage.tables import (
-    AnalysisEvaluation,
-    AnalysisRun,
-    Approval,
-    Deployment,
-    Environment,
-    Instance,
+from conveyor.storage.deployment_records import (
+    AnalysisRunRecord,
+    ApprovalRecord,
+    DeploymentRecord,
+    EnvironmentRecord,
+    EvaluationRecord,
+    InstanceRecord,
 )
 
 
-def approval_out(row: Deployment, decided: Sequence[Approval] = ()) -> ApprovalStateOut | None:
+def approval_out(
+    row: DeploymentRecord, decided: Sequence[ApprovalRecord] = ()
+) -> ApprovalStateOut | None:
     """What the environment's rules required of a deployment (None: nothing)."""
     decision = Decision.load(row.policy)
     if not decision.required and not decision.reasons:
@@ -61,7 +63,7 @@ def approval_out(row: Deployment, decided: Sequence[Approval] = ()) -> ApprovalS
 
 
 def deployment_out(
-    row: Deployment, environment: str, decided: Sequence[Approval] = ()
+    row: DeploymentRecord, environment: str, decided: Sequence[ApprovalRecord] = ()
 ) -> DeploymentOut:
     steps = [s.describe() for s in records.steps_of(row.strategy)]
     return DeploymentOut(
@@ -96,7 +98,7 @@ def deployment_out(
     )
 
 
-def step_text(row: Deployment | None, env: Environment) -> str | None:
+def step_text(row: DeploymentRecord | None, env: EnvironmentRecord) -> str | None:
     """Where an active deployment is: at its gate, at step k/n, promoting or baking."""
     if row is None or not Phase(row.phase).is_active:
         return None
@@ -111,7 +113,9 @@ def step_text(row: Deployment | None, env: Environment) -> str | None:
     return f"{len(steps)}/{len(steps)}: promoting"
 
 
-def instance_out(row: Instance, env: Environment, seen: ServerStatus | None) -> InstanceOut:
+def instance_out(
+    row: InstanceRecord, env: EnvironmentRecord, seen: ServerStatus | None
+) -> InstanceOut:
     """An instance with its role (stable, canary, warm) and whether the router finds it
     healthy."""
     if row.slot == env.stable_slot:
@@ -133,7 +137,7 @@ def instance_out(row: Instance, env: Environment, seen: ServerStatus | None) -> 
     )
 
 
-def analysis_run_out(run: AnalysisRun, history: Sequence[AnalysisEvaluation]) -> AnalysisRunOut:
+def analysis_run_out(run: AnalysisRunRecord, history: Sequence[EvaluationRecord]) -> AnalysisRunOut:
     """An analysis run with its latest verdicts and the evaluations asked for."""
     return AnalysisRunOut(
         key=run.key,

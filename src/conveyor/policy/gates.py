@@ -6,12 +6,15 @@ weigh it. The deployment stores the decision; its gate (deploy.planner) enforces
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from conveyor.domain import policy, risk
+from conveyor.domain.clock import utcnow
+from conveyor.domain.deploy import QueuePolicy
 from conveyor.domain.errors import Conflict, Forbidden
 from conveyor.domain.freeze import Window, frozen, hours_until
 from conveyor.domain.policy import Decision, Rules
@@ -22,9 +25,9 @@ from conveyor.storage import policy as rows
 from conveyor.storage import runs
 from conveyor.storage.artifacts import ArtifactRecord
 from conveyor.storage.database import Session
+from conveyor.storage.deployment_records import EnvironmentRecord
 from conveyor.storage.policy import FreezeRecord
 from conveyor.storage.projects import ProjectRecord
-from conveyor.storage.tables import Environment
 from conveyor.vcs import GitMirror
 
 BRANCH_PREFIX = "refs/heads/"
@@ -39,11 +42,39 @@ async def rules_for(
     return policy.merged(declared, stored.rules if stored is not None else {})
 
 
-def target_of(project: ProjectRecord, environment: str, env: Environment | None) -> Environment:
-    """The environment row, or one not saved yet (before its first deploy)."""
-    return env or Environment(
-        team_id=project.team_id, project_id=project.id, name=environment, digest=None
+def target_of(
+    project: ProjectRecord, environment: str, env: EnvironmentRecord | None
+) -> EnvironmentRecord:
+    """The environment, or one not saved yet (before its first deploy: no id of its
+    own, nothing deployed, no history)."""
+    if env is not None:
+        return env
+    return EnvironmentRecord(
+        id=UNSAVED,
+        team_id=project.team_id,
+        project_id=project.id,
+        name=environment,
+        target="local",
+        queue_policy=QueuePolicy.ORDERED.value,
+        port=0,
+        preview_port=0,
+        stable_slot="a",
+        canary_share=0,
+        revision=0,
+        digest=None,
+        runtime=None,
+        warm_digest=None,
+        warm_until=None,
+        lease_owner=None,
+        lease_until=None,
+        fence=0,
+        changes=0,
+        created_at=utcnow(),
     )
+
+
+UNSAVED = uuid.UUID(int=0)
+"""The id of an environment not saved yet (no row has it)."""
 
 
 def window_of(row: FreezeRecord) -> Window:
@@ -58,7 +89,7 @@ def windows_of(found: list[FreezeRecord]) -> list[Window]:
 async def risk_score(
     session: Session,
     mirror: GitMirror | None,
-    env: Environment,
+    env: EnvironmentRecord,
     artifact: ArtifactRecord,
     *,
     rules: Rules,
@@ -87,7 +118,7 @@ class Asked:
 
     project: ProjectRecord
     environment: str
-    env: Environment | None
+    env: EnvironmentRecord | None
     artifact: ArtifactRecord
     declared: dict[str, Any]
     """The artifact's conveyor.yml `environments.<name>`."""
@@ -143,7 +174,7 @@ async def decide(
     )
 
 
-async def refuse_if_frozen(session: Session, env: Environment, at: datetime) -> None:
+async def refuse_if_frozen(session: Session, env: EnvironmentRecord, at: datetime) -> None:
     """Conflict when a freeze window that refuses deploys is in force over the environment."""
     refusing = [w for w in await rows.windows_over(session, env) if w.action == "refuse"]
     windows = windows_of(refusing)

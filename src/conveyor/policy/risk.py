@@ -12,7 +12,7 @@ from conveyor.pipeline.patterns import matching_paths
 from conveyor.storage import artifacts, deployments, runs
 from conveyor.storage.artifacts import ArtifactRecord
 from conveyor.storage.database import Session
-from conveyor.storage.tables import Environment
+from conveyor.storage.deployment_records import EnvironmentRecord
 from conveyor.vcs import GitError, GitMirror
 
 RECENT = 30
@@ -22,7 +22,7 @@ RECENT = 30
 async def facts(
     session: Session,
     mirror: GitMirror | None,
-    env: Environment,
+    env: EnvironmentRecord,
     artifact: ArtifactRecord,
     *,
     sensitive_paths: Sequence[str],

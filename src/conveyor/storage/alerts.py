@@ -14,7 +14,8 @@ from sqlalchemy.exc import IntegrityError
 
 from conveyor.domain.clock import utcnow
 from conveyor.storage.database import Session
-from conveyor.storage.tables import Alert, Environment
+from conveyor.storage.deployment_records import EnvironmentRecord
+from conveyor.storage.tables import Alert
 
 FIRING = "firing"
 
@@ -32,7 +33,7 @@ class Incoming:
     ends_at: datetime | None
 
 
-async def record(session: Session, env: Environment, incoming: Sequence[Incoming]) -> int:
+async def record(session: Session, env: EnvironmentRecord, incoming: Sequence[Incoming]) -> int:
     """Insert or update each alert; returns how many were new."""
     new = 0
     for alert in incoming:

@@ -14,7 +14,14 @@ from sqlalchemy import delete, select, update
 from conveyor.domain.analysis import AnalysisPhase
 from conveyor.domain.clock import utcnow
 from conveyor.storage.database import Session
-from conveyor.storage.tables import AnalysisEvaluation, AnalysisRun, Deployment
+from conveyor.storage.deployment_records import (
+    AnalysisRunRecord,
+    DeploymentRecord,
+    EvaluationRecord,
+    analysis_run_record,
+    evaluation_record,
+)
+from conveyor.storage.tables import AnalysisEvaluation, AnalysisRun
 
 RUNNING = AnalysisPhase.RUNNING.value
 KEPT = 900
@@ -22,28 +29,27 @@ KEPT = 900
 TRIM_EVERY = 60
 
 
-async def runs(session: Session, deployment_ids: Sequence[uuid.UUID]) -> list[AnalysisRun]:
+async def runs(session: Session, deployment_ids: Sequence[uuid.UUID]) -> list[AnalysisRunRecord]:
     """The runs of these deployments, oldest first."""
     if not deployment_ids:
         return []
-    return list(
-        await session.scalars(
-            select(AnalysisRun)
-            .where(AnalysisRun.deployment_id.in_(list(deployment_ids)))
-            .order_by(AnalysisRun.started_at, AnalysisRun.key)
-        )
+    rows = await session.scalars(
+        select(AnalysisRun)
+        .where(AnalysisRun.deployment_id.in_(list(deployment_ids)))
+        .order_by(AnalysisRun.started_at, AnalysisRun.key)
     )
+    return [analysis_run_record(row) for row in rows]
 
 
 async def start(
     session: Session,
-    deployment: Deployment,
+    deployment: DeploymentRecord,
     *,
     key: str,
     template: str,
     spec: dict[str, Any],
     duration_s: float | None,
-) -> AnalysisRun:
+) -> AnalysisRunRecord:
     """The deployment's run `key`, started now unless it exists (a driver's redo)."""
     found: AnalysisRun | None = await session.scalar(
         select(AnalysisRun).where(
@@ -51,7 +57,7 @@ async def start(
         )
     )
     if found is not None:
-        return found
+        return analysis_run_record(found)
     run = AnalysisRun(
         team_id=deployment.team_id,
         deployment_id=deployment.id,
@@ -62,12 +68,12 @@ async def start(
     )
     session.add(run)
     await session.flush()
-    return run
+    return analysis_run_record(run)
 
 
 async def record(
     session: Session,
-    run: AnalysisRun,
+    run: AnalysisRunRecord,
     *,
     elapsed_s: float,
     verdict: str,
@@ -144,12 +150,12 @@ async def end_running(session: Session, deployment_id: uuid.UUID, reason: str) -
 
 async def evaluations(
     session: Session, run_id: uuid.UUID, *, after: int = 0, limit: int = 100
-) -> list[AnalysisEvaluation]:
+) -> list[EvaluationRecord]:
     """The run's evaluations after `after` (a seq), oldest first, or its newest `limit`
     when `after` is 0."""
     query = select(AnalysisEvaluation).where(AnalysisEvaluation.run_id == run_id)
     if after:
         query = query.where(AnalysisEvaluation.seq > after).order_by(AnalysisEvaluation.seq)
-        return list(await session.scalars(query.limit(limit)))
-    newest = list(await session.scalars(query.order_by(AnalysisEvaluation.seq.desc()).limit(limit)))
-    return newest[::-1]
+        return [evaluation_record(e) for e in await session.scalars(query.limit(limit))]
+    newest = await session.scalars(query.order_by(AnalysisEvaluation.seq.desc()).limit(limit))
+    return [evaluation_record(e) for e in newest][::-1]

@@ -6,6 +6,7 @@ reads and writes.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -14,13 +15,23 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from conveyor.domain.clock import as_utc, utcnow
+from conveyor.domain.clock import utcnow
 from conveyor.domain.deploy import InstanceState, Phase, QueuePolicy, phase_sources
 from conveyor.domain.errors import Conflict
 from conveyor.domain.events import DEPLOYMENT_STARTED
 from conveyor.storage import events
 from conveyor.storage.artifacts import ArtifactRecord
 from conveyor.storage.database import Session
+from conveyor.storage.deployment_records import (
+    DeploymentRecord,
+    EnvironmentRecord,
+    InstanceRecord,
+    PinRecord,
+    deployment_record,
+    environment_record,
+    instance_record,
+    pin_record,
+)
 from conveyor.storage.environments import ACTIVE_PHASES
 from conveyor.storage.projects import ProjectRecord, project_of
 from conveyor.storage.tables import (
@@ -43,29 +54,28 @@ class PhaseChangeRejected(Conflict):
 
 async def environment(
     session: Session, project_id: uuid.UUID, name: str, *, lock: bool = False
-) -> Environment | None:
+) -> EnvironmentRecord | None:
     query = select(Environment).where(
         Environment.project_id == project_id, Environment.name == name
     )
     if lock:
         query = query.with_for_update()
     found: Environment | None = await session.scalar(query)
-    return found
+    return environment_record(found) if found is not None else None
 
 
-async def environments(session: Session, project_id: uuid.UUID) -> list[Environment]:
-    return list(
-        await session.scalars(
-            select(Environment)
-            .where(Environment.project_id == project_id)
-            .order_by(Environment.created_at)
-        )
+async def environments(session: Session, project_id: uuid.UUID) -> list[EnvironmentRecord]:
+    rows = await session.scalars(
+        select(Environment)
+        .where(Environment.project_id == project_id)
+        .order_by(Environment.created_at)
     )
+    return [environment_record(row) for row in rows]
 
 
 async def create_environment(
     session: Session, project: ProjectRecord, name: str, ports: tuple[int, int]
-) -> Environment:
+) -> EnvironmentRecord:
     """The project's environment `name`, created with the local target unless it exists
     (a concurrent first deploy may create it at the same moment)."""
     found = await environment(session, project.id, name)
@@ -85,7 +95,7 @@ async def create_environment(
         raced = await environment(session, project.id, name)
         assert raced is not None
         return raced
-    return env
+    return environment_record(env)
 
 
 async def lock(session: Session, env_id: uuid.UUID) -> None:
@@ -97,16 +107,23 @@ async def lock(session: Session, env_id: uuid.UUID) -> None:
     )
 
 
-def set_queue_policy(env: Environment, policy: QueuePolicy) -> None:
-    """A loaded environment's queue policy (written when its session commits)."""
-    env.queue_policy = policy.value
+async def set_queue_policy(
+    session: Session, env: EnvironmentRecord, policy: QueuePolicy
+) -> EnvironmentRecord:
+    """The environment's queue policy; the environment as it is now."""
+    await session.execute(
+        update(Environment).where(Environment.id == env.id).values(queue_policy=policy.value)
+    )
+    return dataclasses.replace(env, queue_policy=policy.value)
 
 
-def keep_warm(env: Environment, until: datetime) -> None:
-    """Keep the previous revision warm at least until `until` (written at commit)."""
+async def keep_warm(session: Session, env: EnvironmentRecord, until: datetime) -> None:
+    """Keep the previous revision warm at least until `until`."""
     current = env.warm_until
-    if current is None or as_utc(current) < until:
-        env.warm_until = until
+    if current is None or current < until:
+        await session.execute(
+            update(Environment).where(Environment.id == env.id).values(warm_until=until)
+        )
 
 
 # -- deployments -----------------------------------------------------------------------
@@ -114,7 +131,7 @@ def keep_warm(env: Environment, until: datetime) -> None:
 
 async def queue(
     session: Session,
-    env: Environment,
+    env: EnvironmentRecord,
     *,
     digest: str,
     artifact_id: uuid.UUID,
@@ -133,7 +150,7 @@ async def queue(
     approved_at: datetime | None = None,
     job_id: uuid.UUID | None = None,
     emergency: str | None = None,
-) -> Deployment:
+) -> DeploymentRecord:
     """A new deployment, pending, numbered after the environment's last one (with what
     its gate needs: the rules' decision, who asked, when it was approved)."""
     number = await session.scalar(
@@ -166,17 +183,17 @@ async def queue(
     )
     session.add(row)
     await session.flush()
-    return row
+    return deployment_record(row)
 
 
-async def by_id(session: Session, deployment_id: uuid.UUID) -> Deployment | None:
-    found: Deployment | None = await session.get(Deployment, deployment_id)
-    return found
+async def by_id(session: Session, deployment_id: uuid.UUID) -> DeploymentRecord | None:
+    found = await session.get(Deployment, deployment_id, populate_existing=True)
+    return deployment_record(found) if found is not None else None
 
 
 async def with_origin(
     session: Session, deployment_id: uuid.UUID
-) -> tuple[Deployment, ProjectRecord, str | None] | None:
+) -> tuple[DeploymentRecord, ProjectRecord, str | None] | None:
     """A deployment with its project and the ref of the run that made it, if any."""
     found = (
         await session.execute(
@@ -186,23 +203,32 @@ async def with_origin(
             .where(Deployment.id == deployment_id)
         )
     ).first()
-    return (found[0], project_of(found[1]), found[2]) if found is not None else None
+    if found is None:
+        return None
+    return deployment_record(found[0]), project_of(found[1]), found[2]
 
 
-async def environment_of(session: Session, deployment: Deployment) -> Environment:
-    found = await session.get(Environment, deployment.environment_id)
+async def environment_of(session: Session, deployment: DeploymentRecord) -> EnvironmentRecord:
+    found = await session.get(Environment, deployment.environment_id, populate_existing=True)
     assert found is not None, "a deployment's environment is deleted with it"
-    return found
+    return environment_record(found)
 
 
-async def numbered(session: Session, env_id: uuid.UUID, number: int) -> Deployment | None:
-    found: Deployment | None = await session.scalar(
-        select(Deployment).where(Deployment.environment_id == env_id, Deployment.number == number)
+async def numbered(session: Session, env_id: uuid.UUID, number: int) -> DeploymentRecord | None:
+    return _one(
+        await session.scalar(
+            select(Deployment).where(
+                Deployment.environment_id == env_id, Deployment.number == number
+            )
+        )
     )
-    return found
 
 
-async def newest_built(session: Session, env: Environment) -> Deployment | None:
+def _one(found: Deployment | None) -> DeploymentRecord | None:
+    return deployment_record(found) if found is not None else None
+
+
+async def newest_built(session: Session, env: EnvironmentRecord) -> DeploymentRecord | None:
     """Of the deployed and the queued or running revisions, the one whose artifact was
     built last (artifact ids are UUIDv7, so they sort by upload time)."""
     found: Deployment | None = await session.scalar(
@@ -214,12 +240,12 @@ async def newest_built(session: Session, env: Environment) -> Deployment | None:
         .order_by(Deployment.artifact_id.desc())
         .limit(1)
     )
-    return found
+    return _one(found)
 
 
 async def of_artifact(
     session: Session, project_id: uuid.UUID, environment_name: str, artifact: ArtifactRecord
-) -> Deployment | None:
+) -> DeploymentRecord | None:
     """The revision of the environment that runs `artifact` or is on its way to: the
     newest built one, when it is that artifact."""
     env = await environment(session, project_id, environment_name)
@@ -245,7 +271,7 @@ async def of_jobs(
     return {job: (name, number) for job, name, number in rows if job is not None}
 
 
-async def in_progress(session: Session, env_id: uuid.UUID) -> Deployment | None:
+async def in_progress(session: Session, env_id: uuid.UUID) -> DeploymentRecord | None:
     """The deployment progressing or paused (one at most)."""
     found: Deployment | None = await session.scalar(
         select(Deployment)
@@ -255,31 +281,30 @@ async def in_progress(session: Session, env_id: uuid.UUID) -> Deployment | None:
         )
         .limit(1)
     )
-    return found
+    return _one(found)
 
 
-async def next_pending(session: Session, env_id: uuid.UUID) -> Deployment | None:
+async def next_pending(session: Session, env_id: uuid.UUID) -> DeploymentRecord | None:
     found: Deployment | None = await session.scalar(
         select(Deployment)
         .where(Deployment.environment_id == env_id, Deployment.phase == Phase.PENDING.value)
         .order_by(Deployment.number)
         .limit(1)
     )
-    return found
+    return _one(found)
 
 
-async def unfinished(session: Session, env_id: uuid.UUID) -> list[Deployment]:
+async def unfinished(session: Session, env_id: uuid.UUID) -> list[DeploymentRecord]:
     """Every deployment pending, progressing or paused."""
-    return list(
-        await session.scalars(
-            select(Deployment).where(
-                Deployment.environment_id == env_id, Deployment.phase.in_(ACTIVE_PHASES)
-            )
+    rows = await session.scalars(
+        select(Deployment).where(
+            Deployment.environment_id == env_id, Deployment.phase.in_(ACTIVE_PHASES)
         )
     )
+    return [deployment_record(row) for row in rows]
 
 
-async def last_good_before(session: Session, env: Environment) -> Deployment | None:
+async def last_good_before(session: Session, env: EnvironmentRecord) -> DeploymentRecord | None:
     """The newest earlier revision that succeeded with another artifact than the current."""
     found: Deployment | None = await session.scalar(
         select(Deployment)
@@ -292,24 +317,23 @@ async def last_good_before(session: Session, env: Environment) -> Deployment | N
         .order_by(Deployment.number.desc())
         .limit(1)
     )
-    return found
+    return _one(found)
 
 
-async def history(session: Session, env_id: uuid.UUID, limit: int) -> list[Deployment]:
+async def history(session: Session, env_id: uuid.UUID, limit: int) -> list[DeploymentRecord]:
     """The newest `limit` deployments, newest first."""
-    return list(
-        await session.scalars(
-            select(Deployment)
-            .where(Deployment.environment_id == env_id)
-            .order_by(Deployment.number.desc())
-            .limit(limit)
-        )
+    rows = await session.scalars(
+        select(Deployment)
+        .where(Deployment.environment_id == env_id)
+        .order_by(Deployment.number.desc())
+        .limit(limit)
     )
+    return [deployment_record(row) for row in rows]
 
 
 async def started_by(
     session: Session, project_id: uuid.UUID, environment: str, who: str
-) -> Deployment | None:
+) -> DeploymentRecord | None:
     """The deployment `who` started in the project's environment (a deploy job's own)."""
     found: Deployment | None = await session.scalar(
         select(Deployment)
@@ -320,12 +344,12 @@ async def started_by(
             Deployment.started_by == who,
         )
     )
-    return found
+    return _one(found)
 
 
 async def of_job_project(
     session: Session, job_id: uuid.UUID, environment: str, number: int
-) -> Deployment | None:
+) -> DeploymentRecord | None:
     """Revision `number` of `environment` in the project of job `job_id`."""
     found: Deployment | None = await session.scalar(
         select(Deployment)
@@ -334,12 +358,12 @@ async def of_job_project(
         .join(Job, Job.run_id == Run.id)
         .where(Job.id == job_id, Environment.name == environment, Deployment.number == number)
     )
-    return found
+    return _one(found)
 
 
 async def change_phase(
     session: Session,
-    deployment: Deployment | uuid.UUID,
+    deployment: DeploymentRecord | uuid.UUID,
     target: Phase,
     *,
     strict: bool = True,
@@ -347,7 +371,7 @@ async def change_phase(
     **values: Any,
 ) -> bool:
     """Move a deployment to `target` and set `values` in one UPDATE guarded by
-    PHASE_TRANSITIONS (narrowed to `among` when given). A loaded row is refreshed.
+    PHASE_TRANSITIONS (narrowed to `among` when given); `by_id` reads its new state.
     PhaseChangeRejected when the deployment was in no such phase (False instead, when
     not `strict`: a driver's redo)."""
     deployment_id = deployment if isinstance(deployment, uuid.UUID) else deployment.id
@@ -368,8 +392,6 @@ async def change_phase(
     )
     if moved.rowcount == 1:  # type: ignore[attr-defined]
         await events.deployment_moved(session, deployment_id, target, resumed=resumed)
-        if not isinstance(deployment, uuid.UUID):
-            await session.refresh(deployment)
         return True
     if strict:
         raise PhaseChangeRejected(f"deployment {deployment_id} cannot become {target}")
@@ -403,7 +425,7 @@ async def repause(session: Session, deployment_id: uuid.UUID, reason: str, messa
     return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
 
 
-async def set_fields(session: Session, deployment: Deployment, **values: Any) -> None:
+async def set_fields(session: Session, deployment: DeploymentRecord, **values: Any) -> None:
     """Change what is not the phase (a request left for the driver, the user's pause)."""
     await session.execute(
         update(Deployment)
@@ -411,7 +433,6 @@ async def set_fields(session: Session, deployment: Deployment, **values: Any) ->
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    await session.refresh(deployment)
 
 
 async def change_phase_by_number(
@@ -453,7 +474,7 @@ async def change_phase_by_number(
 # -- pins ------------------------------------------------------------------------------
 
 
-async def pin_of(session: Session, env_id: uuid.UUID, digest: str) -> RevisionPin | None:
+async def pin_of(session: Session, env_id: uuid.UUID, digest: str) -> PinRecord | None:
     """The standing pin on `digest`, if any."""
     found: RevisionPin | None = await session.scalar(
         select(RevisionPin).where(
@@ -462,21 +483,20 @@ async def pin_of(session: Session, env_id: uuid.UUID, digest: str) -> RevisionPi
             RevisionPin.cleared_at.is_(None),
         )
     )
-    return found
+    return pin_record(found) if found is not None else None
 
 
 def pin(session: Session, env_id: uuid.UUID, digest: str, reason: str, by: str) -> None:
     session.add(RevisionPin(environment_id=env_id, digest=digest, reason=reason, pinned_by=by))
 
 
-async def standing_pins(session: Session, env_id: uuid.UUID) -> list[RevisionPin]:
-    return list(
-        await session.scalars(
-            select(RevisionPin).where(
-                RevisionPin.environment_id == env_id, RevisionPin.cleared_at.is_(None)
-            )
+async def standing_pins(session: Session, env_id: uuid.UUID) -> list[PinRecord]:
+    rows = await session.scalars(
+        select(RevisionPin).where(
+            RevisionPin.environment_id == env_id, RevisionPin.cleared_at.is_(None)
         )
     )
+    return [pin_record(row) for row in rows]
 
 
 async def clear_pins(
@@ -495,18 +515,17 @@ async def clear_pins(
     return int(cleared.rowcount)  # type: ignore[attr-defined]
 
 
-async def live_instances(session: Session, env_id: uuid.UUID) -> list[Instance]:
+async def live_instances(session: Session, env_id: uuid.UUID) -> list[InstanceRecord]:
     """The environment's instances that are not stopped, by slot and age."""
-    return list(
-        await session.scalars(
-            select(Instance)
-            .where(
-                Instance.environment_id == env_id,
-                Instance.state != InstanceState.STOPPED.value,
-            )
-            .order_by(Instance.slot, Instance.created_at)
+    rows = await session.scalars(
+        select(Instance)
+        .where(
+            Instance.environment_id == env_id,
+            Instance.state != InstanceState.STOPPED.value,
         )
+        .order_by(Instance.slot, Instance.created_at)
     )
+    return [instance_record(row) for row in rows]
 
 
 async def recent_failures(

@@ -20,9 +20,19 @@ from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.deploy import InstanceState, Phase, instance_sources
 from conveyor.storage import analysis, policy
 from conveyor.storage.database import Session
+from conveyor.storage.deployment_records import (
+    AnalysisRunRecord,
+    DeploymentRecord,
+    EnvironmentRecord,
+    InstanceRecord,
+    IntentRecord,
+    deployment_record,
+    environment_record,
+    instance_record,
+    intent_record,
+)
 from conveyor.storage.policy import FreezeRecord
 from conveyor.storage.tables import (
-    AnalysisRun,
     Deployment,
     DeploymentAction,
     Environment,
@@ -123,40 +133,43 @@ async def renew_lease_quietly(
 class EnvironmentRows:
     """What one reconcile pass loaded of an environment."""
 
-    env: Environment
-    active: Deployment | None
+    env: EnvironmentRecord
+    active: DeploymentRecord | None
     """The deployment in progress or paused, if any."""
-    instances: list[Instance]
+    instances: list[InstanceRecord]
     """Every live instance, and those stopped in the last STOPPED_KEPT_S."""
     pending: tuple[int, ...]
     """The numbers of the queued deployments, oldest first."""
     pinned: frozenset[str]
     """Digests pinned as bad."""
-    open_intent: DeploymentAction | None
+    open_intent: IntentRecord | None
     """The last action recorded but not marked done (a driver died in it)."""
-    analyses: list[AnalysisRun] = field(default_factory=list)
+    analyses: list[AnalysisRunRecord] = field(default_factory=list)
     """The analysis runs of the active deployment."""
     stopped: bool = False
     """The company's stop-the-line switch is on (read only with an active deployment)."""
     freezes: list[FreezeRecord] = field(default_factory=list)
     """The freeze windows over the environment (read only while a deployment waits at
     its gate)."""
-    first_pending: Deployment | None = None
+    first_pending: DeploymentRecord | None = None
     """The deployment queued next (its gate decides whether it begins released)."""
 
 
 async def load(session: Session, env_id: uuid.UUID) -> EnvironmentRows:
-    env = await session.get(Environment, env_id, populate_existing=True)
-    assert env is not None, "a driven environment is never deleted"
-    rows = list(
-        await session.scalars(
+    found = await session.get(Environment, env_id, populate_existing=True)
+    assert found is not None, "a driven environment is never deleted"
+    env = environment_record(found)
+    rows = [
+        deployment_record(row)
+        for row in await session.scalars(
             select(Deployment)
             .where(Deployment.environment_id == env_id, Deployment.phase.in_(ACTIVE_PHASES))
             .order_by(Deployment.number)
         )
-    )
-    instances = list(
-        await session.scalars(
+    ]
+    instances = [
+        instance_record(row)
+        for row in await session.scalars(
             select(Instance)
             .where(
                 Instance.environment_id == env_id,
@@ -165,7 +178,7 @@ async def load(session: Session, env_id: uuid.UUID) -> EnvironmentRows:
             )
             .order_by(Instance.created_at)
         )
-    )
+    ]
     pins = await session.scalars(
         select(RevisionPin.digest).where(
             RevisionPin.environment_id == env_id, RevisionPin.cleared_at.is_(None)
@@ -191,7 +204,7 @@ async def load(session: Session, env_id: uuid.UUID) -> EnvironmentRows:
         instances=instances,
         pending=tuple(r.number for r in rows if r.phase == Phase.PENDING.value),
         pinned=frozenset(pins),
-        open_intent=intent,
+        open_intent=intent_record(intent) if intent is not None else None,
         analyses=await analysis.runs(session, [active.id]) if active is not None else [],
         stopped=stopped,
         freezes=freezes,
@@ -204,8 +217,8 @@ class RouteRows:
     """One environment with its live instances, and, before its first stable revision,
     the runtime of the deployment in progress (its health checks come from there)."""
 
-    env: Environment
-    instances: list[Instance]
+    env: EnvironmentRecord
+    instances: list[InstanceRecord]
     first_runtime: dict[str, Any] | None
 
 
@@ -232,7 +245,11 @@ async def route_rows(session: Session, target: str = "local") -> list[RouteRows]
     ).all():
         runtimes[env_id] = runtime
     return [
-        RouteRows(env, [i for i in live if i.environment_id == env.id], runtimes.get(env.id))
+        RouteRows(
+            environment_record(env),
+            [instance_record(i) for i in live if i.environment_id == env.id],
+            runtimes.get(env.id),
+        )
         for env in envs
     ]
 
@@ -285,8 +302,8 @@ async def record_intent(
     *,
     fence: int,
     driver: str,
-) -> DeploymentAction:
-    """The next action of the environment's log, not done yet."""
+) -> uuid.UUID:
+    """The next action of the environment's log, not done yet (its id)."""
     seq = await session.scalar(
         select(func.coalesce(func.max(DeploymentAction.seq), 0)).where(
             DeploymentAction.environment_id == env_id
@@ -302,7 +319,8 @@ async def record_intent(
         driver=driver,
     )
     session.add(row)
-    return row
+    await session.flush()
+    return row.id
 
 
 async def mark_done(session: Session, intent_id: uuid.UUID) -> None:
@@ -368,14 +386,36 @@ async def make_stable(
 # -- instances -------------------------------------------------------------------------
 
 
-async def instance(session: Session, instance_id: uuid.UUID) -> Instance | None:
-    found: Instance | None = await session.get(Instance, instance_id, populate_existing=True)
-    return found
+async def instance(session: Session, instance_id: uuid.UUID) -> InstanceRecord | None:
+    found = await session.get(Instance, instance_id, populate_existing=True)
+    return instance_record(found) if found is not None else None
 
 
-def add_instance(session: Session, row: Instance) -> None:
-    """A new instance, written with the intent that starts it."""
-    session.add(row)
+def add_instance(
+    session: Session,
+    *,
+    instance_id: uuid.UUID,
+    environment_id: uuid.UUID,
+    deployment_id: uuid.UUID | None,
+    revision: int,
+    digest: str,
+    slot: str,
+    port: int,
+) -> None:
+    """A new instance, written with the intent that starts it; its server's name in the
+    router is `i` and the random tail of its UUIDv7."""
+    session.add(
+        Instance(
+            id=instance_id,
+            environment_id=environment_id,
+            deployment_id=deployment_id,
+            revision=revision,
+            digest=digest,
+            slot=slot,
+            server="i" + instance_id.hex[-12:],
+            port=port,
+        )
+    )
 
 
 async def set_process(

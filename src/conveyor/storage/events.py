@@ -21,6 +21,7 @@ from conveyor.domain.clock import as_utc, iso, utcnow
 from conveyor.domain.deploy import Phase
 from conveyor.storage import names, outbox
 from conveyor.storage.database import Session
+from conveyor.storage.deployment_records import DeploymentRecord
 from conveyor.storage.tables import Deployment, Environment, Event, EventDelivery, Subscription
 
 
@@ -141,7 +142,9 @@ class RunFacts:
     created_at: datetime
 
 
-async def deployment_event(session: Session, event_type: str, row: Deployment) -> Event:
+async def deployment_event(
+    session: Session, event_type: str, row: Deployment | DeploymentRecord
+) -> Event:
     env = await session.get(Environment, row.environment_id)
     data: dict[str, Any] = {
         "team": await names.team(session, row.team_id),
@@ -197,7 +200,7 @@ async def deployment_moved(
         await deployment_event(session, event_type, row)
 
 
-async def first_deploy(session: Session, row: Deployment) -> bool:
+async def first_deploy(session: Session, row: Deployment | DeploymentRecord) -> bool:
     """Whether no deployment of its environment succeeded before this one (CDEvents
     tells a service `deployed` from one `upgraded`)."""
     earlier = await session.scalar(

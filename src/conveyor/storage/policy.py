@@ -14,6 +14,13 @@ from sqlalchemy import and_, delete, or_, select, update
 from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.deploy import Phase
 from conveyor.storage.database import Session
+from conveyor.storage.deployment_records import (
+    ApprovalRecord,
+    DeploymentRecord,
+    EnvironmentRecord,
+    approval_record,
+    deployment_record,
+)
 from conveyor.storage.projects import ProjectRecord
 from conveyor.storage.tables import (
     Approval,
@@ -76,26 +83,25 @@ async def set_protection(
 # -- approvals ---------------------------------------------------------------------------
 
 
-async def approvals(session: Session, deployment_ids: Sequence[uuid.UUID]) -> list[Approval]:
+async def approvals(session: Session, deployment_ids: Sequence[uuid.UUID]) -> list[ApprovalRecord]:
     if not deployment_ids:
         return []
-    return list(
-        await session.scalars(
-            select(Approval)
-            .where(Approval.deployment_id.in_(deployment_ids))
-            .order_by(Approval.created_at, Approval.id)
-        )
+    rows = await session.scalars(
+        select(Approval)
+        .where(Approval.deployment_id.in_(deployment_ids))
+        .order_by(Approval.created_at, Approval.id)
     )
+    return [approval_record(row) for row in rows]
 
 
 def add_approval(
     session: Session,
-    deployment: Deployment,
+    deployment: DeploymentRecord,
     decision: str,
     subject: str,
     approver: str,
     comment: str,
-) -> Approval:
+) -> None:
     row = Approval(
         team_id=deployment.team_id,
         deployment_id=deployment.id,
@@ -105,14 +111,13 @@ def add_approval(
         comment=comment,
     )
     session.add(row)
-    return row
 
 
 @dataclass(frozen=True)
 class Waiting:
     """A deployment that waits for approvals, with where it is."""
 
-    deployment: Deployment
+    deployment: DeploymentRecord
     team: str
     project: str
     environment: str
@@ -141,7 +146,7 @@ async def waiting(session: Session, team_ids: Sequence[uuid.UUID] | None) -> lis
         query = query.where(Deployment.team_id.in_(team_ids))
     rows = (await session.execute(query)).all()
     return [
-        Waiting(row, team, project, env)
+        Waiting(deployment_record(row), team, project, env)
         for row, team, project, env in rows
         if int((row.policy or {}).get("required", 0)) > 0
     ]
@@ -241,7 +246,7 @@ async def remove_window(session: Session, window_id: uuid.UUID) -> None:
     await session.execute(delete(FreezeWindow).where(FreezeWindow.id == window_id))
 
 
-async def windows_over(session: Session, env: Environment) -> list[FreezeRecord]:
+async def windows_over(session: Session, env: EnvironmentRecord) -> list[FreezeRecord]:
     """Every window that covers the environment: the company's, its team's, and its own."""
     found = await session.scalars(
         select(FreezeWindow)
@@ -282,7 +287,7 @@ async def set_switch(session: Session, on: bool, reason: str, who: str) -> Switc
     return row
 
 
-async def mark_approved(session: Session, deployment: Deployment, at: datetime) -> bool:
+async def mark_approved(session: Session, deployment: DeploymentRecord, at: datetime) -> bool:
     """Record that the deployment has every approval it needs: once (a guarded UPDATE,
     so two approvals racing for the last one count once)."""
     result = await session.execute(
