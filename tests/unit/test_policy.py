@@ -90,11 +90,11 @@ def test_a_low_risk_change_is_approved_automatically_and_a_risky_one_waits():
 def test_a_branch_outside_allowed_branches_is_refused_with_the_rule():
     rules = Rules(allowed_branches=("main", "release/*"))
     assert decide(rules, branch="release/2.1").required == 0
-    with pytest.raises(policy.Refused) as caught:
+    with pytest.raises(policy.RulesRefuse) as caught:
         decide(rules, branch="feature/x")
     assert "accepts artifacts built from main, release/* only" in str(caught.value)
     assert "built from feature/x" in str(caught.value)
-    with pytest.raises(policy.Refused, match="not built by a pipeline run of a branch"):
+    with pytest.raises(policy.RulesRefuse, match="not built by a pipeline run of a branch"):
         decide(rules, branch=None)
 
 
@@ -102,7 +102,7 @@ def test_an_emergency_skips_approvals_and_the_wait_timer_but_not_the_branch_rule
     rules = Rules(required_approvals=2, wait_timer=600, allowed_branches=("main",))
     decided = decide(rules, emergency=True)
     assert decided.required == 0 and decided.wait_timer == 0 and decided.emergency
-    with pytest.raises(policy.Refused):
+    with pytest.raises(policy.RulesRefuse):
         decide(rules, emergency=True, branch="feature/x")
 
 
@@ -130,7 +130,7 @@ def test_approvals_time_out_to_a_rejection_or_to_an_approval_as_the_rules_say():
     assert ended.timed_out and ended.hold is None
     assert ended.message == "rejected: no approval within 1h"
     lenient = replace(gate, decision=replace(gate.decision, on_timeout=OnTimeout.APPROVE))
-    assert policy.judge(lenient, later) == policy.GateVerdict(None)
+    assert policy.judge(lenient, later) == policy.Admission(None)
 
 
 def test_the_wait_timer_runs_from_the_approval():

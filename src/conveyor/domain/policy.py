@@ -149,7 +149,7 @@ def merged(declared: Mapping[str, Any], server: Mapping[str, Any]) -> Rules:
     return Rules(**values)  # type: ignore[arg-type]
 
 
-class Refused(Conflict):
+class RulesRefuse(Conflict):
     """The rules refuse the deployment outright."""
 
 
@@ -195,18 +195,18 @@ def decide(
     emergency: bool = False,
     branch_allowed: Callable[[str, str], bool],
 ) -> Decision:
-    """What a deployment to `environment` needs: Refused for a branch the rules do not
+    """What a deployment to `environment` needs: RulesRefuse for a branch the rules do not
     allow; otherwise the approvals it needs and why (none below `auto_approve_below`).
     `branch_allowed(pattern, branch)` matches one glob."""
     if rules.allowed_branches:
         allowed = ", ".join(rules.allowed_branches)
         if branch is None:
-            raise Refused(
+            raise RulesRefuse(
                 f"{environment} accepts artifacts built from {allowed} only (allowed_branches);"
                 " this one was not built by a pipeline run of a branch"
             )
         if not any(branch_allowed(p, branch) for p in rules.allowed_branches):
-            raise Refused(
+            raise RulesRefuse(
                 f"{environment} accepts artifacts built from {allowed} only (allowed_branches);"
                 f" this one was built from {branch}"
             )
@@ -251,7 +251,7 @@ class Gate:
 
 
 @dataclass(frozen=True)
-class GateVerdict:
+class Admission:
     hold: Hold | None
     """Why it waits; None: it may start (or, with `timed_out`, end)."""
     message: str = ""
@@ -259,10 +259,10 @@ class GateVerdict:
     """Its approvals did not come within the timeout: `on_timeout` says what happens."""
 
 
-def judge(gate: Gate, now: datetime) -> GateVerdict:
+def judge(gate: Gate, now: datetime) -> Admission:
     """Whether a deployment may pass its gate now, and if not, why it waits."""
     if gate.stopped and not gate.bypass:
-        return GateVerdict(Hold.STOP, "stop-the-line is on: deployments wait until it is lifted")
+        return Admission(Hold.STOP, "stop-the-line is on: deployments wait until it is lifted")
     decision = gate.decision
     approved = gate.approved_at
     if not gate.bypass and decision.required and approved is None:
@@ -272,22 +272,22 @@ def judge(gate: Gate, now: datetime) -> GateVerdict:
             if decision.on_timeout is OnTimeout.APPROVE:
                 approved = deadline
             else:
-                return GateVerdict(
+                return Admission(
                     None,
                     f"rejected: no approval within {span_text(decision.approval_timeout)}",
                     timed_out=True,
                 )
         else:
-            return GateVerdict(Hold.APPROVAL, "; ".join(decision.reasons))
+            return Admission(Hold.APPROVAL, "; ".join(decision.reasons))
     if not gate.bypass and decision.wait_timer:
         start = approved or gate.requested_at or now
         until = start + timedelta(seconds=decision.wait_timer)
         if now < until:
-            return GateVerdict(Hold.WAIT, f"wait timer: starts at {until.isoformat()}")
+            return Admission(Hold.WAIT, f"wait timer: starts at {until.isoformat()}")
     held = None if gate.bypass else frozen(list(gate.freezes), now)
     if held is not None:
-        return GateVerdict(Hold.FREEZE, f"a freeze window holds it until {held[1].isoformat()}")
-    return GateVerdict(None)
+        return Admission(Hold.FREEZE, f"a freeze window holds it until {held[1].isoformat()}")
+    return Admission(None)
 
 
 def span_text(seconds: float) -> str:

@@ -134,7 +134,7 @@ async def decide(
     session: Session, mirror: GitMirror | None, asked: Asked, at: datetime
 ) -> Decision:
     """What the rules decide for a deploy: Conflict for a branch they do not allow
-    or a refusing freeze window in force (policy.Refused), Forbidden for an emergency by
+    or a refusing freeze window in force (policy.RulesRefuse), Forbidden for an emergency by
     a role below the environment's `emergency_role`; RuleError (Invalid) for rules that
     cannot be; else the approvals it needs and why."""
     rules = await rules_for(session, asked.project, asked.environment, asked.declared)

@@ -29,7 +29,7 @@ from conveyor.runner.shell import ShellExecutor
 
 
 @dataclass
-class JobRecord:
+class LocalJob:
     """Everything the summary and `--report` say about one job."""
 
     job: PlannedJob
@@ -69,7 +69,7 @@ class JobRecord:
 class RunResult:
     run_id: str
     plan: Plan
-    jobs: list[JobRecord]
+    jobs: list[LocalJob]
     duration_s: float
     canceled: bool = False
 
@@ -142,7 +142,7 @@ class LocalRun:
         if options.selected:
             wanted, played = select_jobs(plan, options.selected)
         self._played = played
-        self.records = {j.name: JobRecord(j) for j in plan.jobs if j.name in wanted}
+        self.records = {j.name: LocalJob(j) for j in plan.jobs if j.name in wanted}
 
     def cancel(self) -> None:
         """Stop: running jobs get their process groups killed, the rest are canceled."""
@@ -165,12 +165,12 @@ class LocalRun:
             canceled=self._cancel.is_set(),
         )
 
-    def _set(self, record: JobRecord, status: JobStatus, reason: str = "") -> None:
+    def _set(self, record: LocalJob, status: JobStatus, reason: str = "") -> None:
         record.status = status
         record.reason = reason
         self.observer.job_status(record.job.name, status, reason)
 
-    def _decide(self) -> list[JobRecord]:
+    def _decide(self) -> list[LocalJob]:
         """Move every `created` job that can move (pipeline.progress.settle, the rules
         the server's scheduler follows); return the ones to start."""
         records = self.records
@@ -188,8 +188,8 @@ class LocalRun:
         return [records[m.name] for m in moves if m.status is JobStatus.PENDING]
 
     async def _schedule(self, context: AttemptContext) -> None:
-        queue: list[JobRecord] = []
-        running: dict[asyncio.Task[object], JobRecord] = {}
+        queue: list[LocalJob] = []
+        running: dict[asyncio.Task[object], LocalJob] = {}
         canceled: asyncio.Task[object] = asyncio.create_task(self._cancel.wait())
         try:
             while True:
@@ -214,7 +214,7 @@ class LocalRun:
         finally:
             canceled.cancel()
 
-    async def _run_job(self, record: JobRecord, context: AttemptContext) -> None:
+    async def _run_job(self, record: LocalJob, context: AttemptContext) -> None:
         job = record.job
         self._set(record, JobStatus.RUNNING, "started")
         for number in range(1, job.retry.max + 2):
