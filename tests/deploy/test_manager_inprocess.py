@@ -538,51 +538,57 @@ async def test_a_deployment_s_actions_join_the_trace_it_was_queued_in(
     assert shares and shares[0] == 5000  # in hundredths of a percent
 
 
+class SteppedWaits:
+    """A driver's waits between passes, each one answered by the test: it ends when the
+    test says the time has passed, or when the environment is poked."""
+
+    def __init__(self) -> None:
+        self.asked: asyncio.Queue[tuple[float, asyncio.Future[None]]] = asyncio.Queue()
+
+    async def __call__(self, event: asyncio.Event, seconds: float) -> bool:
+        passed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.asked.put_nowait((seconds, passed))
+        poked = asyncio.ensure_future(event.wait())
+        await asyncio.wait({passed, poked}, return_when=asyncio.FIRST_COMPLETED)
+        poked.cancel()
+        return event.is_set()
+
+    async def next(self) -> tuple[float, asyncio.Future[None]]:
+        async with asyncio.timeout(10):
+            return await self.asked.get()
+
+    async def passed(self) -> float:
+        """The next wait the driver asks for, answered as timed out."""
+        seconds, passed = await self.next()
+        passed.set_result(None)
+        return seconds
+
+
 async def test_a_settled_environment_is_passed_less_often_until_it_is_poked(world: World):
     """Nothing deploying and nothing queued: the driver's passes go twice as far apart
     each time, up to `idle_tick_s`; a poke (a deploy asked on this replica) runs the next
     pass at once, and passes go back to `tick_s` while the deployment moves."""
     manager, fence = await serving_v1(world)
     manager.tick_s, manager.idle_tick_s = 0.02, 0.32
+    manager.between_passes = waits = SteppedWaits()
     manager.wakeups[world.env_id] = asyncio.Event()
     driver = asyncio.create_task(manager._drive(world.env_id, fence))
     try:
-
-        async def settled() -> bool:
-            return manager.settled.get(world.env_id) is True
-
-        async def passed_since(count: int) -> bool:
-            return manager.stats.passes > count
-
-        async def backed_off() -> bool:
-            return manager.waits.get(world.env_id) == manager.idle_tick_s
-
-        await wait_until_async(settled, timeout=5)
-        before = manager.stats.passes
-        await asyncio.sleep(1.5)
-        idle_passes = manager.stats.passes - before
-        # 0.02 s apart this would be 75 passes; doubling up to 0.32 s it is about 8.
-        assert 1 <= idle_passes <= 15, idle_passes
-        await wait_until_async(backed_off, timeout=2)
+        asked = [await waits.passed() for _ in range(6)]
+        assert asked == [0.04, 0.08, 0.16, 0.32, 0.32, 0.32], asked
+        assert manager.settled[world.env_id] is True
         # A timed pause: passes with nothing to do while the deployment is under way.
-        await world.deploy({"kind": "canary", "steps": [{"weight": 50.0}, {"pause": 1.0}]})
-        asked = manager.stats.passes
+        await world.deploy({"kind": "canary", "steps": [{"weight": 50.0}, {"pause": 60.0}]})
+        seconds, _ = await waits.next()
+        assert seconds == 0.32, "settled: it waits as long as it may"
+        passes = manager.stats.passes
         manager.poke(world.env_id)
-        await wait_until_async(lambda: passed_since(asked), timeout=0.2)
-
-        async def moving() -> bool:  # once the pass that began has loaded the deployment
-            return manager.settled.get(world.env_id) is False
-
-        await wait_until_async(moving, timeout=2)
-        # While the deployment moves (here: through its pause), every wait between passes
-        # is `tick_s` (sampled, not counted: how many passes fit in a second depends on
-        # the machine).
-        seen: set[float] = set()
-        deadline = time.monotonic() + 0.8
-        while manager.settled.get(world.env_id) is False and time.monotonic() < deadline:
-            seen.add(manager.waits[world.env_id])
-            await asyncio.sleep(0.005)
-        assert seen == {manager.tick_s}, seen
+        # The poke ends that wait: the next pass loads the deployment, acts on it (the
+        # weight) and then, with the pause to wait out, waits `tick_s` each time.
+        after_poke = [await waits.passed() for _ in range(3)]
+        assert manager.stats.passes > passes
+        assert manager.settled[world.env_id] is False
+        assert after_poke == [manager.tick_s] * 3, after_poke
     finally:
         driver.cancel()
         with contextlib.suppress(asyncio.CancelledError):

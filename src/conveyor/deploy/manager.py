@@ -20,7 +20,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -109,6 +109,7 @@ class DeploymentManager:
         metrics_targets: Path | None = None,
         clock: Callable[[], datetime] = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
+        between_passes: Callable[[asyncio.Event, float], Awaitable[bool]] = event_or_timeout,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -117,6 +118,9 @@ class DeploymentManager:
         self.monotonic = monotonic
         """The clock of the manager's own timing: the router's back-off, a settled
         environment's reload, a pass's start."""
+        self.between_passes = between_passes
+        """How a driver waits between passes with nothing to do: until its poke event is
+        set or the wait has passed (whether it was poked); tests answer each wait."""
         self.blobs = blobs
         self.target = target
         self.router = router
@@ -243,7 +247,7 @@ class DeploymentManager:
                 wait = min(wait * 2, self.idle_tick_s) if settled else self.tick_s
                 self.waits[env_id] = wait
                 event = self.wakeups[env_id]
-                if await event_or_timeout(event, wait):
+                if await self.between_passes(event, wait):
                     wait = self.waits[env_id] = self.tick_s
                 event.clear()
         finally:
