@@ -199,3 +199,26 @@ def test_templates_are_not_jobs_and_feed_anchors():
     assert list(spec.jobs) == ["a"]
     assert spec.jobs["a"].timeout == 300
     assert spec.jobs["a"].env == {"A": "1"}
+
+
+def test_placement_rules_are_reported_at_their_line_and_column():
+    body = (
+        "jobs: {a: {script: x}}\n"
+        "runtime:\n"
+        "  command: serve --port $PORT\n"
+        "  memory: lots\n"
+        "  placement:\n"
+        "    labels: {role: web}\n"
+        "    max_per_host: 0\n"
+    )
+    text = pipeline_text(body)
+    line = text.splitlines().index("runtime:") + 1
+    assert errors_of(text) == [
+        f"f.yml:{line + 2}:11: runtime.memory: expected a size like '512MiB' or '4GiB', got 'lots'",
+        f"f.yml:{line + 5}:19: runtime.placement.max_per_host: input should be greater than "
+        "or equal to 1, got 0",
+    ]
+    twice = body.replace("max_per_host: 0", "spread: [zone, zone]").replace("lots", "512MiB")
+    assert errors_of(pipeline_text(twice)) == [
+        f"f.yml:{line + 4}:5: runtime.placement: spread names zone more than once"
+    ]

@@ -26,7 +26,7 @@ from jsonpath_ng.parser import parse as jsonpath
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from conveyor.pipeline.durations import parse_duration
-from conveyor.pipeline.fields import Duration, Model, Name
+from conveyor.pipeline.fields import SIZE_UNITS, Duration, Model, Name
 
 
 class Provider(StrEnum):
@@ -53,7 +53,6 @@ class Unit(StrEnum):
     NUMBER = ""
 
 
-_SIZE = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
 _NUMBER = r"(\d+(?:\.\d+)?)"
 
 
@@ -71,8 +70,8 @@ def parse_limit(value: object) -> tuple[float, Unit]:
         return float(found[1]) / 100, Unit.FRACTION
     if found := re.fullmatch(_NUMBER + r"\s*pp", text):
         return float(found[1]) / 100, Unit.POINTS
-    if found := re.fullmatch(_NUMBER + r"\s*(B|KB|MB|GB|KiB|MiB|GiB)", text):
-        return float(found[1]) * _SIZE[found[2]], Unit.BYTES
+    if found := re.fullmatch(_NUMBER + r"\s*(" + "|".join(SIZE_UNITS) + ")", text):
+        return float(found[1]) * SIZE_UNITS[found[2]], Unit.BYTES
     try:
         return parse_duration(text), Unit.SECONDS
     except ValueError:

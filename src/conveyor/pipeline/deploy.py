@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from conveyor.pipeline.analysis import AnalysisRun
 from conveyor.pipeline.durations import parse_duration
-from conveyor.pipeline.fields import Duration, Env, Model, Name
+from conveyor.pipeline.fields import Duration, Env, Model, Name, Size
 
 
 def _valid_amount(value: int | str) -> int | str:
@@ -154,11 +154,35 @@ class PreDeploy(Model):
     timeout: Duration = 60.0
 
 
+LABEL_KEY = r"^[A-Za-z0-9][A-Za-z0-9_.\-/]*$"
+LabelKey = Annotated[str, Field(pattern=LABEL_KEY, max_length=63)]
+
+
+class Placement(Model):
+    """`runtime.placement`: which hosts may run the service's instances (every label
+    must match a host's), and how they spread: over the values of each `spread` key in
+    turn (`host`, or a host label such as `zone`), at most `max_per_host` per host."""
+
+    labels: dict[LabelKey, Annotated[str, Field(max_length=63)]] = Field(default_factory=dict)
+    spread: list[LabelKey] = Field(default_factory=lambda: ["host"], max_length=5)
+    max_per_host: int | None = Field(None, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _spread_once(self) -> Placement:
+        twice = sorted({key for key in self.spread if self.spread.count(key) > 1})
+        if twice:
+            raise ValueError(f"spread names {', '.join(twice)} more than once")
+        return self
+
+
 class Runtime(Model):
     """`runtime`: how to start the service; `$PORT` is the port it must listen on."""
 
     command: Annotated[str, Field(min_length=1)]
     replicas: int = Field(1, ge=1, le=100)
+    memory: Size | None = None
+    """What one instance needs of a host's memory capacity (placement counts it)."""
+    placement: Placement = Field(default_factory=Placement)
     health: Health = Field(default_factory=Health)
     drain: Duration = 10.0
     env: Env = Field(default_factory=dict)

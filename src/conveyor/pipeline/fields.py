@@ -30,6 +30,28 @@ def as_list(value: Any) -> Any:
     return value
 
 
+SIZE_UNITS = {
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(" + "|".join(SIZE_UNITS) + r")")
+
+
+def parse_size(value: object) -> int:
+    """`512MiB`, `4GiB`, `100MB` or a bare number of bytes → bytes. ValueError with a
+    readable message otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and (found := _SIZE.fullmatch(value.strip())):
+        return int(float(found[1]) * SIZE_UNITS[found[2]])
+    raise ValueError(f"expected a size like '512MiB' or '4GiB', got {value!r}")
+
+
 def valid_glob(pattern: str) -> str:
     problem = check_glob(pattern)
     if problem:
@@ -87,6 +109,8 @@ Env = Annotated[
     BeforeValidator(env_values, json_schema_input_type=dict[str, str | int | float | bool]),
     AfterValidator(valid_env),
 ]
+Size = Annotated[int, BeforeValidator(parse_size, json_schema_input_type=str | int)]
+"""Bytes, written `512MiB`, `4GiB`, `100MB` or as a number."""
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=100)]
 Labels = Annotated[
     list[Annotated[str, Field(pattern=NAME_PATTERN, max_length=100)]],
