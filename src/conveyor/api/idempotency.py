@@ -121,5 +121,5 @@ async def _repeat(state: Coordinator, of: KeyOf, print_: str) -> JSONResponse:
     return JSONResponse(
         record.response,
         status_code=record.status_code,
-        headers={"Idempotency-Key": record.key, "Idempotent-Replayed": "true"},
+        headers={"Idempotency-Key": of.key, "Idempotent-Replayed": "true"},
     )

@@ -53,12 +53,12 @@ async def bootstrap_admin(db: Database, config: ServerConfig) -> str | None:
         if config.admin_token:
             digest = token_hash(config.admin_token)
             if await tokens.api_token(session, digest) is None:
-                tokens.add_api_token(session, None, "admin (env)", Role.ADMIN.label, digest)
+                await tokens.add_api_token(session, None, "admin (env)", Role.ADMIN.label, digest)
             return None
         if await tokens.any_with_role(session, Role.ADMIN.label):
             return None
         token = new_token(ADMIN_PREFIX)
-        tokens.add_api_token(session, None, "admin", Role.ADMIN.label, token_hash(token))
+        await tokens.add_api_token(session, None, "admin", Role.ADMIN.label, token_hash(token))
     path = config.data_dir / ADMIN_TOKEN_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

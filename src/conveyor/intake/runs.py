@@ -286,7 +286,7 @@ async def run_row(
 async def load_run(session: Session, run_id: uuid.UUID) -> RunOut:
     run, project, team = await run_row(session, run_id)
     summary = summary_of(run, project, team, await derived_status(session, run.id))
-    jobs, attempts = await runs.jobs_and_attempts(session, run_id)
+    jobs, attempts = await job_rows.jobs_and_attempts(session, run_id)
     history: dict[uuid.UUID, list[AttemptOut]] = {}
     for a in attempts:
         history.setdefault(a.job_id, []).append(

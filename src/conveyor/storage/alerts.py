@@ -16,6 +16,7 @@ from conveyor.domain.clock import utcnow
 from conveyor.storage.database import Session
 from conveyor.storage.deployment_records import EnvironmentRecord
 from conveyor.storage.tables import Alert
+from conveyor.storage.values import record_of
 
 FIRING = "firing"
 
@@ -76,10 +77,20 @@ async def record(session: Session, env: EnvironmentRecord, incoming: Sequence[In
     return new
 
 
-async def firing(session: Session, env_id: uuid.UUID, since: datetime) -> list[Alert]:
+@dataclass(frozen=True, slots=True)
+class FiringAlert:
+    """An alert firing for an environment, as Alertmanager last sent it."""
+
+    fingerprint: str
+    name: str
+    starts_at: datetime
+
+
+async def firing(session: Session, env_id: uuid.UUID, since: datetime) -> list[FiringAlert]:
     """The environment's alerts firing now that began at or after `since`."""
-    return list(
-        await session.scalars(
+    return [
+        record_of(FiringAlert, row)
+        for row in await session.scalars(
             select(Alert)
             .where(
                 Alert.environment_id == env_id,
@@ -88,4 +99,4 @@ async def firing(session: Session, env_id: uuid.UUID, since: datetime) -> list[A
             )
             .order_by(Alert.starts_at)
         )
-    )
+    ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -21,6 +22,7 @@ from conveyor.observability.logs import bound_value
 from conveyor.storage import names
 from conveyor.storage.database import Session, insert_for
 from conveyor.storage.tables import AuditEntry, AuditHead
+from conveyor.storage.values import record_of
 
 COMPANY = "company"
 """The chain of what belongs to no team (teams made, admin tokens)."""
@@ -37,7 +39,7 @@ async def record(
     action: audit.Action,
     target: str,
     detail: dict[str, Any] | None = None,
-) -> AuditEntry:
+) -> AuditRecord:
     """Append an entry to the team's chain (the company's when `team_id` is None); the
     request id is the one bound to this task's logs, if any."""
     chain = chain_of(team_id)
@@ -76,10 +78,27 @@ async def record(
         .execution_options(synchronize_session=False)
     )
     session.add(entry)
-    return entry
+    return record_of(AuditRecord, entry)
 
 
-def hashed(entry: AuditEntry) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One entry of a chain, as the API shows it and its hash covers it."""
+
+    seq: int
+    id: uuid.UUID
+    team: str | None
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+    request_id: str | None
+    prev_hash: str
+    hash: str
+
+
+def hashed(entry: AuditEntry | AuditRecord) -> dict[str, Any]:
     """An entry as its hash sees it (domain.audit.HASHED) and as the API shows it."""
     return {
         "seq": entry.seq,
@@ -98,7 +117,7 @@ def hashed(entry: AuditEntry) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Page:
-    entries: list[AuditEntry]
+    entries: list[AuditRecord]
     head: tuple[int, str]
     """The chain's last entry, its number and hash ((0, GENESIS) for an empty chain)."""
 
@@ -114,4 +133,5 @@ async def page(session: Session, chain: str, after: int = 0, limit: int = 100) -
     head = (
         await session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.chain == chain))
     ).first()
-    return Page(list(found), (int(head[0]), str(head[1])) if head else (0, audit.GENESIS))
+    entries = [record_of(AuditRecord, row) for row in found]
+    return Page(entries, (int(head[0]), str(head[1])) if head else (0, audit.GENESIS))

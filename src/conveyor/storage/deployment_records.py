@@ -5,13 +5,11 @@ policy."""
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from conveyor.domain.clock import as_utc
 from conveyor.storage.tables import (
     AnalysisEvaluation,
     AnalysisRun,
@@ -22,16 +20,7 @@ from conveyor.storage.tables import (
     Instance,
     RevisionPin,
 )
-
-
-def _values(record: Any, row: object) -> dict[str, Any]:
-    """The record's fields read from the row, every time in UTC (SQLite hands them back
-    naive)."""
-    values = {}
-    for field in dataclasses.fields(record):
-        value = getattr(row, field.name)
-        values[field.name] = as_utc(value) if isinstance(value, datetime) else value
-    return values
+from conveyor.storage.values import record_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +50,7 @@ class EnvironmentRecord:
 
 
 def environment_record(row: Environment) -> EnvironmentRecord:
-    return EnvironmentRecord(**_values(EnvironmentRecord, row))
+    return record_of(EnvironmentRecord, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +97,7 @@ class DeploymentRecord:
 
 
 def deployment_record(row: Deployment) -> DeploymentRecord:
-    return DeploymentRecord(**_values(DeploymentRecord, row))
+    return record_of(DeploymentRecord, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +124,7 @@ class InstanceRecord:
 
 
 def instance_record(row: Instance) -> InstanceRecord:
-    return InstanceRecord(**_values(InstanceRecord, row))
+    return record_of(InstanceRecord, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +142,7 @@ class PinRecord:
 
 
 def pin_record(row: RevisionPin) -> PinRecord:
-    return PinRecord(**_values(PinRecord, row))
+    return record_of(PinRecord, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +163,7 @@ class IntentRecord:
 
 
 def intent_record(row: DeploymentAction) -> IntentRecord:
-    return IntentRecord(**_values(IntentRecord, row))
+    return record_of(IntentRecord, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +190,7 @@ class AnalysisRunRecord:
 
 
 def analysis_run_record(row: AnalysisRun) -> AnalysisRunRecord:
-    return AnalysisRunRecord(**_values(AnalysisRunRecord, row))
+    return record_of(AnalysisRunRecord, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +208,7 @@ class EvaluationRecord:
 
 
 def evaluation_record(row: AnalysisEvaluation) -> EvaluationRecord:
-    return EvaluationRecord(**_values(EvaluationRecord, row))
+    return record_of(EvaluationRecord, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,4 +226,4 @@ class ApprovalRecord:
 
 
 def approval_record(row: Approval) -> ApprovalRecord:
-    return ApprovalRecord(**_values(ApprovalRecord, row))
+    return record_of(ApprovalRecord, row)

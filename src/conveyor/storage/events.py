@@ -96,16 +96,15 @@ def record(
     project_id: uuid.UUID,
     subject: str,
     data: dict[str, Any],
-) -> Event:
+) -> None:
     """A new event, written when the session commits (with the change it tells of)."""
     row = Event(team_id=team_id, project_id=project_id, type=event_type, subject=subject, data=data)
     session.add(row)
-    return row
 
 
 async def run_event(
     session: Session, event_type: str, run: RunFacts, status: str, finished_at: datetime | None
-) -> Event:
+) -> None:
     data = {
         "team": await names.team(session, run.team_id),
         "project": await names.project(session, run.project_id),
@@ -119,7 +118,7 @@ async def run_event(
             "finished_at": iso(finished_at),
         },
     }
-    return record(
+    record(
         session,
         event_type,
         team_id=run.team_id,
@@ -144,7 +143,7 @@ class RunFacts:
 
 async def deployment_event(
     session: Session, event_type: str, row: Deployment | DeploymentRecord
-) -> Event:
+) -> None:
     env = await session.get(Environment, row.environment_id)
     data: dict[str, Any] = {
         "team": await names.team(session, row.team_id),
@@ -178,7 +177,7 @@ async def deployment_event(
         data["deployment"]["emergency"] = row.emergency
     if event_type == types.DEPLOYMENT_SUCCEEDED:
         data["deployment"]["first"] = await first_deploy(session, row)
-    return record(
+    record(
         session,
         event_type,
         team_id=row.team_id,

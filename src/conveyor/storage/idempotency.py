@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from conveyor.domain.clock import utcnow
 from conveyor.storage.database import Database
 from conveyor.storage.tables import IdempotencyRecord
+from conveyor.storage.values import record_of
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,20 @@ async def claim(db: Database, of: KeyOf, fingerprint: str, ttl: timedelta) -> bo
     return True
 
 
-async def find(db: Database, of: KeyOf) -> IdempotencyRecord | None:
+@dataclass(frozen=True, slots=True)
+class KeptAnswer:
+    """What a request with an idempotency key was: its fingerprint, and once it has
+    one, its answer."""
+
+    fingerprint: str
+    status_code: int | None
+    response: Any
+
+
+async def find(db: Database, of: KeyOf) -> KeptAnswer | None:
     async with db.transaction() as session:
-        found: IdempotencyRecord | None = await session.scalar(
-            select(IdempotencyRecord).where(*of.where())
-        )
-    return found
+        found = await session.scalar(select(IdempotencyRecord).where(*of.where()))
+        return record_of(KeptAnswer, found) if found is not None else None
 
 
 async def answer(db: Database, of: KeyOf, status: int, response: Any) -> None:

@@ -23,6 +23,7 @@ from conveyor.domain.status import JOB_TRANSITIONS, JobStatus
 from conveyor.storage.projects import ProjectRecord, TeamRecord, project_of, team_of
 from conveyor.storage.runs import RunRecord, run_of
 from conveyor.storage.tables import Job, JobAttempt, Project, Run, Secret, Team
+from conveyor.storage.values import record_of
 
 
 class TransitionRejected(Conflict):
@@ -157,6 +158,40 @@ def job_of(row: Job) -> JobRecord:
         finished_at=_utc(row.finished_at),
         created_at=as_utc(row.created_at),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One finished attempt of a job (a retried job has one per try)."""
+
+    job_id: uuid.UUID
+    number: int
+    status: str
+    exit_code: int | None
+    failure_class: str | None
+    detail: str
+    reports: dict[str, Any]
+
+
+async def jobs_and_attempts(
+    session: AsyncSession, run_id: uuid.UUID
+) -> tuple[list[JobRecord], list[AttemptRecord]]:
+    """The run's jobs in the order they were planned, and all their attempts by number."""
+    jobs = [
+        job_of(row)
+        for row in await session.scalars(
+            select(Job).where(Job.run_id == run_id).order_by(Job.created_at, Job.id)
+        )
+    ]
+    attempts = [
+        record_of(AttemptRecord, row)
+        for row in await session.scalars(
+            select(JobAttempt)
+            .where(JobAttempt.job_id.in_([j.id for j in jobs]))
+            .order_by(JobAttempt.number)
+        )
+    ]
+    return jobs, attempts
 
 
 def _utc(moment: datetime | None) -> datetime | None:

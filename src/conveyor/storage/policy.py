@@ -32,6 +32,7 @@ from conveyor.storage.tables import (
     Switch,
     Team,
 )
+from conveyor.storage.values import record_of
 
 STOP_THE_LINE = "stop-the-line"
 WAITING_PHASES = (Phase.PENDING.value, Phase.PAUSED.value, Phase.PROGRESSING.value)
@@ -40,7 +41,17 @@ WAITING_PHASES = (Phase.PENDING.value, Phase.PAUSED.value, Phase.PROGRESSING.val
 # -- protection rules --------------------------------------------------------------------
 
 
-async def protection(
+@dataclass(frozen=True, slots=True)
+class ProtectionRecord:
+    """The server's protection rules for one environment of a project."""
+
+    environment: str
+    rules: dict[str, Any]
+    updated_by: str
+    updated_at: datetime
+
+
+async def _protection_row(
     session: Session, project_id: uuid.UUID, environment: str
 ) -> Protection | None:
     found: Protection | None = await session.scalar(
@@ -51,14 +62,11 @@ async def protection(
     return found
 
 
-async def protections(session: Session, project_id: uuid.UUID) -> list[Protection]:
-    return list(
-        await session.scalars(
-            select(Protection)
-            .where(Protection.project_id == project_id)
-            .order_by(Protection.environment)
-        )
-    )
+async def protection(
+    session: Session, project_id: uuid.UUID, environment: str
+) -> ProtectionRecord | None:
+    found = await _protection_row(session, project_id, environment)
+    return record_of(ProtectionRecord, found) if found is not None else None
 
 
 async def set_protection(
@@ -67,9 +75,9 @@ async def set_protection(
     environment: str,
     rules: dict[str, Any],
     who: str,
-) -> Protection:
+) -> ProtectionRecord:
     """Replace the server's rules for the environment (an empty dict clears them)."""
-    row = await protection(session, project.id, environment)
+    row = await _protection_row(session, project.id, environment)
     if row is None:
         row = Protection(team_id=project.team_id, project_id=project.id, environment=environment)
         session.add(row)
@@ -77,7 +85,7 @@ async def set_protection(
     row.updated_by = who
     row.updated_at = utcnow()
     await session.flush()
-    return row
+    return record_of(ProtectionRecord, row)
 
 
 # -- approvals ---------------------------------------------------------------------------
@@ -268,23 +276,33 @@ async def windows_over(session: Session, env: EnvironmentRecord) -> list[FreezeR
 # -- switches ----------------------------------------------------------------------------
 
 
-async def switch(session: Session, name: str = STOP_THE_LINE) -> Switch | None:
-    found: Switch | None = await session.get(Switch, name, populate_existing=True)
-    return found
+@dataclass(frozen=True, slots=True)
+class SwitchRecord:
+    """A company-wide switch (stop-the-line): whether it is on, why, by whom, since when."""
+
+    on: bool
+    reason: str
+    changed_by: str
+    changed_at: datetime
+
+
+async def switch(session: Session, name: str = STOP_THE_LINE) -> SwitchRecord | None:
+    found = await session.get(Switch, name, populate_existing=True)
+    return record_of(SwitchRecord, found) if found is not None else None
 
 
 async def is_on(session: Session, name: str = STOP_THE_LINE) -> bool:
     return bool(await session.scalar(select(Switch.on).where(Switch.name == name)))
 
 
-async def set_switch(session: Session, on: bool, reason: str, who: str) -> Switch:
-    row = await switch(session)
+async def set_switch(session: Session, on: bool, reason: str, who: str) -> SwitchRecord:
+    row = await session.get(Switch, STOP_THE_LINE, populate_existing=True)
     if row is None:
         row = Switch(name=STOP_THE_LINE)
         session.add(row)
     row.on, row.reason, row.changed_by, row.changed_at = on, reason, who, utcnow()
     await session.flush()
-    return row
+    return record_of(SwitchRecord, row)
 
 
 async def mark_approved(session: Session, deployment: DeploymentRecord, at: datetime) -> bool:

@@ -284,29 +284,6 @@ async def with_project(
     return run_of(row[0]), project_of(row[1]), team_of(row[2])
 
 
-async def jobs_and_attempts(
-    session: AsyncSession, run_id: uuid.UUID
-) -> tuple[list[Job], list[JobAttempt]]:
-    """The run's jobs in the order they were planned, and all their attempts by number."""
-    jobs = list(
-        (
-            await session.scalars(
-                select(Job).where(Job.run_id == run_id).order_by(Job.created_at, Job.id)
-            )
-        ).all()
-    )
-    attempts = list(
-        (
-            await session.scalars(
-                select(JobAttempt)
-                .where(JobAttempt.job_id.in_([j.id for j in jobs]))
-                .order_by(JobAttempt.number)
-            )
-        ).all()
-    )
-    return jobs, attempts
-
-
 @dataclass(frozen=True)
 class RunQuery:
     """Which runs a page lists."""

@@ -14,16 +14,35 @@ from conveyor.domain.principal import RunnerIdentity
 from conveyor.domain.status import JobStatus
 from conveyor.storage.database import Session
 from conveyor.storage.tables import ApiToken, Job, RunnerRow, RunnerToken, Team
+from conveyor.storage.values import record_of
 
 BOOTSTRAP_LOCK = 0x436F6E77
 """The advisory lock replicas take turns on while they make sure an admin token exists."""
 
 
-async def api_token(session: Session, digest: str) -> ApiToken | None:
-    found: ApiToken | None = await session.scalar(
-        select(ApiToken).where(ApiToken.token_hash == digest)
-    )
-    return found
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """An API token (never the token itself: only its sha256 is stored)."""
+
+    id: uuid.UUID
+    team_id: uuid.UUID | None
+    name: str
+    role: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRecord:
+    """A runner registration token: runners it registers join its team (or are shared)."""
+
+    id: uuid.UUID
+    team_id: uuid.UUID | None
+    created_at: datetime
+
+
+async def api_token(session: Session, digest: str) -> TokenRecord | None:
+    found = await session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
+    return record_of(TokenRecord, found) if found is not None else None
 
 
 def _identity(row: RunnerRow) -> RunnerIdentity:
@@ -49,29 +68,29 @@ async def seen(session: Session, runner_id: uuid.UUID, at: datetime) -> None:
     )
 
 
-def add_api_token(
+async def add_api_token(
     session: Session, team_id: uuid.UUID | None, name: str, role: str, digest: str
-) -> ApiToken:
+) -> TokenRecord:
     row = ApiToken(team_id=team_id, name=name, role=role, token_hash=digest)
     session.add(row)
-    return row
+    await session.flush()
+    return record_of(TokenRecord, row)
 
 
-def add_registration(session: Session, team_id: uuid.UUID | None, digest: str) -> RunnerToken:
+async def add_registration(session: Session, team_id: uuid.UUID | None, digest: str) -> GrantRecord:
     row = RunnerToken(team_id=team_id, token_hash=digest)
     session.add(row)
-    return row
+    await session.flush()
+    return record_of(GrantRecord, row)
 
 
-async def registration(session: Session, digest: str) -> RunnerToken | None:
-    found: RunnerToken | None = await session.scalar(
-        select(RunnerToken).where(RunnerToken.token_hash == digest)
-    )
-    return found
+async def registration(session: Session, digest: str) -> GrantRecord | None:
+    found = await session.scalar(select(RunnerToken).where(RunnerToken.token_hash == digest))
+    return record_of(GrantRecord, found) if found is not None else None
 
 
 async def add_runner(
-    session: Session, grant: RunnerToken, name: str, labels: list[str], digest: str
+    session: Session, grant: GrantRecord, name: str, labels: list[str], digest: str
 ) -> RunnerIdentity:
     """A runner registered with `grant`, in the grant's team (or shared)."""
     row = RunnerRow(team_id=grant.team_id, name=name, labels=labels, token_hash=digest)

@@ -71,7 +71,7 @@ async def create_token(team: str, body: TokenIn, state: State, who: Caller) -> T
     async with state.db.transaction() as session:
         row = await team_named(session, who, team, Role.OWNER)
         token = new_token(TEAM_PREFIX)
-        created = tokens.add_api_token(
+        created = await tokens.add_api_token(
             session, row.id, body.name, body.parsed_role.label, token_hash(token)
         )
         detail = {"name": body.name, "role": body.parsed_role.label}
@@ -99,7 +99,7 @@ async def create_runner_token(body: RunnerTokenIn, state: State, who: Caller) ->
         elif not who.is_admin:
             raise ApiError(403, "forbidden", "only the admin creates shared runner tokens")
         token = new_token(REGISTRATION_PREFIX)
-        created = tokens.add_registration(session, team_id, token_hash(token))
+        created = await tokens.add_registration(session, team_id, token_hash(token))
         target = body.team or "shared runners"
         action = Action.RUNNER_TOKEN_CREATE
         await audit.record(session, team_id, who.display, action, target, {"id": str(created.id)})
