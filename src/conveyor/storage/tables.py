@@ -870,3 +870,69 @@ class Switch(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     changed_by: Mapped[str] = mapped_column(String(200), default="")
     changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class HostToken(Base):
+    """A credential agents register hosts with: a team's (its hosts run only its
+    environments) or the admin's for a shared pool. Revoked, it stops every host that
+    registered with it at its next call."""
+
+    __tablename__ = "host_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), default=None
+    )
+    pool: Mapped[str | None] = mapped_column(String(100), default=None)
+    """The shared pool its hosts join (the admin's tokens); None for a team's."""
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Host(Base):
+    """A machine an agent runs on: where instances may be placed (docs/states.md)."""
+
+    __tablename__ = "hosts"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), default=None
+    )
+    pool: Mapped[str | None] = mapped_column(String(100), default=None)
+    token_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("host_tokens.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    address: Mapped[str] = mapped_column(String(64))
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    slots: Mapped[int | None] = mapped_column(Integer, default=None)
+    memory: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    router: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    version: Mapped[str] = mapped_column(String(40), default="")
+    """The agent's Conveyor version."""
+    state: Mapped[str] = mapped_column(String(20), default="up")
+    """up or lost: whether its agent holds the lease (draining is `draining`)."""
+    draining: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    fence: Mapped[int] = mapped_column(Integer, default=1)
+    """Raised by every registration: a call with an older one is from an agent that
+    registered since (or a copy of it), and is refused."""
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    """Raised by every change of what the host should run: an agent's long poll returns
+    when it passes the one the agent has."""
+    lease_until: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    registered_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PoolShare(Base):
+    """A shared pool of hosts the admin opened to a team."""
+
+    __tablename__ = "pool_shares"
+
+    pool: Mapped[str] = mapped_column(String(100), primary_key=True)
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

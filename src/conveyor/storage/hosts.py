@@ -1,0 +1,299 @@
+"""Hosts of the fleet and the tokens their agents register with: registration (which
+raises the host's fence), the lease an agent renews with one statement per call, the
+sweep that marks hosts whose lease ran out as lost, drains, and the shared pools the
+admin opens to teams (docs/states.md, "Hosts")."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from conveyor.domain.errors import Conflict
+from conveyor.domain.hosts import HostState
+from conveyor.storage.database import Session, insert_for
+from conveyor.storage.tables import Host, HostToken, PoolShare
+from conveyor.storage.values import record_of
+
+
+@dataclass(frozen=True, slots=True)
+class HostTokenRecord:
+    """A host token (never the token: only its sha256 is stored)."""
+
+    id: uuid.UUID
+    team_id: uuid.UUID | None
+    pool: str | None
+    name: str
+    created_by: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class HostRecord:
+    id: uuid.UUID
+    team_id: uuid.UUID | None
+    pool: str | None
+    token_id: uuid.UUID
+    name: str
+    address: str
+    labels: dict[str, Any]
+    slots: int | None
+    memory: int | None
+    router: bool
+    version: str
+    state: str
+    draining: bool
+    fence: int
+    generation: int
+    lease_until: datetime
+    seen_at: datetime
+    registered_at: datetime
+    created_at: datetime
+
+    @property
+    def status(self) -> HostState:
+        """Lost while its lease has run out; else draining when asked to; else up."""
+        if self.state == HostState.LOST.value:
+            return HostState.LOST
+        return HostState.DRAINING if self.draining else HostState.UP
+
+
+@dataclass(frozen=True, slots=True)
+class Joining:
+    """What an agent says of its host when it registers."""
+
+    name: str
+    address: str
+    labels: dict[str, str]
+    slots: int | None
+    memory: int | None
+    router: bool
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A renewed lease: what the host should run has this generation."""
+
+    generation: int
+    draining: bool
+
+
+# -- tokens ----------------------------------------------------------------------------
+
+
+async def add_token(
+    session: Session,
+    team_id: uuid.UUID | None,
+    pool: str | None,
+    name: str,
+    digest: str,
+    who: str,
+) -> HostTokenRecord:
+    row = HostToken(team_id=team_id, pool=pool, name=name, token_hash=digest, created_by=who)
+    session.add(row)
+    await session.flush()
+    return record_of(HostTokenRecord, row)
+
+
+async def token(session: Session, digest: str) -> HostTokenRecord | None:
+    """The token with this sha256, revoked or not."""
+    found = await session.scalar(select(HostToken).where(HostToken.token_hash == digest))
+    return record_of(HostTokenRecord, found) if found is not None else None
+
+
+async def token_by_id(session: Session, token_id: uuid.UUID) -> HostTokenRecord | None:
+    found = await session.get(HostToken, token_id)
+    return record_of(HostTokenRecord, found) if found is not None else None
+
+
+async def tokens(session: Session, team_ids: list[uuid.UUID] | None) -> list[HostTokenRecord]:
+    """The tokens of these teams (None: every token, the pools' too), newest first."""
+    query = select(HostToken).order_by(HostToken.created_at.desc())
+    if team_ids is not None:
+        query = query.where(HostToken.team_id.in_(team_ids))
+    return [record_of(HostTokenRecord, row) for row in await session.scalars(query)]
+
+
+async def revoke_token(session: Session, token_id: uuid.UUID, at: datetime) -> bool:
+    """Revoke it (once); whether this call did."""
+    result = await session.execute(
+        update(HostToken)
+        .where(HostToken.id == token_id, HostToken.revoked_at.is_(None))
+        .values(revoked_at=at)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+# -- registration and leases -----------------------------------------------------------
+
+
+async def register(
+    session: Session, grant: HostTokenRecord, joining: Joining, lease_s: float, now: datetime
+) -> tuple[HostRecord, bool]:
+    """The host `joining` names, registered with `grant`: a new row, or the existing
+    one (of the same team or pool) with a raised fence, so that an older agent of this
+    host is refused from now on. Returns it and whether it is new."""
+    values: dict[str, Any] = {
+        "address": joining.address,
+        "labels": joining.labels,
+        "slots": joining.slots,
+        "memory": joining.memory,
+        "router": joining.router,
+        "version": joining.version,
+        "token_id": grant.id,
+        "state": HostState.UP.value,
+        "lease_until": now + timedelta(seconds=lease_s),
+        "seen_at": now,
+        "registered_at": now,
+    }
+    moved = await session.execute(
+        update(Host)
+        .where(
+            Host.name == joining.name,
+            _same_owner(grant.team_id, grant.pool),
+        )
+        .values(fence=Host.fence + 1, generation=Host.generation + 1, **values)
+        .returning(Host.id)
+    )
+    if moved.first() is None:
+        if await session.scalar(select(Host.id).where(Host.name == joining.name)) is not None:
+            raise Conflict(
+                f"a host named {joining.name!r} is registered by another team or pool: "
+                "pick another name (--name)"
+            )
+        try:
+            async with session.begin_nested():
+                row = Host(team_id=grant.team_id, pool=grant.pool, name=joining.name, **values)
+                session.add(row)
+        except IntegrityError as exc:  # another registration of this name won the race
+            raise Conflict(f"host {joining.name!r} registered twice at once: retry") from exc
+        return record_of(HostRecord, row), True
+    found = await host_named(session, joining.name)
+    assert found is not None
+    return found, False
+
+
+def _same_owner(team_id: uuid.UUID | None, pool: str | None) -> Any:
+    if team_id is not None:
+        return Host.team_id == team_id
+    return (Host.team_id.is_(None)) & (Host.pool == pool)
+
+
+async def renew(
+    session: Session,
+    host_id: uuid.UUID,
+    fence: int,
+    digest: str,
+    lease_s: float,
+    now: datetime,
+) -> Lease | None:
+    """Renew the host's lease: one statement, which also checks that the agent's token
+    is not revoked and that its fence is the host's. None when either is not so (`why`
+    says which)."""
+    granted = select(HostToken.id).where(
+        HostToken.token_hash == digest, HostToken.revoked_at.is_(None)
+    )
+    renewed = await session.execute(
+        update(Host)
+        .where(
+            Host.id == host_id,
+            Host.fence == fence,
+            Host.state == HostState.UP.value,
+            Host.token_id.in_(granted.scalar_subquery()),
+        )
+        .values(lease_until=now + timedelta(seconds=lease_s), seen_at=now)
+        .returning(Host.generation, Host.draining)
+    )
+    row = renewed.first()
+    return Lease(int(row[0]), bool(row[1])) if row is not None else None
+
+
+async def why(session: Session, host_id: uuid.UUID, fence: int, digest: str) -> str:
+    """Why `renew` refused: `revoked` (or an unknown token or host), or `fenced`."""
+    found = await session.execute(
+        select(Host.fence, Host.state, HostToken.revoked_at, HostToken.token_hash)
+        .join(HostToken, HostToken.id == Host.token_id)
+        .where(Host.id == host_id)
+    )
+    row = found.first()
+    if row is None or row.token_hash != digest or row.revoked_at is not None:
+        return "revoked"
+    return "fenced"
+
+
+async def sweep(session: Session, now: datetime) -> list[HostRecord]:
+    """Every host whose lease ran out becomes lost, with its fence raised (its agent
+    must register again) and its generation raised (what it should run changes)."""
+    lost = await session.execute(
+        update(Host)
+        .where(Host.state == HostState.UP.value, Host.lease_until < now)
+        .values(state=HostState.LOST.value, fence=Host.fence + 1, generation=Host.generation + 1)
+        .returning(Host.id)
+        .execution_options(synchronize_session=False)
+    )
+    ids = [row[0] for row in lost]
+    if not ids:
+        return []
+    found = await session.scalars(select(Host).where(Host.id.in_(ids)).order_by(Host.name))
+    return [record_of(HostRecord, row) for row in found]
+
+
+# -- reading and managing hosts --------------------------------------------------------
+
+
+async def host(session: Session, host_id: uuid.UUID) -> HostRecord | None:
+    found = await session.get(Host, host_id, populate_existing=True)
+    return record_of(HostRecord, found) if found is not None else None
+
+
+async def host_named(session: Session, name: str) -> HostRecord | None:
+    found = await session.scalar(
+        select(Host).where(Host.name == name).execution_options(populate_existing=True)
+    )
+    return record_of(HostRecord, found) if found is not None else None
+
+
+async def hosts(session: Session, team_ids: list[uuid.UUID] | None) -> list[HostRecord]:
+    """The hosts these teams may see: their own and those of pools shared with them
+    (None: every host), by name."""
+    query = select(Host).order_by(Host.name)
+    if team_ids is not None:
+        shared = select(PoolShare.pool).where(PoolShare.team_id.in_(team_ids))
+        query = query.where(
+            or_(Host.team_id.in_(team_ids), Host.pool.in_(shared.scalar_subquery()))
+        )
+    return [record_of(HostRecord, row) for row in await session.scalars(query)]
+
+
+async def set_draining(session: Session, host_id: uuid.UUID, draining: bool) -> bool:
+    """Drain it (or stop draining it); whether that changed anything. Raises the
+    generation, so that its agent hears of it at once."""
+    result = await session.execute(
+        update(Host)
+        .where(Host.id == host_id, Host.draining != draining)
+        .values(draining=draining, generation=Host.generation + 1)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def remove(session: Session, host_id: uuid.UUID) -> None:
+    await session.execute(delete(Host).where(Host.id == host_id))
+
+
+async def share_pool(session: Session, pool: str, team_id: uuid.UUID) -> None:
+    await session.execute(
+        insert_for(session)(PoolShare).values(pool=pool, team_id=team_id).on_conflict_do_nothing()
+    )
+
+
+async def unshare_pool(session: Session, pool: str, team_id: uuid.UUID) -> bool:
+    result = await session.execute(
+        delete(PoolShare).where(PoolShare.pool == pool, PoolShare.team_id == team_id)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
