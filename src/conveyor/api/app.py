@@ -25,6 +25,7 @@ from conveyor.api.routes import (
     deployments,
     dora,
     hooks,
+    hosts,
     policy,
     projects,
     runners,
@@ -121,6 +122,7 @@ def create_api(
         subscriptions,
         audit,
         policy,
+        hosts,
     )
     for module in modules:
         add_routes(app, module.router)

@@ -26,6 +26,7 @@ ADMIN_PREFIX = "cvy_admin_"
 TEAM_PREFIX = "cvy_team_"
 REGISTRATION_PREFIX = "cvy_reg_"
 RUNNER_PREFIX = "cvy_runner_"
+HOST_PREFIX = "cvy_host_"
 
 
 def new_token(prefix: str) -> str:

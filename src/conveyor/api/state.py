@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from conveyor.api.auth import PrincipalCache, bearer, principal_for, token_hash
 from conveyor.api.limits import RateLimit
 from conveyor.artifacts.blobs import BlobStore
+from conveyor.deploy.fleet import Fleet
 from conveyor.deploy.manager import DeploymentManager
 from conveyor.deploy.service import DeployService
 from conveyor.domain.principal import Principal
@@ -53,6 +54,11 @@ class Coordinator:
     def deploys(self) -> DeployService:
         """The deployment use cases (deploy/service.py)."""
         return DeployService(self.db, self.blobs, self.mirrors, self.deploy)
+
+    @cached_property
+    def fleet(self) -> Fleet:
+        """The fleet's use cases (deploy/fleet.py): hosts, agents, host tokens."""
+        return Fleet(self.db)
 
 
 def coordinator(request: Request) -> Coordinator:

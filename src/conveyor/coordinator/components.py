@@ -20,7 +20,7 @@ from conveyor.api.metrics import refresh_forever
 from conveyor.api.state import Coordinator
 from conveyor.artifacts.blobs import FileBlobStore
 from conveyor.coordinator.config import ADMIN_TOKEN_FILE, ServerConfig
-from conveyor.coordinator.loops import Loop, Loops, housekeeping, sweep
+from conveyor.coordinator.loops import Loop, Loops, housekeeping, lost_hosts, sweep
 from conveyor.deploy.analyses import default_providers
 from conveyor.deploy.manager import DeploymentManager
 from conveyor.deploy.metrics_targets import METRICS_TARGETS
@@ -171,6 +171,7 @@ async def running(config: ServerConfig) -> AsyncIterator[Coordinator]:
     )
     named: dict[str, Loop] = {
         "sweep": lambda: sweep(scheduler, config.sweep_s),
+        "hosts": lambda: lost_hosts(state),
         "listen": scheduler.listen,
         "inbox": intake.work,
         "schedules": schedules.work,

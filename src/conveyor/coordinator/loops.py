@@ -4,6 +4,7 @@ name: a loop that fails is logged and started again after a back-off (1 s, doubl
 webhooks or deployments on a replica that goes on answering requests.
 
     sweep          expire lost runner leases (every `sweep_s`)
+    hosts          mark hosts whose agent's lease ran out as lost (every second)
     listen         wake waiting runners on other replicas' announcements (PostgreSQL)
     inbox          translate stored webhook deliveries into runs
     schedules      fire due `on.schedule` slots
@@ -98,6 +99,17 @@ async def sweep(scheduler: Scheduler, every: float) -> None:
             await scheduler.expire_leases()
         except Exception:  # pragma: no cover - logged, and the next pass retries
             log.exception("lease sweep failed")
+        await asyncio.sleep(every)
+
+
+async def lost_hosts(state: Coordinator, every: float = 1.0) -> None:
+    """Hosts whose agent's lease ran out become lost, on every replica (the guarded
+    update moves each one once)."""
+    while True:
+        try:
+            await state.fleet.sweep()
+        except Exception:  # pragma: no cover - logged, and the next pass retries
+            log.exception("host sweep failed")
         await asyncio.sleep(every)
 
 

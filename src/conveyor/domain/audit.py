@@ -58,6 +58,13 @@ class Action(StrEnum):
     FREEZE_CREATE = "freeze.create"
     FREEZE_DELETE = "freeze.delete"
     STOP_THE_LINE = "stop-the-line"
+    HOST_TOKEN_CREATE = "host-token.create"
+    HOST_TOKEN_REVOKE = "host-token.revoke"
+    HOST_DRAIN = "host.drain"
+    HOST_UNDRAIN = "host.undrain"
+    HOST_REMOVE = "host.remove"
+    POOL_SHARE = "pool.share"
+    POOL_UNSHARE = "pool.unshare"
 
 
 def timestamp(moment: datetime) -> str:

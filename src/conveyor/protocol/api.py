@@ -109,6 +109,42 @@ class RunnerTokenIn(Body):
     team: str | None = None
 
 
+class HostTokenIn(Body):
+    """A host token for a team's hosts (`team`) or for a shared pool (`pool`, admin)."""
+
+    name: str = Field(min_length=1, max_length=100)
+    team: str | None = Field(None, pattern=NAME, max_length=100)
+    pool: str | None = Field(None, pattern=NAME, max_length=100)
+
+
+class HostTokenOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    team: str | None
+    pool: str | None
+    created_by: str
+    created_at: str
+    revoked_at: str | None
+    token: str | None = None
+    """Only in the answer that made it: it is never shown again."""
+
+
+class HostOut(BaseModel):
+    name: str
+    team: str | None
+    pool: str | None
+    address: str
+    labels: dict[str, str]
+    slots: int | None
+    memory: int | None
+    router: bool
+    state: Literal["up", "draining", "lost"]
+    version: str
+    seen_at: str
+    lease_until: str
+    registered_at: str
+
+
 class StatusTarget(Body):
     """Where commit statuses go: the provider's API and a token that may post them."""
 

@@ -292,6 +292,13 @@ async def share_pool(session: Session, pool: str, team_id: uuid.UUID) -> None:
     )
 
 
+async def shared_with(session: Session, pool: str, team_id: uuid.UUID) -> bool:
+    found = await session.scalar(
+        select(PoolShare.pool).where(PoolShare.pool == pool, PoolShare.team_id == team_id)
+    )
+    return found is not None
+
+
 async def unshare_pool(session: Session, pool: str, team_id: uuid.UUID) -> bool:
     result = await session.execute(
         delete(PoolShare).where(PoolShare.pool == pool, PoolShare.team_id == team_id)

@@ -1,0 +1,156 @@
+"""The fleet: agents join and long-poll for their host's desired state
+(`/api/v1/agent/...`, with a host token), and people list, drain and remove hosts and
+manage host tokens and shared pools (deploy/fleet.py holds the use cases)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from conveyor.api.auth import HOST_PREFIX, bearer, new_token, token_hash
+from conveyor.api.state import Caller, State
+from conveyor.domain.clock import iso
+from conveyor.protocol.agent import Desired, Join, Joined
+from conveyor.protocol.api import HostOut, HostTokenIn, HostTokenOut
+from conveyor.storage import names
+from conveyor.storage.database import Session
+from conveyor.storage.hosts import HostRecord, HostTokenRecord
+
+router = APIRouter(tags=["hosts"])
+
+
+def _host_token(request: Request) -> str:
+    """The sha256 of the agent's host token."""
+    return token_hash(bearer(request))
+
+
+# -- agents ----------------------------------------------------------------------------
+
+
+@router.post("/api/v1/agent/join", status_code=201)
+async def join(body: Join, request: Request, state: State) -> Joined:
+    """Register the host (again): the answer's fence goes with every later call."""
+    return await state.fleet.join(_host_token(request), body)
+
+
+@router.get("/api/v1/agent/desired")
+async def desired(
+    request: Request,
+    state: State,
+    host: uuid.UUID,
+    fence: Annotated[int, Query(ge=1)],
+    generation: Annotated[int, Query(ge=0)] = 0,
+    wait: Annotated[float, Query(ge=0, le=60)] = 5.0,
+) -> Desired:
+    """What the host should run: at once when its generation is not `generation`, else
+    after at most `wait` seconds (the coordinator's poll time caps it). Renews the
+    host's lease; 409 when the host registered again since (join again)."""
+    return await state.fleet.desired(_host_token(request), host, fence, generation, wait)
+
+
+# -- people ----------------------------------------------------------------------------
+
+
+@router.get("/api/v1/hosts")
+async def list_hosts(state: State, who: Caller) -> list[HostOut]:
+    """The hosts the caller's team runs on: its own and those of the pools shared with
+    it (the admin: every host)."""
+    found = await state.fleet.hosts(who)
+    async with state.db.transaction() as session:
+        return [await _host_out(session, host) for host in found]
+
+
+@router.get("/api/v1/hosts/{name}")
+async def show_host(name: str, state: State, who: Caller) -> HostOut:
+    found = await state.fleet.host(who, name)
+    async with state.db.transaction() as session:
+        return await _host_out(session, found)
+
+
+@router.post("/api/v1/hosts/{name}/drain")
+async def drain_host(name: str, state: State, who: Caller) -> HostOut:
+    """Nothing new is placed on the host; its instances move to other hosts."""
+    changed = await state.fleet.drain(who, name, on=True)
+    async with state.db.transaction() as session:
+        return await _host_out(session, changed)
+
+
+@router.post("/api/v1/hosts/{name}/undrain")
+async def undrain_host(name: str, state: State, who: Caller) -> HostOut:
+    changed = await state.fleet.drain(who, name, on=False)
+    async with state.db.transaction() as session:
+        return await _host_out(session, changed)
+
+
+@router.delete("/api/v1/hosts/{name}", status_code=204)
+async def remove_host(name: str, state: State, who: Caller) -> Response:
+    """Forget a host that is lost or draining."""
+    await state.fleet.remove(who, name)
+    return Response(status_code=204)
+
+
+@router.post("/api/v1/host-tokens", status_code=201)
+async def create_host_token(body: HostTokenIn, state: State, who: Caller) -> HostTokenOut:
+    """A token agents register hosts with: a team's (maintainer) or a shared pool's
+    (admin). Shown once."""
+    token = new_token(HOST_PREFIX)
+    made = await state.fleet.create_token(who, body.team, body.pool, body.name, token_hash(token))
+    return (await _token_out(state, made)).model_copy(update={"token": token})
+
+
+@router.get("/api/v1/host-tokens")
+async def list_host_tokens(state: State, who: Caller) -> list[HostTokenOut]:
+    return [await _token_out(state, made) for made in await state.fleet.tokens(who)]
+
+
+@router.delete("/api/v1/host-tokens/{token_id}")
+async def revoke_host_token(token_id: uuid.UUID, state: State, who: Caller) -> HostTokenOut:
+    """Revoke it: the hosts that joined with it are refused at their agents' next call."""
+    return await _token_out(state, await state.fleet.revoke_token(who, token_id))
+
+
+@router.put("/api/v1/pools/{pool}/teams/{team}", status_code=204)
+async def share_pool(pool: str, team: str, state: State, who: Caller) -> Response:
+    """Open a shared pool's hosts to a team (admin)."""
+    await state.fleet.share_pool(who, pool, team, on=True)
+    return Response(status_code=204)
+
+
+@router.delete("/api/v1/pools/{pool}/teams/{team}", status_code=204)
+async def unshare_pool(pool: str, team: str, state: State, who: Caller) -> Response:
+    await state.fleet.share_pool(who, pool, team, on=False)
+    return Response(status_code=204)
+
+
+async def _host_out(session: Session, host: HostRecord) -> HostOut:
+    return HostOut(
+        name=host.name,
+        team=await names.team(session, host.team_id) if host.team_id else None,
+        pool=host.pool,
+        address=host.address,
+        labels={str(k): str(v) for k, v in host.labels.items()},
+        slots=host.slots,
+        memory=host.memory,
+        router=host.router,
+        state=host.status.value,
+        version=host.version,
+        seen_at=iso(host.seen_at) or "",
+        lease_until=iso(host.lease_until) or "",
+        registered_at=iso(host.registered_at) or "",
+    )
+
+
+async def _token_out(state: State, made: HostTokenRecord) -> HostTokenOut:
+    async with state.db.transaction() as session:
+        team = await names.team(session, made.team_id) if made.team_id else None
+    return HostTokenOut(
+        id=made.id,
+        name=made.name,
+        team=team,
+        pool=made.pool,
+        created_by=made.created_by,
+        created_at=iso(made.created_at) or "",
+        revoked_at=iso(made.revoked_at),
+    )

@@ -1,0 +1,259 @@
+"""The fleet's use cases: host tokens, agents joining and long-polling for their host's
+desired state, the sweep of hosts whose lease ran out, and people's commands on hosts
+(list, drain, undrain, remove) and on shared pools. The API's routes and the UI call
+these; they take a principal (people) or a host token's sha256 (agents) and raise
+domain errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from conveyor.domain.audit import Action
+from conveyor.domain.clock import utcnow
+from conveyor.domain.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
+from conveyor.domain.hosts import HostState
+from conveyor.domain.principal import Principal
+from conveyor.domain.roles import Role
+from conveyor.policy.access import team_named
+from conveyor.protocol.agent import LEASE_S, POLL_S, PROTOCOL, Desired, Join, Joined
+from conveyor.storage import audit, hosts
+from conveyor.storage.database import Database, Session
+from conveyor.storage.hosts import HostRecord, HostTokenRecord, Joining
+from conveyor.waiting import event_or_timeout
+
+log = logging.getLogger(__name__)
+
+
+class Fenced(Conflict):
+    """The agent's fence is older than its host's: the host registered again since (or
+    was found lost), so this agent must join again before it does anything."""
+
+
+@dataclass
+class Fleet:
+    """One per coordinator process (state.fleet)."""
+
+    db: Database
+    lease_s: float = LEASE_S
+    poll_s: float = POLL_S
+    clock: Callable[[], datetime] = utcnow
+    wakeups: dict[uuid.UUID, asyncio.Event] = field(default_factory=dict)
+    """Per host with an agent waiting on this replica: set when what it should run
+    changes here (another replica's change is seen at the agent's next poll)."""
+
+    # -- host tokens ---------------------------------------------------------------------
+
+    async def create_token(
+        self, who: Principal, team: str | None, pool: str | None, name: str, digest: str
+    ) -> HostTokenRecord:
+        """A team's token (a maintainer's to make) or a shared pool's (the admin's)."""
+        if (team is None) == (pool is None):
+            raise Invalid("a host token is for a team (--team) or for a shared pool (--pool)")
+        async with self.db.transaction() as session:
+            team_id = None
+            if team is not None:
+                team_id = (await team_named(session, who, team, Role.MAINTAINER)).id
+            elif not who.is_admin:
+                raise Forbidden("only the admin makes tokens for shared pools")
+            made = await hosts.add_token(session, team_id, pool, name, digest, who.display)
+            target = team or f"pool {pool}"
+            detail = {"id": str(made.id), "name": name}
+            action = Action.HOST_TOKEN_CREATE
+            await audit.record(session, team_id, who.display, action, target, detail)
+        return made
+
+    async def tokens(self, who: Principal) -> list[HostTokenRecord]:
+        async with self.db.transaction() as session:
+            return await hosts.tokens(session, _teams_of(who))
+
+    async def revoke_token(self, who: Principal, token_id: uuid.UUID) -> HostTokenRecord:
+        """Revoke it: every host that joined with it is refused at its agent's next call."""
+        async with self.db.transaction() as session:
+            found = await hosts.token_by_id(session, token_id)
+            if found is None or not _may_see(who, found.team_id):
+                raise NotFound(f"no host token {token_id}")
+            _require(who, found.team_id, Role.MAINTAINER)
+            if not await hosts.revoke_token(session, token_id, self.clock()):
+                raise Conflict(f"host token {token_id} is revoked already")
+            target = (found.pool and f"pool {found.pool}") or found.name
+            detail = {"id": str(token_id), "name": found.name}
+            await audit.record(
+                session, found.team_id, who.display, Action.HOST_TOKEN_REVOKE, target, detail
+            )
+            again = await hosts.token_by_id(session, token_id)
+        assert again is not None
+        return again
+
+    # -- agents --------------------------------------------------------------------------
+
+    async def join(self, digest: str, body: Join) -> Joined:
+        """An agent registers its host: a new host, or the same one with a raised fence."""
+        if body.protocol != PROTOCOL:
+            raise Invalid(
+                f"this coordinator speaks agent protocol {PROTOCOL}, the agent {body.protocol}: "
+                "install the agent of the coordinator's release",
+                code="protocol_mismatch",
+            )
+        joining = Joining(
+            name=body.name,
+            address=body.address,
+            labels=dict(body.labels),
+            slots=body.slots,
+            memory=body.memory,
+            router=body.router,
+            version=body.version,
+        )
+        async with self.db.transaction() as session:
+            grant = await hosts.token(session, digest)
+            if grant is None or grant.revoked_at is not None:
+                raise Unauthenticated("unknown or revoked host token")
+            host, new = await hosts.register(session, grant, joining, self.lease_s, self.clock())
+        log.info(
+            "host %s %s (%s, fence %d)",
+            host.name,
+            "joined" if new else "joined again",
+            host.address,
+            host.fence,
+        )
+        self.poke(host.id)  # an agent of an older fence that waits here hears of it
+        return Joined(
+            host_id=host.id,
+            fence=host.fence,
+            generation=host.generation,
+            lease_s=self.lease_s,
+            poll_s=self.poll_s,
+        )
+
+    async def desired(
+        self, digest: str, host_id: uuid.UUID, fence: int, generation: int, wait: float
+    ) -> Desired:
+        """What the host should run. Renews its lease (one statement while nothing
+        changes); waits up to `wait` (at most `poll_s`) for a generation other than the
+        agent's `generation`."""
+        wait = min(wait, self.poll_s)
+        lease = await self._renew(digest, host_id, fence)
+        if lease.generation == generation and wait > 0:
+            event = self.wakeups.setdefault(host_id, asyncio.Event())
+            if await event_or_timeout(event, wait):
+                event.clear()
+                lease = await self._renew(digest, host_id, fence)
+        return Desired(
+            host_id=host_id, fence=fence, generation=lease.generation, draining=lease.draining
+        )
+
+    async def _renew(self, digest: str, host_id: uuid.UUID, fence: int) -> hosts.Lease:
+        async with self.db.transaction() as session:
+            lease = await hosts.renew(session, host_id, fence, digest, self.lease_s, self.clock())
+            if lease is not None:
+                return lease
+            why = await hosts.why(session, host_id, fence, digest)
+        if why == "revoked":
+            raise Unauthenticated("unknown or revoked host token, or no such host")
+        raise Fenced(
+            "this host registered again since, or was found lost: the agent must join again",
+            code="stale_fence",
+        )
+
+    def poke(self, host_id: uuid.UUID) -> None:
+        """An agent of this host waiting on this replica polls again now."""
+        event = self.wakeups.get(host_id)
+        if event is not None:
+            event.set()
+
+    async def sweep(self) -> list[HostRecord]:
+        """Hosts whose lease ran out become lost (their agents are fenced)."""
+        async with self.db.transaction() as session:
+            lost = await hosts.sweep(session, self.clock())
+        for host in lost:
+            log.warning("host %s lost: its agent's lease ran out", host.name)
+            self.poke(host.id)
+        return lost
+
+    # -- people's commands ---------------------------------------------------------------
+
+    async def hosts(self, who: Principal) -> list[HostRecord]:
+        async with self.db.transaction() as session:
+            return await hosts.hosts(session, _teams_of(who))
+
+    async def host(self, who: Principal, name: str) -> HostRecord:
+        async with self.db.transaction() as session:
+            return await _visible(session, who, name)
+
+    async def drain(self, who: Principal, name: str, on: bool) -> HostRecord:
+        """Drain a host (nothing new is placed on it; its instances move elsewhere) or
+        stop draining it."""
+        async with self.db.transaction() as session:
+            found = await _visible(session, who, name)
+            _require(who, found.team_id, Role.MAINTAINER)
+            if await hosts.set_draining(session, found.id, on):
+                action = Action.HOST_DRAIN if on else Action.HOST_UNDRAIN
+                await audit.record(session, found.team_id, who.display, action, name, {})
+            changed = await hosts.host(session, found.id)
+        assert changed is not None
+        self.poke(found.id)
+        return changed
+
+    async def remove(self, who: Principal, name: str) -> None:
+        """Forget a host that is lost or drained (an up host's agent would join again)."""
+        async with self.db.transaction() as session:
+            found = await _visible(session, who, name)
+            _require(who, found.team_id, Role.MAINTAINER)
+            if found.status is HostState.UP:
+                raise Conflict(
+                    f"host {name} is up: drain it first (conveyor host drain {name}), "
+                    "or stop its agent"
+                )
+            await hosts.remove(session, found.id)
+            await audit.record(session, found.team_id, who.display, Action.HOST_REMOVE, name, {})
+        self.poke(found.id)
+
+    async def share_pool(self, who: Principal, pool: str, team: str, on: bool) -> None:
+        """Open a shared pool to a team (or close it): the admin's."""
+        if not who.is_admin:
+            raise Forbidden("only the admin shares pools")
+        async with self.db.transaction() as session:
+            found = await team_named(session, who, team, Role.VIEWER)
+            if on:
+                await hosts.share_pool(session, pool, found.id)
+            elif not await hosts.unshare_pool(session, pool, found.id):
+                raise NotFound(f"pool {pool} is not shared with team {team}")
+            action = Action.POOL_SHARE if on else Action.POOL_UNSHARE
+            await audit.record(session, found.id, who.display, action, f"pool {pool}", {})
+
+
+def _teams_of(who: Principal) -> list[uuid.UUID] | None:
+    """The teams whose hosts the caller sees (None: every team, the admin)."""
+    if who.is_admin:
+        return None
+    return [who.team_id] if who.team_id is not None and who.runner is None else []
+
+
+def _may_see(who: Principal, team_id: uuid.UUID | None) -> bool:
+    return who.is_admin or (team_id is not None and who.can_see(team_id))
+
+
+def _require(who: Principal, team_id: uuid.UUID | None, role: Role) -> None:
+    """A team's host or token: the role in that team; a pool's: the admin."""
+    if team_id is None:
+        if not who.is_admin:
+            raise Forbidden("only the admin manages shared pools' hosts and tokens")
+        return
+    who.require(team_id, role, "host")
+
+
+async def _visible(session: Session, who: Principal, name: str) -> HostRecord:
+    """The host called `name` if the caller sees it (a pool's host: when shared)."""
+    found = await hosts.host_named(session, name)
+    if found is not None and who.is_admin:
+        return found
+    if found is not None and who.runner is None and who.team_id is not None:
+        if found.team_id == who.team_id:
+            return found
+        if found.pool is not None and await hosts.shared_with(session, found.pool, who.team_id):
+            return found
+    raise NotFound(f"no host {name!r}")

@@ -1,0 +1,81 @@
+"""The bodies of the agent protocol (`/api/v1/agent/...`): a `conveyor agent` on every
+host dials out to the coordinator, registers its host, and long-polls for what the host
+should run. Every call carries the host token; every call after `join` carries the
+host's fence, and one with an older fence is refused (409): the host registered since.
+
+join     Join                      ─▶ Joined
+desired  (long poll, renews lease) ─▶ Desired
+report   Report                    ─▶ 204 (renews lease)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from conveyor.pipeline.deploy import LabelKey
+
+PROTOCOL = 1
+"""The agent protocol's version: a coordinator refuses an agent of another one by name."""
+LEASE_S = 15.0
+"""How long a host's lease lasts after each call of its agent."""
+POLL_S = 5.0
+"""The longest a `desired` long poll waits: an idle agent renews its lease this often."""
+HOST_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+
+def _address(value: str) -> str:
+    """An IPv4 or IPv6 address (where the host's instances listen)."""
+    return str(ipaddress.ip_address(value))
+
+
+class AgentRequest(BaseModel):
+    """A body an agent sends: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentReply(BaseModel):
+    """A body an agent reads: unknown fields are ignored (a newer coordinator may add
+    some)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Join(AgentRequest):
+    """An agent registers its host (again, after its own restart or a lost lease)."""
+
+    name: str = Field(pattern=HOST_NAME, min_length=1, max_length=200)
+    address: Annotated[str, AfterValidator(_address)]
+    labels: dict[LabelKey, Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=dict, max_length=50
+    )
+    slots: int | None = Field(None, ge=1, le=10_000)
+    """How many instances it may run (None: no limit)."""
+    memory: int | None = Field(None, ge=0)
+    """Bytes its instances may take in all (None: no limit)."""
+    router: bool = False
+    """It runs HAProxy for environments' traffic too."""
+    version: str = Field("", max_length=40)
+    protocol: int = PROTOCOL
+
+
+class Joined(AgentReply):
+    host_id: uuid.UUID
+    fence: int
+    """Sent with every later call: a newer registration of this host makes it stale."""
+    generation: int
+    lease_s: float
+    poll_s: float
+
+
+class Desired(AgentReply):
+    """What the host should run now; `generation` is raised by every change of it."""
+
+    host_id: uuid.UUID
+    fence: int
+    generation: int
+    draining: bool = False
