@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     metrics_token: str | None = None
     """A bearer token that may read `/metrics` (an admin token always may)."""
+    host_lease_seconds: float = 15.0
+    """How long a host's lease lasts after each call of its agent: a host whose agent
+    is not heard from for longer is lost (its instances count as gone)."""
     nats_url: str | None = None
     """`nats://127.0.0.1:4222`: lifecycle events also go to NATS JetStream, as CDEvents."""
     nats_stream: str = "CONVEYOR_EVENTS"

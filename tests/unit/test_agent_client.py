@@ -15,7 +15,7 @@ from tests.helpers import wait_until_async
 
 def client_with(handler) -> Client:  # type: ignore[no-untyped-def]
     client = Client("http://a.invalid,http://b.invalid", "cvy_runner_x")
-    client.http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    client.dialer.http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     return client
 
 
@@ -59,7 +59,7 @@ async def test_log_chunks_are_resent_at_the_same_offset_after_a_failure():
         return httpx.Response(204)
 
     client = Client("http://only.invalid", "t")
-    client.http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    client.dialer.http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     shipper = LogShipper(client, "job", fence=1, offset=100)
     shipper.job_log("j", "first")
     stop = asyncio.Event()

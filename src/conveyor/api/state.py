@@ -41,6 +41,7 @@ class Coordinator:
     long_poll_s: float = 30.0
     recheck_s: float = 1.0
     principals: PrincipalCache = field(default_factory=PrincipalCache)
+    host_lease_s: float = 15.0
 
     def mirror(self, url: str) -> GitMirror:
         return self.mirrors.get(url)
@@ -58,7 +59,7 @@ class Coordinator:
     @cached_property
     def fleet(self) -> Fleet:
         """The fleet's use cases (deploy/fleet.py): hosts, agents, host tokens."""
-        return Fleet(self.db)
+        return Fleet(self.db, lease_s=self.host_lease_s, poll_s=min(5.0, self.host_lease_s / 3))
 
 
 def coordinator(request: Request) -> Coordinator:

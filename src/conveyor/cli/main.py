@@ -19,6 +19,7 @@ from conveyor.cli import (
     client,
     deploys,
     dora,
+    hosts,
     loadgen,
     policy,
     processes,
@@ -284,6 +285,7 @@ analysis.register(app)
 dora.register(app)
 audit.register(app)
 policy.register(app)
+hosts.register(app)
 
 
 def main() -> None:

@@ -161,6 +161,93 @@ def runner_cmd(
             traces.shutdown()
 
 
+def _pairs(text: str, what: str) -> dict[str, str]:
+    """`zone=a,role=web` → {"zone": "a", "role": "web"}; exits with the reason otherwise."""
+    pairs: dict[str, str] = {}
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            err.print(f"error: {what}: expected key=value, got {escape(item)!r}")
+            raise typer.Exit(EXIT_INVALID)
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def _capacity(text: str) -> tuple[int | None, int | None]:
+    """`slots=8,memory=4GiB` → (8, 4 GiB in bytes)."""
+    from conveyor.pipeline.fields import parse_size
+
+    given = _pairs(text, "--capacity")
+    unknown = sorted(set(given) - {"slots", "memory"})
+    try:
+        if unknown:
+            raise ValueError(f"unknown {', '.join(unknown)} (slots and memory are known)")
+        slots = int(given["slots"]) if "slots" in given else None
+        memory = parse_size(given["memory"]) if "memory" in given else None
+    except ValueError as exc:
+        err.print(f"error: --capacity: {escape(str(exc))}")
+        raise typer.Exit(EXIT_INVALID) from None
+    return slots, memory
+
+
+def agent_cmd(
+    server: ServerOpt,
+    token: TokenOpt,
+    address: Annotated[
+        str, typer.Option("--address", help="The address this host's instances listen on.")
+    ],
+    labels: Annotated[str, typer.Option("--labels", help="zone=a,role=web")] = "",
+    capacity: Annotated[str, typer.Option("--capacity", help="slots=8,memory=4GiB")] = "",
+    router: Annotated[
+        bool, typer.Option("--router", help="This host runs HAProxy for environments too.")
+    ] = False,
+    name: Annotated[str | None, typer.Option("--name", help="Default: the hostname.")] = None,
+) -> None:
+    """Run this host's instances for a coordinator: joins with a host token (cvy_host_…),
+    holds the host's lease and long-polls for what the host should run. Dials out only."""
+    from pydantic import ValidationError
+
+    from conveyor.agent.client import AgentClient, Refusal
+    from conveyor.agent.host import HostAgent, HostFacts
+
+    settings = Settings()
+    _logs(settings)
+    slots, memory = _capacity(capacity)
+    facts = HostFacts(
+        name=name or socket.gethostname(),
+        address=address,
+        labels=_pairs(labels, "--labels"),
+        slots=slots,
+        memory=memory,
+        router=router,
+    )
+    try:
+        facts.join()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        err.print(f"error: {escape(problems)}")
+        raise typer.Exit(EXIT_INVALID) from None
+
+    async def main() -> None:
+        client = AgentClient(server, token)
+        agent = HostAgent(facts, client)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agent.stop)
+        out.print(f"agent of host {facts.name} ({facts.address}) dialing {server}")
+        try:
+            await agent.serve()
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(main())
+    except Refusal as exc:
+        err.print(f"error: the coordinator refused host {facts.name}: {escape(str(exc))}")
+        raise typer.Exit(EXIT_INVALID) from None
+    out.print(f"agent of host {facts.name} stopped")
+
+
 COORDINATORS = "coordinators"
 """Under the data dir: a file per running `serve`, locked while it runs."""
 
@@ -453,6 +540,7 @@ def register(app: typer.Typer) -> None:
     """Add the process commands to the `conveyor` app."""
     app.command()(serve)
     app.command("runner")(runner_cmd)
+    app.command("agent")(agent_cmd)
     app.command("down")(down)
     app.command("up")(up)
     app.add_typer(db_app, name="db")

@@ -158,6 +158,7 @@ async def running(config: ServerConfig) -> AsyncIterator[Coordinator]:
         artifact_limit=config.artifact_max_mb * 1024 * 1024,
         long_poll_s=config.long_poll_s,
         recheck_s=config.recheck_s,
+        host_lease_s=config.host_lease_s,
     )
     schedules = Schedules(intake, check_s=config.schedule_check_s)
     webhooks = Webhooks(

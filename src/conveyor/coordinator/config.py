@@ -24,6 +24,8 @@ class ServerConfig:
     """Processes serving this data directory (`serve --workers N`)."""
     """How often a waiting runner request looks for jobs without being woken."""
     sweep_s: float = 1.0
+    host_lease_s: float = 15.0
+    """How long a host's lease lasts after each call of its agent."""
     rate_limit: str = "50/second"
     """Requests per API token (`limits` notation); runners are not limited."""
     hook_rate_limit: str = "100/second"
@@ -92,4 +94,5 @@ def server_config(settings: Settings, data_dir: Path | None = None) -> ServerCon
         nats_subject_prefix=settings.nats_subject_prefix,
         notify_backoff_max_s=settings.notify_backoff_max_s,
         notify_give_up_s=settings.notify_give_up_s,
+        host_lease_s=settings.host_lease_seconds,
     )

@@ -8,13 +8,12 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-from pydantic import ValidationError
 
 from conveyor.artifacts.tarballs import MEDIA_TYPE
-from conveyor.observability import tracing
+from conveyor.dial import Dialer, reply_as, servers
 from conveyor.protocol.errors import StaleLease
 from conveyor.protocol.runner import (
     MAX_DETAIL,
@@ -26,7 +25,6 @@ from conveyor.protocol.runner import (
     LogTail,
     RegisterReply,
     RegisterRequest,
-    RunnerReply,
 )
 from conveyor.runner.attempt import AttemptResult
 
@@ -37,56 +35,26 @@ class DeployError(Exception):
     """The coordinator refused a `deploy:` job's deployment."""
 
 
-Reply = TypeVar("Reply", bound=RunnerReply)
-
-
-def _reply(model: type[Reply], response: httpx.Response) -> Reply:
-    """The coordinator's answer as `model`. An answer that does not fit is an HTTP error
-    like any other (httpx.DecodingError): the worker retries, a heartbeat is tried again,
-    a deploy job's follower counts it, instead of a crash."""
-    try:
-        return model.model_validate_json(response.content)
-    except ValidationError as exc:
-        raise httpx.DecodingError(
-            f"{response.request.url.path}: the coordinator's answer does not fit "
-            f"{model.__name__}: {exc.error_count()} error(s), first: {exc.errors()[0]['msg']}",
-            request=response.request,
-        ) from exc
-
-
-def servers(spec: str) -> list[str]:
-    """`--server` may list several coordinator replicas, comma-separated."""
-    urls = [u.strip().rstrip("/") for u in spec.split(",") if u.strip()]
-    if not urls:
-        raise ValueError("no coordinator URL given")
-    return urls
-
-
 class Client:
     """The runner's side of the protocol (runner token in every request). With several
     coordinator URLs, a request that cannot reach one replica is sent to the next."""
 
     def __init__(self, server: str, token: str) -> None:
-        self.urls = servers(server)
-        self.http = httpx.AsyncClient(
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=httpx.Timeout(15.0, read=75.0),
-            event_hooks={"request": [tracing.inject]},
-        )
+        self.dialer = Dialer(server, token)
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        return self.dialer.http
+
+    @property
+    def urls(self) -> list[str]:
+        return self.dialer.urls
 
     async def close(self) -> None:
-        await self.http.aclose()
+        await self.dialer.close()
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        for attempt in range(len(self.urls)):
-            try:
-                return await self.http.request(method, self.urls[0] + path, **kwargs)
-            except httpx.TransportError:
-                if attempt == len(self.urls) - 1:
-                    raise
-                log.warning("coordinator %s unreachable; trying %s", self.urls[0], self.urls[1])
-                self.urls.append(self.urls.pop(0))
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await self.dialer.send(method, path, **kwargs)
 
     async def request(self, wait: float) -> Assignment | None:
         """The next job for this runner, held up to `wait` seconds; None when none came."""
@@ -94,7 +62,7 @@ class Client:
         if response.status_code == 204:
             return None
         response.raise_for_status()
-        return _reply(Assignment, response)
+        return reply_as(Assignment, response)
 
     async def heartbeat(self, job_id: str, fence: int) -> bool:
         """Renew the lease; True when the job was canceled."""
@@ -104,7 +72,7 @@ class Client:
             json=Heartbeat(fence=fence).model_dump(mode="json"),
         )
         self._check(response)
-        return _reply(HeartbeatReply, response).canceled
+        return reply_as(HeartbeatReply, response).canceled
 
     async def log(self, job_id: str, fence: int, offset: int, data: bytes) -> None:
         response = await self._send(
@@ -203,7 +171,7 @@ class Client:
         if response.status_code in (404, 409, 410, 422):
             raise DeployError(str(response.json().get("detail", response.text)))
         self._check(response)
-        return _reply(DeploymentProgress, response)
+        return reply_as(DeploymentProgress, response)
 
     async def deploy_status(
         self, job_id: str, fence: int, environment: str, number: int
@@ -214,7 +182,7 @@ class Client:
             params={"fence": fence},
         )
         self._check(response)
-        return _reply(DeploymentProgress, response)
+        return reply_as(DeploymentProgress, response)
 
     @staticmethod
     def _check(response: httpx.Response) -> None:
@@ -229,4 +197,4 @@ async def register(server: str, token: str, name: str, labels: tuple[str, ...]) 
         body = RegisterRequest(token=token, name=name, labels=list(labels))
         response = await http.post("/api/v1/runners/register", json=body.model_dump(mode="json"))
         response.raise_for_status()
-        return _reply(RegisterReply, response).token
+        return reply_as(RegisterReply, response).token

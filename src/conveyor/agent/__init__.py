@@ -1,0 +1,1 @@
+"""`conveyor agent`: the process on every host that runs its instances (docs/fleet.md)."""
