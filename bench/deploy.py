@@ -45,7 +45,7 @@ from tests.deploy.conftest import (
 )
 
 from conveyor.cli.loadgen import Load
-from conveyor.deploy.router.haproxy import HAProxyRouter
+from conveyor.hosting.haproxy import HAProxyRouter
 
 
 def rss_mib(pids: list[int]) -> float:

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 
 from conveyor.coordinator.app import create_app
 from conveyor.coordinator.config import ServerConfig
-from conveyor.deploy.router.haproxy import HAProxyRouter
-from conveyor.deploy.targets.local import stop_everything
+from conveyor.hosting.haproxy import HAProxyRouter
+from conveyor.hosting.processes import stop_everything
 
 ADMIN = "cvy_admin_test-token"
 PIPELINE = """\

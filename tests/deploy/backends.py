@@ -12,8 +12,8 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 
-from conveyor.deploy.router.base import HealthCheck, Route, Server, ServerStatus
-from conveyor.deploy.router.haproxy import HAProxyRouter
+from conveyor.hosting.haproxy import HAProxyRouter
+from conveyor.hosting.routing import HealthCheck, Route, Server, ServerStatus
 from tests.helpers import free_port
 
 

@@ -25,8 +25,8 @@ import httpx
 import pytest
 
 from conveyor.cli.loadgen import Load
-from conveyor.deploy.router.haproxy import HAProxyRouter
-from conveyor.deploy.targets.local import stop_everything
+from conveyor.hosting.haproxy import HAProxyRouter
+from conveyor.hosting.processes import stop_everything
 from conveyor.storage.database import Database, database_url
 from tests.deploy.backends import Backend
 from tests.deploy.inprocess import make_world

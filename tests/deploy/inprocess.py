@@ -15,13 +15,13 @@ from typing import Any
 from conveyor.artifacts.blobs import FileBlobStore
 from conveyor.deploy import records, requests
 from conveyor.deploy.manager import DeploymentManager
-from conveyor.deploy.router.memory import MemoryRouter
 from conveyor.deploy.strategy import DeployStrategy
-from conveyor.deploy.targets.fake import FakeTarget
 from conveyor.deploy.world import Act
 from conveyor.domain.clock import utcnow
 from conveyor.domain.deploy import Control, Phase
 from conveyor.domain.policy import Decision
+from conveyor.hosting.fake_target import FakeTarget
+from conveyor.hosting.memory_router import MemoryRouter
 from conveyor.pipeline.analysis import Template
 from conveyor.storage import artifacts, deployments, environments
 from conveyor.storage.artifacts import Provenance

@@ -25,13 +25,13 @@ from conveyor.deploy import records
 from conveyor.deploy.context import Effect, EnvironmentLeaseLost
 from conveyor.deploy.effects import _launch
 from conveyor.deploy.manager import RouterDown
-from conveyor.deploy.router.base import RouterError
 from conveyor.deploy.strategy import DeployStrategy
-from conveyor.deploy.targets.fake import CRASH_S, START_S, UNHEALTHY
 from conveyor.deploy.world import Act, Action, Kind
 from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.deploy import Control, Phase
 from conveyor.domain.errors import Conflict
+from conveyor.hosting.fake_target import CRASH_S, START_S, UNHEALTHY
+from conveyor.hosting.routing import RouterError
 from conveyor.observability import tracing
 from conveyor.storage import audit, deployments, environments, events
 from conveyor.storage.tables import Environment

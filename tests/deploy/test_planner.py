@@ -9,7 +9,6 @@ import pytest
 
 from conveyor.deploy.planner import decide
 from conveyor.deploy.planner.rules import RESTART_DOWN_AFTER_S
-from conveyor.deploy.router.base import RouterError, ServerStatus
 from conveyor.deploy.world import (
     Act,
     Kind,
@@ -24,6 +23,7 @@ from conveyor.deploy.world import (
     traffic,
 )
 from conveyor.domain.deploy import DriverRequest, InstanceState, PauseReason, Phase
+from conveyor.hosting.routing import RouterError, ServerStatus
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 OLD, NEW = "sha256:" + "1" * 64, "sha256:" + "2" * 64
@@ -250,7 +250,7 @@ def test_shares_and_the_readable_split():
 
 
 def test_a_missing_haproxy_is_an_error_that_names_the_package(monkeypatch: pytest.MonkeyPatch):
-    from conveyor.deploy.router import haproxy
+    from conveyor.hosting import haproxy
 
     monkeypatch.setattr(haproxy.shutil, "which", lambda _: None)
     monkeypatch.setattr(haproxy.os, "access", lambda *_: False)

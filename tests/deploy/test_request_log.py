@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conveyor.deploy.router.haproxy import HAProxyRouter
-from conveyor.deploy.router.request_log import parse_line
+from conveyor.hosting.haproxy import HAProxyRouter
+from conveyor.hosting.request_log import parse_line
 from tests.deploy.backends import Backend, route_for, settle
 from tests.helpers import free_port, wait_until_async
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.deploy.router.base import HealthCheck, Route, Server
-from conveyor.deploy.router.haproxy import HAProxyRouter, render
+from conveyor.hosting.haproxy import HAProxyRouter, render
+from conveyor.hosting.routing import HealthCheck, Route, Server
 from tests.deploy.backends import Backend, answers, route_for, settle
 
 pytestmark = pytest.mark.usefixtures("haproxy_required")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import psutil
 
-from conveyor.deploy.targets.base import Launch
-from conveyor.deploy.targets.local import LocalTarget, stop_everything
+from conveyor.hosting.processes import LocalTarget, stop_everything
+from conveyor.hosting.target import Launch
 from tests.helpers import conveyor, wait_dead, wait_until
 
 PRE_FORK = """

@@ -8,8 +8,8 @@ import os
 import signal
 from pathlib import Path
 
-from conveyor.deploy.targets.base import Task, TaskResult
-from conveyor.deploy.targets.local import LocalTarget
+from conveyor.hosting.processes import LocalTarget
+from conveyor.hosting.target import Task, TaskResult
 from tests.helpers import wait_until
 
 

@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from conveyor.cli.main import app
-from conveyor.deploy.router import haproxy
-from conveyor.deploy.router.base import RouterError
+from conveyor.hosting import haproxy
+from conveyor.hosting.routing import RouterError
 from tests.deploy.conftest import require_haproxy
 from tests.helpers import conveyor, free_port, wait_until
 

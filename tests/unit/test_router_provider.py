@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from conveyor.analysis.providers.base import Slot, SlotTarget
 from conveyor.analysis.providers.router import RouterProvider, window_quantile
-from conveyor.deploy.router.memory import MemoryRouter
+from conveyor.hosting.memory_router import MemoryRouter
 from conveyor.pipeline.analysis import Metric
 
 ERRORS = Metric(name="errors", max="1%")

@@ -289,8 +289,8 @@ def down(data_dir: DataDirOpt = None) -> None:
     """Stop the services the local deploy target runs for this data directory: every
     instance (with its process group), and HAProxy (they outlive `conveyor serve` on
     purpose). Refused while a coordinator runs on it: it would start them again."""
-    from conveyor.deploy.router.haproxy import HAProxyRouter
-    from conveyor.deploy.targets.local import stop_everything
+    from conveyor.hosting.haproxy import HAProxyRouter
+    from conveyor.hosting.processes import stop_everything
 
     data = (data_dir or Settings().data_dir).resolve()
     running = running_coordinators(data)
@@ -320,8 +320,8 @@ def up(
     """Conveyor on this machine in one command: a coordinator on SQLite in the data dir,
     runners, and HAProxy for deploys, started together; Ctrl-C stops them all (the
     deployed instances too). Prints the UI's URL and the admin token."""
-    from conveyor.deploy.router.base import RouterError
-    from conveyor.deploy.router.haproxy import find_haproxy
+    from conveyor.hosting.haproxy import find_haproxy
+    from conveyor.hosting.routing import RouterError
 
     try:
         find_haproxy()

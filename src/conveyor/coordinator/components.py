@@ -24,10 +24,10 @@ from conveyor.coordinator.loops import Loop, Loops, housekeeping, lost_hosts, sw
 from conveyor.deploy.analyses import default_providers
 from conveyor.deploy.manager import DeploymentManager
 from conveyor.deploy.metrics_targets import METRICS_TARGETS
-from conveyor.deploy.router.haproxy import HAProxyRouter
-from conveyor.deploy.targets.local import LocalTarget
 from conveyor.domain.roles import Role
 from conveyor.filelock import exclusive
+from conveyor.hosting.haproxy import HAProxyRouter
+from conveyor.hosting.processes import LocalTarget
 from conveyor.intake.inbox import Intake
 from conveyor.intake.schedules import Schedules
 from conveyor.notify.bus import EventBus, NatsPublisher

@@ -41,12 +41,12 @@ from conveyor.analysis.providers.router import RouterProvider
 from conveyor.deploy import records
 from conveyor.deploy.context import Driven, DriverContext
 from conveyor.deploy.planner import analyses_due, target_slot
-from conveyor.deploy.router.base import SHARE_SCALE
-from conveyor.deploy.targets.base import Target
 from conveyor.deploy.world import Due, Judged, World
 from conveyor.domain.analysis import AnalysisPhase
 from conveyor.domain.clock import as_utc
 from conveyor.domain.deploy import InstanceState
+from conveyor.hosting.routing import SHARE_SCALE
+from conveyor.hosting.target import Target
 from conveyor.observability import metrics
 from conveyor.pipeline.analysis import Metric, Provider, Template
 from conveyor.scheduler.service import Scheduler

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from conveyor.artifacts.blobs import BlobStore
 from conveyor.deploy.records import gate_of, plan_of, runtime_of
-from conveyor.deploy.targets.base import Target
 from conveyor.deploy.world import Action, Rollout
 from conveyor.domain.policy import Gate
+from conveyor.hosting.target import Target
 from conveyor.pipeline.deploy import Runtime
 from conveyor.storage import environments
 from conveyor.storage.database import Database, Session

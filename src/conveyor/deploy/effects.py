@@ -16,11 +16,11 @@ from typing import Any
 from conveyor.deploy.approvals import unblock
 from conveyor.deploy.context import DriverContext, Effect
 from conveyor.deploy.requests import audited, queue_rollback
-from conveyor.deploy.targets.base import Handle, Launch, Task
 from conveyor.deploy.world import Act
 from conveyor.domain.audit import Action
 from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.deploy import DriverRequest, InstanceState, Phase
+from conveyor.hosting.target import Handle, Launch, Task
 from conveyor.observability import metrics
 from conveyor.storage import analysis, deployments, environments, names
 from conveyor.storage.database import Session

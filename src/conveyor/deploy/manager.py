@@ -35,11 +35,11 @@ from conveyor.deploy.analyses import Analyses, default_providers
 from conveyor.deploy.context import Driven, DriverContext, Effect, EnvironmentLeaseLost
 from conveyor.deploy.effects import CHANGES_ROUTES, HANDLERS, task_id
 from conveyor.deploy.planner import HEALTH_RULE, RUNNING, decide, states
-from conveyor.deploy.router.base import RouterError, ServerStatus, TrafficRouter
-from conveyor.deploy.targets.base import Handle, Target
 from conveyor.deploy.world import Act, Action, Seen, World
 from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.deploy import InstanceState, Phase, QueuePolicy
+from conveyor.hosting.routing import RouterError, ServerStatus, TrafficRouter
+from conveyor.hosting.target import Handle, Target
 from conveyor.ids import new_id
 from conveyor.observability import tracing
 from conveyor.observability.logs import bound

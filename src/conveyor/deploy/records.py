@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from conveyor.deploy import planner
-from conveyor.deploy.router.base import SHARE_SCALE, HealthCheck, Route, Server, ServerState
 from conveyor.deploy.strategy import DeployStrategy
 from conveyor.deploy.world import Rollout, Settled, Step, resolve
 from conveyor.domain.clock import as_utc
 from conveyor.domain.deploy import DriverRequest, InstanceState, PauseReason, Phase
 from conveyor.domain.policy import Decision, Gate
+from conveyor.hosting.routing import SHARE_SCALE, HealthCheck, Route, Server, ServerState
 from conveyor.pipeline.analysis import AnalysisRun
 from conveyor.pipeline.deploy import (
     Health,

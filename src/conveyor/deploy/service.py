@@ -19,7 +19,6 @@ from conveyor.deploy import approvals, records, requests, views
 from conveyor.deploy.approvals import Approver
 from conveyor.deploy.manager import DeploymentManager
 from conveyor.deploy.records import gate_of
-from conveyor.deploy.router.base import RouterError
 from conveyor.deploy.strategy import DeployStrategy
 from conveyor.deploy.world import traffic
 from conveyor.domain.clock import as_utc, iso, utcnow
@@ -28,6 +27,7 @@ from conveyor.domain.errors import Forbidden, Gone, Invalid, NotFound
 from conveyor.domain.policy import Decision, Rules, judge
 from conveyor.domain.principal import Principal
 from conveyor.domain.roles import Role
+from conveyor.hosting.routing import RouterError
 from conveyor.pipeline.plan import job_from_json
 from conveyor.policy import gates
 from conveyor.policy.access import project_named

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from conveyor.deploy import approvals, records
-from conveyor.deploy.router.base import ServerStatus
 from conveyor.domain.clock import as_utc, iso
 from conveyor.domain.deploy import InstanceState, Phase
 from conveyor.domain.policy import Decision
+from conveyor.hosting.routing import ServerStatus
 from conveyor.protocol.api import (
     AnalysisRunOut,
     ApprovalStateOut,

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from conveyor.deploy.router.base import SHARE_SCALE, ServerStatus
-from conveyor.deploy.targets.base import TaskResult
 from conveyor.domain.analysis import AnalysisPhase
 from conveyor.domain.deploy import DriverRequest, InstanceState, PauseReason, Phase
 from conveyor.domain.policy import Gate
+from conveyor.hosting.routing import SHARE_SCALE, ServerStatus
+from conveyor.hosting.target import TaskResult
 from conveyor.pipeline.deploy import SCALE_DOWN_DELAY_S
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from conveyor.analysis.judge import shown
-from conveyor.deploy.router.base import SHARE_SCALE
+from conveyor.hosting.routing import SHARE_SCALE
 
 
 def parse(moment: str | datetime | None) -> datetime | None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from conveyor.domain.traffic import Served
 from conveyor.pipeline.analysis import Metric
 
 
@@ -81,26 +82,6 @@ class Measurement:
     """Of `samples`, how many failed (an error rate's failed requests)."""
     latencies_ms: tuple[float, ...] = ()
     """Each request's time, for a latency quantile judged over the whole analysis."""
-
-
-@dataclass(frozen=True, slots=True)
-class Served:
-    """One request as the traffic router served it."""
-
-    at: float
-    """When the router reported it (wall clock, seconds)."""
-    status: int
-    """The HTTP status sent to the client (HAProxy's 503/504 for a refused or timed-out
-    server; -1 when the client went away before an answer)."""
-    ms: float
-    """Total active time of the request in the router, milliseconds."""
-    preview: bool = False
-    """Came in through the preview URL rather than the environment's URL."""
-
-    @property
-    def failed(self) -> bool:
-        """A server-side failure: 5xx, or no answer (a refused or timed-out server)."""
-        return self.status >= 500
 
 
 class RequestSource(Protocol):

@@ -1,6 +1,6 @@
 """The `router` provider (the default, no setup): each slot's requests as the traffic
 router served them, from its per-request log (HAProxy logs every request of an
-environment's frontend to a ring that the coordinator reads; deploy/router/requests.py).
+environment's frontend to a ring that the coordinator reads; hosting/request_log.py).
 
 For a request rate (`measure: requests`), it is the slot's requests per second. For an
 error rate, a measurement counts the slot's requests in the window and those that

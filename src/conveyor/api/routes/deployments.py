@@ -13,9 +13,9 @@ from fastapi.responses import JSONResponse
 from conveyor.api.errors import ApiError
 from conveyor.api.idempotency import once, parse_key
 from conveyor.api.state import Caller, State
-from conveyor.deploy.router.base import RouterError
-from conveyor.deploy.router.haproxy import find_haproxy
 from conveyor.domain.deploy import Control
+from conveyor.hosting.haproxy import find_haproxy
+from conveyor.hosting.routing import RouterError
 from conveyor.protocol import patterns
 from conveyor.protocol.api import (
     DIGEST,

@@ -13,7 +13,6 @@ from conveyor.deploy.planner.common import (
     promote_requested,
     who_asked,
 )
-from conveyor.deploy.router.base import SHARE_SCALE
 from conveyor.deploy.strategy import (
     DEFAULT_ANALYSIS_S,
     AnalysisStep,
@@ -33,6 +32,7 @@ from conveyor.deploy.world import (
 )
 from conveyor.domain.analysis import AnalysisPhase
 from conveyor.domain.deploy import DriverRequest, PauseReason, Phase
+from conveyor.hosting.routing import SHARE_SCALE
 
 BACKGROUND = "background"
 

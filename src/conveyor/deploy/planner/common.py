@@ -4,9 +4,9 @@ what. Every environment has two slots; rolling works in place on the stable slot
 
 from __future__ import annotations
 
-from conveyor.deploy.router.base import SHARE_SCALE
 from conveyor.deploy.world import Act, Action, Judged, Kind, Rollout, Seen, World, other
 from conveyor.domain.deploy import DriverRequest, InstanceState, PauseReason, Phase
+from conveyor.hosting.routing import SHARE_SCALE
 
 
 def target_slot(world: World) -> str:

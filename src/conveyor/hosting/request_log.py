@@ -25,7 +25,7 @@ import re
 import time
 from pathlib import Path
 
-from conveyor.analysis.providers.base import Served
+from conveyor.domain.traffic import Served
 
 log = logging.getLogger("conveyor.deploy.requests")
 RING = "requests"

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from conveyor.artifacts import tarballs
-from conveyor.deploy.targets.base import Handle, Launch, Task, TaskResult
+from conveyor.hosting.target import Handle, Launch, Task, TaskResult
 
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV")
 

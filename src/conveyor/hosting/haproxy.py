@@ -27,8 +27,10 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from conveyor.analysis.providers.base import Served
-from conveyor.deploy.router.base import (
+from conveyor.domain.traffic import Served
+from conveyor.filelock import exclusive
+from conveyor.hosting.request_log import LOG_FORMAT, RING, RequestLog
+from conveyor.hosting.routing import (
     HealthCheck,
     Route,
     RouterError,
@@ -36,8 +38,6 @@ from conveyor.deploy.router.base import (
     ServerState,
     ServerStatus,
 )
-from conveyor.deploy.router.request_log import LOG_FORMAT, RING, RequestLog
-from conveyor.filelock import exclusive
 
 log = logging.getLogger("conveyor.deploy.haproxy")
 RISE = 2

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
-from conveyor.analysis.providers.base import Served
+from conveyor.domain.traffic import Served
 
 
 class RouterError(Exception):

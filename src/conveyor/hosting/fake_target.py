@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from conveyor.deploy.targets.base import Handle, Launch, Task, TaskResult
+from conveyor.hosting.target import Handle, Launch, Task, TaskResult
 
 START_S = "FAKE_START_S"
 UNHEALTHY = "FAKE_UNHEALTHY"

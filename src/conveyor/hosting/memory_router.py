@@ -17,8 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conveyor.analysis.providers.base import Served
-from conveyor.deploy.router.base import (
+from conveyor.domain.traffic import Served
+from conveyor.hosting.request_log import RequestLog
+from conveyor.hosting.routing import (
     SHARE_SCALE,
     Route,
     RouterError,
@@ -26,7 +27,6 @@ from conveyor.deploy.router.base import (
     ServerState,
     ServerStatus,
 )
-from conveyor.deploy.router.request_log import RequestLog
 
 
 @dataclass

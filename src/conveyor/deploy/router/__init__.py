@@ -1,1 +1,0 @@
-"""Traffic routers: what sends an environment's traffic to its instances."""
