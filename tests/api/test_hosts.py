@@ -3,6 +3,8 @@ commands on hosts, each refused with the right status when it must be."""
 
 from __future__ import annotations
 
+import hashlib
+
 from tests.api.conftest import World
 
 JOIN = {"name": "h1", "address": "10.77.0.11", "labels": {"zone": "a"}, "slots": 8}
@@ -18,9 +20,8 @@ def _host_token(world: World, who: str = "a:maintainer", **body: object) -> str:
 
 
 def _agent(world: World, token: str, method: str, path: str, **kwargs):  # type: ignore[no-untyped-def]
-    return world.client.request(
-        method, path, headers={"Authorization": f"Bearer {token}"}, **kwargs
-    )
+    headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
+    return world.client.request(method, path, headers=headers, **kwargs)
 
 
 def test_an_agent_joins_polls_and_is_fenced_by_its_own_next_join(world: World):
@@ -132,3 +133,40 @@ def test_bad_input_is_refused_with_what_is_wrong(world: World):
     assert world.call("a:maintainer", "POST", "/api/v1/hosts/h1/drain").status_code == 200
     assert world.call("a:maintainer", "DELETE", "/api/v1/hosts/h1").status_code == 204
     assert world.call("a:maintainer", "GET", "/api/v1/hosts/h1").status_code == 404
+
+
+def test_an_agent_fetches_artifacts_of_the_teams_its_host_serves_with_ranges(world: World):
+    body = b"release bytes " * 5000
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    for team in ("a", "b"):
+        made = world.call(
+            f"{team}:developer",
+            "POST",
+            f"/api/v1/projects/{team}/api/artifacts",
+            params={"name": "api.tar"},
+            content=body if team == "a" else body + b"!",
+        )
+        assert made.status_code == 201, made.text
+    other = "sha256:" + hashlib.sha256(body + b"!").hexdigest()
+    token = _host_token(world)
+    joined = _agent(world, token, "POST", "/api/v1/agent/join", json=JOIN).json()
+    params = {"host": joined["host_id"], "fence": joined["fence"]}
+    whole = _agent(world, token, "GET", f"/api/v1/agent/artifacts/{digest}", params=params)
+    assert whole.status_code == 200 and whole.content == body
+    rest = _agent(
+        world,
+        token,
+        "GET",
+        f"/api/v1/agent/artifacts/{digest}",
+        params=params,
+        headers={"Range": "bytes=1000-"},
+    )
+    assert rest.status_code == 206 and rest.content == body[1000:]
+    # Team b's artifact is not for a host of team a; a stale fence is refused.
+    theirs = _agent(world, token, "GET", f"/api/v1/agent/artifacts/{other}", params=params)
+    assert theirs.status_code == 404, theirs.text
+    stale = params | {"fence": joined["fence"] + 1}
+    refused = _agent(world, token, "GET", f"/api/v1/agent/artifacts/{digest}", params=stale)
+    assert refused.status_code == 409 and refused.json()["error"] == "stale_fence"
+    bad = _agent(world, token, "GET", "/api/v1/agent/artifacts/md5:1", params=params)
+    assert bad.status_code == 422

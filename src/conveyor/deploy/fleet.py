@@ -21,7 +21,8 @@ from conveyor.domain.principal import Principal
 from conveyor.domain.roles import Role
 from conveyor.policy.access import team_named
 from conveyor.protocol.agent import LEASE_S, POLL_S, PROTOCOL, Desired, Join, Joined
-from conveyor.storage import audit, hosts
+from conveyor.storage import audit, hosts, names
+from conveyor.storage.artifacts import ArtifactRecord
 from conveyor.storage.database import Database, Session
 from conveyor.storage.hosts import HostRecord, HostTokenRecord, Joining
 from conveyor.waiting import event_or_timeout
@@ -158,6 +159,24 @@ class Fleet:
             "this host registered again since, or was found lost: the agent must join again",
             code="stale_fence",
         )
+
+    async def artifact(
+        self, digest: str, host_id: uuid.UUID, fence: int, artifact: str
+    ) -> tuple[ArtifactRecord, str]:
+        """The artifact `artifact` (a digest) for the host's agent to fetch, if it is one
+        of a team the host serves; with that team's name (downloads are counted by it)."""
+        async with self.db.transaction() as session:
+            host = await hosts.held(session, host_id, fence, digest)
+            if host is None:
+                why = await hosts.why(session, host_id, fence, digest)
+                if why == "revoked":
+                    raise Unauthenticated("unknown or revoked host token, or no such host")
+                raise Fenced("this host registered again since: join again", code="stale_fence")
+            found = await hosts.artifact_for(session, host, artifact)
+            if found is None:
+                raise NotFound(f"no artifact {artifact} of a team this host serves")
+            team = await names.team(session, found.team_id)
+        return found, team
 
     def poke(self, host_id: uuid.UUID) -> None:
         """An agent of this host waiting on this replica polls again now."""

@@ -15,8 +15,9 @@ from sqlalchemy.exc import IntegrityError
 
 from conveyor.domain.errors import Conflict
 from conveyor.domain.hosts import HostState
+from conveyor.storage.artifacts import ArtifactRecord, artifact_of
 from conveyor.storage.database import Session, insert_for
-from conveyor.storage.tables import Host, HostToken, PoolShare
+from conveyor.storage.tables import Artifact, Host, HostToken, PoolShare
 from conveyor.storage.values import record_of
 
 
@@ -242,6 +243,41 @@ async def sweep(session: Session, now: datetime) -> list[HostRecord]:
         return []
     found = await session.scalars(select(Host).where(Host.id.in_(ids)).order_by(Host.name))
     return [record_of(HostRecord, row) for row in found]
+
+
+async def held(session: Session, host_id: uuid.UUID, fence: int, digest: str) -> HostRecord | None:
+    """The host, if the caller holds its token (not revoked) and its current fence."""
+    found = await session.scalar(
+        select(Host)
+        .join(HostToken, HostToken.id == Host.token_id)
+        .where(
+            Host.id == host_id,
+            Host.fence == fence,
+            HostToken.token_hash == digest,
+            HostToken.revoked_at.is_(None),
+        )
+    )
+    return record_of(HostRecord, found) if found is not None else None
+
+
+async def served_teams(session: Session, host: HostRecord) -> list[uuid.UUID]:
+    """The teams whose environments may run on the host: its team, or the teams its
+    pool is shared with."""
+    if host.team_id is not None:
+        return [host.team_id]
+    found = await session.scalars(select(PoolShare.team_id).where(PoolShare.pool == host.pool))
+    return list(found)
+
+
+async def artifact_for(session: Session, host: HostRecord, digest: str) -> ArtifactRecord | None:
+    """An artifact with this digest of a team the host serves."""
+    found = await session.scalar(
+        select(Artifact)
+        .where(Artifact.digest == digest, Artifact.team_id.in_(await served_teams(session, host)))
+        .order_by(Artifact.created_at)
+        .limit(1)
+    )
+    return artifact_of(found) if found is not None else None
 
 
 # -- reading and managing hosts --------------------------------------------------------

@@ -7,10 +7,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
 
 from conveyor.api.auth import HOST_PREFIX, bearer, new_token, token_hash
 from conveyor.api.state import Caller, State
+from conveyor.api.transfer import blob_response
 from conveyor.domain.clock import iso
 from conveyor.protocol.agent import Desired, Join, Joined
 from conveyor.protocol.api import HostOut, HostTokenIn, HostTokenOut
@@ -19,6 +21,7 @@ from conveyor.storage.database import Session
 from conveyor.storage.hosts import HostRecord, HostTokenRecord
 
 router = APIRouter(tags=["hosts"])
+DIGEST = r"^sha256:[0-9a-f]{64}$"
 
 
 def _host_token(request: Request) -> str:
@@ -48,6 +51,20 @@ async def desired(
     after at most `wait` seconds (the coordinator's poll time caps it). Renews the
     host's lease; 409 when the host registered again since (join again)."""
     return await state.fleet.desired(_host_token(request), host, fence, generation, wait)
+
+
+@router.get("/api/v1/agent/artifacts/{digest}", response_model=None)
+async def agent_artifact(
+    digest: Annotated[str, Path(pattern=DIGEST)],
+    request: Request,
+    state: State,
+    host: uuid.UUID,
+    fence: Annotated[int, Query(ge=1)],
+) -> FileResponse | StreamingResponse:
+    """An artifact's bytes by digest, for an agent whose host serves the artifact's team.
+    Answers `Range` requests, so that an interrupted download resumes."""
+    found, team = await state.fleet.artifact(_host_token(request), host, fence, digest)
+    return blob_response(state, found, team)
 
 
 # -- people ----------------------------------------------------------------------------
