@@ -7,7 +7,7 @@ import uuid
 import httpx
 
 from conveyor.dial import Dialer, reply_as
-from conveyor.protocol.agent import Desired, Join, Joined
+from conveyor.protocol.agent import Desired, Join, Joined, Report
 
 
 class Refusal(Exception):
@@ -47,6 +47,15 @@ class AgentClient:
         response = await self.dialer.send("GET", "/api/v1/agent/desired", params=params)
         _check(response)
         return reply_as(Desired, response)
+
+    async def report(self, host_id: uuid.UUID, body: Report) -> None:
+        response = await self.dialer.send(
+            "POST",
+            "/api/v1/agent/report",
+            params={"host": str(host_id)},
+            json=body.model_dump(mode="json"),
+        )
+        _check(response)
 
 
 def _check(response: httpx.Response) -> None:

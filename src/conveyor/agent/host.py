@@ -1,5 +1,6 @@
 """The agent's loop: join the coordinator with the host's facts, then long-poll for what
-the host should run and converge to it, renewing the host's lease with every poll. A
+the host should run and converge to it, renewing the host's lease with every poll, and
+watch the instances between polls, reporting whenever what a report carries changes. A
 stale fence (the host joined again, or was found lost) makes it join again; a refusal
 that retrying cannot change (a revoked token, another protocol) ends it with the
 coordinator's reason; an unreachable coordinator is retried with a back-off short
@@ -10,17 +11,24 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
 from conveyor import __version__
+from conveyor.agent.artifacts import ArtifactCache
 from conveyor.agent.client import AgentClient, Refusal, StaleFence
-from conveyor.protocol.agent import Desired, Join, Joined
+from conveyor.agent.instances import Instances
+from conveyor.hosting.processes import LocalTarget
+from conveyor.protocol.agent import Desired, DesiredInstance, Join, Joined, Report
 from conveyor.waiting import event_or_timeout
 
 log = logging.getLogger("conveyor.agent")
 BACKOFF_S = (0.5, 4.0)
 """The first and the longest wait after a failed call (well under a lease)."""
+WATCH_S = 0.25
+"""How often the agent looks at its instances between polls."""
+CACHE_BYTES = 10 * 2**30
 
 
 @dataclass(frozen=True)
@@ -47,19 +55,34 @@ class HostFacts:
 
 
 class HostAgent:
-    def __init__(self, facts: HostFacts, client: AgentClient) -> None:
+    def __init__(
+        self,
+        facts: HostFacts,
+        client: AgentClient,
+        data_dir: Path,
+        cache_bytes: int = CACHE_BYTES,
+    ) -> None:
         self.facts = facts
         self.client = client
+        self.target = LocalTarget(data_dir / "host")
+        self.cache = ArtifactCache(data_dir / "artifacts", cache_bytes)
+        self.instances = Instances(self.target, self._fetch, facts.address)
         self.joined: Joined | None = None
         self.desired: Desired | None = None
+        self.wanted: list[DesiredInstance] = []
         self.joins = 0
+        self.reports = 0
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
         self._stopping.set()
 
+    async def close(self) -> None:
+        await self.target.close()
+
     async def serve(self) -> None:
-        """Until stopped; Refusal when the coordinator will not have this host."""
+        """Until stopped; Refusal when the coordinator will not have this host. The
+        instances keep running when the agent stops (its next start adopts them)."""
         wait = BACKOFF_S[0]
         while not self._stopping.is_set():
             try:
@@ -90,20 +113,50 @@ class HostAgent:
         poll = asyncio.ensure_future(
             self.client.desired(joined.host_id, joined.fence, known, joined.poll_s)
         )
-        stopping = asyncio.ensure_future(self._stopping.wait())
         try:
-            await asyncio.wait({poll, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            while not poll.done():
+                if await self.instances.watch():
+                    await self._report()
+                await asyncio.wait({poll}, timeout=WATCH_S)
+                if self._stopping.is_set():
+                    return
+            desired = poll.result()
         finally:
-            stopping.cancel()
-        if not poll.done():
             poll.cancel()
-            return
-        desired = poll.result()
         if desired.generation != known:
-            self.converge(desired)
+            self._note(desired)
+            self.desired = desired
+            if desired.instances is not None:
+                self.wanted = desired.instances
+        await self.instances.converge(self.wanted, desired.stop_grace_s)
+        await self.instances.watch()
+        if desired.generation != known:
+            await self._report()
 
-    def converge(self, desired: Desired) -> None:
-        """Make the host run what `desired` says (so far: note it; draining is logged)."""
+    async def _report(self) -> None:
+        if self.joined is None or self.desired is None:
+            return
+        body = Report(
+            fence=self.joined.fence,
+            generation=self.desired.generation,
+            instances=self.instances.observed(),
+        )
+        await self.client.report(self.joined.host_id, body)
+        self.reports += 1
+
+    async def _fetch(self, digest: str) -> Path:
+        assert self.joined is not None
+        in_use = frozenset(r.wanted.digest for r in self.instances.running.values())
+        return await self.cache.fetch(
+            self.client.dialer.http,
+            self.client.dialer.urls[0],
+            self.joined.host_id,
+            self.joined.fence,
+            digest,
+            in_use,
+        )
+
+    def _note(self, desired: Desired) -> None:
         if self.desired is None or desired.draining != self.desired.draining:
             log.info(
                 "host %s: generation %d%s",
@@ -111,7 +164,6 @@ class HostAgent:
                 desired.generation,
                 " (draining)" if desired.draining else "",
             )
-        self.desired = desired
 
 
 __all__ = ["HostAgent", "HostFacts", "Refusal"]

@@ -173,6 +173,16 @@ def _pairs(text: str, what: str) -> dict[str, str]:
     return pairs
 
 
+def _size(text: str, what: str) -> int:
+    from conveyor.pipeline.fields import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        err.print(f"error: {what}: {escape(str(exc))}")
+        raise typer.Exit(EXIT_INVALID) from None
+
+
 def _capacity(text: str) -> tuple[int | None, int | None]:
     """`slots=8,memory=4GiB` → (8, 4 GiB in bytes)."""
     from conveyor.pipeline.fields import parse_size
@@ -202,6 +212,10 @@ def agent_cmd(
         bool, typer.Option("--router", help="This host runs HAProxy for environments too.")
     ] = False,
     name: Annotated[str | None, typer.Option("--name", help="Default: the hostname.")] = None,
+    cache_size: Annotated[
+        str, typer.Option("--cache-size", help="The most the artifact cache keeps.")
+    ] = "10GiB",
+    data_dir: DataDirOpt = None,
 ) -> None:
     """Run this host's instances for a coordinator: joins with a host token (cvy_host_…),
     holds the host's lease and long-polls for what the host should run. Dials out only."""
@@ -213,6 +227,7 @@ def agent_cmd(
     settings = Settings()
     _logs(settings)
     slots, memory = _capacity(capacity)
+    cache_bytes = _size(cache_size, "--cache-size")
     facts = HostFacts(
         name=name or socket.gethostname(),
         address=address,
@@ -230,7 +245,8 @@ def agent_cmd(
 
     async def main() -> None:
         client = AgentClient(server, token)
-        agent = HostAgent(facts, client)
+        root = (data_dir or settings.data_dir).resolve() / "agent"
+        agent = HostAgent(facts, client, root, cache_bytes)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.stop)
@@ -238,6 +254,7 @@ def agent_cmd(
         try:
             await agent.serve()
         finally:
+            await agent.close()
             await client.close()
 
     try:

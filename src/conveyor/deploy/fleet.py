@@ -20,10 +20,21 @@ from conveyor.domain.hosts import HostState
 from conveyor.domain.principal import Principal
 from conveyor.domain.roles import Role
 from conveyor.policy.access import team_named
-from conveyor.protocol.agent import LEASE_S, POLL_S, PROTOCOL, Desired, Join, Joined
+from conveyor.protocol.agent import (
+    LEASE_S,
+    POLL_S,
+    PROTOCOL,
+    Desired,
+    DesiredInstance,
+    HealthProbe,
+    Join,
+    Joined,
+    Report,
+)
 from conveyor.storage import audit, hosts, names
 from conveyor.storage.artifacts import ArtifactRecord
 from conveyor.storage.database import Database, Session
+from conveyor.storage.deployment_records import InstanceRecord
 from conveyor.storage.hosts import HostRecord, HostTokenRecord, Joining
 from conveyor.waiting import event_or_timeout
 
@@ -143,9 +154,25 @@ class Fleet:
             if await event_or_timeout(event, wait):
                 event.clear()
                 lease = await self._renew(digest, host_id, fence)
+        instances = None
+        if lease.generation != generation:
+            async with self.db.transaction() as session:
+                rows = await hosts.desired_instances(session, host_id)
+            instances = [wanted for row in rows if (wanted := desired_of(row)) is not None]
         return Desired(
-            host_id=host_id, fence=fence, generation=lease.generation, draining=lease.draining
+            host_id=host_id,
+            fence=fence,
+            generation=lease.generation,
+            draining=lease.draining,
+            instances=instances,
         )
+
+    async def report(self, digest: str, host_id: uuid.UUID, body: Report) -> None:
+        """Keep what the agent sees of its host's instances; renews the lease."""
+        await self._renew(digest, host_id, body.fence)
+        reports = {seen.id: seen.model_dump(mode="json", exclude={"id"}) for seen in body.instances}
+        async with self.db.transaction() as session:
+            await hosts.observed(session, host_id, reports, self.clock())
 
     async def _renew(self, digest: str, host_id: uuid.UUID, fence: int) -> hosts.Lease:
         async with self.db.transaction() as session:
@@ -243,6 +270,22 @@ class Fleet:
                 raise NotFound(f"pool {pool} is not shared with team {team}")
             action = Action.POOL_SHARE if on else Action.POOL_UNSHARE
             await audit.record(session, found.id, who.display, action, f"pool {pool}", {})
+
+
+def desired_of(row: InstanceRecord) -> DesiredInstance | None:
+    """What an agent runs for an instance placed on its host (None: not placed there by
+    a launch, which does not happen for a placed instance)."""
+    if row.launch is None:
+        return None
+    return DesiredInstance(
+        id=row.id,
+        digest=row.digest,
+        command=str(row.launch["command"]),
+        env=dict(row.launch.get("env", {})),
+        port=row.port,
+        incarnation=row.restarts,
+        health=HealthProbe.model_validate(row.launch.get("health", {})),
+    )
 
 
 def _teams_of(who: Principal) -> list[uuid.UUID] | None:

@@ -46,6 +46,8 @@ class LocalTarget:
         self.pids = root / "pids"
         self.tasks = root / "tasks"
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._ended: dict[int, int] = {}
+        """Exit codes of children that ended, by pid (until `exit_code` reads them)."""
         self._http = httpx.AsyncClient()
 
     async def close(self) -> None:
@@ -99,14 +101,23 @@ class LocalTarget:
 
     def alive(self, handle: Handle) -> bool:
         child = self._children.get(handle.pid)
-        if child is not None and child.poll() is not None:
+        if child is not None and (code := child.poll()) is not None:
             self._children.pop(handle.pid, None)
+            self._ended[handle.pid] = code
             return False
         return process_start_time(handle.pid) == handle.started
 
-    async def healthy(self, port: int, path: str, timeout: float) -> bool:
+    def exit_code(self, handle: Handle) -> int | None:
+        """How the process ended, if it was a child of this target (an adopted one's
+        end is not known); read once."""
+        return self._ended.pop(handle.pid, None)
+
+    async def healthy(
+        self, port: int, path: str, timeout: float, address: str = "127.0.0.1"
+    ) -> bool:
+        host = f"[{address}]" if ":" in address else address
         try:
-            response = await self._http.get(f"http://127.0.0.1:{port}{path}", timeout=timeout)
+            response = await self._http.get(f"http://{host}:{port}{path}", timeout=timeout)
         except httpx.HTTPError:
             return False
         return 200 <= response.status_code < 300

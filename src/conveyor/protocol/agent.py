@@ -3,9 +3,10 @@ host dials out to the coordinator, registers its host, and long-polls for what t
 should run. Every call carries the host token; every call after `join` carries the
 host's fence, and one with an older fence is refused (409): the host registered since.
 
-join     Join                      ─▶ Joined
-desired  (long poll, renews lease) ─▶ Desired
-report   Report                    ─▶ 204 (renews lease)
+join      Join                      ─▶ Joined
+desired   (long poll, renews lease) ─▶ Desired
+report    Report                    ─▶ 204 (renews lease)
+artifacts GET by digest (Range)     ─▶ the artifact's bytes
 """
 
 from __future__ import annotations
@@ -72,10 +73,68 @@ class Joined(AgentReply):
     poll_s: float
 
 
+class HealthProbe(AgentReply):
+    """How the agent checks a starting instance: GET `path` on its port."""
+
+    path: str = "/healthz"
+    timeout: float = 2.0
+
+
+class DesiredInstance(AgentReply):
+    """One instance the host should run."""
+
+    id: uuid.UUID
+    digest: str
+    """The artifact to run it from (fetched by digest, unpacked once per host)."""
+    command: str
+    env: dict[str, str] = Field(default_factory=dict)
+    port: int
+    incarnation: int = 0
+    """Raised by every restart the coordinator asks for: a process of an older one is
+    stopped and a new one started."""
+    health: HealthProbe = Field(default_factory=HealthProbe)
+
+
 class Desired(AgentReply):
-    """What the host should run now; `generation` is raised by every change of it."""
+    """What the host should run now; `generation` is raised by every change of it. An
+    instance the agent runs that is not here is stopped (SIGTERM, then SIGKILL after
+    `stop_grace_s`)."""
 
     host_id: uuid.UUID
     fence: int
     generation: int
     draining: bool = False
+    instances: list[DesiredInstance] | None = None
+    """Every instance it should run; None when `generation` is the one the agent asked
+    with (nothing changed: it keeps what it has)."""
+    stop_grace_s: float = 5.0
+
+
+class ObservedInstance(AgentRequest):
+    """One instance as its agent sees it."""
+
+    id: uuid.UUID
+    incarnation: int
+    pid: int | None = None
+    started: str | None = None
+    """The process's start time (a reused pid does not match it)."""
+    running: bool
+    exit_code: int | None = None
+    """How its last process ended, when it has ended."""
+    healthy: bool | None = None
+    """Its health path answered 2xx on the last probe (None: not probed yet)."""
+    rss: int | None = None
+    """Resident memory of its process, bytes."""
+    cpu_s: float | None = None
+    """CPU time its process has used, seconds."""
+    log_lines: int = 0
+    problem: str | None = Field(None, max_length=2000)
+    """Why it cannot run (an artifact of another digest, a failed fetch)."""
+
+
+class Report(AgentRequest):
+    """What the host runs, as its agent sees it (sent when something changed)."""
+
+    fence: int
+    generation: int
+    instances: list[ObservedInstance] = Field(default_factory=list, max_length=1000)

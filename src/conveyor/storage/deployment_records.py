@@ -121,6 +121,10 @@ class InstanceRecord:
     started_at: datetime | None
     created_at: datetime
     stopped_at: datetime | None
+    host_id: uuid.UUID | None = None
+    launch: dict[str, Any] | None = None
+    observed: dict[str, Any] | None = None
+    observed_at: datetime | None = None
 
 
 def instance_record(row: Instance) -> InstanceRecord:

@@ -8,16 +8,18 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import Table, bindparam, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from conveyor.domain.deploy import InstanceState
 from conveyor.domain.errors import Conflict
 from conveyor.domain.hosts import HostState
 from conveyor.storage.artifacts import ArtifactRecord, artifact_of
 from conveyor.storage.database import Session, insert_for
-from conveyor.storage.tables import Artifact, Host, HostToken, PoolShare
+from conveyor.storage.deployment_records import InstanceRecord, instance_record
+from conveyor.storage.tables import Artifact, Host, HostToken, Instance, PoolShare
 from conveyor.storage.values import record_of
 
 
@@ -278,6 +280,46 @@ async def artifact_for(session: Session, host: HostRecord, digest: str) -> Artif
         .limit(1)
     )
     return artifact_of(found) if found is not None else None
+
+
+# -- what hosts run --------------------------------------------------------------------
+
+
+async def desired_instances(session: Session, host_id: uuid.UUID) -> list[InstanceRecord]:
+    """The instances the host should run: placed on it and not stopped."""
+    found = await session.scalars(
+        select(Instance)
+        .where(Instance.host_id == host_id, Instance.state != InstanceState.STOPPED.value)
+        .order_by(Instance.created_at, Instance.id)
+    )
+    return [instance_record(row) for row in found]
+
+
+async def changed(session: Session, host_ids: list[uuid.UUID]) -> None:
+    """What these hosts should run changed: their agents' long polls answer now."""
+    if host_ids:
+        await session.execute(
+            update(Host)
+            .where(Host.id.in_(host_ids))
+            .values(generation=Host.generation + 1)
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def observed(
+    session: Session, host_id: uuid.UUID, reports: dict[uuid.UUID, dict[str, Any]], at: datetime
+) -> None:
+    """Keep what the host's agent reported of its instances (only of instances placed
+    on it): one statement, executed for each."""
+    if not reports:
+        return
+    table = cast(Table, Instance.__table__)
+    await session.execute(
+        update(table)
+        .where(table.c.id == bindparam("instance"), table.c.host_id == host_id)
+        .values(observed=bindparam("report"), observed_at=at),
+        [{"instance": key, "report": value} for key, value in reports.items()],
+    )
 
 
 # -- reading and managing hosts --------------------------------------------------------

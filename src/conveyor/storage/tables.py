@@ -659,6 +659,15 @@ class Instance(Base):
     """When its current process started (restarts reset it)."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     stopped_at: Mapped[datetime | None] = mapped_column(default=None)
+    host_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("hosts.id", ondelete="SET NULL"), default=None, index=True
+    )
+    """The host whose agent runs it (None: the coordinator's own machine)."""
+    launch: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    """What its agent starts: command, env and health check (fixed when it is placed)."""
+    observed: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    """What its agent last reported of it (protocol.agent.ObservedInstance)."""
+    observed_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class RevisionPin(Base):

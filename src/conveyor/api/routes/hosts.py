@@ -14,7 +14,7 @@ from conveyor.api.auth import HOST_PREFIX, bearer, new_token, token_hash
 from conveyor.api.state import Caller, State
 from conveyor.api.transfer import blob_response
 from conveyor.domain.clock import iso
-from conveyor.protocol.agent import Desired, Join, Joined
+from conveyor.protocol.agent import Desired, Join, Joined, Report
 from conveyor.protocol.api import HostOut, HostTokenIn, HostTokenOut
 from conveyor.storage import names
 from conveyor.storage.database import Session
@@ -51,6 +51,14 @@ async def desired(
     after at most `wait` seconds (the coordinator's poll time caps it). Renews the
     host's lease; 409 when the host registered again since (join again)."""
     return await state.fleet.desired(_host_token(request), host, fence, generation, wait)
+
+
+@router.post("/api/v1/agent/report", status_code=204)
+async def report(body: Report, request: Request, state: State, host: uuid.UUID) -> Response:
+    """What the agent sees of its host's instances (sent when something changed, and
+    with its polls). Renews the host's lease; 409 when the host joined again since."""
+    await state.fleet.report(_host_token(request), host, body)
+    return Response(status_code=204)
 
 
 @router.get("/api/v1/agent/artifacts/{digest}", response_model=None)

@@ -1,0 +1,185 @@
+"""The host's instances as its agent runs them: started from the desired state (the
+artifact fetched by digest and unpacked once), adopted after the agent's own restart
+(pid files with start times), watched (alive, exit code, health probe, memory, CPU, log
+lines), and stopped when they are no longer wanted (SIGTERM, SIGKILL after the grace
+time). The coordinator decides restarts: a crashed instance is reported, and runs again
+when its incarnation is raised."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from conveyor.hosting.processes import LocalTarget
+from conveyor.hosting.target import Handle, Launch
+from conveyor.protocol.agent import DesiredInstance, ObservedInstance
+
+log = logging.getLogger("conveyor.agent")
+
+Fetch = Callable[[str], Awaitable[Path]]
+"""The artifact's file for a digest (fetched, verified and cached)."""
+
+
+@dataclass
+class Running:
+    """One instance on this host and what the agent saw of it last."""
+
+    wanted: DesiredInstance
+    handle: Handle | None = None
+    incarnation: int = 0
+    running: bool = False
+    exit_code: int | None = None
+    healthy: bool | None = None
+    problem: str | None = None
+    log_offset: int = 0
+    log_lines: int = 0
+
+    def observed(self) -> ObservedInstance:
+        rss, cpu = _usage(self.handle.pid) if self.handle and self.running else (None, None)
+        return ObservedInstance(
+            id=self.wanted.id,
+            incarnation=self.incarnation,
+            pid=self.handle.pid if self.handle else None,
+            started=self.handle.started if self.handle else None,
+            running=self.running,
+            exit_code=self.exit_code,
+            healthy=self.healthy,
+            rss=rss,
+            cpu_s=cpu,
+            log_lines=self.log_lines,
+            problem=self.problem,
+        )
+
+    def state(self) -> tuple[object, ...]:
+        """What a report is sent for when it changes (not usage, which always does)."""
+        return (self.incarnation, self.running, self.exit_code, self.healthy, self.problem)
+
+
+@dataclass
+class Stopping:
+    handle: Handle
+    since: float
+
+
+class Instances:
+    def __init__(
+        self,
+        target: LocalTarget,
+        fetch: Fetch,
+        address: str = "127.0.0.1",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.target = target
+        self.fetch = fetch
+        self.address = address
+        self.clock = clock
+        self.running: dict[uuid.UUID, Running] = {}
+        self.stopping: dict[uuid.UUID, Stopping] = {}
+        self.grace_s = 5.0
+
+    async def converge(self, desired: list[DesiredInstance], grace_s: float) -> None:
+        """Run what `desired` lists; stop what it does not."""
+        self.grace_s = grace_s
+        wanted = {instance.id: instance for instance in desired}
+        for instance_id in list(self.running):
+            if instance_id not in wanted:
+                self._stop(instance_id)
+        for instance in desired:
+            current = self.running.get(instance.id)
+            if current is None:
+                current = self.running[instance.id] = Running(instance)
+                adopted = self.target.adopt(str(instance.id))
+                if adopted is not None:  # ours from before the agent's restart
+                    current.handle, current.running = adopted, True
+                    current.incarnation = instance.incarnation
+                    log.info("instance %s: adopted (pid %d)", instance.id, adopted.pid)
+                    continue
+            elif current.incarnation == instance.incarnation and (
+                current.running or current.handle is not None
+            ):
+                current.wanted = instance
+                continue
+            await self._start(current, instance)
+
+    async def _start(self, current: Running, instance: DesiredInstance) -> None:
+        if current.handle is not None and self.target.alive(current.handle):
+            self.target.terminate(current.handle, force=True)
+        current.wanted, current.incarnation = instance, instance.incarnation
+        current.healthy, current.exit_code, current.problem = None, None, None
+        try:
+            blob = await self.fetch(instance.digest)
+            release = self.target.prepare(instance.digest, blob)
+        except Exception as exc:  # reported: the coordinator decides what follows
+            current.problem, current.running, current.handle = f"{exc}", False, None
+            log.warning("instance %s: cannot start: %s", instance.id, exc)
+            return
+        env = dict(instance.env) | {"CONVEYOR_ADDRESS": self.address}
+        launch = Launch(str(instance.id), release, instance.command, instance.port, env)
+        current.handle, current.running = self.target.start(launch), True
+        log.info("instance %s: started (pid %d)", instance.id, current.handle.pid)
+
+    def _stop(self, instance_id: uuid.UUID) -> None:
+        gone = self.running.pop(instance_id)
+        if gone.handle is not None and self.target.alive(gone.handle):
+            self.target.terminate(gone.handle, force=False)
+            self.stopping[instance_id] = Stopping(gone.handle, self.clock())
+        else:
+            self.target.forget(str(instance_id))
+
+    async def watch(self) -> bool:
+        """Look at every instance once; whether anything a report carries changed."""
+        changed = False
+        for instance_id, stopping in list(self.stopping.items()):
+            if not self.target.alive(stopping.handle):
+                self.target.forget(str(instance_id))
+                del self.stopping[instance_id]
+            elif self.clock() - stopping.since > self.grace_s:
+                log.warning("instance %s ignored SIGTERM; killing it", instance_id)
+                self.target.terminate(stopping.handle, force=True)
+        for current in self.running.values():
+            before = current.state()
+            if current.handle is not None and current.running:
+                if not self.target.alive(current.handle):
+                    current.running = False
+                    current.exit_code = self.target.exit_code(current.handle)
+                    current.healthy = False
+                elif current.healthy is not True:
+                    health = current.wanted.health
+                    current.healthy = await self.target.healthy(
+                        current.wanted.port, health.path, health.timeout, self.address
+                    )
+            self._count_lines(current)
+            changed = changed or current.state() != before
+        return changed
+
+    def _count_lines(self, current: Running) -> None:
+        path = self.target.log_path(str(current.wanted.id))
+        with contextlib.suppress(OSError), path.open("rb") as handle:
+            handle.seek(current.log_offset)
+            data = handle.read()
+            current.log_offset += len(data)
+            current.log_lines += data.count(b"\n")
+
+    def observed(self) -> list[ObservedInstance]:
+        return [current.observed() for current in self.running.values()]
+
+
+def _usage(pid: int) -> tuple[int | None, float | None]:
+    """Resident memory (bytes) and CPU time (seconds) of a process and its children."""
+    try:
+        process = psutil.Process(pid)
+        rss, cpu = process.memory_info().rss, sum(process.cpu_times()[:2])
+        for child in process.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                rss += child.memory_info().rss
+                cpu += sum(child.cpu_times()[:2])
+    except psutil.Error:
+        return None, None
+    return rss, round(cpu, 3)
