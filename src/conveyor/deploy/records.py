@@ -148,16 +148,23 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
+LOCAL_ADDRESS = "127.0.0.1"
+"""Where an instance on the coordinator's own machine listens."""
+
+
 def route_of(
     env: EnvironmentRecord, instances: Sequence[InstanceRecord], plan_runtime: dict[str, Any] | None
 ) -> Route:
     servers: dict[str, list[Server]] = {"a": [], "b": []}
     for row in instances:
         state = InstanceState(row.state)
+        address = row.address or LOCAL_ADDRESS
         if state is InstanceState.READY:
-            servers[row.slot].append(Server(row.server, row.port, FULL_WEIGHT))
+            servers[row.slot].append(Server(row.server, row.port, FULL_WEIGHT, address=address))
         elif state is InstanceState.DRAINING:
-            servers[row.slot].append(Server(row.server, row.port, 0, ServerState.DRAIN))
+            servers[row.slot].append(
+                Server(row.server, row.port, 0, ServerState.DRAIN, address=address)
+            )
     canary_slot = "b" if env.stable_slot == "a" else "a"
     share_b = env.canary_share if canary_slot == "b" else SHARE_SCALE - env.canary_share
     return Route(

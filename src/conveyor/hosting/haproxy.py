@@ -91,7 +91,7 @@ def check_args(health: HealthCheck) -> str:
     )
 
 
-def render(routes: Sequence[Route], run: Path) -> str:
+def render(routes: Sequence[Route], run: Path, bind: str = "127.0.0.1") -> str:
     """The whole config: global settings, then a frontend pair and two backends per route."""
     parts = [
         f"""global
@@ -124,16 +124,16 @@ defaults
     retry-on conn-failure empty-response response-timeout
 """
     ]
-    parts += [_route(route, run) for route in sorted(routes, key=lambda r: r.key)]
+    parts += [_route(route, run, bind) for route in sorted(routes, key=lambda r: r.key)]
     return "\n".join(parts)
 
 
-def _route(route: Route, run: Path) -> str:
+def _route(route: Route, run: Path, bind: str) -> str:
     key = route.key
     split, canary = run / "split.map", run / "canary.map"
     lines = [
         f"frontend fe_{key}",
-        f"    bind 127.0.0.1:{route.port}",
+        f"    bind {_hostport(bind, route.port)}",
         *REQUEST_LOG,
         "    http-request set-var(txn.roll) rand(10000)",
         f"    http-request set-var(txn.share_b) str({key}),map_str_int({split},0)",
@@ -155,7 +155,7 @@ def _route(route: Route, run: Path) -> str:
         f"    default_backend be_{key}_a",
         "",
         f"frontend fe_{key}_preview",
-        f"    bind 127.0.0.1:{route.preview_port}",
+        f"    bind {_hostport(bind, route.preview_port)}",
         *REQUEST_LOG,
         f"    http-request set-var(txn.canary) str({key}),map_str({canary},b)",
         f"    use_backend be_{key}_a if {{ var(txn.canary) -m str a }}",
@@ -171,10 +171,16 @@ def _route(route: Route, run: Path) -> str:
             f"    timeout check {route.health.timeout_ms}ms",
         ]
         lines += [
-            f"    server {s.name} 127.0.0.1:{s.port} weight {_weight(s)} {check_args(route.health)}"
+            f"    server {s.name} {_hostport(s.address, s.port)} weight {_weight(s)} "
+            f"{check_args(route.health)}"
             for s in route.slot(slot)
         ]
     return "\n".join(lines) + "\n"
+
+
+def _hostport(address: str, port: int) -> str:
+    """`address:port`, an IPv6 address in brackets."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def skeleton(config: str) -> str:
@@ -225,9 +231,11 @@ class HAProxyRouter:
     the coordinator that started it (its own session), so that a coordinator's death
     never drops traffic; another replica adopts it through the pid file and sockets."""
 
-    def __init__(self, run: Path, binary: str | None = None) -> None:
+    def __init__(self, run: Path, binary: str | None = None, bind: str = "127.0.0.1") -> None:
         self.run = run
         self.binary = binary
+        self.bind = bind
+        """The address the environments' frontends listen on (a router host's own)."""
         self.config = run / "haproxy.cfg"
         self.admin = run / "admin.sock"
         self.master = run / "master.sock"
@@ -270,7 +278,7 @@ class HAProxyRouter:
 
     def _sync_locked(self, routes: list[Route]) -> None:
         with exclusive(self.run / "router.lock"):
-            text = render(routes, self.run)
+            text = render(routes, self.run, self.bind)
             split, canary = maps(routes)
             current = self.config.read_text() if self.config.is_file() else ""
             pid = self.master_pid()
@@ -472,7 +480,7 @@ class HAProxyRouter:
         """A new server enters at weight 0 with health checks on; its weight is set by a
         later `apply` once its check has passed (L7OK)."""
         name = f"{backend}/{server.name}"
-        address = f"127.0.0.1:{server.port}"
+        address = _hostport(server.address, server.port)
         _check(
             await self.command(f"add server {name} {address} weight 0 {check_args(health)}"),
             name,

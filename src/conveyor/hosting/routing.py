@@ -40,6 +40,8 @@ class Server:
     weight: int
     """0 to 256; 0 means in the router and health-checked, but sent nothing yet."""
     state: ServerState = ServerState.READY
+    address: str = "127.0.0.1"
+    """Where the instance listens: its host's address."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,6 +122,7 @@ class InstanceRecord:
     created_at: datetime
     stopped_at: datetime | None
     host_id: uuid.UUID | None = None
+    address: str | None = None
     launch: dict[str, Any] | None = None
     observed: dict[str, Any] | None = None
     observed_at: datetime | None = None

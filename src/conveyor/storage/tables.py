@@ -663,6 +663,8 @@ class Instance(Base):
         ForeignKey("hosts.id", ondelete="SET NULL"), default=None, index=True
     )
     """The host whose agent runs it (None: the coordinator's own machine)."""
+    address: Mapped[str | None] = mapped_column(String(64), default=None)
+    """Its host's address when it was placed (where the routers reach it)."""
     launch: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     """What its agent starts: command, env and health check (fixed when it is placed)."""
     observed: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)

@@ -1,5 +1,5 @@
-"""instances on hosts: the host whose agent runs each instance, what the agent starts
-(command, env, health check) and what it last reported
+"""instances on hosts: the host whose agent runs each instance and its address, what
+the agent starts (command, env, health check) and what it last reported
 
 Revision ID: 0020
 Revises: 0019
@@ -20,6 +20,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("instances", schema=None) as batch_op:
         batch_op.add_column(sa.Column("host_id", sa.Uuid(), nullable=True))
+        batch_op.add_column(sa.Column("address", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("launch", sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column("observed", sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column("observed_at", sa.DateTime(timezone=True), nullable=True))
@@ -40,4 +41,5 @@ def downgrade() -> None:
         batch_op.drop_column("observed_at")
         batch_op.drop_column("observed")
         batch_op.drop_column("launch")
+        batch_op.drop_column("address")
         batch_op.drop_column("host_id")
