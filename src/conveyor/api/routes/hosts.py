@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
 from conveyor.api.auth import HOST_PREFIX, bearer, new_token, token_hash
@@ -25,22 +25,26 @@ DIGEST = r"^sha256:[0-9a-f]{64}$"
 
 
 def _host_token(request: Request) -> str:
-    """The sha256 of the agent's host token."""
+    """The sha256 of the agent's host token (a dependency, so that a call without one
+    gets 401 before its body is looked at)."""
     return token_hash(bearer(request))
+
+
+HostToken = Annotated[str, Depends(_host_token)]
 
 
 # -- agents ----------------------------------------------------------------------------
 
 
 @router.post("/api/v1/agent/join", status_code=201)
-async def join(body: Join, request: Request, state: State) -> Joined:
+async def join(body: Join, token: HostToken, state: State) -> Joined:
     """Register the host (again): the answer's fence goes with every later call."""
-    return await state.fleet.join(_host_token(request), body)
+    return await state.fleet.join(token, body)
 
 
 @router.get("/api/v1/agent/desired")
 async def desired(
-    request: Request,
+    token: HostToken,
     state: State,
     host: uuid.UUID,
     fence: Annotated[int, Query(ge=1)],
@@ -50,28 +54,28 @@ async def desired(
     """What the host should run: at once when its generation is not `generation`, else
     after at most `wait` seconds (the coordinator's poll time caps it). Renews the
     host's lease; 409 when the host registered again since (join again)."""
-    return await state.fleet.desired(_host_token(request), host, fence, generation, wait)
+    return await state.fleet.desired(token, host, fence, generation, wait)
 
 
 @router.post("/api/v1/agent/report", status_code=204)
-async def report(body: Report, request: Request, state: State, host: uuid.UUID) -> Response:
+async def report(body: Report, token: HostToken, state: State, host: uuid.UUID) -> Response:
     """What the agent sees of its host's instances (sent when something changed, and
     with its polls). Renews the host's lease; 409 when the host joined again since."""
-    await state.fleet.report(_host_token(request), host, body)
+    await state.fleet.report(token, host, body)
     return Response(status_code=204)
 
 
 @router.get("/api/v1/agent/artifacts/{digest}", response_model=None)
 async def agent_artifact(
     digest: Annotated[str, Path(pattern=DIGEST)],
-    request: Request,
+    token: HostToken,
     state: State,
     host: uuid.UUID,
     fence: Annotated[int, Query(ge=1)],
 ) -> FileResponse | StreamingResponse:
     """An artifact's bytes by digest, for an agent whose host serves the artifact's team.
     Answers `Range` requests, so that an interrupted download resumes."""
-    found, team = await state.fleet.artifact(_host_token(request), host, fence, digest)
+    found, team = await state.fleet.artifact(token, host, fence, digest)
     return blob_response(state, found, team)
 
 
