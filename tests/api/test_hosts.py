@@ -4,16 +4,17 @@ commands on hosts, each refused with the right status when it must be."""
 from __future__ import annotations
 
 import hashlib
+import logging
+
+import pytest
 
 from tests.api.conftest import World
 
 JOIN = {"name": "h1", "address": "10.77.0.11", "labels": {"zone": "a"}, "slots": 8}
 
 
-def _host_token(world: World, who: str = "a:maintainer", **body: object) -> str:
-    made = world.call(
-        who, "POST", "/api/v1/host-tokens", json={"name": "fleet", "team": "a"} | body
-    )
+def _host_token(world: World, who: str = "a:maintainer", team: str = "a") -> str:
+    made = world.call(who, "POST", f"/api/v1/teams/{team}/host-tokens", json={"name": "fleet"})
     assert made.status_code == 201, made.text
     assert made.json()["token"].startswith("cvy_host_")
     return str(made.json()["token"])
@@ -72,7 +73,7 @@ def test_a_revoked_host_token_is_refused_at_the_next_call(world: World):
 def test_teams_see_only_their_hosts_and_pools_shared_with_them(world: World):
     ours = _host_token(world)
     _agent(world, ours, "POST", "/api/v1/agent/join", json=JOIN)
-    pool = world.call("admin", "POST", "/api/v1/host-tokens", json={"name": "p", "pool": "shared"})
+    pool = world.call("admin", "POST", "/api/v1/pools/shared/host-tokens", json={"name": "p"})
     assert pool.status_code == 201, pool.text
     shared = {**JOIN, "name": "s1", "address": "10.77.0.21"}
     assert (
@@ -83,7 +84,7 @@ def test_teams_see_only_their_hosts_and_pools_shared_with_them(world: World):
     assert world.call("b:viewer", "GET", "/api/v1/hosts").json() == []
     assert world.call("b:viewer", "GET", "/api/v1/hosts/h1").status_code == 404
     # Another team cannot take a host name that is registered.
-    theirs = _host_token(world, "b:maintainer", team="b")
+    theirs = _host_token(world, "b:maintainer", "b")
     taken = _agent(world, theirs, "POST", "/api/v1/agent/join", json=JOIN)
     assert taken.status_code == 409 and "another team" in taken.json()["detail"]
     assert world.call("a:owner", "PUT", "/api/v1/pools/shared/teams/b").status_code == 403
@@ -103,28 +104,19 @@ def test_bad_input_is_refused_with_what_is_wrong(world: World):
     bad = _agent(world, token, "POST", "/api/v1/agent/join", json={**JOIN, "address": "nowhere"})
     assert bad.status_code == 422 and "address" in bad.text
     old = _agent(world, token, "POST", "/api/v1/agent/join", json={**JOIN, "protocol": 0})
-    assert old.status_code == 422 and old.json()["error"] == "protocol_mismatch"
+    assert old.status_code == 409 and old.json()["error"] == "protocol_mismatch"
     assert "protocol 1, the agent 0" in old.json()["detail"]
     nobody = _agent(world, "cvy_host_nope", "POST", "/api/v1/agent/join", json=JOIN)
     assert nobody.status_code == 401
-    both = world.call(
-        "admin", "POST", "/api/v1/host-tokens", json={"name": "x", "team": "a", "pool": "p"}
-    )
-    assert both.status_code == 422 and "--team" in both.json()["detail"]
-    pool_by_team = world.call(
-        "a:owner", "POST", "/api/v1/host-tokens", json={"name": "x", "pool": "p"}
-    )
+    pool_by_team = world.call("a:owner", "POST", "/api/v1/pools/p/host-tokens", json={})
     assert pool_by_team.status_code == 403
+    bad_pool = world.call("admin", "POST", "/api/v1/pools/no%20spaces/host-tokens", json={})
+    assert bad_pool.status_code == 422
     assert (
-        world.call(
-            "a:developer", "POST", "/api/v1/host-tokens", json={"name": "x", "team": "a"}
-        ).status_code
-        == 403
+        world.call("a:developer", "POST", "/api/v1/teams/a/host-tokens", json={}).status_code == 403
     )
     assert (
-        world.call(
-            "b:maintainer", "POST", "/api/v1/host-tokens", json={"name": "x", "team": "a"}
-        ).status_code
+        world.call("b:maintainer", "POST", "/api/v1/teams/a/host-tokens", json={}).status_code
         == 404
     )
     _agent(world, token, "POST", "/api/v1/agent/join", json=JOIN)
@@ -170,3 +162,13 @@ def test_an_agent_fetches_artifacts_of_the_teams_its_host_serves_with_ranges(wor
     assert refused.status_code == 409 and refused.json()["error"] == "stale_fence"
     bad = _agent(world, token, "GET", "/api/v1/agent/artifacts/md5:1", params=params)
     assert bad.status_code == 422
+
+
+def test_a_path_parameter_named_like_a_log_field_is_logged_under_another_name(
+    world: World, caplog: pytest.LogCaptureFixture
+):
+    with caplog.at_level(logging.INFO, logger="conveyor.api"):
+        missing = world.call("a:viewer", "GET", "/api/v1/hosts/nowhere")
+    assert missing.status_code == 404
+    (line,) = [r for r in caplog.records if "/api/v1/hosts/{name}" in r.getMessage()]
+    assert line.path_name == "nowhere" and line.name == "conveyor.api"  # type: ignore[attr-defined]

@@ -70,7 +70,10 @@ class RequestMetrics:
                 metrics.http_request_duration.labels(method, template, str(status)).observe(took)
                 level = _level(template, status)
                 if level is not None and log.isEnabledFor(level):
-                    params = {k: str(v) for k, v in scope.get("path_params", {}).items()}
+                    params = {
+                        (f"path_{k}" if k in RESERVED else k): str(v)
+                        for k, v in scope.get("path_params", {}).items()
+                    }
                     log.log(
                         level,
                         "%s %s %s %.1f ms",
@@ -84,6 +87,9 @@ class RequestMetrics:
 
 
 REQUEST_ID = b"x-request-id"
+RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+"""A log record's own attributes: a path parameter of that name (`/hosts/{name}`) is
+logged as `path_<name>`, since `extra` may not overwrite them."""
 QUIET = frozenset({"/healthz", "/readyz", "/metrics"})
 """Routes asked every few seconds by probes and scrapers: not logged."""
 RUNNER_ROUTES = "/api/v1/runners/jobs/"

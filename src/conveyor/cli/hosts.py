@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from conveyor.cli.client import ApiClient, JsonOpt, ServerOpt, TokenOpt, show
-from conveyor.cli.console import err, out
+from conveyor.cli.console import EXIT_INVALID, err, out
 from conveyor.protocol.api import HostOut, HostTokenOut
 
 host = typer.Typer(help="The hosts agents run on: list, show, drain, undrain, remove.")
@@ -101,9 +101,12 @@ def host_token_create(
     as_json: JsonOpt = False,
 ) -> None:
     """A token `conveyor agent --token` registers hosts with. Shown once."""
-    body = {"name": name, "team": team, "pool": pool_}
+    if (team is None) == (pool_ is None):
+        err.print("error: a host token is for a team (--team) or for a shared pool (--pool)")
+        raise typer.Exit(EXIT_INVALID)
+    path = f"/api/v1/teams/{team}/host-tokens" if team else f"/api/v1/pools/{pool_}/host-tokens"
     remote = ApiClient(server, token, err)
-    made = remote.answer(HostTokenOut, "POST", "/api/v1/host-tokens", json=body)
+    made = remote.answer(HostTokenOut, "POST", path, json={"name": name})
     show(made, as_json, str(made.token))
 
 

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from conveyor.domain.audit import Action
 from conveyor.domain.clock import utcnow
-from conveyor.domain.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
+from conveyor.domain.errors import Conflict, Forbidden, NotFound, Unauthenticated
 from conveyor.domain.hosts import HostState
 from conveyor.domain.principal import Principal
 from conveyor.domain.roles import Role
@@ -63,13 +63,13 @@ class Fleet:
     async def create_token(
         self, who: Principal, team: str | None, pool: str | None, name: str, digest: str
     ) -> HostTokenRecord:
-        """A team's token (a maintainer's to make) or a shared pool's (the admin's)."""
-        if (team is None) == (pool is None):
-            raise Invalid("a host token is for a team (--team) or for a shared pool (--pool)")
+        """A team's token (a maintainer's to make), or, with no team, a shared pool's
+        (the admin's)."""
         async with self.db.transaction() as session:
             team_id = None
             if team is not None:
                 team_id = (await team_named(session, who, team, Role.MAINTAINER)).id
+                pool = None
             elif not who.is_admin:
                 raise Forbidden("only the admin makes tokens for shared pools")
             made = await hosts.add_token(session, team_id, pool, name, digest, who.display)
@@ -105,8 +105,8 @@ class Fleet:
 
     async def join(self, digest: str, body: Join) -> Joined:
         """An agent registers its host: a new host, or the same one with a raised fence."""
-        if body.protocol != PROTOCOL:
-            raise Invalid(
+        if body.protocol != PROTOCOL:  # the body fits; the peer is of another release
+            raise Conflict(
                 f"this coordinator speaks agent protocol {PROTOCOL}, the agent {body.protocol}: "
                 "install the agent of the coordinator's release",
                 code="protocol_mismatch",

@@ -18,6 +18,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from conveyor.pipeline.deploy import LabelKey
+from conveyor.protocol import patterns
 
 PROTOCOL = 1
 """The agent protocol's version: a coordinator refuses an agent of another one by name."""
@@ -26,11 +27,15 @@ LEASE_S = 15.0
 POLL_S = 5.0
 """The longest a `desired` long poll waits: an idle agent renews its lease this often."""
 HOST_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+MAX_INT = 2**31 - 1
+"""Fences, generations and incarnations are 32-bit integers in the database."""
+MAX_BIGINT = 2**53
+"""Sizes and counts: within what a JSON number holds exactly (and a 64-bit column)."""
 
 
 def _address(value: str) -> str:
-    """An IPv4 or IPv6 address (where the host's instances listen)."""
-    return str(ipaddress.ip_address(value))
+    """An IPv4 address (where the host's instances listen), as Python writes it."""
+    return str(ipaddress.IPv4Address(value))
 
 
 class AgentRequest(BaseModel):
@@ -50,13 +55,16 @@ class Join(AgentRequest):
     """An agent registers its host (again, after its own restart or a lost lease)."""
 
     name: str = Field(pattern=HOST_NAME, min_length=1, max_length=200)
-    address: Annotated[str, AfterValidator(_address)]
+    address: Annotated[
+        str, Field(max_length=15, pattern=patterns.IPV4_ADDRESS), AfterValidator(_address)
+    ]
+    """The IPv4 address its instances listen on, where routers reach them."""
     labels: dict[LabelKey, Annotated[str, Field(max_length=63)]] = Field(
         default_factory=dict, max_length=50
     )
     slots: int | None = Field(None, ge=1, le=10_000)
     """How many instances it may run (None: no limit)."""
-    memory: int | None = Field(None, ge=0)
+    memory: int | None = Field(None, ge=0, le=MAX_BIGINT)
     """Bytes its instances may take in all (None: no limit)."""
     router: bool = False
     """It runs HAProxy for environments' traffic too."""
@@ -114,8 +122,8 @@ class ObservedInstance(AgentRequest):
     """One instance as its agent sees it."""
 
     id: uuid.UUID
-    incarnation: int
-    pid: int | None = None
+    incarnation: int = Field(ge=0, le=MAX_INT)
+    pid: int | None = Field(None, ge=1, le=MAX_INT)
     started: str | None = None
     """The process's start time (a reused pid does not match it)."""
     running: bool
@@ -123,11 +131,11 @@ class ObservedInstance(AgentRequest):
     """How its last process ended, when it has ended."""
     healthy: bool | None = None
     """Its health path answered 2xx on the last probe (None: not probed yet)."""
-    rss: int | None = None
+    rss: int | None = Field(None, ge=0, le=MAX_BIGINT)
     """Resident memory of its process, bytes."""
-    cpu_s: float | None = None
+    cpu_s: float | None = Field(None, ge=0)
     """CPU time its process has used, seconds."""
-    log_lines: int = 0
+    log_lines: int = Field(0, ge=0, le=MAX_BIGINT)
     problem: str | None = Field(None, max_length=2000)
     """Why it cannot run (an artifact of another digest, a failed fetch)."""
 
@@ -135,6 +143,6 @@ class ObservedInstance(AgentRequest):
 class Report(AgentRequest):
     """What the host runs, as its agent sees it (sent when something changed)."""
 
-    fence: int
-    generation: int
+    fence: int = Field(ge=1, le=MAX_INT)
+    generation: int = Field(ge=0, le=MAX_INT)
     instances: list[ObservedInstance] = Field(default_factory=list, max_length=1000)

@@ -110,11 +110,9 @@ class RunnerTokenIn(Body):
 
 
 class HostTokenIn(Body):
-    """A host token for a team's hosts (`team`) or for a shared pool (`pool`, admin)."""
+    """A host token, for a team's hosts or a shared pool's (the path says which)."""
 
-    name: str = Field(min_length=1, max_length=100)
-    team: str | None = Field(None, pattern=NAME, max_length=100)
-    pool: str | None = Field(None, pattern=NAME, max_length=100)
+    name: str = Field("hosts", min_length=1, max_length=100)
 
 
 class HostTokenOut(BaseModel):

@@ -97,3 +97,8 @@ REPO_URL = (
 )
 """What git clones: an absolute path, a URL (http, https, ssh, git, file) or
 `user@host:path` (vcs.check_repo_url is the server's check)."""
+
+
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IPV4_ADDRESS = rf"^{_OCTET}(?:\.{_OCTET}){{3}}$"
+"""An IPv4 address in dotted quads, no leading zeros (where a host's instances listen)."""

@@ -14,8 +14,8 @@ from conveyor.api.auth import HOST_PREFIX, bearer, new_token, token_hash
 from conveyor.api.state import Caller, State
 from conveyor.api.transfer import blob_response
 from conveyor.domain.clock import iso
-from conveyor.protocol.agent import Desired, Join, Joined, Report
-from conveyor.protocol.api import HostOut, HostTokenIn, HostTokenOut
+from conveyor.protocol.agent import MAX_INT, Desired, Join, Joined, Report
+from conveyor.protocol.api import NAME, HostOut, HostTokenIn, HostTokenOut
 from conveyor.storage import names
 from conveyor.storage.database import Session
 from conveyor.storage.hosts import HostRecord, HostTokenRecord
@@ -31,6 +31,7 @@ def _host_token(request: Request) -> str:
 
 
 HostToken = Annotated[str, Depends(_host_token)]
+Fence = Annotated[int, Query(ge=1, le=MAX_INT)]
 
 
 # -- agents ----------------------------------------------------------------------------
@@ -47,8 +48,8 @@ async def desired(
     token: HostToken,
     state: State,
     host: uuid.UUID,
-    fence: Annotated[int, Query(ge=1)],
-    generation: Annotated[int, Query(ge=0)] = 0,
+    fence: Fence,
+    generation: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
     wait: Annotated[float, Query(ge=0, le=60)] = 5.0,
 ) -> Desired:
     """What the host should run: at once when its generation is not `generation`, else
@@ -71,7 +72,7 @@ async def agent_artifact(
     token: HostToken,
     state: State,
     host: uuid.UUID,
-    fence: Annotated[int, Query(ge=1)],
+    fence: Fence,
 ) -> FileResponse | StreamingResponse:
     """An artifact's bytes by digest, for an agent whose host serves the artifact's team.
     Answers `Range` requests, so that an interrupted download resumes."""
@@ -120,12 +121,26 @@ async def remove_host(name: str, state: State, who: Caller) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/api/v1/host-tokens", status_code=201)
-async def create_host_token(body: HostTokenIn, state: State, who: Caller) -> HostTokenOut:
-    """A token agents register hosts with: a team's (maintainer) or a shared pool's
-    (admin). Shown once."""
+@router.post("/api/v1/teams/{team}/host-tokens", status_code=201)
+async def create_host_token(
+    team: str, body: HostTokenIn, state: State, who: Caller
+) -> HostTokenOut:
+    """A token agents register the team's hosts with (maintainer). Shown once."""
     token = new_token(HOST_PREFIX)
-    made = await state.fleet.create_token(who, body.team, body.pool, body.name, token_hash(token))
+    made = await state.fleet.create_token(who, team, None, body.name, token_hash(token))
+    return (await _token_out(state, made)).model_copy(update={"token": token})
+
+
+@router.post("/api/v1/pools/{pool}/host-tokens", status_code=201)
+async def create_pool_token(
+    pool: Annotated[str, Path(pattern=NAME, max_length=100)],
+    body: HostTokenIn,
+    state: State,
+    who: Caller,
+) -> HostTokenOut:
+    """A token agents register a shared pool's hosts with (admin). Shown once."""
+    token = new_token(HOST_PREFIX)
+    made = await state.fleet.create_token(who, None, pool, body.name, token_hash(token))
     return (await _token_out(state, made)).model_copy(update={"token": token})
 
 
@@ -141,7 +156,12 @@ async def revoke_host_token(token_id: uuid.UUID, state: State, who: Caller) -> H
 
 
 @router.put("/api/v1/pools/{pool}/teams/{team}", status_code=204)
-async def share_pool(pool: str, team: str, state: State, who: Caller) -> Response:
+async def share_pool(
+    pool: Annotated[str, Path(pattern=NAME, max_length=100)],
+    team: str,
+    state: State,
+    who: Caller,
+) -> Response:
     """Open a shared pool's hosts to a team (admin)."""
     await state.fleet.share_pool(who, pool, team, on=True)
     return Response(status_code=204)
