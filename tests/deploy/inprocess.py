@@ -128,7 +128,7 @@ class World:
         run = with_pre_deploy(runtime(start_period=start_period, **env), *pre_deploy)
         spec = requests.ArtifactSpec(run, {}, parsed)
         async with self.db.transaction() as session:
-            found = await requests.environment(session, self.project, "prod", (18001, 18002))
+            found = await requests.environment(session, self.project, "prod", (18001, 18002), run)
             made = await requests.deploy(
                 session,
                 found,

@@ -22,8 +22,7 @@ from sqlalchemy import update
 
 from conveyor.deploy import manager as manager_module
 from conveyor.deploy import records
-from conveyor.deploy.context import Effect, EnvironmentLeaseLost
-from conveyor.deploy.effects import _launch
+from conveyor.deploy.context import EnvironmentLeaseLost
 from conveyor.deploy.manager import RouterDown
 from conveyor.deploy.strategy import DeployStrategy
 from conveyor.deploy.world import Act, Action, Kind
@@ -363,13 +362,14 @@ async def test_a_started_instance_is_adopted_not_started_twice_on_redo(shared: W
         driven = await first.load(session, world.env_id)
     view, _ = await first._observe(world.env_id, fence, driven)
     start = Action(Act.START, slot="a", digest=driven.plan_row.digest)  # type: ignore[union-attr]
-    intent, params = await first._intend(world.env_id, fence, driven, start, view)
+    _, params = await first._intend(world.env_id, fence, driven, start, view)
     # The process started, and replica a died before marking the intent done.
     async with world.db.transaction() as session:
         row = await environments.instance(session, _uuid(params["new_instance"]))
     assert row is not None
 
-    await _launch(first.context, Effect(world.env_id, fence, driven, start, params, intent), row)
+    assert driven.runtime is not None
+    await first.local.start(row, driven.runtime)
     assert len(world.target.starts) == 1
     second = world.manager("replica-b")
     await _wait_lease_free(world)

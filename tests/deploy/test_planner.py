@@ -297,3 +297,18 @@ def test_a_replaced_instance_that_holds_sessions_is_drained_never_stopped_at_onc
     gone = ServerStatus("s", "be", "DOWN", "L7STS", 100, 0, 0, 0, 0)
     action = decide(world(stable(), rolling, inst("o1", router=gone), *serving[1:]))
     assert action is not None and (action.act, action.instance) == (Act.STOP, "o1")
+
+
+def test_a_placement_that_cannot_be_met_pauses_with_its_reason_and_goes_on_by_itself():
+    reason = "placed none of 1 instances; of 2 hosts: 1 lost, 1 full (4 slots)"
+    held = decide(world(stable(), plan(), *V1, no_room=reason))
+    assert held is not None and held.act is Act.PAUSE
+    assert (held.reason, held.message) == (PauseReason.PLACEMENT.value, reason)
+    waiting = plan(phase=Phase.PAUSED, pause_reason=PauseReason.PLACEMENT)
+    assert decide(world(stable(), waiting, *V1, no_room=reason)) is None
+    released = decide(world(stable(), waiting, *V1))
+    assert released is not None and released.act is Act.RELEASE
+    # Room for the old revision's instances is not the rollout's to wait for.
+    dead = inst("o2", alive=False)
+    restarted = decide(world(stable(), None, inst("o1"), dead, no_room=reason))
+    assert restarted is not None and restarted.act is Act.RESTART

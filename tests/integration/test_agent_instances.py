@@ -55,7 +55,7 @@ async def _place(data: Path, host_name: str, digest: str, port: int) -> uuid.UUI
                 team_id=host.team_id,
                 project_id=await _project(session),
                 name="fleet",
-                target="fleet",
+                target="unmanaged",  # no replica's deployment manager drives it
                 port=free_port(),
                 preview_port=free_port(),
             )

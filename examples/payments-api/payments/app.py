@@ -194,7 +194,8 @@ def _noted(signum: int, frame: object) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
-    parser.add_argument("--host", default="127.0.0.1")
+    # An agent sets CONVEYOR_ADDRESS to its host's address, where the routers reach it.
+    parser.add_argument("--host", default=os.environ.get("CONVEYOR_ADDRESS", "127.0.0.1"))
     args = parser.parse_args()
     serve(args.port, args.host)
 

@@ -160,6 +160,7 @@ async def running(config: ServerConfig) -> AsyncIterator[Coordinator]:
         recheck_s=config.recheck_s,
         host_lease_s=config.host_lease_s,
     )
+    manager.wake_host = state.fleet.poke  # an instance placed on a host: its agent hears now
     schedules = Schedules(intake, check_s=config.schedule_check_s)
     webhooks = Webhooks(
         db,

@@ -7,11 +7,12 @@ they can be driven in a test without one.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from conveyor.artifacts.blobs import BlobStore
+from conveyor.deploy.instance_hosts import FLEET, InstanceHosts
 from conveyor.deploy.records import gate_of, plan_of, runtime_of
 from conveyor.deploy.world import Action, Rollout
 from conveyor.domain.policy import Gate
@@ -37,6 +38,16 @@ class DriverContext:
     owner: str
     """This replica, as written in the environments it holds."""
     lease_s: float
+    local: InstanceHosts
+    """Instances on the coordinator's machine (the local target's processes)."""
+    fleet: InstanceHosts
+    """Instances on the fleet's hosts, run by their agents."""
+    wake: Callable[[uuid.UUID], None] = lambda host_id: None
+    """Ends the long poll of a host's agent waiting on this replica."""
+
+    def hosts_for(self, env: EnvironmentRecord) -> InstanceHosts:
+        """Where the environment's instances run."""
+        return self.fleet if env.target == FLEET else self.local
 
     @asynccontextmanager
     async def fenced(self, env_id: uuid.UUID, fence: int) -> AsyncIterator[Session]:

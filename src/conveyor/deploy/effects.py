@@ -9,20 +9,24 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from conveyor.deploy.approvals import unblock
 from conveyor.deploy.context import DriverContext, Effect
+from conveyor.deploy.instance_hosts import ArtifactGone
 from conveyor.deploy.requests import audited, queue_rollback
 from conveyor.deploy.world import Act
 from conveyor.domain.audit import Action
 from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.deploy import DriverRequest, InstanceState, Phase
-from conveyor.hosting.target import Handle, Launch, Task
+from conveyor.hosting.target import Task
 from conveyor.observability import metrics
+from conveyor.pipeline.deploy import Runtime
 from conveyor.storage import analysis, deployments, environments, names
+from conveyor.storage import hosts as host_rows
 from conveyor.storage.database import Session
 from conveyor.storage.deployment_records import InstanceRecord
 
@@ -39,39 +43,12 @@ def pinned_by(rule: str) -> str:
     return f"conveyor ({rule})"
 
 
-class ArtifactGone(Exception):
-    """The artifact's blob is no longer in the store."""
-
-
 async def _done(session: Session, effect: Effect) -> None:
     await environments.mark_done(session, effect.intent_id)
 
 
 def _instance_id(effect: Effect) -> uuid.UUID:
     return uuid.UUID(str(effect.action.instance))
-
-
-async def _release(ctx: DriverContext, digest: str) -> Path:
-    """The artifact unpacked on the target."""
-    blob = ctx.blobs.local_path(digest)
-    if blob is None:
-        raise ArtifactGone(f"artifact {digest} is not in the store")
-    return await asyncio.to_thread(ctx.target.prepare, digest, blob)
-
-
-async def _launch(ctx: DriverContext, effect: Effect, row: InstanceRecord) -> Handle:
-    runtime = effect.driven.runtime_for(row.digest)
-    if runtime is None:
-        raise ArtifactGone(f"no runtime is recorded for {row.digest}")
-    release = await _release(ctx, row.digest)
-    launch = Launch(
-        instance=str(row.id),
-        release=release,
-        command=runtime.command,
-        port=row.port,
-        env=dict(runtime.env),
-    )
-    return await asyncio.to_thread(ctx.target.start, launch)
 
 
 async def _row(ctx: DriverContext, instance_id: uuid.UUID) -> InstanceRecord:
@@ -84,12 +61,31 @@ async def _row(ctx: DriverContext, instance_id: uuid.UUID) -> InstanceRecord:
 async def start(ctx: DriverContext, effect: Effect) -> None:
     instance_id = uuid.UUID(str(effect.params["new_instance"]))
     row = await _row(ctx, instance_id)
-    handle = Handle(row.pid, row.pid_started or "") if row.pid else None
-    if handle is None or not ctx.target.alive(handle):
-        handle = ctx.target.adopt(str(row.id)) or await _launch(ctx, effect, row)
+    handle = await ctx.hosts_for(effect.driven.env).start(row, _runtime(effect, row))
     async with ctx.fenced(effect.env_id, effect.fence) as session:
-        await environments.set_process(session, instance_id, handle.pid, handle.started)
+        if handle is not None:
+            await environments.set_process(session, instance_id, handle.pid, handle.started)
+        await _host_changed(session, row)
         await _done(session, effect)
+    _wake(ctx, row)
+
+
+def _runtime(effect: Effect, row: InstanceRecord) -> Runtime:
+    runtime = effect.driven.runtime_for(row.digest)
+    if runtime is None:
+        raise ArtifactGone(f"no runtime is recorded for {row.digest}")
+    return runtime
+
+
+async def _host_changed(session: Session, row: InstanceRecord) -> None:
+    """What the instance's host runs changed: its agent's long poll answers."""
+    if row.host_id is not None:
+        await host_rows.changed(session, [row.host_id])
+
+
+def _wake(ctx: DriverContext, row: InstanceRecord) -> None:
+    if row.host_id is not None:
+        ctx.wake(row.host_id)
 
 
 async def _move(ctx: DriverContext, effect: Effect, target: InstanceState, **values: Any) -> None:
@@ -106,18 +102,22 @@ async def ready(ctx: DriverContext, effect: Effect) -> None:
 async def restart(ctx: DriverContext, effect: Effect) -> None:
     instance_id = _instance_id(effect)
     row = await _row(ctx, instance_id)
-    if row.pid:
-        old = Handle(row.pid, row.pid_started or "")
-        if ctx.target.alive(old):
-            ctx.target.terminate(old, force=True)
+    hosts = ctx.hosts_for(effect.driven.env)
+    hosts.kill(row)
     async with ctx.fenced(effect.env_id, effect.fence) as session:
-        # Out of the router first: a restarted instance comes back through `ready`.
+        # Out of the router first: a restarted instance comes back through `ready`. On
+        # a fleet's host, the raised count is the incarnation its agent starts anew.
         await environments.restart_counted(session, instance_id)
-    handle = await _launch(ctx, effect, row)
+        await _host_changed(session, row)
+    _wake(ctx, row)
+    handle = await hosts.start(replace(row, pid=None), _runtime(effect, row))
     async with ctx.fenced(effect.env_id, effect.fence) as session:
-        await environments.set_process(
-            session, instance_id, handle.pid, handle.started, health_failures=0
-        )
+        if handle is not None:
+            await environments.set_process(
+                session, instance_id, handle.pid, handle.started, health_failures=0
+            )
+        else:
+            await environments.set_started(session, instance_id)
         await _done(session, effect)
 
 
@@ -127,19 +127,18 @@ async def drain(ctx: DriverContext, effect: Effect) -> None:
 
 async def stop(ctx: DriverContext, effect: Effect) -> AfterRoute:
     """Out of the router (the manager applies the new rows), then SIGTERM; the pass after
-    the grace period kills it."""
+    the grace period kills it (on a fleet's host, its agent does both)."""
     instance_id = _instance_id(effect)
     async with ctx.fenced(effect.env_id, effect.fence) as session:
         await environments.move_instance(
             session, instance_id, InstanceState.STOPPED, stopped_at=utcnow()
         )
         row = await environments.instance(session, instance_id)
+        assert row is not None
+        await _host_changed(session, row)
         await _done(session, effect)
-    assert row is not None
-    if not row.pid:
-        return None
-    handle = Handle(row.pid, row.pid_started or "")
-    return lambda: ctx.target.terminate(handle, force=False)
+    _wake(ctx, row)
+    return ctx.hosts_for(effect.driven.env).stop(row)
 
 
 async def split(ctx: DriverContext, effect: Effect) -> None:
@@ -297,6 +296,14 @@ async def rollback(ctx: DriverContext, effect: Effect) -> None:
                     automatic=bool(effect.action.pin),
                 )
         await _done(session, effect)
+
+
+async def _release(ctx: DriverContext, digest: str) -> Path:
+    """The artifact unpacked on the coordinator's machine (where pre_deploy runs)."""
+    blob = ctx.blobs.local_path(digest)
+    if blob is None:
+        raise ArtifactGone(f"artifact {digest} is not in the store")
+    return await asyncio.to_thread(ctx.target.prepare, digest, blob)
 
 
 def task_id(deployment_id: uuid.UUID) -> str:

@@ -21,7 +21,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,12 +34,21 @@ from conveyor.deploy import metrics_targets, records
 from conveyor.deploy.analyses import Analyses, default_providers
 from conveyor.deploy.context import Driven, DriverContext, Effect, EnvironmentLeaseLost
 from conveyor.deploy.effects import CHANGES_ROUTES, HANDLERS, task_id
+from conveyor.deploy.instance_hosts import (
+    FLEET,
+    FleetHosts,
+    LocalHosts,
+    Spot,
+    Unplaced,
+    launch_of,
+)
 from conveyor.deploy.planner import HEALTH_RULE, RUNNING, decide, states
+from conveyor.deploy.planner.common import target_slot
 from conveyor.deploy.world import Act, Action, Seen, World
 from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.deploy import InstanceState, Phase, QueuePolicy
 from conveyor.hosting.routing import RouterError, ServerStatus, TrafficRouter
-from conveyor.hosting.target import Handle, Target
+from conveyor.hosting.target import Target
 from conveyor.ids import new_id
 from conveyor.observability import tracing
 from conveyor.observability.logs import bound
@@ -51,10 +60,8 @@ from conveyor.storage.deployment_records import InstanceRecord, IntentRecord
 from conveyor.waiting import event_or_timeout
 
 log = logging.getLogger("conveyor.deploy")
-KILL_GRACE_S = 5.0
 MAX_ACTIONS_IN_A_ROW = 20
 """Actions taken back to back before a driver rests one tick (a guard against a loop)."""
-DEFAULT_HEALTH = Health()
 STUCK_PASS_S = 60.0
 """A pass running longer than this is stuck: its lease is not renewed for it."""
 RELOAD_SETTLED_S = 10.0
@@ -131,7 +138,13 @@ class DeploymentManager:
         """How far apart the passes of a settled environment go (its lease, `lease_s`,
         is renewed by each pass: keep this well under it)."""
         self.claim_s = claim_s
-        self.context = DriverContext(db, blobs, target, self.owner, lease_s)
+        self.local = LocalHosts(target, blobs)
+        self.fleet = FleetHosts(self._wake)
+        self.wake_host: Callable[[uuid.UUID], None] = lambda host_id: None
+        """Ends the long poll of a host's agent on this replica (the API's fleet sets it)."""
+        self.context = DriverContext(
+            db, blobs, target, self.owner, lease_s, self.local, self.fleet, self._wake
+        )
         """What the action handlers are given (effects.py)."""
         self.analyses = Analyses(self.context, providers or default_providers(router, db))
         self.metrics_targets = metrics_targets
@@ -204,6 +217,9 @@ class DeploymentManager:
             self.drivers[env_id] = asyncio.create_task(self._drive(env_id, fence))
             log.info("driving environment %s (fence %s)", env_id, fence)
         return [env_id for env_id, _ in free]
+
+    def _wake(self, host_id: uuid.UUID) -> None:
+        self.wake_host(host_id)
 
     def poke(self, env_id: uuid.UUID) -> None:
         """Run the environment's next pass now (a person's command on this replica)."""
@@ -316,7 +332,12 @@ class DeploymentManager:
         if action is None:
             await self.apply(driven, statuses)
             return None
-        intent, params = await self._intend(env_id, fence, driven, action, world)
+        try:
+            intent, params = await self._intend(env_id, fence, driven, action, world)
+        except Unplaced as exc:  # taken since this pass looked: the next pass pauses
+            log.warning("environment %s: %s", env_id, exc)
+            await self.apply(driven, statuses)
+            return None
         await self._execute(Effect(env_id, fence, driven, action, params, intent))
         return action
 
@@ -371,19 +392,18 @@ class DeploymentManager:
             self._routes_dirty = True
         seen: list[Seen] = []
         probes: dict[uuid.UUID, int] = {}
+        hosts = self.context.hosts_for(driven.env)
         for row in driven.instances:
             state = InstanceState(row.state)
-            handle = Handle(row.pid, row.pid_started or "") if row.pid else None
-            alive = handle is not None and self.target.alive(handle)
             if state is InstanceState.STOPPED:
-                self._reap(row, handle, alive, now)
+                hosts.reap(row, now)
                 continue
-            probe: bool | None = None
-            if state is InstanceState.STARTING and alive:
-                runtime = driven.runtime_for(row.digest)
-                health = runtime.health if runtime is not None else DEFAULT_HEALTH
-                probe = await self.target.healthy(row.port, health.path, health.timeout)
-                failures = self._count_failure(row, probe, health, now)
+            runtime = driven.runtime_for(row.digest)
+            starting = state is InstanceState.STARTING
+            look = await hosts.look(row, runtime, probe=starting)
+            if starting and look.alive and look.healthy is not None:
+                health = runtime.health if runtime is not None else records.DEFAULT_HEALTH
+                failures = self._count_failure(row, look.healthy, health, now)
                 if failures != row.health_failures:
                     probes[row.id] = failures
             seen.append(
@@ -392,8 +412,8 @@ class DeploymentManager:
                     digest=row.digest,
                     slot=row.slot,
                     state=state,
-                    alive=alive,
-                    probe_ok=probe,
+                    alive=look.alive,
+                    probe_ok=look.healthy if starting and look.alive else None,
                     router=statuses.get(row.server) if statuses is not None else None,
                     restarts=row.restarts,
                     health_failures=probes.get(row.id, row.health_failures),
@@ -420,6 +440,12 @@ class DeploymentManager:
             task=task,
             next_gate=driven.next_gate,
         )
+        if world.plan is not None and driven.runtime is not None and driven.env.target == FLEET:
+            async with self.db.transaction() as session:
+                no_room = await self.fleet.room(
+                    session, driven.env, driven.runtime, target_slot(world), driven.instances
+                )
+            world = replace(world, no_room=no_room)
         return world, statuses
 
     @staticmethod
@@ -430,17 +456,6 @@ class DeploymentManager:
         if (now - as_utc(started)).total_seconds() < health.start_period:
             return row.health_failures
         return row.health_failures + 1
-
-    def _reap(self, row: InstanceRecord, handle: Handle | None, alive: bool, now: datetime) -> None:
-        """A stopped instance still running after the grace period is killed."""
-        if handle is None:
-            return
-        if not alive:
-            self.target.forget(str(row.id))
-            return
-        if row.stopped_at and (now - as_utc(row.stopped_at)).total_seconds() > KILL_GRACE_S:
-            log.warning("instance %s ignored SIGTERM; killing it", row.id)
-            self.target.terminate(handle, force=True)
 
     async def apply(self, driven: Driven, seen: dict[str, ServerStatus] | None = None) -> None:
         """Make the router hold the loaded rows (`seen`: the router's state this pass,
@@ -460,7 +475,10 @@ class DeploymentManager:
         params = action.params()
         if action.act is Act.START:  # fixed now, so that a redo starts the same instance
             params["new_instance"] = str(new_id())
-            params["port"] = self.target.allocate_port()
+            spot = await self._spot(driven, action)
+            params["port"] = spot.port
+            if spot.host_id is not None:
+                params["host"], params["address"] = str(spot.host_id), spot.address
         plan_id = driven.plan_row.id if driven.plan_row is not None else None
         async with self.context.fenced(env_id, fence) as session:
             row = await environments.record_intent(
@@ -476,12 +494,23 @@ class DeploymentManager:
         log.info("environment %s: %s %s", env_id, action.act.value, params)
         return row, params
 
+    async def _spot(self, driven: Driven, action: Action) -> Spot:
+        """Where a new instance goes: a free port here, or a host placement chose."""
+        runtime = driven.runtime_for(str(action.digest))
+        assert runtime is not None, "an instance starts for a recorded runtime"
+        async with self.db.transaction() as session:
+            return await self.context.hosts_for(driven.env).spot(
+                session, driven.env, runtime, str(action.slot), driven.instances
+            )
+
     @staticmethod
     def _add_instance(
         session: Session, driven: Driven, action: Action, params: dict[str, object]
     ) -> None:
         plan = driven.plan_row
         digest = str(action.digest)
+        host = params.get("host")
+        runtime = driven.runtime_for(digest)
         environments.add_instance(
             session,
             instance_id=uuid.UUID(str(params["new_instance"])),
@@ -493,6 +522,9 @@ class DeploymentManager:
             digest=digest,
             slot=str(action.slot),
             port=int(str(params["port"])),
+            host_id=uuid.UUID(str(host)) if host else None,
+            address=str(params["address"]) if host else None,
+            launch=launch_of(runtime) if host and runtime is not None else None,
         )
 
     async def _execute(self, effect: Effect) -> None:

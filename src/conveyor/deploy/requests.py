@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.artifacts import tarballs
+from conveyor.deploy.instance_hosts import target_of
 from conveyor.deploy.strategy import DeployStrategy, chosen
 from conveyor.deploy.world import Kind
 from conveyor.domain import events as event_types
@@ -125,10 +126,15 @@ def choose_strategy(
 
 
 async def environment(
-    session: Session, project: ProjectRecord, name: str, ports: tuple[int, int]
+    session: Session,
+    project: ProjectRecord,
+    name: str,
+    ports: tuple[int, int],
+    runtime: dict[str, Any],
 ) -> EnvironmentRecord:
-    """The project's environment `name`, created with the local target at its first deploy."""
-    return await deployments.create_environment(session, project, name, ports)
+    """The project's environment `name`, created at its first deploy: on the fleet's
+    hosts when the runtime says how to place it, else on the coordinator's machine."""
+    return await deployments.create_environment(session, project, name, ports, target_of(runtime))
 
 
 async def find_environment(

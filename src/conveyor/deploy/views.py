@@ -131,6 +131,7 @@ def instance_out(
         slot=row.slot,
         role=role,
         port=row.port,
+        address=row.address or records.LOCAL_ADDRESS,
         state=row.state,
         healthy=healthy and row.state == InstanceState.READY.value,
         restarts=row.restarts,

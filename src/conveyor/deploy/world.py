@@ -171,6 +171,9 @@ class World:
     next_gate: Gate | None = None
     """What the gate of the first queued deployment sees (it begins released when the
     gate is open, and waits at it otherwise)."""
+    no_room: str | None = None
+    """Why no host can take a new instance of the active deployment now (placement's
+    reason); None when one can, or when instances run on the coordinator's machine."""
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,9 @@ class PauseReason(StrEnum):
     """At its gate: a freeze window holds it until the window ends."""
     STOP = "stop-the-line"
     """The company's stop-the-line switch holds it (at its gate, or at its next step)."""
+    PLACEMENT = "placement"
+    """No host can take its next instance (runtime.placement): goes on by itself once
+    one can."""
 
     @property
     def gate(self) -> bool:

@@ -182,7 +182,9 @@ class Runtime(Model):
     replicas: int = Field(1, ge=1, le=100)
     memory: Size | None = None
     """What one instance needs of a host's memory capacity (placement counts it)."""
-    placement: Placement = Field(default_factory=Placement)
+    placement: Placement | None = None
+    """Where its instances run: on the fleet's hosts that match (docs/fleet.md); without
+    it, on the coordinator's machine."""
     health: Health = Field(default_factory=Health)
     drain: Duration = 10.0
     env: Env = Field(default_factory=dict)

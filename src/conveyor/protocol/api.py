@@ -542,6 +542,8 @@ class InstanceOut(BaseModel):
     role: str
     """stable, canary, or warm (the previous stable, kept for a fast switch back)."""
     port: int
+    address: str = "127.0.0.1"
+    """Where it listens: its host's address (the coordinator's machine: 127.0.0.1)."""
     state: str
     healthy: bool
     restarts: int

@@ -74,10 +74,14 @@ async def environments(session: Session, project_id: uuid.UUID) -> list[Environm
 
 
 async def create_environment(
-    session: Session, project: ProjectRecord, name: str, ports: tuple[int, int]
+    session: Session,
+    project: ProjectRecord,
+    name: str,
+    ports: tuple[int, int],
+    target: str = "local",
 ) -> EnvironmentRecord:
-    """The project's environment `name`, created with the local target unless it exists
-    (a concurrent first deploy may create it at the same moment)."""
+    """The project's environment `name`, created with `target` (where its instances run)
+    unless it exists (a concurrent first deploy may create it at the same moment)."""
     found = await environment(session, project.id, name)
     if found is not None:
         return found
@@ -85,6 +89,7 @@ async def create_environment(
         team_id=project.team_id,
         project_id=project.id,
         name=name,
+        target=target,
         port=ports[0],
         preview_port=ports[1],
     )

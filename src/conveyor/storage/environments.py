@@ -54,15 +54,15 @@ class InstanceMoveRejected(Exception):
 
 
 async def claim_free(
-    session: Session, owner: str, lease_s: float, target: str = "local"
+    session: Session, owner: str, lease_s: float, targets: tuple[str, ...] = ("local", "fleet")
 ) -> list[tuple[uuid.UUID, int]]:
-    """Take every environment of `target` whose lease is free or has run out: one UPDATE
+    """Take every environment of `targets` whose lease is free or has run out: one UPDATE
     that bumps each one's fencing token. Returns (environment, new fence) pairs."""
     now = utcnow()
     rows = await session.execute(
         update(Environment)
         .where(
-            Environment.target == target,
+            Environment.target.in_(targets),
             (Environment.lease_until.is_(None)) | (Environment.lease_until < now),
         )
         .values(
@@ -222,10 +222,12 @@ class RouteRows:
     first_runtime: dict[str, Any] | None
 
 
-async def route_rows(session: Session, target: str = "local") -> list[RouteRows]:
-    """Every environment of a target with its live instances: the router's whole config,
-    in three queries."""
-    envs = list(await session.scalars(select(Environment).where(Environment.target == target)))
+async def route_rows(
+    session: Session, targets: tuple[str, ...] = ("local", "fleet")
+) -> list[RouteRows]:
+    """Every environment of `targets` with its live instances: the router's whole
+    config, in three queries."""
+    envs = list(await session.scalars(select(Environment).where(Environment.target.in_(targets))))
     live = list(
         await session.scalars(
             select(Instance).where(
@@ -401,9 +403,13 @@ def add_instance(
     digest: str,
     slot: str,
     port: int,
+    host_id: uuid.UUID | None = None,
+    address: str | None = None,
+    launch: dict[str, Any] | None = None,
 ) -> None:
     """A new instance, written with the intent that starts it; its server's name in the
-    router is `i` and the random tail of its UUIDv7."""
+    router is `i` and the random tail of its UUIDv7. On a fleet's host: the host, its
+    address and what its agent starts."""
     session.add(
         Instance(
             id=instance_id,
@@ -414,6 +420,9 @@ def add_instance(
             slot=slot,
             server="i" + instance_id.hex[-12:],
             port=port,
+            host_id=host_id,
+            address=address,
+            launch=launch,
         )
     )
 
@@ -426,6 +435,15 @@ async def set_process(
         update(Instance)
         .where(Instance.id == instance_id)
         .values(pid=pid, pid_started=started, started_at=utcnow(), **values)
+    )
+
+
+async def set_started(session: Session, instance_id: uuid.UUID) -> None:
+    """Its new process starts now (on a fleet's host, by its agent)."""
+    await session.execute(
+        update(Instance)
+        .where(Instance.id == instance_id)
+        .values(started_at=utcnow(), health_failures=0)
     )
 
 

@@ -295,6 +295,51 @@ async def desired_instances(session: Session, host_id: uuid.UUID) -> list[Instan
     return [instance_record(row) for row in found]
 
 
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """A host a team's instances may be placed on, and what it runs now (every team's
+    instances that are not stopped)."""
+
+    host: HostRecord
+    instances: int
+    memory: int
+    ports: frozenset[int]
+
+
+async def usable(session: Session, team_id: uuid.UUID) -> list[Usage]:
+    """The hosts a team's environments may run on (its own, and those of the pools shared
+    with it), each with what it runs now, by name."""
+    shared = select(PoolShare.pool).where(PoolShare.team_id == team_id)
+    found = list(
+        await session.scalars(
+            select(Host)
+            .where(or_(Host.team_id == team_id, Host.pool.in_(shared.scalar_subquery())))
+            .order_by(Host.name)
+        )
+    )
+    running = await session.execute(
+        select(Instance.host_id, Instance.port, Instance.launch).where(
+            Instance.host_id.in_([h.id for h in found]),
+            Instance.state != InstanceState.STOPPED.value,
+        )
+    )
+    counts: dict[uuid.UUID, list[tuple[int, int]]] = {}
+    for host_id, port, launch in running:
+        counts.setdefault(host_id, []).append((port, int((launch or {}).get("memory") or 0)))
+    usage = []
+    for row in found:
+        taken = counts.get(row.id, [])
+        usage.append(
+            Usage(
+                record_of(HostRecord, row),
+                len(taken),
+                sum(memory for _, memory in taken),
+                frozenset(port for port, _ in taken),
+            )
+        )
+    return usage
+
+
 async def changed(session: Session, host_ids: list[uuid.UUID]) -> None:
     """What these hosts should run changed: their agents' long polls answer now."""
     if host_ids:

@@ -12,7 +12,7 @@ from conveyor.deploy.planner.common import (
     wanted,
 )
 from conveyor.deploy.world import Act, Action, Step, World
-from conveyor.domain.deploy import InstanceState, PauseReason
+from conveyor.domain.deploy import InstanceState, PauseReason, Phase
 
 PASSED = "passed"
 """A revision's pre_deploy checks passed (its instances may start)."""
@@ -48,6 +48,14 @@ def start(world: World) -> Action | None:
         in_traffic = slot == world.env.stable_slot or world.env.canary_share > 0
         if in_traffic and len(members) >= count + surge:
             continue
+        if plan is not None and digest == plan.digest:
+            waiting = plan.phase is Phase.PAUSED and plan.pause_reason is PauseReason.PLACEMENT
+            if world.no_room is not None:  # loud, never a hang (Nomad #8139)
+                if waiting:
+                    return None
+                return Action(Act.PAUSE, reason=PauseReason.PLACEMENT.value, message=world.no_room)
+            if waiting:
+                return Action(Act.RELEASE)  # a host can take it again: it goes on
         return Action(Act.START, slot=slot, digest=digest)
     return None
 

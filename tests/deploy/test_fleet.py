@@ -1,0 +1,101 @@
+"""Deploys to the fleet: a real coordinator, real `conveyor agent`s for two hosts (on
+loopback addresses of their own), HAProxy on the coordinator routing to instances on
+both hosts, and a load through it. A runtime with `placement` runs its instances on the
+hosts; one that cannot be placed pauses with the reason and goes on by itself once a
+host that fits joins."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import pytest
+
+from conveyor.hosting.processes import stop_everything
+from tests.deploy.conftest import QUOTE, Stack, assert_no_failures, load
+from tests.helpers import conveyor, process, wait_until
+
+SPREAD = "  placement: {spread: [host], max_per_host: 1}\n"
+
+
+class Fleet:
+    def __init__(self, stack: Stack, cleanup: ExitStack) -> None:
+        self.stack = stack
+        self.cleanup = cleanup
+        self.token = stack.cli("host-token", "create", "--team", "a").stdout.strip()
+
+    def agent(self, name: str, address: str, labels: str = "zone=a") -> None:
+        root = self.stack.root / f"agent-{name}"
+        args = conveyor(
+            "agent",
+            "--server",
+            self.stack.url,
+            "--token",
+            self.token,
+            "--name",
+            name,
+            "--address",
+            address,
+            "--labels",
+            labels,
+            "--data-dir",
+            str(root),
+        )
+        self.cleanup.enter_context(
+            process(args, self.stack.root / f"agent-{name}.log", self.stack.env)
+        )
+        self.cleanup.callback(stop_everything, root / "agent" / "host")
+        wait_until(
+            lambda: self.stack.api("GET", f"/api/v1/hosts/{name}").status_code == 200,
+            30,
+            f"host {name} to join",
+        )
+
+
+@pytest.fixture
+def fleet(stack: Stack) -> Iterator[Fleet]:
+    with ExitStack() as cleanup:
+        yield Fleet(stack, cleanup)
+
+
+def _addresses(stack: Stack) -> list[str]:
+    """Where production's stable instances run, sorted."""
+    status = stack.status("production")
+    return sorted(
+        i["address"] for i in status["instances"] if i["state"] == "ready" and i["role"] == "stable"
+    )
+
+
+def test_rolling_and_canary_across_two_hosts_with_zero_failed_requests(stack: Stack, fleet: Fleet):
+    fleet.agent("h1", "127.0.0.2")
+    fleet.agent("h2", "127.0.0.3")
+    v1 = stack.upload("v1", extra=SPREAD)
+    first = stack.deploy("production", v1)
+    stack.wait_phase("production", first["number"], {"succeeded"}, timeout=90)
+    url = str(stack.status("production")["url"]) + QUOTE
+    assert _addresses(stack) == ["127.0.0.2", "127.0.0.3"]
+    v2 = stack.upload("v2", extra=SPREAD)
+    with load(url, keepalive=True, rate=500) as running:
+        time.sleep(1)  # traffic on v1 first
+        made = stack.deploy("production", v2, strategy="canary", steps="50,100")
+        stack.wait_phase("production", made["number"], {"succeeded"}, timeout=120)
+        time.sleep(1)  # and on v2 after
+    assert_no_failures(running.result, 1000)
+    assert set(running.result["versions"]) == {"v1", "v2"}, json.dumps(running.result)
+    assert _addresses(stack) == ["127.0.0.2", "127.0.0.3"]
+
+
+def test_a_placement_that_cannot_be_met_pauses_with_the_reason_until_a_host_fits(
+    stack: Stack, fleet: Fleet
+):
+    fleet.agent("h1", "127.0.0.2")
+    v1 = stack.upload("v1", extra=SPREAD)  # two replicas, at most one per host
+    made = stack.deploy("production", v1)
+    paused = stack.wait_phase("production", made["number"], {"paused"}, timeout=60)
+    assert paused["pause_reason"] == "placement", paused
+    assert "placed none of 1 instances; of 1 host: 1 at max_per_host 1" in paused["message"]
+    fleet.agent("h2", "127.0.0.3")
+    stack.wait_phase("production", made["number"], {"succeeded"}, timeout=90)
+    assert _addresses(stack) == ["127.0.0.2", "127.0.0.3"]
