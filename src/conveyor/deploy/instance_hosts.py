@@ -60,6 +60,17 @@ class Spot:
 
 
 @dataclass(frozen=True)
+class NewInstance:
+    """An instance the planner starts: of `runtime`, in `slot` of `env`, beside the
+    environment's `instances`."""
+
+    env: EnvironmentRecord
+    runtime: Runtime
+    slot: str
+    instances: list[InstanceRecord]
+
+
+@dataclass(frozen=True)
 class Look:
     """One instance's process as a pass sees it."""
 
@@ -69,26 +80,8 @@ class Look:
 
 
 class InstanceHosts(Protocol):
-    async def room(
-        self,
-        session: Session,
-        env: EnvironmentRecord,
-        runtime: Runtime,
-        slot: str,
-        instances: list[InstanceRecord],
-    ) -> str | None:
-        """Why no new instance of `slot` can be placed now (None: one can)."""
-        ...
-
-    async def spot(
-        self,
-        session: Session,
-        env: EnvironmentRecord,
-        runtime: Runtime,
-        slot: str,
-        instances: list[InstanceRecord],
-    ) -> Spot:
-        """Where a new instance of `slot` goes (Unplaced when nowhere)."""
+    async def spot(self, session: Session, new: NewInstance) -> Spot:
+        """Where a new instance goes (Unplaced when nowhere)."""
         ...
 
     async def start(self, row: InstanceRecord, runtime: Runtime) -> Handle | None:
@@ -119,24 +112,7 @@ class LocalHosts:
         self.target = target
         self.blobs = blobs
 
-    async def room(
-        self,
-        session: Session,
-        env: EnvironmentRecord,
-        runtime: Runtime,
-        slot: str,
-        instances: list[InstanceRecord],
-    ) -> str | None:
-        return None
-
-    async def spot(
-        self,
-        session: Session,
-        env: EnvironmentRecord,
-        runtime: Runtime,
-        slot: str,
-        instances: list[InstanceRecord],
-    ) -> Spot:
+    async def spot(self, session: Session, new: NewInstance) -> Spot:
         return Spot(self.target.allocate_port())
 
     async def start(self, row: InstanceRecord, runtime: Runtime) -> Handle:
@@ -194,28 +170,16 @@ class FleetHosts:
     def __init__(self, wake: Callable[[uuid.UUID], None] = lambda host_id: None) -> None:
         self.wake = wake
 
-    async def room(
-        self,
-        session: Session,
-        env: EnvironmentRecord,
-        runtime: Runtime,
-        slot: str,
-        instances: list[InstanceRecord],
-    ) -> str | None:
+    async def room(self, session: Session, new: NewInstance) -> str | None:
+        """Why no host can take the new instance now (None: one can)."""
         try:
-            await self.spot(session, env, runtime, slot, instances)
+            await self.spot(session, new)
         except Unplaced as exc:
             return str(exc)
         return None
 
-    async def spot(
-        self,
-        session: Session,
-        env: EnvironmentRecord,
-        runtime: Runtime,
-        slot: str,
-        instances: list[InstanceRecord],
-    ) -> Spot:
+    async def spot(self, session: Session, new: NewInstance) -> Spot:
+        env, runtime, slot, instances = new.env, new.runtime, new.slot, new.instances
         usage = {u.host.name: u for u in await host_rows.usable(session, env.team_id)}
         by_id = {u.host.id: u.host.name for u in usage.values()}
         candidates = [

@@ -38,6 +38,7 @@ from conveyor.deploy.instance_hosts import (
     FLEET,
     FleetHosts,
     LocalHosts,
+    NewInstance,
     Spot,
     Unplaced,
     launch_of,
@@ -442,9 +443,8 @@ class DeploymentManager:
         )
         if world.plan is not None and driven.runtime is not None and driven.env.target == FLEET:
             async with self.db.transaction() as session:
-                no_room = await self.fleet.room(
-                    session, driven.env, driven.runtime, target_slot(world), driven.instances
-                )
+                new = NewInstance(driven.env, driven.runtime, target_slot(world), driven.instances)
+                no_room = await self.fleet.room(session, new)
             world = replace(world, no_room=no_room)
         return world, statuses
 
@@ -499,9 +499,8 @@ class DeploymentManager:
         runtime = driven.runtime_for(str(action.digest))
         assert runtime is not None, "an instance starts for a recorded runtime"
         async with self.db.transaction() as session:
-            return await self.context.hosts_for(driven.env).spot(
-                session, driven.env, runtime, str(action.slot), driven.instances
-            )
+            new = NewInstance(driven.env, runtime, str(action.slot), driven.instances)
+            return await self.context.hosts_for(driven.env).spot(session, new)
 
     @staticmethod
     def _add_instance(
