@@ -179,6 +179,8 @@ def start_stack(root: Path, replicas: int = 1, database_url: str | None = None) 
         # One admin token sends every request here, 50 deploys at once right after the
         # uploads among them: over the default 50/second. Rate limits have their own tests.
         "CONVEYOR_RATE_LIMIT": "1000/second",
+        # A fleet's host is found lost 4 s after its agent's last call (test_fleet.py).
+        "CONVEYOR_HOST_LEASE_SECONDS": "4",
     }
     env.pop("CONVEYOR_DATABASE_URL", None)
     if database_url:

@@ -7,6 +7,8 @@ host that fits joins."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -26,7 +28,7 @@ class Fleet:
         self.cleanup = cleanup
         self.token = stack.cli("host-token", "create", "--team", "a").stdout.strip()
 
-    def agent(self, name: str, address: str, labels: str = "zone=a") -> None:
+    def agent(self, name: str, address: str, labels: str = "zone=a") -> subprocess.Popen[bytes]:
         root = self.stack.root / f"agent-{name}"
         args = conveyor(
             "agent",
@@ -43,7 +45,7 @@ class Fleet:
             "--data-dir",
             str(root),
         )
-        self.cleanup.enter_context(
+        proc = self.cleanup.enter_context(
             process(args, self.stack.root / f"agent-{name}.log", self.stack.env)
         )
         self.cleanup.callback(stop_everything, root / "agent" / "host")
@@ -52,6 +54,7 @@ class Fleet:
             30,
             f"host {name} to join",
         )
+        return proc
 
 
 @pytest.fixture
@@ -99,3 +102,52 @@ def test_a_placement_that_cannot_be_met_pauses_with_the_reason_until_a_host_fits
     fleet.agent("h2", "127.0.0.3")
     stack.wait_phase("production", made["number"], {"succeeded"}, timeout=90)
     assert _addresses(stack) == ["127.0.0.2", "127.0.0.3"]
+
+
+def test_a_drained_host_hands_its_instance_over_with_zero_failed_requests(
+    stack: Stack, fleet: Fleet
+):
+    for name, address in (("h1", "127.0.0.2"), ("h2", "127.0.0.3")):
+        fleet.agent(name, address)
+    v1 = stack.upload("v1", extra=SPREAD)
+    first = stack.deploy("production", v1)
+    stack.wait_phase("production", first["number"], {"succeeded"}, timeout=90)
+    fleet.agent("h3", "127.0.0.4")
+    url = str(stack.status("production")["url"]) + QUOTE
+    with load(url, keepalive=True, rate=500) as running:
+        time.sleep(1)
+        assert stack.cli("host", "drain", "h1").stdout.strip() == "host h1: draining"
+        wait_until(
+            lambda: _addresses(stack) == ["127.0.0.3", "127.0.0.4"],
+            60,
+            "the instance of h1 to move to h3",
+        )
+        time.sleep(1)
+    assert_no_failures(running.result, 1000)
+
+
+def test_a_lost_hosts_instance_is_replaced_on_another_host(stack: Stack, fleet: Fleet):
+    h1 = fleet.agent("h1", "127.0.0.2")
+    fleet.agent("h2", "127.0.0.3")
+    v1 = stack.upload("v1", extra=SPREAD)
+    first = stack.deploy("production", v1)
+    stack.wait_phase("production", first["number"], {"succeeded"}, timeout=90)
+    fleet.agent("h3", "127.0.0.4")
+    h1.send_signal(signal.SIGKILL)  # its instance runs on, unreachable by its agent
+    h1.wait()
+    lost = wait_until(
+        lambda: (h := stack.api("GET", "/api/v1/hosts/h1").json())["state"] == "lost" and h,
+        30,
+        "h1 to be found lost",
+    )
+    assert lost["state"] == "lost"
+    wait_until(
+        lambda: _addresses(stack) == ["127.0.0.3", "127.0.0.4"],
+        60,
+        "h1's instance to be replaced on h3",
+    )
+    # h1's agent comes back: fenced, it joins again and stops what it no longer owns.
+    fleet.agent("h1", "127.0.0.2")
+    orphans = stack.root / "agent-h1" / "agent" / "host" / "pids"
+    wait_until(lambda: not list(orphans.glob("*.pid")), 30, "h1's orphan to be stopped")
+    assert _addresses(stack) == ["127.0.0.3", "127.0.0.4"]

@@ -312,3 +312,14 @@ def test_a_placement_that_cannot_be_met_pauses_with_its_reason_and_goes_on_by_it
     dead = inst("o2", alive=False)
     restarted = decide(world(stable(), None, inst("o1"), dead, no_room=reason))
     assert restarted is not None and restarted.act is Act.RESTART
+
+
+def test_an_instance_whose_host_leaves_is_replaced_first_then_drained():
+    leaving = inst("o2", leaving=True)
+    first = decide(world(stable(), None, inst("o1"), leaving))
+    assert first is not None and (first.act, first.slot, first.digest) == (Act.START, "a", OLD)
+    replaced = (inst("o1"), leaving, inst("o3"))
+    then = decide(world(stable(), None, *replaced))
+    assert then is not None and (then.act, then.instance) == (Act.DRAIN, "o2")
+    # No host can take the replacement: the slot waits as it is (nothing to pause).
+    assert decide(world(stable(), None, inst("o1"), leaving, no_room="no hosts")) is None

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +91,7 @@ class Instances:
         for instance_id in list(self.running):
             if instance_id not in wanted:
                 self._stop(instance_id)
+        self._stop_orphans(wanted.keys())
         for instance in desired:
             current = self.running.get(instance.id)
             if current is None:
@@ -132,6 +133,23 @@ class Instances:
             self.stopping[instance_id] = Stopping(gone.handle, self.clock())
         else:
             self.target.forget(str(instance_id))
+
+    def _stop_orphans(self, wanted: Iterable[uuid.UUID]) -> None:
+        """Instances this host runs that nobody wants (started before the agent's
+        restart, or before its host was found lost and theirs placed elsewhere)."""
+        known = {str(i) for i in (*wanted, *self.running, *self.stopping)}
+        for record in sorted(self.target.pids.glob("*.pid")):
+            name = record.stem
+            if name in known:
+                continue
+            handle = self.target.adopt(name)
+            if handle is None:
+                self.target.forget(name)
+                continue
+            log.info("instance %s: no longer wanted here; stopping it", name)
+            self.target.terminate(handle, force=False)
+            with contextlib.suppress(ValueError):
+                self.stopping[uuid.UUID(name)] = Stopping(handle, self.clock())
 
     async def watch(self) -> bool:
         """Look at every instance once; whether anything a report carries changed."""

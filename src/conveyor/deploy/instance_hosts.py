@@ -19,6 +19,7 @@ from conveyor.artifacts.blobs import BlobStore
 from conveyor.deploy.placement import Candidate, place
 from conveyor.domain.clock import as_utc
 from conveyor.domain.deploy import InstanceState
+from conveyor.domain.hosts import HostState
 from conveyor.hosting.target import Handle, Launch, Target
 from conveyor.pipeline.deploy import Placement, Runtime
 from conveyor.storage import hosts as host_rows
@@ -169,6 +170,21 @@ class FleetHosts:
 
     def __init__(self, wake: Callable[[uuid.UUID], None] = lambda host_id: None) -> None:
         self.wake = wake
+
+    async def leaving(
+        self, session: Session, instances: list[InstanceRecord]
+    ) -> frozenset[uuid.UUID]:
+        """The instances whose host is draining, lost or gone: each is replaced on
+        another host, then leaves (drained first while it serves)."""
+        placed = {row.id: row.host_id for row in instances if row.host_id is not None}
+        if not placed:
+            return frozenset()
+        states = await host_rows.states(session, set(placed.values()))
+        return frozenset(
+            instance
+            for instance, host in placed.items()
+            if states.get(host, HostState.LOST) is not HostState.UP
+        )
 
     async def room(self, session: Session, new: NewInstance) -> str | None:
         """Why no host can take the new instance now (None: one can)."""

@@ -47,7 +47,7 @@ from conveyor.deploy.planner import HEALTH_RULE, RUNNING, decide, states
 from conveyor.deploy.planner.common import target_slot
 from conveyor.deploy.world import Act, Action, Seen, World
 from conveyor.domain.clock import as_utc, utcnow
-from conveyor.domain.deploy import InstanceState, Phase, QueuePolicy
+from conveyor.domain.deploy import InstanceState, PauseReason, Phase, QueuePolicy
 from conveyor.hosting.routing import RouterError, ServerStatus, TrafficRouter
 from conveyor.hosting.target import Target
 from conveyor.ids import new_id
@@ -326,10 +326,41 @@ class DeploymentManager:
         self.stats.quiet += 1
         return True
 
+    async def _decide(self, driven: Driven, world: World) -> tuple[World, Action | None]:
+        """The planner's action; on the fleet, decided again with placement's reason
+        when no host can take the instance it starts (or the one a deployment paused
+        for placement waits to start)."""
+        action = decide(world)
+        if driven.env.target != FLEET:
+            return world, action
+        plan = world.plan
+        waiting = (
+            plan is not None
+            and plan.phase is Phase.PAUSED
+            and plan.pause_reason is PauseReason.PLACEMENT
+        )
+        starting = action is not None and action.act is Act.START
+        if not (starting or waiting):
+            return world, action
+        if action is not None and starting:
+            slot, runtime = str(action.slot), driven.runtime_for(str(action.digest))
+        else:
+            slot, runtime = target_slot(world), driven.runtime
+        if runtime is None:
+            return world, action
+        async with self.db.transaction() as session:
+            no_room = await self.fleet.room(
+                session, NewInstance(driven.env, runtime, slot, driven.instances)
+            )
+        if no_room is None:
+            return world, action
+        world = replace(world, no_room=no_room)
+        return world, decide(world)
+
     async def _decide_and_act(self, env_id: uuid.UUID, fence: int, driven: Driven) -> Action | None:
         world, statuses = await self._observe(env_id, fence, driven)
         world = await self.analyses.judge(env_id, fence, driven, world)
-        action = decide(world)
+        world, action = await self._decide(driven, world)
         if action is None:
             await self.apply(driven, statuses)
             return None
@@ -394,6 +425,10 @@ class DeploymentManager:
         seen: list[Seen] = []
         probes: dict[uuid.UUID, int] = {}
         hosts = self.context.hosts_for(driven.env)
+        leaving: frozenset[uuid.UUID] = frozenset()
+        if driven.env.target == FLEET:
+            async with self.db.transaction() as session:
+                leaving = await self.fleet.leaving(session, driven.instances)
         for row in driven.instances:
             state = InstanceState(row.state)
             if state is InstanceState.STOPPED:
@@ -421,6 +456,7 @@ class DeploymentManager:
                     draining_s=(now - as_utc(row.drain_started_at)).total_seconds()
                     if row.drain_started_at
                     else None,
+                    leaving=row.id in leaving,
                 )
             )
         if probes:
@@ -441,11 +477,6 @@ class DeploymentManager:
             task=task,
             next_gate=driven.next_gate,
         )
-        if world.plan is not None and driven.runtime is not None and driven.env.target == FLEET:
-            async with self.db.transaction() as session:
-                new = NewInstance(driven.env, driven.runtime, target_slot(world), driven.instances)
-                no_room = await self.fleet.room(session, new)
-            world = replace(world, no_room=no_room)
         return world, statuses
 
     @staticmethod

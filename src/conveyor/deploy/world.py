@@ -111,6 +111,8 @@ class Seen:
     restarts: int = 0
     health_failures: int = 0
     draining_s: float | None = None
+    leaving: bool = False
+    """Its host is draining or lost: a replacement goes elsewhere, then it leaves."""
 
     @property
     def serving(self) -> bool:

@@ -340,6 +340,19 @@ async def usable(session: Session, team_id: uuid.UUID) -> list[Usage]:
     return usage
 
 
+async def states(session: Session, host_ids: set[uuid.UUID]) -> dict[uuid.UUID, HostState]:
+    """Each existing host's state (a removed host is not in the answer)."""
+    found = await session.execute(
+        select(Host.id, Host.state, Host.draining).where(Host.id.in_(host_ids))
+    )
+    return {
+        host_id: HostState.LOST
+        if state == HostState.LOST.value
+        else (HostState.DRAINING if draining else HostState.UP)
+        for host_id, state, draining in found
+    }
+
+
 async def changed(session: Session, host_ids: list[uuid.UUID]) -> None:
     """What these hosts should run changed: their agents' long polls answer now."""
     if host_ids:

@@ -69,7 +69,11 @@ def surplus(world: World) -> list[Seen]:
         by_slot.setdefault(seen.slot, []).append(seen)
     for slot, members in by_slot.items():
         digest, count = want.get(slot, ("", 0))
-        keep = [m for m in members if m.digest == digest and m.state is not InstanceState.DRAINING]
+        keep = [
+            m
+            for m in members
+            if m.digest == digest and m.state is not InstanceState.DRAINING and not m.leaving
+        ]
         # Keep the healthiest: serving first, then ready, then starting.
         keep.sort(key=lambda m: (not m.serving, m.state is not InstanceState.READY))
         kept = {m.id for m in keep[:count]}

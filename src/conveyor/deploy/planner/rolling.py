@@ -42,7 +42,11 @@ def start(world: World) -> Action | None:
         if blocked(world, digest) or (held and plan is not None and digest == plan.digest):
             continue
         members = [s for s in world.instances if s.slot == slot]
-        have = [s for s in members if s.digest == digest and s.state is not InstanceState.DRAINING]
+        have = [
+            s
+            for s in members
+            if s.digest == digest and s.state is not InstanceState.DRAINING and not s.leaving
+        ]
         if len(have) >= count:
             continue
         in_traffic = slot == world.env.stable_slot or world.env.canary_share > 0
@@ -56,6 +60,8 @@ def start(world: World) -> Action | None:
                 return Action(Act.PAUSE, reason=PauseReason.PLACEMENT.value, message=world.no_room)
             if waiting:
                 return Action(Act.RELEASE)  # a host can take it again: it goes on
+        elif world.no_room is not None:
+            continue  # a settled slot's replacement waits for a host (nothing to pause)
         return Action(Act.START, slot=slot, digest=digest)
     return None
 
