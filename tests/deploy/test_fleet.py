@@ -63,6 +63,15 @@ def fleet(stack: Stack) -> Iterator[Fleet]:
         yield Fleet(stack, cleanup)
 
 
+def _metrics(stack: Stack) -> str:
+    return stack.api("GET", "/metrics").text
+
+
+def _sample(text: str, series: str) -> float:
+    (line,) = [line for line in text.splitlines() if line.startswith(series + " ")]
+    return float(line.split()[-1])
+
+
 def _addresses(stack: Stack) -> list[str]:
     """Where production's stable instances run, sorted."""
     status = stack.status("production")
@@ -99,6 +108,12 @@ def test_a_placement_that_cannot_be_met_pauses_with_the_reason_until_a_host_fits
     paused = stack.wait_phase("production", made["number"], {"paused"}, timeout=60)
     assert paused["pause_reason"] == "placement", paused
     assert "placed none of 1 instances; of 1 host: 1 at max_per_host 1" in paused["message"]
+    # The gauges are counted every few seconds: wait for a count made after the placement.
+    used = 'conveyor_host_slots_used{pool="",team="a"} 1.0'
+    counted = wait_until(lambda: used in (t := _metrics(stack)) and t, 20, "the fleet's gauges")
+    assert 'conveyor_hosts{pool="",state="up",team="a"} 1.0' in counted
+    assert _sample(counted, "conveyor_placement_failures_total") >= 1
+    assert _sample(counted, 'conveyor_agent_calls_total{call="join"}') == 1
     fleet.agent("h2", "127.0.0.3")
     stack.wait_phase("production", made["number"], {"succeeded"}, timeout=90)
     assert _addresses(stack) == ["127.0.0.2", "127.0.0.3"]

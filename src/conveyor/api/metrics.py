@@ -146,6 +146,9 @@ async def refresh(db: Database) -> None:
     metrics.set_gauge(metrics.deployments_active, found.deployments)
     metrics.set_gauge(metrics.deployment_oldest_active, found.oldest)
     metrics.set_gauge(metrics.approvals_waiting, found.approvals)
+    metrics.set_gauge(metrics.hosts, found.hosts)
+    metrics.set_gauge(metrics.host_slots, found.slots)
+    metrics.set_gauge(metrics.host_slots_used, found.slots_used)
 
 
 DORA_EVERY_S = 60.0

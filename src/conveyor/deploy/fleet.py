@@ -19,6 +19,7 @@ from conveyor.domain.errors import Conflict, Forbidden, NotFound, Unauthenticate
 from conveyor.domain.hosts import HostState
 from conveyor.domain.principal import Principal
 from conveyor.domain.roles import Role
+from conveyor.observability import metrics
 from conveyor.policy.access import team_named
 from conveyor.protocol.agent import (
     LEASE_S,
@@ -120,6 +121,7 @@ class Fleet:
             router=body.router,
             version=body.version,
         )
+        metrics.agent_calls.labels("join").inc()
         async with self.db.transaction() as session:
             grant = await hosts.token(session, digest)
             if grant is None or grant.revoked_at is not None:
@@ -147,6 +149,7 @@ class Fleet:
         """What the host should run. Renews its lease (one statement while nothing
         changes); waits up to `wait` (at most `poll_s`) for a generation other than the
         agent's `generation`."""
+        metrics.agent_calls.labels("desired").inc()
         wait = min(wait, self.poll_s)
         lease = await self._renew(digest, host_id, fence)
         if lease.generation == generation and wait > 0:
@@ -169,6 +172,7 @@ class Fleet:
 
     async def report(self, digest: str, host_id: uuid.UUID, body: Report) -> None:
         """Keep what the agent sees of its host's instances; renews the lease."""
+        metrics.agent_calls.labels("report").inc()
         await self._renew(digest, host_id, body.fence)
         reports = {seen.id: seen.model_dump(mode="json", exclude={"id"}) for seen in body.instances}
         async with self.db.transaction() as session:
@@ -217,6 +221,7 @@ class Fleet:
             lost = await hosts.sweep(session, self.clock())
         for host in lost:
             log.warning("host %s lost: its agent's lease ran out", host.name)
+            metrics.hosts_lost.inc()
             self.poke(host.id)
         return lost
 

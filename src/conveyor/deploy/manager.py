@@ -51,7 +51,7 @@ from conveyor.domain.deploy import InstanceState, PauseReason, Phase, QueuePolic
 from conveyor.hosting.routing import RouterError, ServerStatus, TrafficRouter
 from conveyor.hosting.target import Target
 from conveyor.ids import new_id
-from conveyor.observability import tracing
+from conveyor.observability import metrics, tracing
 from conveyor.observability.logs import bound
 from conveyor.pipeline.analysis import Provider
 from conveyor.pipeline.deploy import Health
@@ -355,7 +355,10 @@ class DeploymentManager:
         if no_room is None:
             return world, action
         world = replace(world, no_room=no_room)
-        return world, decide(world)
+        decided = decide(world)
+        if decided is not None and decided.act is Act.PAUSE:
+            metrics.placement_failures.inc()
+        return world, decided
 
     async def _decide_and_act(self, env_id: uuid.UUID, fence: int, driven: Driven) -> Action | None:
         world, statuses = await self._observe(env_id, fence, driven)

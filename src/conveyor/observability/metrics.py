@@ -92,6 +92,39 @@ runners_online = Gauge(
     ["team"],
     multiprocess_mode="mostrecent",
 )
+hosts = Gauge(
+    "conveyor_hosts",
+    'Hosts of the fleet per team (a shared pool: team="", pool named) and state (up, '
+    "draining, lost); computed when scraped.",
+    ["team", "pool", "state"],
+    multiprocess_mode="mostrecent",
+)
+host_slots_used = Gauge(
+    "conveyor_host_slots_used",
+    "Instances placed on hosts that are up or draining, per team and pool, against "
+    "conveyor_host_slots (the sum of those hosts' slots; hosts with no limit count 0).",
+    ["team", "pool"],
+    multiprocess_mode="mostrecent",
+)
+host_slots = Gauge(
+    "conveyor_host_slots",
+    "Slots of hosts that are up or draining, per team and pool.",
+    ["team", "pool"],
+    multiprocess_mode="mostrecent",
+)
+agent_calls = Counter(
+    "conveyor_agent_calls_total",
+    "Calls of host agents: join, desired (a long poll, which renews the lease), report.",
+    ["call"],
+)
+hosts_lost = Counter(
+    "conveyor_hosts_lost_total",
+    "Hosts found lost: their agent's lease ran out.",
+)
+placement_failures = Counter(
+    "conveyor_placement_failures_total",
+    "Times no host could take a new instance (its deployment paused for placement).",
+)
 lease_expiries = Counter(
     "conveyor_job_lease_expiries_total",
     "Running jobs whose runner stopped renewing its lease (runner lost).",
