@@ -243,3 +243,18 @@ def test_navigation_reaches_projects_runners_artifacts_environments_and_the_audi
     company = admin.get("/audit").text
     assert "the company" in company and "team.create" in company
     assert "project.create" in admin.get("/audit", params={"team": "b"}).text
+
+
+def test_the_hosts_page_lists_the_teams_hosts_only(site: Site):
+    client = site.login("a:viewer")
+    assert 'href="/hosts"' in client.get("/").text
+    assert "No host has joined" in client.get("/hosts").text
+    admin = {"Authorization": f"Bearer {site.tokens['admin']}"}
+    for team, name, address in (("a", "web-1", "10.9.0.1"), ("b", "db-1", "10.9.0.2")):
+        made = site.client.post(f"/api/v1/teams/{team}/host-tokens", json={}, headers=admin)
+        host = {"Authorization": f"Bearer {made.json()['token']}"}
+        body = {"name": name, "address": address, "labels": {"zone": "a"}, "slots": 4}
+        assert site.client.post("/api/v1/agent/join", json=body, headers=host).status_code == 201
+    page = site.login("a:viewer").get("/hosts").text
+    assert "web-1" in page and "10.9.0.1" in page and "zone=a" in page and ">up<" in page
+    assert "db-1" not in page

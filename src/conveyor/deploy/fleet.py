@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from conveyor.domain.audit import Action
-from conveyor.domain.clock import utcnow
+from conveyor.domain.clock import iso, utcnow
 from conveyor.domain.errors import Conflict, Forbidden, NotFound, Unauthenticated
 from conveyor.domain.hosts import HostState
 from conveyor.domain.principal import Principal
@@ -32,6 +32,7 @@ from conveyor.protocol.agent import (
     Joined,
     Report,
 )
+from conveyor.protocol.api import HostOut, HostTokenOut
 from conveyor.storage import audit, hosts, names
 from conveyor.storage.artifacts import ArtifactRecord
 from conveyor.storage.database import Database, Session
@@ -262,6 +263,42 @@ class Fleet:
             await hosts.remove(session, found.id)
             await audit.record(session, found.team_id, who.display, Action.HOST_REMOVE, name, {})
         self.poke(found.id)
+
+    async def hosts_out(self, who: Principal) -> list[HostOut]:
+        """The hosts the caller sees, as the API and the UI show them."""
+        return [await self.host_out(host) for host in await self.hosts(who)]
+
+    async def host_out(self, host: HostRecord) -> HostOut:
+        async with self.db.transaction() as session:
+            team = await names.team(session, host.team_id) if host.team_id else None
+        return HostOut(
+            name=host.name,
+            team=team,
+            pool=host.pool,
+            address=host.address,
+            labels={str(k): str(v) for k, v in host.labels.items()},
+            slots=host.slots,
+            memory=host.memory,
+            router=host.router,
+            state=host.status.value,
+            version=host.version,
+            seen_at=iso(host.seen_at) or "",
+            lease_until=iso(host.lease_until) or "",
+            registered_at=iso(host.registered_at) or "",
+        )
+
+    async def token_out(self, made: HostTokenRecord) -> HostTokenOut:
+        async with self.db.transaction() as session:
+            team = await names.team(session, made.team_id) if made.team_id else None
+        return HostTokenOut(
+            id=made.id,
+            name=made.name,
+            team=team,
+            pool=made.pool,
+            created_by=made.created_by,
+            created_at=iso(made.created_at) or "",
+            revoked_at=iso(made.revoked_at),
+        )
 
     async def share_pool(self, who: Principal, pool: str, team: str, on: bool) -> None:
         """Open a shared pool to a team (or close it): the admin's."""

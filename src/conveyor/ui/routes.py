@@ -284,6 +284,14 @@ async def runner_list(request: Request, state: State) -> HTMLResponse:
     return _page(request, "runners.html", who, login, rows=rows)
 
 
+@router.get("/hosts")
+async def host_list(request: Request, state: State) -> HTMLResponse:
+    """The fleet's hosts: the team's and its shared pools' (the admin: every one)."""
+    who, login = await _who(request, state)
+    rows = await state.fleet.hosts_out(who)
+    return _page(request, "hosts.html", who, login, rows=rows)
+
+
 @router.get("/audit")
 async def audit_log(
     request: Request,

@@ -13,12 +13,8 @@ from fastapi.responses import FileResponse, StreamingResponse
 from conveyor.api.auth import HOST_PREFIX, bearer, new_token, token_hash
 from conveyor.api.state import Caller, State
 from conveyor.api.transfer import blob_response
-from conveyor.domain.clock import iso
 from conveyor.protocol.agent import MAX_INT, Desired, Join, Joined, Report
 from conveyor.protocol.api import NAME, HostOut, HostTokenIn, HostTokenOut
-from conveyor.storage import names
-from conveyor.storage.database import Session
-from conveyor.storage.hosts import HostRecord, HostTokenRecord
 
 router = APIRouter(tags=["hosts"])
 DIGEST = r"^sha256:[0-9a-f]{64}$"
@@ -87,31 +83,23 @@ async def agent_artifact(
 async def list_hosts(state: State, who: Caller) -> list[HostOut]:
     """The hosts the caller's team runs on: its own and those of the pools shared with
     it (the admin: every host)."""
-    found = await state.fleet.hosts(who)
-    async with state.db.transaction() as session:
-        return [await _host_out(session, host) for host in found]
+    return await state.fleet.hosts_out(who)
 
 
 @router.get("/api/v1/hosts/{name}")
 async def show_host(name: str, state: State, who: Caller) -> HostOut:
-    found = await state.fleet.host(who, name)
-    async with state.db.transaction() as session:
-        return await _host_out(session, found)
+    return await state.fleet.host_out(await state.fleet.host(who, name))
 
 
 @router.post("/api/v1/hosts/{name}/drain")
 async def drain_host(name: str, state: State, who: Caller) -> HostOut:
     """Nothing new is placed on the host; its instances move to other hosts."""
-    changed = await state.fleet.drain(who, name, on=True)
-    async with state.db.transaction() as session:
-        return await _host_out(session, changed)
+    return await state.fleet.host_out(await state.fleet.drain(who, name, on=True))
 
 
 @router.post("/api/v1/hosts/{name}/undrain")
 async def undrain_host(name: str, state: State, who: Caller) -> HostOut:
-    changed = await state.fleet.drain(who, name, on=False)
-    async with state.db.transaction() as session:
-        return await _host_out(session, changed)
+    return await state.fleet.host_out(await state.fleet.drain(who, name, on=False))
 
 
 @router.delete("/api/v1/hosts/{name}", status_code=204)
@@ -128,7 +116,7 @@ async def create_host_token(
     """A token agents register the team's hosts with (maintainer). Shown once."""
     token = new_token(HOST_PREFIX)
     made = await state.fleet.create_token(who, team, None, body.name, token_hash(token))
-    return (await _token_out(state, made)).model_copy(update={"token": token})
+    return (await state.fleet.token_out(made)).model_copy(update={"token": token})
 
 
 @router.post("/api/v1/pools/{pool}/host-tokens", status_code=201)
@@ -141,18 +129,18 @@ async def create_pool_token(
     """A token agents register a shared pool's hosts with (admin). Shown once."""
     token = new_token(HOST_PREFIX)
     made = await state.fleet.create_token(who, None, pool, body.name, token_hash(token))
-    return (await _token_out(state, made)).model_copy(update={"token": token})
+    return (await state.fleet.token_out(made)).model_copy(update={"token": token})
 
 
 @router.get("/api/v1/host-tokens")
 async def list_host_tokens(state: State, who: Caller) -> list[HostTokenOut]:
-    return [await _token_out(state, made) for made in await state.fleet.tokens(who)]
+    return [await state.fleet.token_out(made) for made in await state.fleet.tokens(who)]
 
 
 @router.delete("/api/v1/host-tokens/{token_id}")
 async def revoke_host_token(token_id: uuid.UUID, state: State, who: Caller) -> HostTokenOut:
     """Revoke it: the hosts that joined with it are refused at their agents' next call."""
-    return await _token_out(state, await state.fleet.revoke_token(who, token_id))
+    return await state.fleet.token_out(await state.fleet.revoke_token(who, token_id))
 
 
 @router.put("/api/v1/pools/{pool}/teams/{team}", status_code=204)
@@ -171,35 +159,3 @@ async def share_pool(
 async def unshare_pool(pool: str, team: str, state: State, who: Caller) -> Response:
     await state.fleet.share_pool(who, pool, team, on=False)
     return Response(status_code=204)
-
-
-async def _host_out(session: Session, host: HostRecord) -> HostOut:
-    return HostOut(
-        name=host.name,
-        team=await names.team(session, host.team_id) if host.team_id else None,
-        pool=host.pool,
-        address=host.address,
-        labels={str(k): str(v) for k, v in host.labels.items()},
-        slots=host.slots,
-        memory=host.memory,
-        router=host.router,
-        state=host.status.value,
-        version=host.version,
-        seen_at=iso(host.seen_at) or "",
-        lease_until=iso(host.lease_until) or "",
-        registered_at=iso(host.registered_at) or "",
-    )
-
-
-async def _token_out(state: State, made: HostTokenRecord) -> HostTokenOut:
-    async with state.db.transaction() as session:
-        team = await names.team(session, made.team_id) if made.team_id else None
-    return HostTokenOut(
-        id=made.id,
-        name=made.name,
-        team=team,
-        pool=made.pool,
-        created_by=made.created_by,
-        created_at=iso(made.created_at) or "",
-        revoked_at=iso(made.revoked_at),
-    )
