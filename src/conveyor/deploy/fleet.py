@@ -94,7 +94,7 @@ class Fleet:
             _require(who, found.team_id, Role.MAINTAINER)
             if not await hosts.revoke_token(session, token_id, self.clock()):
                 raise Conflict(f"host token {token_id} is revoked already")
-            target = (found.pool and f"pool {found.pool}") or found.name
+            target = f"pool {found.pool}" if found.pool else found.name
             detail = {"id": str(token_id), "name": found.name}
             await audit.record(
                 session, found.team_id, who.display, Action.HOST_TOKEN_REVOKE, target, detail
