@@ -168,7 +168,12 @@ def _serve(
     return proc
 
 
-def start_stack(root: Path, replicas: int = 1, database_url: str | None = None) -> Stack:
+def start_stack(
+    root: Path,
+    replicas: int = 1,
+    database_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Stack:
     ports = [free_port() for _ in range(replicas)]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     env = os.environ | {
@@ -185,6 +190,7 @@ def start_stack(root: Path, replicas: int = 1, database_url: str | None = None) 
     env.pop("CONVEYOR_DATABASE_URL", None)
     if database_url:
         env["CONVEYOR_DATABASE_URL"] = database_url
+    env |= extra_env or {}
     stack = Stack(root=root, data=root / "data", env=env, urls=urls)
     for index, port in enumerate(ports):
         _serve(stack, port, root / f"server-{index}.log", {})
