@@ -33,7 +33,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.deploy.conftest import ADMIN, Stack, start_stack, stop_stack
-from tests.helpers import conveyor, process, wait_until
+from tests.helpers import agent_args, process, wait_until
 
 from conveyor.hosting.processes import stop_everything
 
@@ -120,22 +120,6 @@ async def idle_agents(stack: Stack, count: int, seconds: float) -> dict[str, Any
     }
 
 
-def agent_args(stack: Stack, token: str, name: str, address: str) -> list[str]:
-    return conveyor(
-        "agent",
-        "--server",
-        stack.url,
-        "--token",
-        token,
-        "--name",
-        name,
-        "--address",
-        address,
-        "--data-dir",
-        str(stack.root / f"agent-{name}"),
-    )
-
-
 def deploy_seconds(stack: Stack, environment: str, digest: str) -> float:
     began = time.monotonic()
     made = stack.deploy(environment, digest)
@@ -157,7 +141,11 @@ def run(agents: int, seconds: float) -> dict[str, Any]:
                 log = root / f"agent-{name}.log"
                 procs.append(
                     agents_running.enter_context(
-                        process(agent_args(stack, token, name, address), log, stack.env)
+                        process(
+                            agent_args(stack.url, token, name, address, root / f"agent-{name}"),
+                            log,
+                            stack.env,
+                        )
                     )
                 )
                 agents_running.callback(stop_everything, root / f"agent-{name}" / "agent" / "host")

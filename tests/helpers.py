@@ -33,6 +33,16 @@ def conveyor(*args: str) -> list[str]:
     return [sys.executable, "-m", "conveyor", *args]
 
 
+def agent_args(
+    url: str, token: str, name: str, address: str, data_dir: Path | None = None, *extra: str
+) -> list[str]:
+    """A `conveyor agent` for host `name` at `address`."""
+    args = ["agent", "--server", url, "--token", token, "--name", name, "--address", address]
+    if data_dir is not None:
+        args += ["--data-dir", str(data_dir)]
+    return conveyor(*args, *extra)
+
+
 @contextmanager
 def process(args: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:

@@ -17,7 +17,7 @@ import pytest
 
 from conveyor.hosting.processes import stop_everything
 from tests.deploy.conftest import QUOTE, Stack, assert_no_failures, load
-from tests.helpers import conveyor, process, wait_until
+from tests.helpers import agent_args, process, wait_until
 
 SPREAD = "  placement: {spread: [host], max_per_host: 1}\n"
 
@@ -30,21 +30,7 @@ class Fleet:
 
     def agent(self, name: str, address: str, labels: str = "zone=a") -> subprocess.Popen[bytes]:
         root = self.stack.root / f"agent-{name}"
-        args = conveyor(
-            "agent",
-            "--server",
-            self.stack.url,
-            "--token",
-            self.token,
-            "--name",
-            name,
-            "--address",
-            address,
-            "--labels",
-            labels,
-            "--data-dir",
-            str(root),
-        )
+        args = agent_args(self.stack.url, self.token, name, address, root, "--labels", labels)
         proc = self.cleanup.enter_context(
             process(args, self.stack.root / f"agent-{name}.log", self.stack.env)
         )

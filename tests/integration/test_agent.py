@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import ADMIN, cli, conveyor, process, wait_until
+from tests.helpers import ADMIN, agent_args, cli, process, wait_until
 from tests.integration.conftest import serving
 
 LEASE_S = 3.0
@@ -37,16 +37,12 @@ def _host(url: str, name: str) -> dict[str, object] | None:
 
 
 def _agent_args(url: str, token: str, name: str) -> list[str]:
-    return conveyor(
-        "agent",
-        "--server",
+    return agent_args(
         url,
-        "--token",
         token,
-        "--name",
         name,
-        "--address",
         "127.0.0.1",
+        None,
         "--labels",
         "zone=a,role=web",
         "--capacity",

@@ -24,7 +24,7 @@ from conveyor.storage import hosts
 from conveyor.storage.database import Database, database_url
 from conveyor.storage.tables import Environment, Instance
 from tests.deploy.conftest import service_dir
-from tests.helpers import ADMIN, alive, cli, conveyor, free_port, process, wait_until
+from tests.helpers import ADMIN, agent_args, alive, cli, free_port, process, wait_until
 from tests.integration.conftest import serving
 
 
@@ -130,19 +130,7 @@ def test_an_agent_runs_adopts_restarts_and_stops_the_instances_placed_on_its_hos
     assert _admin(url, "POST", "/api/v1/projects", json=project).status_code == 201
     digest = cli(env, "artifacts", "upload", "a/pay", str(service_dir(tmp_path, "v1"))).split()[-1]
     token = cli(env, "host-token", "create", "--team", "a")
-    args = conveyor(
-        "agent",
-        "--server",
-        url,
-        "--token",
-        token,
-        "--name",
-        "web-1",
-        "--address",
-        "127.0.0.1",
-        "--data-dir",
-        str(tmp_path / "agent"),
-    )
+    args = agent_args(url, token, "web-1", "127.0.0.1", tmp_path / "agent")
     port = free_port()
     with process(args, tmp_path / "agent-1.log", env) as agent:
         wait_until(lambda: _admin(url, "GET", "/api/v1/hosts/web-1").status_code == 200, 20, "join")

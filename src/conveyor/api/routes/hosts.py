@@ -28,6 +28,7 @@ def _host_token(request: Request) -> str:
 
 HostToken = Annotated[str, Depends(_host_token)]
 Fence = Annotated[int, Query(ge=1, le=MAX_INT)]
+Pool = Annotated[str, Path(pattern=NAME, max_length=100)]
 
 
 # -- agents ----------------------------------------------------------------------------
@@ -121,7 +122,7 @@ async def create_host_token(
 
 @router.post("/api/v1/pools/{pool}/host-tokens", status_code=201)
 async def create_pool_token(
-    pool: Annotated[str, Path(pattern=NAME, max_length=100)],
+    pool: Pool,
     body: HostTokenIn,
     state: State,
     who: Caller,
@@ -144,18 +145,13 @@ async def revoke_host_token(token_id: uuid.UUID, state: State, who: Caller) -> H
 
 
 @router.put("/api/v1/pools/{pool}/teams/{team}", status_code=204)
-async def share_pool(
-    pool: Annotated[str, Path(pattern=NAME, max_length=100)],
-    team: str,
-    state: State,
-    who: Caller,
-) -> Response:
+async def share_pool(pool: Pool, team: str, state: State, who: Caller) -> Response:
     """Open a shared pool's hosts to a team (admin)."""
     await state.fleet.share_pool(who, pool, team, on=True)
     return Response(status_code=204)
 
 
 @router.delete("/api/v1/pools/{pool}/teams/{team}", status_code=204)
-async def unshare_pool(pool: str, team: str, state: State, who: Caller) -> Response:
+async def unshare_pool(pool: Pool, team: str, state: State, who: Caller) -> Response:
     await state.fleet.share_pool(who, pool, team, on=False)
     return Response(status_code=204)
