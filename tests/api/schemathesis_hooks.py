@@ -12,6 +12,24 @@ import uuid
 from typing import Any
 
 import schemathesis
+from hypothesis.internal import lambda_sources
+
+_describe = lambda_sources.lambda_description
+
+
+def _lambda_description(f: Any) -> str:
+    """Hypothesis names a filter's lambda by parsing the source file it is in; on
+    CPython 3.11.7, `ast.parse` of schemathesis's largest module deep in a generator's
+    stack sometimes raises `SystemError: AST constructor recursion depth mismatch`
+    (CPython gh-106905), which ended whole runs now and then. The name is only for
+    reprs: a plain one serves when the parse fails."""
+    try:
+        return str(_describe(f))
+    except SystemError:
+        return "lambda: <source not parsed>"
+
+
+lambda_sources.lambda_description = _lambda_description
 
 
 @schemathesis.hook
