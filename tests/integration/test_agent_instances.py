@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from conveyor.domain.deploy import InstanceState
+from conveyor.hosting.haproxy import HAProxyRouter
 from conveyor.hosting.processes import stop_everything
 from conveyor.storage import hosts
 from conveyor.storage.database import Database, database_url
@@ -33,6 +34,8 @@ def fleet_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     with serving(tmp_path, {"CONVEYOR_HOST_LEASE_SECONDS": "6"}) as running:
         yield running
     stop_everything(tmp_path / "agent" / "agent" / "host")
+    # Whatever the coordinator's router started outlives it on purpose (`conveyor down`).
+    asyncio.run(HAProxyRouter(tmp_path / "server" / "deploy" / "router").stop())
 
 
 def _admin(url: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
