@@ -184,13 +184,7 @@ class Fleet:
             lease = await hosts.renew(session, host_id, fence, digest, self.lease_s, self.clock())
             if lease is not None:
                 return lease
-            why = await hosts.why(session, host_id, fence, digest)
-        if why == "revoked":
-            raise Unauthenticated("unknown or revoked host token, or no such host")
-        raise Fenced(
-            "this host registered again since, or was found lost: the agent must join again",
-            code="stale_fence",
-        )
+            raise await _refused(session, host_id, fence, digest)
 
     async def artifact(
         self, digest: str, host_id: uuid.UUID, fence: int, artifact: str
@@ -200,10 +194,7 @@ class Fleet:
         async with self.db.transaction() as session:
             host = await hosts.held(session, host_id, fence, digest)
             if host is None:
-                why = await hosts.why(session, host_id, fence, digest)
-                if why == "revoked":
-                    raise Unauthenticated("unknown or revoked host token, or no such host")
-                raise Fenced("this host registered again since: join again", code="stale_fence")
+                raise await _refused(session, host_id, fence, digest)
             found = await hosts.artifact_for(session, host, artifact)
             if found is None:
                 raise NotFound(f"no artifact {artifact} of a team this host serves")
@@ -312,6 +303,18 @@ class Fleet:
                 raise NotFound(f"pool {pool} is not shared with team {team}")
             action = Action.POOL_SHARE if on else Action.POOL_UNSHARE
             await audit.record(session, found.id, who.display, action, f"pool {pool}", {})
+
+
+async def _refused(
+    session: Session, host_id: uuid.UUID, fence: int, digest: str
+) -> Unauthenticated | Fenced:
+    """Why an agent's call is refused: its token (401), or a newer join of its host (409)."""
+    if await hosts.why(session, host_id, fence, digest) == "revoked":
+        return Unauthenticated("unknown or revoked host token, or no such host")
+    return Fenced(
+        "this host registered again since, or was found lost: the agent must join again",
+        code="stale_fence",
+    )
 
 
 def desired_of(row: InstanceRecord) -> DesiredInstance | None:

@@ -13,3 +13,11 @@ class HostState(StrEnum):
     """A person asked to empty it: its instances move elsewhere, nothing new comes."""
     LOST = "lost"
     """Its lease ran out: its instances count as gone until the agent comes back."""
+
+
+def state_of(state: str, draining: bool) -> HostState:
+    """A host's state from its columns: lost while its lease has run out (`state`), else
+    draining when asked to, else up."""
+    if state == HostState.LOST.value:
+        return HostState.LOST
+    return HostState.DRAINING if draining else HostState.UP

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.deploy import InstanceState, Phase
-from conveyor.domain.hosts import HostState
+from conveyor.domain.hosts import HostState, state_of
 from conveyor.domain.status import JobStatus
 from conveyor.storage import policy
 from conveyor.storage.database import Session
@@ -121,10 +121,9 @@ async def _fleet(
     used: dict[tuple[str, str], float] = {}
     for team, pool, state, draining, host_slots, host_id in rows:
         key = (team or "", pool or "")
-        lost = state == HostState.LOST.value
-        name = HostState.LOST if lost else HostState.DRAINING if draining else HostState.UP
+        name = state_of(state, draining)
         states[(*key, name.value)] = states.get((*key, name.value), 0.0) + 1
-        if not lost:
+        if name is not HostState.LOST:
             slots[key] = slots.get(key, 0.0) + float(host_slots or 0)
             used[key] = used.get(key, 0.0) + float(placed.get(host_id, 0))
     return (

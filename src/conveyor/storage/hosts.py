@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from conveyor.domain.deploy import InstanceState
 from conveyor.domain.errors import Conflict
-from conveyor.domain.hosts import HostState
+from conveyor.domain.hosts import HostState, state_of
 from conveyor.storage.artifacts import ArtifactRecord, artifact_of
 from conveyor.storage.database import Session, insert_for
 from conveyor.storage.deployment_records import InstanceRecord, instance_record
@@ -61,9 +61,7 @@ class HostRecord:
     @property
     def status(self) -> HostState:
         """Lost while its lease has run out; else draining when asked to; else up."""
-        if self.state == HostState.LOST.value:
-            return HostState.LOST
-        return HostState.DRAINING if self.draining else HostState.UP
+        return state_of(self.state, self.draining)
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,12 +343,7 @@ async def states(session: Session, host_ids: set[uuid.UUID]) -> dict[uuid.UUID, 
     found = await session.execute(
         select(Host.id, Host.state, Host.draining).where(Host.id.in_(host_ids))
     )
-    return {
-        host_id: HostState.LOST
-        if state == HostState.LOST.value
-        else (HostState.DRAINING if draining else HostState.UP)
-        for host_id, state, draining in found
-    }
+    return {host_id: state_of(state, draining) for host_id, state, draining in found}
 
 
 async def changed(session: Session, host_ids: list[uuid.UUID]) -> None:
