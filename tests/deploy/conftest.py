@@ -160,7 +160,8 @@ class Stack:
 def _serve(
     stack: Stack, port: int, log: Path, extra_env: dict[str, str]
 ) -> subprocess.Popen[bytes]:
-    args = conveyor("serve", "--port", str(port), "--data-dir", str(stack.data))
+    host = stack.url.split("//")[1].rsplit(":", 1)[0]
+    args = conveyor("serve", "--host", host, "--port", str(port), "--data-dir", str(stack.data))
     out = log.open("wb")
     proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=stack.env | extra_env)
     out.close()
@@ -173,9 +174,12 @@ def start_stack(
     replicas: int = 1,
     database_url: str | None = None,
     extra_env: dict[str, str] | None = None,
+    host: str = "127.0.0.1",
 ) -> Stack:
+    """`replicas` coordinators listening on `host` (a fleet's agents in network
+    namespaces reach them on the bridge's address)."""
     ports = [free_port() for _ in range(replicas)]
-    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    urls = [f"http://{host}:{p}" for p in ports]
     env = os.environ | {
         "CONVEYOR_ADMIN_TOKEN": ADMIN,
         "CONVEYOR_SERVER": urls[0],

@@ -1,0 +1,112 @@
+"""A fleet for the tests and bench/fleet.py: hosts as Linux network namespaces on a bridge
+(tests/netns.py), a real `conveyor agent` inside each (`ip netns exec`), and the
+coordinator with its HAProxy in the root namespace, listening on the bridge's address."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from conveyor.hosting.haproxy import HAProxyRouter
+from conveyor.hosting.processes import stop_everything
+from tests.deploy.conftest import Stack, start_stack, stop_stack
+from tests.helpers import agent_args, process, wait_until
+from tests.netns import Host, Network, require_netns
+
+SPREAD = "  placement: {spread: [host], max_per_host: 1}\n"
+ANALYSIS = """\
+analysis:
+  templates:
+    health:
+      interval: 1s
+      min_samples: 50
+      metrics:
+        - {name: error-rate, max: 5%, compare: stable, max_ratio: 2}
+        - {name: p99, quantile: 0.99, max: 500ms}
+"""
+
+
+def canary_job(weight: int, judged_for: str) -> str:
+    return (
+        "  ship:\n    deploy:\n      environment: production\n      strategy:\n"
+        f"        canary:\n          steps: [{{weight: {weight}}}, "
+        f"{{analysis: health, for: {judged_for}}}, {{weight: 100}}]\n"
+    )
+
+
+@dataclass
+class Agent:
+    host: Host
+    proc: subprocess.Popen[bytes]
+
+
+class Fleet:
+    """A coordinator on the bridge's address and the hosts the test adds."""
+
+    def __init__(self, stack: Stack, network: Network, cleanup: ExitStack) -> None:
+        self.stack, self.network, self.cleanup = stack, network, cleanup
+        self.token = stack.cli("host-token", "create", "--team", "a").stdout.strip()
+
+    def agent(self, name: str, labels: str = "zone=a") -> Agent:
+        """Host `name` (a new namespace, or the one it had) and its agent, joined."""
+        host = self.network.hosts.get(name) or self.network.host(name)
+        root = self.stack.root / f"agent-{name}"
+        args = agent_args(self.stack.url, self.token, name, host.address, root, "--labels", labels)
+        log = self.stack.root / f"agent-{name}-{time.monotonic_ns()}.log"
+        proc = self.cleanup.enter_context(process(host.command(args), log, self.stack.env))
+        self.cleanup.callback(stop_everything, root / "agent" / "host")
+        wait_until(
+            lambda: (
+                (h := self.stack.api("GET", f"/api/v1/hosts/{name}").json()).get("state") == "up"
+                and h
+            ),
+            30,
+            f"host {name} to join",
+        )
+        return Agent(host, proc)
+
+    def named(self, address: str) -> Host:
+        (host,) = [h for h in self.network.hosts.values() if h.address == address]
+        return host
+
+
+@contextmanager
+def fleet_in(root: Path) -> Iterator[Fleet]:
+    """A coordinator in `root` on a new bridge; everything stopped and removed after."""
+    require_netns()
+    with Network() as network, ExitStack() as cleanup:
+        stack = start_stack(root, host=network.gateway)
+        cleanup.callback(stop_stack, stack)
+        yield Fleet(stack, network, cleanup)
+
+
+def metrics(stack: Stack) -> str:
+    return stack.api("GET", "/metrics").text
+
+
+def sample(text: str, series: str) -> float:
+    (line,) = [line for line in text.splitlines() if line.startswith(series + " ")]
+    return float(line.split()[-1])
+
+
+def ready(stack: Stack, role: str = "stable") -> list[str]:
+    """Where production's ready instances of `role` run, sorted."""
+    status = stack.status("production")
+    return sorted(
+        i["address"] for i in status["instances"] if i["state"] == "ready" and i["role"] == role
+    )
+
+
+def router_sees(stack: Stack) -> dict[str, str]:
+    """address:port → its status as HAProxy's own checks have it (UP, DOWN, …)."""
+    router = HAProxyRouter(stack.data / "deploy" / "router")
+    text = asyncio.run(router.command("show stat -1 4 -1"))
+    rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
+    return {r["addr"]: r["status"] for r in rows if r.get("addr")}
