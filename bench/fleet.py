@@ -6,12 +6,22 @@
   statement the coordinator sent in the window, its background loops' too, over the
   polls it answered: an upper bound);
 - one idle real agent: its RSS and its share of one core over --seconds;
-- a deploy of the example service with 2 replicas spread over 2 real agents' hosts
-  (127.0.0.2, 127.0.0.3) against the same deploy on the coordinator's machine: seconds
-  from the request to `succeeded`, and their ratio.
+- a 100 MiB artifact to 10 hosts: ten agents' own fetch (ArtifactCache: streamed to
+  disk, sha256-verified) in ten processes started together once all are up, against
+  ten `curl`s of the same URL at once, from the same coordinator: seconds for the last
+  to finish, and their ratio;
+- on hosts that are network namespaces (as root; tests/deploy/fleets.py), a load of
+  500 requests a second through HAProxy:
+  - failed requests while rolling, blue-green and a judged canary go out across three
+    hosts (two replicas spread);
+  - a host whose agent is killed and whose link goes down in the middle of a canary:
+    seconds until HAProxy's checks take it out, and until its instance's replacement
+    serves elsewhere; the failed requests, and the canary's verdict;
+  - one deploy of six instances on three hosts (two each) against the same deploy on
+    the coordinator's machine: seconds from the request to `succeeded`, and the ratio.
 
 Prints one JSON object; asserts nothing; bounded in count and time; stops every process
-it started. Run: `python bench/fleet.py [--agents 200] [--seconds 30]`.
+it started. Run: `python bench/fleet.py [--agents 200] [--seconds 30] [--no-netns]`.
 """
 
 from __future__ import annotations
@@ -19,7 +29,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +45,16 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.deploy.conftest import ADMIN, Stack, start_stack, stop_stack
+from tests.deploy.conftest import (
+    ADMIN,
+    QUOTE,
+    Stack,
+    load,
+    service_dir,
+    start_stack,
+    stop_stack,
+)
+from tests.deploy.fleets import ANALYSIS, canary_job, fleet_in, ready, router_sees
 from tests.helpers import agent_args, process, wait_until
 
 from conveyor.hosting.processes import stop_everything
@@ -127,7 +149,200 @@ def deploy_seconds(stack: Stack, environment: str, digest: str) -> float:
     return round(time.monotonic() - began, 2)
 
 
-def run(agents: int, seconds: float) -> dict[str, Any]:
+FETCH = """
+import asyncio, sys, uuid
+from pathlib import Path
+import httpx
+from conveyor.agent.artifacts import ArtifactCache
+url, token, host, fence, digest, root = sys.argv[1:]
+async def main():
+    print("ready", flush=True)
+    sys.stdin.readline()  # started together, once every interpreter is up
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(headers=headers, timeout=120) as http:
+        cache = ArtifactCache(Path(root), 1 << 40)
+        await cache.fetch(http, url, uuid.UUID(host), int(fence), digest)
+asyncio.run(main())
+"""
+
+
+def fan_out(stack: Stack, root: Path, hosts: int = 10, mib: int = 100) -> dict[str, Any]:
+    """A `mib` MiB artifact fetched by `hosts` agents at once, against as many curls."""
+    folder = root / "big"
+    (folder / "payments").mkdir(parents=True)
+    with (folder / "payments" / "blob.bin").open("wb") as out:
+        for _ in range(mib):
+            out.write(os.urandom(1 << 20))
+    (folder / "conveyor.yml").write_text(
+        "version: 1\nservice: big\nteam: a\njobs:\n  noop: {script: 'true'}\n"
+        "runtime:\n  command: 'true'\n"
+    )
+    digest = stack.cli("artifacts", "upload", "a/pay", str(folder)).stdout.split()[-1]
+    token = stack.cli("host-token", "create", "--team", "a").stdout.strip()
+    auth = {"Authorization": f"Bearer {token}"}
+    joined = [
+        httpx.post(
+            f"{stack.url}/api/v1/agent/join",
+            json={"name": f"fan-{n}", "address": f"127.0.1.{n + 1}"},
+            headers=auth,
+        ).json()
+        for n in range(hosts)
+    ]
+
+    def timed(commands: list[list[str]], barrier: bool = False) -> float:
+        """Seconds until the last of `commands` ends; with `barrier`, from when every
+        one of them said it is ready (an agent is up long before it fetches)."""
+        pipe = subprocess.PIPE if barrier else subprocess.DEVNULL
+        procs = [subprocess.Popen(c, stdin=pipe, stdout=pipe, text=True) for c in commands]
+        if barrier:
+            for proc in procs:
+                assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        began = time.monotonic()
+        if barrier:
+            for proc in procs:
+                assert proc.stdin is not None
+                proc.stdin.write("go\n")
+                proc.stdin.close()
+        codes = [p.wait(timeout=600) for p in procs]
+        assert codes == [0] * len(codes), codes
+        return time.monotonic() - began
+
+    def url(h: dict[str, Any]) -> str:
+        path = f"/api/v1/agent/artifacts/{digest}?host={h['host_id']}&fence={h['fence']}"
+        return stack.url + path
+
+    curls = [
+        ["curl", "-sfo", str(root / f"curl-{n}"), "-H", f"Authorization: Bearer {token}", url(h)]
+        for n, h in enumerate(joined)
+    ]
+    fetch = [sys.executable, "-c", FETCH, stack.url, token]
+    agents = [
+        [*fetch, h["host_id"], str(h["fence"]), digest, str(root / f"cache-{n}")]
+        for n, h in enumerate(joined)
+    ]
+    curl_s = timed(curls)
+    agent_s = timed(agents, barrier=True)
+    for n in range(hosts):
+        assert (root / f"cache-{n}" / digest.removeprefix("sha256:")).stat().st_size >= mib << 20
+    return {
+        "mib": mib,
+        "hosts": hosts,
+        "agents_s": round(agent_s, 2),
+        "curls_s": round(curl_s, 2),
+        "ratio": round(agent_s / curl_s, 2),
+    }
+
+
+def strategies_on_three_hosts(root: Path) -> dict[str, Any]:
+    """Failed requests per strategy at 500 req/s, three hosts, two replicas spread."""
+    spread = "  placement: {spread: [host], max_per_host: 1}\n"
+    out: dict[str, Any] = {}
+    with fleet_in(root) as fleet:
+        stack = fleet.stack
+        for n in (1, 2, 3):
+            fleet.agent(f"h{n}")
+        first = stack.deploy("production", stack.upload("v1", extra=spread))
+        stack.wait_phase("production", first["number"], {"succeeded"}, timeout=120)
+        url = str(stack.status("production")["url"]) + QUOTE
+        plans = [  # uploaded in the order they go out
+            ("rolling", stack.upload("v2", extra=spread), {"strategy": "rolling"}),
+            ("blue-green", stack.upload("v3", extra=spread), {"strategy": "blue-green"}),
+            (
+                "canary-judged",
+                stack.upload("v4", extra=spread + ANALYSIS, jobs=canary_job(50, "4s")),
+                {},
+            ),
+        ]
+        for name, digest, body in plans:
+            with load(url, keepalive=True, rate=500) as running:
+                time.sleep(1)
+                made = stack.deploy("production", digest, **body)
+                if name == "blue-green":
+                    stack.wait_phase("production", made["number"], {"paused"}, timeout=120)
+                    stack.command("production", "promote")
+                stack.wait_phase("production", made["number"], {"succeeded"}, timeout=120)
+                time.sleep(1)
+            result = running.result
+            out[name] = {k: result[k] for k in ("requests", "failed", "rps", "p99_ms")}
+    return out
+
+
+def host_lost_mid_canary(root: Path) -> dict[str, Any]:
+    """A host cut off (agent killed, link down) while a canary is being judged."""
+    spread = "  placement: {spread: [host]}\n"
+    with fleet_in(root) as fleet:
+        stack = fleet.stack
+        agents = {n: fleet.agent(n) for n in ("h1", "h2", "h3", "h4")}
+        first = stack.deploy("production", stack.upload("v1", extra=spread))
+        stack.wait_phase("production", first["number"], {"succeeded"}, timeout=120)
+        url = str(stack.status("production")["url"]) + QUOTE
+        v2 = stack.upload("v2", extra=spread + ANALYSIS, jobs=canary_job(50, "20s"))
+        with load(url, keepalive=True, rate=500) as running:
+            time.sleep(1)
+            made = stack.deploy("production", v2)
+            stack.wait_step("production", "analysis health", timeout=120)
+            canaries = ready(stack, "canary")
+            victim = fleet.named(next(a for a in ready(stack) if a not in canaries))
+            agents[victim.name].proc.send_signal(signal.SIGKILL)
+            fleet.network.set_link(victim, up=False)
+            cut = time.monotonic()
+            wait_until(
+                lambda: all(
+                    s != "UP"
+                    for a, s in router_sees(stack).items()
+                    if a.startswith(victim.address + ":")
+                ),
+                30,
+                "HAProxy to take the host out",
+                every=0.05,
+            )
+            unrouted = time.monotonic() - cut
+            wait_until(
+                lambda: len(s := ready(stack)) == 2 and victim.address not in s,
+                120,
+                "the replacement",
+                every=0.05,
+            )
+            replaced = time.monotonic() - cut
+            ended = stack.wait_phase("production", made["number"], {"succeeded"}, timeout=120)
+            time.sleep(1)
+        verdict = stack.api("GET", f"/api/v1/deployments/{made['id']}/analysis").json()
+        fleet.network.set_link(victim, up=True)
+    result = running.result
+    return {
+        "lease_s": 4,
+        "unrouted_s": round(unrouted, 2),
+        "replacement_serving_s": round(replaced, 2),
+        "requests": result["requests"],
+        "failed": result["failed"],
+        "errors": result["errors"],
+        "canary": ended["phase"],
+        "verdict": verdict["runs"][0]["phase"],
+    }
+
+
+def six_instances(root: Path) -> dict[str, Any]:
+    """One deploy of 3 hosts x 2 instances against the same on the coordinator's machine."""
+    with fleet_in(root) as fleet:
+        stack = fleet.stack
+        for n in (1, 2, 3):
+            fleet.agent(f"h{n}")
+        placed = "  placement: {spread: [host], max_per_host: 2}\n"
+        on_hosts = deploy_seconds(stack, "fleet", upload_six(stack, "fleet", placed))
+        on_machine = deploy_seconds(stack, "local", upload_six(stack, "local", ""))
+    return {
+        "three_hosts_s": on_hosts,
+        "coordinator_machine_s": on_machine,
+        "ratio": round(on_hosts / on_machine, 2),
+    }
+
+
+def upload_six(stack: Stack, version: str, extra: str) -> str:
+    folder = service_dir(stack.root, version, replicas=6, extra=extra)
+    return stack.cli("artifacts", "upload", "a/pay", str(folder)).stdout.split()[-1]
+
+
+def run(agents: int, seconds: float, netns: bool) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     # The default lease (15 s; the tests shorten it), so that agents poll every 5 s.
     stack = start_stack(root, extra_env={"CONVEYOR_HOST_LEASE_SECONDS": "15"})
@@ -171,8 +386,13 @@ def run(agents: int, seconds: float) -> dict[str, Any]:
                 "coordinator_machine": on_machine,
                 "ratio": round(on_fleet / on_machine, 2),
             }
+        out["artifact_fan_out"] = fan_out(stack, root)
     finally:
         stop_stack(stack)
+    if netns:
+        out["strategies_3_hosts"] = strategies_on_three_hosts(root / "strategies")
+        out["host_lost_mid_canary"] = host_lost_mid_canary(root / "lost")
+        out["deploy_3_hosts_x_2"] = six_instances(root / "six")
     return out
 
 
@@ -180,8 +400,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--agents", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--no-netns", dest="netns", action="store_false", help="skip the namespace hosts (root)"
+    )
     args = parser.parse_args()
-    print(json.dumps(run(args.agents, args.seconds), indent=2))
+    print(json.dumps(run(args.agents, args.seconds, args.netns and os.geteuid() == 0), indent=2))
 
 
 if __name__ == "__main__":

@@ -81,6 +81,7 @@ class Fleet:
 def fleet_in(root: Path) -> Iterator[Fleet]:
     """A coordinator in `root` on a new bridge; everything stopped and removed after."""
     require_netns()
+    root.mkdir(parents=True, exist_ok=True)
     with Network() as network, ExitStack() as cleanup:
         stack = start_stack(root, host=network.gateway)
         cleanup.callback(stop_stack, stack)

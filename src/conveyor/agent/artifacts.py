@@ -57,16 +57,20 @@ class ArtifactCache:
         target = f"{url}/api/v1/agent/artifacts/{digest}"
         async with http.stream("GET", target, params=params, headers=headers) as response:
             if response.status_code == 416:  # asked past the end: the partial is whole
-                pass
+                hashed = _sha256(partial)
             else:
                 response.raise_for_status()
                 resumed = response.status_code == 206
+                # Hashed as the bytes arrive (a resumed download: its partial first), so
+                # the file is not read again once it is whole.
+                hashed = _sha256(partial) if resumed else hashlib.sha256()
                 if not resumed:
                     offset = 0
                 with partial.open("ab" if resumed else "wb") as out:
                     async for chunk in response.aiter_bytes():  # as they come: a cut keeps them
                         out.write(chunk)
-        if _sha256(partial) != digest:
+                        hashed.update(chunk)
+        if "sha256:" + hashed.hexdigest() != digest:
             partial.unlink(missing_ok=True)
             raise DigestMismatch(f"artifact {digest}: the bytes fetched have another digest")
         partial.rename(final)
@@ -93,9 +97,10 @@ class ArtifactCache:
         return removed
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: Path) -> hashlib._Hash:
+    """The running hash of what `path` holds so far."""
     hashed = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(CHUNK):
             hashed.update(chunk)
-    return "sha256:" + hashed.hexdigest()
+    return hashed
