@@ -17,10 +17,11 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.deploy.conftest import QUOTE, assert_no_failures, load
+from tests.deploy.conftest import QUOTE, Stack, assert_no_failures, load
 from tests.deploy.fleets import (
     ANALYSIS,
     SPREAD,
@@ -33,6 +34,13 @@ from tests.deploy.fleets import (
     sample,
 )
 from tests.helpers import wait_until
+
+
+def events(stack: Stack, kind: str) -> list[dict[str, Any]]:
+    """The project's latest events of `kind`, newest first (a fleet's among them)."""
+    found = stack.api("GET", f"/api/v1/projects/a/pay/events?type={kind}")
+    assert found.status_code == 200, found.text
+    return list(found.json())
 
 
 @pytest.fixture
@@ -132,6 +140,9 @@ def test_a_host_lost_in_the_middle_of_a_canary_is_replaced_and_never_runs_twice(
     # The host comes back: fenced, its agent joins again and stops what it no longer owns.
     fleet.network.set_link(victim, up=True)
     fleet.agent(victim.name)
+    assert [e["data"]["host"]["name"] for e in events(stack, "host.lost")] == [victim.name]
+    (again, *_) = events(stack, "host.joined")  # newest first
+    assert again["data"]["host"]["name"] == victim.name and again["data"]["host"]["rejoined"]
     orphans = stack.root / f"agent-{victim.name}" / "agent" / "host" / "pids"
     wait_until(lambda: not list(orphans.glob("*.pid")), 30, "the orphan to be stopped")
     instances = stack.status("production")["instances"]
@@ -158,6 +169,8 @@ def test_a_drained_host_hands_its_instance_over_with_zero_failed_requests(fleet:
         time.sleep(1)
     assert_no_failures(running.result, 1000)
     assert h1.address not in router_sees(stack)
+    told = wait_until(lambda: events(stack, "host.drained"), 10, "host.drained")
+    assert [e["data"]["host"]["name"] for e in told] == ["h1"]
 
 
 def test_a_placement_that_cannot_be_met_pauses_with_the_reason_until_a_host_fits(fleet: Fleet):

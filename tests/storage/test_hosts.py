@@ -10,11 +10,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from conveyor.domain.errors import Conflict
+from conveyor.domain.events import HOST_LOST
 from conveyor.domain.hosts import HostState
-from conveyor.storage import hosts
+from conveyor.storage import events, hosts
 from conveyor.storage.database import Database
+from conveyor.storage.events import HostFacts
 from conveyor.storage.hosts import HostTokenRecord, Joining
-from conveyor.storage.tables import Team
+from conveyor.storage.tables import Project, Team
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 LEASE_S = 15.0
@@ -145,3 +147,74 @@ async def test_teams_see_their_hosts_and_shared_pools_and_drains_raise_the_gener
         assert [t.id for t in listed] == [ours.id]
         await hosts.remove(session, shared.id)
         assert await hosts.host_named(session, "s1") is None
+
+
+async def test_host_events_reach_the_served_teams_projects_that_ask_for_them(database: Database):
+    pay, web = await _teams(database)
+    async with database.transaction() as session:
+        api = Project(team_id=pay, name="api", repo_url="file:///api")
+        site = Project(team_id=web, name="site", repo_url="file:///site")
+        session.add_all([api, site])
+        await session.flush()
+        subs = {}
+        for name, project, team, wanted in (
+            ("hosts", api, pay, ["host.*"]),
+            ("deploys", api, pay, ["deployment.*"]),
+            ("all-of-web", site, web, ["*"]),
+        ):
+            sub = await events.add_subscription(
+                session,
+                team_id=team,
+                project_id=project.id,
+                url=f"http://127.0.0.1:9/{name}",
+                events=wanted,
+                form="standard",
+                secret=b"s",
+                created_by="alice",
+                subscription_id=uuid.uuid4(),
+            )
+            subs[sub.id] = name
+        api_id, site_id = api.id, site.id
+    grant = await _token(database, pay, "e" * 64)
+    async with database.transaction() as session:
+        host, _ = await hosts.register(session, grant, joining(), LEASE_S, NOW)
+        facts = HostFacts(host.id, host.name, host.address, host.pool, host.labels, host.fence)
+        served = await hosts.served_teams(session, host)
+        await events.host_event(session, HOST_LOST, facts, served)
+    assert served == [pay]
+    async with database.transaction() as session:
+        assert await events.fan_out(session, 100, skip_locked=False) == 1
+        due = await events.claim_deliveries(session, 100, skip_locked=False)
+        heard = [await events.delivery(session, d) for d in due]
+        # The team's project sees its fleet's events among its own; the other team's not.
+        (told,) = await events.latest(session, pay, api_id, 10)
+        assert await events.latest(session, web, site_id, 10) == []
+    assert [subs[sub.id] for d in heard if d is not None for sub in d[1:]] == ["hosts"]
+    assert (told.type, told.project_id, told.subject) == ("host.lost", None, f"hosts/{host.id}")
+    assert told.data == {
+        "team": "pay",
+        "host": {
+            "id": str(host.id),
+            "name": "h1",
+            "address": "10.77.0.11",
+            "pool": None,
+            "labels": {"zone": "a"},
+            "fence": 1,
+        },
+    }
+
+
+async def test_a_draining_host_that_runs_nothing_is_told_of_once_per_drain(database: Database):
+    pay, _ = await _teams(database)
+    grant = await _token(database, pay, "f" * 64)
+    async with database.transaction() as session:
+        host, _ = await hosts.register(session, grant, joining(), LEASE_S, NOW)
+        assert await hosts.drained(session, NOW) == []  # not draining
+        assert await hosts.set_draining(session, host.id, True)
+    async with database.transaction() as session:
+        (found,) = await hosts.drained(session, NOW)
+        assert found.id == host.id
+        assert await hosts.drained(session, NOW) == []
+        assert await hosts.set_draining(session, host.id, False)
+        assert await hosts.set_draining(session, host.id, True)
+        assert [h.id for h in await hosts.drained(session, NOW)] == [host.id]

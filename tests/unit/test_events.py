@@ -151,6 +151,37 @@ def test_events_become_cdevents():
     )
 
 
+def host(event_type: str, **extra: object) -> Event:
+    about = {"id": "h1id", "name": "web-1", "address": "10.0.0.7", "pool": None}
+    return Event(
+        id=uuid.UUID("01a24b59-0000-7000-8000-000000000003"),
+        type=event_type,
+        subject="hosts/h1id",
+        created_at=WHEN,
+        data={"team": "pay.ments", "host": {**about, "labels": {"zone": "a"}, **extra}},
+    )
+
+
+def test_host_events_leave_as_webhooks_slack_lines_and_cdevents():
+    lost = host(types.HOST_LOST)
+    standard = json.loads(body_for(lost, "standard", "http://ci/"))
+    assert standard["type"] == "host.lost" and standard["data"]["host"]["name"] == "web-1"
+    assert standard["data"]["url"] == "http://ci/api/v1/hosts/web-1"
+    slack = json.loads(body_for(lost, "slack", "http://ci"))["text"]
+    assert slack == ":warning: pay.ments: host <http://ci/api/v1/hosts/web-1|web-1> (10.0.0.7) lost"
+    back = json.loads(body_for(host(types.HOST_JOINED, rejoined=True), "slack", "http://ci"))
+    assert back["text"].endswith("(10.0.0.7) joined again")
+    drained = cdevent(host(types.HOST_DRAINED), "http://ci")
+    assert drained["context"]["type"] == "dev.cdeventsx.conveyor-host.drained.0.1.0"
+    assert drained["subject"]["id"] == "web-1"
+    assert drained["subject"]["type"] == "conveyor-host"
+    assert drained["subject"]["content"]["host"]["labels"] == {"zone": "a"}
+    assert ce_headers(drained)["ce-subject"] == "web-1"
+    assert bus_subject("conveyor", lost) == "conveyor.pay_ments._hosts.host.lost"
+    assert types.matches(["host.*"], types.HOST_LOST)
+    assert not types.matches(["deployment.*"], types.HOST_JOINED)
+
+
 def test_backoff_doubles_up_to_its_ceiling():
     hooks = Webhooks(None, None, public_url="http://ci", backoff_s=1, backoff_max_s=10)  # type: ignore[arg-type]
     assert [hooks.delay(n) for n in range(1, 7)] == [1, 2, 4, 8, 10, 10]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from conveyor.domain import events as types
 from conveyor.domain.audit import Action
 from conveyor.domain.clock import iso, utcnow
 from conveyor.domain.errors import Conflict, Forbidden, NotFound, Unauthenticated
@@ -33,10 +34,11 @@ from conveyor.protocol.agent import (
     Report,
 )
 from conveyor.protocol.api import HostOut, HostTokenOut
-from conveyor.storage import audit, hosts, names
+from conveyor.storage import audit, events, hosts, names
 from conveyor.storage.artifacts import ArtifactRecord
 from conveyor.storage.database import Database, Session
 from conveyor.storage.deployment_records import InstanceRecord
+from conveyor.storage.events import HostFacts
 from conveyor.storage.hosts import HostRecord, HostTokenRecord, Joining
 from conveyor.waiting import event_or_timeout
 
@@ -128,6 +130,7 @@ class Fleet:
             if grant is None or grant.revoked_at is not None:
                 raise Unauthenticated("unknown or revoked host token")
             host, new = await hosts.register(session, grant, joining, self.lease_s, self.clock())
+            await _tell(session, types.HOST_JOINED, host, rejoined=not new)
         log.info(
             "host %s %s (%s, fence %d)",
             host.name,
@@ -208,9 +211,16 @@ class Fleet:
             event.set()
 
     async def sweep(self) -> list[HostRecord]:
-        """Hosts whose lease ran out become lost (their agents are fenced)."""
+        """Hosts whose lease ran out become lost (their agents are fenced); draining
+        hosts that run nothing any more are told of as drained."""
         async with self.db.transaction() as session:
-            lost = await hosts.sweep(session, self.clock())
+            now = self.clock()
+            lost = await hosts.sweep(session, now)
+            for host in lost:
+                await _tell(session, types.HOST_LOST, host)
+            for host in await hosts.drained(session, now):
+                log.info("host %s drained: it runs nothing any more", host.name)
+                await _tell(session, types.HOST_DRAINED, host)
         for host in lost:
             log.warning("host %s lost: its agent's lease ran out", host.name)
             metrics.hosts_lost.inc()
@@ -314,6 +324,21 @@ async def _refused(
     return Fenced(
         "this host registered again since, or was found lost: the agent must join again",
         code="stale_fence",
+    )
+
+
+async def _tell(session: Session, event_type: str, host: HostRecord, **more: object) -> None:
+    """A host event, to the teams the host serves, in the change's transaction."""
+    facts = HostFacts(
+        id=host.id,
+        name=host.name,
+        address=host.address,
+        pool=host.pool,
+        labels=dict(host.labels),
+        fence=host.fence,
+    )
+    await events.host_event(
+        session, event_type, facts, await hosts.served_teams(session, host), **more
     )
 
 

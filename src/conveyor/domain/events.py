@@ -24,6 +24,12 @@ DEPLOYMENT_APPROVED = "deployment.approved"
 DEPLOYMENT_REJECTED = "deployment.rejected"
 DEPLOYMENT_EMERGENCY = "deployment.emergency"
 """An emergency deploy or rollback was asked for (past freezes and approvals)."""
+HOST_JOINED = "host.joined"
+"""A host's agent registered it: a new host, or one that came back (`data.rejoined`)."""
+HOST_LOST = "host.lost"
+"""A host's lease ran out: its agent is fenced and its instances are replaced."""
+HOST_DRAINED = "host.drained"
+"""A draining host runs nothing any more: every instance of it moved elsewhere."""
 
 TYPES = (
     RUN_QUEUED,
@@ -39,10 +45,13 @@ TYPES = (
     DEPLOYMENT_APPROVED,
     DEPLOYMENT_REJECTED,
     DEPLOYMENT_EMERGENCY,
+    HOST_JOINED,
+    HOST_LOST,
+    HOST_DRAINED,
 )
 ALL = "*"
 PREFIXES = tuple(sorted({t.split(".")[0] + ".*" for t in TYPES}))
-"""Every type of a kind: `run.*`, `deployment.*`."""
+"""Every type of a kind: `run.*`, `deployment.*`, `host.*`."""
 
 
 def deployment_event(target: Phase, kind: str, *, resumed: bool = False) -> str | None:

@@ -4,7 +4,8 @@ Where CDEvents has a type for what happened it is used: a run is a `pipelinerun`
 (queued, finished), a deployment that succeeded is a `service` deployed (the first in
 its environment), upgraded, or rolled back. The rest of a deployment's life (started,
 paused, resumed, aborted, failed) has no CDEvents type, so it goes out as a custom event,
-`dev.cdeventsx.conveyor-deployment.<predicate>.0.1.0`, as the spec provides.
+`dev.cdeventsx.conveyor-deployment.<predicate>.0.1.0`, as the spec provides; so do a
+fleet's host events, `dev.cdeventsx.conveyor-host.<predicate>.0.1.0`.
 
 On the bus a CDEvent travels in CloudEvents' binary mode: its JSON is the body and the
 CloudEvents attributes are `ce-` headers (`ce-id` is the event's id, the same on every
@@ -39,6 +40,8 @@ def cdevent_type(event: EventRecord) -> str:
         return f"dev.cdevents.service.{predicate}.{CORE}"
     if event.type == types.DEPLOYMENT_ROLLED_BACK:
         return f"dev.cdevents.service.rolledback.{CORE}"
+    if event.type.startswith("host."):
+        return f"dev.cdeventsx.conveyor-host.{event.type.removeprefix('host.')}.{CUSTOM}"
     predicate = event.type.removeprefix("deployment.").replace("_", "")
     return f"dev.cdeventsx.conveyor-deployment.{predicate}.{CUSTOM}"
 
@@ -54,9 +57,16 @@ def cdevent(event: EventRecord, public_url: str) -> dict[str, Any]:
     source = public_url.rstrip("/")
     url = link(public_url, event)
     kind = cdevent_type(event)
-    service = f"{data['team']}/{data['project']}"
+    service = f"{data['team']}/{data.get('project', '')}"
     subject: dict[str, Any]
-    if event.type.startswith("run."):
+    if event.type.startswith("host."):
+        subject = {
+            "id": data["host"]["name"],
+            "source": source,
+            "type": "conveyor-host",
+            "content": {**data, "url": url},
+        }
+    elif event.type.startswith("run."):
         run = data["run"]
         content: dict[str, Any] = {"pipelineName": service, "uri": url}
         if event.type == types.RUN_FINISHED:
@@ -111,7 +121,10 @@ _TOKEN = re.compile(r"[^A-Za-z0-9_-]")
 
 def bus_subject(prefix: str, event: EventRecord) -> str:
     """`<prefix>.<team>.<project>.<type>`, e.g. `conveyor.payments.api.deployment.succeeded`
-    (a dot or other character NATS gives a meaning to becomes `_` in a name)."""
+    (a dot or other character NATS gives a meaning to becomes `_` in a name); a fleet's
+    event has `_hosts` for its project (no project's name starts with `_`)."""
     team = _TOKEN.sub("_", event.data["team"]) or "_"
+    if event.type.startswith("host."):
+        return f"{prefix}.{team}._hosts.{event.type}"
     project = _TOKEN.sub("_", event.data["project"]) or "_"
     return f"{prefix}.{team}.{project}.{event.type}"

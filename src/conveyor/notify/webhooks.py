@@ -44,6 +44,8 @@ def link(public_url: str, event: EventRecord) -> str:
     data = event.data
     if event.type.startswith("run."):
         return f"{base}/api/v1/runs/{data['run']['id']}"
+    if event.type.startswith("host."):
+        return f"{base}/api/v1/hosts/{quote(data['host']['name'], safe='')}"
     team, project = quote(data["team"], safe=""), quote(data["project"], safe="")
     env = quote(data["environment"], safe="")
     number = data["deployment"]["number"]
@@ -68,6 +70,9 @@ EMOJI = {
     types.DEPLOYMENT_ROLLED_BACK: ":leftwards_arrow_with_hook:",
     types.DEPLOYMENT_ABORTED: ":no_entry:",
     types.DEPLOYMENT_FAILED: ":x:",
+    types.HOST_JOINED: ":heavy_plus_sign:",
+    types.HOST_LOST: ":warning:",
+    types.HOST_DRAINED: ":arrow_heading_down:",
 }
 RUN_EMOJI = {"success": ":white_check_mark:", "failed": ":x:", "canceled": ":no_entry_sign:"}
 
@@ -75,6 +80,13 @@ RUN_EMOJI = {"success": ":white_check_mark:", "failed": ":x:", "canceled": ":no_
 def slack_text(event: EventRecord, url: str) -> str:
     """One line in Slack's mrkdwn: what happened, where, and a link."""
     data = event.data
+    if event.type.startswith("host."):
+        host = data["host"]
+        verb = event.type.removeprefix("host.")
+        if event.type == types.HOST_JOINED and host.get("rejoined"):
+            verb = "joined again"
+        named = f"<{url}|{host['name']}> ({host['address']})"
+        return f"{EMOJI[event.type]} {data['team']}: host {named} {verb}"
     where = f"{data['team']}/{data['project']}"
     if event.type.startswith("run."):
         run = data["run"]

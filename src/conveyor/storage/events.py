@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, or_, select, update
 
 from conveyor.domain import events as types
 from conveyor.domain.clock import as_utc, iso, utcnow
@@ -31,7 +31,8 @@ class EventRecord:
 
     id: uuid.UUID
     team_id: uuid.UUID
-    project_id: uuid.UUID
+    project_id: uuid.UUID | None
+    """None for an event of the team's fleet (`host.*`)."""
     type: str
     subject: str
     data: dict[str, Any]
@@ -93,7 +94,7 @@ def record(
     event_type: str,
     *,
     team_id: uuid.UUID,
-    project_id: uuid.UUID,
+    project_id: uuid.UUID | None,
     subject: str,
     data: dict[str, Any],
 ) -> None:
@@ -126,6 +127,47 @@ async def run_event(
         subject=f"runs/{run.id}",
         data=data,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class HostFacts:
+    """What a host event tells of its host."""
+
+    id: uuid.UUID
+    name: str
+    address: str
+    pool: str | None
+    labels: dict[str, Any]
+    fence: int
+
+
+async def host_event(
+    session: Session,
+    event_type: str,
+    host: HostFacts,
+    teams: Sequence[uuid.UUID],
+    **more: Any,
+) -> None:
+    """A `host.*` event for each team the host serves (its own, or those its pool is
+    shared with): each team's projects hear of the hosts they run on, and no other's."""
+    about = {
+        "id": str(host.id),
+        "name": host.name,
+        "address": host.address,
+        "pool": host.pool,
+        "labels": host.labels,
+        "fence": host.fence,
+        **more,
+    }
+    for team_id in teams:
+        record(
+            session,
+            event_type,
+            team_id=team_id,
+            project_id=None,
+            subject=f"hosts/{host.id}",
+            data={"team": await names.team(session, team_id), "host": about},
+        )
 
 
 @dataclass(frozen=True)
@@ -294,18 +336,23 @@ async def delivery_counts(session: Session, subscription_id: uuid.UUID) -> Deliv
 
 async def fan_out(session: Session, limit: int, *, skip_locked: bool) -> int:
     """Queue a delivery of each event not fanned out yet to every subscription of its
-    project that wants it; returns how many events were fanned out. Events of projects
-    with no subscription are marked in one UPDATE, without being read."""
+    project that wants it (a fleet's event: of its team's projects); returns how many
+    events were fanned out. Events of projects with no subscription are marked in one
+    UPDATE, without being read."""
     subscribed = select(Subscription.project_id)
     unheard = await session.execute(
         update(Event)
-        .where(Event.fanned_out.is_(False), Event.project_id.not_in(subscribed))
+        .where(
+            Event.fanned_out.is_(False),
+            Event.project_id.is_not(None),
+            Event.project_id.not_in(subscribed),
+        )
         .values(fanned_out=True)
         .execution_options(synchronize_session=False)
     )
     marked = int(getattr(unheard, "rowcount", 0) or 0)
     query = (
-        select(Event.id, Event.project_id, Event.type)
+        select(Event.id, Event.team_id, Event.project_id, Event.type)
         .where(Event.fanned_out.is_(False))
         .order_by(Event.created_at)
         .limit(limit)
@@ -315,15 +362,21 @@ async def fan_out(session: Session, limit: int, *, skip_locked: bool) -> int:
     found = (await session.execute(query)).all()
     if not found:
         return marked
-    projects = {project_id for _, project_id, _ in found}
-    subs: dict[uuid.UUID, list[Subscription]] = {p: [] for p in projects}
-    for sub in await session.scalars(
-        select(Subscription).where(Subscription.project_id.in_(list(projects)))
-    ):
-        subs[sub.project_id].append(sub)
+    projects = {project_id for _, _, project_id, _ in found if project_id is not None}
+    teams = {team_id for _, team_id, project_id, _ in found if project_id is None}
+    by_project: dict[uuid.UUID, list[Subscription]] = {p: [] for p in projects}
+    by_team: dict[uuid.UUID, list[Subscription]] = {t: [] for t in teams}
+    wanted = or_(Subscription.project_id.in_(list(projects)), Subscription.team_id.in_(list(teams)))
+    for sub in await session.scalars(select(Subscription).where(wanted)):
+        if sub.project_id in by_project:
+            by_project[sub.project_id].append(sub)
+        if sub.team_id in by_team:
+            by_team[sub.team_id].append(sub)
     now = utcnow()
-    for event_id, project_id, event_type in found:
-        for sub in subs[project_id]:
+    for event_id, team_id, project_id, event_type in found:
+        # A fleet's event goes to every project of its team that asks for it.
+        heard = by_project[project_id] if project_id is not None else by_team[team_id]
+        for sub in heard:
             if types.matches(sub.events, event_type):
                 session.add(
                     EventDelivery(
@@ -332,7 +385,7 @@ async def fan_out(session: Session, limit: int, *, skip_locked: bool) -> int:
                 )
     await session.execute(
         update(Event)
-        .where(Event.id.in_([event_id for event_id, _, _ in found]))
+        .where(Event.id.in_([event_id for event_id, _, _, _ in found]))
         .values(fanned_out=True)
         .execution_options(synchronize_session=False)
     )
@@ -443,10 +496,15 @@ async def prune(session: Session, before: datetime) -> int:
 
 
 async def latest(
-    session: Session, project_id: uuid.UUID, limit: int, event_type: str | None = None
+    session: Session,
+    team_id: uuid.UUID,
+    project_id: uuid.UUID,
+    limit: int,
+    event_type: str | None = None,
 ) -> list[EventRecord]:
-    """The project's newest events first."""
-    query = select(Event).where(Event.project_id == project_id)
+    """The project's newest events first, its team's fleet's (`host.*`) among them."""
+    fleet = and_(Event.project_id.is_(None), Event.team_id == team_id)
+    query = select(Event).where(or_(Event.project_id == project_id, fleet))
     if event_type is not None:
         query = query.where(Event.type == event_type)
     newest = query.order_by(Event.created_at.desc(), Event.id.desc()).limit(limit)

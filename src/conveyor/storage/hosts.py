@@ -230,7 +230,8 @@ async def why(session: Session, host_id: uuid.UUID, fence: int, digest: str) -> 
 
 async def sweep(session: Session, now: datetime) -> list[HostRecord]:
     """Every host whose lease ran out becomes lost, with its fence raised (its agent
-    must register again) and its generation raised (what it should run changes)."""
+    must register again) and its generation raised (what it should run changes).
+    Returns them as they are now."""
     lost = await session.execute(
         update(Host)
         .where(Host.state == HostState.UP.value, Host.lease_until < now)
@@ -406,9 +407,29 @@ async def set_draining(session: Session, host_id: uuid.UUID, draining: bool) -> 
     result = await session.execute(
         update(Host)
         .where(Host.id == host_id, Host.draining != draining)
-        .values(draining=draining, generation=Host.generation + 1)
+        .values(draining=draining, drained_at=None, generation=Host.generation + 1)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def drained(session: Session, now: datetime) -> list[HostRecord]:
+    """Every draining host found running nothing for the first time since its drain
+    began (marked, so that each drain is told of once)."""
+    running = select(Instance.id).where(
+        Instance.host_id == Host.id, Instance.state != InstanceState.STOPPED.value
+    )
+    found = await session.execute(
+        update(Host)
+        .where(Host.draining.is_(True), Host.drained_at.is_(None), ~running.exists())
+        .values(drained_at=now)
+        .returning(Host.id)
+        .execution_options(synchronize_session=False)
+    )
+    ids = [row[0] for row in found]
+    if not ids:
+        return []
+    rows = await session.scalars(select(Host).where(Host.id.in_(ids)).order_by(Host.name))
+    return [record_of(HostRecord, row) for row in rows]
 
 
 async def remove(session: Session, host_id: uuid.UUID) -> None:

@@ -389,11 +389,15 @@ class Event(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     """UUIDv7: the id every copy of the event carries (`webhook-id`, `Nats-Msg-Id`)."""
     team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
-    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    project_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE")
+    )
+    """None for an event of the team's fleet (`host.*`): it goes to every project of the
+    team whose subscriptions ask for it."""
     type: Mapped[str] = mapped_column(String(60))
-    """run.queued, run.finished, deployment.started, … (notify.events.TYPES)."""
+    """run.queued, run.finished, deployment.started, … (domain.events.TYPES)."""
     subject: Mapped[str] = mapped_column(String(200))
-    """What it is about: `runs/<id>` or `deployments/<id>`."""
+    """What it is about: `runs/<id>`, `deployments/<id>` or `hosts/<id>`."""
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     fanned_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
@@ -925,6 +929,9 @@ class Host(Base):
     state: Mapped[str] = mapped_column(String(20), default="up")
     """up or lost: whether its agent holds the lease (draining is `draining`)."""
     draining: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    drained_at: Mapped[datetime | None] = mapped_column(default=None)
+    """When a draining host was found running nothing (its `host.drained` event); None
+    while it is not draining or still runs instances."""
     fence: Mapped[int] = mapped_column(Integer, default=1)
     """Raised by every registration: a call with an older one is from an agent that
     registered since (or a copy of it), and is refused."""

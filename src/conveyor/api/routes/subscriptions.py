@@ -122,7 +122,7 @@ async def list_events(
     """The project's latest lifecycle events, newest first."""
     async with state.db.transaction() as session:
         row, _ = await project_named(session, who, team, project, Role.VIEWER)
-        found = await events.latest(session, row.id, limit, type)
+        found = await events.latest(session, row.team_id, row.id, limit, type)
     return [
         EventOut(
             id=str(e.id),
