@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-local test lint typecheck unit bench clean
+.PHONY: demo demo-fleet demo-local test lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml
 ## (scripts/demo.sh); `make demo-local` runs it with `conveyor run`, no server.
 demo: $(STAMP)
 	scripts/demo.sh
+
+## demo-fleet (as root): four hosts as network namespaces, an agent on each, the example
+## service spread over them, a host cut off in the middle of a canary (scripts/demo-fleet.sh).
+demo-fleet: $(STAMP)
+	scripts/demo-fleet.sh
 
 # The example's jobs use python, pytest and coverage from .venv, as a runner machine
 # would have them installed.
