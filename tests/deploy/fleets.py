@@ -30,6 +30,7 @@ analysis:
       metrics:
         - {name: error-rate, max: 5%, compare: stable, max_ratio: 2}
         - {name: p99, quantile: 0.99, max: 500ms}
+        - {name: rss, provider: process, measure: rss, max: 512MiB}
 """
 
 

@@ -76,6 +76,9 @@ def test_every_strategy_rolls_out_across_three_hosts_with_zero_failed_requests(f
     verdict = stack.api("GET", f"/api/v1/deployments/{judged['id']}/analysis").json()
     (run,) = verdict["runs"]
     assert run["phase"] == "passed", run
+    # The canary's memory, as the agents of its hosts reported it.
+    (rss,) = [j for j in run["latest"] if j["metric"] == "rss"]
+    assert rss["verdict"] == "pass" and 10 * 2**20 < rss["canary"] < 512 * 2**20, rss
 
 
 def test_a_host_lost_in_the_middle_of_a_canary_is_replaced_and_never_runs_twice(fleet: Fleet):

@@ -1,5 +1,6 @@
 """The `process` provider against real processes: one that holds 64 MiB and spins, one
-that sleeps; a process that is gone is no data, not an error."""
+that sleeps; a process that is gone is no data, not an error. Instances on the fleet's
+hosts are measured from their agents' reports (a stale report is no data)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from conveyor.analysis.providers.base import Instance, Slot, SlotTarget
-from conveyor.analysis.providers.process import ProcessProvider
+from conveyor.analysis.providers.base import Instance, Reported, Slot, SlotTarget
+from conveyor.analysis.providers.process import STALE_S, ProcessProvider
 from conveyor.pipeline.analysis import Metric
 
 HOG = (
@@ -84,3 +85,39 @@ async def test_a_slot_with_no_instance_is_no_data():
     rss = Metric(name="rss", provider="process", measure="rss", max="512MiB")
     (empty,) = await ProcessProvider().measure(rss, [SlotTarget(Slot.CANARY)], 0.0, 1.0)
     assert (empty.value, empty.detail) == (None, "no instance")
+
+
+async def test_instances_on_hosts_are_measured_from_their_agents_reports():
+    now = [1000.0]
+    provider = ProcessProvider(clock=lambda: now[0])
+    rss = Metric(name="rss", provider="process", measure="rss", max="512MiB")
+    cpu = Metric(name="cpu", provider="process", measure="cpu", max="80%")
+
+    def on_host(cpu_s: float, at: float, mib: int = 300, pid: int = 4242) -> SlotTarget:
+        seen = Reported("i-1", "10.0.0.7", float(mib << 20), cpu_s, at)
+        # The pid is the host's: never looked up on this machine (4242 may be anything here).
+        return SlotTarget(Slot.CANARY, (Instance(pid, 20000, reported=seen),))
+
+    (first,) = await provider.measure(rss, [on_host(10.0, 999.0)], 0.0, 1.0)
+    assert (first.value, first.samples, first.parts) == (
+        300.0 * 2**20,
+        1,
+        {"10.0.0.7:4242": first.value},
+    )
+    (opening,) = await provider.measure(cpu, [on_host(10.0, 999.0)], 0.0, 1.0)
+    assert opening.value == 0.0  # one report: no window yet
+    (same,) = await provider.measure(cpu, [on_host(10.0, 999.0)], 1.0, 2.0)
+    assert same.value == 0.0
+    now[0] = 1005.0
+    (spinning,) = await provider.measure(cpu, [on_host(14.0, 1004.0)], 2.0, 3.0)
+    assert spinning.value == pytest.approx(0.8)  # 4 s of CPU over 5 s between reports
+    (held,) = await provider.measure(cpu, [on_host(14.0, 1004.0)], 3.0, 4.0)
+    assert held.value == pytest.approx(0.8)  # no newer report: the same window
+    now[0] = 1004.0 + STALE_S + 1
+    (stale,) = await provider.measure(rss, [on_host(14.0, 1004.0)], 4.0, 5.0)
+    assert stale.value is None and stale.detail == "gone: 10.0.0.7:4242"
+    gone = SlotTarget(
+        Slot.CANARY, (Instance(0, 20000, reported=Reported("i-2", "h", None, None, 0.0)),)
+    )
+    (nothing,) = await provider.measure(rss, [gone], 5.0, 6.0)
+    assert nothing.value is None and nothing.samples == 0

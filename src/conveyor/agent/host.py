@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,10 @@ log = logging.getLogger("conveyor.agent")
 BACKOFF_S = (0.5, 4.0)
 """The first and the longest wait after a failed call (well under a lease)."""
 WATCH_S = 0.25
+USAGE_S = 5.0
+"""While instances run, a report is sent at least this often, for their RSS and CPU time
+(the `process` analysis provider reads them): usage changes all the time, so it is not
+a change that sends a report by itself."""
 """How often the agent looks at its instances between polls."""
 CACHE_BYTES = 10 * 2**30
 
@@ -61,6 +67,7 @@ class HostAgent:
         client: AgentClient,
         data_dir: Path,
         cache_bytes: int = CACHE_BYTES,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.facts = facts
         self.client = client
@@ -72,6 +79,8 @@ class HostAgent:
         self.wanted: list[DesiredInstance] = []
         self.joins = 0
         self.reports = 0
+        self.clock = clock
+        self._reported_at = -USAGE_S
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -115,7 +124,7 @@ class HostAgent:
         )
         try:
             while not poll.done():
-                if await self.instances.watch():
+                if await self.instances.watch() or self._usage_due():
                     await self._report()
                 await asyncio.wait({poll}, timeout=WATCH_S)
                 if self._stopping.is_set():
@@ -143,6 +152,12 @@ class HostAgent:
         )
         await self.client.report(self.joined.host_id, body)
         self.reports += 1
+        self._reported_at = self.clock()
+
+    def _usage_due(self) -> bool:
+        """Instances run and their usage was last reported USAGE_S ago or more."""
+        running = any(r.running for r in self.instances.running.values())
+        return running and self.clock() - self._reported_at >= USAGE_S
 
     async def _fetch(self, digest: str) -> Path:
         assert self.joined is not None

@@ -28,6 +28,7 @@ from conveyor.analysis.providers.base import (
     Instance,
     Measurement,
     MetricProvider,
+    Reported,
     RequestSource,
     Slot,
     SlotTarget,
@@ -52,7 +53,11 @@ from conveyor.pipeline.analysis import Metric, Provider, Template
 from conveyor.scheduler.service import Scheduler
 from conveyor.storage import analysis, names
 from conveyor.storage.database import Database, Session
-from conveyor.storage.deployment_records import AnalysisRunRecord, EnvironmentRecord
+from conveyor.storage.deployment_records import (
+    AnalysisRunRecord,
+    EnvironmentRecord,
+    InstanceRecord,
+)
 from conveyor.vcs import GitMirror
 
 log = logging.getLogger("conveyor.deploy.analysis")
@@ -349,11 +354,34 @@ def _targets(driven: Driven, world: World, due: Due, target: Target) -> list[Slo
 
 
 def _instances(driven: Driven, slot: str, digest: str, target: Target) -> tuple[Instance, ...]:
-    return tuple(
-        Instance(row.pid, row.port, _log(target, str(row.id)))
-        for row in driven.instances
-        if row.slot == slot
-        and row.digest == digest
-        and row.pid
-        and InstanceState(row.state) in (InstanceState.READY, InstanceState.STARTING)
+    """The slot's instances that run: on this machine (by pid), or on a host (as its
+    agent last reported them)."""
+    out = []
+    for row in driven.instances:
+        if row.slot != slot or row.digest != digest:
+            continue
+        if InstanceState(row.state) not in (InstanceState.READY, InstanceState.STARTING):
+            continue
+        if row.host_id is not None:
+            pid = int((row.observed or {}).get("pid") or 0)
+            out.append(Instance(pid, row.port, reported=_reported(row)))
+        elif row.pid:
+            out.append(Instance(row.pid, row.port, _log(target, str(row.id))))
+    return tuple(out)
+
+
+def _reported(row: InstanceRecord) -> Reported:
+    """What its agent last reported of it (a report of nothing, from the epoch, when
+    there is none or its process does not run: no data, never this machine's pid)."""
+    seen = row.observed or {}
+    host = row.address or str(row.host_id)
+    if row.observed_at is None or not seen.get("running"):
+        return Reported(str(row.id), host, None, None, 0.0)
+    rss, cpu = seen.get("rss"), seen.get("cpu_s")
+    return Reported(
+        instance=str(row.id),
+        host=host,
+        rss=float(rss) if rss is not None else None,
+        cpu_s=float(cpu) if cpu is not None else None,
+        at=as_utc(row.observed_at).timestamp(),
     )

@@ -26,13 +26,30 @@ class Slot(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Reported:
+    """What the agent of an instance's host last reported of its process."""
+
+    instance: str
+    """The instance's id."""
+    host: str
+    rss: float | None
+    """Bytes, its process and their children."""
+    cpu_s: float | None
+    """CPU time used so far, seconds."""
+    at: float
+    """When the coordinator received the report (wall clock)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Instance:
-    """One running instance of a slot, as the target runs it."""
+    """One running instance of a slot, as the target runs it (on this machine), or as
+    its host's agent reported it (`reported`)."""
 
     pid: int
     port: int
     log: str | None = None
     """Where the target keeps its output (a file), if it does."""
+    reported: Reported | None = None
 
 
 @dataclass(frozen=True, slots=True)
