@@ -165,3 +165,13 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
     monkeypatch.setattr(tracing, "TRACER", provider.get_tracer("conveyor"))
     monkeypatch.setattr(tracing, "PROVIDER", provider)  # FastAPI's spans: apps made after
     return exporter
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """A real SeaweedFS S3 server for the session (tests/seaweed.py) and one bucket in
+    it: (endpoint, bucket). Each test keeps to a prefix of its own (seaweed.prefix)."""
+    from tests.seaweed import new_bucket, seaweedfs
+
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as endpoint:
+        yield endpoint, new_bucket(endpoint)

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     recently used archives first."""
     artifact_max_mb: int = 2048
     """The largest artifact the coordinator accepts, in MiB (uploads stream to disk)."""
+    artifacts_url: str | None = None
+    """`s3://bucket/prefix[?presign=SECONDS]`: artifacts in S3-compatible object storage,
+    shared by replicas on different machines (boto3's settings: `AWS_ENDPOINT_URL`,
+    `AWS_ACCESS_KEY_ID`, …); unset means files under the data directory."""
     rate_limit: str = "50/second"
     """Requests per API token, in `limits` notation ("50/second", "1000/minute")."""
     hook_rate_limit: str = "100/second"

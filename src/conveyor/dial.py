@@ -48,6 +48,9 @@ class Dialer:
             headers={"Authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(15.0, read=read_s),
             event_hooks={"request": [tracing.inject]},
+            # An artifact may be served from object storage (a presigned URL); httpx
+            # drops the token when a redirect leaves the coordinator's origin.
+            follow_redirects=True,
         )
 
     async def close(self) -> None:

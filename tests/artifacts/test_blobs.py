@@ -1,4 +1,6 @@
-"""The blob store: streamed, verified, deduplicated, and the same contract in its fake."""
+"""The blob store: streamed, verified, deduplicated, and the same contract in its fake
+and in S3-compatible object storage (a real SeaweedFS), where a second store with a cache
+of its own stands for another replica."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from conveyor.artifacts.blobs import (
@@ -18,6 +21,8 @@ from conveyor.artifacts.blobs import (
     FileBlobStore,
     MemoryBlobStore,
 )
+from conveyor.artifacts.s3 import S3BlobStore, S3Url
+from tests import seaweed
 
 pytestmark = pytest.mark.asyncio
 
@@ -31,8 +36,15 @@ def digest_of(data: bytes) -> str:
     return f"sha256:{hashlib.sha256(data).hexdigest()}"
 
 
-@pytest.fixture(params=["file", "memory"])
+def s3_store(server: tuple[str, str], where: str, cache: Path, tail: str = "") -> S3BlobStore:
+    endpoint, bucket = server
+    return S3BlobStore(f"s3://{bucket}/{where}{tail}", cache, client=seaweed.client(endpoint))
+
+
+@pytest.fixture(params=["file", "memory", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    if request.param == "s3":
+        return s3_store(request.getfixturevalue("s3_server"), seaweed.prefix(), tmp_path / "c")
     return FileBlobStore(tmp_path / "blobs") if request.param == "file" else MemoryBlobStore()
 
 
@@ -96,3 +108,66 @@ async def test_files_are_read_only_and_memory_stays_flat_for_a_large_upload(tmp_
     path = store.local_path(blob.digest)
     assert path is not None and path.stat().st_mode & 0o222 == 0
     assert hashlib.sha256(path.read_bytes()).hexdigest() == blob.digest.removeprefix("sha256:")
+
+
+async def test_replicas_share_blobs_through_object_storage(
+    s3_server: tuple[str, str], tmp_path: Path
+):
+    endpoint, bucket = s3_server
+    where = seaweed.prefix()
+    here = s3_store(s3_server, where, tmp_path / "a", "?presign=60")
+    there = s3_store(s3_server, where, tmp_path / "b", "?presign=60")
+    data = bytes(range(256)) * 40_000  # 10 MiB: a multipart upload
+    blob = await here.put(stream(data[:3_000_000], data[3_000_000:]), limit=len(data))
+    assert blob.created and blob.size == len(data)
+    assert here.local_path(blob.digest) is not None  # the writer keeps its copy
+    # Another replica finds it in the bucket, and reads it without a file of its own...
+    assert there.local_path(blob.digest) is None and await there.exists(blob.digest)
+    assert await read_all(there, blob.digest) == data
+    # ... then fetches a file of it into its cache, its digest checked on the way.
+    fetched = await there.local_file(blob.digest)
+    assert fetched is not None and fetched.read_bytes() == data
+    assert fetched.is_relative_to(tmp_path / "b")
+    # Uploaded again: not stored twice, and retention's grace period starts over.
+    before = await there.touched_at(blob.digest)
+    assert before is not None
+    again = await there.put(stream(data), limit=len(data))
+    assert not again.created
+    after = await there.touched_at(blob.digest)
+    assert after is not None and after >= before
+    # A presigned URL serves it (and ranges of it) without the coordinator.
+    url = here.presigned(blob.digest)
+    assert url is not None and url.startswith(f"{endpoint}/{bucket}/{where}/sha256/")
+    ranged = httpx.get(url, headers={"Range": "bytes=100-199"})
+    assert ranged.status_code == 206 and ranged.content == data[100:200]
+    assert s3_store(s3_server, where, tmp_path / "c").presigned(blob.digest) is None
+    assert await here.delete(blob.digest) and not await there.exists(blob.digest)
+
+
+async def test_bytes_changed_in_the_bucket_are_refused_by_a_replica(
+    s3_server: tuple[str, str], tmp_path: Path
+):
+    endpoint, bucket = s3_server
+    where = seaweed.prefix()
+    writer = s3_store(s3_server, where, tmp_path / "a")
+    blob = await writer.put(stream(b"the real bytes"), limit=100)
+    key = writer.key(blob.digest)
+    seaweed.client(endpoint).put_object(Bucket=bucket, Key=key, Body=b"evil")
+    reader = s3_store(s3_server, where, tmp_path / "b")
+    with pytest.raises(DigestMismatch):
+        await reader.local_file(blob.digest)
+    assert reader.local_path(blob.digest) is None
+
+
+async def test_an_artifacts_url_says_what_is_wrong():
+    assert (S3Url("s3://bucket").bucket, S3Url("s3://bucket").prefix) == ("bucket", "")
+    found = S3Url("s3://bucket/a/b/?presign=300")
+    assert (found.prefix, found.presign_s) == ("a/b/", 300)
+    for bad, why in (
+        ("https://bucket", "reads s3://bucket"),
+        ("s3:///prefix", "reads s3://bucket"),
+        ("s3://b?presign=soon", "presign is a number of seconds"),
+        ("s3://b?region=x", "unknown option 'region'"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            S3Url(bad)

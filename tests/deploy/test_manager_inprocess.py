@@ -471,7 +471,7 @@ async def test_each_deployment_tells_its_life_in_events(world: World):
     back = await world.rollback()
     await world.drive(manager, fence, Phase.SUCCEEDED, number=back.number)
     async with world.db.transaction() as session:
-        found = await events.latest(session, world.project.id, 100)
+        found = await events.latest(session, world.project.team_id, world.project.id, 100)
     told = [(e.type, e.data["deployment"]["number"]) for e in reversed(found)]
     assert told == [
         ("deployment.started", 1),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from fastapi import Request
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
 from conveyor.api.errors import ApiError
 from conveyor.api.state import Coordinator
@@ -44,10 +44,14 @@ async def store(
 
 def blob_response(
     state: Coordinator, row: ArtifactRecord, team: str
-) -> FileResponse | StreamingResponse:
-    """The artifact's bytes (counted as downloaded by `team`)."""
+) -> FileResponse | StreamingResponse | RedirectResponse:
+    """The artifact's bytes (counted as downloaded by `team`), or a redirect to where
+    the store serves them itself (a presigned URL)."""
     metrics.artifact_bytes.labels(team, "download").inc(row.size)
     headers = {"X-Conveyor-Digest": row.digest, "ETag": f'"{row.digest}"'}
+    elsewhere = state.blobs.presigned(row.digest)
+    if elsewhere is not None:
+        return RedirectResponse(elsewhere, status_code=307, headers=headers)
     path = state.blobs.local_path(row.digest)
     if path is not None:
         return FileResponse(path, media_type=row.media_type, headers=headers)

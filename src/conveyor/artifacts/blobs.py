@@ -1,5 +1,5 @@
-"""Blobs named by their sha256 (`sha256:<hex>`, docs/ids.md), behind a small interface so
-that object storage can join the local directory later.
+"""Blobs named by their sha256 (`sha256:<hex>`, docs/ids.md), behind a small interface:
+files under the data directory here, S3-compatible object storage in artifacts.s3.
 
 Writes stream: the digest and the size are computed while the bytes arrive, nothing is
 held in memory, and a blob becomes visible only by an atomic rename once it is complete
@@ -15,6 +15,7 @@ import re
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -72,10 +73,24 @@ class BlobStore(Protocol):
         ...
 
     def local_path(self, digest: str) -> Path | None:
-        """A file holding the blob, for zero-copy serving and unpacking; None if remote."""
+        """A file on this machine holding the blob, if there is one now (no I/O but a
+        stat): for zero-copy serving."""
+        ...
+
+    async def local_file(self, digest: str) -> Path | None:
+        """A file on this machine holding the blob, fetched from a remote store first if
+        need be (for unpacking); None when the blob is not stored."""
         ...
 
     async def exists(self, digest: str) -> bool: ...
+
+    async def touched_at(self, digest: str) -> datetime | None:
+        """When the blob was last stored (uploaded again: then); None if it is not."""
+        ...
+
+    def presigned(self, digest: str) -> str | None:
+        """A URL that serves the blob without the coordinator, if the store gives one."""
+        ...
 
     async def delete(self, digest: str) -> bool:
         """Forget the blob; False when it was not stored. Idempotent."""
@@ -152,8 +167,20 @@ class FileBlobStore:
         path = self._path(digest)
         return path if path.is_file() else None
 
+    async def local_file(self, digest: str) -> Path | None:
+        return self.local_path(digest)
+
     async def exists(self, digest: str) -> bool:
         return self._path(digest).is_file()
+
+    async def touched_at(self, digest: str) -> datetime | None:
+        try:
+            return datetime.fromtimestamp(self._path(digest).stat().st_mtime, UTC)
+        except FileNotFoundError:
+            return None
+
+    def presigned(self, digest: str) -> str | None:
+        return None
 
     async def delete(self, digest: str) -> bool:
         try:
@@ -192,8 +219,17 @@ class MemoryBlobStore:
     def local_path(self, digest: str) -> Path | None:
         return None
 
+    async def local_file(self, digest: str) -> Path | None:
+        return None
+
     async def exists(self, digest: str) -> bool:
         return digest in self.blobs
+
+    async def touched_at(self, digest: str) -> datetime | None:
+        return datetime.now(UTC) if digest in self.blobs else None
+
+    def presigned(self, digest: str) -> str | None:
+        return None
 
     async def delete(self, digest: str) -> bool:
         return self.blobs.pop(digest, None) is not None

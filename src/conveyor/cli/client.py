@@ -57,6 +57,9 @@ class ApiClient:
             base_url=server.rstrip("/"),
             headers={"Authorization": f"Bearer {token}"},
             timeout=30.0,
+            # An artifact may be served from object storage (a presigned URL); httpx
+            # drops the token when a redirect leaves the coordinator's origin.
+            follow_redirects=True,
         )
         self.console = console
 

@@ -18,7 +18,7 @@ from conveyor.api.auth import ADMIN_PREFIX, new_token, token_hash
 from conveyor.api.limits import RateLimit
 from conveyor.api.metrics import refresh_forever
 from conveyor.api.state import Coordinator
-from conveyor.artifacts.blobs import FileBlobStore
+from conveyor.artifacts.blobs import BlobStore, FileBlobStore
 from conveyor.coordinator.config import ADMIN_TOKEN_FILE, ServerConfig
 from conveyor.coordinator.loops import Loop, Loops, housekeeping, lost_hosts, sweep
 from conveyor.deploy.analyses import default_providers
@@ -124,7 +124,7 @@ async def running(config: ServerConfig) -> AsyncIterator[Coordinator]:
         poll_s=config.status_poll_s,
         backoff_s=config.status_backoff_s,
     )
-    blobs = FileBlobStore(config.data_dir / "artifacts")
+    blobs = blob_store(config)
     target = LocalTarget(config.data_dir / "deploy")
     router = HAProxyRouter(config.data_dir / "deploy" / "router")
     manager = DeploymentManager(
@@ -199,3 +199,13 @@ async def running(config: ServerConfig) -> AsyncIterator[Coordinator]:
         await db.dispose()
         if traces is not None:  # sends the spans still buffered
             await asyncio.to_thread(traces.shutdown)
+
+
+def blob_store(config: ServerConfig) -> BlobStore:
+    """Artifacts under the data directory, or in object storage when an `s3://` URL is
+    set (each replica then keeps a cache of its own under the data directory)."""
+    if config.artifacts_url is None:
+        return FileBlobStore(config.data_dir / "artifacts")
+    from conveyor.artifacts.s3 import S3BlobStore
+
+    return S3BlobStore(config.artifacts_url, config.data_dir / "artifacts-cache")

@@ -38,6 +38,8 @@ class ServerConfig:
     """Each team's cache archives together, in MiB; the least recently used go first."""
     artifact_max_mb: int = 2048
     """The largest artifact, in MiB."""
+    artifacts_url: str | None = None
+    """`s3://…`: artifacts in object storage (artifacts.s3); None: under the data dir."""
     inbox_poll_s: float = 1.0
     schedule_check_s: float = 15.0
     public_url: str = "http://127.0.0.1:8080"
@@ -86,6 +88,7 @@ def server_config(settings: Settings, data_dir: Path | None = None) -> ServerCon
         redis_url=settings.redis_url,
         cache_quota_mb=settings.cache_quota_mb,
         artifact_max_mb=settings.artifact_max_mb,
+        artifacts_url=settings.artifacts_url,
         public_url=settings.public_url,
         prometheus_url=settings.prometheus_url,
         metrics_token=settings.metrics_token,

@@ -300,7 +300,7 @@ async def rollback(ctx: DriverContext, effect: Effect) -> None:
 
 async def _release(ctx: DriverContext, digest: str) -> Path:
     """The artifact unpacked on the coordinator's machine (where pre_deploy runs)."""
-    blob = ctx.blobs.local_path(digest)
+    blob = await ctx.blobs.local_file(digest)
     if blob is None:
         raise ArtifactGone(f"artifact {digest} is not in the store")
     return await asyncio.to_thread(ctx.target.prepare, digest, blob)

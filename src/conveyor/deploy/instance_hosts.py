@@ -123,7 +123,7 @@ class LocalHosts:
         adopted = self.target.adopt(str(row.id))
         if adopted is not None:
             return adopted
-        blob = self.blobs.local_path(row.digest)
+        blob = await self.blobs.local_file(row.digest)
         if blob is None:
             raise ArtifactGone(f"artifact {row.digest} is not in the store")
         release = await asyncio.to_thread(self.target.prepare, row.digest, blob)

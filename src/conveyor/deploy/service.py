@@ -225,7 +225,7 @@ class DeployService:
     async def spec_of(self, artifact: ArtifactRecord) -> requests.ArtifactSpec:
         """What an artifact's own conveyor.yml says: Gone when its content is no longer
         stored, Invalid without a valid conveyor.yml and runtime."""
-        blob = self.blobs.local_path(artifact.digest)
+        blob = await self.blobs.local_file(artifact.digest)
         if blob is None:
             raise Gone(f"the content of {artifact.digest} is no longer stored")
         return await asyncio.to_thread(requests.read_spec, blob, artifact.digest)
@@ -286,7 +286,7 @@ class DeployService:
                 await artifacts.by_digest(session, project.id, env.digest) if env.digest else None
             )
         declared: dict[str, Any] = {}
-        if found is not None and self.blobs.local_path(found.digest) is not None:
+        if found is not None and await self.blobs.exists(found.digest):
             declared = (await self.spec_of(found)).environments.get(env.name, {})
         async with self.db.transaction() as session:
             return await gates.rules_for(session, project, env.name, declared)

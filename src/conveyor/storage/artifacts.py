@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
@@ -241,13 +241,10 @@ async def collect_garbage(
             named = await session.scalar(
                 select(Artifact.id).where(Artifact.digest == digest).limit(1)
             )
-        path = blobs.local_path(digest)
         if named is not None:
             continue
-        if (
-            path is not None
-            and now - datetime.fromtimestamp(path.stat().st_mtime, UTC) < BLOB_GRACE
-        ):
+        stored = await blobs.touched_at(digest)
+        if stored is not None and now - stored < BLOB_GRACE:
             continue
         deleted += await blobs.delete(digest)
     return rows, deleted

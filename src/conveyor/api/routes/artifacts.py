@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
 from conveyor.api.state import Caller, State
 from conveyor.api.transfer import blob_response, store
@@ -95,12 +95,16 @@ async def show(team: str, project: str, digest: Digest, state: State, who: Calle
             "description": "The artifact's bytes, with the media type it was uploaded with "
             "(a service artifact: application/x-tar)",
             "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
-        }
+        },
+        307: {
+            "description": "With artifacts in object storage and `?presign=` set: the "
+            "object's presigned URL (Location), which serves the same bytes"
+        },
     },
 )
 async def download(
     team: str, project: str, digest: Digest, state: State, who: Caller
-) -> FileResponse | StreamingResponse:
+) -> FileResponse | StreamingResponse | RedirectResponse:
     """The artifact's bytes, streamed; the `Digest` header lets the client verify them."""
     row = await find(state.db, who, team, project, digest)
     return blob_response(state, row, team)

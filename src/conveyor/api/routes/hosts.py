@@ -8,7 +8,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
 from conveyor.api.auth import HOST_PREFIX, bearer, new_token, token_hash
 from conveyor.api.state import Caller, State
@@ -70,7 +70,7 @@ async def agent_artifact(
     state: State,
     host: uuid.UUID,
     fence: Fence,
-) -> FileResponse | StreamingResponse:
+) -> FileResponse | StreamingResponse | RedirectResponse:
     """An artifact's bytes by digest, for an agent whose host serves the artifact's team.
     Answers `Range` requests, so that an interrupted download resumes."""
     found, team = await state.fleet.artifact(token, host, fence, digest)

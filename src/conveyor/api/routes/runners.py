@@ -11,7 +11,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
 from conveyor.api.auth import RUNNER_PREFIX, new_token, token_hash
 from conveyor.api.errors import ApiError
@@ -218,7 +218,7 @@ async def fetch_artifacts(
     who: Caller,
     fence: Annotated[int, Query()],
     job: Annotated[str, Query(min_length=1, max_length=300)],
-) -> FileResponse | StreamingResponse:
+) -> FileResponse | StreamingResponse | RedirectResponse:
     """The tarball that job `job` of the same run published (404 when it published none)."""
     live = await _live_job(state, who, job_id, fence)
     async with state.db.transaction() as session:
