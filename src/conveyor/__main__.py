@@ -1,5 +1,5 @@
 """`python -m conveyor`."""
 
-from conveyor.cli.main import main
+from conveyor.cli.entry import main
 
 main()

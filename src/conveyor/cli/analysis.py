@@ -13,9 +13,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from conveyor.analysis.judge import shown
-from conveyor.cli.client import ApiClient, JsonOpt, ServerOpt, TokenOpt, show
+from conveyor.cli.client import ApiClient, JsonOpt, show
 from conveyor.cli.console import err, out
 from conveyor.cli.deploys import FINAL, EnvOpt, ProjectArg, env_path
+from conveyor.cli.options import ServerOpt, TokenOpt
 from conveyor.protocol.api import AnalysisOut, DeploymentOut, EnvironmentOut
 
 COLOURS = {"pass": "green", "fail": "red", "inconclusive": "yellow"}

@@ -15,8 +15,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from conveyor.artifacts import tarballs
-from conveyor.cli.client import ApiClient, JsonOpt, ServerOpt, TokenOpt, show
+from conveyor.cli.client import ApiClient, JsonOpt, show
 from conveyor.cli.console import err, out
+from conveyor.cli.options import ServerOpt, TokenOpt
 from conveyor.protocol.api import ArtifactOut
 
 app = typer.Typer(

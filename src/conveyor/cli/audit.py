@@ -10,8 +10,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from conveyor.cli.client import ApiClient, JsonOpt, ServerOpt, TokenOpt, show
+from conveyor.cli.client import ApiClient, JsonOpt, show
 from conveyor.cli.console import EXIT_FAILED, err, out
+from conveyor.cli.options import ServerOpt, TokenOpt
 from conveyor.domain import audit as chain
 from conveyor.protocol.api import AuditEntryOut, AuditHeadOut, AuditPage
 

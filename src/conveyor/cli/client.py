@@ -22,6 +22,7 @@ from rich.table import Table
 
 from conveyor.cli import githook
 from conveyor.cli.console import err, out
+from conveyor.cli.options import ServerOpt, TokenOpt
 from conveyor.protocol.api import (
     DeliveryOut,
     EventOut,
@@ -37,14 +38,7 @@ from conveyor.protocol.api import (
     TokenOut,
 )
 
-ServerOpt = Annotated[
-    str, typer.Option("--server", envvar="CONVEYOR_SERVER", help="Coordinator URL.")
-]
-TokenOpt = Annotated[str, typer.Option("--token", envvar="CONVEYOR_TOKEN", help="API token.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-DataDirOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="[env CONVEYOR_DATA_DIR, default ./.conveyor]")
-]
 FINAL = {"success", "failed", "canceled", "skipped"}
 M = TypeVar("M", bound=BaseModel)
 

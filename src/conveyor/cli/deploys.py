@@ -11,8 +11,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from conveyor.cli.client import ApiClient, JsonOpt, ServerOpt, TokenOpt, show
+from conveyor.cli.client import ApiClient, JsonOpt, show
 from conveyor.cli.console import err, out
+from conveyor.cli.options import ServerOpt, TokenOpt
 from conveyor.protocol.api import DeploymentOut, EnvironmentOut, RiskOut
 
 ProjectArg = Annotated[str, typer.Argument(help="TEAM/PROJECT", metavar="TEAM/PROJECT")]

@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from conveyor.cli.client import ApiClient, JsonOpt, ServerOpt, TokenOpt, show
+from conveyor.cli.client import ApiClient, JsonOpt, show
 from conveyor.cli.console import err, out
+from conveyor.cli.options import ServerOpt, TokenOpt
 from conveyor.protocol.api import DoraFigures, DoraOut
 
 BAND_COLOURS = {"elite": "green", "high": "cyan", "medium": "yellow", "low": "red"}

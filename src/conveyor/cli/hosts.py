@@ -10,8 +10,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from conveyor.cli.client import ApiClient, JsonOpt, ServerOpt, TokenOpt, show
+from conveyor.cli.client import ApiClient, JsonOpt, show
 from conveyor.cli.console import EXIT_INVALID, err, out
+from conveyor.cli.options import ServerOpt, TokenOpt
 from conveyor.protocol.api import HostOut, HostTokenOut
 
 host = typer.Typer(help="The hosts agents run on: list, show, drain, undrain, remove.")

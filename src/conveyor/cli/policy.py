@@ -9,9 +9,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from conveyor.cli.client import ApiClient, JsonOpt, ServerOpt, TokenOpt, show
+from conveyor.cli.client import ApiClient, JsonOpt, show
 from conveyor.cli.console import EXIT_INVALID, err, out
 from conveyor.cli.deploys import EnvOpt, ProjectArg, env_path
+from conveyor.cli.options import ServerOpt, TokenOpt
 from conveyor.domain.policy import span_text
 from conveyor.pipeline.durations import format_duration, parse_duration
 from conveyor.protocol.api import (

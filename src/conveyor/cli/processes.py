@@ -26,8 +26,9 @@ import httpx
 import typer
 from rich.markup import escape
 
-from conveyor.cli.client import DataDirOpt, ServerOpt, TokenOpt
+from conveyor.cli.agent import agent_cmd, configure_logs
 from conveyor.cli.console import EXIT_INVALID, err, out
+from conveyor.cli.options import DataDirOpt, ServerOpt, TokenOpt
 from conveyor.config import Settings
 from conveyor.protocol.api import TokenOut
 
@@ -48,7 +49,7 @@ def serve(
 ) -> None:
     """Start the coordinator: API, scheduler, database migrations."""
     settings = Settings()
-    _logs(settings)
+    configure_logs(settings)
     root = (data_dir or settings.data_dir).resolve()
     with _metrics_dir(root, workers), coordinator_record(root, f"http://{host}:{port}"):
         # Imported only now: with several workers, prometheus-client must find its
@@ -98,19 +99,6 @@ def _metrics_dir(root: Path, workers: int) -> Iterator[None]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _logs(settings: Settings) -> None:
-    """Logs as configured; and the tracing environment checked before anything starts."""
-    from conveyor.observability.logs import configure
-    from conveyor.observability.tracing import wanted_exporters
-
-    configure(settings.log_format, settings.log_level)
-    try:
-        wanted_exporters()
-    except ValueError as exc:
-        err.print(f"error: {escape(str(exc))}")
-        raise typer.Exit(EXIT_INVALID) from None
-
-
 def runner_cmd(
     server: ServerOpt,
     token: TokenOpt,
@@ -127,7 +115,7 @@ def runner_cmd(
     from conveyor.runner.client import register as register_runner
 
     settings = Settings()
-    _logs(settings)
+    configure_logs(settings)
     traces = configure("conveyor-runner")
     config = RunnerConfig(
         server=server,
@@ -159,110 +147,6 @@ def runner_cmd(
     finally:
         if traces is not None:  # sends the spans still buffered
             traces.shutdown()
-
-
-def _pairs(text: str, what: str) -> dict[str, str]:
-    """`zone=a,role=web` → {"zone": "a", "role": "web"}; exits with the reason otherwise."""
-    pairs: dict[str, str] = {}
-    for item in (x.strip() for x in text.split(",") if x.strip()):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            err.print(f"error: {what}: expected key=value, got {escape(item)!r}")
-            raise typer.Exit(EXIT_INVALID)
-        pairs[key.strip()] = value.strip()
-    return pairs
-
-
-def _size(text: str, what: str) -> int:
-    from conveyor.pipeline.fields import parse_size
-
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        err.print(f"error: {what}: {escape(str(exc))}")
-        raise typer.Exit(EXIT_INVALID) from None
-
-
-def _capacity(text: str) -> tuple[int | None, int | None]:
-    """`slots=8,memory=4GiB` → (8, 4 GiB in bytes)."""
-    from conveyor.pipeline.fields import parse_size
-
-    given = _pairs(text, "--capacity")
-    unknown = sorted(set(given) - {"slots", "memory"})
-    try:
-        if unknown:
-            raise ValueError(f"unknown {', '.join(unknown)} (slots and memory are known)")
-        slots = int(given["slots"]) if "slots" in given else None
-        memory = parse_size(given["memory"]) if "memory" in given else None
-    except ValueError as exc:
-        err.print(f"error: --capacity: {escape(str(exc))}")
-        raise typer.Exit(EXIT_INVALID) from None
-    return slots, memory
-
-
-def agent_cmd(
-    server: ServerOpt,
-    token: TokenOpt,
-    address: Annotated[
-        str, typer.Option("--address", help="The address this host's instances listen on.")
-    ],
-    labels: Annotated[str, typer.Option("--labels", help="zone=a,role=web")] = "",
-    capacity: Annotated[str, typer.Option("--capacity", help="slots=8,memory=4GiB")] = "",
-    router: Annotated[
-        bool, typer.Option("--router", help="This host runs HAProxy for environments too.")
-    ] = False,
-    name: Annotated[str | None, typer.Option("--name", help="Default: the hostname.")] = None,
-    cache_size: Annotated[
-        str, typer.Option("--cache-size", help="The most the artifact cache keeps.")
-    ] = "10GiB",
-    data_dir: DataDirOpt = None,
-) -> None:
-    """Run this host's instances for a coordinator: joins with a host token (cvy_host_…),
-    holds the host's lease and long-polls for what the host should run. Dials out only."""
-    from pydantic import ValidationError
-
-    from conveyor.agent.client import AgentClient, Refusal
-    from conveyor.agent.host import HostAgent, HostFacts
-
-    settings = Settings()
-    _logs(settings)
-    slots, memory = _capacity(capacity)
-    cache_bytes = _size(cache_size, "--cache-size")
-    facts = HostFacts(
-        name=name or socket.gethostname(),
-        address=address,
-        labels=_pairs(labels, "--labels"),
-        slots=slots,
-        memory=memory,
-        router=router,
-    )
-    try:
-        facts.join()
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        err.print(f"error: {escape(problems)}")
-        raise typer.Exit(EXIT_INVALID) from None
-
-    async def main() -> None:
-        client = AgentClient(server, token)
-        root = (data_dir or settings.data_dir).resolve() / "agent"
-        agent = HostAgent(facts, client, root, cache_bytes)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, agent.stop)
-        out.print(f"agent of host {facts.name} ({facts.address}) dialing {server}")
-        try:
-            await agent.serve()
-        finally:
-            await agent.close()
-            await client.close()
-
-    try:
-        asyncio.run(main())
-    except Refusal as exc:
-        err.print(f"error: the coordinator refused host {facts.name}: {escape(str(exc))}")
-        raise typer.Exit(EXIT_INVALID) from None
-    out.print(f"agent of host {facts.name} stopped")
 
 
 COORDINATORS = "coordinators"
@@ -557,7 +441,7 @@ def register(app: typer.Typer) -> None:
     """Add the process commands to the `conveyor` app."""
     app.command()(serve)
     app.command("runner")(runner_cmd)
-    app.command("agent")(agent_cmd)
+    app.command("agent")(agent_cmd)  # defined apart: `conveyor agent` loads only that
     app.command("down")(down)
     app.command("up")(up)
     app.add_typer(db_app, name="db")

@@ -26,7 +26,8 @@ from jsonpath_ng.parser import parse as jsonpath
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from conveyor.pipeline.durations import parse_duration
-from conveyor.pipeline.fields import SIZE_UNITS, Duration, Model, Name
+from conveyor.pipeline.fields import Duration, Model, Name
+from conveyor.pipeline.units import SIZE_UNITS
 
 
 class Provider(StrEnum):

@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 from conveyor.pipeline.analysis import AnalysisRun
 from conveyor.pipeline.durations import parse_duration
 from conveyor.pipeline.fields import Duration, Env, Model, Name, Size
+from conveyor.pipeline.units import LabelKey
 
 
 def _valid_amount(value: int | str) -> int | str:
@@ -152,10 +153,6 @@ class PreDeploy(Model):
 
     command: Annotated[str, Field(min_length=1)]
     timeout: Duration = 60.0
-
-
-LABEL_KEY = r"^[A-Za-z0-9][A-Za-z0-9_.\-/]*$"
-LabelKey = Annotated[str, Field(pattern=LABEL_KEY, max_length=63)]
 
 
 class Placement(Model):

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from conveyor.pipeline.durations import parse_duration
 from conveyor.pipeline.patterns import check_cron, check_glob
+from conveyor.pipeline.units import parse_size
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -28,28 +29,6 @@ def as_list(value: Any) -> Any:
     if not isinstance(value, list):
         raise ValueError(f"expected a string or a list of strings, got {value!r}")
     return value
-
-
-SIZE_UNITS = {
-    "B": 1,
-    "KB": 10**3,
-    "MB": 10**6,
-    "GB": 10**9,
-    "KiB": 2**10,
-    "MiB": 2**20,
-    "GiB": 2**30,
-}
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(" + "|".join(SIZE_UNITS) + r")")
-
-
-def parse_size(value: object) -> int:
-    """`512MiB`, `4GiB`, `100MB` or a bare number of bytes → bytes. ValueError with a
-    readable message otherwise."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str) and (found := _SIZE.fullmatch(value.strip())):
-        return int(float(found[1]) * SIZE_UNITS[found[2]])
-    raise ValueError(f"expected a size like '512MiB' or '4GiB', got {value!r}")
 
 
 def valid_glob(pattern: str) -> str:

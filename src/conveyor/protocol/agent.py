@@ -17,7 +17,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from conveyor.pipeline.deploy import LabelKey
+from conveyor.pipeline.units import LabelKey
 from conveyor.protocol import patterns
 
 PROTOCOL = 1
