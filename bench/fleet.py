@@ -17,6 +17,8 @@
   - a host whose agent is killed and whose link goes down in the middle of a canary:
     seconds until HAProxy's checks take it out, and until its instance's replacement
     serves elsewhere; the failed requests, and the canary's verdict;
+  - `abort` of a canary on three hosts: seconds until HAProxy gives it 0 % (p50, p99
+    over --trials);
   - one deploy of six instances on three hosts (two each) against the same deploy on
     the coordinator's machine: seconds from the request to `succeeded`, and the ratio.
 
@@ -44,6 +46,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tests.deploy.conftest import (
     ADMIN,
@@ -58,6 +61,7 @@ from tests.deploy.fleets import ANALYSIS, canary_job, fleet_in, ready, router_se
 from tests.helpers import agent_args, process, wait_until
 
 from conveyor.hosting.processes import stop_everything
+from deploy import abort_trials  # bench/deploy.py: the same measure, on one machine
 
 SPREAD = "  placement: {spread: [host], max_per_host: 1}\n"
 
@@ -321,6 +325,19 @@ def host_lost_mid_canary(root: Path) -> dict[str, Any]:
     }
 
 
+def abort_on_hosts(root: Path, trials: int) -> dict[str, Any]:
+    """`abort` of a canary whose instances run on three hosts: the time until HAProxy's
+    split map gives it 0 % (the one router: the coordinator's)."""
+    spread = "  placement: {spread: [host], max_per_host: 1}\n"
+    with fleet_in(root) as fleet:
+        stack = fleet.stack
+        for n in (1, 2, 3):
+            fleet.agent(f"h{n}")
+        first = stack.deploy("production", stack.upload("v1", extra=spread))
+        stack.wait_phase("production", first["number"], {"succeeded"}, timeout=120)
+        return abort_trials(stack, "production", [stack.upload("v2", extra=spread)], trials)
+
+
 def six_instances(root: Path) -> dict[str, Any]:
     """One deploy of 3 hosts x 2 instances against the same on the coordinator's machine."""
     with fleet_in(root) as fleet:
@@ -342,7 +359,7 @@ def upload_six(stack: Stack, version: str, extra: str) -> str:
     return stack.cli("artifacts", "upload", "a/pay", str(folder)).stdout.split()[-1]
 
 
-def run(agents: int, seconds: float, netns: bool) -> dict[str, Any]:
+def run(agents: int, seconds: float, netns: bool, trials: int = 20) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     # The default lease (15 s; the tests shorten it), so that agents poll every 5 s.
     stack = start_stack(root, extra_env={"CONVEYOR_HOST_LEASE_SECONDS": "15"})
@@ -392,6 +409,7 @@ def run(agents: int, seconds: float, netns: bool) -> dict[str, Any]:
     if netns:
         out["strategies_3_hosts"] = strategies_on_three_hosts(root / "strategies")
         out["host_lost_mid_canary"] = host_lost_mid_canary(root / "lost")
+        out["abort_to_zero_on_hosts"] = abort_on_hosts(root / "abort", trials)
         out["deploy_3_hosts_x_2"] = six_instances(root / "six")
     return out
 
@@ -400,11 +418,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--agents", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--trials", type=int, default=20, help="aborts on the namespace hosts")
     parser.add_argument(
         "--no-netns", dest="netns", action="store_false", help="skip the namespace hosts (root)"
     )
     args = parser.parse_args()
-    print(json.dumps(run(args.agents, args.seconds, args.netns and os.geteuid() == 0), indent=2))
+    netns = args.netns and os.geteuid() == 0
+    print(json.dumps(run(args.agents, args.seconds, netns, args.trials), indent=2))
 
 
 if __name__ == "__main__":
