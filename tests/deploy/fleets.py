@@ -59,7 +59,8 @@ class Fleet:
         """Host `name` (a new namespace, or the one it had) and its agent, joined."""
         host = self.network.hosts.get(name) or self.network.host(name)
         root = self.stack.root / f"agent-{name}"
-        args = agent_args(self.stack.url, self.token, name, host.address, root, "--labels", labels)
+        servers = ",".join(self.stack.urls)
+        args = agent_args(servers, self.token, name, host.address, root, "--labels", labels)
         log = self.stack.root / f"agent-{name}-{time.monotonic_ns()}.log"
         proc = self.cleanup.enter_context(process(host.command(args), log, self.stack.env))
         self.cleanup.callback(stop_everything, root / "agent" / "host")
@@ -79,12 +80,13 @@ class Fleet:
 
 
 @contextmanager
-def fleet_in(root: Path) -> Iterator[Fleet]:
-    """A coordinator in `root` on a new bridge; everything stopped and removed after."""
+def fleet_in(root: Path, replicas: int = 1, database_url: str | None = None) -> Iterator[Fleet]:
+    """`replicas` coordinators in `root` on a new bridge (several: on `database_url`),
+    their agents given every replica's URL; everything stopped and removed after."""
     require_netns()
     root.mkdir(parents=True, exist_ok=True)
     with Network() as network, ExitStack() as cleanup:
-        stack = start_stack(root, host=network.gateway)
+        stack = start_stack(root, replicas, database_url, host=network.gateway)
         cleanup.callback(stop_stack, stack)
         yield Fleet(stack, network, cleanup)
 

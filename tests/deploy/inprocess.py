@@ -8,7 +8,7 @@ import io
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,33 @@ def with_pre_deploy(spec: dict[str, Any], *commands: str) -> dict[str, Any]:
     return spec | {"pre_deploy": [{"command": c, "timeout": 30.0} for c in commands]}
 
 
+PASS_S = 0.025
+"""How far a stopped clock moves per pass of the manager (about what a pass takes)."""
+
+
+class WallClock:
+    """The wall clock of a world's manager (its timing rules and analyses) and of its
+    router's request log: real time until a test stops it, then only what the test
+    moves it by, so that an analysis sees the same passes and requests however loaded
+    the machine is."""
+
+    def __init__(self) -> None:
+        self.stopped_at: datetime | None = None
+
+    def __call__(self) -> datetime:
+        return self.stopped_at or utcnow()
+
+    def timestamp(self) -> float:
+        return self().timestamp()
+
+    def stop(self) -> None:
+        self.stopped_at = utcnow()
+
+    def advance(self, seconds: float) -> None:
+        assert self.stopped_at is not None, "a running clock moves by itself"
+        self.stopped_at += timedelta(seconds=seconds)
+
+
 @dataclass
 class World:
     """One project with one environment, a manager over the fakes, and what it did."""
@@ -62,15 +89,21 @@ class World:
     target: FakeTarget
     router: MemoryRouter
     project: Project
+    clock: WallClock = field(default_factory=WallClock)
     env_id: Any = None
     acts: list[Act] = field(default_factory=list)
     versions: int = 0
+
+    def tick(self) -> None:
+        """A pass's worth of time, when the test stopped the clock."""
+        if self.clock.stopped_at is not None:
+            self.clock.advance(PASS_S)
 
     def manager(
         self,
         owner: str = "replica-a",
         lease_s: float = 30.0,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], datetime] | None = None,
     ) -> DeploymentManager:
         return DeploymentManager(
             self.db,
@@ -79,7 +112,7 @@ class World:
             self.router,
             owner=owner,
             lease_s=lease_s,
-            clock=clock,
+            clock=clock or self.clock,
         )
 
     async def artifact(self) -> Any:
@@ -198,6 +231,7 @@ class World:
         must find a serving instance: no pass ever leaves the traffic without one."""
         taken: list[Act] = []
         for _ in range(MAX_PASSES):
+            self.tick()
             action = await manager.reconcile(self.env_id, fence)
             if action is not None:
                 taken.append(action.act)
@@ -235,8 +269,14 @@ async def make_world(db: Database, tmp_path: Path) -> World:
         project = Project(team_id=team.id, name="api", repo_url="file:///r")
         session.add(project)
     target = FakeTarget(tmp_path / "target", clock=Clock())
+    wall = WallClock()
     return World(
-        db, FileBlobStore(tmp_path / "blobs"), target, MemoryRouter(target.answers), project
+        db,
+        FileBlobStore(tmp_path / "blobs"),
+        target,
+        MemoryRouter(target.answers, clock=wall.timestamp),
+        project,
+        wall,
     )
 
 

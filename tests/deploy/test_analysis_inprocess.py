@@ -34,6 +34,15 @@ HEALTH = {
         {"name": "p99", "quantile": 0.99, "max": "100ms"},
     ],
 }
+
+
+@pytest.fixture(autouse=True)
+def stopped_clock(world: World) -> None:
+    """Analyses' windows and durations, and the requests the router files, on the
+    world's clock, moved by each pass rather than by the machine's speed."""
+    world.clock.stop()
+
+
 CANARY = {
     "kind": "canary",
     "steps": [{"weight": 20.0}, {"analysis": "health", "for": 0.6}, {"weight": 50.0}],
@@ -52,10 +61,13 @@ async def drive(
     preview: bool = False,
 ) -> list[Act]:
     """Passes with traffic between them, until deployment `number` reaches `until` (a
-    phase, or a pause for that reason)."""
+    phase, or a pause for that reason). The world's clock is stopped (`stopped_clock`):
+    each pass moves it by PASS_S, so an analysis of 0.6 s sees the same passes and
+    requests however slow the machine is; `seconds` (wall time) only bounds the test."""
     taken: list[Act] = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
+        world.tick()
         action = await manager.reconcile(world.env_id, fence)
         if action is not None:
             taken.append(action.act)

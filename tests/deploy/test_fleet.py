@@ -193,3 +193,44 @@ def test_a_placement_that_cannot_be_met_pauses_with_the_reason_until_a_host_fits
     h2 = fleet.agent("h2").host
     stack.wait_phase("production", made["number"], {"succeeded"}, timeout=90)
     assert ready(stack) == sorted([h1.address, h2.address])
+
+
+def test_agents_carry_on_with_the_other_replica_when_one_is_killed_mid_rollout(
+    tmp_path: Path, haproxy_required: None, postgres_url: str
+):
+    with fleet_in(tmp_path, replicas=2, database_url=postgres_url) as fleet:
+        stack = fleet.stack
+        for n in (1, 2, 3):
+            fleet.agent(f"h{n}")
+        v1 = stack.upload("v1", extra=SPREAD)
+        first = stack.deploy("production", v1)
+        stack.wait_phase("production", first["number"], {"succeeded"}, timeout=90)
+        url = str(stack.status("production")["url"]) + QUOTE
+        v2 = stack.upload("v2", extra=SPREAD)
+        with load(url, keepalive=True, rate=500) as running:
+            time.sleep(1)
+            made = stack.deploy("production", v2, strategy="canary", steps="50,pause=3s,100")
+            stack.wait_step("production", "pause", timeout=90)
+            # The first replica dies: every agent's next call goes to the second one.
+            stack.procs[0].send_signal(signal.SIGKILL)
+            stack.procs[0].wait()
+            stack.urls = stack.urls[1:]
+            ended = stack.wait_phase("production", made["number"], {"succeeded"}, timeout=120)
+            time.sleep(1)
+        assert ended["phase"] == "succeeded"
+        assert_no_failures(running.result, 2000)
+        assert set(running.result["versions"]) == {"v1", "v2"}, json.dumps(running.result)
+        assert len(ready(stack)) == 2
+        # No host was lost on the way: each agent moved to the live replica within its
+        # lease, without joining again.
+        hosts = stack.api("GET", "/api/v1/hosts").json()
+        assert {h["name"]: h["state"] for h in hosts} == {"h1": "up", "h2": "up", "h3": "up"}
+        assert events(stack, "host.lost") == []
+        joined_here = [
+            line
+            for line in metrics(stack).splitlines()
+            if line.startswith('conveyor_agent_calls_total{call="join"}')
+        ]
+        assert joined_here in ([], ['conveyor_agent_calls_total{call="join"} 0.0']), joined_here
+        polled_here = sample(metrics(stack), 'conveyor_agent_calls_total{call="desired"}')
+        assert polled_here >= 3  # every agent long-polls the second replica now

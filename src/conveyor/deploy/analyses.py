@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from conveyor.analysis.evaluation import Evaluation, judgement_json, measurement_json, worst
 from conveyor.analysis.judge import Analysis, Judgement, Limits
@@ -44,7 +44,7 @@ from conveyor.deploy.context import Driven, DriverContext
 from conveyor.deploy.planner import analyses_due, target_slot
 from conveyor.deploy.world import Due, Judged, World
 from conveyor.domain.analysis import AnalysisPhase
-from conveyor.domain.clock import as_utc
+from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.deploy import InstanceState
 from conveyor.hosting.routing import SHARE_SCALE
 from conveyor.hosting.target import Target
@@ -80,10 +80,16 @@ class Analyses:
     """Judges the analyses of the environments one manager drives."""
 
     def __init__(
-        self, context: DriverContext, providers: Mapping[Provider, MetricProvider]
+        self,
+        context: DriverContext,
+        providers: Mapping[Provider, MetricProvider],
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.context = context
         self.providers = providers
+        self.clock = clock
+        """The wall clock of the analyses' windows and durations (the manager's: tests
+        move it, so that an analysis sees the same traffic however loaded the machine)."""
         self._live: dict[uuid.UUID, _Live] = {}
         self.evaluated = 0
 
@@ -124,6 +130,7 @@ class Analyses:
                         template=d.template,
                         spec=strategy.templates.get(d.template, {}),
                         duration_s=d.seconds,
+                        at=self.clock(),
                     )
                     judged[d.key] = Judged(AnalysisPhase.RUNNING, d.template)
         for key, d in due.items():
@@ -145,7 +152,7 @@ class Analyses:
     ) -> Judged | None:
         """One evaluation of `run` when its interval has passed; its new standing."""
         live = self._live.get(run.id)
-        now = time.time()
+        now = self.clock().timestamp()
         if live is None:
             template = _template(run)
             if template is None:

@@ -10,11 +10,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
 from conveyor.artifacts.blobs import BlobStore
 from conveyor.deploy.instance_hosts import FLEET, InstanceHosts
 from conveyor.deploy.records import gate_of, plan_of, runtime_of
 from conveyor.deploy.world import Action, Rollout
+from conveyor.domain.clock import utcnow
 from conveyor.domain.policy import Gate
 from conveyor.hosting.target import Target
 from conveyor.pipeline.deploy import Runtime
@@ -44,6 +46,9 @@ class DriverContext:
     """Instances on the fleet's hosts, run by their agents."""
     wake: Callable[[uuid.UUID], None] = lambda host_id: None
     """Ends the long poll of a host's agent waiting on this replica."""
+    clock: Callable[[], datetime] = utcnow
+    """The manager's wall clock: what a handler stamps (a drain's start, a step's, an
+    end), so that the planner's timing rules read the same clock as the stamps."""
 
     def hosts_for(self, env: EnvironmentRecord) -> InstanceHosts:
         """Where the environment's instances run."""

@@ -10,7 +10,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from conveyor.deploy.instance_hosts import ArtifactGone
 from conveyor.deploy.requests import audited, queue_rollback
 from conveyor.deploy.world import Act
 from conveyor.domain.audit import Action
-from conveyor.domain.clock import as_utc, utcnow
+from conveyor.domain.clock import as_utc
 from conveyor.domain.deploy import DriverRequest, InstanceState, Phase
 from conveyor.hosting.target import Task
 from conveyor.observability import metrics
@@ -122,7 +122,7 @@ async def restart(ctx: DriverContext, effect: Effect) -> None:
 
 
 async def drain(ctx: DriverContext, effect: Effect) -> None:
-    await _move(ctx, effect, InstanceState.DRAINING, drain_started_at=utcnow())
+    await _move(ctx, effect, InstanceState.DRAINING, drain_started_at=ctx.clock())
 
 
 async def stop(ctx: DriverContext, effect: Effect) -> AfterRoute:
@@ -131,7 +131,7 @@ async def stop(ctx: DriverContext, effect: Effect) -> AfterRoute:
     instance_id = _instance_id(effect)
     async with ctx.fenced(effect.env_id, effect.fence) as session:
         await environments.move_instance(
-            session, instance_id, InstanceState.STOPPED, stopped_at=utcnow()
+            session, instance_id, InstanceState.STOPPED, stopped_at=ctx.clock()
         )
         row = await environments.instance(session, instance_id)
         assert row is not None
@@ -158,7 +158,7 @@ async def promote(ctx: DriverContext, effect: Effect) -> None:
             "new_slot": str(effect.action.slot),
             "warm_digest": env.digest,
             # A bake keeps the old stack warm as long as it judges, when that is longer.
-            "warm_until": utcnow()
+            "warm_until": ctx.clock()
             + timedelta(seconds=max(rollout.scale_down_delay, rollout.bake_s)),
         }
     async with ctx.fenced(effect.env_id, effect.fence) as session:
@@ -191,7 +191,7 @@ async def advance(ctx: DriverContext, effect: Effect) -> None:
     assert plan is not None
     values: dict[str, Any] = {
         "step": effect.action.step,
-        "step_started_at": utcnow(),
+        "step_started_at": ctx.clock(),
         "pause_reason": None,
         "message": "",
     }
@@ -222,7 +222,7 @@ async def release(ctx: DriverContext, effect: Effect) -> None:
     its start is now."""
     plan = effect.driven.plan_row
     assert plan is not None
-    now = utcnow()
+    now = ctx.clock()
     values: dict[str, Any] = {"pause_reason": None, "message": "", "step_started_at": now}
     if plan.released_at is None:
         values |= {"released_at": now, "started_at": now}
@@ -231,7 +231,7 @@ async def release(ctx: DriverContext, effect: Effect) -> None:
     )
 
 
-async def _end(session: Session, effect: Effect, phase: Phase) -> bool:
+async def _end(session: Session, effect: Effect, phase: Phase, now: datetime) -> bool:
     """The active deployment ends in `phase` with the action's reason as its message,
     its running analyses stopped, and its revision pinned when the action says so;
     False when it had ended already (a redo)."""
@@ -242,7 +242,7 @@ async def _end(session: Session, effect: Effect, phase: Phase) -> bool:
         plan.id,
         phase,
         strict=False,
-        finished_at=utcnow(),
+        finished_at=now,
         message=effect.action.reason,
         request=None,
         pause_reason=None,
@@ -254,12 +254,12 @@ async def _end(session: Session, effect: Effect, phase: Phase) -> bool:
         detail = {"digest": plan.digest, "reason": effect.action.reason}
         await audited(session, effect.driven.env, by, Action.PIN, plan.number, detail)
     if moved:
-        await _count_end(session, effect, phase)
+        await _count_end(session, effect, phase, now)
         await unblock(session, plan)  # a deploy job blocked on its approvals follows it
     return moved
 
 
-async def _count_end(session: Session, effect: Effect, phase: Phase) -> None:
+async def _count_end(session: Session, effect: Effect, phase: Phase, now: datetime) -> None:
     plan, env = effect.driven.plan_row, effect.driven.env
     assert plan is not None
     team = await names.team(session, env.team_id)
@@ -267,14 +267,14 @@ async def _count_end(session: Session, effect: Effect, phase: Phase) -> None:
     strategy = str(plan.strategy.get("kind", ""))
     metrics.deployments_finished.labels(team, project, env.name, strategy, phase.value).inc()
     if plan.started_at is not None:
-        took = (utcnow() - as_utc(plan.started_at)).total_seconds()
+        took = (now - as_utc(plan.started_at)).total_seconds()
         metrics.deployment_duration.labels(strategy, phase.value).observe(max(took, 0.0))
 
 
 async def finish(ctx: DriverContext, effect: Effect) -> None:
     assert effect.action.phase is not None
     async with ctx.fenced(effect.env_id, effect.fence) as session:
-        await _end(session, effect, effect.action.phase)
+        await _end(session, effect, effect.action.phase, ctx.clock())
         await _done(session, effect)
 
 
@@ -284,7 +284,7 @@ async def rollback(ctx: DriverContext, effect: Effect) -> None:
     a traffic switch while that revision is warm, else a rolling redeploy of it."""
     env = effect.driven.env
     async with ctx.fenced(effect.env_id, effect.fence) as session:
-        if await _end(session, effect, Phase.ABORTED):
+        if await _end(session, effect, Phase.ABORTED, ctx.clock()):
             target = await deployments.last_good_before(session, env)
             if target is not None:
                 await queue_rollback(
@@ -340,14 +340,14 @@ async def checked(ctx: DriverContext, effect: Effect) -> None:
             session, plan.id, "failed" if failed else "passed", before="running"
         )
         if failed:
-            await _end(session, effect, Phase.ABORTED)
+            await _end(session, effect, Phase.ABORTED, ctx.clock())
         await _done(session, effect)
 
 
 async def begin(ctx: DriverContext, effect: Effect) -> None:
     """The queued deployment becomes the active one: past its gate already when the
     planner found it open (else the gate rule holds it, paused, until it opens)."""
-    now = utcnow()
+    now = ctx.clock()
     released = {"released_at": now} if effect.action.released else {}
     async with ctx.fenced(effect.env_id, effect.fence) as session:
         await deployments.change_phase_by_number(
@@ -372,7 +372,7 @@ async def supersede(ctx: DriverContext, effect: Effect) -> None:
             effect.action.numbers,
             Phase.ABORTED,
             origin=Phase.PENDING,
-            finished_at=utcnow(),
+            finished_at=ctx.clock(),
             message="superseded by a newer deployment (queue policy newest-wins)",
         )
         await _done(session, effect)

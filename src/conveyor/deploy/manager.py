@@ -144,10 +144,20 @@ class DeploymentManager:
         self.wake_host: Callable[[uuid.UUID], None] = lambda host_id: None
         """Ends the long poll of a host's agent on this replica (the API's fleet sets it)."""
         self.context = DriverContext(
-            db, blobs, target, self.owner, lease_s, self.local, self.fleet, self._wake
+            db,
+            blobs,
+            target,
+            self.owner,
+            lease_s,
+            self.local,
+            self.fleet,
+            self._wake,
+            clock=lambda: self.clock(),
         )
         """What the action handlers are given (effects.py)."""
-        self.analyses = Analyses(self.context, providers or default_providers(router, db))
+        self.analyses = Analyses(
+            self.context, providers or default_providers(router, db), clock=lambda: self.clock()
+        )
         self.metrics_targets = metrics_targets
         """Where the instances are listed for Prometheus (metrics_targets.py), if anywhere."""
         self.drivers: dict[uuid.UUID, asyncio.Task[None]] = {}

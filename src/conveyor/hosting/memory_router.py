@@ -42,8 +42,12 @@ class _Check:
 class MemoryRouter:
     """TrafficRouter in memory. Not safe across processes; safe across tasks."""
 
-    def __init__(self, probe: Callable[[int], bool]) -> None:
+    def __init__(
+        self, probe: Callable[[int], bool], clock: Callable[[], float] = time.time
+    ) -> None:
         self.probe = probe
+        self.clock = clock
+        """The wall clock a request is filed at (tests share it with the manager's)."""
         self.routes: dict[str, Route] = {}
         self.syncs = 0
         """How often `sync` (re)started it."""
@@ -123,7 +127,7 @@ class MemoryRouter:
     ) -> None:
         """One request the slot answered (`at`: when, else now; `preview`: through the
         preview URL), as HAProxy would log it."""
-        self.requests.record(route, side, Served(at, status, ms, preview))
+        self.requests.record(route, side, Served(at or self.clock(), status, ms, preview))
 
     async def stop(self) -> None:
         self.crash()

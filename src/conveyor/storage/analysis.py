@@ -49,8 +49,9 @@ async def start(
     template: str,
     spec: dict[str, Any],
     duration_s: float | None,
+    at: datetime,
 ) -> AnalysisRunRecord:
-    """The deployment's run `key`, started now unless it exists (a driver's redo)."""
+    """The deployment's run `key`, started `at` unless it exists (a driver's redo)."""
     found: AnalysisRun | None = await session.scalar(
         select(AnalysisRun).where(
             AnalysisRun.deployment_id == deployment.id, AnalysisRun.key == key
@@ -65,6 +66,7 @@ async def start(
         template=template,
         spec=spec,
         duration_s=duration_s,
+        started_at=at,
     )
     session.add(run)
     await session.flush()
