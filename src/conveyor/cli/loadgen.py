@@ -166,6 +166,15 @@ class Load:
     async def _exchange(self, conn: Conn | None) -> tuple[Conn | None, int, bytes]:
         if conn is None:
             conn = await asyncio.open_connection(self.host, self.port)
+        try:
+            return await self._on(conn)
+        except BaseException:
+            # A failed or timed-out exchange leaves no connection behind: one dropped
+            # open would be closed by the garbage collector after its loop has ended.
+            conn[1].close()
+            raise
+
+    async def _on(self, conn: Conn) -> tuple[Conn | None, int, bytes]:
         reader, writer = conn
         writer.write(self.request)
         await writer.drain()
