@@ -33,7 +33,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -57,7 +56,15 @@ from tests.deploy.conftest import (
     start_stack,
     stop_stack,
 )
-from tests.deploy.fleets import ANALYSIS, canary_job, fleet_in, ready, router_sees
+from tests.deploy.fleets import (
+    ANALYSIS,
+    Fleet,
+    canary_job,
+    cut_off_a_stable_host,
+    fleet_in,
+    out_of_router,
+    ready,
+)
 from tests.helpers import agent_args, process, wait_until
 
 from conveyor.hosting.processes import stop_everything
@@ -237,23 +244,27 @@ def fan_out(stack: Stack, root: Path, hosts: int = 10, mib: int = 100) -> dict[s
     }
 
 
+def v1_on_three_hosts(fleet: Fleet) -> None:
+    """Three hosts with an agent each, and v1 on two of them (SPREAD)."""
+    for n in (1, 2, 3):
+        fleet.agent(f"h{n}")
+    first = fleet.stack.deploy("production", fleet.stack.upload("v1", extra=SPREAD))
+    fleet.stack.wait_phase("production", first["number"], {"succeeded"}, timeout=120)
+
+
 def strategies_on_three_hosts(root: Path) -> dict[str, Any]:
     """Failed requests per strategy at 500 req/s, three hosts, two replicas spread."""
-    spread = "  placement: {spread: [host], max_per_host: 1}\n"
     out: dict[str, Any] = {}
     with fleet_in(root) as fleet:
         stack = fleet.stack
-        for n in (1, 2, 3):
-            fleet.agent(f"h{n}")
-        first = stack.deploy("production", stack.upload("v1", extra=spread))
-        stack.wait_phase("production", first["number"], {"succeeded"}, timeout=120)
+        v1_on_three_hosts(fleet)
         url = str(stack.status("production")["url"]) + QUOTE
         plans = [  # uploaded in the order they go out
-            ("rolling", stack.upload("v2", extra=spread), {"strategy": "rolling"}),
-            ("blue-green", stack.upload("v3", extra=spread), {"strategy": "blue-green"}),
+            ("rolling", stack.upload("v2", extra=SPREAD), {"strategy": "rolling"}),
+            ("blue-green", stack.upload("v3", extra=SPREAD), {"strategy": "blue-green"}),
             (
                 "canary-judged",
-                stack.upload("v4", extra=spread + ANALYSIS, jobs=canary_job(50, "4s")),
+                stack.upload("v4", extra=SPREAD + ANALYSIS, jobs=canary_job(50, "4s")),
                 {},
             ),
         ]
@@ -285,21 +296,9 @@ def host_lost_mid_canary(root: Path) -> dict[str, Any]:
             time.sleep(1)
             made = stack.deploy("production", v2)
             stack.wait_step("production", "analysis health", timeout=120)
-            canaries = ready(stack, "canary")
-            victim = fleet.named(next(a for a in ready(stack) if a not in canaries))
-            agents[victim.name].proc.send_signal(signal.SIGKILL)
-            fleet.network.set_link(victim, up=False)
+            victim = cut_off_a_stable_host(fleet, agents)
             cut = time.monotonic()
-            wait_until(
-                lambda: all(
-                    s != "UP"
-                    for a, s in router_sees(stack).items()
-                    if a.startswith(victim.address + ":")
-                ),
-                30,
-                "HAProxy to take the host out",
-                every=0.05,
-            )
+            wait_until(lambda: out_of_router(stack, victim), 30, "HAProxy out", every=0.05)
             unrouted = time.monotonic() - cut
             wait_until(
                 lambda: len(s := ready(stack)) == 2 and victim.address not in s,
@@ -328,14 +327,10 @@ def host_lost_mid_canary(root: Path) -> dict[str, Any]:
 def abort_on_hosts(root: Path, trials: int) -> dict[str, Any]:
     """`abort` of a canary whose instances run on three hosts: the time until HAProxy's
     split map gives it 0 % (the one router: the coordinator's)."""
-    spread = "  placement: {spread: [host], max_per_host: 1}\n"
     with fleet_in(root) as fleet:
+        v1_on_three_hosts(fleet)
         stack = fleet.stack
-        for n in (1, 2, 3):
-            fleet.agent(f"h{n}")
-        first = stack.deploy("production", stack.upload("v1", extra=spread))
-        stack.wait_phase("production", first["number"], {"succeeded"}, timeout=120)
-        return abort_trials(stack, "production", [stack.upload("v2", extra=spread)], trials)
+        return abort_trials(stack, "production", [stack.upload("v2", extra=SPREAD)], trials)
 
 
 def six_instances(root: Path) -> dict[str, Any]:

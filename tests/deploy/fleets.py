@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -114,3 +115,20 @@ def router_sees(stack: Stack) -> dict[str, str]:
     text = asyncio.run(router.command("show stat -1 4 -1"))
     rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
     return {r["addr"]: r["status"] for r in rows if r.get("addr")}
+
+
+def cut_off_a_stable_host(fleet: Fleet, agents: dict[str, Agent]) -> Host:
+    """A host that runs a stable instance and no canary one loses its agent (`kill -9`)
+    and then its link: it is cut off as a machine that died would be."""
+    stack = fleet.stack
+    canaries = ready(stack, "canary")
+    victim = fleet.named(next(a for a in ready(stack) if a not in canaries))
+    agents[victim.name].proc.send_signal(signal.SIGKILL)
+    fleet.network.set_link(victim, up=False)
+    return victim
+
+
+def out_of_router(stack: Stack, host: Host) -> bool:
+    """Whether HAProxy's own checks have every server of `host` out (none UP)."""
+    prefix = host.address + ":"
+    return all(s != "UP" for a, s in router_sees(stack).items() if a.startswith(prefix))

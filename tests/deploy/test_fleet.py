@@ -27,8 +27,10 @@ from tests.deploy.fleets import (
     SPREAD,
     Fleet,
     canary_job,
+    cut_off_a_stable_host,
     fleet_in,
     metrics,
+    out_of_router,
     ready,
     router_sees,
     sample,
@@ -94,21 +96,10 @@ def test_a_host_lost_in_the_middle_of_a_canary_is_replaced_and_never_runs_twice(
         time.sleep(1)
         made = stack.deploy("production", v2)
         stack.wait_step("production", "analysis health", timeout=90)
-        canaries = ready(stack, "canary")
-        victim = fleet.named(next(a for a in ready(stack) if a not in canaries))
-        agents[victim.name].proc.send_signal(signal.SIGKILL)
-        fleet.network.set_link(victim, up=False)
+        victim = cut_off_a_stable_host(fleet, agents)
         cut = time.time()
         # HAProxy's own checks take the cut-off host's server out.
-        wait_until(
-            lambda: all(
-                s != "UP"
-                for a, s in router_sees(stack).items()
-                if a.startswith(victim.address + ":")
-            ),
-            10,
-            "HAProxy to find the cut-off host down",
-        )
+        wait_until(lambda: out_of_router(stack, victim), 10, "HAProxy to find the host down")
         unrouted = time.time() - cut
         lost = wait_until(
             lambda: (

@@ -232,14 +232,20 @@ async def sweep(session: Session, now: datetime) -> list[HostRecord]:
     """Every host whose lease ran out becomes lost, with its fence raised (its agent
     must register again) and its generation raised (what it should run changes).
     Returns them as they are now."""
-    lost = await session.execute(
+    return await _moved(
+        session,
         update(Host)
         .where(Host.state == HostState.UP.value, Host.lease_until < now)
-        .values(state=HostState.LOST.value, fence=Host.fence + 1, generation=Host.generation + 1)
-        .returning(Host.id)
-        .execution_options(synchronize_session=False)
+        .values(state=HostState.LOST.value, fence=Host.fence + 1, generation=Host.generation + 1),
     )
-    ids = [row[0] for row in lost]
+
+
+async def _moved(session: Session, moving: Any) -> list[HostRecord]:
+    """Run an UPDATE of hosts; the hosts it moved, as they are now, by name."""
+    moved = await session.execute(
+        moving.returning(Host.id).execution_options(synchronize_session=False)
+    )
+    ids = [row[0] for row in moved]
     if not ids:
         return []
     found = await session.scalars(select(Host).where(Host.id.in_(ids)).order_by(Host.name))
@@ -418,18 +424,12 @@ async def drained(session: Session, now: datetime) -> list[HostRecord]:
     running = select(Instance.id).where(
         Instance.host_id == Host.id, Instance.state != InstanceState.STOPPED.value
     )
-    found = await session.execute(
+    return await _moved(
+        session,
         update(Host)
         .where(Host.draining.is_(True), Host.drained_at.is_(None), ~running.exists())
-        .values(drained_at=now)
-        .returning(Host.id)
-        .execution_options(synchronize_session=False)
+        .values(drained_at=now),
     )
-    ids = [row[0] for row in found]
-    if not ids:
-        return []
-    rows = await session.scalars(select(Host).where(Host.id.in_(ids)).order_by(Host.name))
-    return [record_of(HostRecord, row) for row in rows]
 
 
 async def remove(session: Session, host_id: uuid.UUID) -> None:
