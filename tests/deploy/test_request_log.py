@@ -50,7 +50,7 @@ def test_every_request_of_each_slot_is_seen_with_its_status_and_time(
         try:
             await settle(router, route, {"sa": "UP", "sb": "UP"})
             begin = time.time()
-            router.served(route.key, "a", begin, begin)  # starts the reader
+            router.requests.start()
             await router.requests.wait_connected()
             async with httpx.AsyncClient() as client:
                 await _get(client, route.port, "/", 60)
@@ -59,7 +59,7 @@ def test_every_request_of_each_slot_is_seen_with_its_status_and_time(
                 await _get(client, route.preview_port, "/", 5)
 
             def seen(side: str) -> list:  # type: ignore[type-arg]
-                return router.served(route.key, side, begin, time.time() + 1)
+                return router.requests.served(route.key, side, begin, time.time() + 1)
 
             async def all_seen() -> bool:
                 return len(seen("a")) + len(seen("b")) == 109
@@ -90,8 +90,8 @@ def test_every_request_of_each_slot_is_seen_with_its_status_and_time(
 
             def since_reload() -> int:
                 end = time.time() + 1
-                return len(router.served(route.key, "a", after, end)) + len(
-                    router.served(route.key, "b", after, end)
+                return len(router.requests.served(route.key, "a", after, end)) + len(
+                    router.requests.served(route.key, "b", after, end)
                 )
 
             async def all_since_reload() -> bool:

@@ -61,7 +61,7 @@ async def test_registering_again_raises_the_fence_and_renewal_checks_it(database
         lease = await hosts.renew(
             session, first.id, 1, "a" * 64, LEASE_S, NOW + timedelta(seconds=5)
         )
-    assert lease == hosts.Lease(first.generation, draining=False)
+    assert lease == hosts.Lease(first.generation, draining=False, router=False)
     async with database.transaction() as session:
         again, new = await hosts.register(
             session, grant, joining(address="10.77.0.12"), LEASE_S, NOW + timedelta(seconds=6)

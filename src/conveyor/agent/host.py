@@ -21,6 +21,7 @@ from conveyor import __version__
 from conveyor.agent.artifacts import ArtifactCache
 from conveyor.agent.client import AgentClient, Refusal, StaleFence
 from conveyor.agent.instances import Instances
+from conveyor.agent.routing import HostRoutes
 from conveyor.hosting.processes import LocalTarget
 from conveyor.protocol.agent import Desired, DesiredInstance, Join, Joined, Report
 from conveyor.waiting import event_or_timeout
@@ -29,11 +30,12 @@ log = logging.getLogger("conveyor.agent")
 BACKOFF_S = (0.5, 4.0)
 """The first and the longest wait after a failed call (well under a lease)."""
 WATCH_S = 0.25
+"""How often the agent looks at its instances (and a router host at its routes) between
+polls."""
 USAGE_S = 5.0
 """While instances run, a report is sent at least this often, for their RSS and CPU time
 (the `process` analysis provider reads them): usage changes all the time, so it is not
 a change that sends a report by itself."""
-"""How often the agent looks at its instances between polls."""
 CACHE_BYTES = 10 * 2**30
 
 
@@ -74,6 +76,8 @@ class HostAgent:
         self.target = LocalTarget(data_dir / "host")
         self.cache = ArtifactCache(data_dir / "artifacts", cache_bytes)
         self.instances = Instances(self.target, self._fetch, facts.address)
+        self.routes = HostRoutes(data_dir / "router", facts.address) if facts.router else None
+        """A router host's routes (None: not a router)."""
         self.joined: Joined | None = None
         self.desired: Desired | None = None
         self.wanted: list[DesiredInstance] = []
@@ -88,6 +92,8 @@ class HostAgent:
 
     async def close(self) -> None:
         await self.target.close()
+        if self.routes is not None:
+            await self.routes.close()
 
     async def serve(self) -> None:
         """Until stopped; Refusal when the coordinator will not have this host. The
@@ -124,7 +130,7 @@ class HostAgent:
         )
         try:
             while not poll.done():
-                if await self.instances.watch() or self._usage_due():
+                if await self._watch() or self._usage_due():
                     await self._report()
                 await asyncio.wait({poll}, timeout=WATCH_S)
                 if self._stopping.is_set():
@@ -138,21 +144,38 @@ class HostAgent:
             if desired.instances is not None:
                 self.wanted = desired.instances
         await self.instances.converge(self.wanted, desired.stop_grace_s)
-        await self.instances.watch()
+        if self.routes is not None and desired.routes is not None:
+            await self.routes.converge(desired.routes)
+        await self._watch()
         if desired.generation != known:
             await self._report()
 
     async def _report(self) -> None:
         if self.joined is None or self.desired is None:
             return
+        routes, served = None, []
+        if self.routes is not None:
+            routes, served = await self.routes.observed(), list(self.routes.pending)
         body = Report(
             fence=self.joined.fence,
             generation=self.desired.generation,
             instances=self.instances.observed(),
+            routes=routes,
+            served=served,
         )
         await self.client.report(self.joined.host_id, body)
+        if self.routes is not None:  # reported: those summaries are the coordinator's now
+            del self.routes.pending[: len(served)]
         self.reports += 1
         self._reported_at = self.clock()
+
+    async def _watch(self) -> bool:
+        """Look at the instances (and a router host's routes) once; whether anything a
+        report carries changed."""
+        changed = await self.instances.watch()
+        if self.routes is not None:
+            changed = await self.routes.watch() or changed
+        return changed
 
     def _usage_due(self) -> bool:
         """Instances run and their usage was last reported USAGE_S ago or more."""

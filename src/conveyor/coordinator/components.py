@@ -24,6 +24,7 @@ from conveyor.coordinator.loops import Loop, Loops, housekeeping, lost_hosts, sw
 from conveyor.deploy.analyses import default_providers
 from conveyor.deploy.manager import DeploymentManager
 from conveyor.deploy.metrics_targets import METRICS_TARGETS
+from conveyor.deploy.routers import HostRouters, Routers
 from conveyor.domain.roles import Role
 from conveyor.filelock import exclusive
 from conveyor.hosting.haproxy import HAProxyRouter
@@ -126,7 +127,8 @@ async def running(config: ServerConfig) -> AsyncIterator[Coordinator]:
     )
     blobs = blob_store(config)
     target = LocalTarget(config.data_dir / "deploy")
-    router = HAProxyRouter(config.data_dir / "deploy" / "router")
+    routers = HostRouters(db)
+    router = Routers(HAProxyRouter(config.data_dir / "deploy" / "router"), routers)
     manager = DeploymentManager(
         db,
         blobs,
@@ -161,6 +163,7 @@ async def running(config: ServerConfig) -> AsyncIterator[Coordinator]:
         host_lease_s=config.host_lease_s,
     )
     manager.wake_host = state.fleet.poke  # an instance placed on a host: its agent hears now
+    state.fleet.routers = routers  # router hosts' reports wake the passes waiting for them
     schedules = Schedules(intake, check_s=config.schedule_check_s)
     webhooks = Webhooks(
         db,

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from conveyor.deploy.routers import HostRouters, desired_route
 from conveyor.domain import events as types
 from conveyor.domain.audit import Action
 from conveyor.domain.clock import iso, utcnow
@@ -35,6 +37,7 @@ from conveyor.protocol.agent import (
 )
 from conveyor.protocol.api import HostOut, HostTokenOut
 from conveyor.storage import audit, events, hosts, names
+from conveyor.storage import routes as route_rows
 from conveyor.storage.artifacts import ArtifactRecord
 from conveyor.storage.database import Database, Session
 from conveyor.storage.deployment_records import InstanceRecord
@@ -43,6 +46,8 @@ from conveyor.storage.hosts import HostRecord, HostTokenRecord, Joining
 from conveyor.waiting import event_or_timeout
 
 log = logging.getLogger(__name__)
+PRUNE_S = 60.0
+"""How often the sweep forgets router hosts' request summaries that are too old."""
 
 
 class Fenced(Conflict):
@@ -61,6 +66,9 @@ class Fleet:
     wakeups: dict[uuid.UUID, asyncio.Event] = field(default_factory=dict)
     """Per host with an agent waiting on this replica: set when what it should run
     changes here (another replica's change is seen at the agent's next poll)."""
+    routers: HostRouters | None = None
+    """The routes router hosts hold (the deployment manager's): told of their reports."""
+    _pruned_at: float = -PRUNE_S
 
     # -- host tokens ---------------------------------------------------------------------
 
@@ -139,6 +147,8 @@ class Fleet:
             host.fence,
         )
         self.poke(host.id)  # an agent of an older fence that waits here hears of it
+        if self.routers is not None and host.router:
+            self.routers.forget_teams()  # which teams have router hosts may have changed
         return Joined(
             host_id=host.id,
             fence=host.fence,
@@ -161,10 +171,15 @@ class Fleet:
             if await event_or_timeout(event, wait):
                 event.clear()
                 lease = await self._renew(digest, host_id, fence)
-        instances = None
+        instances = held = None
         if lease.generation != generation:
             async with self.db.transaction() as session:
                 rows = await hosts.desired_instances(session, host_id)
+                if lease.router:
+                    host = await hosts.host(session, host_id)
+                    assert host is not None
+                    teams = await hosts.served_teams(session, host)
+                    held = [desired_route(r) for r in await route_rows.for_host(session, teams)]
             instances = [wanted for row in rows if (wanted := desired_of(row)) is not None]
         return Desired(
             host_id=host_id,
@@ -172,6 +187,7 @@ class Fleet:
             generation=lease.generation,
             draining=lease.draining,
             instances=instances,
+            routes=held,
         )
 
     async def report(self, digest: str, host_id: uuid.UUID, body: Report) -> None:
@@ -181,6 +197,21 @@ class Fleet:
         reports = {seen.id: seen.model_dump(mode="json", exclude={"id"}) for seen in body.instances}
         async with self.db.transaction() as session:
             await hosts.observed(session, host_id, reports, self.clock())
+            if body.routes is not None:
+                routing = {r.key: r.model_dump(mode="json", exclude={"key"}) for r in body.routes}
+                await route_rows.held(session, host_id, routing)
+            await route_rows.add_samples(
+                session,
+                host_id,
+                [
+                    route_rows.Sample(
+                        s.key, s.side, s.preview, s.second, dict(s.statuses), dict(s.latency)
+                    )
+                    for s in body.served
+                ],
+            )
+        if body.routes is not None and self.routers is not None:
+            self.routers.heard()
 
     async def _renew(self, digest: str, host_id: uuid.UUID, fence: int) -> hosts.Lease:
         async with self.db.transaction() as session:
@@ -225,6 +256,9 @@ class Fleet:
             log.warning("host %s lost: its agent's lease ran out", host.name)
             metrics.hosts_lost.inc()
             self.poke(host.id)
+        if self.routers is not None and time.monotonic() - self._pruned_at >= PRUNE_S:
+            self._pruned_at = time.monotonic()
+            await self.routers.prune()
         return lost
 
     # -- people's commands ---------------------------------------------------------------

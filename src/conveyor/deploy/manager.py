@@ -20,7 +20,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Set
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -45,6 +45,7 @@ from conveyor.deploy.instance_hosts import (
 )
 from conveyor.deploy.planner import HEALTH_RULE, RUNNING, decide, states
 from conveyor.deploy.planner.common import target_slot
+from conveyor.deploy.routers import Routers
 from conveyor.deploy.world import Act, Action, Seen, World
 from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.deploy import InstanceState, PauseReason, Phase, QueuePolicy
@@ -131,7 +132,9 @@ class DeploymentManager:
         set or the wait has passed (whether it was poked); tests answer each wait."""
         self.blobs = blobs
         self.target = target
-        self.router = router
+        self.router = router if isinstance(router, Routers) else Routers(router)
+        if self.router.hosts is not None:
+            self.router.hosts.wake = self._wake
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease_s = lease_s
         self.tick_s = tick_s
@@ -156,7 +159,9 @@ class DeploymentManager:
         )
         """What the action handlers are given (effects.py)."""
         self.analyses = Analyses(
-            self.context, providers or default_providers(router, db), clock=lambda: self.clock()
+            self.context,
+            providers or default_providers(self.router, db),
+            clock=lambda: self.clock(),
         )
         self.metrics_targets = metrics_targets
         """Where the instances are listed for Prometheus (metrics_targets.py), if anywhere."""
@@ -390,6 +395,11 @@ class DeploymentManager:
     async def load(session: Session, env_id: uuid.UUID) -> Driven:
         return Driven.of(await environments.load(session, env_id))
 
+    async def _routed(self) -> Set[uuid.UUID]:
+        """The teams whose fleet environments are routed by their router hosts."""
+        hosts = self.router.hosts if isinstance(self.router, Routers) else None
+        return await hosts.teams() if hosts is not None else frozenset()
+
     async def _ensure_router(self) -> None:
         """Sync the router when routes changed or it is not running: one driver at a time
         (the others find it done), and after a failure not again before its retry time
@@ -406,7 +416,8 @@ class DeploymentManager:
             try:
                 async with self.db.transaction() as session:
                     rows = await environments.route_rows(session)
-                await self.router.sync(records.routes_of(rows))
+                routed = await self._routed()
+                await self.router.sync(records.routes_of(rows, routed))
             except BaseException as exc:
                 self._routes_dirty = True
                 if isinstance(exc, Exception):
@@ -505,7 +516,7 @@ class DeploymentManager:
         """Make the router hold the loaded rows (`seen`: the router's state this pass,
         when no action changed anything since it was read)."""
         runtime = driven.plan_row.runtime if driven.plan_row is not None else None
-        route = records.route_of(driven.env, driven.instances, runtime)
+        route = records.route_of(driven.env, driven.instances, runtime, await self._routed())
         try:
             await self.router.apply(route, seen)
         except OSError:

@@ -9,10 +9,12 @@ one the pipeline schema declares and nothing downstream re-reads a dict.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Sequence, Set
 from typing import Any
 
 from conveyor.deploy import planner
+from conveyor.deploy.instance_hosts import FLEET
 from conveyor.deploy.strategy import DeployStrategy
 from conveyor.deploy.world import Rollout, Settled, Step, resolve
 from conveyor.domain.clock import as_utc
@@ -153,8 +155,13 @@ LOCAL_ADDRESS = "127.0.0.1"
 
 
 def route_of(
-    env: EnvironmentRecord, instances: Sequence[InstanceRecord], plan_runtime: dict[str, Any] | None
+    env: EnvironmentRecord,
+    instances: Sequence[InstanceRecord],
+    plan_runtime: dict[str, Any] | None,
+    routed: Set[uuid.UUID] = frozenset(),
 ) -> Route:
+    """The environment's route; held by its team's router hosts when it runs on the
+    fleet and its team is among `routed` (those with router hosts)."""
     servers: dict[str, list[Server]] = {"a": [], "b": []}
     for row in instances:
         state = InstanceState(row.state)
@@ -175,9 +182,10 @@ def route_of(
         canary_slot=canary_slot,
         share_b=share_b,
         servers={slot: tuple(members) for slot, members in servers.items()},
+        team=env.team_id if env.target == FLEET and env.team_id in routed else None,
     )
 
 
-def routes_of(rows: Sequence[RouteRows]) -> list[Route]:
-    """The router's whole config, from storage.environments.route_rows."""
-    return [route_of(r.env, r.instances, r.first_runtime) for r in rows]
+def routes_of(rows: Sequence[RouteRows], routed: Set[uuid.UUID] = frozenset()) -> list[Route]:
+    """The routers' whole config, from storage.environments.route_rows."""
+    return [route_of(r.env, r.instances, r.first_runtime, routed) for r in rows]

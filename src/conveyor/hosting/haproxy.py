@@ -363,7 +363,7 @@ class HAProxyRouter:
                     found.append(int(entry.name))
         return sorted(found)
 
-    def served(self, route: str, side: str, start: float, end: float) -> list[Served]:
+    async def served(self, route: str, side: str, start: float, end: float) -> list[Served]:
         self.requests.start()  # read from the first time the analysis asks
         return self.requests.served(route, side, start, end)
 

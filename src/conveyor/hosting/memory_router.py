@@ -112,7 +112,7 @@ class MemoryRouter:
                 out[server.name] = self._check(route, slot, server)
         return out
 
-    def served(self, route: str, side: str, start: float, end: float) -> list[Served]:
+    async def served(self, route: str, side: str, start: float, end: float) -> list[Served]:
         return self.requests.served(route, side, start, end)
 
     def record(

@@ -8,6 +8,7 @@ without touching the split, so it moves no traffic by itself.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -70,6 +71,9 @@ class Route:
     share_b: int
     servers: dict[str, tuple[Server, ...]] = field(default_factory=dict)
     """Per slot (`a`, `b`)."""
+    team: uuid.UUID | None = None
+    """Held by this team's router hosts (through their agents); None: by the
+    coordinator's own router."""
 
     def slot(self, name: str) -> tuple[Server, ...]:
         return self.servers.get(name, ())
@@ -136,10 +140,11 @@ class TrafficRouter(Protocol):
         """The route's servers as the router sees them, by name."""
         ...
 
-    def served(self, route: str, side: str, start: float, end: float) -> list[Served]:
+    async def served(self, route: str, side: str, start: float, end: float) -> list[Served]:
         """The requests the route's backend `side` answered, reported within [start, end)
         (wall clock): the `router` analysis provider's data (analysis.providers.base's
-        RequestSource). Reads what the router's request log collected; never blocks."""
+        RequestSource): what the router's request log collected, or, for routes held by
+        router hosts, what their agents reported."""
         ...
 
     async def stop(self) -> None:

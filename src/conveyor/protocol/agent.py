@@ -103,10 +103,45 @@ class DesiredInstance(AgentReply):
     health: HealthProbe = Field(default_factory=HealthProbe)
 
 
+class RouteServer(AgentReply):
+    """One instance in a route: where the router reaches it, and what it sends it."""
+
+    name: str
+    address: str
+    port: int
+    weight: int
+    """0 to 256 (0: checked, sent nothing)."""
+    state: str = "ready"
+    """ready, or drain (no new requests; open ones finish)."""
+
+
+class RouteHealth(AgentReply):
+    path: str = "/healthz"
+    interval_ms: int = 1000
+    timeout_ms: int = 2000
+    fall: int = 3
+
+
+class DesiredRoute(AgentReply):
+    """One environment's routing, as every router host of its team holds it: frontends
+    on `port` (and `preview_port`) of the router host's address, the servers of slots
+    `a` and `b`, and the split (`share_b` of 10,000 to slot b)."""
+
+    key: str
+    version: int
+    """Raised by every change of the route: a router reports the one it holds."""
+    port: int
+    preview_port: int
+    health: RouteHealth = Field(default_factory=RouteHealth)
+    canary_slot: str = "b"
+    share_b: int = 0
+    servers: dict[str, list[RouteServer]] = Field(default_factory=dict)
+
+
 class Desired(AgentReply):
     """What the host should run now; `generation` is raised by every change of it. An
     instance the agent runs that is not here is stopped (SIGTERM, then SIGKILL after
-    `stop_grace_s`)."""
+    `stop_grace_s`). A router host gets every route it should hold too."""
 
     host_id: uuid.UUID
     fence: int
@@ -115,6 +150,9 @@ class Desired(AgentReply):
     instances: list[DesiredInstance] | None = None
     """Every instance it should run; None when `generation` is the one the agent asked
     with (nothing changed: it keeps what it has)."""
+    routes: list[DesiredRoute] | None = None
+    """On a router host: every route it should hold (None as for `instances`, and on a
+    host that is not a router)."""
     stop_grace_s: float = 5.0
 
 
@@ -140,9 +178,53 @@ class ObservedInstance(AgentRequest):
     """Why it cannot run (an artifact of another digest, a failed fetch)."""
 
 
+class ObservedServer(AgentRequest):
+    """One server of a route as the router host's HAProxy sees it (`show stat`)."""
+
+    name: str = Field(max_length=200)
+    backend: str = Field(max_length=200)
+    status: str = Field(max_length=40)
+    check: str = Field(max_length=40)
+    weight: int = Field(ge=0, le=MAX_INT)
+    sessions: int = Field(0, ge=0, le=MAX_BIGINT)
+    queued: int = Field(0, ge=0, le=MAX_BIGINT)
+    requests: int = Field(0, ge=0, le=MAX_BIGINT)
+    errors_5xx: int = Field(0, ge=0, le=MAX_BIGINT)
+    since_s: int = Field(0, ge=0, le=MAX_BIGINT)
+
+
+class ObservedRoute(AgentRequest):
+    """One route as the router host holds it."""
+
+    key: str = Field(max_length=40)
+    version: int = Field(ge=0, le=MAX_INT)
+    """The route's version it applied last."""
+    servers: list[ObservedServer] = Field(default_factory=list, max_length=1000)
+    problem: str | None = Field(None, max_length=2000)
+    """Why it could not apply the route (HAProxy refused its config, a port is taken)."""
+
+
+class ServedSecond(AgentRequest):
+    """The requests one backend of a route answered in one second, through this router:
+    counts by HTTP status, and a latency histogram that sums across routers (bucket
+    `i` holds the requests of 1.1^(i-1) ms to 1.1^i ms; bucket 0 those under 1 ms)."""
+
+    key: str = Field(max_length=40)
+    side: str = Field(pattern=r"^[ab]$")
+    preview: bool = False
+    second: int = Field(ge=0, le=MAX_BIGINT)
+    """Unix time, whole seconds."""
+    statuses: dict[str, int] = Field(max_length=100)
+    latency: dict[str, int] = Field(max_length=400)
+
+
 class Report(AgentRequest):
-    """What the host runs, as its agent sees it (sent when something changed)."""
+    """What the host runs, as its agent sees it (sent when something changed); a router
+    host's routes and the requests they served since its last report."""
 
     fence: int = Field(ge=1, le=MAX_INT)
     generation: int = Field(ge=0, le=MAX_INT)
     instances: list[ObservedInstance] = Field(default_factory=list, max_length=1000)
+    routes: list[ObservedRoute] | None = Field(None, max_length=1000)
+    """A router host's routes (None: not a router)."""
+    served: list[ServedSecond] = Field(default_factory=list, max_length=10_000)

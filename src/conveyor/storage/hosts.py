@@ -83,6 +83,7 @@ class Lease:
 
     generation: int
     draining: bool
+    router: bool
 
 
 # -- tokens ----------------------------------------------------------------------------
@@ -209,10 +210,10 @@ async def renew(
             Host.token_id.in_(granted.scalar_subquery()),
         )
         .values(lease_until=now + timedelta(seconds=lease_s), seen_at=now)
-        .returning(Host.generation, Host.draining)
+        .returning(Host.generation, Host.draining, Host.router)
     )
     row = renewed.first()
-    return Lease(int(row[0]), bool(row[1])) if row is not None else None
+    return Lease(int(row[0]), bool(row[1]), bool(row[2])) if row is not None else None
 
 
 async def why(session: Session, host_id: uuid.UUID, fence: int, digest: str) -> str:

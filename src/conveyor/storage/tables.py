@@ -932,6 +932,9 @@ class Host(Base):
     drained_at: Mapped[datetime | None] = mapped_column(default=None)
     """When a draining host was found running nothing (its `host.drained` event); None
     while it is not draining or still runs instances."""
+    routing: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    """A router host's routes as its agent last reported them: per route key, the
+    version it holds and its servers as HAProxy sees them."""
     fence: Mapped[int] = mapped_column(Integer, default=1)
     """Raised by every registration: a call with an older one is from an agent that
     registered since (or a copy of it), and is refused."""
@@ -954,3 +957,36 @@ class PoolShare(Base):
         ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Routing(Base):
+    """One environment's routing as its team's router hosts should hold it (an
+    environment on the coordinator's own HAProxy has none): the route's servers, split
+    and checks, and a version raised by every change, which each router reports back
+    (hosts.routing) once it holds it."""
+
+    __tablename__ = "routes"
+
+    key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RouterSample(Base):
+    """The requests one backend of a route answered in one second through one router
+    host, as its agent summed them up: the `router` analysis provider's data for
+    environments routed by hosts (kept for SAMPLES_KEPT_S)."""
+
+    __tablename__ = "router_samples"
+    __table_args__ = (Index(None, "key", "second"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    host_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(40))
+    side: Mapped[str] = mapped_column(String(1))
+    preview: Mapped[bool] = mapped_column(Boolean, default=False)
+    second: Mapped[int] = mapped_column(BigInteger)
+    statuses: Mapped[dict[str, Any]] = mapped_column(JSON)
+    latency: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -105,9 +105,9 @@ class RequestSource(Protocol):
     """The traffic router's per-request record (HAProxy's request log), read by the
     `router` provider."""
 
-    def served(self, route: str, side: str, start: float, end: float) -> list[Served]:
+    async def served(self, route: str, side: str, start: float, end: float) -> list[Served]:
         """The requests a route's backend `side` answered that were reported within
-        [start, end) (wall clock). Cheap and synchronous: it reads what was collected."""
+        [start, end) (wall clock): what was collected already (it never waits for more)."""
         ...
 
 

@@ -28,13 +28,15 @@ class RouterProvider:
     async def measure(
         self, metric: Metric, targets: Sequence[SlotTarget], start: float, end: float
     ) -> list[Measurement]:
-        return [self._one(metric, t, start, end) for t in targets if t.route and t.side]
+        return [await self._one(metric, t, start, end) for t in targets if t.route and t.side]
 
-    def _one(self, metric: Metric, target: SlotTarget, start: float, end: float) -> Measurement:
+    async def _one(
+        self, metric: Metric, target: SlotTarget, start: float, end: float
+    ) -> Measurement:
         assert target.route is not None and target.side is not None
         served = [
             s
-            for s in self.source.served(target.route, target.side, start, end)
+            for s in await self.source.served(target.route, target.side, start, end)
             if s.preview is target.preview
         ]
         if metric.measure == "requests":
