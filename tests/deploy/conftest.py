@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -245,6 +246,14 @@ class Background:
     def start(self) -> Background:
         self._thread.start()
         return self
+
+    def versions_now(self) -> Counter[str]:
+        """How many answers each version gave so far (read in the load's own thread)."""
+
+        async def copy() -> Counter[str]:
+            return Counter(self.load.tally.versions)
+
+        return asyncio.run_coroutine_threadsafe(copy(), self._loop).result(timeout=10)
 
     def finish(self) -> dict[str, Any]:
         self._loop.call_soon_threadsafe(self.load.stop)

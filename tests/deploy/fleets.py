@@ -56,15 +56,20 @@ class Fleet:
         self.stack, self.network, self.cleanup = stack, network, cleanup
         self.token = stack.cli("host-token", "create", "--team", "a").stdout.strip()
 
-    def agent(self, name: str, labels: str = "zone=a") -> Agent:
-        """Host `name` (a new namespace, or the one it had) and its agent, joined."""
+    def agent(self, name: str, labels: str = "zone=a", router: bool = False) -> Agent:
+        """Host `name` (a new namespace, or the one it had) and its agent, joined (a
+        router host: `router`)."""
         host = self.network.hosts.get(name) or self.network.host(name)
         root = self.stack.root / f"agent-{name}"
         servers = ",".join(self.stack.urls)
-        args = agent_args(servers, self.token, name, host.address, root, "--labels", labels)
+        more = ("--labels", labels, *(("--router",) if router else ()))
+        args = agent_args(servers, self.token, name, host.address, root, *more)
         log = self.stack.root / f"agent-{name}-{time.monotonic_ns()}.log"
         proc = self.cleanup.enter_context(process(host.command(args), log, self.stack.env))
         self.cleanup.callback(stop_everything, root / "agent" / "host")
+        if router:  # its HAProxy runs in its own session, as on a real router host
+            haproxy = HAProxyRouter(root / "agent" / "router")
+            self.cleanup.callback(lambda: asyncio.run(haproxy.stop()))
         wait_until(
             lambda: (
                 (h := self.stack.api("GET", f"/api/v1/hosts/{name}").json()).get("state") == "up"

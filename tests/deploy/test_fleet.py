@@ -13,14 +13,17 @@ failed requests; a placement that cannot be met pauses with the reason."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from conveyor.hosting.haproxy import HAProxyRouter
 from tests.deploy.conftest import QUOTE, Stack, assert_no_failures, load
 from tests.deploy.fleets import (
     ANALYSIS,
@@ -230,3 +233,57 @@ def test_agents_carry_on_with_the_other_replica_when_one_is_killed_mid_rollout(
         assert joined_here in ([], ['conveyor_agent_calls_total{call="join"} 0.0']), joined_here
         polled_here = sample(metrics(stack), 'conveyor_agent_calls_total{call="desired"}')
         assert polled_here >= 3  # every agent long-polls the second replica now
+
+
+def test_two_router_hosts_hold_the_same_split_and_either_serves_it_alone(fleet: Fleet):
+    """The environment's frontends run on two router hosts (not the coordinator's
+    HAProxy): both converge on the canary's split, the canary's analysis reads the
+    requests both report, and with one router host killed the other serves the same
+    split with no failed request, and the rollout finishes through it."""
+    stack = fleet.stack
+    routers = [fleet.agent(name, "role=router", router=True) for name in ("r1", "r2")]
+    for n in (1, 2, 3):
+        fleet.agent(f"h{n}", "role=web")
+    web = "  placement: {labels: {role: web}, spread: [host], max_per_host: 1}\n"
+    v1 = stack.upload("v1", extra=web)
+    first = stack.deploy("production", v1)
+    stack.wait_phase("production", first["number"], {"succeeded"}, timeout=90)
+    port = str(stack.status("production")["url"]).rsplit(":", 1)[1].strip("/")
+    urls = [f"http://{r.host.address}:{port}{QUOTE}" for r in routers]
+    with pytest.raises(httpx.ConnectError):  # the coordinator's own HAProxy routes nothing
+        httpx.get(f"http://{fleet.network.gateway}:{port}{QUOTE}", timeout=5)
+    jobs = (
+        "  ship:\n    deploy:\n      environment: production\n      strategy:\n"
+        "        canary:\n          steps: [{weight: 25}, {analysis: health, for: 4s}, {pause: {}}]\n"
+    )
+    v2 = stack.upload("v2", extra=web + ANALYSIS, jobs=jobs)
+    first_load = load(urls[0], keepalive=True, rate=250)
+    with first_load as one, load(urls[1], keepalive=True, rate=250) as two:
+        time.sleep(1)
+        made = stack.deploy("production", v2)
+        stack.wait_phase("production", made["number"], {"paused"}, timeout=120)
+        before = (one.versions_now(), two.versions_now())
+        time.sleep(3)  # both routers, on the same split
+        after = (one.versions_now(), two.versions_now())
+        for seen in (after[0] - before[0], after[1] - before[1]):
+            assert 0.15 <= seen["v2"] / max(1, seen.total()) <= 0.35, (before, after)
+        verdict = stack.api("GET", f"/api/v1/deployments/{made['id']}/analysis").json()
+        (run,) = verdict["runs"]
+        assert run["phase"] == "passed", run
+        # r1 dies: its agent and its HAProxy are killed, its link goes down.
+        r1 = routers[0]
+        r1.proc.send_signal(signal.SIGKILL)
+        for pid in HAProxyRouter(stack.root / "agent-r1" / "agent" / "router").processes():
+            os.kill(pid, signal.SIGKILL)
+        fleet.network.set_link(r1.host, up=False)
+        alone = two.versions_now()
+        time.sleep(2)
+        alone = two.versions_now() - alone
+        assert 0.15 <= alone["v2"] / max(1, alone.total()) <= 0.35, alone
+        assert stack.command("production", "promote").status_code == 200
+        ended = stack.wait_phase("production", made["number"], {"succeeded"}, timeout=120)
+        time.sleep(1)
+    assert ended["phase"] == "succeeded", ended
+    assert_no_failures(two.result, 2000)  # the router that stayed failed nothing
+    assert one.result["requests"] >= 1000, one.result
+    assert set(two.result["versions"]) == {"v1", "v2"}

@@ -102,6 +102,7 @@ async def test_router_hosts_hold_a_route_every_one_of_them_confirms(
 ):
     team, fleet, routers, (r1, r2) = await _fleet(database)
     assert await routers.teams() == {team}
+    assert await routers.addresses(team) == ["10.77.0.1", "10.77.0.2"]
     s1 = Server("s1", 20001, 256, address="10.77.0.11")
 
     # Stored, not waited for: the routers' long polls answer with it.
@@ -139,6 +140,7 @@ async def test_router_hosts_hold_a_route_every_one_of_them_confirms(
     async with database.transaction() as session:
         await session.execute(update(Host).where(Host.id == r2).values(state="lost"))
     assert (await routers.status("e1"))["s1"].healthy
+    assert await routers.addresses(team) == ["10.77.0.1"]
     await routers.apply(route(team, 5000, s1))  # r1 holds version 3 already
 
 

@@ -145,6 +145,12 @@ class HostRouters:
             async with self.db.transaction() as session:
                 routers = await route_rows.router_hosts(session, route.team)
 
+    async def addresses(self, team_id: uuid.UUID) -> list[str]:
+        """Where the team's router hosts that are up serve its environments."""
+        async with self.db.transaction() as session:
+            found = await route_rows.router_hosts(session, team_id)
+        return [r.address for r in found if r.status is not HostState.LOST]
+
     async def status(self, key: str) -> dict[str, ServerStatus]:
         async with self.db.transaction() as session:
             record = await route_rows.route(session, key)

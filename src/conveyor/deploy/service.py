@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from conveyor.artifacts.blobs import BlobStore
 from conveyor.deploy import approvals, records, requests, views
 from conveyor.deploy.approvals import Approver
+from conveyor.deploy.instance_hosts import FLEET
 from conveyor.deploy.manager import DeploymentManager
 from conveyor.deploy.records import gate_of
 from conveyor.deploy.strategy import DeployStrategy
@@ -423,14 +424,17 @@ class DeployService:
         current = next((d for d in history if Phase(d.phase) is not Phase.PENDING), None)
         live = next((d for d in history if Phase(d.phase).is_active), current)
         split = traffic(records.settled_of(env, None))
+        routers = await self._routers_of(env)
+        where = routers[0] if routers else "127.0.0.1"
         return EnvironmentOut(
             team=team.name,
             project=project.name,
             environment=env.name,
             revision=env.revision,
             digest=env.digest,
-            url=f"http://127.0.0.1:{env.port}",
-            preview_url=f"http://127.0.0.1:{env.preview_port}",
+            url=f"http://{where}:{env.port}",
+            preview_url=f"http://{where}:{env.preview_port}",
+            routers=routers,
             phase=live.phase if live is not None else "pending",
             step=views.step_text(live, env),
             traffic=TrafficOut(stable=split.stable, canary=split.canary),
@@ -447,6 +451,14 @@ class DeployService:
                 for p in pins
             ],
         )
+
+    async def _routers_of(self, env: EnvironmentRecord) -> list[str]:
+        """The addresses of the router hosts that route the environment (none: the
+        coordinator's own router does)."""
+        hosts = self.manager.router.hosts
+        if env.target != FLEET or hosts is None or env.team_id not in await hosts.teams():
+            return []
+        return await hosts.addresses(env.team_id)
 
     async def risk(
         self, who: Principal, team: str, project: str, environment: str, digest: str

@@ -568,7 +568,11 @@ class EnvironmentOut(BaseModel):
     revision: int
     digest: str | None
     url: str
+    """Where its traffic goes in: the coordinator's router, or its first router host."""
     preview_url: str
+    routers: list[str] = Field(default_factory=list)
+    """The addresses of the router hosts that serve it (empty: the coordinator's own
+    router does), each on the environment's ports."""
     phase: str
     step: str | None
     traffic: TrafficOut

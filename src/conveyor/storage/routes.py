@@ -31,6 +31,7 @@ class RouterHost:
 
     id: uuid.UUID
     name: str
+    address: str
     status: HostState
     routing: dict[str, Any]
 
@@ -111,13 +112,13 @@ async def routed_teams(session: Session) -> set[uuid.UUID]:
 async def router_hosts(session: Session, team_id: uuid.UUID) -> list[RouterHost]:
     """The router hosts that serve the team, by name."""
     found = await session.execute(
-        select(Host.id, Host.name, Host.state, Host.draining, Host.routing)
+        select(Host.id, Host.name, Host.address, Host.state, Host.draining, Host.routing)
         .where(Host.router.is_(True), _serving(team_id))
         .order_by(Host.name)
     )
     return [
-        RouterHost(host_id, name, state_of(state, draining), dict(routing or {}))
-        for host_id, name, state, draining, routing in found
+        RouterHost(host_id, name, address, state_of(state, draining), dict(routing or {}))
+        for host_id, name, address, state, draining, routing in found
     ]
 
 
