@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     """`s3://bucket/prefix[?presign=SECONDS]`: artifacts in S3-compatible object storage,
     shared by replicas on different machines (boto3's settings: `AWS_ENDPOINT_URL`,
     `AWS_ACCESS_KEY_ID`, …); unset means files under the data directory."""
+    artifacts_cache_mb: int = 10240
+    """With artifacts in object storage: the most each replica keeps of them on its own
+    disk, in MiB (the least recently used go first)."""
     rate_limit: str = "50/second"
     """Requests per API token, in `limits` notation ("50/second", "1000/minute")."""
     hook_rate_limit: str = "100/second"

@@ -159,6 +159,25 @@ async def test_bytes_changed_in_the_bucket_are_refused_by_a_replica(
     assert reader.local_path(blob.digest) is None
 
 
+async def test_a_replicas_cache_of_the_bucket_keeps_within_its_bound(
+    s3_server: tuple[str, str], tmp_path: Path
+):
+    endpoint, bucket = s3_server
+    cached = S3BlobStore(
+        f"s3://{bucket}/{seaweed.prefix()}",
+        tmp_path / "c",
+        client=seaweed.client(endpoint),
+        cache_bytes=2500,
+    )
+    blobs = [await cached.put(stream(bytes([n]) * 1000), limit=2000) for n in range(3)]
+    # The first is the least recently used: out of the cache, still in the bucket.
+    assert [cached.local_path(b.digest) is not None for b in blobs] == [False, True, True]
+    assert await read_all(cached, blobs[0].digest) == bytes([0]) * 1000
+    path = await cached.local_file(blobs[0].digest)  # fetched back: now the second goes
+    assert path is not None and path.read_bytes() == bytes([0]) * 1000
+    assert [cached.local_path(b.digest) is not None for b in blobs] == [True, False, True]
+
+
 async def test_an_artifacts_url_says_what_is_wrong():
     assert (S3Url("s3://bucket").bucket, S3Url("s3://bucket").prefix) == ("bucket", "")
     found = S3Url("s3://bucket/a/b/?presign=300")

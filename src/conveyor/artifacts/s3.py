@@ -17,6 +17,8 @@ boto3 is synchronous: every call runs in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,10 +57,17 @@ def _missing(exc: Exception) -> bool:
     return code in {"404", "NoSuchKey", "NotFound"}
 
 
+CACHE_BYTES = 10 * 2**30
+"""The most of the bucket's blobs a replica keeps on its own disk, by default."""
+
+
 class S3BlobStore:
-    def __init__(self, url: str, cache: Path, client: Any = None) -> None:
+    def __init__(
+        self, url: str, cache: Path, client: Any = None, cache_bytes: int = CACHE_BYTES
+    ) -> None:
         self.where = S3Url(url)
         self.local = FileBlobStore(cache)
+        self.cache_bytes = cache_bytes
         if client is None:
             import boto3
 
@@ -88,6 +97,7 @@ class S3BlobStore:
         blob = await self.local.put(chunks, limit=limit, expected=expected)
         path = self.local.local_path(blob.digest)
         assert path is not None
+        await asyncio.to_thread(self._trim, path)
         key = self.key(blob.digest)
         if await self._head(blob.digest) is not None:
             # Uploaded again: its LastModified starts retention's grace period over.
@@ -105,7 +115,7 @@ class S3BlobStore:
         return Blob(blob.digest, blob.size, created=True)
 
     async def read(self, digest: str) -> AsyncIterator[bytes]:
-        if self.local.local_path(digest) is not None:
+        if self._cached(digest) is not None:
             async for chunk in self.local.read(digest):
                 yield chunk
             return
@@ -133,7 +143,7 @@ class S3BlobStore:
     async def local_file(self, digest: str) -> Path | None:
         """A file of the blob on this machine: the cached copy, or the object fetched
         into the cache (its digest checked on the way). None when it is not stored."""
-        if (path := self.local.local_path(digest)) is not None:
+        if (path := self._cached(digest)) is not None:
             return path
         try:
             body = await self._body(digest)
@@ -148,7 +158,37 @@ class S3BlobStore:
                 body.close()
 
         await self.local.put(chunks(), limit=1 << 62, expected=digest)
-        return self.local.local_path(digest)
+        path = self.local.local_path(digest)
+        if path is not None:
+            await asyncio.to_thread(self._trim, path)
+        return path
+
+    def _cached(self, digest: str) -> Path | None:
+        """The cached copy, marked as used now (the cache evicts the least recently used
+        first)."""
+        path = self.local.local_path(digest)
+        if path is not None:
+            with contextlib.suppress(OSError):
+                os.utime(path)
+        return path
+
+    def _trim(self, keep: Path) -> None:
+        """Evict the least recently used copies until the cache is within its bound
+        (never `keep`, the one just used)."""
+        found = []
+        for path in (self.local.root / "sha256").glob("*/*"):
+            with contextlib.suppress(OSError):
+                stat = path.stat()
+                found.append((stat.st_mtime, stat.st_size, path))
+        total = sum(size for _, size, _ in found)
+        for _, size, path in sorted(found):
+            if total <= self.cache_bytes:
+                return
+            if path == keep:
+                continue
+            with contextlib.suppress(OSError):
+                path.unlink()
+                total -= size
 
     async def exists(self, digest: str) -> bool:
         return await self._head(digest) is not None

@@ -211,4 +211,8 @@ def blob_store(config: ServerConfig) -> BlobStore:
         return FileBlobStore(config.data_dir / "artifacts")
     from conveyor.artifacts.s3 import S3BlobStore
 
-    return S3BlobStore(config.artifacts_url, config.data_dir / "artifacts-cache")
+    return S3BlobStore(
+        config.artifacts_url,
+        config.data_dir / "artifacts-cache",
+        cache_bytes=config.artifacts_cache_mb * 1024 * 1024,
+    )

@@ -39,6 +39,7 @@ class ServerConfig:
     artifact_max_mb: int = 2048
     """The largest artifact, in MiB."""
     artifacts_url: str | None = None
+    artifacts_cache_mb: int = 10240
     """`s3://…`: artifacts in object storage (artifacts.s3); None: under the data dir."""
     inbox_poll_s: float = 1.0
     schedule_check_s: float = 15.0
@@ -89,6 +90,7 @@ def server_config(settings: Settings, data_dir: Path | None = None) -> ServerCon
         cache_quota_mb=settings.cache_quota_mb,
         artifact_max_mb=settings.artifact_max_mb,
         artifacts_url=settings.artifacts_url,
+        artifacts_cache_mb=settings.artifacts_cache_mb,
         public_url=settings.public_url,
         prometheus_url=settings.prometheus_url,
         metrics_token=settings.metrics_token,
