@@ -34,7 +34,7 @@ CONFIRM_S = 3.0
 """How long `apply` waits for every router host to hold a new version of a route."""
 CONFIRM_POLL_S = 0.05
 """How often it looks while it waits (a report on this replica wakes it at once)."""
-SAMPLE_LAG_S = 2
+SAMPLE_LAG_S = 3
 """A router host reports each second's requests within this long after it ends: an
 analysis window [start, end) reads the seconds of [start - lag, end - lag), so that
 consecutive windows together read every second once, each complete."""
