@@ -251,6 +251,8 @@ def _render(data: EnvironmentOut) -> None:
         head = f"  revision {data.revision}  {data.phase}{step}"
     out.print(f"[bold]{where}[/]{head}")
     out.print(f"  url {data.url}  (preview {data.preview_url})")
+    if data.routers:
+        out.print(f"  routers {', '.join(data.routers)}")
     out.print(f"  traffic: stable {traffic.stable:g}%  canary {traffic.canary:g}%")
     if current is not None and current.message:
         why = "paused" if current.phase == "paused" else current.phase
