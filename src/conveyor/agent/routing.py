@@ -76,6 +76,8 @@ class HostRoutes:
             self.problems = {d.key: f"HAProxy did not take the routes: {exc}" for d in wanted}
             return
         self.problems = {}
+        if wanted:
+            self.router.requests.start()  # every request from now on is summed up
         for desired, route in zip(wanted, routes, strict=True):
             try:
                 await self.router.apply(route)
