@@ -135,6 +135,12 @@ async def test_router_hosts_hold_a_route_every_one_of_them_confirms(
     await _holds(fleet, r1, 3, "s1")  # ahead of the change below, as if it were quick
     with pytest.raises(RouterError, match="r2 have not taken version 3"):
         await routers.apply(route(team, 5000, s1))
+    async with fleet.db.transaction() as session:
+        fence = (await hosts.host(session, r2)).fence  # type: ignore[union-attr]
+    taken = ObservedRoute(key="e1", version=2, problem="port 24001 is taken")
+    await fleet.report(DIGEST, r2, Report(fence=fence, generation=0, routes=[taken]))
+    with pytest.raises(RouterError, match=r"r2 \(port 24001 is taken\) have not taken"):
+        await routers.apply(route(team, 5000, s1))
 
     # A lost router counts for nothing: the other one's view is the status.
     async with database.transaction() as session:

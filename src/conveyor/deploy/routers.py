@@ -190,13 +190,15 @@ class HostRouters:
 
 
 def _behind(routers: list[route_rows.RouterHost], key: str, version: int) -> list[str]:
-    """The up router hosts that do not hold `version` of the route yet."""
-    return [
-        r.name
-        for r in routers
-        if r.status is not HostState.LOST
-        and int((r.routing.get(key) or {}).get("version", 0)) < version
-    ]
+    """The up router hosts that do not hold `version` of the route yet (with the
+    problem their agent reported, if any)."""
+    out = []
+    for r in routers:
+        held = r.routing.get(key) or {}
+        if r.status is HostState.LOST or int(held.get("version", 0)) >= version:
+            continue
+        out.append(f"{r.name} ({held['problem']})" if held.get("problem") else r.name)
+    return out
 
 
 def _status(server: dict[str, object]) -> ServerStatus:
