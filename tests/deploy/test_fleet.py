@@ -176,11 +176,16 @@ def test_a_drained_host_hands_its_instance_over_with_zero_failed_requests(fleet:
 
 
 def test_a_placement_that_cannot_be_met_pauses_with_the_reason_until_a_host_fits(fleet: Fleet):
+    """Also: pre_deploy commands run once, by the agent of a host placement picks."""
     stack = fleet.stack
     h1 = fleet.agent("h1").host
-    v1 = stack.upload("v1", extra=SPREAD)  # two replicas, at most one per host
+    marker = stack.root / "pre-deploy-ran"
+    checks = f"  pre_deploy: ['pwd >> {marker}']\n"
+    v1 = stack.upload("v1", extra=SPREAD + checks)  # two replicas, at most one per host
     made = stack.deploy("production", v1)
     paused = stack.wait_phase("production", made["number"], {"paused"}, timeout=60)
+    (ran,) = marker.read_text().splitlines()  # before any instance, on h1: its releases
+    assert ran.startswith(str(stack.root / "agent-h1")), ran
     assert paused["pause_reason"] == "placement", paused
     assert "placed none of 1 instances; of 1 host: 1 at max_per_host 1" in paused["message"]
     # The gauges are counted every few seconds: wait for a count made after the placement.
@@ -192,6 +197,15 @@ def test_a_placement_that_cannot_be_met_pauses_with_the_reason_until_a_host_fits
     h2 = fleet.agent("h2").host
     stack.wait_phase("production", made["number"], {"succeeded"}, timeout=90)
     assert ready(stack) == sorted([h1.address, h2.address])
+    assert len(marker.read_text().splitlines()) == 1  # once per deployment
+    # A check that fails on its host aborts the deployment with what it wrote.
+    failing = "  pre_deploy: [{command: \"echo 'no DATABASE_URL' >&2; exit 3\", timeout: 10s}]\n"
+    v2 = stack.upload("v2", extra=SPREAD + failing)
+    refused = stack.deploy("production", v2)
+    ended = stack.wait_phase("production", refused["number"], {"aborted"}, timeout=60)
+    assert ended["message"].startswith("pre_deploy `echo 'no DATABASE_URL' >&2; exit 3` failed")
+    assert ended["message"].endswith("no DATABASE_URL"), ended["message"]
+    assert {i["revision"] for i in stack.status("production")["instances"]} == {1}
 
 
 def test_agents_carry_on_with_the_other_replica_when_one_is_killed_mid_rollout(

@@ -314,6 +314,23 @@ def test_a_placement_that_cannot_be_met_pauses_with_its_reason_and_goes_on_by_it
     assert restarted is not None and restarted.act is Act.RESTART
 
 
+def test_pre_deploy_commands_on_the_fleet_wait_for_a_host_that_can_run_them():
+    checked = plan(pre_deploy=True)
+    first = decide(world(stable(), checked, *V1))
+    assert first is not None and first.act is Act.PRE_DEPLOY
+    reason = "placed none of 1 instances; of 1 host: 1 lost"
+    held = decide(world(stable(), checked, *V1, no_room=reason))
+    assert held is not None and (held.act, held.reason, held.message) == (
+        Act.PAUSE,
+        PauseReason.PLACEMENT.value,
+        reason,
+    )
+    waiting = replace(checked, phase=Phase.PAUSED, pause_reason=PauseReason.PLACEMENT)
+    assert decide(world(stable(), waiting, *V1, no_room=reason)) is None
+    released = decide(world(stable(), waiting, *V1))
+    assert released is not None and released.act is Act.RELEASE
+
+
 def test_an_instance_whose_host_leaves_is_replaced_first_then_drained():
     leaving = inst("o2", leaving=True)
     first = decide(world(stable(), None, inst("o1"), leaving))

@@ -22,6 +22,7 @@ from conveyor.agent.artifacts import ArtifactCache
 from conveyor.agent.client import AgentClient, Refusal, StaleFence
 from conveyor.agent.instances import Instances
 from conveyor.agent.routing import HostRoutes
+from conveyor.agent.tasks import HostTasks
 from conveyor.hosting.processes import LocalTarget
 from conveyor.protocol.agent import Desired, DesiredInstance, Join, Joined, Report
 from conveyor.waiting import event_or_timeout
@@ -76,6 +77,7 @@ class HostAgent:
         self.target = LocalTarget(data_dir / "host")
         self.cache = ArtifactCache(data_dir / "artifacts", cache_bytes)
         self.instances = Instances(self.target, self._fetch, facts.address)
+        self.tasks = HostTasks(self.target, self._fetch)
         self.routes = HostRoutes(data_dir / "router", facts.address) if facts.router else None
         """A router host's routes (None: not a router)."""
         self.joined: Joined | None = None
@@ -146,6 +148,8 @@ class HostAgent:
         await self.instances.converge(self.wanted, desired.stop_grace_s)
         if self.routes is not None and desired.routes is not None:
             await self.routes.converge(desired.routes)
+        if desired.tasks is not None:
+            await self.tasks.converge(desired.tasks)
         await self._watch()
         if desired.generation != known:
             await self._report()
@@ -162,6 +166,7 @@ class HostAgent:
             instances=self.instances.observed(),
             routes=routes,
             served=served,
+            tasks=self.tasks.observed(),
         )
         await self.client.report(self.joined.host_id, body)
         if self.routes is not None:  # reported: those summaries are the coordinator's now
@@ -173,6 +178,7 @@ class HostAgent:
         """Look at the instances (and a router host's routes) once; whether anything a
         report carries changed."""
         changed = await self.instances.watch()
+        changed = self.tasks.watch() or changed
         if self.routes is not None:
             changed = await self.routes.watch() or changed
         return changed

@@ -316,6 +316,17 @@ async def pre_deploy(ctx: DriverContext, effect: Effect) -> None:
     so a redo does not run them twice)."""
     plan, runtime = effect.driven.plan_row, effect.driven.runtime
     assert plan is not None and runtime is not None
+    host = effect.params.get("host")
+    if host is not None:  # on the fleet: the host's agent runs them (fleet.task_of)
+        host_id = uuid.UUID(str(host))
+        async with ctx.fenced(effect.env_id, effect.fence) as session:
+            await deployments.set_pre_deploy(
+                session, plan.id, "running", before=None, host_id=host_id
+            )
+            await host_rows.changed(session, [host_id])
+            await _done(session, effect)
+        ctx.wake(host_id)
+        return
     release = await _release(ctx, plan.digest)
     task = Task(
         id=task_id(plan.id),

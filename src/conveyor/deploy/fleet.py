@@ -30,17 +30,18 @@ from conveyor.protocol.agent import (
     PROTOCOL,
     Desired,
     DesiredInstance,
+    DesiredTask,
     HealthProbe,
     Join,
     Joined,
     Report,
 )
 from conveyor.protocol.api import HostOut, HostTokenOut
-from conveyor.storage import audit, events, hosts, names
+from conveyor.storage import audit, deployments, events, hosts, names
 from conveyor.storage import routes as route_rows
 from conveyor.storage.artifacts import ArtifactRecord
 from conveyor.storage.database import Database, Session
-from conveyor.storage.deployment_records import InstanceRecord
+from conveyor.storage.deployment_records import DeploymentRecord, InstanceRecord
 from conveyor.storage.events import HostFacts
 from conveyor.storage.hosts import HostRecord, HostTokenRecord, Joining
 from conveyor.waiting import event_or_timeout
@@ -171,10 +172,11 @@ class Fleet:
             if await event_or_timeout(event, wait):
                 event.clear()
                 lease = await self._renew(digest, host_id, fence)
-        instances = held = None
+        instances = held = tasks = None
         if lease.generation != generation:
             async with self.db.transaction() as session:
                 rows = await hosts.desired_instances(session, host_id)
+                tasks = [task_of(d) for d in await deployments.tasks_on(session, host_id)]
                 if lease.router:
                     host = await hosts.host(session, host_id)
                     assert host is not None
@@ -188,6 +190,7 @@ class Fleet:
             draining=lease.draining,
             instances=instances,
             routes=held,
+            tasks=tasks,
         )
 
     async def report(self, digest: str, host_id: uuid.UUID, body: Report) -> None:
@@ -197,6 +200,9 @@ class Fleet:
         reports = {seen.id: seen.model_dump(mode="json", exclude={"id"}) for seen in body.instances}
         async with self.db.transaction() as session:
             await hosts.observed(session, host_id, reports, self.clock())
+            if body.tasks:
+                ended = {t.id: t.model_dump(mode="json", exclude={"id"}) for t in body.tasks}
+                await deployments.task_ended(session, host_id, ended)
             if body.routes is not None:
                 routing = {r.key: r.model_dump(mode="json", exclude={"key"}) for r in body.routes}
                 await route_rows.held(session, host_id, routing)
@@ -390,6 +396,16 @@ def desired_of(row: InstanceRecord) -> DesiredInstance | None:
         incarnation=row.restarts,
         health=HealthProbe.model_validate(row.launch.get("health", {})),
     )
+
+
+def task_of(row: DeploymentRecord) -> DesiredTask:
+    """The deployment's pre_deploy commands, as the host's agent runs them."""
+    runtime = row.runtime
+    commands = [
+        (str(c["command"]), float(c.get("timeout", 60.0))) for c in runtime.get("pre_deploy", [])
+    ]
+    env = {str(k): str(v) for k, v in dict(runtime.get("env", {})).items()}
+    return DesiredTask(id=row.id, digest=row.digest, commands=commands, env=env)
 
 
 def _teams_of(who: Principal) -> list[uuid.UUID] | None:

@@ -49,16 +49,18 @@ from conveyor.deploy.routers import Routers
 from conveyor.deploy.world import Act, Action, Seen, World
 from conveyor.domain.clock import as_utc, utcnow
 from conveyor.domain.deploy import InstanceState, PauseReason, Phase, QueuePolicy
+from conveyor.domain.hosts import HostState
 from conveyor.hosting.routing import RouterError, ServerStatus, TrafficRouter
-from conveyor.hosting.target import Target
+from conveyor.hosting.target import Target, TaskResult
 from conveyor.ids import new_id
 from conveyor.observability import metrics, tracing
 from conveyor.observability.logs import bound
 from conveyor.pipeline.analysis import Provider
 from conveyor.pipeline.deploy import Health
 from conveyor.storage import deployments, environments
+from conveyor.storage import hosts as host_rows
 from conveyor.storage.database import Database, Session
-from conveyor.storage.deployment_records import InstanceRecord, IntentRecord
+from conveyor.storage.deployment_records import DeploymentRecord, InstanceRecord, IntentRecord
 from conveyor.waiting import event_or_timeout
 
 log = logging.getLogger("conveyor.deploy")
@@ -354,10 +356,10 @@ class DeploymentManager:
             and plan.phase is Phase.PAUSED
             and plan.pause_reason is PauseReason.PLACEMENT
         )
-        starting = action is not None and action.act is Act.START
+        starting = action is not None and action.act in (Act.START, Act.PRE_DEPLOY)
         if not (starting or waiting):
             return world, action
-        if action is not None and starting:
+        if action is not None and action.act is Act.START:
             slot, runtime = str(action.slot), driven.runtime_for(str(action.digest))
         else:
             slot, runtime = target_slot(world), driven.runtime
@@ -489,7 +491,10 @@ class DeploymentManager:
         plan_runtime = driven.plan_row.runtime if driven.plan_row is not None else None
         task = None
         if driven.plan_row is not None and driven.plan_row.pre_deploy == RUNNING:
-            task = self.target.task_result(task_id(driven.plan_row.id))
+            if driven.env.target == FLEET:
+                task = await self._task_on_host(driven.plan_row)
+            else:
+                task = self.target.task_result(task_id(driven.plan_row.id))
         world = World(
             env=records.settled_of(driven.env, plan_runtime),
             plan=driven.rollout,
@@ -502,6 +507,23 @@ class DeploymentManager:
             next_gate=driven.next_gate,
         )
         return world, statuses
+
+    async def _task_on_host(self, plan: DeploymentRecord) -> TaskResult | None:
+        """How the pre_deploy commands ended on their host, as its agent reported (None
+        while they run); a failure when the host was lost or removed before it said."""
+        if plan.pre_deploy_result is not None:
+            return TaskResult(
+                int(plan.pre_deploy_result.get("exit_code", -1)),
+                str(plan.pre_deploy_result.get("command", "")),
+                str(plan.pre_deploy_result.get("output", "")),
+            )
+        host = plan.pre_deploy_host_id
+        if host is not None:
+            async with self.db.transaction() as session:
+                state = (await host_rows.states(session, {host})).get(host)
+            if state is not None and state is not HostState.LOST:
+                return None
+        return TaskResult(-1, "", "the host running them was lost before they ended")
 
     @staticmethod
     def _count_failure(row: InstanceRecord, ok: bool, health: Health, now: datetime) -> int:
@@ -530,10 +552,14 @@ class DeploymentManager:
         params = action.params()
         if action.act is Act.START:  # fixed now, so that a redo starts the same instance
             params["new_instance"] = str(new_id())
-            spot = await self._spot(driven, action)
+            spot = await self._spot(driven, str(action.digest), str(action.slot))
             params["port"] = spot.port
             if spot.host_id is not None:
                 params["host"], params["address"] = str(spot.host_id), spot.address
+        if action.act is Act.PRE_DEPLOY and driven.env.target == FLEET:  # on one host
+            assert driven.plan_row is not None
+            spot = await self._spot(driven, driven.plan_row.digest, target_slot(world))
+            params["host"] = str(spot.host_id)
         plan_id = driven.plan_row.id if driven.plan_row is not None else None
         async with self.context.fenced(env_id, fence) as session:
             row = await environments.record_intent(
@@ -549,12 +575,12 @@ class DeploymentManager:
         log.info("environment %s: %s %s", env_id, action.act.value, params)
         return row, params
 
-    async def _spot(self, driven: Driven, action: Action) -> Spot:
+    async def _spot(self, driven: Driven, digest: str, slot: str) -> Spot:
         """Where a new instance goes: a free port here, or a host placement chose."""
-        runtime = driven.runtime_for(str(action.digest))
+        runtime = driven.runtime_for(digest)
         assert runtime is not None, "an instance starts for a recorded runtime"
         async with self.db.transaction() as session:
-            new = NewInstance(driven.env, runtime, str(action.slot), driven.instances)
+            new = NewInstance(driven.env, runtime, slot, driven.instances)
             return await self.context.hosts_for(driven.env).spot(session, new)
 
     @staticmethod

@@ -138,6 +138,18 @@ class DesiredRoute(AgentReply):
     servers: dict[str, list[RouteServer]] = Field(default_factory=dict)
 
 
+class DesiredTask(AgentReply):
+    """A deployment's `pre_deploy` commands, run once on this host, in order, in the
+    artifact's directory with the service's environment; the first that fails (or
+    outlives its timeout) ends the task."""
+
+    id: uuid.UUID
+    """The deployment's."""
+    digest: str
+    commands: list[tuple[str, float]]
+    env: dict[str, str] = Field(default_factory=dict)
+
+
 class Desired(AgentReply):
     """What the host should run now; `generation` is raised by every change of it. An
     instance the agent runs that is not here is stopped (SIGTERM, then SIGKILL after
@@ -153,6 +165,8 @@ class Desired(AgentReply):
     routes: list[DesiredRoute] | None = None
     """On a router host: every route it should hold (None as for `instances`, and on a
     host that is not a router)."""
+    tasks: list[DesiredTask] | None = None
+    """The tasks to run (None as for `instances`)."""
     stop_grace_s: float = 5.0
 
 
@@ -218,6 +232,18 @@ class ServedSecond(AgentRequest):
     latency: dict[str, int] = Field(max_length=400)
 
 
+class ObservedTask(AgentRequest):
+    """How a task ended (reported while it is still desired)."""
+
+    id: uuid.UUID
+    exit_code: int = Field(ge=-1, le=255)
+    """0: every command passed; 124: the failed one timed out; -1: it ended unexplained."""
+    command: str = Field("", max_length=10_000)
+    """The command that failed."""
+    output: str = Field("", max_length=20_000)
+    """The tail of the task's output."""
+
+
 class Report(AgentRequest):
     """What the host runs, as its agent sees it (sent when something changed); a router
     host's routes and the requests they served since its last report."""
@@ -228,3 +254,4 @@ class Report(AgentRequest):
     routes: list[ObservedRoute] | None = Field(None, max_length=1000)
     """A router host's routes (None: not a router)."""
     served: list[ServedSecond] = Field(default_factory=list, max_length=10_000)
+    tasks: list[ObservedTask] = Field(default_factory=list, max_length=100)

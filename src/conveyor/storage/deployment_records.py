@@ -76,6 +76,8 @@ class DeploymentRecord:
     request: str | None
     requested_by: str | None
     pre_deploy: str | None
+    pre_deploy_host_id: uuid.UUID | None
+    pre_deploy_result: dict[str, Any] | None
     committed_at: datetime | None
     fix: bool
     desired: dict[str, Any]

@@ -404,18 +404,54 @@ async def change_phase(
 
 
 async def set_pre_deploy(
-    session: Session, deployment_id: uuid.UUID, state: str, *, before: str | None
+    session: Session,
+    deployment_id: uuid.UUID,
+    state: str,
+    *,
+    before: str | None,
+    host_id: uuid.UUID | None = None,
 ) -> bool:
     """Move a deployment's pre_deploy state from `before` (guarded: a redo changes
-    nothing)."""
+    nothing); `host_id`: the host whose agent runs them."""
     current = Deployment.pre_deploy.is_(None) if before is None else Deployment.pre_deploy == before
+    values: dict[str, object] = {"pre_deploy": state}
+    if host_id is not None:
+        values["pre_deploy_host_id"] = host_id
     moved = await session.execute(
         update(Deployment)
         .where(Deployment.id == deployment_id, current)
-        .values(pre_deploy=state)
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
     return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def tasks_on(session: Session, host_id: uuid.UUID) -> list[DeploymentRecord]:
+    """The deployments whose pre_deploy commands the host's agent is to run now."""
+    found = await session.scalars(
+        select(Deployment)
+        .where(Deployment.pre_deploy_host_id == host_id, Deployment.pre_deploy == "running")
+        .order_by(Deployment.created_at)
+    )
+    return [deployment_record(row) for row in found]
+
+
+async def task_ended(
+    session: Session, host_id: uuid.UUID, results: dict[uuid.UUID, dict[str, Any]]
+) -> None:
+    """Keep how pre_deploy commands ended, as the host's agent reported it (only for
+    deployments whose commands run on that host)."""
+    for deployment_id, result in results.items():
+        await session.execute(
+            update(Deployment)
+            .where(
+                Deployment.id == deployment_id,
+                Deployment.pre_deploy_host_id == host_id,
+                Deployment.pre_deploy == "running",
+            )
+            .values(pre_deploy_result=result)
+            .execution_options(synchronize_session=False)
+        )
 
 
 async def repause(session: Session, deployment_id: uuid.UUID, reason: str, message: str) -> bool:

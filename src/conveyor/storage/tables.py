@@ -579,6 +579,13 @@ class Deployment(Base):
     """Who gave the latest command (promote, abort, pause, resume)."""
     pre_deploy: Mapped[str | None] = mapped_column(String(20), default=None)
     """Its runtime's `pre_deploy` commands: running | passed | failed (None: not yet)."""
+    pre_deploy_host_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("hosts.id", ondelete="SET NULL"), default=None
+    )
+    """For an environment on the fleet: the host whose agent runs them."""
+    pre_deploy_result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    """How they ended there, as the host's agent reported it (exit_code, command,
+    output)."""
     committed_at: Mapped[datetime | None] = mapped_column(default=None)
     """When its commit was made (DORA's lead time starts there); None without a commit."""
     fix: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

@@ -243,7 +243,14 @@ def _checks(world: World) -> Action | None:
     ):
         return None
     if plan.pre_deploy_state is None:
-        return Action(Act.PRE_DEPLOY)
+        # On the fleet they run on a host placement picks: with none, the deployment
+        # pauses with placement's reason, and goes on when a host can take them.
+        waiting = plan.phase is Phase.PAUSED and plan.pause_reason is PauseReason.PLACEMENT
+        if world.no_room is not None:
+            if waiting:
+                return None
+            return Action(Act.PAUSE, reason=PauseReason.PLACEMENT.value, message=world.no_room)
+        return Action(Act.RELEASE) if waiting else Action(Act.PRE_DEPLOY)
     task = world.task
     if plan.pre_deploy_state != RUNNING or task is None:
         return None

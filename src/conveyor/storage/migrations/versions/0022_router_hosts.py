@@ -1,5 +1,6 @@
 """router hosts: each environment's routing for its team's router hosts, what each
-router host reports holding, and the per-second request summaries they report
+router host reports holding, and the per-second request summaries they report; a
+deployment's pre_deploy commands run by a host's agent
 
 Revision ID: 0022
 Revises: 0021
@@ -56,9 +57,25 @@ def upgrade() -> None:
         )
     with op.batch_alter_table("hosts", schema=None) as batch_op:
         batch_op.add_column(sa.Column("routing", sa.JSON(), nullable=True))
+    with op.batch_alter_table("deployments", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("pre_deploy_host_id", sa.Uuid(), nullable=True))
+        batch_op.add_column(sa.Column("pre_deploy_result", sa.JSON(), nullable=True))
+        batch_op.create_foreign_key(
+            batch_op.f("fk_deployments_pre_deploy_host_id_hosts"),
+            "hosts",
+            ["pre_deploy_host_id"],
+            ["id"],
+            ondelete="SET NULL",
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("deployments", schema=None) as batch_op:
+        batch_op.drop_constraint(
+            batch_op.f("fk_deployments_pre_deploy_host_id_hosts"), type_="foreignkey"
+        )
+        batch_op.drop_column("pre_deploy_result")
+        batch_op.drop_column("pre_deploy_host_id")
     with op.batch_alter_table("hosts", schema=None) as batch_op:
         batch_op.drop_column("routing")
     with op.batch_alter_table("router_samples", schema=None) as batch_op:
