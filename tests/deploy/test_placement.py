@@ -96,3 +96,29 @@ def test_memory_is_counted_as_instances_are_placed():
 def test_placement_rules_are_validated(body: dict[str, object], problem: str):
     with pytest.raises(ValueError, match=problem):
         Placement.model_validate(body)
+
+
+def test_an_instance_on_a_host_is_launched_with_what_its_agent_counts_in_its_output():
+    from conveyor.deploy.instance_hosts import launch_of, log_patterns
+    from conveyor.pipeline.deploy import Runtime
+
+    templates = {
+        "health": {
+            "metrics": [
+                {"name": "errors", "provider": "logs", "pattern": "ERROR|Traceback", "max": 0},
+                {"name": "p99", "quantile": 0.99, "max": 0.5},
+            ]
+        },
+        "bake": {"metrics": [{"name": "e", "provider": "logs", "pattern": "ERROR|Traceback"}]},
+        "other": {"metrics": [{"name": "oom", "provider": "logs", "pattern": "Killed"}]},
+    }
+    assert log_patterns(templates) == ["ERROR|Traceback", "Killed"]
+    runtime = Runtime(command="serve --port $PORT", env={"A": "1"}, memory=1024)
+    launched = launch_of(runtime, log_patterns(templates))
+    assert launched["log_patterns"] == ["ERROR|Traceback", "Killed"]
+    assert (launched["command"], launched["env"], launched["memory"]) == (
+        "serve --port $PORT",
+        {"A": "1"},
+        1024,
+    )
+    assert launch_of(runtime)["log_patterns"] == []

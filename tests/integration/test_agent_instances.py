@@ -76,6 +76,7 @@ async def _place(data: Path, host_name: str, digest: str, port: int) -> uuid.UUI
                     "command": "python3 -m payments.app --port $PORT",
                     "env": {"PAYMENTS_VERSION": "v1"},
                     "health": {"path": "/healthz", "timeout": 2.0},
+                    "log_patterns": ["listening on", "Traceback"],
                 },
             )
             session.add(instance)
@@ -143,6 +144,11 @@ def test_an_agent_runs_adopts_restarts_and_stops_the_instances_placed_on_its_hos
             lambda: (o := _observed(data, instance)) and o["healthy"] and o, 20, "a report"
         )
         assert seen["running"] is True and seen["incarnation"] == 0 and seen["rss"] > 0
+        # Its output lines are counted, and those of the patterns it was given.
+        counted = wait_until(
+            lambda: (o := _observed(data, instance))["log_lines"] and o, 20, "counted lines"
+        )
+        assert counted["log_matches"] == {"listening on": 1, "Traceback": 0}
         first_pid = seen["pid"]
         assert alive(first_pid)
         agent.send_signal(signal.SIGKILL)

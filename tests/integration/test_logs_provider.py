@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.analysis.providers.base import Instance, Slot, SlotTarget
+from conveyor.analysis.providers.base import Instance, Reported, Slot, SlotTarget
 from conveyor.analysis.providers.logs import LogsProvider
 from conveyor.pipeline.analysis import Metric
 from tests.helpers import wait_until
@@ -74,3 +74,19 @@ async def test_no_file_is_no_data(tmp_path: Path):
     canary, stable = await LogsProvider().measure(metric, targets, 0.0, time.time())
     assert canary.value is None and canary.detail == "no log to read"
     assert stable.value == 0.0 and stable.samples == 0
+
+
+async def test_instances_on_hosts_are_counted_from_what_their_agents_reported():
+    def on_host(lines: int, matches: dict[str, int]) -> SlotTarget:
+        seen = Reported("i1", "10.0.0.11", None, None, 0.0, lines, matches)
+        return SlotTarget(Slot.CANARY, (Instance(7, 8, reported=seen),))
+
+    metric = Metric(name="errors", provider="logs", pattern="ERROR", max=5)
+    provider = LogsProvider()
+    (first,) = await provider.measure(metric, [on_host(30, {"ERROR": 4})], 0.0, 2.0)
+    assert (first.value, first.samples) == (2.0, 30)  # its whole output so far
+    (then,) = await provider.measure(metric, [on_host(40, {"ERROR": 5})], 2.0, 3.0)
+    assert (then.value, then.samples) == (1.0, 10)  # what the counts gained since
+    # An instance started before a template asked for the pattern has no count of it.
+    (none,) = await provider.measure(metric, [on_host(50, {})], 3.0, 4.0)
+    assert (none.value, none.samples) == (0.0, 0)

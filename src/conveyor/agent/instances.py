@@ -8,11 +8,13 @@ when its incarnation is raised."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -22,6 +24,8 @@ from conveyor.hosting.target import Handle, Launch
 from conveyor.protocol.agent import DesiredInstance, ObservedInstance
 
 log = logging.getLogger("conveyor.agent")
+READ_MAX = 4 << 20
+"""The most of an instance's output read per look (the rest is read at the next)."""
 
 Fetch = Callable[[str], Awaitable[Path]]
 """The artifact's file for a digest (fetched, verified and cached)."""
@@ -40,6 +44,8 @@ class Running:
     problem: str | None = None
     log_offset: int = 0
     log_lines: int = 0
+    log_matches: dict[str, int] = field(default_factory=dict)
+    """Per pattern the coordinator asked for, the output lines that matched it."""
 
     def observed(self) -> ObservedInstance:
         rss, cpu = _usage(self.handle.pid) if self.handle and self.running else (None, None)
@@ -54,12 +60,14 @@ class Running:
             rss=rss,
             cpu_s=cpu,
             log_lines=self.log_lines,
+            log_matches=dict(self.log_matches),
             problem=self.problem,
         )
 
     def state(self) -> tuple[object, ...]:
         """What a report is sent for when it changes (not usage, which always does)."""
-        return (self.incarnation, self.running, self.exit_code, self.healthy, self.problem)
+        matches = tuple(sorted(self.log_matches.items()))  # a matching line reports at once
+        return (self.incarnation, self.running, self.exit_code, self.healthy, self.problem, matches)
 
 
 @dataclass
@@ -181,12 +189,35 @@ class Instances:
         path = self.target.log_path(str(current.wanted.id))
         with contextlib.suppress(OSError), path.open("rb") as handle:
             handle.seek(current.log_offset)
-            data = handle.read()
-            current.log_offset += len(data)
-            current.log_lines += data.count(b"\n")
+            data = handle.read(READ_MAX)
+            cut = data.rfind(b"\n") + 1  # whole lines: one still being written waits
+            if not cut and len(data) >= READ_MAX:
+                cut = len(data)  # a line longer than a whole read: skipped
+            current.log_offset += cut
+            current.log_lines += data.count(b"\n", 0, cut)
+            patterns = _compiled(current.wanted.log_patterns)
+            for text in patterns:
+                current.log_matches.setdefault(text, 0)
+            if patterns and cut:
+                lines = data[:cut].decode(errors="replace").splitlines()
+                for text, pattern in patterns.items():
+                    found = sum(1 for line in lines if pattern.search(line))
+                    current.log_matches[text] = current.log_matches.get(text, 0) + found
 
     def observed(self) -> list[ObservedInstance]:
         return [current.observed() for current in self.running.values()]
+
+
+@functools.cache
+def _pattern(text: str) -> re.Pattern[str] | None:
+    try:
+        return re.compile(text)
+    except re.error:  # checked when the pipeline was read; never expected here
+        return None
+
+
+def _compiled(texts: list[str]) -> dict[str, re.Pattern[str]]:
+    return {t: p for t in texts if (p := _pattern(t)) is not None}
 
 
 def _usage(pid: int) -> tuple[int | None, float | None]:

@@ -391,4 +391,6 @@ def _reported(row: InstanceRecord) -> Reported:
         rss=float(rss) if rss is not None else None,
         cpu_s=float(cpu) if cpu is not None else None,
         at=as_utc(row.observed_at).timestamp(),
+        log_lines=int(seen.get("log_lines") or 0),
+        log_matches={str(k): int(v) for k, v in dict(seen.get("log_matches") or {}).items()},
     )

@@ -395,6 +395,7 @@ def desired_of(row: InstanceRecord) -> DesiredInstance | None:
         port=row.port,
         incarnation=row.restarts,
         health=HealthProbe.model_validate(row.launch.get("health", {})),
+        log_patterns=[str(p) for p in row.launch.get("log_patterns", [])],
     )
 
 

@@ -248,9 +248,22 @@ class FleetHosts:
         return None
 
 
-def launch_of(runtime: Runtime) -> dict[str, Any]:
+def log_patterns(templates: dict[str, dict[str, Any]]) -> list[str]:
+    """The patterns the `logs` metrics of these analysis templates match: an agent counts
+    the lines of its instances that match each (the provider reads the counts)."""
+    found = {
+        str(metric["pattern"])
+        for spec in templates.values()
+        for metric in spec.get("metrics", [])
+        if isinstance(metric, dict) and metric.get("provider") == "logs" and metric.get("pattern")
+    }
+    return sorted(found)
+
+
+def launch_of(runtime: Runtime, patterns: list[str] | None = None) -> dict[str, Any]:
     """What an agent needs to start an instance (instances.launch)."""
     return {
+        "log_patterns": list(patterns or []),
         "command": runtime.command,
         "env": dict(runtime.env),
         "health": {"path": runtime.health.path, "timeout": runtime.health.timeout},

@@ -42,6 +42,7 @@ from conveyor.deploy.instance_hosts import (
     Spot,
     Unplaced,
     launch_of,
+    log_patterns,
 )
 from conveyor.deploy.planner import HEALTH_RULE, RUNNING, decide, states
 from conveyor.deploy.planner.common import target_slot
@@ -604,7 +605,7 @@ class DeploymentManager:
             port=int(str(params["port"])),
             host_id=uuid.UUID(str(host)) if host else None,
             address=str(params["address"]) if host else None,
-            launch=launch_of(runtime) if host and runtime is not None else None,
+            launch=launch_of(runtime, _patterns(plan)) if host and runtime is not None else None,
         )
 
     async def _execute(self, effect: Effect) -> None:
@@ -664,6 +665,13 @@ def _pin_rule(recorded: object) -> str:
     if recorded is True:
         return HEALTH_RULE
     return str(recorded) if recorded else ""
+
+
+def _patterns(plan: DeploymentRecord | None) -> list[str]:
+    """What the `logs` metrics of the deployment's analysis templates match."""
+    if plan is None:
+        return []
+    return log_patterns(dict(plan.strategy.get("templates") or {}))
 
 
 def _steady(driven: Driven) -> bool:

@@ -101,6 +101,9 @@ class DesiredInstance(AgentReply):
     """Raised by every restart the coordinator asks for: a process of an older one is
     stopped and a new one started."""
     health: HealthProbe = Field(default_factory=HealthProbe)
+    log_patterns: list[str] = Field(default_factory=list)
+    """Regular expressions whose matching output lines the agent counts (the `logs`
+    analysis metrics of the deployment that placed it)."""
 
 
 class RouteServer(AgentReply):
@@ -188,6 +191,8 @@ class ObservedInstance(AgentRequest):
     cpu_s: float | None = Field(None, ge=0)
     """CPU time its process has used, seconds."""
     log_lines: int = Field(0, ge=0, le=MAX_BIGINT)
+    log_matches: dict[str, int] = Field(default_factory=dict, max_length=20)
+    """Per pattern of `log_patterns`: how many of its output lines matched so far."""
     problem: str | None = Field(None, max_length=2000)
     """Why it cannot run (an artifact of another digest, a failed fetch)."""
 

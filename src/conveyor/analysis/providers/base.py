@@ -10,7 +10,7 @@ no side effects on the service).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -38,6 +38,10 @@ class Reported:
     """CPU time used so far, seconds."""
     at: float
     """When the coordinator received the report (wall clock)."""
+    log_lines: int = 0
+    """Output lines its process wrote so far (this incarnation)."""
+    log_matches: Mapping[str, int] = field(default_factory=dict)
+    """Per pattern the agent was asked to count: the lines that matched so far."""
 
 
 @dataclass(frozen=True, slots=True)
