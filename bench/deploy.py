@@ -122,17 +122,29 @@ def direct_vs_router(stack: Stack, env: str, rate: float, seconds: float) -> dic
     return out
 
 
-def abort_trials(stack: Stack, env: str, digests: list[str], trials: int) -> dict[str, Any]:
-    router = HAProxyRouter(stack.data / "deploy" / "router")
-    key = _route_key(router)
+def abort_trials(
+    stack: Stack,
+    env: str,
+    digests: list[str],
+    trials: int,
+    routers: list[HAProxyRouter] | None = None,
+) -> dict[str, Any]:
+    """`abort` of a paused 50 % canary: the time until every router (the coordinator's
+    HAProxy unless `routers` says which) gives the canary 0 %."""
+    routers = routers or [HAProxyRouter(stack.data / "deploy" / "router")]
+    keys: list[str] = []
     times = []
     for trial in range(trials):
         made = stack.deploy(env, digests[trial % len(digests)], strategy="canary", steps="50,pause")
         stack.wait_phase(env, made["number"], {"paused"}, timeout=120)
         stable_slot = "a" if stack.status(env)["instances"][0]["slot"] == "a" else "b"
+        keys = keys or [_route_key(router) for router in routers]
         began = time.monotonic()
         assert stack.command(env, "abort").status_code == 200
-        while _canary_share(router, key, stable_slot) != 0:
+        while any(
+            _canary_share(router, key, stable_slot) != 0
+            for router, key in zip(routers, keys, strict=True)
+        ):
             time.sleep(0.002)
         times.append(time.monotonic() - began)
         stack.wait_phase(env, made["number"], {"aborted"}, timeout=60)

@@ -18,7 +18,8 @@
     seconds until HAProxy's checks take it out, and until its instance's replacement
     serves elsewhere; the failed requests, and the canary's verdict;
   - `abort` of a canary on three hosts: seconds until HAProxy gives it 0 % (p50, p99
-    over --trials);
+    over --trials), with the coordinator's HAProxy routing, and with two router hosts
+    routing (until both of theirs do);
   - one deploy of six instances on three hosts (two each) against the same deploy on
     the coordinator's machine: seconds from the request to `succeeded`, and the ratio.
 
@@ -67,6 +68,7 @@ from tests.deploy.fleets import (
 )
 from tests.helpers import agent_args, process, wait_until
 
+from conveyor.hosting.haproxy import HAProxyRouter
 from conveyor.hosting.processes import stop_everything
 from deploy import abort_trials  # bench/deploy.py: the same measure, on one machine
 
@@ -333,6 +335,26 @@ def abort_on_hosts(root: Path, trials: int) -> dict[str, Any]:
         return abort_trials(stack, "production", [stack.upload("v2", extra=SPREAD)], trials)
 
 
+def abort_on_router_hosts(root: Path, trials: int) -> dict[str, Any]:
+    """The same, with the environment routed by two router hosts: the time until both
+    of their HAProxies give the canary 0 %."""
+    with fleet_in(root) as fleet:
+        for name in ("r1", "r2"):
+            fleet.agent(name, "role=router", router=True)
+        for n in (1, 2, 3):
+            fleet.agent(f"h{n}", "role=web")
+        stack = fleet.stack
+        web = "  placement: {labels: {role: web}, spread: [host], max_per_host: 1}\n"
+        first = stack.deploy("production", stack.upload("v1", extra=web))
+        stack.wait_phase("production", first["number"], {"succeeded"}, timeout=120)
+        routers = [
+            HAProxyRouter(stack.root / f"agent-{name}" / "agent" / "router")
+            for name in ("r1", "r2")
+        ]
+        v2 = stack.upload("v2", extra=web)
+        return abort_trials(stack, "production", [v2], trials, routers)
+
+
 def six_instances(root: Path) -> dict[str, Any]:
     """One deploy of 3 hosts x 2 instances against the same on the coordinator's machine."""
     with fleet_in(root) as fleet:
@@ -405,6 +427,7 @@ def run(agents: int, seconds: float, netns: bool, trials: int = 20) -> dict[str,
         out["strategies_3_hosts"] = strategies_on_three_hosts(root / "strategies")
         out["host_lost_mid_canary"] = host_lost_mid_canary(root / "lost")
         out["abort_to_zero_on_hosts"] = abort_on_hosts(root / "abort", trials)
+        out["abort_to_zero_on_two_router_hosts"] = abort_on_router_hosts(root / "routers", trials)
         out["deploy_3_hosts_x_2"] = six_instances(root / "six")
     return out
 
