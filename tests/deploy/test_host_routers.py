@@ -148,6 +148,11 @@ async def test_router_hosts_hold_a_route_every_one_of_them_confirms(
     assert (await routers.status("e1"))["s1"].healthy
     assert await routers.addresses(team) == ["10.77.0.1"]
     await routers.apply(route(team, 5000, s1))  # r1 holds version 3 already
+    # r2 joins again: it counts once it has re-synced, not on what it held before.
+    await fleet.join(DIGEST, Join(name="r2", address="10.77.0.2", router=True))
+    assert not (await routers.status("e1"))["s1"].healthy
+    await _holds(fleet, r2, 3, "s1")
+    assert (await routers.status("e1"))["s1"].healthy
 
 
 async def test_requests_routers_report_are_read_a_lag_behind(database: Database):

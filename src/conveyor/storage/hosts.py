@@ -153,6 +153,7 @@ async def register(
         "lease_until": now + timedelta(seconds=lease_s),
         "seen_at": now,
         "registered_at": now,
+        "routing": None,  # a router host holds nothing it has not reported since joining
     }
     moved = await session.execute(
         update(Host)
