@@ -16,7 +16,14 @@ from pathlib import Path
 
 from conveyor.domain.traffic import latency_bucket
 from conveyor.hosting.haproxy import HAProxyRouter
-from conveyor.hosting.routing import HealthCheck, Route, RouterError, Server, ServerState
+from conveyor.hosting.routing import (
+    HealthCheck,
+    Route,
+    RouterError,
+    Server,
+    ServerState,
+    ServerStatus,
+)
 from conveyor.protocol.agent import (
     DesiredRoute,
     ObservedRoute,
@@ -64,6 +71,8 @@ class HostRoutes:
         """Summaries not reported yet (kept until a report carries them)."""
         self._summed_to = math.floor(clock())
         self._seen: tuple[object, ...] = ()
+        self._statuses: dict[str, dict[str, ServerStatus]] = {}
+        """Per route, its servers as the last look saw them."""
 
     async def converge(self, wanted: list[DesiredRoute]) -> None:
         """Hold every route of `wanted` (and no other)."""
@@ -98,6 +107,7 @@ class HostRoutes:
                 seen = await self.router.status(desired.key) if self.router.running() else {}
             except (RouterError, OSError) as exc:
                 seen, problem = {}, problem or f"{exc}"
+            self._statuses[desired.key] = seen
             for s in seen.values():
                 servers.append(
                     ObservedServer(
@@ -120,11 +130,17 @@ class HostRoutes:
         return out
 
     async def watch(self) -> bool:
-        """Restart HAProxy if it died; whether what a report carries of the routes
-        changed (a server's status, check or weight) or summaries are due."""
+        """Restart HAProxy if it died, and try again a route it did not take (a reload
+        answers on the old worker's socket for a moment); whether what a report carries
+        of the routes changed (a server's status, check or weight) or summaries are
+        due."""
         if self.wanted and not self.router.running():
             log.warning("HAProxy is not running; starting it again")
             await self.converge(self.wanted)
+        elif any(self.versions.get(d.key) != d.version for d in self.wanted):
+            await self.converge(self.wanted)
+        else:
+            await self._hold()
         seen = tuple(
             (
                 r.key,
@@ -140,6 +156,19 @@ class HostRoutes:
         changed = seen != self._seen
         self._seen = seen
         return changed or await self.summarise()
+
+    async def _hold(self) -> None:
+        """Apply every route again against what the last look saw (level-triggered, as
+        the coordinator's passes do): a new server enters at weight 0 and gets its
+        weight once its check has passed, which a later apply sees."""
+        for desired in self.wanted:
+            try:
+                await self.router.apply(route_of(desired), self._statuses.get(desired.key))
+            except (RouterError, OSError) as exc:
+                self.problems[desired.key] = f"{exc}"
+                log.warning("route %s: %s", desired.key, exc)
+            else:
+                self.problems.pop(desired.key, None)
 
     async def summarise(self) -> bool:
         """Sum up the seconds that have ended since the last time; whether any request

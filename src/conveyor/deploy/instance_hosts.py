@@ -11,7 +11,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -69,6 +69,9 @@ class NewInstance:
     runtime: Runtime
     slot: str
     instances: list[InstanceRecord]
+    task: bool = False
+    """Not an instance: the deployment's pre_deploy commands, which run once and briefly
+    on any host whose labels match (its capacity and spread do not count)."""
 
 
 @dataclass(frozen=True)
@@ -218,10 +221,17 @@ class FleetHosts:
             and row.state != InstanceState.STOPPED.value
         ]
         rules = runtime.placement or Placement()
-        placed = place(rules, candidates, peers, 1, runtime.memory or 0)
+        if new.task:
+            rules = Placement(labels=rules.labels)
+            candidates = [replace(c, slots=None, memory=None) for c in candidates]
+            placed = place(rules, candidates, [], 1)
+        else:
+            placed = place(rules, candidates, peers, 1, runtime.memory or 0)
         if not placed.complete:
             raise Unplaced(placed.reason or "no host")
         chosen = usage[placed.hosts[0]]
+        if new.task:
+            return Spot(0, chosen.host.id, chosen.host.address)
         port = next((p for p in range(*PORTS) if p not in chosen.ports), None)
         if port is None:
             raise Unplaced(f"host {chosen.host.name} has no free port in {PORTS}")

@@ -366,9 +366,10 @@ class DeploymentManager:
             slot, runtime = target_slot(world), driven.runtime
         if runtime is None:
             return world, action
+        task = plan is not None and plan.pre_deploy and plan.pre_deploy_state is None
         async with self.db.transaction() as session:
             no_room = await self.fleet.room(
-                session, NewInstance(driven.env, runtime, slot, driven.instances)
+                session, NewInstance(driven.env, runtime, slot, driven.instances, task)
             )
         if no_room is None:
             return world, action
@@ -559,7 +560,7 @@ class DeploymentManager:
                 params["host"], params["address"] = str(spot.host_id), spot.address
         if action.act is Act.PRE_DEPLOY and driven.env.target == FLEET:  # on one host
             assert driven.plan_row is not None
-            spot = await self._spot(driven, driven.plan_row.digest, target_slot(world))
+            spot = await self._spot(driven, driven.plan_row.digest, target_slot(world), task=True)
             params["host"] = str(spot.host_id)
         plan_id = driven.plan_row.id if driven.plan_row is not None else None
         async with self.context.fenced(env_id, fence) as session:
@@ -576,12 +577,13 @@ class DeploymentManager:
         log.info("environment %s: %s %s", env_id, action.act.value, params)
         return row, params
 
-    async def _spot(self, driven: Driven, digest: str, slot: str) -> Spot:
-        """Where a new instance goes: a free port here, or a host placement chose."""
+    async def _spot(self, driven: Driven, digest: str, slot: str, task: bool = False) -> Spot:
+        """Where a new instance (or the pre_deploy `task`) goes: a free port here, or a
+        host placement chose."""
         runtime = driven.runtime_for(digest)
         assert runtime is not None, "an instance starts for a recorded runtime"
         async with self.db.transaction() as session:
-            new = NewInstance(driven.env, runtime, slot, driven.instances)
+            new = NewInstance(driven.env, runtime, slot, driven.instances, task)
             return await self.context.hosts_for(driven.env).spot(session, new)
 
     @staticmethod
