@@ -8,6 +8,7 @@ it keeps serving while the agent restarts, and the next agent adopts it."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -101,28 +102,13 @@ class HostRoutes:
     async def observed(self) -> list[ObservedRoute]:
         out = []
         for desired in self.wanted:
-            servers: list[ObservedServer] = []
             problem = self.problems.get(desired.key)
             try:
                 seen = await self.router.status(desired.key) if self.router.running() else {}
             except (RouterError, OSError) as exc:
                 seen, problem = {}, problem or f"{exc}"
             self._statuses[desired.key] = seen
-            for s in seen.values():
-                servers.append(
-                    ObservedServer(
-                        name=s.name,
-                        backend=s.backend,
-                        status=s.status,
-                        check=s.check,
-                        weight=s.weight,
-                        sessions=s.sessions,
-                        queued=s.queued,
-                        requests=s.requests,
-                        errors_5xx=s.errors_5xx,
-                        since_s=s.since_s,
-                    )
-                )
+            servers = [ObservedServer(**dataclasses.asdict(s)) for s in seen.values()]
             version = self.versions.get(desired.key, 0)
             out.append(
                 ObservedRoute(key=desired.key, version=version, servers=servers, problem=problem)

@@ -25,7 +25,7 @@ from conveyor.domain.clock import utcnow
 from conveyor.domain.hosts import HostState
 from conveyor.domain.traffic import Served, bucket_ms
 from conveyor.hosting.routing import Route, RouterError, ServerStatus, TrafficRouter
-from conveyor.protocol.agent import DesiredRoute
+from conveyor.protocol.agent import DesiredRoute, ObservedServer
 from conveyor.storage import hosts as host_rows
 from conveyor.storage import routes as route_rows
 from conveyor.storage.database import Database
@@ -202,22 +202,8 @@ def _behind(routers: list[route_rows.RouterHost], key: str, version: int) -> lis
 
 
 def _status(server: dict[str, object]) -> ServerStatus:
-    def number(name: str) -> int:
-        value = server.get(name, 0)
-        return int(value) if isinstance(value, int | float | str) else 0
-
-    return ServerStatus(
-        name=str(server["name"]),
-        backend=str(server.get("backend", "")),
-        status=str(server.get("status", "")),
-        check=str(server.get("check", "")),
-        weight=number("weight"),
-        sessions=number("sessions"),
-        queued=number("queued"),
-        requests=number("requests"),
-        errors_5xx=number("errors_5xx"),
-        since_s=number("since_s"),
-    )
+    """A server as a router host reported it (an ObservedServer, stored as JSON)."""
+    return ServerStatus(**ObservedServer.model_validate(server).model_dump())
 
 
 def merge(parts: Sequence[ServerStatus | None]) -> ServerStatus:
