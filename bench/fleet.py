@@ -4,7 +4,8 @@
   join and long-poll their desired state; once all are in, for --seconds: the
   coordinator's CPU (its share of one core) and the SQL statements per long poll (every
   statement the coordinator sent in the window, its background loops' too, over the
-  polls it answered: an upper bound);
+  polls it answered: an upper bound; and net of what its loops send per second with no
+  agent, measured for 10 s before the agents join);
 - one idle real agent: its RSS and its share of one core over --seconds;
 - a 100 MiB artifact to 10 hosts: ten agents' own fetch (ArtifactCache: streamed to
   disk, sha256-verified) in ten processes started together once all are up, against
@@ -90,6 +91,15 @@ def counters(stack: Stack) -> tuple[float, float]:
 
 async def idle_agents(stack: Stack, count: int, seconds: float) -> dict[str, Any]:
     admin = {"Authorization": f"Bearer {ADMIN}"}
+    coordinator = psutil.Process(stack.procs[0].pid)
+    # The coordinator's own loops (sweeps, outboxes, metrics) with no agent: what they
+    # cost per second is taken out of the polls' figures below.
+    idle_s = min(seconds, 10.0)
+    statements, _ = counters(stack)
+    cpu = sum(coordinator.cpu_times()[:2])
+    await asyncio.sleep(idle_s)
+    background_cpu = (sum(coordinator.cpu_times()[:2]) - cpu) / idle_s
+    background_statements = (counters(stack)[0] - statements - 1) / idle_s  # not /metrics' own
     limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=count + 10)
     async with httpx.AsyncClient(base_url=stack.url, timeout=30, limits=limits) as http:
         made = await http.post("/api/v1/teams/a/host-tokens", json={}, headers=admin)
@@ -134,7 +144,6 @@ async def idle_agents(stack: Stack, count: int, seconds: float) -> dict[str, Any
         tasks = [asyncio.create_task(agent(n)) for n in range(count)]
         await all_in.wait()
         await asyncio.sleep(6)  # every agent into its steady long poll
-        coordinator = psutil.Process(stack.procs[0].pid)
         statements, desired = counters(stack)
         cpu = sum(coordinator.cpu_times()[:2])
         began = time.monotonic()
@@ -149,7 +158,12 @@ async def idle_agents(stack: Stack, count: int, seconds: float) -> dict[str, Any
         "seconds": round(took, 1),
         "polls": int(calls),
         "coordinator_core_share": round(cpu / took, 3),
+        "coordinator_core_share_without_agents": round(background_cpu, 3),
         "statements_per_poll": round((statements_after - statements) / max(polls, 1), 2),
+        "statements_per_poll_net": round(
+            (statements_after - statements - background_statements * took) / max(polls, 1), 2
+        ),
+        "background_statements_per_s": round(background_statements, 1),
         "errors": len(errors),
         "first_errors": sorted(set(errors))[:3],
     }
