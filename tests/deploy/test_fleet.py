@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -84,6 +85,11 @@ def test_every_strategy_rolls_out_across_three_hosts_with_zero_failed_requests(f
     # The canary's memory, as the agents of its hosts reported it.
     (rss,) = [j for j in run["latest"] if j["metric"] == "rss"]
     assert rss["verdict"] == "pass" and 10 * 2**20 < rss["canary"] < 512 * 2**20, rss
+    # The verdict says where its data came from: the canary's and the stable's hosts,
+    # through the coordinator's HAProxy (no router host).
+    judged = {j["metric"]: j for j in run["latest"]}
+    assert judged["error-rate"]["hosts"] >= 2 and judged["error-rate"]["routers"] == 0, run
+    assert re.search(r"\(seen on [23] hosts\)$", run["reason"]), run["reason"]
 
 
 def test_a_host_lost_in_the_middle_of_a_canary_is_replaced_and_never_runs_twice(fleet: Fleet):
@@ -284,6 +290,9 @@ def test_two_router_hosts_hold_the_same_split_and_either_serves_it_alone(fleet: 
         verdict = stack.api("GET", f"/api/v1/deployments/{made['id']}/analysis").json()
         (run,) = verdict["runs"]
         assert run["phase"] == "passed", run
+        judged = {j["metric"]: j for j in run["latest"]}
+        assert judged["error-rate"]["routers"] == 2, run  # both router hosts' requests
+        assert "and 2 routers)" in run["reason"], run["reason"]
         # r1 dies: its agent and its HAProxy are killed, its link goes down.
         r1 = routers[0]
         r1.proc.send_signal(signal.SIGKILL)

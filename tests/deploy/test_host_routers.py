@@ -184,6 +184,7 @@ async def test_requests_routers_report_are_read_a_lag_behind(database: Database)
     start = now - 5 + SAMPLE_LAG_S
     window = await routers.served("e1", "a", start, start + 1)
     assert sorted(s.status for s in window) == [200, 200, 200, 503, 503, 503]
+    assert sorted((s.router, s.status) for s in window)[::3] == [("r1", 200), ("r2", 503)]
     assert all(40.0 <= s.ms <= 44.0 and s.at == now - 5 + 0.5 for s in window)
     preview = await routers.served("e1", "b", start, start + 1)
     assert [s.preview for s in preview] == [True] * 4

@@ -85,6 +85,7 @@ async def test_instances_on_hosts_are_counted_from_what_their_agents_reported():
     provider = LogsProvider()
     (first,) = await provider.measure(metric, [on_host(30, {"ERROR": 4})], 0.0, 2.0)
     assert (first.value, first.samples) == (2.0, 30)  # its whole output so far
+    assert first.hosts == {"10.0.0.11"}
     (then,) = await provider.measure(metric, [on_host(40, {"ERROR": 5})], 2.0, 3.0)
     assert (then.value, then.samples) == (1.0, 10)  # what the counts gained since
     # An instance started before a template asked for the pattern has no count of it.

@@ -104,6 +104,7 @@ async def test_instances_on_hosts_are_measured_from_their_agents_reports():
         1,
         {"10.0.0.7:4242": first.value},
     )
+    assert first.hosts == {"10.0.0.7"}  # the verdict says how many hosts it saw
     (opening,) = await provider.measure(cpu, [on_host(10.0, 999.0)], 0.0, 1.0)
     assert opening.value == 0.0  # one report: no window yet
     (same,) = await provider.measure(cpu, [on_host(10.0, 999.0)], 1.0, 2.0)
@@ -116,6 +117,7 @@ async def test_instances_on_hosts_are_measured_from_their_agents_reports():
     now[0] = 1004.0 + STALE_S + 1
     (stale,) = await provider.measure(rss, [on_host(14.0, 1004.0)], 4.0, 5.0)
     assert stale.value is None and stale.detail == "gone: 10.0.0.7:4242"
+    assert stale.hosts == frozenset()  # a stale report stands for nothing
     gone = SlotTarget(
         Slot.CANARY, (Instance(0, 20000, reported=Reported("i-2", "h", None, None, 0.0)),)
     )

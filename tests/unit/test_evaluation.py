@@ -4,11 +4,14 @@ the canary's warm-up latency is left out, its errors never are."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from conveyor.analysis.evaluation import (
     LATENCIES_KEPT,
     Evaluation,
     judged,
     judgement_json,
+    measurement_json,
     worst,
 )
 from conveyor.analysis.judge import Verdict
@@ -132,3 +135,22 @@ def test_each_slot_keeps_its_newest_latencies_only():
         run.add([latency(Slot.CANARY, [float(t)] * 60_000, float(t * 10))], 0.1)
     kept = run.tallies[("p99", Slot.CANARY)].latencies
     assert len(kept) == LATENCIES_KEPT and kept[0] == 2.0 and kept[-1] == 3.0
+
+
+def test_a_judgement_counts_the_hosts_and_routers_its_measurements_stood_on():
+    run = Evaluation(TEMPLATE, compare=True)
+    on = [
+        replace(
+            errors(Slot.CANARY, 20, 0, 1.0), hosts=frozenset({"h1"}), routers=frozenset({"r1"})
+        ),
+        replace(errors(Slot.STABLE, 180, 0, 1.0), hosts=frozenset({"h2", "h3"})),
+        replace(rss(50 * 2**20, 1.0), hosts=frozenset({"h1"})),
+    ]
+    found = by_name(run.add(on, 0.1))
+    assert (found["errors"].hosts, found["errors"].routers) == (3, 1)
+    assert (found["rss"].hosts, found["rss"].routers) == (1, 0)
+    assert (found["p99"].hosts, found["p99"].routers) == (0, 0)  # this machine's
+    later = [replace(errors(Slot.CANARY, 20, 0, 2.0), routers=frozenset({"r2"}))]
+    assert by_name(run.add(later, 0.1))["errors"].routers == 2  # over the whole run
+    assert judgement_json(found["errors"])["hosts"] == 3
+    assert measurement_json(on[0])["routers"] == ["r1"]

@@ -5,6 +5,7 @@ an analysis run folded over its evaluations."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -21,6 +22,7 @@ from conveyor.analysis.judge import (
     judge_error_rate,
     judge_gauge,
     judge_quantile,
+    seen_text,
 )
 
 ALPHA = 0.001
@@ -226,6 +228,16 @@ def test_passing_needs_the_whole_duration():
     assert run.phase is AnalysisPhase.RUNNING
     run = run.observe([j(Verdict.PASS), j(Verdict.PASS, "p99")], 60)
     assert run.phase is AnalysisPhase.PASSED and run.reason == "every metric passed"
+
+
+def test_a_verdict_says_how_many_hosts_and_routers_its_data_came_from():
+    fleet = replace(j(Verdict.FAIL), hosts=3, routers=2)
+    failed = Analysis(LIMITS).observe([fleet], 1)
+    assert failed.reason == "error-rate: it is fail (seen on 3 hosts and 2 routers)"
+    one = [replace(j(Verdict.PASS), hosts=1), replace(j(Verdict.PASS, "rss"), hosts=2)]
+    passed = Analysis(LIMITS).observe(one, 60)
+    assert passed.reason == "every metric passed (seen on 2 hosts)"
+    assert seen_text(0, 1) == " (seen on 1 router)" and seen_text(0, 0) == ""
 
 
 def test_an_inconclusive_end_extends_then_pauses():

@@ -3,8 +3,9 @@ it counts as a failure, the preview's requests kept apart, latency and request r
 
 from __future__ import annotations
 
-from conveyor.analysis.providers.base import Slot, SlotTarget
+from conveyor.analysis.providers.base import Instance, Reported, Slot, SlotTarget
 from conveyor.analysis.providers.router import RouterProvider, window_quantile
+from conveyor.domain.traffic import Served
 from conveyor.hosting.memory_router import MemoryRouter
 from conveyor.pipeline.analysis import Metric
 
@@ -56,3 +57,19 @@ async def test_request_rate_and_no_requests():
     assert empty.value is None and empty.detail == "no requests"
     rate, _ = await RouterProvider(router()).measure(RATE, TARGETS, 200.0, 201.0)
     assert rate.value == 0.0  # a rate of nothing is a measurement, not missing data
+
+
+class Summaries:
+    """Requests as router hosts reported them (deploy.routers.HostRouters.served)."""
+
+    async def served(self, route: str, side: str, start: float, end: float) -> list[Served]:
+        return [Served(100.5, 200, 10, router=r) for r in ("r1", "r2", "r1")]
+
+
+async def test_a_measurement_names_the_routers_and_hosts_it_stood_on():
+    reported = Reported("i1", "10.0.0.2", None, None, 0.0)
+    on_hosts = [SlotTarget(Slot.CANARY, (Instance(7, 80, reported=reported),), route="k", side="a")]
+    (found,) = await RouterProvider(Summaries()).measure(ERRORS, on_hosts, 100.0, 101.0)
+    assert found.routers == {"r1", "r2"} and found.hosts == {"10.0.0.2"}
+    local, _ = await RouterProvider(router()).measure(ERRORS, TARGETS, 100.0, 101.0)
+    assert local.routers == frozenset() and local.hosts == frozenset()

@@ -124,6 +124,8 @@ class Evaluation:
         self.traffic_from: float | None = None
         """The end of the first window in which the canary served a request."""
         self.resets = 0
+        self.seen: dict[str, tuple[set[str], set[str]]] = {}
+        """Per metric, the hosts and router hosts its measurements stood on so far."""
 
     def add(self, measurements: Sequence[Measurement], share: float | None) -> list[Judgement]:
         """Fold one interval's measurements in and judge every metric. `share` is the
@@ -137,9 +139,19 @@ class Evaluation:
             self._fold(m)
         if not self.metrics:
             return [NOTHING_TO_JUDGE]
-        return [self._judge(metric) for metric in self.metrics]
+        return [self._seen(self._judge(metric)) for metric in self.metrics]
+
+    def _seen(self, judged: Judgement) -> Judgement:
+        hosts, routers = self.seen.get(judged.metric, ((), ()))
+        if not hosts and not routers:
+            return judged
+        return replace(judged, hosts=len(hosts), routers=len(routers))
 
     def _fold(self, m: Measurement) -> None:
+        if m.hosts or m.routers:
+            hosts, routers = self.seen.setdefault(m.metric, (set(), set()))
+            hosts.update(m.hosts)
+            routers.update(m.routers)
         if not _is_count(self.template, m.metric):
             if m.slot is Slot.CANARY:
                 self.latest[m.metric] = m
@@ -233,6 +245,8 @@ def measurement_json(m: Measurement) -> dict[str, object]:
         "start": m.start,
         "end": m.end,
         "detail": m.detail,
+        "hosts": sorted(m.hosts),
+        "routers": sorted(m.routers),
     }
 
 

@@ -81,6 +81,11 @@ class Judgement:
     alpha: float | None = None
     unit: str = ""
     """How its values read: `ratio` (an error rate), `ms`, `bytes`, or plain."""
+    hosts: int = 0
+    """The fleet's hosts whose agents' reports it stands on (0: this machine's)."""
+    routers: int = 0
+    """The router hosts whose request summaries it stands on (0: the coordinator's own
+    HAProxy)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,16 +461,34 @@ class Analysis:
         state = replace(self, failures=failures, latest=tuple(judgements))
         over = [j for j in judgements if failures.get(j.metric, 0) > self.limits.failure_limit]
         if over:
-            return replace(
-                state, phase=AnalysisPhase.FAILED, reason=f"{over[0].metric}: {over[0].reason}"
-            )
+            why = f"{over[0].metric}: {over[0].reason}{seen_on(over[:1])}"
+            return replace(state, phase=AnalysisPhase.FAILED, reason=why)
         if elapsed_s < self.limits.duration_s:
             return state
         unsure = [j for j in judgements if j.verdict is not Verdict.PASS]
         if not unsure:
-            return replace(state, phase=AnalysisPhase.PASSED, reason="every metric passed")
+            why = f"every metric passed{seen_on(judgements)}"
+            return replace(state, phase=AnalysisPhase.PASSED, reason=why)
         extended = self.extended + 1
         if extended > self.limits.inconclusive_limit:
-            why = f"{unsure[0].metric}: {unsure[0].reason}"
+            why = f"{unsure[0].metric}: {unsure[0].reason}{seen_on(unsure[:1])}"
             return replace(state, phase=AnalysisPhase.INCONCLUSIVE, extended=extended, reason=why)
         return replace(state, extended=extended)
+
+
+def seen_on(judgements: Sequence[Judgement]) -> str:
+    """What a verdict's data came from, when it came from the fleet: ` (seen on 3 hosts
+    and 2 routers)`; empty for this machine's instances and router."""
+    hosts = max((j.hosts for j in judgements), default=0)
+    routers = max((j.routers for j in judgements), default=0)
+    return seen_text(hosts, routers)
+
+
+def seen_text(hosts: int, routers: int) -> str:
+    """` (seen on 3 hosts and 2 routers)`, or empty when both are 0."""
+    parts = [
+        f"{n} {word}{'' if n == 1 else 's'}"
+        for n, word in ((hosts, "host"), (routers, "router"))
+        if n
+    ]
+    return f" (seen on {' and '.join(parts)})" if parts else ""

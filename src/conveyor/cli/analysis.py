@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from conveyor.analysis.judge import shown
+from conveyor.analysis.judge import seen_text, shown
 from conveyor.cli.client import ApiClient, JsonOpt, show
 from conveyor.cli.console import err, out
 from conveyor.cli.deploys import FINAL, EnvOpt, ProjectArg, env_path
@@ -90,7 +90,7 @@ def render(data: AnalysisOut) -> None:
             )
         out.print(table)
         for j in run.latest:
-            out.print(f"  {escape(j.metric)}: {escape(j.reason)}")
+            out.print(f"  {escape(j.metric)}: {escape(j.reason)}{seen_text(j.hosts, j.routers)}")
 
 
 def _follow(remote: ApiClient, path: str) -> None:

@@ -177,7 +177,7 @@ class HostRouters:
             statuses = [int(code) for code, n in sorted(sample.statuses.items()) for _ in range(n)]
             times = [bucket_ms(int(b)) for b, n in sorted(sample.latency.items()) for _ in range(n)]
             out.extend(
-                Served(at, status, ms, sample.preview)
+                Served(at, status, ms, sample.preview, sample.router)
                 for status, ms in zip(statuses, times, strict=False)
             )
         return out

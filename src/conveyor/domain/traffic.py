@@ -20,6 +20,8 @@ class Served:
     """Total active time of the request in the router, milliseconds."""
     preview: bool = False
     """Came in through the preview URL rather than the environment's URL."""
+    router: str | None = None
+    """The router host that served it (None: the coordinator's own HAProxy)."""
 
     @property
     def failed(self) -> bool:

@@ -600,6 +600,12 @@ class JudgementOut(BaseModel):
     alpha: float | None = None
     unit: str = ""
     """ratio (an error rate: 0.01 is 1 %), ms, bytes, or plain."""
+    hosts: int = 0
+    """The fleet's hosts whose agents' reports it stands on (0: the coordinator's
+    machine)."""
+    routers: int = 0
+    """The router hosts whose request summaries it stands on (0: the coordinator's own
+    HAProxy)."""
 
 
 class MeasurementOut(BaseModel):
@@ -611,6 +617,10 @@ class MeasurementOut(BaseModel):
     start: float
     end: float
     detail: str = ""
+    hosts: list[str] = Field(default_factory=list)
+    """The hosts (by address) whose agents' reports it stands on."""
+    routers: list[str] = Field(default_factory=list)
+    """The router hosts (by name) whose request summaries it stands on."""
 
 
 class EvaluationOut(BaseModel):

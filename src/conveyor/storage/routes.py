@@ -46,6 +46,8 @@ class Sample:
     second: int
     statuses: dict[str, int]
     latency: dict[str, int]
+    router: str = ""
+    """The router host's name (as read back; a report's own samples leave it out)."""
 
 
 def _serving(team_id: uuid.UUID) -> Any:
@@ -164,8 +166,9 @@ async def add_samples(session: Session, host_id: uuid.UUID, samples: list[Sample
 
 async def samples(session: Session, key: str, side: str, first: int, end: int) -> list[Sample]:
     """Every router's samples of the backend for the seconds in [first, end)."""
-    found = await session.scalars(
-        select(RouterSample)
+    found = await session.execute(
+        select(RouterSample, Host.name)
+        .join(Host, Host.id == RouterSample.host_id)
         .where(
             RouterSample.key == key,
             RouterSample.side == side,
@@ -175,7 +178,8 @@ async def samples(session: Session, key: str, side: str, first: int, end: int) -
         .order_by(RouterSample.second)
     )
     return [
-        Sample(r.key, r.side, r.preview, r.second, dict(r.statuses), dict(r.latency)) for r in found
+        Sample(r.key, r.side, r.preview, r.second, dict(r.statuses), dict(r.latency), name)
+        for r, name in found
     ]
 
 

@@ -56,6 +56,11 @@ class Instance:
     reported: Reported | None = None
 
 
+def hosts_of(instances: Sequence[Instance]) -> frozenset[str]:
+    """The hosts that these instances run on, as their agents reported them."""
+    return frozenset(i.reported.host for i in instances if i.reported is not None)
+
+
 @dataclass(frozen=True, slots=True)
 class SlotTarget:
     """What a provider may measure of one slot."""
@@ -103,6 +108,11 @@ class Measurement:
     """Of `samples`, how many failed (an error rate's failed requests)."""
     latencies_ms: tuple[float, ...] = ()
     """Each request's time, for a latency quantile judged over the whole analysis."""
+    hosts: frozenset[str] = frozenset()
+    """The fleet's hosts whose agents' reports it stands on (none: this machine's)."""
+    routers: frozenset[str] = frozenset()
+    """The router hosts whose request summaries it stands on (none: the coordinator's
+    own HAProxy)."""
 
 
 class RequestSource(Protocol):

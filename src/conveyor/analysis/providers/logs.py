@@ -67,7 +67,16 @@ class LogsProvider:
             matched += max(0, now[1] - before_matched)
         seconds = max(end - start, 1e-3)
         detail = f"{matched} of {lines} new lines match {metric.pattern!r}"
-        return Measurement(metric.name, target.slot, matched / seconds, lines, start, end, detail)
+        return Measurement(
+            metric.name,
+            target.slot,
+            matched / seconds,
+            lines,
+            start,
+            end,
+            detail,
+            hosts=frozenset(seen.host for seen in reported),
+        )
 
     def _new_lines(self, path: Path) -> list[str]:
         key = str(path)

@@ -45,6 +45,7 @@ class ProcessProvider:
     def _one(self, metric: Metric, target: SlotTarget, start: float, end: float) -> Measurement:
         parts: dict[str, float] = {}
         missing: list[str] = []
+        hosts: set[str] = set()
         for instance in target.instances:
             if instance.reported is not None:
                 key = f"{instance.reported.host}:{instance.pid}"
@@ -56,6 +57,8 @@ class ProcessProvider:
                 missing.append(key)
             else:
                 parts[key] = value
+                if instance.reported is not None:
+                    hosts.add(instance.reported.host)
         detail = f"gone: {', '.join(missing)}" if missing else ""
         if not parts:
             return Measurement(
@@ -65,7 +68,17 @@ class ProcessProvider:
             value = sum(parts.values()) / len(parts)
         else:
             value = max(parts.values())
-        return Measurement(metric.name, target.slot, value, len(parts), start, end, detail, parts)
+        return Measurement(
+            metric.name,
+            target.slot,
+            value,
+            len(parts),
+            start,
+            end,
+            detail,
+            parts,
+            hosts=frozenset(hosts),
+        )
 
     def _value(self, measure: str, pid: int) -> float | None:
         try:

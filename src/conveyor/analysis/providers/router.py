@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
-from conveyor.analysis.providers.base import Measurement, RequestSource, SlotTarget
+from conveyor.analysis.providers.base import Measurement, RequestSource, SlotTarget, hosts_of
+from conveyor.domain.traffic import Served
 from conveyor.pipeline.analysis import Metric
 
 
@@ -39,6 +41,16 @@ class RouterProvider:
             for s in await self.source.served(target.route, target.side, start, end)
             if s.preview is target.preview
         ]
+        found = self._measured(metric, target, served, start, end)
+        if not served:
+            return found
+        routers = frozenset(s.router for s in served if s.router is not None)
+        return replace(found, hosts=hosts_of(target.instances), routers=routers)
+
+    @staticmethod
+    def _measured(
+        metric: Metric, target: SlotTarget, served: list[Served], start: float, end: float
+    ) -> Measurement:
         if metric.measure == "requests":
             rate = len(served) / max(end - start, 1e-3)
             detail = f"{len(served)} requests in {end - start:.1f} s"
