@@ -216,6 +216,7 @@ def stop_stack(stack: Stack) -> None:
             proc.kill()
             proc.wait()
     stop_everything(stack.data / "deploy")
+    stop_everything(stack.data / "agent" / "host")  # the embedded agent's
     asyncio.run(HAProxyRouter(stack.data / "deploy" / "router").stop())
 
 

@@ -1,11 +1,16 @@
-"""The agent's side of the agent protocol over HTTP (protocol/agent.py)."""
+"""The agent's side of the agent protocol (protocol/agent.py): the calls an agent makes
+(`Link`), over HTTP to the coordinator's replicas (`AgentClient`); the coordinator's
+embedded agent makes the same calls in its own process (coordinator/embedded.py)."""
 
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
+from typing import Protocol
 
 import httpx
 
+from conveyor.agent.artifacts import ArtifactCache
 from conveyor.dial import Dialer, reply_as
 from conveyor.protocol.agent import Desired, Join, Joined, Report
 
@@ -22,6 +27,33 @@ class Refusal(Exception):
 
 class StaleFence(Exception):
     """The host registered again since this agent joined (or was found lost)."""
+
+
+class Link(Protocol):
+    """What an agent asks of the coordinator. Raises StaleFence when the host joined
+    again since, Refusal when the coordinator will not have it, OSError or httpx's
+    errors when the coordinator cannot be reached."""
+
+    async def join(self, body: Join) -> Joined: ...
+
+    async def desired(
+        self, host_id: uuid.UUID, fence: int, generation: int, wait: float
+    ) -> Desired: ...
+
+    async def report(self, host_id: uuid.UUID, body: Report) -> None: ...
+
+    async def fetch(
+        self,
+        cache: ArtifactCache,
+        host_id: uuid.UUID,
+        fence: int,
+        digest: str,
+        in_use: frozenset[str],
+    ) -> Path:
+        """A file holding the artifact's bytes (verified against the digest)."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class AgentClient:
@@ -56,6 +88,18 @@ class AgentClient:
             json=body.model_dump(mode="json"),
         )
         _check(response)
+
+    async def fetch(
+        self,
+        cache: ArtifactCache,
+        host_id: uuid.UUID,
+        fence: int,
+        digest: str,
+        in_use: frozenset[str],
+    ) -> Path:
+        """Into the host's cache, from the first replica (resumed where it stopped)."""
+        http, url = self.dialer.http, self.dialer.urls[0]
+        return await cache.fetch(http, url, host_id, fence, digest, in_use)
 
 
 def _check(response: httpx.Response) -> None:

@@ -19,7 +19,7 @@ import httpx
 
 from conveyor import __version__
 from conveyor.agent.artifacts import ArtifactCache
-from conveyor.agent.client import AgentClient, Refusal, StaleFence
+from conveyor.agent.client import Link, Refusal, StaleFence
 from conveyor.agent.instances import Instances
 from conveyor.agent.routing import HostRoutes
 from conveyor.agent.tasks import HostTasks
@@ -67,7 +67,7 @@ class HostAgent:
     def __init__(
         self,
         facts: HostFacts,
-        client: AgentClient,
+        client: Link,
         data_dir: Path,
         cache_bytes: int = CACHE_BYTES,
         clock: Callable[[], float] = time.monotonic,
@@ -191,13 +191,8 @@ class HostAgent:
     async def _fetch(self, digest: str) -> Path:
         assert self.joined is not None
         in_use = frozenset(r.wanted.digest for r in self.instances.running.values())
-        return await self.cache.fetch(
-            self.client.dialer.http,
-            self.client.dialer.urls[0],
-            self.joined.host_id,
-            self.joined.fence,
-            digest,
-            in_use,
+        return await self.client.fetch(
+            self.cache, self.joined.host_id, self.joined.fence, digest, in_use
         )
 
     def _note(self, desired: Desired) -> None:

@@ -187,9 +187,10 @@ def running_coordinators(root: Path) -> list[str]:
 
 
 def down(data_dir: DataDirOpt = None) -> None:
-    """Stop the services the local deploy target runs for this data directory: every
-    instance (with its process group), and HAProxy (they outlive `conveyor serve` on
-    purpose). Refused while a coordinator runs on it: it would start them again."""
+    """Stop the services the local deploy target and the embedded agent run for this
+    data directory: every instance (with its process group), and HAProxy (they outlive
+    `conveyor serve` on purpose). Refused while a coordinator runs on it: it would start
+    them again."""
     from conveyor.hosting.haproxy import HAProxyRouter
     from conveyor.hosting.processes import stop_everything
 
@@ -203,7 +204,7 @@ def down(data_dir: DataDirOpt = None) -> None:
         )
         raise typer.Exit(EXIT_INVALID)
     root = data / "deploy"
-    stopped = stop_everything(root)
+    stopped = stop_everything(root) + stop_everything(data / "agent" / "host")
     asyncio.run(HAProxyRouter(root / "router").stop())
     out.print(f"stopped {stopped} instance(s) and the router under {root}")
 

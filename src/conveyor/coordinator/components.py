@@ -20,6 +20,7 @@ from conveyor.api.metrics import refresh_forever
 from conveyor.api.state import Coordinator
 from conveyor.artifacts.blobs import BlobStore, FileBlobStore
 from conveyor.coordinator.config import ADMIN_TOKEN_FILE, ServerConfig
+from conveyor.coordinator.embedded import embedded_agent
 from conveyor.coordinator.loops import Loop, Loops, housekeeping, lost_hosts, sweep
 from conveyor.deploy.analyses import default_providers
 from conveyor.deploy.manager import DeploymentManager
@@ -190,12 +191,20 @@ async def running(config: ServerConfig) -> AsyncIterator[Coordinator]:
         prefix = config.nats_subject_prefix
         publisher = NatsPublisher(config.nats_url, config.nats_stream, prefix)
         named["bus"] = EventBus(db, publisher, public_url=config.public_url, prefix=prefix).work
+    agent = None
+    if config.embedded_agent:
+        agent = await embedded_agent(state.fleet, blobs, config.data_dir, config.local_host_name)
+        named["agent"] = agent.serve
     loops = Loops(named)
     loops.start()
     try:
         yield state
     finally:
+        if agent is not None:
+            agent.stop()
         await loops.stop()
+        if agent is not None:
+            await agent.close()
         await statuses.client.aclose()
         await target.close()
         await mirrors.close()

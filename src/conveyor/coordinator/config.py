@@ -26,6 +26,9 @@ class ServerConfig:
     sweep_s: float = 1.0
     host_lease_s: float = 15.0
     """How long a host's lease lasts after each call of its agent."""
+    embedded_agent: bool = False
+    """This machine is a host too, through an agent in this process (embedded.py)."""
+    local_host_name: str | None = None
     rate_limit: str = "50/second"
     """Requests per API token (`limits` notation); runners are not limited."""
     hook_rate_limit: str = "100/second"
@@ -100,4 +103,6 @@ def server_config(settings: Settings, data_dir: Path | None = None) -> ServerCon
         notify_backoff_max_s=settings.notify_backoff_max_s,
         notify_give_up_s=settings.notify_give_up_s,
         host_lease_s=settings.host_lease_seconds,
+        embedded_agent=settings.embedded_agent,
+        local_host_name=settings.local_host_name,
     )

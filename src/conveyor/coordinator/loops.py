@@ -14,6 +14,7 @@ webhooks or deployments on a replica that goes on answering requests.
     metrics        the gauges of /metrics counted from the database (every 5 s)
     webhooks       fan out events and post the subscriptions' webhooks
     bus            lifecycle events to NATS JetStream as CDEvents (with `nats_url`)
+    agent          this machine's own agent (with `embedded_agent`: embedded.py)
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from conveyor.domain import events as types
 from conveyor.domain.audit import Action
 from conveyor.domain.clock import iso, utcnow
 from conveyor.domain.errors import Conflict, Forbidden, NotFound, Unauthenticated
-from conveyor.domain.hosts import HostState
+from conveyor.domain.hosts import LOCAL_POOL, HostState
 from conveyor.domain.principal import Principal
 from conveyor.domain.roles import Role
 from conveyor.observability import metrics
@@ -49,6 +49,12 @@ from conveyor.waiting import event_or_timeout
 log = logging.getLogger(__name__)
 PRUNE_S = 60.0
 """How often the sweep forgets router hosts' request summaries that are too old."""
+
+
+_RESERVED = (
+    f"pool {LOCAL_POOL} is the coordinators' own machines: their embedded agents join it, "
+    "and it serves every team"
+)
 
 
 class Fenced(Conflict):
@@ -85,12 +91,23 @@ class Fleet:
                 pool = None
             elif not who.is_admin:
                 raise Forbidden("only the admin makes tokens for shared pools")
+            elif pool == LOCAL_POOL:
+                raise Conflict(_RESERVED)
             made = await hosts.add_token(session, team_id, pool, name, digest, who.display)
             target = team or f"pool {pool}"
             detail = {"id": str(made.id), "name": name}
             action = Action.HOST_TOKEN_CREATE
             await audit.record(session, team_id, who.display, action, target, detail)
         return made
+
+    async def local_token(self, name: str, digest: str) -> None:
+        """The token of a coordinator's embedded agent (pool LOCAL_POOL), made at each
+        start: the one made before under this name is revoked."""
+        async with self.db.transaction() as session:
+            for old in await hosts.tokens(session, None):
+                if old.pool == LOCAL_POOL and old.name == name and old.revoked_at is None:
+                    await hosts.revoke_token(session, old.id, self.clock())
+            await hosts.add_token(session, None, LOCAL_POOL, name, digest, "conveyor")
 
     async def tokens(self, who: Principal) -> list[HostTokenRecord]:
         async with self.db.transaction() as session:
@@ -345,6 +362,8 @@ class Fleet:
         """Open a shared pool to a team (or close it): the admin's."""
         if not who.is_admin:
             raise Forbidden("only the admin shares pools")
+        if pool == LOCAL_POOL:
+            raise Conflict(_RESERVED)
         async with self.db.transaction() as session:
             found = await team_named(session, who, team, Role.VIEWER)
             if on:

@@ -5,6 +5,13 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+LOCAL_POOL = "local"
+"""The pool of the coordinators' own machines: each replica's embedded agent joins it
+(coordinator/embedded.py), and it serves every team without being shared."""
+LOCAL_LABEL = "conveyor.local"
+"""The label of a coordinator's own machine (`true`): a service placed with
+`labels: {conveyor.local: "true"}` runs there."""
+
 
 class HostState(StrEnum):
     UP = "up"

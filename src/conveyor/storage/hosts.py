@@ -15,11 +15,11 @@ from sqlalchemy.exc import IntegrityError
 
 from conveyor.domain.deploy import InstanceState
 from conveyor.domain.errors import Conflict
-from conveyor.domain.hosts import HostState, state_of
+from conveyor.domain.hosts import LOCAL_POOL, HostState, state_of
 from conveyor.storage.artifacts import ArtifactRecord, artifact_of
 from conveyor.storage.database import Session, insert_for
 from conveyor.storage.deployment_records import InstanceRecord, instance_record
-from conveyor.storage.tables import Artifact, Host, HostToken, Instance, PoolShare
+from conveyor.storage.tables import Artifact, Host, HostToken, Instance, PoolShare, Team
 from conveyor.storage.values import record_of
 
 
@@ -274,6 +274,8 @@ async def served_teams(session: Session, host: HostRecord) -> list[uuid.UUID]:
     pool is shared with."""
     if host.team_id is not None:
         return [host.team_id]
+    if host.pool == LOCAL_POOL:
+        return list(await session.scalars(select(Team.id)))
     found = await session.scalars(select(PoolShare.team_id).where(PoolShare.pool == host.pool))
     return list(found)
 
@@ -290,6 +292,17 @@ async def artifact_for(session: Session, host: HostRecord, digest: str) -> Artif
 
 
 # -- what hosts run --------------------------------------------------------------------
+
+
+def serving(team_ids: list[uuid.UUID]) -> Any:
+    """Hosts that serve one of these teams: their own, those of a pool shared with one
+    of them, and the coordinators' own machines (LOCAL_POOL, shared with every team)."""
+    shared = select(PoolShare.pool).where(PoolShare.team_id.in_(team_ids))
+    return or_(
+        Host.team_id.in_(team_ids),
+        Host.pool.in_(shared.scalar_subquery()),
+        Host.pool == LOCAL_POOL,
+    )
 
 
 async def desired_instances(session: Session, host_id: uuid.UUID) -> list[InstanceRecord]:
@@ -316,14 +329,7 @@ class Usage:
 async def usable(session: Session, team_id: uuid.UUID) -> list[Usage]:
     """The hosts a team's environments may run on (its own, and those of the pools shared
     with it), each with what it runs now, by name."""
-    shared = select(PoolShare.pool).where(PoolShare.team_id == team_id)
-    found = list(
-        await session.scalars(
-            select(Host)
-            .where(or_(Host.team_id == team_id, Host.pool.in_(shared.scalar_subquery())))
-            .order_by(Host.name)
-        )
-    )
+    found = list(await session.scalars(select(Host).where(serving([team_id])).order_by(Host.name)))
     running = await session.execute(
         select(Instance.host_id, Instance.port, Instance.launch).where(
             Instance.host_id.in_([h.id for h in found]),
@@ -402,10 +408,7 @@ async def hosts(session: Session, team_ids: list[uuid.UUID] | None) -> list[Host
     (None: every host), by name."""
     query = select(Host).order_by(Host.name)
     if team_ids is not None:
-        shared = select(PoolShare.pool).where(PoolShare.team_id.in_(team_ids))
-        query = query.where(
-            or_(Host.team_id.in_(team_ids), Host.pool.in_(shared.scalar_subquery()))
-        )
+        query = query.where(serving(team_ids))
     return [record_of(HostRecord, row) for row in await session.scalars(query)]
 
 

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, insert, select, update
 
-from conveyor.domain.hosts import HostState, state_of
+from conveyor.domain.hosts import LOCAL_POOL, HostState, state_of
 from conveyor.ids import new_id
 from conveyor.storage.database import Session
-from conveyor.storage.tables import Host, PoolShare, RouterSample, Routing
+from conveyor.storage.hosts import serving
+from conveyor.storage.tables import Host, PoolShare, RouterSample, Routing, Team
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +52,8 @@ class Sample:
 
 
 def _serving(team_id: uuid.UUID) -> Any:
-    """Hosts of the team, or of a pool shared with it."""
-    shared = select(PoolShare.pool).where(PoolShare.team_id == team_id)
-    return or_(Host.team_id == team_id, Host.pool.in_(shared.scalar_subquery()))
+    """Hosts of the team, of a pool shared with it, or the coordinators' own."""
+    return serving([team_id])
 
 
 async def put(
@@ -108,7 +108,11 @@ async def routed_teams(session: Session) -> set[uuid.UUID]:
         .where(Host.router.is_(True))
         .distinct()
     )
-    return {t for t in own if t is not None} | set(pooled)
+    local = await session.scalar(
+        select(Host.id).where(Host.router.is_(True), Host.pool == LOCAL_POOL).limit(1)
+    )
+    every = set(await session.scalars(select(Team.id))) if local is not None else set()
+    return {t for t in own if t is not None} | set(pooled) | every
 
 
 async def router_hosts(session: Session, team_id: uuid.UUID) -> list[RouterHost]:

@@ -1,0 +1,95 @@
+"""The coordinator's own machine as a host of the fleet: an agent in the coordinator's
+process (the same `agent.host.HostAgent` as on any host) that joins the built-in pool
+`local` (domain.hosts.LOCAL_POOL: it serves every team) with the label
+`conveyor.local=true` and the address 127.0.0.1. Its calls go to the fleet's use cases
+directly rather than over HTTP (`InProcessLink`), with a host token made at each start,
+and it reads artifacts from the store's own files instead of copying them."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from pathlib import Path
+
+from conveyor.agent.artifacts import ArtifactCache
+from conveyor.agent.client import Refusal, StaleFence
+from conveyor.agent.host import HostAgent, HostFacts
+from conveyor.api.auth import HOST_PREFIX, new_token, token_hash
+from conveyor.api.errors import answer_of
+from conveyor.artifacts.blobs import BlobStore
+from conveyor.deploy.fleet import Fenced, Fleet
+from conveyor.domain.errors import Refused
+from conveyor.domain.hosts import LOCAL_LABEL
+from conveyor.protocol.agent import Desired, Join, Joined, Report
+
+LOCAL_ADDRESS = "127.0.0.1"
+
+
+class InProcessLink:
+    """An agent's calls (agent.client.Link) made to this process's fleet use cases."""
+
+    def __init__(self, fleet: Fleet, digest: str, blobs: BlobStore) -> None:
+        self.fleet = fleet
+        self.digest = digest
+        self.blobs = blobs
+
+    async def join(self, body: Join) -> Joined:
+        try:
+            return await self.fleet.join(self.digest, body)
+        except Refused as exc:
+            raise _refusal(exc) from exc
+
+    async def desired(
+        self, host_id: uuid.UUID, fence: int, generation: int, wait: float
+    ) -> Desired:
+        try:
+            return await self.fleet.desired(self.digest, host_id, fence, generation, wait)
+        except Refused as exc:
+            raise _refusal(exc) from exc
+
+    async def report(self, host_id: uuid.UUID, body: Report) -> None:
+        try:
+            await self.fleet.report(self.digest, host_id, body)
+        except Refused as exc:
+            raise _refusal(exc) from exc
+
+    async def fetch(
+        self,
+        cache: ArtifactCache,
+        host_id: uuid.UUID,
+        fence: int,
+        digest: str,
+        in_use: frozenset[str],
+    ) -> Path:
+        """The store's own file (it was verified when it was stored)."""
+        try:
+            await self.fleet.artifact(self.digest, host_id, fence, digest)
+        except Refused as exc:
+            raise _refusal(exc) from exc
+        found = await self.blobs.local_file(digest)
+        if found is None:
+            raise Refusal(410, "gone", f"artifact {digest} is no longer in the store")
+        return found
+
+    async def close(self) -> None:
+        return None
+
+
+def _refusal(exc: Refused) -> StaleFence | Refusal:
+    if isinstance(exc, Fenced):
+        return StaleFence(str(exc))
+    status, error = answer_of(exc)
+    return Refusal(status, error, str(exc))
+
+
+async def embedded_agent(
+    fleet: Fleet, blobs: BlobStore, data_dir: Path, name: str | None = None
+) -> HostAgent:
+    """This machine's agent, with a new token of pool `local` (the previous one of the
+    same name revoked). Its instances live under `<data-dir>/agent`, as a host's do."""
+    name = name or socket.gethostname()
+    token = new_token(HOST_PREFIX)
+    await fleet.local_token(f"embedded agent of {name}", token_hash(token))
+    facts = HostFacts(name=name, address=LOCAL_ADDRESS, labels={LOCAL_LABEL: "true"})
+    link = InProcessLink(fleet, token_hash(token), blobs)
+    return HostAgent(facts, link, data_dir / "agent")
