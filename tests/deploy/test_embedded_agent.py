@@ -37,8 +37,9 @@ def test_the_coordinators_machine_runs_services_through_its_embedded_agent(tmp_p
     stack = start_stack(tmp_path, extra_env=EMBEDDED)
     try:
         host = wait_until(
-            lambda: (r := stack.api("GET", "/api/v1/hosts/coordinator")).status_code == 200
-            and r.json(),
+            lambda: (
+                (r := stack.api("GET", "/api/v1/hosts/coordinator")).status_code == 200 and r.json()
+            ),
             30,
             "the embedded agent's host",
         )
