@@ -62,11 +62,10 @@ class Settings(BaseSettings):
     host_lease_seconds: float = 15.0
     """How long a host's lease lasts after each call of its agent: a host whose agent
     is not heard from for longer is lost (its instances count as gone)."""
-    embedded_agent: bool = False
+    embedded_agent: bool = True
     """This machine is a host of the fleet too: the coordinator runs an agent in its own
-    process (pool `local`, label `conveyor.local=true`, address 127.0.0.1), so that a
-    service placed with `labels: {conveyor.local: "true"}` runs here through the same
-    path as on any host."""
+    process (pool `local`, label `conveyor.local=true`, address 127.0.0.1), and a
+    service with no `placement` runs here through it, the same path as on any host."""
     local_host_name: str | None = None
     """The embedded agent's host name (default: this machine's hostname)."""
     nats_url: str | None = None

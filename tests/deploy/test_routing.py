@@ -49,7 +49,7 @@ def test_a_killed_instance_is_restarted_and_counted_with_no_failed_request(stack
     v1 = stack.upload("v1")
     stack.wait_phase("production", stack.deploy("production", v1)["number"], {"succeeded"})
     url = stack.status("production")["url"] + QUOTE
-    pids = sorted((stack.data / "deploy" / "pids").glob("*.pid"))
+    pids = sorted((stack.data / "agent" / "host" / "pids").glob("*.pid"))  # the embedded agent's
     victim = int(pids[0].read_text().split()[0])
     with load(url, keepalive=True, seconds=20) as running:
         time.sleep(0.5)

@@ -20,7 +20,7 @@ from conveyor.api.metrics import refresh_forever
 from conveyor.api.state import Coordinator
 from conveyor.artifacts.blobs import BlobStore, FileBlobStore
 from conveyor.coordinator.config import ADMIN_TOKEN_FILE, ServerConfig
-from conveyor.coordinator.embedded import embedded_agent
+from conveyor.coordinator.embedded import EmbeddedAgent
 from conveyor.coordinator.loops import Loop, Loops, housekeeping, lost_hosts, sweep
 from conveyor.deploy.analyses import default_providers
 from conveyor.deploy.manager import DeploymentManager
@@ -193,8 +193,9 @@ async def running(config: ServerConfig) -> AsyncIterator[Coordinator]:
         named["bus"] = EventBus(db, publisher, public_url=config.public_url, prefix=prefix).work
     agent = None
     if config.embedded_agent:
-        agent = await embedded_agent(state.fleet, blobs, config.data_dir, config.local_host_name)
+        agent = EmbeddedAgent(state.fleet, blobs, config.data_dir, config.local_host_name)
         named["agent"] = agent.serve
+        manager.local_host = True
     loops = Loops(named)
     loops.start()
     try:
@@ -203,8 +204,6 @@ async def running(config: ServerConfig) -> AsyncIterator[Coordinator]:
         if agent is not None:
             agent.stop()
         await loops.stop()
-        if agent is not None:
-            await agent.close()
         await statuses.client.aclose()
         await target.close()
         await mirrors.close()

@@ -20,6 +20,7 @@ from conveyor.artifacts.blobs import BlobStore
 from conveyor.deploy.fleet import Fenced, Fleet
 from conveyor.domain.errors import Refused
 from conveyor.domain.hosts import LOCAL_LABEL
+from conveyor.filelock import exclusive_when_free
 from conveyor.protocol.agent import Desired, Join, Joined, Report
 
 LOCAL_ADDRESS = "127.0.0.1"
@@ -82,14 +83,35 @@ def _refusal(exc: Refused) -> StaleFence | Refusal:
     return Refusal(status, error, str(exc))
 
 
-async def embedded_agent(
-    fleet: Fleet, blobs: BlobStore, data_dir: Path, name: str | None = None
-) -> HostAgent:
-    """This machine's agent, with a new token of pool `local` (the previous one of the
-    same name revoked). Its instances live under `<data-dir>/agent`, as a host's do."""
-    name = name or socket.gethostname()
-    token = new_token(HOST_PREFIX)
-    await fleet.local_token(f"embedded agent of {name}", token_hash(token))
-    facts = HostFacts(name=name, address=LOCAL_ADDRESS, labels={LOCAL_LABEL: "true"})
-    link = InProcessLink(fleet, token_hash(token), blobs)
-    return HostAgent(facts, link, data_dir / "agent")
+class EmbeddedAgent:
+    """This machine's agent, run by one of the coordinator processes that share a data
+    directory (`serve --workers N`, replicas on one machine): the one that holds
+    `<data-dir>/agent.lock`; the others wait for it, so that when its process ends
+    another takes the host over (joining again, which fences the old agent). Each
+    start makes a new token of pool `local` (the previous one of the same name is
+    revoked). Its instances live under `<data-dir>/agent`, as on any host."""
+
+    def __init__(
+        self, fleet: Fleet, blobs: BlobStore, data_dir: Path, name: str | None = None
+    ) -> None:
+        self.fleet = fleet
+        self.blobs = blobs
+        self.data_dir = data_dir
+        self.name = name or socket.gethostname()
+        self.agent: HostAgent | None = None
+
+    async def serve(self) -> None:
+        async with exclusive_when_free(self.data_dir / "agent.lock"):
+            token = token_hash(new_token(HOST_PREFIX))
+            await self.fleet.local_token(f"embedded agent of {self.name}", token)
+            facts = HostFacts(name=self.name, address=LOCAL_ADDRESS, labels={LOCAL_LABEL: "true"})
+            link = InProcessLink(self.fleet, token, self.blobs)
+            self.agent = HostAgent(facts, link, self.data_dir / "agent")
+            try:
+                await self.agent.serve()
+            finally:
+                await self.agent.close()
+
+    def stop(self) -> None:
+        if self.agent is not None:
+            self.agent.stop()

@@ -387,7 +387,8 @@ async def _refused(
 
 
 async def _tell(session: Session, event_type: str, host: HostRecord, **more: object) -> None:
-    """A host event, to the teams the host serves, in the change's transaction."""
+    """A host event, to the teams the host serves (a coordinator's machine: the teams
+    that run instances on it), in the change's transaction."""
     facts = HostFacts(
         id=host.id,
         name=host.name,
@@ -396,9 +397,7 @@ async def _tell(session: Session, event_type: str, host: HostRecord, **more: obj
         labels=dict(host.labels),
         fence=host.fence,
     )
-    await events.host_event(
-        session, event_type, facts, await hosts.served_teams(session, host), **more
-    )
+    await events.host_event(session, event_type, facts, await hosts.told(session, host), **more)
 
 
 def desired_of(row: InstanceRecord) -> DesiredInstance | None:

@@ -19,7 +19,7 @@ from conveyor.artifacts.blobs import BlobStore
 from conveyor.deploy.placement import Candidate, place
 from conveyor.domain.clock import as_utc
 from conveyor.domain.deploy import InstanceState
-from conveyor.domain.hosts import HostState
+from conveyor.domain.hosts import LOCAL_LABEL, LOCAL_POOL, HostState
 from conveyor.hosting.target import Handle, Launch, Target
 from conveyor.pipeline.deploy import Placement, Runtime
 from conveyor.storage import hosts as host_rows
@@ -37,10 +37,15 @@ PORTS = (20000, 29999)
 (32768-60999), so that they never collide with outgoing connections."""
 
 
-def target_of(runtime: dict[str, Any]) -> str:
+HERE = Placement(labels={LOCAL_LABEL: "true"})
+"""Where a runtime with no `placement` runs on the fleet: the coordinators' own machines."""
+
+
+def target_of(runtime: dict[str, Any], local_host: bool = False) -> str:
     """Where a new environment's instances run: on the fleet when the runtime says how
-    to place them, else on the coordinator's machine."""
-    return FLEET if runtime.get("placement") is not None else LOCAL
+    to place them or when the coordinator's machine is a host itself (its embedded
+    agent: a runtime with no placement runs there), else through the local target."""
+    return FLEET if local_host or runtime.get("placement") is not None else LOCAL
 
 
 class ArtifactGone(Exception):
@@ -199,7 +204,14 @@ class FleetHosts:
 
     async def spot(self, session: Session, new: NewInstance) -> Spot:
         env, runtime, slot, instances = new.env, new.runtime, new.slot, new.instances
-        usage = {u.host.name: u for u in await host_rows.usable(session, env.team_id)}
+        rules = runtime.placement or HERE
+        # The coordinators' own machines take what asks for them by label, nothing else.
+        here = str(rules.labels.get(LOCAL_LABEL)) == "true"
+        usage = {
+            u.host.name: u
+            for u in await host_rows.usable(session, env.team_id)
+            if here or u.host.pool != LOCAL_POOL
+        }
         by_id = {u.host.id: u.host.name for u in usage.values()}
         candidates = [
             Candidate(
@@ -220,7 +232,6 @@ class FleetHosts:
             and row.host_id in by_id
             and row.state != InstanceState.STOPPED.value
         ]
-        rules = runtime.placement or Placement()
         if new.task:
             rules = Placement(labels=rules.labels)
             candidates = [replace(c, slots=None, memory=None) for c in candidates]

@@ -146,6 +146,9 @@ class DeploymentManager:
         is renewed by each pass: keep this well under it)."""
         self.claim_s = claim_s
         self.local = LocalHosts(target, blobs)
+        self.local_host = False
+        """This machine is a host of the fleet (the coordinator's embedded agent): new
+        environments run there through it unless their runtime places them."""
         self.fleet = FleetHosts(self._wake)
         self.wake_host: Callable[[uuid.UUID], None] = lambda host_id: None
         """Ends the long poll of a host's agent on this replica (the API's fleet sets it)."""

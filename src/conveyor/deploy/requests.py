@@ -131,10 +131,13 @@ async def environment(
     name: str,
     ports: tuple[int, int],
     runtime: dict[str, Any],
+    local_host: bool = False,
 ) -> EnvironmentRecord:
     """The project's environment `name`, created at its first deploy: on the fleet's
-    hosts when the runtime says how to place it, else on the coordinator's machine."""
-    return await deployments.create_environment(session, project, name, ports, target_of(runtime))
+    hosts when the runtime says how to place it or when this machine is a host itself
+    (`local_host`), else through the manager's local target."""
+    target = target_of(runtime, local_host)
+    return await deployments.create_environment(session, project, name, ports, target)
 
 
 async def find_environment(

@@ -174,7 +174,9 @@ class DeployService:
         decision = await self.gate_decision(who, project, environment, artifact, spec, emergency)
         ports = (self.manager.target.allocate_port(), self.manager.target.allocate_port())
         async with self.db.transaction() as session:
-            env = await requests.environment(session, project, environment, ports, spec.runtime)
+            env = await requests.environment(
+                session, project, environment, ports, spec.runtime, self.manager.local_host
+            )
             if queue_policy is not None:
                 env = await deployments.set_queue_policy(session, env, queue_policy)
             made = await requests.deploy(

@@ -19,7 +19,15 @@ from conveyor.domain.hosts import LOCAL_POOL, HostState, state_of
 from conveyor.storage.artifacts import ArtifactRecord, artifact_of
 from conveyor.storage.database import Session, insert_for
 from conveyor.storage.deployment_records import InstanceRecord, instance_record
-from conveyor.storage.tables import Artifact, Host, HostToken, Instance, PoolShare, Team
+from conveyor.storage.tables import (
+    Artifact,
+    Environment,
+    Host,
+    HostToken,
+    Instance,
+    PoolShare,
+    Team,
+)
 from conveyor.storage.values import record_of
 
 
@@ -277,6 +285,20 @@ async def served_teams(session: Session, host: HostRecord) -> list[uuid.UUID]:
     if host.pool == LOCAL_POOL:
         return list(await session.scalars(select(Team.id)))
     found = await session.scalars(select(PoolShare.team_id).where(PoolShare.pool == host.pool))
+    return list(found)
+
+
+async def told(session: Session, host: HostRecord) -> list[uuid.UUID]:
+    """The teams told of the host's events: those it serves; for a coordinator's own
+    machine (LOCAL_POOL, which serves every team), those whose instances run on it."""
+    if host.pool != LOCAL_POOL:
+        return await served_teams(session, host)
+    found = await session.scalars(
+        select(Environment.team_id)
+        .join(Instance, Instance.environment_id == Environment.id)
+        .where(Instance.host_id == host.id, Instance.state != InstanceState.STOPPED.value)
+        .distinct()
+    )
     return list(found)
 
 
