@@ -7,8 +7,10 @@ and it reads artifacts from the store's own files instead of copying them."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from conveyor.agent.artifacts import ArtifactCache
@@ -22,6 +24,7 @@ from conveyor.domain.errors import Refused
 from conveyor.domain.hosts import LOCAL_LABEL
 from conveyor.filelock import exclusive_when_free
 from conveyor.protocol.agent import Desired, Join, Joined, Report
+from conveyor.storage.database import UNAVAILABLE
 
 LOCAL_ADDRESS = "127.0.0.1"
 
@@ -35,24 +38,18 @@ class InProcessLink:
         self.blobs = blobs
 
     async def join(self, body: Join) -> Joined:
-        try:
+        with _as_over_http():
             return await self.fleet.join(self.digest, body)
-        except Refused as exc:
-            raise _refusal(exc) from exc
 
     async def desired(
         self, host_id: uuid.UUID, fence: int, generation: int, wait: float
     ) -> Desired:
-        try:
+        with _as_over_http():
             return await self.fleet.desired(self.digest, host_id, fence, generation, wait)
-        except Refused as exc:
-            raise _refusal(exc) from exc
 
     async def report(self, host_id: uuid.UUID, body: Report) -> None:
-        try:
+        with _as_over_http():
             await self.fleet.report(self.digest, host_id, body)
-        except Refused as exc:
-            raise _refusal(exc) from exc
 
     async def fetch(
         self,
@@ -63,10 +60,8 @@ class InProcessLink:
         in_use: frozenset[str],
     ) -> Path:
         """The store's own file (it was verified when it was stored)."""
-        try:
+        with _as_over_http():
             await self.fleet.artifact(self.digest, host_id, fence, digest)
-        except Refused as exc:
-            raise _refusal(exc) from exc
         found = await self.blobs.local_file(digest)
         if found is None:
             raise Refusal(410, "gone", f"artifact {digest} is no longer in the store")
@@ -76,11 +71,20 @@ class InProcessLink:
         return None
 
 
-def _refusal(exc: Refused) -> StaleFence | Refusal:
-    if isinstance(exc, Fenced):
-        return StaleFence(str(exc))
-    status, error = answer_of(exc)
-    return Refusal(status, error, str(exc))
+@contextlib.contextmanager
+def _as_over_http() -> Iterator[None]:
+    """The use case's refusals as the agent hears them over HTTP: a stale fence, another
+    refusal with its status, and a database it cannot reach as a coordinator it cannot
+    reach (the agent retries with its back-off, keeping its join)."""
+    try:
+        yield
+    except Fenced as exc:
+        raise StaleFence(str(exc)) from exc
+    except Refused as exc:
+        status, error = answer_of(exc)
+        raise Refusal(status, error, str(exc)) from exc
+    except UNAVAILABLE as exc:
+        raise ConnectionError(f"the database is unavailable: {exc}") from exc
 
 
 class EmbeddedAgent:
