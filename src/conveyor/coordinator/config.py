@@ -27,7 +27,9 @@ class ServerConfig:
     host_lease_s: float = 15.0
     """How long a host's lease lasts after each call of its agent."""
     embedded_agent: bool = False
-    """This machine is a host too, through an agent in this process (embedded.py)."""
+    """This machine is a host too, through an agent in this process (embedded.py). Off
+    for a config built in code (the in-process apps of tests); `conveyor serve` takes
+    the setting, whose default is on."""
     local_host_name: str | None = None
     rate_limit: str = "50/second"
     """Requests per API token (`limits` notation); runners are not limited."""

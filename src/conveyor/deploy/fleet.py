@@ -104,9 +104,7 @@ class Fleet:
         """The token of a coordinator's embedded agent (pool LOCAL_POOL), made at each
         start: the one made before under this name is revoked."""
         async with self.db.transaction() as session:
-            for old in await hosts.tokens(session, None):
-                if old.pool == LOCAL_POOL and old.name == name and old.revoked_at is None:
-                    await hosts.revoke_token(session, old.id, self.clock())
+            await hosts.revoke_named(session, LOCAL_POOL, name, self.clock())
             await hosts.add_token(session, None, LOCAL_POOL, name, digest, "conveyor")
 
     async def tokens(self, who: Principal) -> list[HostTokenRecord]:

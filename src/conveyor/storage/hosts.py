@@ -130,6 +130,15 @@ async def tokens(session: Session, team_ids: list[uuid.UUID] | None) -> list[Hos
     return [record_of(HostTokenRecord, row) for row in await session.scalars(query)]
 
 
+async def revoke_named(session: Session, pool: str, name: str, at: datetime) -> None:
+    """Revoke the pool's tokens of this name that are not revoked yet."""
+    await session.execute(
+        update(HostToken)
+        .where(HostToken.pool == pool, HostToken.name == name, HostToken.revoked_at.is_(None))
+        .values(revoked_at=at)
+    )
+
+
 async def revoke_token(session: Session, token_id: uuid.UUID, at: datetime) -> bool:
     """Revoke it (once); whether this call did."""
     result = await session.execute(

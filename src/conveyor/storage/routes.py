@@ -51,11 +51,6 @@ class Sample:
     """The router host's name (as read back; a report's own samples leave it out)."""
 
 
-def _serving(team_id: uuid.UUID) -> Any:
-    """Hosts of the team, of a pool shared with it, or the coordinators' own."""
-    return serving([team_id])
-
-
 async def put(
     session: Session, team_id: uuid.UUID, key: str, spec: dict[str, Any], now: datetime
 ) -> tuple[int, bool]:
@@ -119,7 +114,7 @@ async def router_hosts(session: Session, team_id: uuid.UUID) -> list[RouterHost]
     """The router hosts that serve the team, by name."""
     found = await session.execute(
         select(Host.id, Host.name, Host.address, Host.state, Host.draining, Host.routing)
-        .where(Host.router.is_(True), _serving(team_id))
+        .where(Host.router.is_(True), serving([team_id]))
         .order_by(Host.name)
     )
     return [
