@@ -59,8 +59,11 @@ async def test_each_slot_fires_once_across_replicas(database: Database, tmp_path
         for i in range(3)
     ]
     slot = latest_slot("*/5 * * * *", created + timedelta(minutes=5))
-    if (slot.hour, slot.minute) == (3, 0):  # also the daily entry's slot: take the next one
-        slot += timedelta(minutes=5)  # (a run between 02:55 and 03:00 UTC fired both)
+    # The moments below span 13 minutes from `slot`; the daily entry's 03:00 among them
+    # fires too (a run from 02:45 to 03:00 UTC did): then start just after it.
+    daily = slot.replace(hour=3, minute=0)
+    if slot <= daily <= slot + timedelta(minutes=15):
+        slot = daily + timedelta(minutes=5)
     at = slot + timedelta(seconds=20)
     passes = await asyncio.gather(*(r.fire_due(at) for r in replicas))
     fired = [f for one in passes for f in one]
